@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from clusters.models import Cluster, ClusterGroup
+from fleet.core.api.serializers import BriefSerializer, FleetModelSerializer, RestrictedPrimaryKeyRelatedField
+
+SECRET_FIELDS = ("token", "client_key", "kubeconfig")
+
+
+class CredentialsSetSerializer(serializers.Serializer):
+    token = serializers.BooleanField()
+    client_key = serializers.BooleanField()
+    kubeconfig = serializers.BooleanField()
+
+
+class ClusterSerializer(FleetModelSerializer):
+    """Credentials are write-only: responses say which are set (`credentials_set`), never their values."""
+
+    token = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=True)
+    client_key = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=False)
+    kubeconfig = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=False)
+    credentials_set = CredentialsSetSerializer(read_only=True)
+    groups = BriefSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Cluster
+        fields = [
+            "id", "name", "description", "api_url", "auth_method", "token", "client_certificate", "client_key",
+            "kubeconfig", "kubeconfig_context", "ca_data", "insecure_skip_tls_verify", "labels", "status",
+            "kubernetes_version", "last_seen", "last_error", "credentials_set", "groups", "created", "updated",
+        ]
+        read_only_fields = ["status", "kubernetes_version", "last_seen", "last_error", "created", "updated"]
+        extra_kwargs = {"client_certificate": {"write_only": True, "required": False}}
+        derived_fields = ("api_url", "kubeconfig_context")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # An omitted or empty secret keeps the stored one; send a new value to replace it.
+        for field in SECRET_FIELDS:
+            if field in attrs and attrs[field] == "" and self.instance is not None:
+                attrs.pop(field)
+        return super().validate(attrs)
+
+
+class ClusterGroupSerializer(FleetModelSerializer):
+    include = RestrictedPrimaryKeyRelatedField(queryset=Cluster.objects.all(), many=True, required=False)
+    exclude = RestrictedPrimaryKeyRelatedField(queryset=Cluster.objects.all(), many=True, required=False)
+    members = BriefSerializer(many=True, read_only=True, help_text="Resolved member clusters.")
+    member_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ClusterGroup
+        fields = [
+            "id", "name", "description", "selector", "include", "exclude", "members", "member_count",
+            "approval_required", "approvals_required", "sync_mode", "batch_size", "batch_percent",
+            "max_parallel", "canary_selector", "batch_pause_seconds", "failure_threshold",
+            "health_timeout_seconds", "prune", "self_heal", "sync_windows", "created", "updated",
+        ]
+        read_only_fields = ["created", "updated"]
+
+    def get_member_count(self, obj: ClusterGroup) -> int:
+        return len(obj.members.all())

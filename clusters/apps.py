@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class ClustersConfig(AppConfig):
+    name = "clusters"
+    verbose_name = "Clusters"
+
+    def ready(self) -> None:
+        from clusters import signals
+
+        signals.connect()

@@ -1,0 +1,55 @@
+"""Keeping ClusterGroup.members in step with labels, selectors and static lists.
+
+Membership is stored (not computed per request) so that access scopes and list pages are plain joins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+
+from clusters.models import Cluster, ClusterGroup
+
+Through = ClusterGroup.members.through
+
+
+def refresh_group(group: ClusterGroup) -> set[int]:
+    include = set(group.include.values_list("pk", flat=True))
+    exclude = set(group.exclude.values_list("pk", flat=True))
+    wanted = {
+        pk
+        for pk, labels in Cluster.objects.values_list("pk", "labels")
+        if pk not in exclude and (pk in include or _matches(group, labels))
+    }
+    with transaction.atomic():
+        current = set(Through.objects.filter(clustergroup=group).values_list("cluster_id", flat=True))
+        Through.objects.filter(clustergroup=group, cluster_id__in=current - wanted).delete()
+        Through.objects.bulk_create([Through(clustergroup=group, cluster_id=pk) for pk in wanted - current])
+    return wanted
+
+
+def refresh_clusters(clusters: Iterable[Cluster]) -> None:
+    clusters = list(clusters)
+    if not clusters:
+        return
+    groups = list(ClusterGroup.objects.prefetch_related("include", "exclude"))
+    with transaction.atomic():
+        ids = [c.pk for c in clusters]
+        current = set(Through.objects.filter(cluster_id__in=ids).values_list("clustergroup_id", "cluster_id"))
+        wanted = set()
+        for group in groups:
+            include = {c.pk for c in group.include.all()}
+            exclude = {c.pk for c in group.exclude.all()}
+            for cluster in clusters:
+                if group.matches(cluster, include, exclude):
+                    wanted.add((group.pk, cluster.pk))
+        for group_id, cluster_id in current - wanted:
+            Through.objects.filter(clustergroup_id=group_id, cluster_id=cluster_id).delete()
+        Through.objects.bulk_create([Through(clustergroup_id=g, cluster_id=c) for g, c in wanted - current])
+
+
+def _matches(group: ClusterGroup, labels: dict[str, str]) -> bool:
+    from clusters.selectors import matches
+
+    return matches(group.selector, labels or {})

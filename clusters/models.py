@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from clusters import kubeconfig, selectors, windows
+from clusters.choices import AuthMethod, ClusterStatus, SyncMode
+from fleet.access.restrict import RestrictedQuerySet
+from fleet.core.fields import EncryptedTextField
+from fleet.core.models import TimestampedModel
+
+dns_label = RegexValidator(
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+    "Use lower-case letters, digits and '-', starting and ending with a letter or digit (at most 63).",
+)
+
+
+def validate_api_url(value: str) -> None:
+    if not (value.startswith("https://") or value.startswith("http://")):
+        raise ValidationError("The API server URL must start with https:// (or http:// for sandboxes).")
+
+
+class Cluster(TimestampedModel):
+    """A Kubernetes cluster Fleetgate syncs to. Credentials are encrypted at rest and never returned."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[dns_label])
+    description = models.CharField(max_length=200, blank=True)
+    api_url = models.CharField(
+        "API server URL", max_length=500, blank=True, validators=[validate_api_url],
+        help_text="Taken from the kubeconfig when one is uploaded.",
+    )
+    auth_method = models.CharField(max_length=32, choices=AuthMethod.choices, default=AuthMethod.TOKEN)
+    token = EncryptedTextField(help_text="Bearer token (encrypted at rest).")
+    client_certificate = models.TextField(blank=True, help_text="PEM client certificate.")
+    client_key = EncryptedTextField(help_text="PEM client key (encrypted at rest).")
+    kubeconfig = EncryptedTextField(help_text="Uploaded kubeconfig (encrypted at rest).")
+    kubeconfig_context = models.CharField(max_length=253, blank=True)
+    ca_data = models.TextField("CA bundle", blank=True, help_text="PEM certificates that sign the API server's.")
+    insecure_skip_tls_verify = models.BooleanField(default=False)
+    labels = models.JSONField(default=dict, blank=True, validators=[selectors.validate_labels])
+    status = models.CharField(max_length=16, choices=ClusterStatus.choices, default=ClusterStatus.UNKNOWN)
+    kubernetes_version = models.CharField(max_length=64, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    scope_path = "groups"
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.auth_method == AuthMethod.KUBECONFIG:
+            if not self.kubeconfig:
+                errors["kubeconfig"] = "Upload a kubeconfig."
+            else:
+                try:
+                    creds = kubeconfig.parse(self.kubeconfig, self.kubeconfig_context)
+                except ValidationError as exc:
+                    errors["kubeconfig"] = "; ".join(exc.messages)
+                else:
+                    self.kubeconfig_context = creds.context
+                    self.api_url = creds.server
+        else:
+            if not self.api_url:
+                errors["api_url"] = "The API server URL is required."
+            if self.auth_method == AuthMethod.TOKEN and not self.token:
+                errors["token"] = "A bearer token is required for token authentication."
+            if self.auth_method == AuthMethod.CLIENT_CERTIFICATE:
+                if not self.client_certificate:
+                    errors["client_certificate"] = "A client certificate is required."
+                if not self.client_key:
+                    errors["client_key"] = "A client key is required."
+        for field in ("ca_data", "client_certificate"):
+            value = getattr(self, field)
+            if value and "-----BEGIN CERTIFICATE-----" not in value:
+                errors[field] = "Paste PEM certificates (-----BEGIN CERTIFICATE-----)."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def credentials_set(self) -> dict[str, bool]:
+        """Which secrets are stored, without their values: what the API shows instead of credentials."""
+        return {
+            "token": bool(self.token),
+            "client_key": bool(self.client_key),
+            "kubeconfig": bool(self.kubeconfig),
+        }
+
+
+class ClusterGroup(TimestampedModel):
+    """A set of clusters, by label selector plus static includes and excludes, with rollout settings."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[dns_label])
+    description = models.CharField(max_length=200, blank=True)
+    selector = models.JSONField(
+        default=dict, blank=True, validators=[selectors.validate_selector],
+        help_text="A Kubernetes label selector: {matchLabels: {...}, matchExpressions: [...]}.",
+    )
+    include = models.ManyToManyField(Cluster, blank=True, related_name="included_in")
+    exclude = models.ManyToManyField(Cluster, blank=True, related_name="excluded_from")
+    members = models.ManyToManyField(
+        Cluster, blank=True, related_name="groups", editable=False,
+        help_text="Resolved members, kept up to date when clusters or the group change.",
+    )
+
+    # Approval
+    approval_required = models.BooleanField(default=False)
+    approvals_required = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    sync_mode = models.CharField(max_length=16, choices=SyncMode.choices, default=SyncMode.AUTOMATIC)
+    # Rollout
+    batch_size = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text="Clusters per batch."
+    )
+    batch_percent = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Clusters per batch as a percentage (used when batch size is empty).",
+    )
+    max_parallel = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
+    canary_selector = models.JSONField(
+        default=dict, blank=True, validators=[selectors.validate_selector],
+        help_text="Clusters matching this selector form the first batch.",
+    )
+    batch_pause_seconds = models.PositiveIntegerField(default=0)
+    failure_threshold = models.PositiveIntegerField(
+        default=0, help_text="How many failed clusters a rollout tolerates before it halts."
+    )
+    health_timeout_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
+    prune = models.BooleanField(default=True)
+    self_heal = models.BooleanField(default=False)
+    sync_windows = models.JSONField(default=list, blank=True, validators=[windows.validate_windows])
+
+    objects = RestrictedQuerySet.as_manager()
+    scope_path = ""
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.batch_size and self.batch_percent:
+            raise ValidationError({"batch_percent": "Set a batch size or a percentage, not both."})
+
+    def matches(self, cluster: Cluster, include_ids: set[int], exclude_ids: set[int]) -> bool:
+        if cluster.pk in exclude_ids:
+            return False
+        return cluster.pk in include_ids or selectors.matches(self.selector, cluster.labels)

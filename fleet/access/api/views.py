@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from fleet.access import roles
+from fleet.access.api.serializers import (
+    APITokenSerializer,
+    MeSerializer,
+    NewAPITokenSerializer,
+    RoleBindingSerializer,
+    RoleSerializer,
+)
+from fleet.access.models import APIToken, RoleBinding
+from fleet.audit.services import record
+from fleet.core.api.viewsets import FleetModelViewSet
+
+
+class RoleBindingViewSet(FleetModelViewSet):
+    queryset = RoleBinding.objects.select_related("user", "group", "scope")
+    serializer_class = RoleBindingSerializer
+    filterset_fields = ["user", "group", "role", "scope"]
+    ordering_fields = ["id", "role"]
+    ordering = ["id"]
+
+
+class RoleViewSet(viewsets.ViewSet):
+    """The built-in roles and their permissions."""
+
+    pagination_class = None
+
+    @extend_schema(responses=RoleSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        return Response(roles.describe())
+
+
+class MeViewSet(viewsets.ViewSet):
+    @extend_schema(responses=MeSerializer)
+    def list(self, request: Request) -> Response:
+        return Response(MeSerializer.for_user(request.user))
+
+
+class APITokenViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """The signed-in user's own API tokens. The key is returned once, by create."""
+
+    serializer_class = APITokenSerializer
+    queryset = APIToken.objects.all()
+    ordering = ["-created"]
+
+    def get_queryset(self) -> Any:
+        return APIToken.objects.filter(user=self.request.user).order_by("-created")
+
+    @extend_schema(request=APITokenSerializer, responses={201: NewAPITokenSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = APITokenSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            token, key = APIToken.issue(
+                request.user,
+                description=serializer.validated_data.get("description", ""),
+                days=serializer.validated_data.get("days"),
+            )
+            record("apitoken.create", token, message=f"token {token.prefix}… issued")
+        data = NewAPITokenSerializer(token).data
+        data["key"] = key
+        return Response(data, status=201)
+
+    def perform_destroy(self, instance: APIToken) -> None:
+        with transaction.atomic():
+            record("apitoken.delete", instance, message=f"token {instance.prefix}… revoked")
+            instance.delete()
+

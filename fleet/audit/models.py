@@ -1,0 +1,87 @@
+"""The audit log: append-only, hash-chained events.
+
+Each event stores `hash = SHA-256(prev_hash || canonical JSON of its content)`. Changing, removing or
+reordering any stored event breaks the chain from that event on, which `manage.py audit_verify` reports.
+The ORM refuses updates and deletes; on PostgreSQL a trigger refuses them too (see the migrations).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+
+from fleet.access.restrict import RestrictedQuerySet
+from fleet.core.choices import ChangeContext
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditImmutable(Exception):
+    """Audit events cannot be changed or deleted."""
+
+
+class AuditEventQuerySet(RestrictedQuerySet):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise AuditImmutable("audit events are append-only")
+
+    def delete(self) -> NoReturn:  # type: ignore[override]
+        raise AuditImmutable("audit events are append-only; use audit_archive for retention")
+
+
+class AuditEvent(models.Model):
+    sequence = models.BigIntegerField(unique=True, editable=False)
+    time = models.DateTimeField(db_index=True, editable=False)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+        related_name="+", editable=False,
+    )
+    actor_name = models.CharField(max_length=150, blank=True, editable=False)
+    change_context = models.CharField(max_length=16, choices=ChangeContext.choices, editable=False)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    source_address = models.CharField(max_length=64, blank=True, editable=False)
+    action = models.CharField(max_length=64, db_index=True, editable=False)
+    target_type = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    target_id = models.CharField(max_length=64, blank=True, editable=False)
+    target_repr = models.CharField(max_length=200, blank=True, editable=False)
+    scope_group_id = models.BigIntegerField(null=True, blank=True, db_index=True, editable=False)
+    scope_group_name = models.CharField(max_length=63, blank=True, editable=False)
+    cluster_name = models.CharField(max_length=63, blank=True, db_index=True, editable=False)
+    repository_name = models.CharField(max_length=100, blank=True, db_index=True, editable=False)
+    before = models.JSONField(null=True, blank=True, editable=False)
+    after = models.JSONField(null=True, blank=True, editable=False)
+    message = models.TextField(blank=True, editable=False)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, editable=False)
+
+    objects = AuditEventQuerySet.as_manager()
+    scope_path = "scope_group_id"
+
+    class Meta:
+        ordering = ["-sequence"]
+        indexes = [models.Index(fields=["action", "time"])]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action} {self.target_repr}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AuditImmutable("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:  # type: ignore[override]
+        raise AuditImmutable("audit events are append-only")
+
+
+class AuditChainHead(models.Model):
+    """One row: the last sequence number and hash, locked while an event is appended."""
+
+    sequence = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    # Where the chain continues from after archiving (the hash of the last archived event).
+    base_sequence = models.BigIntegerField(default=0)
+    base_hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    class Meta:
+        verbose_name = "audit chain head"

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from fleet.access.restrict import restrict
+
+
+class RestrictedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A writable reference that only accepts objects the requesting user may see."""
+
+    def get_queryset(self) -> Any:
+        queryset = super().get_queryset()
+        request = self.context.get("request")
+        if request is None:
+            return queryset
+        return restrict(queryset, request.user, "view")
+
+
+class FleetModelSerializer(serializers.ModelSerializer):
+    """Runs the model's `clean()` so that the API and the admin validate alike, as 400 field errors."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        model = self.Meta.model
+        instance = copy.copy(self.instance) if self.instance is not None else model()
+        m2m = {f.name for f in model._meta.many_to_many}
+        for key, value in attrs.items():
+            if key not in m2m:
+                setattr(instance, key, value)
+        try:
+            instance.clean()
+        except DjangoValidationError as exc:
+            detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+            raise serializers.ValidationError(detail) from None
+        # clean() may derive fields (a kubeconfig's server URL, its context): keep them.
+        for field in getattr(self.Meta, "derived_fields", ()):
+            attrs[field] = getattr(instance, field)
+        return attrs
+
+
+class BriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)

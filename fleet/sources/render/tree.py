@@ -1,0 +1,146 @@
+"""A read-only source tree (an exported commit) with path-safety checks and per-tree caches.
+
+One ``SourceTree`` can be reused to render many mappings for many clusters of the same commit: file
+digests and parsed YAML documents are computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+
+from .errors import RenderError
+from .yamlsafe import MAX_FILE_BYTES, YamlDocument, load_documents
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+class SourceTree:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve(strict=True)
+        if not self.root.is_dir():
+            raise RenderError(f"source tree {root} is not a directory")
+        self._digests: dict[Path, str] = {}
+        self._docs: dict[Path, list[YamlDocument]] = {}
+        self._walks: dict[tuple[Path, bool], list[Path]] = {}
+
+    def __repr__(self) -> str:
+        return f"SourceTree({str(self.root)!r})"
+
+    # ---- paths
+
+    def rel(self, path: Path) -> str:
+        """Repository-relative POSIX path of a lexical path under the root."""
+        try:
+            return PurePosixPath(Path(os.path.abspath(path)).relative_to(self.root)).as_posix()
+        except ValueError:
+            return str(path)
+
+    def inside(self, path: Path) -> bool:
+        real = path.resolve()
+        return real == self.root or self.root in real.parents
+
+    def resolve(self, rel: str, *, base: Path | None = None, what: str = "path",
+                allow_parent: bool = False) -> Path:
+        """A lexical path for ``rel`` (relative to ``base`` or the root) that stays in the repository
+        after resolving symlinks.  Absolute paths are refused; ``..`` only when ``allow_parent``."""
+        if not isinstance(rel, str):
+            raise RenderError(f"{what} must be a string")
+        p = PurePosixPath(rel.replace("\\", "/"))
+        if p.is_absolute() or rel.startswith("~"):
+            raise RenderError(f"{what} {rel!r} must be relative to the repository")
+        if ".." in p.parts and not allow_parent:
+            raise RenderError(f"{what} {rel!r} may not contain '..'")
+        start = base if base is not None else self.root
+        lexical = Path(os.path.normpath(start.joinpath(*p.parts))) if p.parts else start
+        if not (lexical == self.root or self.root in lexical.parents):
+            raise RenderError(f"{what} {rel!r} leaves the repository")
+        if not self.inside(lexical):
+            raise RenderError(f"{what} {rel!r} resolves (through a symlink) outside the repository",
+                              file=self.rel(lexical))
+        return lexical
+
+    # ---- walking
+
+    def walk(self, directory: Path, *, skip_hidden: bool = False) -> list[Path]:
+        """Every file under ``directory`` (sorted, following symlinks that stay in the repository).
+
+        A symlink that resolves outside the repository is a RenderError naming the link."""
+        key = (directory, skip_hidden)
+        if key in self._walks:
+            return self._walks[key]
+        files: list[Path] = []
+        seen: set[Path] = set()
+
+        def visit(d: Path) -> None:
+            real = d.resolve()
+            if real in seen:
+                return
+            seen.add(real)
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for entry in entries:
+                if skip_hidden and entry.name.startswith("."):
+                    continue
+                p = Path(entry.path)
+                if entry.is_symlink():
+                    if not self.inside(p):
+                        raise RenderError(
+                            f"symlink points outside the repository (to {os.readlink(p)!r})",
+                            file=self.rel(p))
+                    if p.is_dir():
+                        visit(p)
+                    elif p.is_file():
+                        files.append(p)
+                elif entry.is_dir(follow_symlinks=False):
+                    visit(p)
+                elif entry.is_file(follow_symlinks=False):
+                    files.append(p)
+
+        if not self.inside(directory):
+            raise RenderError("directory resolves outside the repository", file=self.rel(directory))
+        visit(directory)
+        self._walks[key] = files
+        return files
+
+    def check_symlinks(self, directory: Path) -> None:
+        self.walk(directory)
+
+    # ---- content
+
+    def read_bytes(self, path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+        if not self.inside(path):
+            raise RenderError("file resolves outside the repository", file=self.rel(path))
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise RenderError(f"file is {size} bytes, more than the limit of {max_bytes}",
+                                  file=self.rel(path))
+            return path.read_bytes()
+        except OSError as exc:
+            raise RenderError(f"cannot read file: {exc.strerror}", file=self.rel(path)) from None
+
+    def digest(self, path: Path) -> str:
+        if path not in self._digests:
+            if not self.inside(path):
+                raise RenderError("file resolves outside the repository", file=self.rel(path))
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 16), b""):
+                    h.update(chunk)
+            self._digests[path] = h.hexdigest()
+        return self._digests[path]
+
+    def documents(self, path: Path) -> list[YamlDocument]:
+        """Parsed YAML documents of a file (cached; callers must not modify the data)."""
+        if path not in self._docs:
+            self._docs[path] = load_documents(self.read_bytes(path), file=self.rel(path))
+        return self._docs[path]
+
+    def kustomization_file(self, directory: Path) -> Path | None:
+        for name in KUSTOMIZATION_FILES:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+        return None

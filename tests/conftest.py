@@ -1,0 +1,46 @@
+"""Fixtures shared by the whole suite: users with roles, API clients authenticated by real tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from fleet.access.models import APIToken, RoleBinding
+from tests.factories import UserFactory
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., Any]:
+    def make(username: str, role: str | None = None, scope: Any = None, superuser: bool = False) -> Any:
+        user = UserFactory(username=username, is_superuser=superuser, is_staff=superuser)
+        if role:
+            RoleBinding.objects.create(user=user, role=role, scope=scope)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def token_client() -> Callable[[Any], APIClient]:
+    """An API client that authenticates with a real API token of the given user."""
+
+    def make(user: Any) -> APIClient:
+        _, key = APIToken.issue(user, description="test")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def admin_user(make_user: Callable[..., Any]) -> Any:
+    return make_user("root", role="admin")
+
+
+@pytest.fixture
+def admin_client(admin_user: Any, token_client: Callable[[Any], APIClient]) -> APIClient:
+    return token_client(admin_user)

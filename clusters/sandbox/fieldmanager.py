@@ -1,0 +1,476 @@
+"""Field ownership for server-side apply: ``managedFields`` in the ``FieldsV1`` format.
+
+A field set is a Python set of paths; a path is a tuple of FieldsV1 elements (``"f:spec"``,
+``'k:{"name":"web"}'``, ``'v:"x"'``). Only leaves (scalars, atomic lists, empty maps) and list items
+(the ``"."`` of a ``k:``/``v:`` node) are members, as in the apiserver.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ApiError, cause, invalid
+
+Path = tuple[str, ...]
+SET = "set"
+MISSING: Any = object()
+
+# Lists that Kubernetes merges by key (listType=map) in the built-in schemas.
+KEYED_LISTS: dict[str, tuple[str, ...]] = {
+    "containers": ("name",),
+    "initContainers": ("name",),
+    "ephemeralContainers": ("name",),
+    "volumes": ("name",),
+    "env": ("name",),
+    "volumeMounts": ("mountPath",),
+    "volumeDevices": ("devicePath",),
+    "imagePullSecrets": ("name",),
+    "conditions": ("type",),
+    "hostAliases": ("ip",),
+    "resourceClaims": ("name",),
+    "resizePolicy": ("resourceName",),
+    "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
+    "ownerReferences": ("uid",),
+}
+SET_LISTS = frozenset({"finalizers"})
+METADATA_ONLY = frozenset({"ownerReferences", "finalizers"})
+SERVER_METADATA = frozenset(
+    {
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+    }
+)
+
+
+def list_spec(name: str, items: list[Any], path: Path, builtin: bool) -> Any:
+    """How a list merges: None (atomic), SET, or the tuple of key fields."""
+    in_metadata = len(path) == 2 and path[0] == "f:metadata"
+    if not builtin and not in_metadata:
+        return None
+    if name in SET_LISTS:
+        return SET
+    if not builtin and name not in METADATA_ONLY:
+        return None
+    if name == "ports":
+        first = next((i for i in items if isinstance(i, dict)), None)
+        if first is None:
+            return ("containerPort", "protocol")
+        return ("containerPort", "protocol") if "containerPort" in first else ("port", "protocol")
+    return KEYED_LISTS.get(name)
+
+
+def key_values(item: Any, spec: tuple[str, ...], path: Path) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise invalid_list(path, "associative list with keys has an element that is not a map")
+    out: dict[str, Any] = {}
+    for k in sorted(spec):
+        if k in item and item[k] is not None:
+            out[k] = item[k]
+        elif k == "protocol":
+            out[k] = "TCP"
+        else:
+            raise invalid_list(path, f'associative list with keys has an element that omits key field "{k}"')
+    return out
+
+
+def item_element(item: Any, spec: Any, path: Path) -> str:
+    if spec == SET:
+        return "v:" + json.dumps(item, separators=(",", ":"), sort_keys=True)
+    return "k:" + json.dumps(key_values(item, spec, path), separators=(",", ":"))
+
+
+def invalid_list(path: Path, message: str) -> ApiError:
+    return ApiError(
+        422,
+        "Invalid",
+        f"{path_string(path)}: {message}",
+        {"causes": [cause("FieldValueInvalid", path_string(path), message)]},
+    )
+
+
+def path_string(path: Path) -> str:
+    out = []
+    for el in path:
+        if el.startswith("f:"):
+            out.append("." + el[2:])
+        elif el.startswith("k:"):
+            keys = json.loads(el[2:])
+            out.append("[" + ",".join(f"{k}={json.dumps(v)}" for k, v in keys.items()) + "]")
+        elif el.startswith("v:"):
+            out.append(f"[={el[2:]}]")
+        elif el.startswith("i:"):
+            out.append(f"[{el[2:]}]")
+    return "".join(out)
+
+
+def managed_view(obj: dict[str, Any], part: str, has_status: bool) -> dict[str, Any]:
+    """The part of an object that field managers own: ``main`` (no status when it is a subresource)
+    or ``status``. Server-set metadata, apiVersion and kind are never owned."""
+    if part == "status":
+        return {"status": obj["status"]} if obj.get("status") is not None else {}
+    view = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    if has_status:
+        view.pop("status", None)
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        m = {k: v for k, v in meta.items() if k not in SERVER_METADATA}
+        if m:
+            view["metadata"] = m
+    return view
+
+
+def fieldset(view: dict[str, Any], builtin: bool) -> set[Path]:
+    out: set[Path] = set()
+    for k, v in view.items():
+        if v is not None:
+            _walk(v, ("f:" + k,), out, k, builtin)
+    return out
+
+
+def _walk(value: Any, path: Path, out: set[Path], name: str, builtin: bool) -> None:
+    if isinstance(value, dict):
+        if not value:
+            out.add(path)
+            return
+        for k, v in value.items():
+            if v is not None:
+                _walk(v, (*path, "f:" + k), out, k, builtin)
+    elif isinstance(value, list):
+        spec = list_spec(name, value, path, builtin)
+        if spec is None or not value:
+            out.add(path)
+            return
+        seen: set[str] = set()
+        for item in value:
+            el = item_element(item, spec, path)
+            if el in seen:
+                raise invalid_list(path, f"duplicate entries for key {el[2:]}")
+            seen.add(el)
+            ip = (*path, el)
+            out.add(ip)
+            if spec != SET:
+                for k, v in item.items():
+                    if v is not None:
+                        _walk(v, (*ip, "f:" + k), out, k, builtin)
+    else:
+        out.add(path)
+
+
+def _find_item(items: list[Any], el: str, path: Path, name: str, builtin: bool) -> int:
+    spec = list_spec(name, items, path, builtin)
+    if spec is None:
+        return -1
+    for i, item in enumerate(items):
+        try:
+            if item_element(item, spec, path) == el:
+                return i
+        except ApiError:
+            continue
+    return -1
+
+
+def get_value(obj: Any, path: Path, builtin: bool) -> Any:
+    cur = obj
+    name = ""
+    for depth, el in enumerate(path):
+        if el.startswith("f:"):
+            if not isinstance(cur, dict) or el[2:] not in cur:
+                return MISSING
+            name = el[2:]
+            cur = cur[name]
+        elif isinstance(cur, list):
+            i = _find_item(cur, el, path[:depth], name, builtin)
+            if i < 0:
+                return MISSING
+            cur = cur[i]
+        else:
+            return MISSING
+    return cur
+
+
+def remove_path(obj: dict[str, Any], path: Path, builtin: bool) -> None:
+    """Remove one owned field or list item from ``obj`` in place, pruning maps left empty."""
+    chain: list[tuple[Any, Any]] = []  # (container, key/index)
+    cur: Any = obj
+    name = ""
+    for depth, el in enumerate(path):
+        if el.startswith("f:"):
+            if not isinstance(cur, dict) or el[2:] not in cur:
+                return
+            chain.append((cur, el[2:]))
+            name = el[2:]
+            cur = cur[name]
+        elif isinstance(cur, list):
+            i = _find_item(cur, el, path[:depth], name, builtin)
+            if i < 0:
+                return
+            chain.append((cur, i))
+            cur = cur[i]
+        else:
+            return
+    container, key = chain.pop()
+    del container[key]
+    # prune maps emptied by the removal (never the top-level fields themselves)
+    while chain and len(chain) > 1:
+        parent, pkey = chain[-1]
+        if isinstance(container, dict) and not container:
+            del parent[pkey]
+            container = parent
+            chain.pop()
+        else:
+            break
+
+
+def merge_apply(live: Any, applied: Any, name: str, path: Path, builtin: bool) -> Any:
+    """Merge an applied configuration into the live value (maps recursively, keyed lists by key)."""
+    if isinstance(applied, dict) and isinstance(live, dict):
+        out = dict(live)
+        for k, v in applied.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = merge_apply(live.get(k, MISSING), v, k, (*path, "f:" + k), builtin)
+        return out
+    if isinstance(applied, list) and isinstance(live, list):
+        spec = list_spec(name, applied or live, path, builtin)
+        if spec is None:
+            return applied
+        if spec == SET:
+            return applied + [x for x in live if x not in applied]
+        live_by_key: dict[str, Any] = {}
+        for item in live:
+            try:
+                live_by_key[item_element(item, spec, path)] = item
+            except ApiError:
+                continue
+        merged, keys = [], set()
+        for item in applied:
+            el = item_element(item, spec, path)
+            keys.add(el)
+            prev = live_by_key.get(el, MISSING)
+            merged.append(item if prev is MISSING else merge_apply(prev, item, name, (*path, el), builtin))
+        merged.extend(item for el, item in live_by_key.items() if el not in keys)
+        return merged
+    return applied
+
+
+@dataclass(slots=True)
+class Manager:
+    manager: str
+    operation: str  # "Apply" or "Update"
+    api_version: str
+    subresource: str = ""
+    time: str = ""
+    fields: set[Path] = field(default_factory=set)
+
+    @property
+    def ident(self) -> tuple[str, str, str, str]:
+        return (
+            self.manager,
+            self.operation,
+            self.subresource,
+            self.api_version if self.operation == "Update" else "",
+        )
+
+    def printed(self) -> str:
+        text = json.dumps(self.manager)
+        if self.subresource:
+            text += f" with subresource {json.dumps(self.subresource)}"
+        return f"{text} using {self.api_version}"
+
+
+def decode_managers(meta: dict[str, Any]) -> list[Manager]:
+    out = []
+    for entry in meta.get("managedFields") or []:
+        if not isinstance(entry, dict):
+            continue
+        fields: set[Path] = set()
+        _decode(entry.get("fieldsV1") or {}, (), fields)
+        out.append(
+            Manager(
+                entry.get("manager", ""),
+                entry.get("operation", "Update"),
+                entry.get("apiVersion", ""),
+                entry.get("subresource", ""),
+                entry.get("time", ""),
+                fields,
+            )
+        )
+    return out
+
+
+def _decode(node: dict[str, Any], path: Path, out: set[Path]) -> None:
+    for k, sub in node.items():
+        if k == ".":
+            out.add(path)
+        elif not sub:
+            out.add((*path, k))
+        else:
+            _decode(sub, (*path, k), out)
+
+
+def encode_fields(paths: set[Path]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for p in paths:
+        node = tree
+        for el in p:
+            node = node.setdefault(el, {})
+    return _ordered(tree, (), paths)
+
+
+def _ordered(node: dict[str, Any], path: Path, paths: set[Path]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if path and node and path in paths:
+        out["."] = {}
+    for k in sorted(node):
+        out[k] = _ordered(node[k], (*path, k), paths)
+    return out
+
+
+def encode_managers(managers: list[Manager]) -> list[dict[str, Any]]:
+    out = []
+    for m in managers:
+        if not m.fields:
+            continue
+        entry: dict[str, Any] = {
+            "manager": m.manager,
+            "operation": m.operation,
+            "apiVersion": m.api_version,
+            "time": m.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": encode_fields(m.fields),
+        }
+        if m.subresource:
+            entry["subresource"] = m.subresource
+        out.append(entry)
+    return out
+
+
+def _leaf_differs(old: Any, new: Any, p: Path, builtin: bool) -> bool:
+    return not (p[-1].startswith("k:") or p[-1].startswith("v:")) and get_value(old, p, builtin) != get_value(
+        new, p, builtin
+    )
+
+
+def track_update(
+    old_view: dict[str, Any], new_view: dict[str, Any], managers: list[Manager], me: Manager, builtin: bool
+) -> list[Manager]:
+    """Record an Update operation: the writer gains the fields it changed, others lose them."""
+    old_fs = fieldset(old_view, builtin)
+    new_fs = fieldset(new_view, builtin)
+    added = new_fs - old_fs
+    removed = old_fs - new_fs
+    modified = {p for p in new_fs & old_fs if _leaf_differs(old_view, new_view, p, builtin)}
+    changed = added | modified
+    out: list[Manager] = []
+    found = False
+    for m in managers:
+        if m.ident == me.ident:
+            found = True
+            m.fields = (m.fields | changed) - removed
+            m.time = me.time
+        elif changed or removed:
+            m.fields = m.fields - changed - removed
+        out.append(m)
+    if not found:
+        me.fields = changed
+        out.append(me)
+    return [m for m in out if m.fields]
+
+
+def conflict_error(conflicts: list[tuple[Manager, Path]]) -> ApiError:
+    conflicts = sorted(conflicts, key=lambda c: (c[0].printed(), path_string(c[1])))
+    causes = [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {m.printed()}", "field": path_string(p)}
+        for m, p in conflicts
+    ]
+    if len(conflicts) == 1:
+        m, p = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {m.printed()}: {path_string(p)}"
+    else:
+        lines: list[str] = []
+        last = None
+        for m, p in conflicts:
+            if m.printed() != last:
+                last = m.printed()
+                lines.append(f"conflicts with {last}:")
+            lines.append(f"- {path_string(p)}")
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiError(409, "Conflict", message, {"causes": causes})
+
+
+def apply(
+    live: dict[str, Any] | None,
+    applied_view: dict[str, Any],
+    live_view: dict[str, Any],
+    managers: list[Manager],
+    me: Manager,
+    force: bool,
+    builtin: bool,
+) -> tuple[dict[str, Any], list[Manager]]:
+    """Server-side apply of ``applied_view`` onto ``live`` (a private copy that may be changed).
+
+    Returns the merged object and the new manager list, or raises a 409 conflict error.
+    """
+    new_fs = fieldset(applied_view, builtin)
+    others = [m for m in managers if m.ident != me.ident]
+    previous = next((m.fields for m in managers if m.ident == me.ident), set())
+    conflicts: list[tuple[Manager, Path]] = []
+    for p in new_fs:
+        if p[-1].startswith(("k:", "v:")):
+            continue
+        current = get_value(live_view, p, builtin)
+        if current is MISSING or current == get_value(applied_view, p, builtin):
+            continue
+        conflicts.extend((m, p) for m in others if p in m.fields)
+    if conflicts and not force:
+        raise conflict_error(conflicts)
+    for m, p in conflicts:
+        m.fields.discard(p)
+    merged = merge_apply(live if live is not None else {}, applied_view, "", (), builtin)
+    owned_by_others: set[Path] = set()
+    for m in others:
+        owned_by_others |= m.fields
+    for p in sorted(previous - new_fs - owned_by_others, key=len, reverse=True):
+        if any(o[: len(p)] == p for o in owned_by_others if len(o) > len(p)):
+            continue
+        remove_path(merged, p, builtin)
+    me.fields = new_fs
+    out: list[Manager] = []
+    placed = False
+    for m in managers:
+        if m.ident == me.ident:
+            out.append(me)
+            placed = True
+        elif m.fields:
+            out.append(m)
+    if not placed:
+        out.append(me)
+    return merged, [m for m in out if m.fields]
+
+
+__all__ = [
+    "MISSING",
+    "Manager",
+    "apply",
+    "cause",
+    "decode_managers",
+    "encode_managers",
+    "fieldset",
+    "get_value",
+    "invalid",
+    "managed_view",
+    "merge_apply",
+    "path_string",
+    "track_update",
+]

@@ -1,0 +1,132 @@
+"""Label and field selectors as the apiserver parses them from list and watch query strings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .errors import bad_request
+
+Matcher = Callable[[dict[str, Any]], bool]
+
+_KEY = r"[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?"
+_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_KEY_RE = re.compile(rf"^{_KEY}$")
+_VALUE_RE = re.compile(rf"^{_VALUE}$")
+_SET_RE = re.compile(rf"^\s*({_KEY})\s+(in|notin)\s+\((.*)\)\s*$")
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def _check_key(key: str, text: str) -> str:
+    if not _KEY_RE.match(key):
+        raise bad_request(f"unable to parse requirement: invalid label key {key!r} in {text!r}")
+    return key
+
+
+def _check_value(value: str, text: str) -> str:
+    if not _VALUE_RE.match(value) or len(value) > 63:
+        raise bad_request(f"unable to parse requirement: invalid label value {value!r} in {text!r}")
+    return value
+
+
+def parse_label_selector(text: str | None) -> Matcher | None:
+    """A predicate on an object's labels; None when the selector is empty (matches all)."""
+    if not text or not text.strip():
+        return None
+    reqs: list[Callable[[dict[str, str]], bool]] = []
+    for raw in _split_top(text):
+        part = raw.strip()
+        if not part:
+            raise bad_request(f"unable to parse requirement: found empty requirement in {text!r}")
+        m = _SET_RE.match(part)
+        if m:
+            key = _check_key(m.group(1), text)
+            values = frozenset(_check_value(v.strip(), text) for v in m.group(4).split(","))
+            if m.group(3) == "in":
+                reqs.append(lambda lb, k=key, vs=values: lb.get(k) in vs)
+            else:
+                reqs.append(lambda lb, k=key, vs=values: lb.get(k) not in vs)
+            continue
+        if "!=" in part:
+            key, value = (s.strip() for s in part.split("!=", 1))
+            key, value = _check_key(key, text), _check_value(value, text)
+            reqs.append(lambda lb, k=key, v=value: lb.get(k) != v)
+        elif "==" in part or "=" in part:
+            key, value = (s.strip() for s in part.split("==" if "==" in part else "=", 1))
+            key, value = _check_key(key, text), _check_value(value, text)
+            reqs.append(lambda lb, k=key, v=value: lb.get(k) == v)
+        elif part.startswith("!"):
+            key = _check_key(part[1:].strip(), text)
+            reqs.append(lambda lb, k=key: k not in lb)
+        else:
+            key = _check_key(part, text)
+            reqs.append(lambda lb, k=key: k in lb)
+
+    def match(obj: dict[str, Any]) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return all(r(labels) for r in reqs)
+
+    return match
+
+
+_FIELDS = {"metadata.name": "name", "metadata.namespace": "namespace"}
+
+
+def parse_field_selector(text: str | None) -> Matcher | None:
+    """A predicate for ``metadata.name`` / ``metadata.namespace`` with ``=``, ``==`` and ``!=``."""
+    if not text or not text.strip():
+        return None
+    reqs: list[tuple[str, str, bool]] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        if "!=" in part:
+            fld, value = part.split("!=", 1)
+            equal = False
+        elif "==" in part:
+            fld, value = part.split("==", 1)
+            equal = True
+        elif "=" in part:
+            fld, value = part.split("=", 1)
+            equal = True
+        else:
+            raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
+        fld = fld.strip()
+        if fld not in _FIELDS:
+            raise bad_request(f"field label not supported: {fld}")
+        reqs.append((_FIELDS[fld], value.strip(), equal))
+
+    def match(obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        return all((meta.get(attr, "") == value) == equal for attr, value, equal in reqs)
+
+    return match
+
+
+def field_selector_name(text: str | None) -> str | None:
+    """The single object name a field selector pins (``metadata.name=x``), for a fast lookup."""
+    if not text or "," in text or "!=" in text:
+        return None
+    for sep in ("==", "="):
+        if sep in text:
+            fld, value = text.split(sep, 1)
+            if fld.strip() == "metadata.name":
+                return value.strip()
+            return None
+    return None

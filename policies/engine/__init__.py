@@ -1,0 +1,112 @@
+"""Rego engines behind one protocol (:class:`RegoEngine`): in-process regorus or an OPA server.
+
+Settings (environment variables; ``fleet/settings.py`` exports the same names):
+
+* ``FLEETGATE_REGO_ENGINE``: ``regorus`` (default, in-process) or ``opa``;
+* ``FLEETGATE_OPA_URL``: the OPA server, default ``http://127.0.0.1:8181``;
+* ``FLEETGATE_REGO_TIMEOUT``: seconds per evaluation request, default ``10``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from policies.engine.base import (
+    CompileError,
+    EngineError,
+    EngineTimeout,
+    EngineUnavailable,
+    EvaluationSession,
+    Module,
+    PolicyCompileError,
+    PolicyEvaluationError,
+    PolicySet,
+    PreparedPolicySet,
+    RegoEngine,
+    TestResult,
+)
+
+ENGINE_NAMES = ("regorus", "opa")
+
+__all__ = [
+    "ENGINE_NAMES",
+    "CompileError",
+    "EngineError",
+    "EngineSettings",
+    "EngineTimeout",
+    "EngineUnavailable",
+    "EvaluationSession",
+    "Module",
+    "PolicyCompileError",
+    "PolicyEvaluationError",
+    "PolicySet",
+    "PreparedPolicySet",
+    "RegoEngine",
+    "TestResult",
+    "create_engine",
+    "engine_settings",
+    "get_engine",
+]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    engine: str = "regorus"
+    opa_url: str = "http://127.0.0.1:8181"
+    timeout: float = 10.0
+
+
+def engine_settings() -> EngineSettings:
+    """Read the engine settings from the environment, with working defaults."""
+    name = os.environ.get("FLEETGATE_REGO_ENGINE", "regorus").strip().lower() or "regorus"
+    url = os.environ.get("FLEETGATE_OPA_URL", "http://127.0.0.1:8181").strip() or "http://127.0.0.1:8181"
+    raw_timeout = os.environ.get("FLEETGATE_REGO_TIMEOUT", "10").strip() or "10"
+    try:
+        timeout = float(raw_timeout)
+    except ValueError as exc:
+        raise ValueError(f"FLEETGATE_REGO_TIMEOUT must be a number of seconds, got {raw_timeout!r}") from exc
+    if timeout <= 0:
+        raise ValueError("FLEETGATE_REGO_TIMEOUT must be positive")
+    return EngineSettings(name, url, timeout)
+
+
+def create_engine(
+    name: str | None = None, *, opa_url: str | None = None, timeout: float | None = None
+) -> RegoEngine:
+    """A new engine; arguments left out come from :func:`engine_settings`."""
+    settings = engine_settings()
+    name = (name or settings.engine).lower()
+    timeout = timeout if timeout is not None else settings.timeout
+    if name == "regorus":
+        from policies.engine.regorus_engine import RegorusEngine
+
+        return RegorusEngine(timeout=timeout)
+    if name == "opa":
+        from policies.engine.opa_engine import OpaEngine
+
+        return OpaEngine(opa_url or settings.opa_url, timeout=timeout)
+    raise ValueError(f"unknown Rego engine {name!r}: choose one of {', '.join(ENGINE_NAMES)}")
+
+
+_ENGINES: dict[tuple[str, str, float], RegoEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(
+    name: str | None = None, *, opa_url: str | None = None, timeout: float | None = None
+) -> RegoEngine:
+    """The process-wide engine for these settings (engines cache prepared policy sets, so share them)."""
+    settings = engine_settings()
+    key = (
+        (name or settings.engine).lower(),
+        opa_url or settings.opa_url,
+        timeout if timeout is not None else settings.timeout,
+    )
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = create_engine(key[0], opa_url=key[1], timeout=key[2])
+            _ENGINES[key] = engine
+        return engine

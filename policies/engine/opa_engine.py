@@ -1,0 +1,353 @@
+"""The OPA server engine, through ``opa-python-client`` (``opa_client``).
+
+One OPA server is shared by every worker and every policy, so each prepared policy set lives in its own
+namespace: its modules are pushed (``PUT /v1/policies/fleetgate/<digest>/<path>``) with their package and
+every ``data`` reference moved under ``data.fleetgate_sets.s_<digest>`` (two policies that both say
+``package main`` never mix; line numbers are unchanged). Static data goes to ``PUT /v1/data`` under the same
+prefix. The server runs ``--v0-compatible``; v1 modules get ``import rego.v1`` on their package line.
+
+Per-target data (``inventory``, ``fleetgate``) is written once per session to
+``data.fleetgate_targets.<session id>`` and swapped in with ``with data.<prefix>.inventory as ...``, so
+concurrent evaluations for different clusters do not see each other's objects.
+
+Inputs are sent in batches: a generated rule evaluates the entry point for each element of
+``input.batch`` (``with input as x``), one HTTP request per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+from opa_client.opa import OpaClient
+
+from policies.engine.base import (
+    CompileError,
+    EngineError,
+    EngineTimeout,
+    EngineUnavailable,
+    Module,
+    PolicyCompileError,
+    PolicyEvaluationError,
+    PolicySet,
+    TestResult,
+    check_target_data,
+    entry_module_source,
+    run_tests_generic,
+)
+from policies.engine.source import namespace_source, normalise_for_engine
+
+SETS_ROOT = "fleetgate_sets"
+TARGETS_ROOT = "fleetgate_targets"
+BATCH_SIZE = 500
+
+
+def _errors_from_body(body: Any, id_to_path: Mapping[str, str], default_path: str) -> list[CompileError]:
+    out: list[CompileError] = []
+    if not isinstance(body, dict):
+        return [CompileError(default_path, 0, 0, str(body))]
+    for err in body.get("errors") or []:
+        loc = err.get("location") or {}
+        file = loc.get("file") or ""
+        path = id_to_path.get(file) or id_to_path.get(unquote(file)) or default_path
+        out.append(
+            CompileError(
+                path,
+                int(loc.get("row") or 0),
+                int(loc.get("col") or 0),
+                str(err.get("message", "")),
+                str(err.get("code") or "rego_compile_error"),
+            )
+        )
+    if not out:
+        out.append(CompileError(default_path, 0, 0, str(body.get("message") or body)))
+    return out
+
+
+class OpaSession:
+    def __init__(self, engine: OpaEngine, target_data: Mapping[str, Any] | None) -> None:
+        self._engine = engine
+        self.id = "t_" + uuid.uuid4().hex
+        self._open = False
+        engine._put_data(f"{TARGETS_ROOT}/{self.id}", check_target_data(target_data))
+        self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                self._engine._delete_data(f"{TARGETS_ROOT}/{self.id}")
+            except EngineError:
+                pass  # best effort: the server may be gone; nothing else refers to this id
+
+    def __enter__(self) -> OpaSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class OpaPreparedSet:
+    def __init__(self, engine: OpaEngine, policy_set: PolicySet, prefix: str) -> None:
+        self._engine = engine
+        self.policy_set = policy_set
+        self.prefix = prefix
+
+    def _session(self, session: Any) -> OpaSession:
+        if session is None:
+            return self._engine._default_session()
+        if not isinstance(session, OpaSession):
+            raise TypeError("an OPA prepared set needs a session opened by the OPA engine")
+        return session
+
+    def _batch(self, entrypoint: str, inputs: list[Any], session: OpaSession) -> list[list[Any]]:
+        if entrypoint not in self.policy_set.entrypoints:
+            raise KeyError(f"unknown entry point {entrypoint!r}")
+        path = f"{self.prefix}.fleetgate_entry".replace(".", "/") + f"/batch_{entrypoint}"
+        body = {"input": {"session": session.id, "batch": inputs}}
+        for attempt in (1, 2):
+            result = self._engine._post(f"data/{path}", body)
+            if "result" in result and isinstance(result["result"], list):
+                values = result["result"]
+                if len(values) != len(inputs):
+                    raise EngineError("opa: batch result has the wrong length", engine="opa")
+                return [v if isinstance(v, list) else [] for v in values]
+            if attempt == 1:  # the server lost our modules (restart): push them again once
+                self._engine._push(self.policy_set, force=True)
+        raise EngineError(
+            "opa: entry point undefined after re-pushing the policy set (session data missing?)", engine="opa"
+        )
+
+    def evaluate(self, entrypoint: str, input: Any, session: Any = None) -> list[Any]:
+        return self._batch(entrypoint, [input], self._session(session))[0]
+
+    def evaluate_many(
+        self, entrypoint: str, inputs_json: Sequence[str], session: Any = None
+    ) -> list[list[Any]]:
+        sess = self._session(session)
+        out: list[list[Any]] = []
+        for start in range(0, len(inputs_json), BATCH_SIZE):
+            chunk = [json.loads(text) for text in inputs_json[start : start + BATCH_SIZE]]
+            out.extend(self._batch(entrypoint, chunk, sess))
+        return out
+
+    def query(self, query: str, input: Any = None, session: Any = None) -> list[Any]:
+        sess = self._session(session)
+        expr = namespace_source(query, self.prefix)
+        target = f"data.{TARGETS_ROOT}.{sess.id}"
+        text = (
+            f"__fg_result := [y | y := ({expr})] with data.{self.prefix}.inventory as {target}.inventory "
+            f"with data.{self.prefix}.fleetgate.context as {target}.fleetgate.context"
+        )
+        result = self._engine._post("query", {"query": text, "input": input})
+        rows = result.get("result") or []
+        return rows[0].get("__fg_result", []) if rows else []
+
+
+class OpaEngine:
+    """Talks to one OPA server (``FLEETGATE_OPA_URL``). Thread-safe."""
+
+    name = "opa"
+
+    def __init__(self, url: str = "http://127.0.0.1:8181", *, timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"FLEETGATE_OPA_URL must be an http(s) URL, got {url!r}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._client = OpaClient(
+            host=parts.hostname,
+            port=parts.port or (443 if parts.scheme == "https" else 80),
+            ssl=parts.scheme == "https",
+            retries=0,
+            timeout=timeout,
+        )
+        self._root = self._client.root_url
+        self._pushed: set[str] = set()
+        self._lock = threading.Lock()
+        self._empty: OpaSession | None = None
+
+    # -- HTTP with errors mapped to EngineError (fail closed)
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except requests.Timeout as exc:
+            raise EngineTimeout(
+                f"opa: no answer from {self.url} within {self.timeout:g}s", engine="opa"
+            ) from exc
+        except requests.ConnectionError as exc:
+            raise EngineUnavailable(
+                f"opa: cannot reach {self.url}: {exc.__class__.__name__}", engine="opa"
+            ) from exc
+        except requests.HTTPError as exc:
+            raise PolicyEvaluationError(f"opa: {self._error_text(exc.response)}", engine="opa") from exc
+        except requests.RequestException as exc:
+            raise EngineError(f"opa: request failed: {exc}", engine="opa") from exc
+
+    @staticmethod
+    def _error_text(resp: requests.Response | None) -> str:
+        if resp is None:
+            return "no response"
+        try:
+            body = resp.json()
+        except ValueError:
+            return f"HTTP {resp.status_code}"
+        errs = body.get("errors") or []
+        if errs:
+            first = errs[0]
+            loc = first.get("location") or {}
+            where = f" at line {loc.get('row')}" if loc.get("row") else ""
+            return f"{first.get('code', '')}: {first.get('message', '')}{where}"
+        return str(body.get("message") or body)
+
+    def _post(self, path: str, body: Any) -> dict[str, Any]:
+        session = self._client._session
+        resp = self._call(
+            session.post,
+            f"{self._root}/{path}",
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            timeout=self.timeout,
+        )
+        if resp.status_code != 200:
+            raise PolicyEvaluationError(f"opa: {self._error_text(resp)}", engine="opa")
+        return resp.json()
+
+    def _put_data(self, path: str, value: dict[str, Any]) -> None:
+        session = self._client._session
+        resp = self._call(
+            session.put,
+            f"{self._root}/data/{path}",
+            data=json.dumps(value),
+            headers={"Content-Type": "application/json"},
+            timeout=self.timeout,
+        )
+        if resp.status_code != 204:
+            raise EngineError(f"opa: storing data at {path} failed: {self._error_text(resp)}", engine="opa")
+
+    def _delete_data(self, path: str) -> None:
+        self._call(self._client.delete_data, path)
+
+    def _put_policy(self, policy_id: str, source: str) -> requests.Response:
+        # The client's update_policy_from_string() raises on any 4xx without the error list, and may
+        # rewrite sources (rego_compat); the raw PUT of the same session keeps OPA's errors with lines.
+        session = self._client._session
+        return self._call(
+            session.put,
+            f"{self._root}/policies/{policy_id}",
+            data=source.encode(),
+            headers={"Content-Type": "text/plain"},
+            timeout=self.timeout,
+        )
+
+    def _delete_policy(self, policy_id: str) -> None:
+        session = self._client._session
+        self._call(session.delete, f"{self._root}/policies/{policy_id}", timeout=self.timeout)
+
+    def health(self) -> bool:
+        try:
+            return bool(self._client.check_health())
+        except Exception:
+            return False
+
+    # -- pushing modules
+    def _push_modules(self, id_prefix: str, ns_prefix: str, modules: Sequence[Module]) -> list[CompileError]:
+        """PUT every module; OPA compiles on each PUT, so modules that need a later one are retried."""
+        pending = {f"{id_prefix}/{quote(m.path, safe='._-')}": m for m in modules}
+        id_to_path = {pid: m.path for pid, m in pending.items()}
+        errors: dict[str, list[CompileError]] = {}
+        while pending:
+            progressed = False
+            for pid, module in list(pending.items()):
+                source = namespace_source(normalise_for_engine(module), ns_prefix)
+                resp = self._put_policy(pid, source)
+                if resp.status_code == 200:
+                    del pending[pid]
+                    errors.pop(pid, None)
+                    progressed = True
+                else:
+                    try:
+                        body = resp.json()
+                    except ValueError:
+                        body = {"message": f"HTTP {resp.status_code}"}
+                    errors[pid] = _errors_from_body(body, id_to_path, module.path)
+            if not progressed:
+                break
+        return [e for errs in errors.values() for e in errs]
+
+    def _prefix(self, policy_set: PolicySet) -> str:
+        return f"{SETS_ROOT}.s_{policy_set.digest[:32]}"
+
+    def _push(self, policy_set: PolicySet, *, force: bool = False) -> str:
+        prefix = self._prefix(policy_set)
+        digest = policy_set.digest
+        with self._lock:
+            if digest in self._pushed and not force:
+                return prefix
+        id_prefix = f"fleetgate/{digest[:32]}"
+        if policy_set.data:
+            self._put_data(prefix.replace(".", "/"), dict(policy_set.data))
+        errors = self._push_modules(id_prefix, prefix, policy_set.modules)
+        if errors:
+            raise PolicyCompileError(errors, engine=self.name)
+        entry = namespace_source(entry_module_source(policy_set, "fleetgate_entry"), prefix)
+        target = f"data.{TARGETS_ROOT}[input.session]"
+        batch_rules = [
+            f"batch_{name} := [r |\n  t := {target}\n  some i\n  x := input.batch[i]\n"
+            f"  r := ep_{name} with input as x with data.{prefix}.inventory as t.inventory"
+            f" with data.{prefix}.fleetgate.context as t.fleetgate.context\n]"
+            for name in policy_set.entrypoints
+        ]
+        entry += "\n" + "\n\n".join(batch_rules) + "\n"
+        resp = self._put_policy(f"{id_prefix}/__fleetgate_entry__", entry)
+        if resp.status_code != 200:
+            raise PolicyCompileError(
+                _errors_from_body(resp.json(), {}, "__fleetgate_entry__"), engine=self.name
+            )
+        with self._lock:
+            self._pushed.add(digest)
+        return prefix
+
+    def _default_session(self) -> OpaSession:
+        with self._lock:
+            session = self._empty
+        if session is None:
+            session = OpaSession(self, None)
+            with self._lock:
+                self._empty = session
+        return session
+
+    # -- protocol
+    def check(self, modules: Sequence[Module]) -> list[CompileError]:
+        if not modules:
+            return [CompileError("", 0, 0, "no Rego modules given")]
+        token = uuid.uuid4().hex
+        id_prefix = f"fleetgate-check/{token}"
+        try:
+            return self._push_modules(id_prefix, f"fleetgate_check.c_{token}", modules)
+        finally:
+            for module in modules:
+                try:
+                    self._delete_policy(f"{id_prefix}/{quote(module.path, safe='._-')}")
+                except EngineError:
+                    pass
+
+    def prepare(self, policy_set: PolicySet) -> OpaPreparedSet:
+        return OpaPreparedSet(self, policy_set, self._push(policy_set))
+
+    def open_session(self, target_data: Mapping[str, Any] | None = None) -> OpaSession:
+        return OpaSession(self, target_data)
+
+    def run_tests(self, modules: Sequence[Module], data: Mapping[str, Any] | None = None) -> list[TestResult]:
+        return run_tests_generic(self, modules, data)
+
+    def close(self) -> None:
+        if self._empty is not None:
+            self._empty.close()
+            self._empty = None
+        self._client.close_connection()

@@ -1,0 +1,290 @@
+"""Gatekeeper ConstraintTemplates and Constraints, evaluated the way Gatekeeper (and ``gator``) does.
+
+* The template's Rego (``spec.targets[0].rego`` + ``libs``, or the newer
+  ``spec.targets[0].code[{engine: Rego, source: {rego, libs, version}}]``) becomes a policy set with one
+  entry point, ``[v | some v; data.<package>.violation[v]]``.
+* ``spec.match`` of the Constraint is decided in Python (:meth:`Match.matches`), before any Rego runs.
+* The input is ``{"review": <admission-request-like>, "parameters": spec.parameters or {}}``;
+  ``data.inventory`` holds the objects rendered for the same cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from policies.engine.base import Module, PolicySet
+from policies.engine.source import is_identifier_path, package_of
+from policies.formats import FormatError
+from policies.formats.kube import LabelSelector, ObjectId, glob_match, labels_of
+
+ENFORCEMENT_ACTIONS = ("deny", "warn", "dryrun")
+ENTRYPOINT = "violations"
+
+
+def _load(doc: str | bytes | Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    if isinstance(doc, (str, bytes)):
+        try:
+            loaded = yaml.safe_load(doc)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise FormatError(f"{what}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    else:
+        loaded = doc
+    if not isinstance(loaded, Mapping):
+        raise FormatError(f"{what}: expected a YAML mapping")
+    return loaded
+
+
+def _get(doc: Mapping[str, Any], path: str, what: str, *, required: bool = True) -> Any:
+    cur: Any = doc
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            if required:
+                raise FormatError(f"{what}: missing {path}")
+            return None
+        cur = cur[part]
+    return cur
+
+
+# --------------------------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class ConstraintTemplate:
+    name: str
+    kind: str
+    rego: str
+    libs: tuple[str, ...] = ()
+    rego_version: str | None = None
+    parameters_schema: Mapping[str, Any] | None = None
+
+    @property
+    def package(self) -> str:
+        return package_of(self.rego)
+
+    def modules(self) -> tuple[Module, ...]:
+        base = self.name or self.kind.lower()
+        mods = [Module(f"{base}/template.rego", self.rego, self.rego_version)]
+        mods += [Module(f"{base}/lib{i}.rego", lib, self.rego_version) for i, lib in enumerate(self.libs)]
+        return tuple(mods)
+
+    def policy_set(self) -> PolicySet:
+        return PolicySet(self.modules(), {ENTRYPOINT: f"[v | some v; data.{self.package}.violation[v]]"})
+
+
+def parse_constraint_template(doc: str | bytes | Mapping[str, Any]) -> ConstraintTemplate:
+    what = "ConstraintTemplate"
+    data = _load(doc, what)
+    if data.get("kind") not in (None, "ConstraintTemplate"):
+        raise FormatError(f"{what}: kind is {data.get('kind')!r}, expected ConstraintTemplate")
+    kind = _get(data, "spec.crd.spec.names.kind", what)
+    if not isinstance(kind, str) or not kind:
+        raise FormatError(f"{what}: spec.crd.spec.names.kind must be a non-empty string")
+    targets = _get(data, "spec.targets", what)
+    if not isinstance(targets, list) or not targets or not isinstance(targets[0], Mapping):
+        raise FormatError(f"{what}: spec.targets must be a non-empty list")
+    target = targets[0]
+    rego: Any = target.get("rego")
+    libs: Any = target.get("libs") or []
+    version: str | None = None
+    for i, code in enumerate(target.get("code") or []):
+        if isinstance(code, Mapping) and str(code.get("engine", "")).lower() == "rego":
+            source = code.get("source")
+            if not isinstance(source, Mapping) or not source.get("rego"):
+                raise FormatError(f"{what}: spec.targets[0].code[{i}].source.rego is missing")
+            rego, libs = source["rego"], source.get("libs") or []
+            raw_version = source.get("version")
+            if raw_version not in (None, "", "v0", "v1"):
+                raise FormatError(f"{what}: spec.targets[0].code[{i}].source.version must be v0 or v1")
+            version = raw_version or None
+            break
+    if not isinstance(rego, str) or not rego.strip():
+        raise FormatError(f"{what}: spec.targets[0].rego (or code[].source.rego) is missing")
+    if not isinstance(libs, list) or not all(isinstance(lib, str) for lib in libs):
+        raise FormatError(f"{what}: libs must be a list of Rego sources")
+    template = ConstraintTemplate(
+        name=str(_get(data, "metadata.name", what, required=False) or kind.lower()),
+        kind=kind,
+        rego=rego,
+        libs=tuple(libs),
+        rego_version=version,
+        parameters_schema=_get(data, "spec.crd.spec.validation.openAPIV3Schema", what, required=False),
+    )
+    try:
+        package = template.package
+    except ValueError as exc:
+        raise FormatError(f"{what}: the rego has no package declaration") from exc
+    if not is_identifier_path(package):
+        raise FormatError(f"{what}: package {package!r} must be a dotted path of identifiers")
+    return template
+
+
+# --------------------------------------------------------------------------------------------- constraints
+
+
+@dataclass(frozen=True)
+class KindMatcher:
+    api_groups: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+    def matches(self, group: str, kind: str) -> bool:
+        groups_ok = not self.api_groups or "*" in self.api_groups or group in self.api_groups
+        kinds_ok = not self.kinds or "*" in self.kinds or kind in self.kinds
+        return groups_ok and kinds_ok
+
+
+@dataclass(frozen=True)
+class Match:
+    kinds: tuple[KindMatcher, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    excluded_namespaces: tuple[str, ...] = ()
+    label_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    name: str | None = None
+    scope: str = "*"
+
+    def matches(
+        self, obj: Mapping[str, Any], oid: ObjectId, namespace_labels: Mapping[str, Mapping[str, str]]
+    ) -> bool:
+        """Gatekeeper's match semantics. ``namespace_labels`` maps a namespace name to the labels of the
+        rendered Namespace object (a namespaceSelector never matches a namespace that was not rendered)."""
+        if self.kinds and not any(k.matches(oid.group, oid.kind) for k in self.kinds):
+            return False
+        if self.scope == "Cluster" and not oid.cluster_scoped:
+            return False
+        if self.scope == "Namespaced" and oid.cluster_scoped:
+            return False
+        if self.name is not None and not glob_match(self.name, oid.name):
+            return False
+        # For a Namespace the namespace criteria apply to its own name; other cluster-scoped objects
+        # are not subject to them.
+        ns = oid.name if oid.kind == "Namespace" and oid.group == "" else oid.namespace
+        if ns:
+            if self.namespaces and not any(glob_match(p, ns) for p in self.namespaces):
+                return False
+            if self.excluded_namespaces and any(glob_match(p, ns) for p in self.excluded_namespaces):
+                return False
+        if self.label_selector is not None and not self.label_selector.matches(labels_of(obj)):
+            return False
+        if self.namespace_selector is not None and ns:
+            if oid.kind == "Namespace" and oid.group == "":
+                ns_labels: Mapping[str, str] | None = labels_of(obj)
+            else:
+                ns_labels = namespace_labels.get(ns)
+            if ns_labels is None or not self.namespace_selector.matches(ns_labels):
+                return False
+        return True
+
+
+def _str_list(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise FormatError(f"{where} must be a list of strings")
+    return tuple(raw)
+
+
+def parse_match(raw: Any, what: str = "Constraint") -> Match:
+    if raw is None:
+        return Match()
+    if not isinstance(raw, Mapping):
+        raise FormatError(f"{what}: spec.match must be a mapping")
+    kinds: list[KindMatcher] = []
+    for i, entry in enumerate(raw.get("kinds") or []):
+        if not isinstance(entry, Mapping):
+            raise FormatError(f"{what}: spec.match.kinds[{i}] must be a mapping with apiGroups and kinds")
+        kinds.append(
+            KindMatcher(
+                _str_list(entry.get("apiGroups"), f"{what}: spec.match.kinds[{i}].apiGroups"),
+                _str_list(entry.get("kinds"), f"{what}: spec.match.kinds[{i}].kinds"),
+            )
+        )
+    scope = raw.get("scope") or "*"
+    if scope not in ("*", "Cluster", "Namespaced"):
+        raise FormatError(f"{what}: spec.match.scope must be *, Cluster or Namespaced")
+    name = raw.get("name")
+    if name is not None and not isinstance(name, str):
+        raise FormatError(f"{what}: spec.match.name must be a string")
+    return Match(
+        kinds=tuple(kinds),
+        namespaces=_str_list(raw.get("namespaces"), f"{what}: spec.match.namespaces"),
+        excluded_namespaces=_str_list(
+            raw.get("excludedNamespaces"), f"{what}: spec.match.excludedNamespaces"
+        ),
+        label_selector=LabelSelector.parse(raw.get("labelSelector"), f"{what}: spec.match.labelSelector"),
+        namespace_selector=LabelSelector.parse(
+            raw.get("namespaceSelector"), f"{what}: spec.match.namespaceSelector"
+        ),
+        name=name,
+        scope=scope,
+    )
+
+
+@dataclass(frozen=True)
+class Constraint:
+    kind: str
+    name: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    match: Match = field(default_factory=Match)
+    enforcement_action: str = "deny"
+
+    @property
+    def parameters_json(self) -> str:
+        return json.dumps(self.parameters, sort_keys=True)
+
+
+def parse_constraint(doc: str | bytes | Mapping[str, Any]) -> Constraint:
+    what = "Constraint"
+    data = _load(doc, what)
+    kind = data.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise FormatError(f"{what}: kind (the template's kind) is required")
+    name = str(_get(data, "metadata.name", what, required=False) or kind.lower())
+    spec = data.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        raise FormatError(f"{what}: spec must be a mapping")
+    params = spec.get("parameters")
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise FormatError(f"{what}: spec.parameters must be a mapping")
+    action = spec.get("enforcementAction") or "deny"
+    if action not in ENFORCEMENT_ACTIONS:
+        raise FormatError(
+            f"{what}: spec.enforcementAction {action!r} is not one of {', '.join(ENFORCEMENT_ACTIONS)}"
+        )
+    return Constraint(kind, name, dict(params), parse_match(spec.get("match"), what), action)
+
+
+# --------------------------------------------------------------------------------------------- input
+
+
+def review(
+    obj: Mapping[str, Any], oid: ObjectId, namespace_object: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``input.review`` shaped like Gatekeeper's admission review of a CREATE."""
+    out: dict[str, Any] = {
+        "object": obj,
+        "oldObject": None,
+        "kind": {"group": oid.group, "version": oid.version, "kind": oid.kind},
+        "name": oid.name,
+        "operation": "CREATE",
+        "userInfo": {"username": "fleetgate", "groups": ["system:authenticated"]},
+        "dryRun": False,
+    }
+    if oid.namespace:
+        out["namespace"] = oid.namespace
+    if namespace_object is not None:
+        out["namespaceObject"] = namespace_object
+    return out
+
+
+def input_json(review_json: str, parameters_json: str) -> str:
+    """The input document as JSON text, assembled from pre-encoded parts (fast path of the gate)."""
+    return '{"review":' + review_json + ',"parameters":' + parameters_json + "}"

@@ -1,0 +1,566 @@
+"""The policy gate: bound policies x rendered objects of one target -> a decision. Pure, no Django.
+
+Call :func:`evaluate_target` with the objects rendered for one cluster, the policies bound to it, the
+target's context and the waivers in force::
+
+    decision = evaluate_target(objects, policies, context, waivers, engine=get_engine())
+    decision.outcome            # "passed" | "warned" | "blocked"
+    decision.violations         # every finding, with enforcement and waived_by
+    decision.errors             # engine/format errors (each one blocks)
+    decision.as_dict()          # JSON for an Evaluation row
+
+Rules:
+* a ``deny`` violation that no active waiver excuses blocks; ``warn`` is recorded and makes the outcome
+  ``warned``; ``dryrun`` is recorded only. Waived violations are kept (``waived_by``) but do not count;
+* the effective enforcement is the binding's (``BoundPolicy.enforcement``) or, when the binding sets none,
+  the Constraint's ``enforcementAction`` (Gatekeeper) / ``deny`` (conftest); a conftest ``warn`` rule is
+  never stronger than ``warn``;
+* any engine error, timeout, unreachable engine or malformed policy blocks (fail closed);
+* policies read the target's context at ``data.fleetgate.context`` (both styles, so unmodified third-party
+  policies keep their ``input``); Gatekeeper policies also get ``data.inventory``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from policies.engine import EngineError, EngineTimeout, Module, PolicyCompileError, RegoEngine, get_engine
+from policies.engine.base import EvaluationSession, PolicySet
+from policies.formats import FormatError
+from policies.formats import conftest as conftest_fmt
+from policies.formats import gatekeeper as gk
+from policies.formats.kube import ObjectId, build_inventory, labels_of, object_id
+
+
+class Enforcement(StrEnum):
+    DENY = "deny"
+    WARN = "warn"
+    DRYRUN = "dryrun"
+
+
+_SEVERITY = {Enforcement.DENY: 2, Enforcement.WARN: 1, Enforcement.DRYRUN: 0}
+
+
+def _weakest(a: Enforcement, b: Enforcement) -> Enforcement:
+    return a if _SEVERITY[a] <= _SEVERITY[b] else b
+
+
+class PolicyStyle(StrEnum):
+    CONFTEST = "conftest"
+    GATEKEEPER = "gatekeeper"
+
+
+class Outcome(StrEnum):
+    PASSED = "passed"
+    WARNED = "warned"
+    BLOCKED = "blocked"
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class RenderedObject:
+    """One rendered Kubernetes object and where it came from."""
+
+    obj: Mapping[str, Any]
+    source_file: str = ""
+    document_index: int = 0
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """What policies can know about the target, at ``data.fleetgate.context``::
+
+    {"cluster": {"name": ..., "labels": {...}}, "group": ..., "repository": ..., "path": ...,
+     "commit": ..., "author": ..., "extra": {...}}
+    """
+
+    cluster: str = ""
+    cluster_labels: Mapping[str, str] = field(default_factory=dict)
+    group: str = ""
+    repository: str = ""
+    path: str = ""
+    commit: str = ""
+    author: str = ""
+    default_namespace: str = "default"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "cluster": {"name": self.cluster, "labels": dict(self.cluster_labels)},
+            "group": self.group,
+            "repository": self.repository,
+            "path": self.path,
+            "commit": self.commit,
+            "author": self.author,
+            "extra": dict(self.extra),
+        }
+
+
+@dataclass(frozen=True)
+class BoundPolicy:
+    """A policy version as bound to this target. Build with :meth:`conftest` or :meth:`gatekeeper`."""
+
+    id: str
+    name: str
+    style: PolicyStyle
+    enforcement: Enforcement | None = None
+    conftest_policy: conftest_fmt.ConftestPolicy | None = None
+    template: gk.ConstraintTemplate | None = None
+    constraint: gk.Constraint | None = None
+
+    @classmethod
+    def conftest(
+        cls,
+        id: str | int,
+        name: str,
+        modules: Sequence[Module] | Mapping[str, str],
+        *,
+        enforcement: Enforcement | str | None = Enforcement.DENY,
+        namespaces: Sequence[str] = ("main",),
+        all_namespaces: bool = False,
+        combine: bool = False,
+        data: Mapping[str, Any] | None = None,
+    ) -> BoundPolicy:
+        mods = (
+            tuple(Module(p, s) for p, s in modules.items())
+            if isinstance(modules, Mapping)
+            else tuple(modules)
+        )
+        policy = conftest_fmt.ConftestPolicy(
+            mods, tuple(namespaces), all_namespaces, combine, dict(data or {})
+        )
+        return cls(
+            str(id),
+            name,
+            PolicyStyle.CONFTEST,
+            Enforcement(enforcement) if enforcement else None,
+            conftest_policy=policy,
+        )
+
+    @classmethod
+    def gatekeeper(
+        cls,
+        id: str | int,
+        name: str,
+        template: str | Mapping[str, Any] | gk.ConstraintTemplate,
+        constraint: str | Mapping[str, Any] | gk.Constraint,
+        *,
+        enforcement: Enforcement | str | None = None,
+    ) -> BoundPolicy:
+        tpl = (
+            template
+            if isinstance(template, gk.ConstraintTemplate)
+            else gk.parse_constraint_template(template)
+        )
+        con = constraint if isinstance(constraint, gk.Constraint) else gk.parse_constraint(constraint)
+        if con.kind != tpl.kind:
+            raise FormatError(f"Constraint kind {con.kind!r} does not match the template's kind {tpl.kind!r}")
+        return cls(
+            str(id),
+            name,
+            PolicyStyle.GATEKEEPER,
+            Enforcement(enforcement) if enforcement else None,
+            template=tpl,
+            constraint=con,
+        )
+
+    def policy_set(self) -> PolicySet:
+        if self.style is PolicyStyle.CONFTEST and self.conftest_policy is not None:
+            return self.conftest_policy.policy_set()
+        if self.style is PolicyStyle.GATEKEEPER and self.template is not None:
+            return self.template.policy_set()
+        raise FormatError(f"policy {self.name!r} has no {self.style} definition")
+
+    def base_enforcement(self) -> Enforcement:
+        if self.enforcement is not None:
+            return self.enforcement
+        if self.constraint is not None:
+            return Enforcement(self.constraint.enforcement_action)
+        return Enforcement.DENY
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """Excuses violations of one policy on the objects its selector matches, until ``expires_at``.
+
+    Empty selector fields match anything; ``name`` and ``cluster`` are globs (``web-*``); ``labels`` must
+    all be present on the object. A waiver with a selector never matches a finding that has no object
+    (conftest ``combine``)."""
+
+    id: str
+    policy_id: str
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cluster: str | None = None
+    expires_at: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.expires_at is None or _aware(self.expires_at) > now
+
+    def matches(self, violation: Violation, labels: Mapping[str, str], context: TargetContext) -> bool:
+        if str(self.policy_id) != violation.policy_id:
+            return False
+        if self.cluster and not fnmatch.fnmatchcase(context.cluster, self.cluster):
+            return False
+        has_selector = bool(self.kind or self.namespace or self.name or self.labels)
+        if violation.object is None:
+            return not has_selector
+        ref = violation.object
+        if self.kind and self.kind != ref.kind:
+            return False
+        if self.namespace and self.namespace != ref.namespace:
+            return False
+        if self.name and not fnmatch.fnmatchcase(ref.name, self.name):
+            return False
+        return all(labels.get(k) == v for k, v in self.labels.items())
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    source_file: str = ""
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy_id: str
+    policy_name: str
+    enforcement: Enforcement
+    rule: str
+    message: str
+    object: ObjectRef | None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    waived_by: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["enforcement"] = str(self.enforcement)
+        return out
+
+
+@dataclass(frozen=True)
+class PolicyError:
+    policy_id: str
+    policy_name: str
+    message: str
+    kind: str = "engine"  # "engine", "timeout", "compile", "format"
+    compile_errors: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass
+class Decision:
+    outcome: Outcome
+    violations: list[Violation]
+    errors: list[PolicyError]
+    reasons: list[str]
+    engine: str
+    evaluations: int = 0
+    duration_seconds: float = 0.0
+
+    @property
+    def blocking(self) -> list[Violation]:
+        return [v for v in self.violations if v.enforcement is Enforcement.DENY and v.waived_by is None]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": str(self.outcome),
+            "reasons": list(self.reasons),
+            "engine": self.engine,
+            "evaluations": self.evaluations,
+            "duration_seconds": round(self.duration_seconds, 6),
+            "violations": [v.as_dict() for v in self.violations],
+            "errors": [asdict(e) for e in self.errors],
+        }
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+class _Target:
+    """Per-target precomputation shared by every policy: identities, JSON encodings, namespace labels."""
+
+    def __init__(self, objects: Sequence[RenderedObject], context: TargetContext) -> None:
+        self.objects = objects
+        self.context = context
+        self.ids: list[ObjectId] = [object_id(r.obj, context.default_namespace) for r in objects]
+        self.namespaces: dict[str, Mapping[str, Any]] = {
+            oid.name: r.obj
+            for r, oid in zip(objects, self.ids, strict=True)
+            if oid.kind == "Namespace" and oid.group == ""
+        }
+        self.namespace_labels = {name: labels_of(obj) for name, obj in self.namespaces.items()}
+        self._object_json: list[str | None] = [None] * len(objects)
+        self._review_json: list[str | None] = [None] * len(objects)
+
+    def object_json(self, i: int) -> str:
+        text = self._object_json[i]
+        if text is None:
+            text = self._object_json[i] = json.dumps(self.objects[i].obj)
+        return text
+
+    def review_json(self, i: int) -> str:
+        text = self._review_json[i]
+        if text is None:
+            oid = self.ids[i]
+            ns_obj = self.namespaces.get(oid.namespace) if oid.namespace else None
+            text = self._review_json[i] = json.dumps(gk.review(self.objects[i].obj, oid, ns_obj))
+        return text
+
+    def ref(self, i: int) -> ObjectRef:
+        oid = self.ids[i]
+        return ObjectRef(oid.api_version, oid.kind, oid.namespace, oid.name, self.objects[i].source_file)
+
+
+class _Deadline:
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def check(self) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            raise EngineTimeout(f"policy evaluation exceeded its time budget of {self.seconds:g}s")
+
+
+_CHUNK = 500
+
+
+def _evaluate_gatekeeper(
+    policy: BoundPolicy, prepared: Any, target: _Target, session: EvaluationSession, deadline: _Deadline
+) -> tuple[list[Violation], int]:
+    assert policy.constraint is not None  # noqa: S101 - guaranteed by BoundPolicy.gatekeeper
+    constraint = policy.constraint
+    enforcement = policy.base_enforcement()
+    indices = [
+        i
+        for i, oid in enumerate(target.ids)
+        if constraint.match.matches(target.objects[i].obj, oid, target.namespace_labels)
+    ]
+    params = constraint.parameters_json
+    out: list[Violation] = []
+    for start in range(0, len(indices), _CHUNK):
+        deadline.check()
+        chunk = indices[start : start + _CHUNK]
+        inputs = [gk.input_json(target.review_json(i), params) for i in chunk]
+        for i, result in zip(chunk, prepared.evaluate_many(gk.ENTRYPOINT, inputs, session), strict=True):
+            for item in result[0] if result else []:
+                msg = item.get("msg") if isinstance(item, Mapping) else item
+                details = item.get("details") if isinstance(item, Mapping) else None
+                out.append(
+                    Violation(
+                        policy.id,
+                        policy.name,
+                        enforcement,
+                        "violation",
+                        msg if isinstance(msg, str) else json.dumps(msg, sort_keys=True),
+                        target.ref(i),
+                        details if isinstance(details, Mapping) else {},
+                    )
+                )
+    return out, len(indices)
+
+
+def _conftest_violations(policy: BoundPolicy, result: list[Any], ref: ObjectRef | None) -> list[Violation]:
+    out = []
+    base = policy.base_enforcement()
+    for f in conftest_fmt.findings(result[0] if result else {}):
+        level = base if f.level == "failure" else _weakest(base, Enforcement.WARN)
+        rule = f.rule if f.namespace == "main" else f"{f.namespace}.{f.rule}"
+        out.append(Violation(policy.id, policy.name, level, rule, f.message, ref, dict(f.details)))
+    return out
+
+
+def _evaluate_conftest(
+    policy: BoundPolicy, prepared: Any, target: _Target, session: EvaluationSession, deadline: _Deadline
+) -> tuple[list[Violation], int]:
+    assert policy.conftest_policy is not None  # noqa: S101
+    out: list[Violation] = []
+    if policy.conftest_policy.combine:
+        files: dict[str, list[Any]] = {}
+        for r in target.objects:
+            files.setdefault(r.source_file, []).append(r.obj)
+        combined = conftest_fmt.combined_input(list(files.items()))
+        deadline.check()
+        result = prepared.evaluate(conftest_fmt.ENTRYPOINT, combined, session)
+        return _conftest_violations(policy, result, None), 1
+    n = len(target.objects)
+    for start in range(0, n, _CHUNK):
+        deadline.check()
+        chunk = range(start, min(n, start + _CHUNK))
+        inputs = [target.object_json(i) for i in chunk]
+        for i, result in zip(
+            chunk, prepared.evaluate_many(conftest_fmt.ENTRYPOINT, inputs, session), strict=True
+        ):
+            out.extend(_conftest_violations(policy, result, target.ref(i)))
+    return out, n
+
+
+def _as_rendered(objects: Sequence[RenderedObject | Mapping[str, Any]]) -> list[RenderedObject]:
+    out = []
+    for i, item in enumerate(objects):
+        if isinstance(item, RenderedObject):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            out.append(RenderedObject(item))
+        else:
+            raise TypeError(f"object #{i} is neither a RenderedObject nor a mapping")
+    return out
+
+
+def _error_for(policy: BoundPolicy, exc: Exception) -> PolicyError:
+    if isinstance(exc, PolicyCompileError):
+        return PolicyError(
+            policy.id, policy.name, str(exc), "compile", tuple(e.as_dict() for e in exc.errors)
+        )
+    if isinstance(exc, EngineTimeout):
+        return PolicyError(policy.id, policy.name, str(exc), "timeout")
+    if isinstance(exc, (FormatError, ValueError)):
+        return PolicyError(policy.id, policy.name, str(exc), "format")
+    return PolicyError(policy.id, policy.name, str(exc), "engine")
+
+
+def evaluate_target(
+    objects: Sequence[RenderedObject | Mapping[str, Any]],
+    policies: Sequence[BoundPolicy],
+    context: TargetContext | None = None,
+    waivers: Sequence[Waiver] = (),
+    *,
+    engine: RegoEngine | None = None,
+    now: datetime | None = None,
+    time_budget: float | None = None,
+) -> Decision:
+    """Evaluate every bound policy on the objects rendered for one target and decide.
+
+    ``time_budget`` (seconds) bounds the whole run; exceeding it blocks with a timeout error.
+    Never raises for engine or policy problems: they become errors in a ``blocked`` decision.
+    """
+    started = time.monotonic()
+    context = context or TargetContext()
+    now = _aware(now) if now is not None else datetime.now(UTC)
+    rendered = _as_rendered(objects)
+    violations: list[Violation] = []
+    errors: list[PolicyError] = []
+    evaluations = 0
+    engine_name = "?"
+    try:
+        engine = engine or get_engine()
+        engine_name = engine.name
+        target = _Target(rendered, context)
+        deadline = _Deadline(time_budget)
+        needs_inventory = any(p.style is PolicyStyle.GATEKEEPER for p in policies)
+        target_data = {
+            "inventory": build_inventory((r.obj for r in rendered), context.default_namespace)
+            if needs_inventory
+            else {},
+            "fleetgate": {"context": context.as_data()},
+        }
+        with engine.open_session(target_data) as session:
+            for policy in policies:
+                try:
+                    deadline.check()
+                    prepared = engine.prepare(policy.policy_set())
+                    if policy.style is PolicyStyle.GATEKEEPER:
+                        found, count = _evaluate_gatekeeper(policy, prepared, target, session, deadline)
+                    else:
+                        found, count = _evaluate_conftest(policy, prepared, target, session, deadline)
+                    violations.extend(found)
+                    evaluations += count
+                except (EngineError, FormatError, ValueError) as exc:
+                    errors.append(_error_for(policy, exc))
+    except (EngineError, FormatError, ValueError) as exc:
+        # The engine itself failed (e.g. OPA unreachable when opening the session): every policy is unknown.
+        errors.extend(_error_for(p, exc) for p in policies) if policies else errors.append(
+            PolicyError("", "", str(exc), "engine")
+        )
+
+    violations = _apply_waivers(violations, rendered, context, waivers, now)
+    violations.sort(
+        key=lambda v: (
+            v.policy_id,
+            v.object.source_file if v.object else "",
+            v.object.kind if v.object else "",
+            v.object.namespace if v.object else "",
+            v.object.name if v.object else "",
+            v.rule,
+            v.message,
+        )
+    )
+    outcome, reasons = _decide(violations, errors)
+    return Decision(
+        outcome, violations, errors, reasons, engine_name, evaluations, time.monotonic() - started
+    )
+
+
+def _apply_waivers(
+    violations: list[Violation],
+    rendered: Sequence[RenderedObject],
+    context: TargetContext,
+    waivers: Sequence[Waiver],
+    now: datetime,
+) -> list[Violation]:
+    active = [w for w in waivers if w.active(now)]
+    if not active:
+        return violations
+    labels_by_ref: dict[tuple[str, str, str], dict[str, str]] = {}
+    for r in rendered:
+        oid = object_id(r.obj, context.default_namespace)
+        labels_by_ref[(oid.kind, oid.namespace, oid.name)] = labels_of(r.obj)
+    out = []
+    for v in violations:
+        labels = labels_by_ref.get((v.object.kind, v.object.namespace, v.object.name), {}) if v.object else {}
+        waiver = next((w for w in active if w.matches(v, labels, context)), None)
+        out.append(
+            v
+            if waiver is None
+            else Violation(
+                v.policy_id, v.policy_name, v.enforcement, v.rule, v.message, v.object, v.details, waiver.id
+            )
+        )
+    return out
+
+
+def _decide(violations: list[Violation], errors: list[PolicyError]) -> tuple[Outcome, list[str]]:
+    reasons = [f"engine error: {e.policy_name or e.policy_id}: {e.message}" for e in errors]
+    deny = [v for v in violations if v.waived_by is None and v.enforcement is Enforcement.DENY]
+    warn = [v for v in violations if v.waived_by is None and v.enforcement is Enforcement.WARN]
+    if deny:
+        reasons.append(f"{len(deny)} deny violation(s)")
+    if errors or deny:
+        return Outcome.BLOCKED, reasons
+    if warn:
+        return Outcome.WARNED, [f"{len(warn)} warn violation(s)"]
+    return Outcome.PASSED, []
+
+
+# --------------------------------------------------------------------------------------------- authoring
+
+
+def check_policy(policy: BoundPolicy, engine: RegoEngine | None = None) -> list[dict[str, Any]]:
+    """Compile a policy's modules (when it is saved). Returns errors as dicts with path/line/column/message;
+    an empty list means it compiles. Format problems come back as one error with line 0."""
+    engine = engine or get_engine()
+    try:
+        policy_set = policy.policy_set()
+    except (FormatError, ValueError) as exc:
+        return [{"path": "", "line": 0, "column": 0, "message": str(exc), "code": "format_error"}]
+    return [e.as_dict() for e in engine.check(policy_set.modules)]

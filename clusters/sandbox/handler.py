@@ -49,6 +49,7 @@ class DroppedConnection(Exception):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server_version = "fleetgate-sandbox/1.0"
     sys_version = ""
 
@@ -93,9 +94,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
+        # headers and body in one write: no Nagle / delayed-ACK stall on keep-alive connections
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def _send_error(self, err: ApiError) -> None:
         self._send(err.code, _dumps(err.status()), headers=err.headers)

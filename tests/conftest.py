@@ -12,6 +12,11 @@ from fleet.access.models import APIToken, RoleBinding
 from tests.factories import UserFactory
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def make_user(db: Any) -> Callable[..., Any]:
     def make(username: str, role: str | None = None, scope: Any = None, superuser: bool = False) -> Any:

@@ -43,14 +43,16 @@ class RoleBinding(models.Model):
                 condition=(models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False)),
                 name="rolebinding_one_subject",
             ),
-            models.UniqueConstraint(
-                fields=["user", "group", "role", "scope"], name="rolebinding_unique", nulls_distinct=False
-            ),
         ]
 
     def clean(self) -> None:
         if bool(self.user_id) == bool(self.group_id):
             raise ValidationError("A role binding names exactly one subject: a user or a group.")
+        duplicate = RoleBinding.objects.filter(
+            user_id=self.user_id, group_id=self.group_id, role=self.role, scope_id=self.scope_id
+        ).exclude(pk=self.pk)
+        if duplicate.exists():
+            raise ValidationError("This subject already has this role in this scope.")
 
     @property
     def subject(self) -> str:

@@ -7,6 +7,8 @@ ClusterGroup with `scope_path`:
 - a lookup such as `"cluster_group"` or `"groups"`: objects are in scope when that lookup hits a group the user
   holds the permission in;
 - `None`: only a binding on all clusters grants the permission.
+A model may set `write_scope_path` for every action but `view` (a repository is seen by the groups it maps
+to, but only changed by someone whose role covers all clusters, since a change reaches every group).
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def restrict(queryset: models.QuerySet, user: Any, action: str = "view") -> mode
     if scope.nowhere:
         return queryset.none()
     path = getattr(model, "scope_path", None)
+    if action != "view" and hasattr(model, "write_scope_path"):
+        path = model.write_scope_path
     if path is None:
         return queryset.none()
     if path == "":

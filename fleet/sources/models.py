@@ -39,6 +39,7 @@ class Repository(TimestampedModel):
 
     objects = RestrictedQuerySet.as_manager()
     scope_path = "mappings__cluster_group"
+    write_scope_path = None
 
     class Meta:
         ordering = ["name"]

@@ -69,10 +69,14 @@ class FleetModelViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
         if not has_permission(self.request.user, type(instance), action, instance):
             raise PermissionDenied(f"You may not {action} this object in this scope.")
 
-    def perform_create(self, serializer: Any) -> None:
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        # Refuse before validating: a user who may not add gets 403, not a lesson in field rules.
         model = self.base_queryset().model
-        if not has_permission(self.request.user, model, "add"):
+        if not has_permission(request.user, model, "add"):
             raise PermissionDenied(f"You may not add a {model._meta.verbose_name}.")
+        return super().create(request, *args, **kwargs)
+
+    def perform_create(self, serializer: Any) -> None:
         with transaction.atomic():
             instance = serializer.save()
             self._ensure_allowed(instance, "add")

@@ -11,7 +11,8 @@
 #
 # Usage: scripts/build-kube-apiserver.sh [--print-dir]
 #   --print-dir   print only the directory holding the binaries (after building if needed)
-# Env:   FLEETGATE_KUBE_CACHE   cache root (default: <repo>/.cache/kube-apiserver)
+# Env:   FLEETGATE_KUBE_CACHE   cache root; else $FLEETGATE_CACHE_DIR/kube-apiserver when that is set
+#                               (CI keeps its caches outside the clone); else <repo>/.cache/kube-apiserver
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +34,13 @@ if [[ -z "$version" ]]; then
 fi
 etcd_version="$(awk '$1 == "go.etcd.io/etcd/server/v3" && $2 ~ /^v/ {print $2; exit}' "$module/go.mod")"
 
-cache_root="${FLEETGATE_KUBE_CACHE:-$repo/.cache/kube-apiserver}"
+if [[ -n "${FLEETGATE_KUBE_CACHE:-}" ]]; then
+  cache_root="$FLEETGATE_KUBE_CACHE"
+elif [[ -n "${FLEETGATE_CACHE_DIR:-}" ]]; then
+  cache_root="$FLEETGATE_CACHE_DIR/kube-apiserver"
+else
+  cache_root="$repo/.cache/kube-apiserver"
+fi
 out="$cache_root/$version"
 stamp_file="$out/.stamp"
 # The stamp names the pinned versions and hashes the module's inputs, so any edit rebuilds.
@@ -68,7 +75,8 @@ else
   ldflags+=" -X $ver_pkg.gitTreeState=clean -X $ver_pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   (
     cd "$module"
-    export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" CGO_ENABLED=0
+    # go.mod and go.sum are committed and tidy: build exactly them, never rewrite them.
+    export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly" CGO_ENABLED=0
     go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-apiserver" .
     go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" ./cmd/etcd
   ) >&2

@@ -441,10 +441,15 @@ def apply(
     owned_by_others: set[Path] = set()
     for m in others:
         owned_by_others |= m.fields
-    for p in sorted(previous - new_fs - owned_by_others, key=len, reverse=True):
-        if any(o[: len(p)] == p for o in owned_by_others if len(o) > len(p)):
-            continue
+    removed: set[Path] = set()
+    keep = owned_by_others | new_fs
+    for p in sorted(previous - new_fs - owned_by_others, key=len):
+        if any(p[:i] in removed for i in range(1, len(p))):
+            continue  # an enclosing list item is already gone
+        if any(o[: len(p)] == p for o in keep if len(o) > len(p)):
+            continue  # someone still owns a field inside it: only its own leaves go (they follow)
         remove_path(merged, p, builtin)
+        removed.add(p)
     me.fields = new_fs
     out: list[Manager] = []
     placed = False

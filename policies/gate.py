@@ -338,7 +338,7 @@ class _Deadline:
         self.end = None if seconds is None else time.monotonic() + seconds
 
     def check(self) -> None:
-        if self.end is not None and time.monotonic() > self.end:
+        if self.end is not None and time.monotonic() >= self.end:
             raise EngineTimeout(f"policy evaluation exceeded its time budget of {self.seconds:g}s")
 
 

@@ -57,15 +57,15 @@ _MESSAGE = re.compile(r"^error:\s*(?P<msg>.*)$", re.MULTILINE)
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
-def parse_regorus_error(text: str, default_path: str = "") -> CompileError:
+def parse_regorus_error(text: str, default_path: str = "", code: str = "rego_compile_error") -> CompileError:
     """Turn regorus' rustc-style message (``--> file:line:col`` ... ``error: msg``) into a CompileError."""
     text = text.split("\nStack backtrace:", 1)[0]
     loc = _LOCATION.search(text)
     msgs = _MESSAGE.findall(text)
     message = msgs[0].strip() if msgs else text.strip()
     if loc:
-        return CompileError(loc.group("file"), int(loc.group("line")), int(loc.group("col")), message)
-    return CompileError(default_path, 0, 0, message)
+        return CompileError(loc.group("file"), int(loc.group("line")), int(loc.group("col")), message, code)
+    return CompileError(default_path, 0, 0, message, code)
 
 
 def _short(exc: BaseException) -> str:
@@ -208,7 +208,7 @@ class RegorusEngine:
             except BaseException as exc:
                 if isinstance(exc, _PASS_THROUGH):
                     raise
-                errors.append(parse_regorus_error(str(exc), module.path))
+                errors.append(parse_regorus_error(str(exc), module.path, "rego_parse_error"))
         if errors:
             raise PolicyCompileError(errors, engine=self.name)
         try:

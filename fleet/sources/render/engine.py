@@ -269,11 +269,15 @@ def render(
     plan = _plan(tree, request)
     input_hash = _hash(plan)
     custom = plan.custom
-    base = {"input_hash": input_hash, "namespace": plan.namespace, "namespace_forced": plan.namespace_forced,
-            "target": custom.target_name}
+
+    def result(objects: tuple[RenderedObject, ...], warnings: tuple[str, ...], skipped: bool = False
+               ) -> RenderResult:
+        return RenderResult(plan.renderer, objects, input_hash=input_hash, namespace=plan.namespace,
+                            namespace_forced=plan.namespace_forced, target=custom.target_name,
+                            skipped=skipped, warnings=warnings, values=plan.values)
+
     if custom.do_not_deploy:
-        return RenderResult(plan.renderer, (), skipped=True, warnings=("doNotDeploy for this cluster",),
-                            values=plan.values, **base)
+        return result((), ("doNotDeploy for this cluster",), skipped=True)
     warnings: list[str] = []
     ctx = request.cluster
     if plan.renderer == "plain":
@@ -314,7 +318,7 @@ def render(
     if custom.patches:
         raws = _apply_patches(raws, custom, plan)
     objects = normalize(raws, namespace_override=plan.namespace if plan.namespace_forced else None)
-    return RenderResult(plan.renderer, tuple(objects), warnings=tuple(warnings), values=plan.values, **base)
+    return result(tuple(objects), tuple(warnings))
 
 
 def _apply_patches(raws: list[RawObject], custom: Customization, plan: _Plan) -> list[RawObject]:

@@ -67,23 +67,26 @@ class RenderedObject:
 
 def validate_object(raw: RawObject) -> None:
     d = raw.data
-    where = {"file": raw.source, "document": raw.document, "line": raw.line}
+
+    def err(message: str) -> RenderError:
+        return RenderError(message, file=raw.source, document=raw.document, line=raw.line)
+
     if not isinstance(d, dict):
-        raise RenderError(f"document is a {type(d).__name__}, not a Kubernetes object mapping", **where)
+        raise err(f"document is a {type(d).__name__}, not a Kubernetes object mapping")
     for key in ("apiVersion", "kind"):
         if not isinstance(d.get(key), str) or not d.get(key):
-            raise RenderError(f"document has no {key}", **where)
+            raise err(f"document has no {key}")
     meta = d.get("metadata")
     if not isinstance(meta, dict):
-        raise RenderError(f"{d['kind']} has no metadata", **where)
+        raise err(f"{d['kind']} has no metadata")
     if not isinstance(meta.get("name"), str) or not meta["name"]:
         hint = ""
         if "generateName" in meta:
             hint = " (generateName is not supported: objects are applied by name)"
-        raise RenderError(f"{d['kind']} has no metadata.name{hint}", **where)
+        raise err(f"{d['kind']} has no metadata.name{hint}")
     ns = meta.get("namespace")
     if ns is not None and not isinstance(ns, str):
-        raise RenderError(f"{d['kind']} {meta['name']}: metadata.namespace must be a string", **where)
+        raise err(f"{d['kind']} {meta['name']}: metadata.namespace must be a string")
 
 
 def flatten_lists(raws: Iterable[RawObject]) -> list[RawObject]:

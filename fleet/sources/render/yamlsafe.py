@@ -50,14 +50,14 @@ class LimitedSafeLoader(yaml.SafeLoader):
     def compose_sequence_node(self, anchor: str | None) -> Node:  # type: ignore[override]
         self._open_anchors.append(anchor or "")
         try:
-            return super().compose_sequence_node(anchor)  # type: ignore[no-any-return]
+            return super().compose_sequence_node(anchor)  # type: ignore[arg-type,no-any-return]
         finally:
             self._open_anchors.pop()
 
     def compose_mapping_node(self, anchor: str | None) -> Node:  # type: ignore[override]
         self._open_anchors.append(anchor or "")
         try:
-            return super().compose_mapping_node(anchor)  # type: ignore[no-any-return]
+            return super().compose_mapping_node(anchor)  # type: ignore[arg-type,no-any-return]
         finally:
             self._open_anchors.pop()
 
@@ -104,7 +104,7 @@ class LimitedSafeLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:  # type: ignore[override]
         if not isinstance(node, MappingNode):
-            raise ConstructorError(None, None, f"expected a mapping node, but found {node.id}",
+            raise ConstructorError(None, None, f"expected a mapping node, but found {type(node).__name__}",
                                    node.start_mark)
         seen: set[str] = set()
         for key_node, _ in node.value:

@@ -1,4 +1,4 @@
-"""Server-side apply: field managers, conflicts, removal, keyed list merges, dry run; and the other patches."""
+"""Server-side apply: field managers, conflicts, removal, keyed list merges, dry run; the other patches."""
 
 from __future__ import annotations
 

@@ -89,7 +89,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": env_str("FLEETGATE_TEST_SQLITE", "") or None}
+    # A file, not memory: integration tests start worker processes that must see the test database.
+    DATABASES["default"]["TEST"] = {"NAME": env_str("FLEETGATE_TEST_SQLITE", "") or str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -168,7 +168,7 @@ def make_certificates(cert_dir: Path) -> _Certs:
     )
 
     key = ec.generate_private_key(ec.SECP256R1())
-    first_service_ip = next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts())
+    first_service_ip = ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE)[1]  # the "kubernetes" Service
     serving = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))

@@ -8,7 +8,9 @@ connector are held to.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from kubernetes.dynamic.resource import Resource
 
 pytestmark = pytest.mark.kube_apiserver
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MANAGER = "fleetgate"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 
@@ -427,3 +430,26 @@ def test_watch_streams_events_and_ends_after_timeout_seconds(
     ]
     watched = [e for e in events if e[1] == "watched"]
     assert watched == [("ADDED", "watched", "1"), ("MODIFIED", "watched", "2"), ("DELETED", "watched", "2")]
+
+
+def test_kubectl_server_side_apply_and_diff(kube_apiserver, kube_namespace: str, tmp_path) -> None:
+    """A real kubectl 1.37 with the written kubeconfig: apply --server-side, then diff (exit 1 = differs)."""
+    kubectl = [str(REPO_ROOT / ".venv" / "bin" / "kubectl"), "--kubeconfig", str(kube_apiserver.kubeconfig)]
+    manifest = tmp_path / "cm.json"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*kubectl, *args], capture_output=True, text=True, timeout=60, check=False)
+
+    manifest.write_text(json.dumps(configmap(kube_namespace, "from-kubectl", {"a": "1"})))
+    applied = run("apply", "--server-side", "--field-manager", MANAGER, "-f", str(manifest))
+    assert (applied.returncode, applied.stdout.strip()) == (0, "configmap/from-kubectl serverside-applied")
+    same = run("diff", "--server-side", "--field-manager", MANAGER, "-f", str(manifest))
+    assert (same.returncode, same.stdout) == (0, ""), same.stderr
+
+    manifest.write_text(json.dumps(configmap(kube_namespace, "from-kubectl", {"a": "2"})))
+    changed = run("diff", "--server-side", "--field-manager", MANAGER, "-f", str(manifest))
+    assert changed.returncode == 1, changed.stderr
+    assert '-  a: "1"' in changed.stdout
+    assert '+  a: "2"' in changed.stdout
+    got = run("get", "configmap", "from-kubectl", "-n", kube_namespace, "-o", "json")
+    assert json.loads(got.stdout)["data"] == {"a": "1"}  # diff stored nothing

@@ -134,6 +134,22 @@ class PolicySet:
                 raise ValueError(f"data key {key!r} is reserved for per-target data")
 
     @cached_property
+    def reads_inventory(self) -> bool:
+        """Whether any module can read ``data.inventory`` (text search: also catches ``data["inventory"]``).
+
+        Engines skip loading a target's inventory into sets that cannot read it."""
+        return any("inventory" in m.source for m in self.modules) or any(
+            "inventory" in e for e in self.entrypoints.values()
+        )
+
+    @cached_property
+    def reads_context(self) -> bool:
+        """Whether any module can read ``data.fleetgate.context``."""
+        return any("fleetgate" in m.source for m in self.modules) or any(
+            "fleetgate" in e for e in self.entrypoints.values()
+        )
+
+    @cached_property
     def digest(self) -> str:
         """Content hash: identical sets share one prepared engine."""
         doc = {

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-opa.sh"
@@ -49,7 +50,7 @@ class OpaServer:
         self.port = port or free_port()
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -75,8 +76,9 @@ class OpaServer:
             "--shutdown-grace-period",
             "1",
         ]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self._log = out if self.log_path else None
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if self.log_path:
+            self._log = out = open(self.log_path, "ab")
         self._process = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

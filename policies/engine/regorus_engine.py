@@ -124,10 +124,9 @@ class RegorusPreparedSet:
         self._owner = engine
         self.policy_set = policy_set
         self.entry_package = entry_package(policy_set)
-        text = "\n".join(m.source for m in policy_set.modules)
         # Only clone and load per-target documents into sets that can read them.
-        self.uses_inventory = "inventory" in text
-        self.uses_fleetgate = "fleetgate" in text
+        self.uses_inventory = policy_set.reads_inventory
+        self.uses_fleetgate = policy_set.reads_context
         self._empty_session: RegorusSession | None = None
 
     def _engine(self) -> Any:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Build the pinned OPA server binary into <repo>/.cache/bin/opa with `go install`.
+# Build the pinned OPA server binary with `go install`, into
+#   $FLEETGATE_CACHE_DIR/opa/bin/opa   when FLEETGATE_CACHE_DIR is set (CI: outside the clone), else
+#   <repo>/.cache/bin/opa              (.cache/ is gitignored).
 #
-# OPA is the reference Rego engine of the policy gate (policies/engine/opa.py).
+# OPA is the reference Rego engine of the policy gate (policies/engine/opa_engine.py).
 # The binary is rebuilt only when OPA_VERSION changes: a stamp file next to the binary
-# records the version it was built from. .cache/ is gitignored.
+# records the version it was built from. The last line printed is the binary's path.
 #
 # Usage: scripts/build-opa.sh            build if missing or stale, print the binary path
 #        OPA_FORCE_BUILD=1 scripts/build-opa.sh   rebuild unconditionally
@@ -12,7 +14,11 @@ set -euo pipefail
 OPA_VERSION="v1.22.3"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin_dir="${repo_root}/.cache/bin"
+if [[ -n "${FLEETGATE_CACHE_DIR:-}" ]]; then
+    bin_dir="${FLEETGATE_CACHE_DIR}/opa/bin"
+else
+    bin_dir="${repo_root}/.cache/bin"
+fi
 binary="${bin_dir}/opa"
 stamp="${bin_dir}/opa.version"
 

@@ -22,16 +22,24 @@ BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-opa.sh"
 
 
 def opa_binary_path() -> Path:
-    """``FLEETGATE_OPA_BIN`` or ``<repo>/.cache/bin/opa``."""
-    return Path(os.environ.get("FLEETGATE_OPA_BIN") or REPO_ROOT / ".cache" / "bin" / "opa")
+    """Where scripts/build-opa.sh puts OPA: ``FLEETGATE_OPA_BIN`` if set, else
+    ``$FLEETGATE_CACHE_DIR/opa/bin/opa`` when FLEETGATE_CACHE_DIR is set, else ``<repo>/.cache/bin/opa``."""
+    if os.environ.get("FLEETGATE_OPA_BIN"):
+        return Path(os.environ["FLEETGATE_OPA_BIN"])
+    if os.environ.get("FLEETGATE_CACHE_DIR"):
+        return Path(os.environ["FLEETGATE_CACHE_DIR"]) / "opa" / "bin" / "opa"
+    return REPO_ROOT / ".cache" / "bin" / "opa"
 
 
 def build_opa() -> Path:
-    """Run the build script (a no-op when the pinned version is already built); return the binary path."""
+    """Run the build script (a no-op when the pinned version is already built); return the binary path.
+
+    With ``FLEETGATE_OPA_BIN`` set, that binary is used as is and nothing is built."""
     if os.environ.get("FLEETGATE_OPA_BIN"):
         return opa_binary_path()
-    subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.DEVNULL)
-    return opa_binary_path()
+    result = subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
+    lines = result.stdout.strip().splitlines()
+    return Path(lines[-1]) if lines else opa_binary_path()
 
 
 def free_port() -> int:

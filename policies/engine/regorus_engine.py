@@ -39,7 +39,7 @@ from policies.engine.base import (
     entry_package,
     run_tests_generic,
 )
-from policies.engine.source import normalise_for_engine
+from policies.engine.source import module_version, normalise_for_engine, split_multi_body_rules
 
 
 def _scrub_backtrace_env() -> None:
@@ -66,6 +66,14 @@ def parse_regorus_error(text: str, default_path: str = "", code: str = "rego_com
     if loc:
         return CompileError(loc.group("file"), int(loc.group("line")), int(loc.group("col")), message, code)
     return CompileError(default_path, 0, 0, message, code)
+
+
+def regorus_source(module: Module) -> str:
+    """The module as regorus gets it: v1 modules with ``import rego.v1``; v0 rules with several bodies
+    split into one rule per body (regorus rejects them; OPA accepts both forms). Lines do not move."""
+    if module_version(module) == "v0":
+        return split_multi_body_rules(module.source)
+    return normalise_for_engine(module)
 
 
 def _short(exc: BaseException) -> str:
@@ -203,7 +211,7 @@ class RegorusEngine:
         errors: list[CompileError] = []
         for module in policy_set.modules:
             try:
-                engine.add_policy(module.path, normalise_for_engine(module))
+                engine.add_policy(module.path, regorus_source(module))
             except BaseException as exc:
                 if isinstance(exc, _PASS_THROUGH):
                     raise

@@ -5,6 +5,8 @@ A lexer that knows strings, raw strings and comments is enough for what the gate
 * :func:`detect_rego_version` - v0 or v1 syntax (Gatekeeper's library is v0, new policies are v1);
 * :func:`normalise_for_engine` - makes a v1 module loadable by an engine running in v0-compatible mode
   by adding ``import rego.v1`` *on the package line* (line numbers stay the same);
+* :func:`split_multi_body_rules` - regorus rejects a v0 rule with several bodies (``p[x] { a } { b }``);
+  repeating the head before each extra body (``p[x] { a } p[x] { b }``) means the same and keeps lines;
 * :func:`namespace_source` - moves a module under a private ``data`` prefix (used on a shared OPA
   server so that two policies that both say ``package main`` never mix), again without moving lines;
 * :func:`package_of`, :func:`rule_heads` - package path and top-level rule names (conftest rules, tests).
@@ -232,3 +234,43 @@ _DIGITS = re.compile(r"^[0-9]+$")
 def is_identifier_path(path: str) -> bool:
     """``a.b_c.d`` made of Rego identifiers only (safe to splice into a query)."""
     return bool(path) and all(_ID.fullmatch(p) and not _DIGITS.match(p) for p in path.split("."))
+
+
+def split_multi_body_rules(source: str) -> str:
+    """Rewrite ``head { a } { b }`` as ``head { a } head { b }`` (v0 rules with several bodies).
+
+    The head is repeated on the same line as the extra body, so line numbers do not move. Sources without
+    such rules come back unchanged.
+    """
+    tokens = _code_tokens(source)
+    edits: list[tuple[int, str]] = []
+    depth = 0
+    head_start: int | None = None  # index of the token that starts the current top-level statement
+    head_text: str | None = None
+    prev_line = 0
+    prev: Token | None = None
+    for idx, tok in enumerate(tokens):
+        first_on_line = tok.line != prev_line
+        prev_line = tok.line
+        if depth == 0:
+            if tok.kind == "id" and first_on_line and tok.text not in _KEYWORD_STARTS:
+                head_start, head_text = idx, None
+            if tok.text == "{":
+                if prev is not None and prev.text == "}" and head_text:
+                    edits.append((tok.start, head_text + " "))
+                elif head_start is not None and head_text is None:
+                    head_text = source[tokens[head_start].start : tok.start].strip()
+        if tok.kind == "op":
+            if tok.text in "([{":
+                depth += 1
+            elif tok.text in ")]}":
+                depth = max(0, depth - 1)
+        prev = tok
+    out: list[str] = []
+    last = 0
+    for pos, text in edits:
+        out.append(source[last:pos])
+        out.append(text)
+        last = pos
+    out.append(source[last:])
+    return "".join(out)

@@ -88,6 +88,12 @@ def test_v0_and_v1_modules_evaluate_in_one_set(engine: RegoEngine) -> None:
     assert prepared.evaluate("v1", ok) == [[]]
 
 
+def test_v0_rule_with_several_bodies(engine: RegoEngine) -> None:
+    module = Module("m.rego", "package multi\n\nnames[n] {\n  n := input.a[_]\n} {\n  n := input.b[_]\n}\n")
+    prepared = engine.prepare(PolicySet((module,), {"n": "data.multi.names"}))
+    assert sorted(prepared.evaluate("n", {"a": ["x"], "b": ["y", "z"]})[0]) == ["x", "y", "z"]
+
+
 def test_undefined_entry_point_is_an_empty_list(engine: RegoEngine) -> None:
     prepared = engine.prepare(
         PolicySet((Module("u.rego", "package u\n\nx := 1 {\n  input.on\n}\n"),), {"x": "data.u.x"})

@@ -14,6 +14,7 @@ from policies.engine.source import (
     normalise_for_engine,
     package_of,
     rule_heads,
+    split_multi_body_rules,
 )
 from policies.formats import FormatError
 from policies.formats import conftest as conftest_fmt
@@ -225,3 +226,12 @@ def test_rule_heads_skip_bodies_and_keywords() -> None:
         "package a\n\nimport rego.v1\n\ndefault allow := false\n\nallow if {\n  x := 1\n  y\n}\n\nf(x) := x\n"
     )
     assert rule_heads(src) == ["allow", "f"]
+
+
+def test_split_multi_body_rules_repeats_the_head_on_the_same_line() -> None:
+    src = "package a\n\np[x] {\n  x := 1\n} {\n  x := 2\n}\n\nq = 1 { input.a } else = 2 { true }\n"
+    out = split_multi_body_rules(src)
+    assert (
+        out == "package a\n\np[x] {\n  x := 1\n} p[x] {\n  x := 2\n}\n\nq = 1 { input.a } else = 2 { true }\n"
+    )
+    assert split_multi_body_rules(corpus.RUN_AS_ROOT) == corpus.RUN_AS_ROOT

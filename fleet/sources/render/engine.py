@@ -219,7 +219,7 @@ def _hash(plan: _Plan) -> str:
     entries = []
     for f in files:
         entries.append((tree.rel(f), tree.digest(f)))
-        if not uses_vars and b"${" in tree.read_bytes(f):
+        if not uses_vars and tree.has_variables(f):
             uses_vars = True
     req = plan.request
     values_json = canonical_json(list(req.values))

@@ -3,7 +3,8 @@
 Subdirectories are included, as Fleet and Flux do (Argo CD does not by default): a mapping of
 ``apps/web`` renders ``apps/web/**``.  Files and directories whose name starts with ``.`` are skipped
 (``.github/``, ``.gitlab-ci.yml``).  ``fleetgate.yaml`` and the Helm values files it names are not
-manifests and are skipped.  A nested directory holding a ``kustomization.yaml`` or ``Chart.yaml`` is an
+manifests and are skipped (a ``fleetgate.yaml`` deeper down is an error: it would not apply).
+A nested directory holding a ``kustomization.yaml`` or ``Chart.yaml`` is an
 error (map it on its own, or reference it from a kustomization), so such files are never applied as
 objects by accident.  Empty documents are skipped; any other document must be a mapping with
 ``apiVersion``, ``kind`` and ``metadata.name`` (checked in ``objects.validate_object``).
@@ -30,8 +31,12 @@ def plain_files(tree: SourceTree, directory: Path, *, exclude: Iterable[Path] = 
             raise RenderError(
                 f"{f.name} in a plain YAML directory: map {tree.rel(f.parent) or '.'} on its own "
                 "(renderer kustomize/helm) or reference it from a kustomization", file=tree.rel(f))
-        if f.name in NOT_MANIFESTS and f.parent == directory:
-            continue
+        if f.name in NOT_MANIFESTS:
+            if f.parent == directory:
+                continue
+            raise RenderError(
+                f"{f.name} only applies at the mapped path: map {tree.rel(f.parent)} on its own",
+                file=tree.rel(f))
         if f in excluded or not f.name.endswith(PLAIN_SUFFIXES):
             continue
         files.append(f)

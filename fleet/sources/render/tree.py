@@ -24,6 +24,9 @@ class SourceTree:
         self._digests: dict[Path, str] = {}
         self._docs: dict[Path, list[YamlDocument]] = {}
         self._walks: dict[tuple[Path, bool], list[Path]] = {}
+        self._inside: dict[Path, bool] = {}
+        self._rel: dict[Path, str] = {}
+        self._has_vars: dict[Path, bool] = {}
 
     def __repr__(self) -> str:
         return f"SourceTree({str(self.root)!r})"
@@ -32,14 +35,26 @@ class SourceTree:
 
     def rel(self, path: Path) -> str:
         """Repository-relative POSIX path of a lexical path under the root."""
-        try:
-            return PurePosixPath(Path(os.path.abspath(path)).relative_to(self.root)).as_posix()
-        except ValueError:
-            return str(path)
+        cached = self._rel.get(path)
+        if cached is None:
+            try:
+                cached = PurePosixPath(Path(os.path.abspath(path)).relative_to(self.root)).as_posix()
+            except ValueError:
+                cached = str(path)
+            if cached == ".":
+                cached = ""
+            self._rel[path] = cached
+        return cached
 
     def inside(self, path: Path) -> bool:
-        real = path.resolve()
-        return real == self.root or self.root in real.parents
+        """Does ``path`` resolve (through symlinks) to the root or below it?  Cached: trees are
+        read-only while rendering."""
+        cached = self._inside.get(path)
+        if cached is None:
+            real = path.resolve()
+            cached = real == self.root or self.root in real.parents
+            self._inside[path] = cached
+        return cached
 
     def resolve(self, rel: str, *, base: Path | None = None, what: str = "path",
                 allow_parent: bool = False) -> Path:
@@ -122,15 +137,25 @@ class SourceTree:
             raise RenderError(f"cannot read file: {exc.strerror}", file=self.rel(path)) from None
 
     def digest(self, path: Path) -> str:
+        """sha256 of the file's content (cached), and whether it contains ``${`` (``has_variables``)."""
         if path not in self._digests:
             if not self.inside(path):
                 raise RenderError("file resolves outside the repository", file=self.rel(path))
             h = hashlib.sha256()
+            has_vars = False
+            tail = b""
             with open(path, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 16), b""):
                     h.update(chunk)
+                    has_vars = has_vars or b"${" in tail + chunk
+                    tail = chunk[-1:]
             self._digests[path] = h.hexdigest()
+            self._has_vars[path] = has_vars
         return self._digests[path]
+
+    def has_variables(self, path: Path) -> bool:
+        self.digest(path)
+        return self._has_vars[path]
 
     def documents(self, path: Path) -> list[YamlDocument]:
         """Parsed YAML documents of a file (cached; callers must not modify the data)."""

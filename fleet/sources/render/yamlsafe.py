@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from yaml.constructor import ConstructorError
+from yaml.composer import Composer
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 from .errors import RenderError
 
@@ -34,14 +36,19 @@ class YamlBombError(yaml.MarkedYAMLError):
     pass
 
 
-class LimitedSafeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` with alias limits, duplicate-key checks and JSON-compatible scalars."""
+if TYPE_CHECKING:
+    _Base = yaml.SafeLoader
+else:
+    _Base = object
+
+
+class _Limits(_Base):
+    """Alias limits, duplicate-key checks and JSON-compatible scalars, mixed into a loader."""
 
     max_aliases = MAX_ALIASES
     max_alias_expansion = MAX_ALIAS_EXPANSION
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+    def _init_limits(self) -> None:
         self._alias_count = 0
         self._alias_expansion = 0
         self._node_sizes: dict[int, int] = {}
@@ -136,10 +143,37 @@ class LimitedSafeLoader(yaml.SafeLoader):
         raise ConstructorError(None, None, f"YAML tag {node.tag} is not supported", node.start_mark)
 
 
-LimitedSafeLoader.add_constructor("tag:yaml.org,2002:timestamp", LimitedSafeLoader.construct_as_text)
-LimitedSafeLoader.add_constructor("tag:yaml.org,2002:binary", LimitedSafeLoader.construct_binary_text)
-for _tag in ("omap", "pairs", "set"):
-    LimitedSafeLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", LimitedSafeLoader.refuse)
+class LimitedSafeLoader(_Limits, yaml.SafeLoader):  # type: ignore[misc]
+    """``yaml.SafeLoader`` (pure Python) with the limits."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.SafeLoader.__init__(self, stream)
+        self._init_limits()
+
+
+_CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)
+if _CParser is not None:
+
+    class LimitedCSafeLoader(_Limits, Composer, SafeConstructor, Resolver, _CParser):  # type: ignore[misc]
+        """libyaml's scanner and parser (fast), with PyYAML's Python composer so that the alias
+        limits apply to every alias event, and the same constructor and resolver as above."""
+
+        def __init__(self, stream: str) -> None:
+            _CParser.__init__(self, stream)
+            Composer.__init__(self)  # type: ignore[misc]
+            SafeConstructor.__init__(self)  # type: ignore[misc]
+            Resolver.__init__(self)  # type: ignore[misc]
+            self._init_limits()
+
+    FastLoader: type = LimitedCSafeLoader
+else:  # pragma: no cover - PyYAML without libyaml
+    FastLoader = LimitedSafeLoader
+
+for _cls in {LimitedSafeLoader, FastLoader}:
+    _cls.add_constructor("tag:yaml.org,2002:timestamp", _Limits.construct_as_text)  # type: ignore[attr-defined]
+    _cls.add_constructor("tag:yaml.org,2002:binary", _Limits.construct_binary_text)  # type: ignore[attr-defined]
+    for _tag in ("omap", "pairs", "set"):
+        _cls.add_constructor(f"tag:yaml.org,2002:{_tag}", _Limits.refuse)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -165,7 +199,7 @@ def load_documents(content: str | bytes, *, file: str, max_bytes: int = MAX_FILE
     if size > max_bytes:
         raise RenderError(f"file is {size} bytes, more than the limit of {max_bytes}", file=file)
     text = _decode(content, file)
-    loader = LimitedSafeLoader(text)
+    loader = FastLoader(text)
     docs: list[YamlDocument] = []
     index = 0
     try:

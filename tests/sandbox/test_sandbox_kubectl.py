@@ -95,8 +95,10 @@ def test_kubectl_apply_get_diff_rollout_delete(kube, make_client, deployment):
     rollout = run("rollout", "status", "deployment/web", "--timeout=30s")
     assert rollout.returncode == 0 and "successfully rolled out" in rollout.stdout, rollout.stderr
 
-    listed = run("get", "deploy,cm", "-l", "app=web")
-    assert listed.returncode == 0 and "deployment.apps/web" in listed.stdout, listed.stderr
+    listed = run("get", "deploy,cm", "-l", "app=web", "-o", "name")
+    assert listed.returncode == 0 and listed.stdout.split() == ["deployment.apps/web"], listed.stderr
+    table = run("get", "configmaps")
+    assert table.returncode == 0 and "web-config" in table.stdout and "NAME" in table.stdout, table.stderr
 
     deleted = run("delete", "-f", manifest)
     assert deleted.returncode == 0, deleted.stderr

@@ -164,6 +164,7 @@ class BoundPolicy:
         con = constraint if isinstance(constraint, gk.Constraint) else gk.parse_constraint(constraint)
         if con.kind != tpl.kind:
             raise FormatError(f"Constraint kind {con.kind!r} does not match the template's kind {tpl.kind!r}")
+        gk.validate_parameters(tpl, con)
         return cls(
             str(id),
             name,

@@ -74,8 +74,13 @@ class OpaSession:
         self._engine = engine
         self.id = "t_" + uuid.uuid4().hex
         self._open = False
-        engine._put_data(f"{TARGETS_ROOT}/{self.id}", check_target_data(target_data))
+        self._data = check_target_data(target_data)
+        self.store()
         self._open = True
+
+    def store(self) -> None:
+        """(Re)write this session's documents on the server (again after an OPA restart)."""
+        self._engine._put_data(f"{TARGETS_ROOT}/{self.id}", self._data)
 
     def close(self) -> None:
         if self._open:
@@ -117,11 +122,10 @@ class OpaPreparedSet:
                 if len(values) != len(inputs):
                     raise EngineError("opa: batch result has the wrong length", engine="opa")
                 return [v if isinstance(v, list) else [] for v in values]
-            if attempt == 1:  # the server lost our modules (restart): push them again once
+            if attempt == 1:  # the server lost our modules and data (restart): store them again, once
                 self._engine._push(self.policy_set, force=True)
-        raise EngineError(
-            "opa: entry point undefined after re-pushing the policy set (session data missing?)", engine="opa"
-        )
+                session.store()
+        raise EngineError("opa: entry point undefined after re-pushing the policy set", engine="opa")
 
     def evaluate(self, entrypoint: str, input: Any, session: Any = None) -> list[Any]:
         return self._batch(entrypoint, [input], self._session(session))[0]

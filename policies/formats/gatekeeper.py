@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 import yaml
 
 from policies.engine.base import Module, PolicySet
@@ -260,6 +261,33 @@ def parse_constraint(doc: str | bytes | Mapping[str, Any]) -> Constraint:
             f"{what}: spec.enforcementAction {action!r} is not one of {', '.join(ENFORCEMENT_ACTIONS)}"
         )
     return Constraint(kind, name, dict(params), parse_match(spec.get("match"), what), action)
+
+
+def validate_parameters(template: ConstraintTemplate, constraint: Constraint) -> None:
+    """Check ``spec.parameters`` against the template's ``openAPIV3Schema`` (as Gatekeeper does when a
+    Constraint is created). Raises FormatError naming the offending field."""
+    schema = template.parameters_schema
+    if not schema:
+        return
+    if not isinstance(schema, Mapping):
+        raise FormatError("ConstraintTemplate: spec.crd.spec.validation.openAPIV3Schema must be a mapping")
+    schema = dict(schema)
+    schema.setdefault("type", "object")
+    try:
+        jsonschema.Draft7Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise FormatError(
+            f"ConstraintTemplate: openAPIV3Schema is not a valid schema: {exc.message}"
+        ) from exc
+    errors = sorted(
+        jsonschema.Draft7Validator(schema).iter_errors(dict(constraint.parameters)),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.absolute_path)
+        field_name = f"spec.parameters.{where}" if where else "spec.parameters"
+        raise FormatError(f"Constraint {constraint.name}: {field_name}: {first.message}")
 
 
 # --------------------------------------------------------------------------------------------- input

@@ -18,7 +18,12 @@ from policies.engine.source import (
 )
 from policies.formats import FormatError
 from policies.formats import conftest as conftest_fmt
-from policies.formats.gatekeeper import parse_constraint, parse_constraint_template, parse_match
+from policies.formats.gatekeeper import (
+    parse_constraint,
+    parse_constraint_template,
+    parse_match,
+    validate_parameters,
+)
 from policies.formats.kube import build_inventory, object_id
 from tests.policies import corpus
 
@@ -76,6 +81,18 @@ def test_constraint_defaults_and_errors() -> None:
         parse_constraint(
             "kind: K\nspec: {match: {labelSelector: {matchExpressions: [{key: a, operator: Is}]}}}\n"
         )
+
+
+def test_constraint_parameters_are_checked_against_the_template_schema() -> None:
+    tpl = parse_constraint_template(corpus.REQUIRED_LABELS_TEMPLATE)
+    validate_parameters(tpl, parse_constraint(corpus.REQUIRED_LABELS_CONSTRAINT))
+    wrong = parse_constraint(
+        "kind: FgRequiredLabels\nmetadata: {name: bad}\nspec:\n  parameters: {labels: [1, team]}\n"
+    )
+    with pytest.raises(
+        FormatError, match=r"Constraint bad: spec.parameters.labels.0: 1 is not of type 'string'"
+    ):
+        validate_parameters(tpl, wrong)
 
 
 # --------------------------------------------------------------------------------------------- match

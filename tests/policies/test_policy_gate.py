@@ -10,7 +10,7 @@ import pytest
 
 from policies.engine import RegoEngine
 from policies.engine.opa_engine import OpaEngine
-from policies.engine.opa_server import free_port
+from policies.engine.opa_server import OpaServer, free_port
 from policies.gate import (
     BoundPolicy,
     Decision,
@@ -321,6 +321,19 @@ def test_unreachable_opa_blocks() -> None:
     assert {e.policy_id for e in decision.errors} == {"no-latest", "required-labels"}
     assert all("cannot reach" in e.message for e in decision.errors)
     assert decision.as_dict()["outcome"] == "blocked"
+
+
+def test_opa_restart_is_survived(opa_server: OpaServer) -> None:
+    port = free_port()
+    engine = OpaEngine(f"http://127.0.0.1:{port}", timeout=10)
+    objects = [corpus.deployment("latest", image="r.example/web:latest")]
+    with OpaServer(opa_server.binary, port=port):
+        assert _run(engine, objects, [_policy("no-latest")]).outcome is Outcome.BLOCKED
+    down = _run(engine, objects, [_policy("no-latest")])
+    assert down.outcome is Outcome.BLOCKED and [e.kind for e in down.errors] == ["engine"]
+    with OpaServer(opa_server.binary, port=port):  # a fresh server knows none of the pushed policies
+        again = _run(engine, objects, [_policy("no-latest")])
+    assert again.errors == [] and _names(again) == [("no-latest", "latest")]
 
 
 def test_exhausted_time_budget_blocks(engine: RegoEngine) -> None:

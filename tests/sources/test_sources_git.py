@@ -301,3 +301,20 @@ def test_export_writes_the_commit_tree_with_symlinks_and_cleans_up(tmp_path: Pat
     with pytest.raises(GitError):
         with cache.export("0123456789abcdef0123456789abcdef01234567"):
             pass
+
+
+def test_a_hanging_remote_is_killed_after_the_timeout(tmp_path: Path) -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)  # accepts connections (kernel backlog) and never answers
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/slow.git"
+        cache = cache_for(tmp_path, url, timeout=1.5)
+        with pytest.raises(GitUnreachableError) as err:
+            cache.fetch()
+        assert err.value.code == "timeout"
+        assert not cache.path.exists()
+    finally:
+        listener.close()

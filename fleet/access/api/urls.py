@@ -1,3 +1,4 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from fleet.access.api import views
@@ -7,6 +8,5 @@ app_name = "access-api"
 router = DefaultRouter()
 router.register("bindings", views.RoleBindingViewSet)
 router.register("roles", views.RoleViewSet, basename="role")
-router.register("me", views.MeViewSet, basename="me")
 router.register("tokens", views.APITokenViewSet, basename="apitoken")
-urlpatterns = router.urls
+urlpatterns = [path("me/", views.MeView.as_view(), name="me"), *router.urls]

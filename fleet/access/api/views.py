@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from fleet.access import roles
 from fleet.access.api.serializers import (
@@ -39,9 +40,11 @@ class RoleViewSet(viewsets.ViewSet):
         return Response(roles.describe())
 
 
-class MeViewSet(viewsets.ViewSet):
+class MeView(APIView):
+    """The signed-in user and the role bindings that apply to them."""
+
     @extend_schema(responses=MeSerializer)
-    def list(self, request: Request) -> Response:
+    def get(self, request: Request) -> Response:
         return Response(MeSerializer.for_user(request.user))
 
 

@@ -1,0 +1,16 @@
+# Fleetgate application image: web (gunicorn), worker and beat run from it with different commands.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 FLEETGATE_VAR_DIR=/var/lib/fleetgate
+RUN apt-get update && apt-get install -y --no-install-recommends git openssh-client \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /var/lib/fleetgate --create-home fleetgate
+WORKDIR /app
+COPY requirements/ requirements/
+RUN pip install --no-cache-dir --require-hashes -r requirements/base.txt
+COPY . .
+RUN FLEETGATE_SECRET_KEY=build FLEETGATE_ENCRYPTION_KEYS=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
+    python manage.py collectstatic --noinput
+USER fleetgate
+EXPOSE 8000
+CMD ["gunicorn", "fleet.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]

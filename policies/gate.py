@@ -193,9 +193,9 @@ class BoundPolicy:
 class Waiver:
     """Excuses violations of one policy on the objects its selector matches, until ``expires_at``.
 
-    Empty selector fields match anything; ``name`` and ``cluster`` are globs (``web-*``); ``labels`` must
-    all be present on the object. A waiver with a selector never matches a finding that has no object
-    (conftest ``combine``)."""
+    Empty selector fields match anything; ``name`` and ``cluster`` are globs (``web-*``); ``group`` is the
+    target's cluster group name; ``labels`` must all be present on the object. A waiver with a selector
+    never matches a finding that has no object (conftest ``combine``)."""
 
     id: str
     policy_id: str
@@ -204,6 +204,7 @@ class Waiver:
     name: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     cluster: str | None = None
+    group: str | None = None
     expires_at: datetime | None = None
 
     def active(self, now: datetime) -> bool:
@@ -213,6 +214,8 @@ class Waiver:
         if str(self.policy_id) != violation.policy_id:
             return False
         if self.cluster and not fnmatch.fnmatchcase(context.cluster, self.cluster):
+            return False
+        if self.group and self.group != context.group:
             return False
         has_selector = bool(self.kind or self.namespace or self.name or self.labels)
         if violation.object is None:
@@ -265,7 +268,7 @@ class PolicyError:
     policy_id: str
     policy_name: str
     message: str
-    kind: str = "engine"  # "engine", "timeout", "compile", "format"
+    kind: str = "engine"  # "engine", "timeout", "compile", "format", "internal"
     compile_errors: tuple[dict[str, Any], ...] = ()
 
 
@@ -437,7 +440,9 @@ def _error_for(policy: BoundPolicy, exc: Exception) -> PolicyError:
         return PolicyError(policy.id, policy.name, str(exc), "timeout")
     if isinstance(exc, (FormatError, ValueError)):
         return PolicyError(policy.id, policy.name, str(exc), "format")
-    return PolicyError(policy.id, policy.name, str(exc), "engine")
+    if isinstance(exc, EngineError):
+        return PolicyError(policy.id, policy.name, str(exc), "engine")
+    return PolicyError(policy.id, policy.name, f"internal error: {exc.__class__.__name__}: {exc}", "internal")
 
 
 def evaluate_target(
@@ -486,13 +491,14 @@ def evaluate_target(
                         found, count = _evaluate_conftest(policy, prepared, target, session, deadline)
                     violations.extend(found)
                     evaluations += count
-                except (EngineError, FormatError, ValueError) as exc:
+                except Exception as exc:  # fail closed: any failure blocks, with its reason
                     errors.append(_error_for(policy, exc))
-    except (EngineError, FormatError, ValueError) as exc:
+    except Exception as exc:  # whatever failed, the answer is "blocked", never "passed"
         # The engine itself failed (e.g. OPA unreachable when opening the session): every policy is unknown.
-        errors.extend(_error_for(p, exc) for p in policies) if policies else errors.append(
-            PolicyError("", "", str(exc), "engine")
-        )
+        if policies:
+            errors.extend(_error_for(p, exc) for p in policies)
+        else:
+            errors.append(PolicyError("", "", str(exc), "engine"))
 
     violations = _apply_waivers(violations, rendered, context, waivers, now)
     violations.sort(

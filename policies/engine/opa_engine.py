@@ -17,6 +17,7 @@ Inputs are sent in batches: a generated rule evaluates the entry point for each 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -164,17 +165,31 @@ class OpaEngine:
             raise ValueError(f"FLEETGATE_OPA_URL must be an http(s) URL, got {url!r}")
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._client = OpaClient(
-            host=parts.hostname,
-            port=parts.port or (443 if parts.scheme == "https" else 80),
-            ssl=parts.scheme == "https",
-            retries=0,
-            timeout=timeout,
-        )
-        self._root = self._client.root_url
+        self._client_args = {
+            "host": parts.hostname,
+            "port": parts.port or (443 if parts.scheme == "https" else 80),
+            "ssl": parts.scheme == "https",
+            "retries": 0,  # a failed evaluation is an answer (fail closed), not something to repeat
+            "timeout": timeout,
+        }
+        self._pid = os.getpid()
+        self._opa = OpaClient(**self._client_args)
+        self._root = self._opa.root_url
         self._pushed: set[str] = set()
         self._lock = threading.Lock()
         self._empty: OpaSession | None = None
+
+    @property
+    def _client(self) -> OpaClient:
+        # A forked worker (Celery prefork) must not share the parent's pooled connections or its state.
+        if os.getpid() != self._pid:
+            with self._lock:
+                if os.getpid() != self._pid:
+                    self._pid = os.getpid()
+                    self._opa = OpaClient(**self._client_args)
+                    self._pushed = set()
+                    self._empty = None
+        return self._opa
 
     # -- HTTP with errors mapped to EngineError (fail closed)
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -61,8 +61,12 @@ class ConftestPolicy:
         return by_ns
 
     def policy_set(self) -> PolicySet:
+        rules = self.rules()
+        if not any(name != "exception" for names in rules.values() for name in names):
+            where = "any package" if self.all_namespaces else "package(s) " + ", ".join(self.namespaces)
+            raise FormatError(f"no deny, violation or warn rules found in {where}")
         parts = []
-        for ns, names in sorted(self.rules().items()):
+        for ns, names in sorted(rules.items()):
             fields = ", ".join(f'"{n}": [x | x := data.{ns}.{n}]' for n in names)
             parts.append(f'"{ns}": {{{fields}}}')
         expr = "{" + ", ".join(parts) + "}"

@@ -285,6 +285,12 @@ def test_waiver_for_another_policy_or_cluster_does_not_apply(engine: RegoEngine)
     decision = _run(engine, objects, [_policy("no-latest")], waivers=waivers)
     assert [v.waived_by for v in decision.violations] == [None]
     assert decision.outcome is Outcome.BLOCKED
+    scoped = (Waiver("w3", "no-latest", cluster="prod-*", group="production"),)
+    assert [
+        v.waived_by for v in _run(engine, objects, [_policy("no-latest")], waivers=scoped).violations
+    ] == ["w3"]
+    other_group = (Waiver("w4", "no-latest", group="staging"),)
+    assert _run(engine, objects, [_policy("no-latest")], waivers=other_group).outcome is Outcome.BLOCKED
 
 
 # --------------------------------------------------------------------------------------------- fail closed
@@ -300,6 +306,15 @@ def test_invalid_rego_is_refused_with_its_line(engine: RegoEngine) -> None:
     assert decision.outcome is Outcome.BLOCKED
     assert [e.kind for e in decision.errors] == ["compile"]
     assert decision.reasons[0].startswith("engine error: Broken: policy does not compile: broken.rego:")
+
+
+def test_conftest_policy_without_rules_is_refused(engine: RegoEngine) -> None:
+    helpers_only = BoundPolicy.conftest("lib", "Helpers", {"h.rego": "package main\n\nis_prod := true\n"})
+    errors = check_policy(helpers_only, engine)
+    assert [e["code"] for e in errors] == ["format_error"]
+    assert "no deny, violation or warn rules" in errors[0]["message"]
+    decision = _run(engine, [corpus.deployment("web")], [helpers_only])
+    assert decision.outcome is Outcome.BLOCKED and [e.kind for e in decision.errors] == ["format"]
 
 
 def test_runtime_error_in_a_policy_blocks(engine: RegoEngine) -> None:

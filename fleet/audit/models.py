@@ -13,9 +13,10 @@ from django.conf import settings
 from django.db import models
 
 from fleet.access.restrict import RestrictedQuerySet
+from fleet.audit.chain import GENESIS_HASH
 from fleet.core.choices import ChangeContext
 
-GENESIS_HASH = "0" * 64
+__all__ = ["GENESIS_HASH", "AuditChainHead", "AuditEvent", "AuditEventQuerySet", "AuditImmutable"]
 
 
 class AuditImmutable(Exception):
@@ -85,3 +86,6 @@ class AuditChainHead(models.Model):
 
     class Meta:
         verbose_name = "audit chain head"
+
+    def __str__(self) -> str:
+        return f"head #{self.sequence} {self.hash[:12]} (base #{self.base_sequence})"

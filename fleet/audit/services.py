@@ -2,55 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import models, transaction
 from django.utils import timezone
 
-from fleet.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
+from fleet.audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical, check_chain, event_hash, time_text
+from fleet.audit.models import AuditChainHead, AuditEvent
 from fleet.audit.redact import redact, snapshot
 from fleet.core import context
-
-HASHED_FIELDS = (
-    "sequence",
-    "time",
-    "actor_id",
-    "actor_name",
-    "change_context",
-    "request_id",
-    "source_address",
-    "action",
-    "target_type",
-    "target_id",
-    "target_repr",
-    "scope_group_id",
-    "scope_group_name",
-    "cluster_name",
-    "repository_name",
-    "before",
-    "after",
-    "message",
-    "prev_hash",
-)
-
-
-def _time_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def canonical(fields: dict[str, Any]) -> str:
-    content = {name: fields.get(name) for name in HASHED_FIELDS}
-    content["time"] = _time_text(content["time"])
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def event_hash(fields: dict[str, Any]) -> str:
-    return hashlib.sha256((fields["prev_hash"] + canonical(fields)).encode()).hexdigest()
 
 
 def _scope_of(target: Any, scope: Any) -> tuple[int | None, str]:
@@ -130,7 +93,9 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def record_change(action: str, instance: models.Model, before: dict[str, Any] | None, **kwargs: Any) -> AuditEvent:
+def record_change(
+    action: str, instance: models.Model, before: dict[str, Any] | None, **kwargs: Any
+) -> AuditEvent:
     """Record a create/update/delete of a model instance with its redacted before/after snapshots."""
     after = snapshot(instance) if not action.endswith(".delete") else None
     return record(action, instance, before=before, after=after, **kwargs)
@@ -143,12 +108,7 @@ class VerifyResult:
     head_hash: str
     first_bad_sequence: int | None = None
     reason: str = ""
-
-
-def _fields_of(event: AuditEvent) -> dict[str, Any]:
-    fields = {name: getattr(event, name) for name in HASHED_FIELDS}
-    fields["prev_hash"] = event.prev_hash
-    return fields
+    first_bad_id: int | None = None
 
 
 def iter_chain(queryset: models.QuerySet | None = None, chunk_size: int = 2000) -> Iterator[AuditEvent]:
@@ -156,25 +116,48 @@ def iter_chain(queryset: models.QuerySet | None = None, chunk_size: int = 2000) 
     return qs.order_by("sequence").iterator(chunk_size=chunk_size)
 
 
+def chain_rows(queryset: models.QuerySet | None = None, chunk_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """The events as plain dicts (every hashed field, id and hash), in sequence order, in constant memory."""
+    qs = queryset if queryset is not None else AuditEvent.objects.all()
+    return qs.order_by("sequence").values("id", *HASHED_FIELDS, "hash").iterator(chunk_size=chunk_size)
+
+
 def verify() -> VerifyResult:
     """Walk the whole chain; name the first event whose content or link does not match."""
     head = AuditChainHead.objects.filter(pk=1).first()
-    expected_prev = head.base_hash if head else GENESIS_HASH
-    expected_seq = (head.base_sequence if head else 0) + 1
-    checked = 0
-    last_hash = expected_prev
-    for event in iter_chain():
-        if event.sequence != expected_seq:
-            return VerifyResult(False, checked, last_hash, expected_seq, f"event #{expected_seq} is missing")
-        if event.prev_hash != expected_prev:
-            return VerifyResult(False, checked, last_hash, event.sequence, "link to the previous event is broken")
-        if event_hash(_fields_of(event)) != event.hash:
-            return VerifyResult(False, checked, last_hash, event.sequence, "content does not match its hash")
-        expected_prev = last_hash = event.hash
-        expected_seq += 1
-        checked += 1
-    if head and (head.sequence != expected_seq - 1 or head.hash != last_hash):
+    base_sequence = head.base_sequence if head else 0
+    base_hash = head.base_hash if head else GENESIS_HASH
+    result = check_chain(chain_rows(), start_sequence=base_sequence, start_hash=base_hash)
+    if not result.ok:
         return VerifyResult(
-            False, checked, last_hash, expected_seq, f"the chain ends at #{expected_seq - 1} but the head is #{head.sequence}"
+            False,
+            result.checked,
+            result.last_hash,
+            result.first_bad_sequence,
+            result.reason,
+            result.first_bad_id,
         )
-    return VerifyResult(True, checked, last_hash)
+    if head and (head.sequence != result.last_sequence or head.hash != result.last_hash):
+        return VerifyResult(
+            False,
+            result.checked,
+            result.last_hash,
+            result.last_sequence + 1,
+            f"the chain ends at #{result.last_sequence} but the head is #{head.sequence}",
+        )
+    return VerifyResult(True, result.checked, result.last_hash)
+
+
+__all__ = [
+    "GENESIS_HASH",
+    "HASHED_FIELDS",
+    "VerifyResult",
+    "canonical",
+    "chain_rows",
+    "event_hash",
+    "iter_chain",
+    "record",
+    "record_change",
+    "time_text",
+    "verify",
+]

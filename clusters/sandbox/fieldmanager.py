@@ -8,6 +8,7 @@ A field set is a Python set of paths; a path is a tuple of FieldsV1 elements (``
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,12 +329,18 @@ def encode_fields(paths: set[Path]) -> dict[str, Any]:
     return _ordered(tree, (), paths)
 
 
+# Stored objects are never changed in place, so every leaf of every fieldsV1 tree can share one empty dict.
+_LEAF: dict[str, Any] = {}
+
+
 def _ordered(node: dict[str, Any], path: Path, paths: set[Path]) -> dict[str, Any]:
+    if not node:
+        return _LEAF
     out: dict[str, Any] = {}
-    if path and node and path in paths:
-        out["."] = {}
+    if path and path in paths:
+        out["."] = _LEAF
     for k in sorted(node):
-        out[k] = _ordered(node[k], (*path, k), paths)
+        out[sys.intern(k)] = _ordered(node[k], (*path, k), paths)
     return out
 
 

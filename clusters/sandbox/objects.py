@@ -6,6 +6,7 @@ import base64
 import binascii
 import re
 import secrets
+import sys
 import time
 from typing import Any
 
@@ -24,6 +25,20 @@ def clone(value: Any) -> Any:
         return {k: clone(v) for k, v in value.items()}
     if isinstance(value, list):
         return [clone(v) for v in value]
+    return value
+
+
+_EMPTY: dict[str, Any] = {}  # shared by every stored empty map (stored objects are never changed in place)
+
+
+def compact(value: Any) -> Any:
+    """A copy of JSON data whose keys and short strings are interned, shared by all stored objects."""
+    if isinstance(value, dict):
+        return {sys.intern(k): compact(v) for k, v in value.items()} if value else _EMPTY
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    if isinstance(value, str) and len(value) <= 40:
+        return sys.intern(value)
     return value
 
 

@@ -24,6 +24,7 @@ from .objects import (
     apply_defaults,
     check_kind,
     clone,
+    compact,
     crd_status,
     generated_name,
     now,
@@ -282,12 +283,8 @@ class ClusterState:
             return new
         self.rv += 1
         meta["resourceVersion"] = str(self.rv)
-        new = {
-            "apiVersion": new.pop("apiVersion"),
-            "kind": new.pop("kind"),
-            "metadata": new.pop("metadata"),
-            **new,
-        }
+        head = {"apiVersion": new.pop("apiVersion"), "kind": new.pop("kind"), "metadata": new.pop("metadata")}
+        new = compact({**head, **new})
         self.objects.setdefault(rt.key, {}).setdefault(ns, {})[name] = new
         self._emit("ADDED" if old is None else "MODIFIED", rt, new, old)
         if rt is CRDS:

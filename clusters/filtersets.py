@@ -25,7 +25,9 @@ def filter_by_selector(queryset: QuerySet, value: str) -> QuerySet:
 class ClusterFilterSet(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     status = django_filters.MultipleChoiceFilter(choices=ClusterStatus.choices)
-    label = django_filters.CharFilter(method="filter_label", help_text="Label selector, e.g. env=prod,region in (eu)")
+    label = django_filters.CharFilter(
+        method="filter_label", help_text="Label selector, e.g. env=prod,region in (eu)"
+    )
     group = django_filters.CharFilter(method="filter_group", help_text="Cluster group id or name")
 
     class Meta:
@@ -43,7 +45,9 @@ class ClusterFilterSet(django_filters.FilterSet):
 
 class ClusterGroupFilterSet(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
-    cluster = django_filters.CharFilter(method="filter_cluster", help_text="Groups containing this cluster (name)")
+    cluster = django_filters.CharFilter(
+        method="filter_cluster", help_text="Groups containing this cluster (name)"
+    )
 
     class Meta:
         model = ClusterGroup

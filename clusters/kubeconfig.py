@@ -76,7 +76,9 @@ def parse(text: str, context: str = "") -> KubeconfigCredentials:
         if forbidden in cluster or forbidden in user:
             raise ValidationError(f"The kubeconfig refers to a file ({forbidden}); inline the data instead.")
     if "exec" in user or "auth-provider" in user:
-        raise ValidationError("Exec and auth-provider credentials run commands on the server and are not accepted.")
+        raise ValidationError(
+            "Exec and auth-provider credentials run commands on the server and are not accepted."
+        )
     server = cluster.get("server", "")
     if not server:
         raise ValidationError("The kubeconfig's cluster has no server URL.")
@@ -95,5 +97,7 @@ def parse(text: str, context: str = "") -> KubeconfigCredentials:
         namespace=ctx.get("namespace", "") or "",
     )
     if not creds.token and not (creds.client_certificate and creds.client_key):
-        raise ValidationError("The kubeconfig's user has neither a token nor an inline client certificate and key.")
+        raise ValidationError(
+            "The kubeconfig's user has neither a token nor an inline client certificate and key."
+        )
     return creds

@@ -27,7 +27,10 @@ class Cluster(TimestampedModel):
     name = models.CharField(max_length=63, unique=True, validators=[dns_label])
     description = models.CharField(max_length=200, blank=True)
     api_url = models.CharField(
-        "API server URL", max_length=500, blank=True, validators=[validate_api_url],
+        "API server URL",
+        max_length=500,
+        blank=True,
+        validators=[validate_api_url],
         help_text="Taken from the kubeconfig when one is uploaded.",
     )
     auth_method = models.CharField(max_length=32, choices=AuthMethod.choices, default=AuthMethod.TOKEN)
@@ -36,7 +39,9 @@ class Cluster(TimestampedModel):
     client_key = EncryptedTextField(help_text="PEM client key (encrypted at rest).")
     kubeconfig = EncryptedTextField(help_text="Uploaded kubeconfig (encrypted at rest).")
     kubeconfig_context = models.CharField(max_length=253, blank=True)
-    ca_data = models.TextField("CA bundle", blank=True, help_text="PEM certificates that sign the API server's.")
+    ca_data = models.TextField(
+        "CA bundle", blank=True, help_text="PEM certificates that sign the API server's."
+    )
     insecure_skip_tls_verify = models.BooleanField(default=False)
     labels = models.JSONField(default=dict, blank=True, validators=[selectors.validate_labels])
     status = models.CharField(max_length=16, choices=ClusterStatus.choices, default=ClusterStatus.UNKNOWN)
@@ -70,7 +75,7 @@ class Cluster(TimestampedModel):
             if not self.api_url:
                 errors["api_url"] = "The API server URL is required."
             if self.auth_method == AuthMethod.TOKEN and not self.token:
-                errors["token"] = "A bearer token is required for token authentication."
+                errors["token"] = "A bearer token is required for token authentication."  # noqa: S105
             if self.auth_method == AuthMethod.CLIENT_CERTIFICATE:
                 if not self.client_certificate:
                     errors["client_certificate"] = "A client certificate is required."
@@ -99,13 +104,18 @@ class ClusterGroup(TimestampedModel):
     name = models.CharField(max_length=63, unique=True, validators=[dns_label])
     description = models.CharField(max_length=200, blank=True)
     selector = models.JSONField(
-        default=dict, blank=True, validators=[selectors.validate_selector],
+        default=dict,
+        blank=True,
+        validators=[selectors.validate_selector],
         help_text="A Kubernetes label selector: {matchLabels: {...}, matchExpressions: [...]}.",
     )
     include = models.ManyToManyField(Cluster, blank=True, related_name="included_in")
     exclude = models.ManyToManyField(Cluster, blank=True, related_name="excluded_from")
     members = models.ManyToManyField(
-        Cluster, blank=True, related_name="groups", editable=False,
+        Cluster,
+        blank=True,
+        related_name="groups",
+        editable=False,
         help_text="Resolved members, kept up to date when clusters or the group change.",
     )
 
@@ -120,12 +130,16 @@ class ClusterGroup(TimestampedModel):
         null=True, blank=True, validators=[MinValueValidator(1)], help_text="Clusters per batch."
     )
     batch_percent = models.PositiveSmallIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
         help_text="Clusters per batch as a percentage (used when batch size is empty).",
     )
     max_parallel = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
     canary_selector = models.JSONField(
-        default=dict, blank=True, validators=[selectors.validate_selector],
+        default=dict,
+        blank=True,
+        validators=[selectors.validate_selector],
         help_text="Clusters matching this selector form the first batch.",
     )
     batch_pause_seconds = models.PositiveIntegerField(default=0)

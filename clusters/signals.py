@@ -28,5 +28,9 @@ def _static_members_changed(sender: Any, instance: Any, action: str, reverse: bo
 def connect() -> None:
     post_save.connect(_cluster_saved, sender=Cluster, dispatch_uid="cluster_membership")
     post_save.connect(_group_saved, sender=ClusterGroup, dispatch_uid="group_membership")
-    m2m_changed.connect(_static_members_changed, sender=ClusterGroup.include.through, dispatch_uid="group_include")
-    m2m_changed.connect(_static_members_changed, sender=ClusterGroup.exclude.through, dispatch_uid="group_exclude")
+    m2m_changed.connect(
+        _static_members_changed, sender=ClusterGroup.include.through, dispatch_uid="group_include"
+    )
+    m2m_changed.connect(
+        _static_members_changed, sender=ClusterGroup.exclude.through, dispatch_uid="group_exclude"
+    )

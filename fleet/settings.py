@@ -90,7 +90,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not memory: integration tests start worker processes that must see the test database.
-    DATABASES["default"]["TEST"] = {"NAME": env_str("FLEETGATE_TEST_SQLITE", "") or str(VAR_DIR / "test.sqlite3")}
+    DATABASES["default"]["TEST"] = {
+        "NAME": env_str("FLEETGATE_TEST_SQLITE", "") or str(VAR_DIR / "test.sqlite3")
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

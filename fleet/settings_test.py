@@ -8,4 +8,4 @@ from pathlib import Path
 
 os.environ.setdefault("FLEETGATE_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 
-from fleet.settings import *  # noqa: E402, F403
+from fleet.settings import *  # noqa: F403

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
@@ -8,7 +10,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-api_patterns = [
+api_patterns: list[Any] = [
     path("", include("clusters.api.urls")),
     path("", include("fleet.sources.api.urls")),
     path("access/", include("fleet.access.api.urls")),

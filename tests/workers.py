@@ -44,14 +44,28 @@ class Worker:
     def __init__(self, log_path: Path, concurrency: int = 1, queues: str = "", **env: str) -> None:
         self.log_path = log_path
         args = [
-            str(Path(sys.executable).parent / "celery"), "-A", "fleet", "worker", "--loglevel", "INFO",
-            "--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "--without-heartbeat",
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "fleet",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
         ]
         if queues:
             args += ["-Q", queues]
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            args, cwd=ROOT, env=child_env(**env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            cwd=ROOT,
+            env=child_env(**env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property

@@ -20,17 +20,39 @@ class ClusterSerializer(FleetModelSerializer):
     """Credentials are write-only: responses say which are set (`credentials_set`), never their values."""
 
     token = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=True)
-    client_key = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=False)
-    kubeconfig = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=False)
+    client_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False
+    )
+    kubeconfig = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False
+    )
     credentials_set = CredentialsSetSerializer(read_only=True)
     groups = BriefSerializer(many=True, read_only=True)
 
     class Meta:
         model = Cluster
         fields = [
-            "id", "name", "description", "api_url", "auth_method", "token", "client_certificate", "client_key",
-            "kubeconfig", "kubeconfig_context", "ca_data", "insecure_skip_tls_verify", "labels", "status",
-            "kubernetes_version", "last_seen", "last_error", "credentials_set", "groups", "created", "updated",
+            "id",
+            "name",
+            "description",
+            "api_url",
+            "auth_method",
+            "token",
+            "client_certificate",
+            "client_key",
+            "kubeconfig",
+            "kubeconfig_context",
+            "ca_data",
+            "insecure_skip_tls_verify",
+            "labels",
+            "status",
+            "kubernetes_version",
+            "last_seen",
+            "last_error",
+            "credentials_set",
+            "groups",
+            "created",
+            "updated",
         ]
         read_only_fields = ["status", "kubernetes_version", "last_seen", "last_error", "created", "updated"]
         extra_kwargs = {"client_certificate": {"write_only": True, "required": False}}
@@ -53,10 +75,29 @@ class ClusterGroupSerializer(FleetModelSerializer):
     class Meta:
         model = ClusterGroup
         fields = [
-            "id", "name", "description", "selector", "include", "exclude", "members", "member_count",
-            "approval_required", "approvals_required", "sync_mode", "batch_size", "batch_percent",
-            "max_parallel", "canary_selector", "batch_pause_seconds", "failure_threshold",
-            "health_timeout_seconds", "prune", "self_heal", "sync_windows", "created", "updated",
+            "id",
+            "name",
+            "description",
+            "selector",
+            "include",
+            "exclude",
+            "members",
+            "member_count",
+            "approval_required",
+            "approvals_required",
+            "sync_mode",
+            "batch_size",
+            "batch_percent",
+            "max_parallel",
+            "canary_selector",
+            "batch_pause_seconds",
+            "failure_threshold",
+            "health_timeout_seconds",
+            "prune",
+            "self_heal",
+            "sync_windows",
+            "created",
+            "updated",
         ]
         read_only_fields = ["created", "updated"]
 

@@ -22,4 +22,3 @@ class ClusterGroupViewSet(FleetModelViewSet):
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created"]
     ordering = ["name"]
-

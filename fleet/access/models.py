@@ -19,9 +19,15 @@ class RoleBinding(models.Model):
     """Grants a role to a user or a Django group, on all clusters or within one ClusterGroup."""
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="role_bindings"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="role_bindings",
     )
-    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="role_bindings")
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="role_bindings"
+    )
     role = models.CharField(max_length=32, choices=Role.choices)
     scope = models.ForeignKey(
         "clusters.ClusterGroup",
@@ -40,16 +46,23 @@ class RoleBinding(models.Model):
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(
-                condition=(models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False)),
+                condition=(
+                    models.Q(user__isnull=False, group__isnull=True)
+                    | models.Q(user__isnull=True, group__isnull=False)
+                ),
                 name="rolebinding_one_subject",
             ),
         ]
+
+    def __str__(self) -> str:
+        where = self.scope.name if self.scope is not None else "all clusters"
+        return f"{self.subject} is {self.role} on {where}"
 
     def clean(self) -> None:
         if bool(self.user_id) == bool(self.group_id):
             raise ValidationError("A role binding names exactly one subject: a user or a group.")
         duplicate = RoleBinding.objects.filter(
-            user_id=self.user_id, group_id=self.group_id, role=self.role, scope_id=self.scope_id
+            user=self.user, group=self.group, role=self.role, scope=self.scope
         ).exclude(pk=self.pk)
         if duplicate.exists():
             raise ValidationError("This subject already has this role in this scope.")
@@ -58,12 +71,9 @@ class RoleBinding(models.Model):
     def subject(self) -> str:
         return f"user:{self.user}" if self.user_id else f"group:{self.group}"
 
-    def __str__(self) -> str:
-        where = self.scope.name if self.scope_id else "all clusters"
-        return f"{self.subject} is {self.role} on {where}"
 
 
-TOKEN_PREFIX = "fgt_"
+TOKEN_PREFIX = "fgt_"  # noqa: S105 (a prefix, not a secret)
 
 
 def _digest(key: str) -> str:

@@ -4,7 +4,8 @@ Every API viewset, UI view, management command and Celery task that acts for a u
 through here. A model opts in with `objects = RestrictedQuerySet.as_manager()` and says how it relates to a
 ClusterGroup with `scope_path`:
 - `""`: the model is the ClusterGroup itself;
-- a lookup such as `"cluster_group"` or `"groups"`: objects are in scope when that lookup hits a group the user
+- a lookup such as `"cluster_group"` or `"groups"`: objects are in scope when that lookup hits a group the
+  user
   holds the permission in;
 - `None`: only a binding on all clusters grants the permission.
 A model may set `write_scope_path` for every action but `view` (a repository is seen by the groups it maps
@@ -42,7 +43,7 @@ def _bindings(user: Any) -> list[tuple[str, int | None]]:
         return cached
     from fleet.access.models import RoleBinding
 
-    rows = list(
+    rows: list[tuple[str, int | None]] = list(
         RoleBinding.objects.filter(models.Q(user=user) | models.Q(group__in=user.groups.all())).values_list(
             "role", "scope_id"
         )
@@ -93,7 +94,9 @@ def restrict(queryset: models.QuerySet, user: Any, action: str = "view") -> mode
     return queryset.filter(pk__in=inner)
 
 
-def has_permission(user: Any, model: type[models.Model], action: str, obj: models.Model | None = None) -> bool:
+def has_permission(
+    user: Any, model: type[models.Model], action: str, obj: models.Model | None = None
+) -> bool:
     """Whether the user holds the permission anywhere (no obj) or for this object."""
     if obj is None:
         return not scope_for(user, permission_name(model, action)).nowhere

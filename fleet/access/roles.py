@@ -49,7 +49,14 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     Role.VIEWER: frozenset(_VIEW),
     Role.DEPLOYER: frozenset(
         _VIEW
-        | {"rollout.add", "rollout.sync", "rollout.rollback", "rollout.control", "repository.fetch", "cluster.test"}
+        | {
+            "rollout.add",
+            "rollout.sync",
+            "rollout.rollback",
+            "rollout.control",
+            "repository.fetch",
+            "cluster.test",
+        }
     ),
     Role.APPROVER: frozenset(_VIEW | {"rollout.approve"}),
     Role.POLICY_ADMIN: frozenset(_VIEW | _all("policy", "policybinding", "waiver")),

@@ -5,7 +5,15 @@ from fleet.audit.models import AuditEvent
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("sequence", "time", "actor_name", "change_context", "action", "target_repr", "scope_group_name")
+    list_display = (
+        "sequence",
+        "time",
+        "actor_name",
+        "change_context",
+        "action",
+        "target_repr",
+        "scope_group_name",
+    )
     list_filter = ("change_context", "action")
     search_fields = ("target_repr", "message", "actor_name", "request_id")
 

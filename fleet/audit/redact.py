@@ -10,7 +10,9 @@ from django.db import models
 from fleet.core.fields import secret_field_names
 
 REDACTED = "<redacted>"
-_SECRET_KEY = re.compile(r"(token|password|passwd|secret|private[_-]?key|client[_-]?key|kubeconfig|credential)", re.I)
+_SECRET_KEY = re.compile(
+    r"(token|password|passwd|secret|private[_-]?key|client[_-]?key|kubeconfig|credential)", re.I
+)
 
 
 def redact(value: Any) -> Any:

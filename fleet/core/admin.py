@@ -17,7 +17,9 @@ from fleet.core.fields import secret_field_names
 
 class SecretInput(forms.PasswordInput):
     def __init__(self) -> None:
-        super().__init__(render_value=False, attrs={"autocomplete": "new-password", "placeholder": "unchanged"})
+        super().__init__(
+            render_value=False, attrs={"autocomplete": "new-password", "placeholder": "unchanged"}
+        )
 
 
 class SecretFieldsForm(forms.ModelForm):
@@ -31,7 +33,7 @@ class SecretFieldsForm(forms.ModelForm):
                 self.fields[name].required = False
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if self.instance.pk:
             for name in secret_field_names(self._meta.model):
                 if name in cleaned and not cleaned[name]:
@@ -58,7 +60,9 @@ class AuditedModelAdmin(admin.ModelAdmin):
         super().save_related(request, form, formsets, change)
         before, change = getattr(request, "_fleet_audit", (None, change))
         with acting(user=request.user, change_context=ChangeContext.WEB), transaction.atomic():
-            record_change(self._action(form.instance, "update" if change else "create"), form.instance, before)
+            record_change(
+                self._action(form.instance, "update" if change else "create"), form.instance, before
+            )
 
     def delete_model(self, request: Any, obj: Any) -> None:
         with acting(user=request.user, change_context=ChangeContext.WEB), transaction.atomic():

@@ -55,11 +55,15 @@ class PathMapping(TimestampedModel):
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="mappings")
     name = models.CharField(max_length=100, validators=[dns_label])
     path = models.CharField(max_length=500, validators=[validate_repo_path])
-    cluster_group = models.ForeignKey("clusters.ClusterGroup", on_delete=models.PROTECT, related_name="mappings")
+    cluster_group = models.ForeignKey(
+        "clusters.ClusterGroup", on_delete=models.PROTECT, related_name="mappings"
+    )
     renderer = models.CharField(max_length=16, choices=Renderer.choices, default=Renderer.AUTO)
     values = models.JSONField(default=dict, blank=True, help_text="Values for Helm and ${...} substitution.")
     target_namespace = models.CharField(
-        max_length=63, blank=True, validators=[dns_label],
+        max_length=63,
+        blank=True,
+        validators=[dns_label],
         help_text="Namespace for namespaced objects that name none (default: 'default').",
     )
     enabled = models.BooleanField(default=True)

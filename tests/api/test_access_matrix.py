@@ -32,7 +32,12 @@ ROLES = [r.value for r in Role]
 #   "global": only a binding on all clusters allows writes; "none": read-only endpoint.
 DESIGN: dict[str, dict[str, Any]] = {
     "cluster": {"write": {"cluster-admin", "admin"}, "scope": "scoped", "view": set(ROLES)},
-    "clustergroup": {"write": {"cluster-admin", "admin"}, "scope": "scoped", "create": "global", "view": set(ROLES)},
+    "clustergroup": {
+        "write": {"cluster-admin", "admin"},
+        "scope": "scoped",
+        "create": "global",
+        "view": set(ROLES),
+    },
     "repository": {"write": {"cluster-admin", "admin"}, "scope": "global", "view": set(ROLES)},
     "pathmapping": {"write": {"cluster-admin", "admin"}, "scope": "scoped", "view": set(ROLES)},
     "commit": {"write": set(), "scope": "none", "view": set(ROLES)},
@@ -62,7 +67,7 @@ def api_routes() -> list[tuple[str, str, Any]]:
 
 def test_every_api_route_is_in_the_design() -> None:
     missing = []
-    for name, pattern, cls in api_routes():
+    for name, pattern, _cls in api_routes():
         if name.endswith(("api-root", "schema", "swagger-ui", "redoc")) or "format" in pattern:
             continue
         basename = name.split(":")[-1].rsplit("-", 1)[0]
@@ -120,7 +125,9 @@ def expected(resource: str, role: str, scoped: bool, where: str, method: str) ->
     design = DESIGN[resource]
     if design["scope"] == "none" and method != "GET":
         return 405
-    visible = role in design["view"] and (not scoped or (where == "in" and not design.get("global_view_only")))
+    visible = role in design["view"] and (
+        not scoped or (where == "in" and not design.get("global_view_only"))
+    )
     if not visible:
         return 404
     if method == "GET":
@@ -164,20 +171,34 @@ def test_matrix(world: dict[str, Any], resource: str, role: str, scoped: bool, t
 
 
 CREATE_BODIES = {
-    "cluster": lambda w: {"name": "new-c", "api_url": "https://n:6443", "token": "t0ken-value", "labels": {"env": "staging"}},
+    "cluster": lambda w: {
+        "name": "new-c",
+        "api_url": "https://n:6443",
+        "token": "t0ken-value",
+        "labels": {"env": "staging"},
+    },
     "clustergroup": lambda w: {"name": "new-g", "selector": {"matchLabels": {"env": "staging"}}},
     "repository": lambda w: {"name": "new-r", "url": "https://git.example.com/x.git"},
     "pathmapping": lambda w: {
-        "name": "new-m", "path": "apps/x", "repository": w["in"]["repository"].pk, "cluster_group": w["staging"].pk
+        "name": "new-m",
+        "path": "apps/x",
+        "repository": w["in"]["repository"].pk,
+        "cluster_group": w["staging"].pk,
     },
-    "rolebinding": lambda w: {"user": w["in"]["rolebinding"].user_id, "role": "approver", "scope": w["staging"].pk},
+    "rolebinding": lambda w: {
+        "user": w["in"]["rolebinding"].user_id,
+        "role": "approver",
+        "scope": w["staging"].pk,
+    },
 }
 
 
 @pytest.mark.parametrize("resource", sorted(CREATE_BODIES))
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("scoped", [False, True], ids=["global", "scoped"])
-def test_create_matrix(world: dict[str, Any], resource: str, role: str, scoped: bool, token_client: Any) -> None:
+def test_create_matrix(
+    world: dict[str, Any], resource: str, role: str, scoped: bool, token_client: Any
+) -> None:
     user = UserFactory(username=f"{role}-{'s' if scoped else 'g'}")
     RoleBinding.objects.create(user=user, role=role, scope=world["staging"] if scoped else None)
     client: APIClient = token_client(user)
@@ -188,7 +209,9 @@ def test_create_matrix(world: dict[str, Any], resource: str, role: str, scoped: 
     assert response.status_code == (201 if allowed else 403), response.content
 
 
-def test_scoped_cluster_admin_cannot_move_a_cluster_out_of_scope(world: dict[str, Any], token_client: Any) -> None:
+def test_scoped_cluster_admin_cannot_move_a_cluster_out_of_scope(
+    world: dict[str, Any], token_client: Any
+) -> None:
     user = UserFactory(username="ca")
     RoleBinding.objects.create(user=user, role="cluster-admin", scope=world["staging"])
     client = token_client(user)

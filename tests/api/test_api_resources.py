@@ -49,10 +49,15 @@ def _cluster_body() -> dict[str, Any]:
 def _group_body() -> dict[str, Any]:
     return {
         "name": "prod",
-        "selector": {"matchLabels": {"env": "prod"}, "matchExpressions": [{"key": "region", "operator": "In", "values": ["eu"]}]},
+        "selector": {
+            "matchLabels": {"env": "prod"},
+            "matchExpressions": [{"key": "region", "operator": "In", "values": ["eu"]}],
+        },
         "approval_required": True,
         "approvals_required": 2,
-        "sync_windows": [{"kind": "allow", "schedule": "0 22 * * *", "duration": "2h", "timezone": "Europe/Berlin"}],
+        "sync_windows": [
+            {"kind": "allow", "schedule": "0 22 * * *", "duration": "2h", "timezone": "Europe/Berlin"}
+        ],
     }
 
 
@@ -87,7 +92,10 @@ def _invalid_cluster() -> tuple[dict[str, Any], str]:
 
 
 def _invalid_group() -> tuple[dict[str, Any], str]:
-    return {**_group_body(), "selector": {"matchExpressions": [{"key": "env", "operator": "Near"}]}}, "selector"
+    return {
+        **_group_body(),
+        "selector": {"matchExpressions": [{"key": "env", "operator": "Near"}]},
+    }, "selector"
 
 
 def _invalid_repo() -> tuple[dict[str, Any], str]:
@@ -147,7 +155,9 @@ def _no_secrets(response: Any, secrets: tuple[str, ...]) -> None:
         assert secret not in raw, f"secret leaked in {response.request['PATH_INFO']}"
 
 
-def test_crud_lifecycle_is_audited_and_never_returns_credentials(admin_client: APIClient, resource: Resource) -> None:
+def test_crud_lifecycle_is_audited_and_never_returns_credentials(
+    admin_client: APIClient, resource: Resource
+) -> None:
     resource.factory()
     body = resource.create()
     created = admin_client.post(resource.url, body, format="json")
@@ -177,7 +187,9 @@ def test_crud_lifecycle_is_audited_and_never_returns_credentials(admin_client: A
     assert deleted.status_code == 204
     assert admin_client.get(f"{resource.url}{pk}/").status_code == 404
 
-    actions = list(AuditEvent.objects.filter(target_id=str(pk)).order_by("sequence").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(target_id=str(pk)).order_by("sequence").values_list("action", flat=True)
+    )
     assert [a.rsplit(".", 1)[1] for a in actions] == ["create", "update", "delete"]
     audit_rows = json.dumps(list(AuditEvent.objects.values()), default=str)
     for secret in resource.secrets:
@@ -217,7 +229,7 @@ def test_expired_token_is_refused(admin_user: Any) -> None:
 def test_tokens_are_stored_hashed(admin_user: Any) -> None:
     from fleet.access.models import APIToken
 
-    token, key = APIToken.issue(admin_user)
+    _, key = APIToken.issue(admin_user)
     stored = json.dumps(list(APIToken.objects.values()), default=str)
     assert key not in stored
     assert key[12:] not in stored
@@ -255,13 +267,14 @@ def test_kubeconfig_registration_derives_server_and_refuses_exec(admin_client: A
     import base64
 
     ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    ca_b64 = base64.b64encode(ca.encode()).decode()
     kubeconfig = f"""
 apiVersion: v1
 kind: Config
 current-context: ctx-b
 clusters:
 - name: a
-  cluster: {{server: "https://a.example.com", certificate-authority-data: "{base64.b64encode(ca.encode()).decode()}"}}
+  cluster: {{server: "https://a.example.com", certificate-authority-data: "{ca_b64}"}}
 users:
 - name: u
   user: {{token: "kubeconfig-s3cr3t-token"}}
@@ -284,7 +297,9 @@ contexts:
     )
     assert refused.status_code == 400
     assert "kubeconfig" in refused.json()
-    garbage = admin_client.post("/api/clusters/", {**body, "name": "bad", "kubeconfig": "a: [b"}, format="json")
+    garbage = admin_client.post(
+        "/api/clusters/", {**body, "name": "bad", "kubeconfig": "a: [b"}, format="json"
+    )
     assert garbage.status_code == 400
     assert "line" in garbage.json()["kubeconfig"][0]
 

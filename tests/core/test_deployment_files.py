@@ -25,7 +25,9 @@ def test_images_are_pinned() -> None:
         image = service.get("image")
         assert image, f"{name} names no image"
         repo, _, tag = image.rpartition(":")
-        assert repo and tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{name}: {image} is not pinned"
+        assert repo and tag and tag != "latest" and re.search(r"\d+\.\d+", tag), (
+            f"{name}: {image} is not pinned"
+        )
 
 
 def test_app_services_are_wired_to_the_backing_services() -> None:

@@ -12,10 +12,14 @@ from fleet.core.api.serializers import FleetModelSerializer
 
 
 class RoleBindingSerializer(FleetModelSerializer):
-    user = serializers.PrimaryKeyRelatedField(queryset=get_user_model().objects.all(), required=False, allow_null=True)
+    user = serializers.PrimaryKeyRelatedField(
+        queryset=get_user_model().objects.all(), required=False, allow_null=True
+    )
     group = serializers.PrimaryKeyRelatedField(queryset=Group.objects.all(), required=False, allow_null=True)
     scope = serializers.PrimaryKeyRelatedField(
-        queryset=ClusterGroup.objects.all(), required=False, allow_null=True,
+        queryset=ClusterGroup.objects.all(),
+        required=False,
+        allow_null=True,
         help_text="A cluster group id; null for all clusters.",
     )
     subject = serializers.CharField(read_only=True)
@@ -27,12 +31,12 @@ class RoleBindingSerializer(FleetModelSerializer):
         read_only_fields = ["created"]
 
     def get_scope_name(self, obj: RoleBinding) -> str:
-        return obj.scope.name if obj.scope_id else "all clusters"
+        return obj.scope.name if obj.scope is not None else "all clusters"
 
 
 class RoleSerializer(serializers.Serializer):
     role = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
     permissions = serializers.ListField(child=serializers.CharField())
 
 
@@ -63,10 +67,15 @@ class MeSerializer(serializers.Serializer):
     @staticmethod
     def for_user(user: Any) -> dict[str, Any]:
         bindings = [
-            {"role": b.role, "scope": b.scope.name if b.scope_id else None, "via": b.subject}
+            {"role": b.role, "scope": b.scope.name if b.scope is not None else None, "via": b.subject}
             for b in RoleBinding.objects.filter(user=user).select_related("scope")
         ] + [
-            {"role": b.role, "scope": b.scope.name if b.scope_id else None, "via": b.subject}
+            {"role": b.role, "scope": b.scope.name if b.scope is not None else None, "via": b.subject}
             for b in RoleBinding.objects.filter(group__in=user.groups.all()).select_related("scope", "group")
         ]
-        return {"id": user.pk, "username": user.get_username(), "is_superuser": user.is_superuser, "bindings": bindings}
+        return {
+            "id": user.pk,
+            "username": user.get_username(),
+            "is_superuser": user.is_superuser,
+            "bindings": bindings,
+        }

@@ -58,7 +58,7 @@ class APITokenViewSet(
     ordering = ["-created"]
 
     def get_queryset(self) -> Any:
-        return APIToken.objects.filter(user=self.request.user).order_by("-created")
+        return APIToken.objects.filter(user_id=self.request.user.pk or 0).order_by("-created")
 
     @extend_schema(request=APITokenSerializer, responses={201: NewAPITokenSerializer})
     def create(self, request: Request) -> Response:
@@ -79,4 +79,3 @@ class APITokenViewSet(
         with transaction.atomic():
             record("apitoken.delete", instance, message=f"token {instance.prefix}… revoked")
             instance.delete()
-

@@ -14,6 +14,8 @@ class RestrictedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
 
     def get_queryset(self) -> Any:
         queryset = super().get_queryset()
+        if queryset is None:
+            raise RuntimeError("a restricted field needs a queryset")
         request = self.context.get("request")
         if request is None:
             return queryset
@@ -25,7 +27,7 @@ class FleetModelSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
-        model = self.Meta.model
+        model: Any = self.Meta.model
         instance = copy.copy(self.instance) if self.instance is not None else model()
         m2m = {f.name for f in model._meta.many_to_many}
         for key, value in attrs.items():

@@ -32,8 +32,8 @@ ACTION_PERMISSIONS = {
 class RestrictedViewSetMixin:
     """Restricts `get_queryset()` to the permission the current action needs."""
 
-    request: Request
-    action: str | None
+    request: Any
+    action: Any
     # Custom actions declare their permission: {"sync": "sync"}; default "view".
     action_permissions: dict[str, str] = {}
 

@@ -19,7 +19,9 @@ class RepositoryCredentialsSetSerializer(serializers.Serializer):
 
 class RepositorySerializer(FleetModelSerializer):
     token = serializers.CharField(write_only=True, required=False, allow_blank=True)
-    ssh_private_key = serializers.CharField(write_only=True, required=False, allow_blank=True, trim_whitespace=False)
+    ssh_private_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False
+    )
     webhook_secret = serializers.CharField(write_only=True, required=False, min_length=16)
     credentials_set = serializers.SerializerMethodField()
     webhook_path = serializers.SerializerMethodField()
@@ -27,9 +29,25 @@ class RepositorySerializer(FleetModelSerializer):
     class Meta:
         model = Repository
         fields = [
-            "id", "name", "url", "branch", "auth_method", "username", "token", "ssh_private_key",
-            "ssh_known_hosts", "poll_interval", "webhook_secret", "enabled", "head_sha", "last_fetched",
-            "last_error", "credentials_set", "webhook_path", "created", "updated",
+            "id",
+            "name",
+            "url",
+            "branch",
+            "auth_method",
+            "username",
+            "token",
+            "ssh_private_key",
+            "ssh_known_hosts",
+            "poll_interval",
+            "webhook_secret",
+            "enabled",
+            "head_sha",
+            "last_fetched",
+            "last_error",
+            "credentials_set",
+            "webhook_path",
+            "created",
+            "updated",
         ]
         read_only_fields = ["head_sha", "last_fetched", "last_error", "created", "updated"]
 
@@ -62,8 +80,20 @@ class PathMappingSerializer(FleetModelSerializer):
     class Meta:
         model = PathMapping
         fields = [
-            "id", "repository", "repository_name", "name", "path", "cluster_group", "cluster_group_name",
-            "renderer", "values", "target_namespace", "enabled", "last_rendered_sha", "created", "updated",
+            "id",
+            "repository",
+            "repository_name",
+            "name",
+            "path",
+            "cluster_group",
+            "cluster_group_name",
+            "renderer",
+            "values",
+            "target_namespace",
+            "enabled",
+            "last_rendered_sha",
+            "created",
+            "updated",
         ]
         read_only_fields = ["last_rendered_sha", "created", "updated"]
 
@@ -74,7 +104,17 @@ class CommitSerializer(serializers.ModelSerializer):
     class Meta:
         model = Commit
         fields = [
-            "id", "repository", "repository_name", "sha", "parent_sha", "author_name", "author_email",
-            "message", "committed_at", "seen_at", "status", "forced",
+            "id",
+            "repository",
+            "repository_name",
+            "sha",
+            "parent_sha",
+            "author_name",
+            "author_email",
+            "message",
+            "committed_at",
+            "seen_at",
+            "status",
+            "forced",
         ]
         read_only_fields = fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from io import StringIO
 from typing import Any
 
@@ -17,8 +18,6 @@ from tests.audit.audit_support import raw_sql, tamper_update
 from tests.factories import ClusterFactory, ClusterGroupFactory
 
 pytestmark = pytest.mark.django_db
-
-TABLE = "audit_auditevent"
 
 
 def _events(n: int) -> list[AuditEvent]:
@@ -45,7 +44,7 @@ def test_record_builds_a_valid_chain() -> None:
     events = _events(5)
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5]
     assert events[0].prev_hash == GENESIS_HASH
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         assert after.prev_hash == before.hash
     stored = AuditEvent.objects.get(sequence=3)
     assert event_hash(stored.__dict__) == stored.hash
@@ -85,7 +84,7 @@ def test_the_orm_refuses_to_change_or_delete_events() -> None:
 
 def test_an_edited_row_is_named_by_verify_and_audit_verify() -> None:
     events = _events(5)
-    tamper_update(f"UPDATE {TABLE} SET message = %s WHERE sequence = %s", ["nothing happened", 3])
+    tamper_update("UPDATE audit_auditevent SET message = %s WHERE sequence = %s", ["nothing happened", 3])
     result = verify()
     assert not result.ok
     assert (result.first_bad_sequence, result.first_bad_id) == (3, events[2].pk)
@@ -101,7 +100,9 @@ def test_an_edit_that_also_recomputes_the_hash_breaks_the_next_link() -> None:
     forged = AuditEvent.objects.get(sequence=2)
     fields = {**forged.__dict__, "message": "forged"}
     new_hash = event_hash(fields)
-    tamper_update(f"UPDATE {TABLE} SET message = %s, hash = %s WHERE sequence = %s", ["forged", new_hash, 2])
+    tamper_update(
+        "UPDATE audit_auditevent SET message = %s, hash = %s WHERE sequence = %s", ["forged", new_hash, 2]
+    )
     result = verify()
     assert not result.ok
     assert (result.first_bad_sequence, result.first_bad_id) == (3, events[2].pk)
@@ -110,7 +111,7 @@ def test_an_edit_that_also_recomputes_the_hash_breaks_the_next_link() -> None:
 
 def test_a_deleted_middle_event_is_detected() -> None:
     _events(5)
-    assert raw_sql(f"DELETE FROM {TABLE} WHERE sequence = %s", [3], allow_delete=True) == 1
+    assert raw_sql("DELETE FROM audit_auditevent WHERE sequence = %s", [3], allow_delete=True) == 1
     result = verify()
     assert not result.ok
     assert result.first_bad_sequence == 3
@@ -121,7 +122,7 @@ def test_a_deleted_middle_event_is_detected() -> None:
 
 def test_a_truncated_tail_is_detected() -> None:
     events = _events(5)
-    assert raw_sql(f"DELETE FROM {TABLE} WHERE sequence >= %s", [4], allow_delete=True) == 2
+    assert raw_sql("DELETE FROM audit_auditevent WHERE sequence >= %s", [4], allow_delete=True) == 2
     result = verify()
     assert not result.ok
     assert result.first_bad_sequence == 4
@@ -157,16 +158,19 @@ postgres = pytest.mark.skipif(connection.vendor != "postgresql", reason="needs P
 @postgres
 def test_postgres_trigger_refuses_update_and_delete_and_a_superuser_edit_is_still_found() -> None:
     events = _events(4)
-    for sql in (f"UPDATE {TABLE} SET message = 'x' WHERE sequence = 2", f"DELETE FROM {TABLE} WHERE sequence = 2"):
+    for sql in (
+        "UPDATE audit_auditevent SET message = 'x' WHERE sequence = 2",
+        "DELETE FROM audit_auditevent WHERE sequence = 2",
+    ):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             raw_sql(sql)
     assert AuditEvent.objects.get(sequence=2).message == "step 1"
     assert verify().ok
 
     # A database superuser can switch the trigger off; the chain still names the edited event.
-    tamper_update(f"UPDATE {TABLE} SET actor_name = %s WHERE sequence = %s", ["someone-else", 2])
+    tamper_update("UPDATE audit_auditevent SET actor_name = %s WHERE sequence = %s", ["someone-else", 2])
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        raw_sql(f"UPDATE {TABLE} SET message = 'x' WHERE sequence = 3")  # the trigger is back on
+        raw_sql("UPDATE audit_auditevent SET message = 'x' WHERE sequence = 3")  # the trigger is back on
     ok, text = _verify_command()
     assert not ok
     assert f"BROKEN at event #2 (id {events[1].pk}): content does not match its hash" in text
@@ -175,6 +179,6 @@ def test_postgres_trigger_refuses_update_and_delete_and_a_superuser_edit_is_stil
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite has no trigger: raw SQL edits go through")
 def test_sqlite_raw_update_goes_through_and_is_detected() -> None:
     _events(3)
-    assert raw_sql(f"UPDATE {TABLE} SET after = %s WHERE sequence = 1", ['{"i": 42}']) == 1
+    assert raw_sql("UPDATE audit_auditevent SET after = %s WHERE sequence = 1", ['{"i": 42}']) == 1
     result = verify()
     assert not result.ok and result.first_bad_sequence == 1

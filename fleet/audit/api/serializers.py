@@ -20,3 +20,4 @@ class VerifySerializer(serializers.Serializer):
     head_hash = serializers.CharField()
     first_bad_sequence = serializers.IntegerField(allow_null=True)
     reason = serializers.CharField()
+    first_bad_id = serializers.IntegerField(allow_null=True)

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from policies.engine import EngineError, EngineTimeout, Module, PolicyCompileError, RegoEngine, get_engine
-from policies.engine.base import EvaluationSession, PolicySet
+from policies.engine.base import EvaluationSession, PolicySet, to_json
 from policies.formats import FormatError
 from policies.formats import conftest as conftest_fmt
 from policies.formats import gatekeeper as gk
@@ -320,7 +320,7 @@ class _Target:
     def object_json(self, i: int) -> str:
         text = self._object_json[i]
         if text is None:
-            text = self._object_json[i] = json.dumps(self.objects[i].obj)
+            text = self._object_json[i] = to_json(self.objects[i].obj)
         return text
 
     def review_json(self, i: int) -> str:
@@ -328,7 +328,7 @@ class _Target:
         if text is None:
             oid = self.ids[i]
             ns_obj = self.namespaces.get(oid.namespace) if oid.namespace else None
-            text = self._review_json[i] = json.dumps(gk.review(self.objects[i].obj, oid, ns_obj))
+            text = self._review_json[i] = to_json(gk.review(self.objects[i].obj, oid, ns_obj))
         return text
 
     def ref(self, i: int) -> ObjectRef:

@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,6 +84,22 @@ class PolicyCompileError(EngineError):
 
 
 # --------------------------------------------------------------------------------------------- values
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):  # YAML timestamps (creationTimestamp: 2024-01-01T00:00:00Z)
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """JSON text for an engine: YAML-only types (timestamps, bytes, sets) become JSON values."""
+    return json.dumps(value, default=_json_default)
 
 
 @dataclass(frozen=True)

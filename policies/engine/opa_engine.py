@@ -40,6 +40,7 @@ from policies.engine.base import (
     check_target_data,
     entry_module_source,
     run_tests_generic,
+    to_json,
 )
 from policies.engine.source import namespace_source, normalise_for_engine
 
@@ -229,7 +230,7 @@ class OpaEngine:
         resp = self._call(
             session.post,
             f"{self._root}/{path}",
-            data=json.dumps(body),
+            data=to_json(body),
             headers={"Content-Type": "application/json"},
             timeout=self.timeout,
         )
@@ -242,7 +243,7 @@ class OpaEngine:
         resp = self._call(
             session.put,
             f"{self._root}/data/{path}",
-            data=json.dumps(value),
+            data=to_json(value),
             headers={"Content-Type": "application/json"},
             timeout=self.timeout,
         )

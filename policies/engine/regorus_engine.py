@@ -38,6 +38,7 @@ from policies.engine.base import (
     entry_module_source,
     entry_package,
     run_tests_generic,
+    to_json,
 )
 from policies.engine.source import module_version, normalise_for_engine, split_multi_body_rules
 
@@ -91,8 +92,8 @@ class RegorusSession:
 
     def __init__(self, target_data: Mapping[str, Any] | None) -> None:
         data = check_target_data(target_data)
-        self.inventory_json = json.dumps({"inventory": data["inventory"]})
-        self.fleetgate_json = json.dumps({"fleetgate": data["fleetgate"]})
+        self.inventory_json = to_json({"inventory": data["inventory"]})
+        self.fleetgate_json = to_json({"fleetgate": data["fleetgate"]})
         self._local = _ThreadState()
 
     def engine_for(self, prepared: RegorusPreparedSet) -> Any:
@@ -171,7 +172,7 @@ class RegorusPreparedSet:
         return f"data.{self.entry_package}.ep_{entrypoint}"
 
     def evaluate(self, entrypoint: str, input: Any, session: Any = None) -> list[Any]:
-        return self._eval(self._session_engine(session), self._rule(entrypoint), json.dumps(input))
+        return self._eval(self._session_engine(session), self._rule(entrypoint), to_json(input))
 
     def evaluate_many(
         self, entrypoint: str, inputs_json: Sequence[str], session: Any = None
@@ -183,7 +184,7 @@ class RegorusPreparedSet:
     def query(self, query: str, input: Any = None, session: Any = None) -> list[Any]:
         engine = self._session_engine(session)
         try:
-            engine.set_input_json(json.dumps(input))
+            engine.set_input_json(to_json(input))
             out = json.loads(engine.eval_query_as_json(f"[y | y := ({query})]"))
         except BaseException as exc:
             if isinstance(exc, _PASS_THROUGH):
@@ -221,7 +222,7 @@ class RegorusEngine:
         try:
             engine.add_policy(ENTRY_PATH, entry_module_source(policy_set, entry_package(policy_set)))
             if policy_set.data:
-                engine.add_data_json(json.dumps(dict(policy_set.data)))
+                engine.add_data_json(to_json(dict(policy_set.data)))
             engine.eval_query_as_json("1")  # forces the compile step (unsafe variables, conflicts, ...)
         except BaseException as exc:
             if isinstance(exc, _PASS_THROUGH):

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from policies.engine.base import Module, PolicySet
+from policies.engine.base import Module, PolicySet, to_json
 from policies.engine.source import is_identifier_path, package_of
 from policies.formats import FormatError
 from policies.formats.kube import LabelSelector, ObjectId, glob_match, labels_of
@@ -237,7 +236,7 @@ class Constraint:
 
     @property
     def parameters_json(self) -> str:
-        return json.dumps(self.parameters, sort_keys=True)
+        return to_json(self.parameters)
 
 
 def parse_constraint(doc: str | bytes | Mapping[str, Any]) -> Constraint:

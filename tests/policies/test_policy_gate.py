@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 
 from policies.engine import RegoEngine
 from policies.engine.opa_engine import OpaEngine
@@ -194,6 +195,24 @@ def test_inventory_finds_duplicate_ingress_hosts(engine: RegoEngine) -> None:
         "ingress host shop.example.com is also used by ingress batch/b",
     ]
     assert _run(engine, objects[2:], [_policy("unique-hosts")]).outcome is Outcome.PASSED
+
+
+def test_yaml_timestamps_in_objects_reach_policies_as_strings(engine: RegoEngine) -> None:
+    obj = yaml.safe_load(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: stamped\n  namespace: apps\n"
+        "  creationTimestamp: 2026-01-02T03:04:05Z\nspec:\n  template:\n    spec:\n"
+        "      containers: [{name: main, image: 'nginx:latest'}]\n"
+    )
+    module = (
+        'package main\n\nwarn[msg] {\n  msg := sprintf("created %s", [input.metadata.creationTimestamp])\n}\n'
+    )
+    policies = [_policy("no-latest"), BoundPolicy.conftest("stamp", "Stamp", {"s.rego": module})]
+    decision = _run(engine, [obj], policies)
+    assert decision.errors == []
+    assert sorted(v.message for v in decision.violations) == [
+        "Deployment/stamped: container main uses the :latest tag",
+        "created 2026-01-02T03:04:05Z",
+    ]
 
 
 def test_combine_mode_sees_all_files_at_once(engine: RegoEngine) -> None:

@@ -36,7 +36,12 @@ VERSION_INFO = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
+MAX_BODY = 3 * 1024 * 1024  # the apiserver's request size limit
 ROOT_PATHS = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]
+
+
+def nsv_of(ns: str | None) -> str:
+    return ns or ""
 
 
 def _dumps(obj: Any) -> bytes:
@@ -52,6 +57,15 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "fleetgate-sandbox/1.0"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)  # type: ignore[attr-defined]
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -84,6 +98,16 @@ class Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
             return b"".join(chunks)
         length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            if length <= 16 * MAX_BODY:  # drain it, so that the client reads the answer instead of EPIPE
+                while length > 0:
+                    chunk = self.rfile.read(min(length, 65536))
+                    if not chunk:
+                        break
+                    length -= len(chunk)
+            else:
+                self.close_connection = True
+            raise ApiError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY}", {})
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(
@@ -124,6 +148,14 @@ class Handler(BaseHTTPRequestHandler):
                 code, out = handle_admin(sandbox, self.command, path, self.headers, body)
                 self._send(code, _dumps(out))
                 return
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if body and ctype in ("application/vnd.kubernetes.protobuf", "application/cbor"):
+                raise errors.ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the sandbox speaks JSON only: {ctype} request bodies are not supported",
+                    {},
+                )
             cluster, rest = sandbox.resolve(path, getattr(self.server, "fixed_cluster", None))
             if cluster is None:
                 raise errors.path_not_found()
@@ -224,8 +256,11 @@ class Handler(BaseHTTPRequestHandler):
             raise errors.path_not_found()
         name = tail[1] if len(tail) > 1 else None
         sub = tail[2] if len(tail) > 2 else ""
-        if sub and (sub != "status" or not rt.has_status):
+        if sub and not ((sub == "status" and rt.has_status) or (sub == "scale" and rt.has_scale)):
             raise errors.path_not_found()
+        if sub == "scale" and name is not None:
+            self._scale(state, rt, version, nsv_of(ns), name, query, body)
+            return
         nsv = ns or ""
         dry_run = query.get("dryRun") == "All"
         manager = query.get("fieldManager", "")
@@ -254,8 +289,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise errors.method_not_allowed()
             return
         if method == "GET":
-            if watch:
-                raise errors.method_not_allowed()
+            if watch:  # the legacy /watch/.../name form: a watch of one object
+                label = parse_label_selector(query.get("labelSelector"))
+                field = parse_field_selector(f"metadata.name={name}")
+                self._watch(cluster, rt, version, ns, query, label, field)
+                return
             self._send(200, _dumps(self._present(rt, version, state.get(rt, nsv, name))))
         elif method == "PUT":
             obj = self._json(body)
@@ -296,6 +334,23 @@ class Handler(BaseHTTPRequestHandler):
             self._send(code, _dumps(out))
         else:
             raise errors.method_not_allowed()
+
+    def _scale(
+        self, state: Any, rt: Any, version: str, ns: str, name: str, query: dict[str, str], body: bytes
+    ) -> None:
+        dry_run = query.get("dryRun") == "All"
+        manager = query.get("fieldManager", "") or self._default_manager()
+        if self.command == "GET":
+            out = state.get_scale(rt, ns, name)
+        elif self.command == "PUT":
+            out = state.write_scale(rt, version, ns, name, "PUT", self._json(body), manager, dry_run)
+        elif self.command == "PATCH":
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            patch = self._yaml(body) if ctype == APPLY else self._json(body, allow_list=True)
+            out = state.write_scale(rt, version, ns, name, ctype, patch, manager, dry_run)
+        else:
+            raise errors.method_not_allowed()
+        self._send(200, _dumps(out))
 
     @staticmethod
     def _present(rt: Any, version: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -356,18 +411,18 @@ class Handler(BaseHTTPRequestHandler):
         from .resources import BUILTIN_GROUP_VERSIONS
 
         versions = list(BUILTIN_GROUP_VERSIONS.get(group, []))
-        for rt in cluster.state.custom_types.values():
+        for rt in tuple(cluster.state.custom_types.values()):
             if rt.group == group:
                 versions.extend(v for v in rt.served_versions if v not in versions)
         return versions
 
     def _group_list(self, cluster: SandboxCluster) -> bytes:
-        custom = cluster.state.custom_types
+        custom = tuple(cluster.state.custom_types.values())
         if not custom:
             return BUILTIN_GROUP_LIST
         groups = list(BUILTIN_GROUPS)
         names = {g["name"] for g in groups}
-        for rt in custom.values():
+        for rt in custom:
             if rt.group not in names:
                 names.add(rt.group)
                 groups.append(group_entry(rt.group, self._group_versions(cluster, rt.group)))
@@ -377,7 +432,7 @@ class Handler(BaseHTTPRequestHandler):
     def _resource_list(cluster: SandboxCluster, group: str, version: str) -> bytes:
         custom = [
             t
-            for t in cluster.state.custom_types.values()
+            for t in tuple(cluster.state.custom_types.values())
             if t.group == group and version in t.served_versions
         ]
         cached = BUILTIN_RESOURCE_LISTS.get((group, version))

@@ -23,6 +23,8 @@ class ResourceType:
     categories: tuple[str, ...] = ()
     builtin: bool = True
     versions: tuple[str, ...] = field(default=())  # served versions (custom resources); () = (version,)
+    has_scale: bool = False
+    generation: bool = True  # whether metadata.generation is kept (not for most core/v1 kinds)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -66,7 +68,40 @@ class ResourceType:
                     "verbs": SUB_VERBS,
                 }
             )
+        if self.has_scale:
+            entries.append(
+                {
+                    "name": f"{self.plural}/scale",
+                    "singularName": "",
+                    "namespaced": self.namespaced,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": SUB_VERBS,
+                }
+            )
         return entries
+
+
+# Built-in kinds whose objects carry metadata.generation (custom resources always do).
+_GENERATION = frozenset(
+    {
+        "pods",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "replicasets",
+        "jobs",
+        "cronjobs",
+        "ingresses",
+        "networkpolicies",
+        "ingressclasses",
+        "poddisruptionbudgets",
+        "horizontalpodautoscalers",
+        "customresourcedefinitions",
+    }
+)
+_SCALE = frozenset({"deployments", "statefulsets", "replicasets"})
 
 
 def _t(
@@ -80,7 +115,17 @@ def _t(
     all_cat: bool = False,
 ) -> ResourceType:
     return ResourceType(
-        group, version, plural, kind.lower(), kind, namespaced, short, status, ("all",) if all_cat else ()
+        group,
+        version,
+        plural,
+        kind.lower(),
+        kind,
+        namespaced,
+        short,
+        status,
+        ("all",) if all_cat else (),
+        has_scale=plural in _SCALE,
+        generation=plural in _GENERATION,
     )
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import ssl
 import tempfile
 import threading
@@ -60,11 +61,28 @@ class _HTTPServer(ThreadingHTTPServer):
         fixed_cluster: SandboxCluster | None,
         tls: ssl.SSLContext | None,
     ) -> None:
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
         super().__init__(addr, Handler)
         self.sandbox = sandbox
         self.fixed_cluster = fixed_cluster
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def track(self, conn: socket.socket, alive: bool) -> None:
+        with self._conn_lock:
+            if alive:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def close_connections(self) -> None:
+        """Cut every open (keep-alive or watch) connection, like a stopped apiserver."""
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("sandbox connection error from %s", client_address, exc_info=True)
@@ -195,6 +213,7 @@ class SandboxCluster:
         if self.own_server is not None:
             self.own_server.shutdown()
             self.own_server.server_close()
+            self.own_server.close_connections()
             self.own_server = None
 
     def _down_changed(self, down: bool) -> None:
@@ -285,6 +304,7 @@ class SandboxServer:
             c._close_listener()
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.close_connections()
         self._httpd = None
         self.timer.stop()
         if self._tmpdir is not None:

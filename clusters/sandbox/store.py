@@ -267,6 +267,9 @@ class ClusterState:
         if old is not None:
             changed = spec_part(old) != spec_part(new)
             meta["generation"] = old["metadata"].get("generation", 1) + (1 if changed else 0)
+        if not rt.generation:
+            meta.pop("generation", None)
+        if old is not None:
             if not changed and old.get("status") == new.get("status") and _same_meta(old, new, managers):
                 return old  # a no-op write keeps the resourceVersion, like the apiserver
         encoded = fm.encode_managers(managers)
@@ -640,6 +643,62 @@ class ClusterState:
                 "items": items,
             }
 
+    def get_scale(self, rt: ResourceType, ns: str, name: str) -> dict[str, Any]:
+        return _scale_of(self.get(rt, ns, name))
+
+    def write_scale(
+        self,
+        rt: ResourceType,
+        version: str,
+        ns: str,
+        name: str,
+        content_type: str,
+        body: Any,
+        manager: str,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """PUT (``content_type="PUT"``) or PATCH of the autoscaling/v1 Scale subresource."""
+        with self.lock:
+            old = self.peek(rt, ns, name)
+            if old is None:
+                raise errors.not_found(rt.plural, rt.group, name)
+            current = clone(_scale_of(old))
+            if content_type == "PUT":
+                scale = body
+            elif content_type in (MERGE, APPLY):
+                scale = merge_patch(current, body)
+            elif content_type == STRATEGIC:
+                scale = strategic_merge_patch(current, body)
+            elif content_type == JSONPATCH:
+                scale = json_patch(current, body)
+            else:
+                raise errors.unsupported_media_type(content_type)
+            if not isinstance(scale, dict):
+                raise errors.bad_request("the Scale body must be an object")
+            want_rv = (scale.get("metadata") or {}).get("resourceVersion")
+            if want_rv and want_rv != old["metadata"]["resourceVersion"]:
+                raise errors.conflict(rt.plural, rt.group, name, errors.MODIFIED)
+            replicas = (scale.get("spec") or {}).get("replicas", 0)
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise errors.invalid(
+                    "Scale",
+                    "autoscaling",
+                    name,
+                    [errors.cause("FieldValueInvalid", "spec.replicas", "Invalid value: must be >= 0")],
+                )
+            new = clone(old)
+            new.setdefault("spec", {})["replicas"] = replicas
+            operation = "Apply" if content_type == APPLY else "Update"
+            me = fm.Manager(manager, operation, rt.api_version(version), "scale", now())
+            managers = fm.track_update(
+                fm.managed_view(old, "main", rt.has_status),
+                fm.managed_view(new, "main", rt.has_status),
+                fm.decode_managers(old["metadata"]),
+                me,
+                rt.builtin,
+            )
+            return _scale_of(self._commit(rt, ns, old, new, managers, dry_run))
+
     def write_status(
         self, rt: ResourceType, ns: str, name: str, status: dict[str, Any], manager: str
     ) -> None:
@@ -735,6 +794,25 @@ class ClusterState:
     def count(self) -> int:
         with self.lock:
             return sum(len(b) for by_ns in self.objects.values() for b in by_ns.values())
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
 
 
 def _same_meta(old: dict[str, Any], new: dict[str, Any], managers: list[fm.Manager]) -> bool:

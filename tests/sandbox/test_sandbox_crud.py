@@ -291,3 +291,43 @@ def test_errors_for_bad_bodies_are_status_objects(raw):
     assert code == 400 and body["reason"] == "BadRequest"
     code, body, _ = raw("GET", "/api/v1/namespaces/default/nothings")
     assert code == 404 and body["message"] == "the server could not find the requested resource"
+
+
+def test_generation_only_on_kinds_that_have_it(dyn, deployment):
+    cms = dyn.resources.get(api_version="v1", kind="ConfigMap")
+    assert "generation" not in cms.create(body=_cm("plain")).metadata.to_dict()
+    deps = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    assert deps.create(body=deployment()).metadata.generation == 1
+
+
+def test_scale_subresource(dyn, deployment, raw):
+    deps = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    deps.create(body=deployment(replicas=2))
+    code, scale, _ = raw("GET", "/apis/apps/v1/namespaces/default/deployments/web/scale")
+    assert code == 200 and scale["kind"] == "Scale" and scale["apiVersion"] == "autoscaling/v1"
+    assert scale["spec"] == {"replicas": 2} and scale["status"]["selector"] == "app=web"
+    code, scale, _ = raw(
+        "PATCH",
+        "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        {"spec": {"replicas": 4}},
+        "application/merge-patch+json",
+    )
+    assert code == 200 and scale["spec"]["replicas"] == 4
+    obj = deps.get(name="web", namespace="default").to_dict()
+    assert obj["spec"]["replicas"] == 4 and obj["metadata"]["generation"] == 2
+    assert any(m.get("subresource") == "scale" for m in obj["metadata"]["managedFields"])
+    code, _, _ = raw("GET", "/api/v1/namespaces/default/configmaps/x/scale")
+    assert code == 404
+
+
+def test_request_bodies_over_the_apiserver_limit_are_refused(raw):
+    big = {"metadata": {"name": "big"}, "data": {"x": "a" * (3 * 1024 * 1024)}}
+    code, body, _ = raw("POST", "/api/v1/namespaces/default/configmaps", big)
+    assert code == 413 and body["reason"] == "RequestEntityTooLarge"
+
+
+def test_protobuf_bodies_are_refused_with_415(raw):
+    code, body, _ = raw(
+        "POST", "/api/v1/namespaces/default/configmaps", b"k8s\x00\x0a", "application/vnd.kubernetes.protobuf"
+    )
+    assert code == 415 and "JSON only" in body["message"]

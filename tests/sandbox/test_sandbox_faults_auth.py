@@ -169,3 +169,13 @@ def test_many_clusters_are_isolated_and_a_root_cluster_is_served_at_slash(make_c
         conn.request("GET", "/clusters/missing/version")
         assert conn.getresponse().status == 404
         conn.close()
+
+
+def test_stopping_the_server_cuts_keep_alive_connections(make_client):
+    server = SandboxServer().start()
+    cluster = server.add_cluster("stop-me")
+    cms = make_client(cluster).resources.get(api_version="v1", kind="ConfigMap")
+    assert cms.get(namespace="default").kind == "ConfigMapList"  # the client now holds a pooled connection
+    server.stop()
+    with pytest.raises((urllib3.exceptions.HTTPError, ApiException)):
+        cms.get(namespace="default")

@@ -95,6 +95,10 @@ def test_kubectl_apply_get_diff_rollout_delete(kube, make_client, deployment):
     rollout = run("rollout", "status", "deployment/web", "--timeout=30s")
     assert rollout.returncode == 0 and "successfully rolled out" in rollout.stdout, rollout.stderr
 
+    scaled = run("scale", "deployment/web", "--replicas=4")
+    assert scaled.returncode == 0, scaled.stderr
+    assert cluster.get_object("apps/v1", "Deployment", "web", "default")["spec"]["replicas"] == 4
+
     listed = run("get", "deploy,cm", "-l", "app=web", "-o", "name")
     assert listed.returncode == 0 and listed.stdout.split() == ["deployment.apps/web"], listed.stderr
     table = run("get", "configmaps")
@@ -124,3 +128,23 @@ def test_kubectl_reports_field_manager_conflicts(kube, make_client, deployment):
     )
     assert forced.returncode == 0, forced.stderr
     assert cluster.get_object("apps/v1", "Deployment", "web", "default")["spec"]["replicas"] == 2
+
+
+def test_kubectl_client_side_apply_uses_strategic_merge_patch(kube):
+    cluster, run, tmp = kube
+    two = MANIFEST.replace("{replicas}", "2").replace(
+        "        - containerPort: 80\n",
+        "        - containerPort: 80\n      - name: side\n        image: busybox\n",
+    )
+    (tmp / "two.yaml").write_text(two)
+    created = run("apply", "--validate=false", "-f", str(tmp / "two.yaml"))
+    assert created.returncode == 0 and "deployment.apps/web created" in created.stdout, created.stderr
+    one = _write(tmp / "one.yaml", 3)  # drops the side container, changes replicas
+    configured = run("apply", "--validate=false", "-f", one)
+    assert configured.returncode == 0 and "deployment.apps/web configured" in configured.stdout, (
+        configured.stderr
+    )
+    live = cluster.get_object("apps/v1", "Deployment", "web", "default")
+    assert live["spec"]["replicas"] == 3
+    assert [c["name"] for c in live["spec"]["template"]["spec"]["containers"]] == ["web"]
+    assert "kubectl.kubernetes.io/last-applied-configuration" in live["metadata"]["annotations"]

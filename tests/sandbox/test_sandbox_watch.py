@@ -135,3 +135,14 @@ def test_watch_across_namespaces_and_by_name(dyn, cluster):
     assert everywhere == [("w2", "x"), ("default", "y")]
     named = next(iter(dyn.watch(cms, field_selector="metadata.name=y", resource_version=start, timeout=5)))
     assert named["object"].metadata.name == "y"
+
+
+def test_legacy_watch_path_for_one_object(cluster, raw):
+    raw("POST", "/api/v1/namespaces/default/configmaps", _cm("a"))
+    raw("POST", "/api/v1/namespaces/default/configmaps", _cm("b"))
+    hostport, _, prefix = cluster.url.split("://", 1)[1].partition("/")
+    conn = http.client.HTTPConnection(hostport, timeout=10)
+    conn.request("GET", f"/{prefix}/api/v1/watch/namespaces/default/configmaps/b?timeoutSeconds=1")
+    events = _events(conn.getresponse())
+    conn.close()
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b")]

@@ -34,6 +34,14 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 mkdir -p "${bin_dir}"
+# One build at a time (parallel test workers, CI and a developer may all ask); re-check after waiting.
+exec 9>"${bin_dir}/.opa-build.lock"
+flock 9
+if [[ -z "${OPA_FORCE_BUILD:-}" && -x "${binary}" && -f "${stamp}" \
+      && "$(cat "${stamp}")" == "${OPA_VERSION}" ]]; then
+    echo "${binary}"
+    exit 0
+fi
 echo "build-opa.sh: building OPA ${OPA_VERSION} into ${bin_dir} (takes minutes on a small machine)" >&2
 # CGO off: a static binary; -trimpath for a reproducible build.
 CGO_ENABLED=0 GOBIN="${bin_dir}" GOFLAGS="-trimpath" \

@@ -25,6 +25,8 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
+from opa_client.errors import DeleteDataError, DeletePolicyError, RegoParseError
+from opa_client.errors import TypeException as OpaClientTypeError
 from opa_client.opa import OpaClient
 
 from policies.engine.base import (
@@ -115,10 +117,9 @@ class OpaPreparedSet:
     def _batch(self, entrypoint: str, inputs: list[Any], session: OpaSession) -> list[list[Any]]:
         if entrypoint not in self.policy_set.entrypoints:
             raise KeyError(f"unknown entry point {entrypoint!r}")
-        path = f"{self.prefix}.fleetgate_entry".replace(".", "/") + f"/batch_{entrypoint}"
-        body = {"input": {"session": session.id, "batch": inputs}}
+        rule = f"{self.prefix}.fleetgate_entry.batch_{entrypoint}"
         for attempt in (1, 2):
-            result = self._engine._post(f"data/{path}", body)
+            result = self._engine._query_rule(rule, {"session": session.id, "batch": inputs})
             if "result" in result and isinstance(result["result"], list):
                 values = result["result"]
                 if len(values) != len(inputs):
@@ -130,7 +131,7 @@ class OpaPreparedSet:
         raise EngineError("opa: entry point undefined after re-pushing the policy set", engine="opa")
 
     def evaluate(self, entrypoint: str, input: Any, session: Any = None) -> list[Any]:
-        return self._batch(entrypoint, [input], self._session(session))[0]
+        return self._batch(entrypoint, [json.loads(to_json(input))], self._session(session))[0]
 
     def evaluate_many(
         self, entrypoint: str, inputs_json: Sequence[str], session: Any = None
@@ -150,7 +151,7 @@ class OpaPreparedSet:
             f"__fg_result := [y | y := ({expr})] with data.{self.prefix}.inventory as {target}.inventory "
             f"with data.{self.prefix}.fleetgate.context as {target}.fleetgate.context"
         )
-        result = self._engine._post("query", {"query": text, "input": input})
+        result = self._engine._ad_hoc_query(text, json.loads(to_json(input)))
         rows = result.get("result") or []
         return rows[0].get("__fg_result", []) if rows else []
 
@@ -175,7 +176,6 @@ class OpaEngine:
         }
         self._pid = os.getpid()
         self._opa = OpaClient(**self._client_args)
-        self._root = self._opa.root_url
         self._pushed: set[str] = set()
         self._lock = threading.Lock()
         self._empty: OpaSession | None = None
@@ -225,49 +225,46 @@ class OpaEngine:
             return f"{first.get('code', '')}: {first.get('message', '')}{where}"
         return str(body.get("message") or body)
 
-    def _post(self, path: str, body: Any) -> dict[str, Any]:
-        session = self._client._session
-        resp = self._call(
-            session.post,
-            f"{self._root}/{path}",
-            data=to_json(body),
-            headers={"Content-Type": "application/json"},
-            timeout=self.timeout,
-        )
-        if resp.status_code != 200:
-            raise PolicyEvaluationError(f"opa: {self._error_text(resp)}", engine="opa")
-        return resp.json()
+    def _query_rule(self, rule_path: str, input: Any) -> dict[str, Any]:
+        """POST /v1/data/<rule_path> with ``input`` (already JSON-clean)."""
+        package, _, rule = rule_path.rpartition(".")
+        result: dict[str, Any] = self._call(self._client.query_rule, input, package, rule)
+        return result
+
+    def _ad_hoc_query(self, query: str, input: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self._client.ad_hoc_query, query, input)
+        return result
 
     def _put_data(self, path: str, value: dict[str, Any]) -> None:
-        session = self._client._session
-        resp = self._call(
-            session.put,
-            f"{self._root}/data/{path}",
-            data=to_json(value),
-            headers={"Content-Type": "application/json"},
-            timeout=self.timeout,
-        )
-        if resp.status_code != 204:
-            raise EngineError(f"opa: storing data at {path} failed: {self._error_text(resp)}", engine="opa")
+        try:
+            self._call(self._client.update_or_create_data, json.loads(to_json(value)), path)
+        except (RegoParseError, OpaClientTypeError) as exc:
+            raise EngineError(f"opa: storing data at {path} failed: {exc}", engine="opa") from exc
 
     def _delete_data(self, path: str) -> None:
-        self._call(self._client.delete_data, path)
+        try:
+            self._call(self._client.delete_data, path)
+        except DeleteDataError as exc:
+            raise EngineError(f"opa: deleting data at {path} failed: {exc.message}", engine="opa") from exc
 
-    def _put_policy(self, policy_id: str, source: str) -> requests.Response:
-        # The client's update_policy_from_string() raises on any 4xx without the error list, and may
-        # rewrite sources (rego_compat); the raw PUT of the same session keeps OPA's errors with lines.
-        session = self._client._session
-        return self._call(
-            session.put,
-            f"{self._root}/policies/{policy_id}",
-            data=source.encode(),
-            headers={"Content-Type": "text/plain"},
-            timeout=self.timeout,
-        )
+    def _put_policy(self, policy_id: str, source: str) -> dict[str, Any] | None:
+        """PUT /v1/policies/<id>; None when accepted, else OPA's error document (with file/line per error).
+
+        ``rego_compat=False``: the client must not rewrite sources; versions are handled by
+        :func:`policies.engine.source.normalise_for_engine`."""
+        try:
+            self._call(self._client.update_policy_from_string, source, policy_id, rego_compat=False)
+        except RegoParseError as exc:
+            return {"code": exc.expression, "message": exc.message, "errors": exc.errors}
+        return None
 
     def _delete_policy(self, policy_id: str) -> None:
-        session = self._client._session
-        self._call(session.delete, f"{self._root}/policies/{policy_id}", timeout=self.timeout)
+        try:
+            self._call(self._client.delete_policy, policy_id)
+        except DeletePolicyError as exc:
+            raise EngineError(
+                f"opa: deleting policy {policy_id} failed: {exc.message}", engine="opa"
+            ) from exc
 
     def health(self) -> bool:
         try:
@@ -285,17 +282,13 @@ class OpaEngine:
             progressed = False
             for pid, module in list(pending.items()):
                 source = namespace_source(normalise_for_engine(module), ns_prefix)
-                resp = self._put_policy(pid, source)
-                if resp.status_code == 200:
+                refused = self._put_policy(pid, source)
+                if refused is None:
                     del pending[pid]
                     errors.pop(pid, None)
                     progressed = True
                 else:
-                    try:
-                        body = resp.json()
-                    except ValueError:
-                        body = {"message": f"HTTP {resp.status_code}"}
-                    errors[pid] = _errors_from_body(body, id_to_path, module.path)
+                    errors[pid] = _errors_from_body(refused, id_to_path, module.path)
             if not progressed:
                 break
         return [e for errs in errors.values() for e in errs]
@@ -329,11 +322,9 @@ class OpaEngine:
             for name in policy_set.entrypoints
         ]
         entry += "\n" + "\n\n".join(batch_rules) + "\n"
-        resp = self._put_policy(f"{id_prefix}/__fleetgate_entry__", entry)
-        if resp.status_code != 200:
-            raise PolicyCompileError(
-                _errors_from_body(resp.json(), {}, "__fleetgate_entry__"), engine=self.name
-            )
+        refused = self._put_policy(f"{id_prefix}/__fleetgate_entry__", entry)
+        if refused is not None:
+            raise PolicyCompileError(_errors_from_body(refused, {}, "__fleetgate_entry__"), engine=self.name)
         with self._lock:
             self._pushed.add(digest)
         return prefix

@@ -433,7 +433,10 @@ def apply(
     others = [m for m in managers if m.ident != me.ident]
     previous = next((m.fields for m in managers if m.ident == me.ident), set())
     conflicts: list[tuple[Manager, Path]] = []
-    for p in new_fs:
+    shared: set[Path] = set()
+    for m in others:
+        shared |= new_fs & m.fields
+    for p in shared:  # only fields someone else owns can conflict
         if p[-1].startswith(("k:", "v:")):
             continue
         current = get_value(live_view, p, builtin)

@@ -269,10 +269,10 @@ class ClusterState:
             meta["generation"] = old["metadata"].get("generation", 1) + (1 if changed else 0)
         if not rt.generation:
             meta.pop("generation", None)
-        if old is not None:
-            if not changed and old.get("status") == new.get("status") and _same_meta(old, new, managers):
-                return old  # a no-op write keeps the resourceVersion, like the apiserver
         encoded = fm.encode_managers(managers)
+        if old is not None:
+            if not changed and old.get("status") == new.get("status") and _same_meta(old, new, encoded):
+                return old  # a no-op write keeps the resourceVersion, like the apiserver
         if encoded:
             meta["managedFields"] = encoded
         else:
@@ -815,12 +815,12 @@ def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _same_meta(old: dict[str, Any], new: dict[str, Any], managers: list[fm.Manager]) -> bool:
+def _same_meta(old: dict[str, Any], new: dict[str, Any], encoded: list[dict[str, Any]]) -> bool:
     om, nm = old["metadata"], new["metadata"]
     keys = ("labels", "annotations", "finalizers", "ownerReferences", "deletionTimestamp")
     if any(om.get(k) != nm.get(k) for k in keys):
         return False
-    return om.get("managedFields") == _strip_times(fm.encode_managers(managers), om.get("managedFields"))
+    return (om.get("managedFields") or []) == _strip_times(encoded, om.get("managedFields"))
 
 
 def _strip_times(

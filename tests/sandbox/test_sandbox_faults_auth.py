@@ -179,3 +179,23 @@ def test_stopping_the_server_cuts_keep_alive_connections(make_client):
     server.stop()
     with pytest.raises((urllib3.exceptions.HTTPError, ApiException)):
         cms.get(namespace="default")
+
+
+def test_clusters_lock_separately(sandbox_server, make_client):
+    busy = sandbox_server.add_cluster(f"busy-{next(_n)}")
+    free = sandbox_server.add_cluster(f"free-{next(_n)}")
+    try:
+        cms = make_client(free).resources.get(api_version="v1", kind="ConfigMap")
+        with busy.state.lock:  # a long write in one cluster does not stall the others
+            created = cms.create(
+                body={
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "x", "namespace": "default"},
+                },
+                _request_timeout=10,
+            )
+        assert created.metadata.name == "x"
+    finally:
+        sandbox_server.remove_cluster(busy.name)
+        sandbox_server.remove_cluster(free.name)

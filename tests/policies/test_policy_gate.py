@@ -215,6 +215,75 @@ def test_yaml_timestamps_in_objects_reach_policies_as_strings(engine: RegoEngine
     ]
 
 
+REVIEW_ECHO_TEMPLATE = """\
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: fgreviewecho}
+spec:
+  crd: {spec: {names: {kind: FgReviewEcho}}}
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package fgreviewecho
+
+        violation[{"msg": "review", "details": d}] {
+          r := input.review
+          d := {
+            "kind": r.kind, "name": r.name, "namespace": r.namespace, "operation": r.operation,
+            "oldObjectIsNull": r.oldObject == null, "nsLabels": r.namespaceObject.metadata.labels,
+            "parameters": input.parameters, "user": r.userInfo.username,
+          }
+        }
+"""
+
+
+def test_gatekeeper_review_input_is_shaped_like_an_admission_request(engine: RegoEngine) -> None:
+    constraint = "kind: FgReviewEcho\nmetadata: {name: echo}\nspec:\n  parameters: {level: 3}\n"
+    policy = BoundPolicy.gatekeeper("echo", "Echo", REVIEW_ECHO_TEMPLATE, constraint, enforcement="dryrun")
+    objects = [corpus.namespace("apps", env="prod"), corpus.deployment("web")]
+    decision = _run(engine, objects, [policy])
+    details = {v.object.name: v.details for v in decision.violations if v.object}
+    assert details["web"] == {
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "name": "web",
+        "namespace": "apps",
+        "operation": "CREATE",
+        "oldObjectIsNull": True,
+        "nsLabels": {"env": "prod"},
+        "parameters": {"level": 3},
+        "user": "fleetgate",
+    }
+    assert "apps" not in details  # a Namespace has no namespace (and so no namespaceObject)
+    assert decision.outcome is Outcome.PASSED
+
+
+def test_conftest_violation_rules_objects_and_data_files(engine: RegoEngine) -> None:
+    module = """\
+package main
+
+import rego.v1
+
+violation_registry contains {"msg": msg, "registry": registry} if {
+  some c in input.spec.template.spec.containers
+  registry := split(c.image, "/")[0]
+  not registry in data.allowed.registries
+  msg := sprintf("%s pulls from %s", [input.metadata.name, registry])
+}
+"""
+    policy = BoundPolicy.conftest(
+        "reg", "Registries", {"r.rego": module}, data={"allowed": {"registries": ["r.example"]}}
+    )
+    objects = [
+        corpus.deployment("ok", image="r.example/web:1"),
+        corpus.deployment("bad", image="evil.io/x:1"),
+    ]
+    decision = _run(engine, objects, [policy])
+    assert [(v.rule, v.message, dict(v.details)) for v in decision.violations] == [
+        ("violation_registry", "bad pulls from evil.io", {"registry": "evil.io"})
+    ]
+    assert decision.outcome is Outcome.BLOCKED
+
+
 def test_combine_mode_sees_all_files_at_once(engine: RegoEngine) -> None:
     module = """\
 package main

@@ -7,6 +7,7 @@ Celery worker, the in-process Rego engine and sandbox clusters. Production sets 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -91,7 +92,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not memory: integration tests start worker processes that must see the test database.
     DATABASES["default"]["TEST"] = {
-        "NAME": env_str("FLEETGATE_TEST_SQLITE", "") or str(VAR_DIR / "test.sqlite3")
+        # One file per test run (several runs may share a machine).
+        "NAME": env_str("FLEETGATE_TEST_SQLITE", "") or str(VAR_DIR / f"test-{os.getpid()}.sqlite3")
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -184,6 +186,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Fleetgate's own settings.
 FLEETGATE_REGO_ENGINE = env_str("FLEETGATE_REGO_ENGINE", "regorus")  # "regorus" (in-process) or "opa"
 FLEETGATE_OPA_URL = env_str("FLEETGATE_OPA_URL", "http://127.0.0.1:8181")
+FLEETGATE_REGO_TIMEOUT = env_int("FLEETGATE_REGO_TIMEOUT", 10)  # seconds per evaluation batch
 FLEETGATE_GIT_CACHE = Path(env_str("FLEETGATE_GIT_CACHE", str(VAR_DIR / "git")))
 FLEETGATE_API_TOKEN_DAYS = env_int("FLEETGATE_API_TOKEN_DAYS", 90)
 FLEETGATE_AUDIT_RETENTION_DAYS = env_int("FLEETGATE_AUDIT_RETENTION_DAYS", 365)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 
 from .server import SandboxServer
 
@@ -26,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", default=None, help="bearer token every cluster requires")
     serve.add_argument("--admin-token", default=None, help="bearer token for the /_sandbox admin API")
     serve.add_argument("--tls", action="store_true", help="serve HTTPS with a generated CA")
+    serve.add_argument(
+        "--tls-dir", default=None, help="keep (and reuse) the CA and certificate in this directory"
+    )
     serve.add_argument("--root", action="store_true", help="also serve the first cluster at /")
     serve.add_argument("--rollout-delay", type=float, default=0.2, help="seconds until workloads are ready")
     serve.add_argument("--kubeconfig", default=None, help="write a kubeconfig with one context per cluster")
@@ -42,7 +43,8 @@ def serve(args: argparse.Namespace) -> int:
         args.host,
         args.port,
         state_file=args.state,
-        tls=args.tls,
+        tls=args.tls or bool(args.tls_dir),
+        tls_dir=args.tls_dir,
         admin_token=args.admin_token,
         autosave_interval=(args.autosave or None) if args.state else None,
     )
@@ -61,11 +63,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"ca-file {server.ca_file}", flush=True)
     for cluster in server.clusters():
         print(f"{cluster.name} {cluster.url}", flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
-    server.stop()
+    server.run_forever()
     return 0
 
 

@@ -242,8 +242,10 @@ class SandboxServer:
         tls: bool = False,
         admin_token: str | None = None,
         autosave_interval: float | None = None,
+        tls_dir: str | None = None,
     ) -> None:
         self.host = host
+        self.tls_dir = tls_dir
         self.port = port
         self.state_file = state_file
         self.tls = tls
@@ -274,22 +276,25 @@ class SandboxServer:
         if self._httpd is not None:
             return self
         if self.tls:
-            from .tls import generate
+            from .tls import load_or_generate
 
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="fleetgate-sandbox-tls-")
-            files = generate(self._tmpdir.name, (self.host, "localhost"))
+            directory = self.tls_dir
+            if directory is None:
+                self._tmpdir = tempfile.TemporaryDirectory(prefix="fleetgate-sandbox-tls-")
+                directory = self._tmpdir.name
+            files = load_or_generate(directory, (self.host, "localhost"))
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(files.cert_file, files.key_file)
             self.ssl_context, self.ca_file, self.ca_pem = ctx, files.ca_file, files.ca_pem
         self._httpd = _HTTPServer((self.host, self.port), self, None, self.ssl_context)
         self.port = self._httpd.server_address[1]
+        self.timer.start()
+        if self.state_file and os.path.exists(self.state_file):
+            self.load(self.state_file)  # before serving: no request sees a half-loaded sandbox
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox-http", daemon=True
         )
         self._thread.start()
-        self.timer.start()
-        if self.state_file and os.path.exists(self.state_file):
-            self.load(self.state_file)
         if self.autosave_interval and self.state_file:
             self.timer.call_later(self.autosave_interval, self._autosave)
         return self
@@ -310,6 +315,24 @@ class SandboxServer:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        """Serve until ``stop`` is set or, without ``stop`` and in the main thread, until SIGINT/SIGTERM; then
+        stop the server. For a management command: start, add clusters, print URLs, ``run_forever()``."""
+        import signal
+
+        done = stop or threading.Event()
+        previous: dict[int, Any] = {}
+        if stop is None and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: done.set())
+        try:
+            while not done.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
 
     def __enter__(self) -> SandboxServer:
         return self.start()

@@ -282,7 +282,10 @@ class ClusterState:
                 return new
             return self._remove(rt, ns, name, new)
         if dry_run:
-            meta["resourceVersion"] = old["metadata"]["resourceVersion"] if old else ""
+            if old is not None:
+                meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+            else:
+                meta.pop("resourceVersion", None)  # a dry-run create stores nothing, so it has no version
             return new
         self.rv += 1
         meta["resourceVersion"] = str(self.rv)

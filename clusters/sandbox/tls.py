@@ -25,8 +25,35 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+def load_or_generate(directory: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TLSFiles:
+    """Reuse the CA and server certificate in ``directory`` while valid for ``hosts``, or make new ones.
+
+    Reuse keeps a restarted sandbox verifiable with the CA that clients (and Fleetgate's database) stored."""
+    paths = TLSFiles(
+        os.path.join(directory, "ca.crt"),
+        os.path.join(directory, "server.crt"),
+        os.path.join(directory, "server.key"),
+        b"",
+    )
+    if all(os.path.exists(p) for p in (paths.ca_file, paths.cert_file, paths.key_file)):
+        with open(paths.cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            known = {str(v) for v in names.get_values_for_type(x509.IPAddress)} | set(
+                names.get_values_for_type(x509.DNSName)
+            )
+        except x509.ExtensionNotFound:
+            known = set()
+        fresh = cert.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+        if fresh and set(hosts) <= known:
+            with open(paths.ca_file, "rb") as f:
+                return TLSFiles(paths.ca_file, paths.cert_file, paths.key_file, f.read())
+    return generate(directory, hosts)
+
+
 def generate(directory: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TLSFiles:
-    """Write ``ca.crt``, ``server.crt`` and ``server.key`` into ``directory`` (valid for a day)."""
+    """Write ``ca.crt``, ``server.crt`` and ``server.key`` into ``directory`` (valid for a year)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -36,7 +63,7 @@ def generate(directory: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -68,7 +95,7 @@ def generate(directory: str, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -156,3 +156,30 @@ def test_bad_settings_and_faults_are_refused(cluster):
         cluster.faults.configure(fail_next=[1, 200])  # not an error status
     with pytest.raises(ValueError):
         cluster.faults.configure(bogus=1)
+
+
+def test_tls_dir_keeps_the_ca_across_restarts(tmp_path, make_client):
+    with SandboxServer(tls=True, tls_dir=str(tmp_path / "pki")) as first:
+        ca = first.ca_pem
+        first.add_cluster("a")
+    with SandboxServer(tls=True, tls_dir=str(tmp_path / "pki")) as second:
+        assert second.ca_pem == ca
+        cluster = second.add_cluster("a")
+        dyn = make_client(cluster, ca_file=second.ca_file)
+        assert dyn.resources.get(api_version="v1", kind="Namespace").get().kind == "NamespaceList"
+    assert (tmp_path / "pki" / "server.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_run_forever_returns_and_stops_when_told(tmp_path):
+    import threading
+
+    server = SandboxServer(state_file=str(tmp_path / "s.json")).start()
+    server.add_cluster("x")
+    stop = threading.Event()
+    stop.set()
+    server.run_forever(stop)  # from a test thread: no signal handlers, returns once stop is set
+    assert (tmp_path / "s.json").exists()
+    with pytest.raises(OSError):
+        http.client.HTTPConnection(server.url.split("://")[1], timeout=2).request(
+            "GET", "/clusters/x/version"
+        )

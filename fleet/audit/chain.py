@@ -48,7 +48,8 @@ def time_text(value: datetime | str) -> str:
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         raise ValueError("audit event times must be timezone-aware")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat() with fixed microseconds is strftime("%Y-%m-%dT%H:%M:%S.%fZ") without the Z, and faster.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical(fields: Mapping[str, Any]) -> str:

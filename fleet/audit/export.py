@@ -160,24 +160,32 @@ def iter_jsonl(queryset: QuerySet, chunk_size: int = CHUNK_SIZE) -> Iterator[byt
     return _batched(jsonl_line(row) for row in export_rows(queryset, chunk_size))
 
 
-def _csv_cell(name: str, value: Any) -> Any:
-    if value is None:
-        return ""
-    if name in ("before", "after"):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    if name == "time":
-        return time_text(value)
-    if name in _TEXT_COLUMNS and isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+_TIME_INDEX = EXPORT_FIELDS.index("time")
+_JSON_INDEXES = (EXPORT_FIELDS.index("before"), EXPORT_FIELDS.index("after"))
+_TEXT_INDEXES = tuple(i for i, name in enumerate(EXPORT_FIELDS) if name in _TEXT_COLUMNS)
+_FORMULA_CHARS = frozenset("".join(_FORMULA_START))
 
 
-def _csv_lines(rows: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+def csv_cells(row: Iterable[Any]) -> list[Any]:
+    """One event (a values_list tuple in EXPORT_FIELDS order) as CSV cells."""
+    cells = list(row)
+    cells[_TIME_INDEX] = time_text(cells[_TIME_INDEX])
+    for i in _JSON_INDEXES:
+        value = cells[i]
+        cells[i] = "" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    for i in _TEXT_INDEXES:
+        value = cells[i]
+        if value and value[0] in _FORMULA_CHARS:
+            cells[i] = "'" + value
+    return cells
+
+
+def _csv_lines(rows: Iterable[Iterable[Any]]) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_FIELDS)
     for row in rows:
-        writer.writerow([_csv_cell(name, row[name]) for name in EXPORT_FIELDS])
+        writer.writerow(csv_cells(row))
         if out.tell() >= FLUSH_BYTES:
             yield out.getvalue()
             out.seek(0)
@@ -187,7 +195,8 @@ def _csv_lines(rows: Iterable[Mapping[str, Any]]) -> Iterator[str]:
 
 def iter_csv(queryset: QuerySet, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """The CSV export (header row, one row per event, before/after as JSON text) as byte chunks."""
-    return _batched(_csv_lines(export_rows(queryset, chunk_size)))
+    rows = queryset.order_by("sequence").values_list(*EXPORT_FIELDS).iterator(chunk_size=chunk_size)
+    return _batched(_csv_lines(rows))
 
 
 def export_filename(fmt: str, now: datetime | None = None) -> str:

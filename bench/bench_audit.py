@@ -1,0 +1,358 @@
+"""Audit log benchmarks: append throughput, and exporting a million events in constant memory.
+
+    .venv/bin/python -m bench audit                     # SQLite file databases in a temporary directory
+    .venv/bin/python -m bench audit -- --events 200000  # smaller run
+    BENCH_AUDIT_POSTGRES_URL=postgres://u:p@127.0.0.1/fleetgate_bench .venv/bin/python -m bench audit
+
+Each measurement runs in its own subprocess with DATABASE_URL pointing at a scratch database, so peak memory
+(`ru_maxrss`, the resident-set high-water mark) belongs to that one measurement:
+
+1. append: `services.record()` events/s in one process, one transaction per event as in production, against
+   two baselines without hashing or the chain-head lock measured in the same run: one plain INSERT per
+   transaction, and `bulk_create` in batches.
+2. fill: N events with precomputed chained hashes (`services.event_hash`) by `bulk_create`; then
+   `services.verify()` over all of them.
+3. export: CSV and JSON Lines through the generators the API streams (`export.iter_csv`, `export.iter_jsonl`)
+   to /dev/null, for N/10 and N events, against a bare `values_list().iterator()` loop writing csv rows.
+
+A PostgreSQL run is added when BENCH_AUDIT_POSTGRES_URL names a database whose name ends in `_bench` (it is
+dropped and created again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- parent: orchestration -------------------------------------------------------------------------------
+
+
+def _child(phase: str, database_url: str, workdir: Path, *args: str) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "fleet.settings",
+        "FLEETGATE_VAR_DIR": str(workdir / "var"),
+        "FLEETGATE_LOG_LEVEL": "WARNING",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.bench_audit", "--child", phase, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"bench child {phase} failed:\n{run.stdout}\n{run.stderr}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _reset_postgres(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[-1].split("?")[0]
+    if not name.endswith("_bench"):
+        raise SystemExit("BENCH_AUDIT_POSTGRES_URL must name a database ending in _bench (it is dropped).")
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _mb(kb: float) -> str:
+    return f"{kb / 1024:.0f} MB"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench audit")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events to export (default 1,000,000)")
+    parser.add_argument(
+        "--append", type=int, default=5000, help="events appended with record() (default 5000)"
+    )
+    parser.add_argument("--workdir", help="keep the scratch databases here instead of a temporary directory")
+    args = parser.parse_args(argv or [])
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fleetgate-bench-audit-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    small = max(args.events // 10, 1)
+    targets = [("SQLite", f"sqlite:///{workdir / 'audit-export.sqlite3'}")]
+    pg_url = os.environ.get("BENCH_AUDIT_POSTGRES_URL", "")
+    if pg_url:
+        targets.append(("PostgreSQL", pg_url))
+
+    print(f"workdir {workdir}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
+    results: dict[str, Any] = {"events": args.events, "small": small, "targets": {}}
+
+    append = _child("append", f"sqlite:///{workdir / 'audit-append.sqlite3'}", workdir, str(args.append))
+    results["append"] = append
+    print("\n## Append (SQLite)\n")
+    print("| what | events | seconds | events/s |")
+    print("|---|---:|---:|---:|")
+    for key, label in (
+        ("record", "`record()`: hash + chain-head lock, one transaction per event"),
+        ("single", "baseline: plain INSERT, one transaction per event, no hash"),
+        ("bulk", "baseline: `bulk_create` (batches of 1000), no hash"),
+    ):
+        row = append[key]
+        print(f"| {label} | {row['n']} | {row['seconds']:.2f} | {row['n'] / row['seconds']:,.0f} |")
+    rate = append["record"]["n"] / append["record"]["seconds"]
+    single_rate = append["single"]["n"] / append["single"]["seconds"]
+    bulk_rate = append["bulk"]["n"] / append["bulk"]["seconds"]
+    print(
+        f"\nrecord() runs at {rate / single_rate:.2f}x the plain single-insert rate and "
+        f"{rate / bulk_rate:.3f}x the bulk rate; "
+        f"hashing alone costs {append['hash_us']:.1f} µs per event.",
+        flush=True,
+    )
+
+    for label, url in targets:
+        if label == "PostgreSQL":
+            _reset_postgres(url)
+        fill = _child("fill", url, workdir, str(args.events))
+        verify = _child("verify", url, workdir)
+        exports = {}
+        for fmt in ("bare", "csv", "jsonl"):
+            for n in (small, args.events):
+                exports[f"{fmt}-{n}"] = _child("export", url, workdir, fmt, str(n))
+                print(f"  {label} export {fmt} {n}: {exports[f'{fmt}-{n}']}", flush=True)
+        results["targets"][label] = {"fill": fill, "verify": verify, "exports": exports}
+
+        print(f"\n## Export ({label})\n")
+        print(
+            f"Filling {fill['n']:,} events with chained hashes by bulk_create: {fill['seconds']:.1f} s "
+            f"({fill['n'] / fill['seconds']:,.0f} events/s). `verify()` over all of them: "
+            f"{verify['seconds']:.1f} s ({verify['checked'] / verify['seconds']:,.0f} events/s, "
+            f"ok={verify['ok']}).\n"
+        )
+        print("| format | events | seconds | events/s | output | peak RSS | RSS before export |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        names = {
+            "bare": "baseline: bare `values_list` → csv.writer",
+            "csv": "CSV (`iter_csv`)",
+            "jsonl": "JSON Lines (`iter_jsonl`)",
+        }
+        for fmt in ("bare", "csv", "jsonl"):
+            for n in (small, args.events):
+                row = exports[f"{fmt}-{n}"]
+                print(
+                    f"| {names[fmt]} | {n:,} | {row['seconds']:.1f} | {n / row['seconds']:,.0f} | "
+                    f"{row['bytes'] / 1e6:,.0f} MB | {_mb(row['maxrss_kb'])} | {_mb(row['rss_before_kb'])} |"
+                )
+        sys.stdout.flush()
+
+    out = workdir / "results.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {out}")
+
+
+# --- child: one measurement per process --------------------------------------------------------------------
+
+
+def _setup() -> None:
+    import django
+
+    django.setup()
+
+
+def _rss_kb() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _migrate() -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def _fields(i: int, sequence: int, when: datetime) -> dict[str, Any]:
+    actions = (
+        "cluster.update",
+        "rollout.sync",
+        "policy.evaluate",
+        "policy.evaluate.deny",
+        "commit.fetch",
+        "rollout.approve",
+        "pathmapping.update",
+        "repository.fetch",
+    )
+    return {
+        "sequence": sequence,
+        "time": when,
+        "actor_id": None,
+        "actor_name": f"user{i % 20}",
+        "change_context": "api",
+        "request_id": f"{i:032x}",
+        "source_address": "10.0.0.1",
+        "action": actions[i % len(actions)],
+        "target_type": "cluster",
+        "target_id": str(i % 500),
+        "target_repr": f"cluster-{i % 500}",
+        "scope_group_id": i % 5 + 1,
+        "scope_group_name": f"group-{i % 5}",
+        "cluster_name": f"cluster-{i % 50}",
+        "repository_name": f"repo-{i % 10}",
+        "before": {"labels": {"env": "staging"}, "replicas": i % 7},
+        "after": {"labels": {"env": "prod"}, "replicas": i % 7 + 1},
+        "message": f"changed labels and replicas of cluster-{i % 500} (event {i})",
+    }
+
+
+def child_append(n: int) -> dict[str, Any]:
+    from django.db import transaction
+
+    from fleet.audit.models import AuditEvent
+    from fleet.audit.services import event_hash, record
+    from fleet.core.context import acting
+
+    _migrate()
+    now = datetime.now(UTC)
+    with acting(change_context="command"):
+        start = time.perf_counter()
+        for i in range(n):
+            record(
+                "bench.append",
+                target_type="thing",
+                target_id=str(i),
+                target_repr=f"thing {i}",
+                after={"i": i, "labels": {"env": "prod"}},
+                message=f"appended {i}",
+            )
+        record_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    for i in range(n):
+        with transaction.atomic():
+            AuditEvent(**_fields(i, 10_000_000 + i, now), prev_hash="", hash="").save()
+    single_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    batch = []
+    for i in range(n):
+        batch.append(AuditEvent(**_fields(i, 20_000_000 + i, now), prev_hash="", hash=""))
+        if len(batch) == 1000:
+            AuditEvent.objects.bulk_create(batch)
+            batch = []
+    AuditEvent.objects.bulk_create(batch)
+    bulk_s = time.perf_counter() - start
+
+    sample = {**_fields(1, 1, now), "prev_hash": "0" * 64}
+    start = time.perf_counter()
+    for _ in range(20_000):
+        event_hash(sample)
+    hash_us = (time.perf_counter() - start) / 20_000 * 1e6
+    return {
+        "record": {"n": n, "seconds": record_s},
+        "single": {"n": n, "seconds": single_s},
+        "bulk": {"n": n, "seconds": bulk_s},
+        "hash_us": hash_us,
+    }
+
+
+def child_fill(n: int) -> dict[str, Any]:
+    from django.db import transaction
+
+    from fleet.audit.models import AuditChainHead, AuditEvent
+    from fleet.audit.services import GENESIS_HASH, event_hash
+
+    _migrate()
+    start_time = datetime.now(UTC) - timedelta(seconds=n)
+    prev = GENESIS_HASH
+    start = time.perf_counter()
+    batch: list[AuditEvent] = []
+    with transaction.atomic():
+        for i in range(n):
+            fields = _fields(i, i + 1, start_time + timedelta(seconds=i))
+            fields["prev_hash"] = prev
+            fields["hash"] = prev = event_hash(fields)
+            batch.append(AuditEvent(**fields))
+            if len(batch) == 5000:
+                AuditEvent.objects.bulk_create(batch)
+                batch = []
+        AuditEvent.objects.bulk_create(batch)
+        AuditChainHead.objects.update_or_create(pk=1, defaults={"sequence": n, "hash": prev})
+    return {"n": n, "seconds": time.perf_counter() - start}
+
+
+def child_verify() -> dict[str, Any]:
+    from fleet.audit.services import verify
+
+    start = time.perf_counter()
+    result = verify()
+    return {"seconds": time.perf_counter() - start, "ok": result.ok, "checked": result.checked}
+
+
+def child_export(fmt: str, n: int) -> dict[str, Any]:
+    import csv
+
+    from fleet.audit.export import EXPORT_FIELDS, iter_csv, iter_jsonl
+    from fleet.audit.models import AuditEvent
+
+    queryset = AuditEvent.objects.filter(sequence__lte=n)
+    AuditEvent.objects.exists()  # connect before measuring
+    rss_before = _rss_kb()
+    written = 0
+    start = time.perf_counter()
+    if fmt == "bare":
+
+        class Counter:
+            def write(self, text: str) -> int:
+                nonlocal written
+                written += len(text.encode())
+                return len(text)
+
+        writer = csv.writer(Counter())
+        writer.writerow(EXPORT_FIELDS)
+        for row in queryset.order_by("sequence").values_list(*EXPORT_FIELDS).iterator(chunk_size=2000):
+            writer.writerow(row)
+    else:
+        chunks = iter_csv(queryset) if fmt == "csv" else iter_jsonl(queryset)
+        with open(os.devnull, "wb") as sink:
+            for chunk in chunks:
+                written += len(chunk)
+                sink.write(chunk)
+    seconds = time.perf_counter() - start
+    return {
+        "fmt": fmt,
+        "n": n,
+        "seconds": seconds,
+        "bytes": written,
+        "maxrss_kb": _rss_kb(),
+        "rss_before_kb": rss_before,
+    }
+
+
+def child(argv: list[str]) -> None:
+    phase, *rest = argv
+    _setup()
+    if phase == "append":
+        result = child_append(int(rest[0]))
+    elif phase == "fill":
+        result = child_fill(int(rest[0]))
+    elif phase == "verify":
+        result = child_verify()
+    elif phase == "export":
+        result = child_export(rest[0], int(rest[1]))
+    else:
+        raise SystemExit(f"unknown phase {phase}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

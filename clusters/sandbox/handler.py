@@ -503,7 +503,8 @@ class Handler(BaseHTTPRequestHandler):
             deadline = time.monotonic() + max(0.0, timeout)
             interval = max(0.05, cluster.settings.bookmark_interval)
             next_bookmark = time.monotonic() + interval
-            while True:
+            closed = False
+            while not closed:
                 now = time.monotonic()
                 if now >= deadline:
                     break
@@ -514,15 +515,18 @@ class Handler(BaseHTTPRequestHandler):
                     item = watcher.queue.get(timeout=wait)
                 except queue.Empty:
                     if bookmarks and time.monotonic() >= next_bookmark:
-                        self._chunk(self._bookmark(rt, version, state))
+                        closed = self._flush_with_bookmark(watcher, rt, version, state)
                         next_bookmark = time.monotonic() + interval
                     continue
                 if item is None:
+                    closed = True
                     break
-                ev_type, obj = item
-                self._chunk(_dumps({"type": ev_type, "object": self._present(rt, version, obj)}) + b"\n")
-            if bookmarks:
-                self._chunk(self._bookmark(rt, version, state))
+                self._event(rt, version, item)
+            if not closed:
+                if bookmarks:
+                    self._flush_with_bookmark(watcher, rt, version, state)
+                else:
+                    self._flush(watcher, rt, version, state)
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
@@ -530,8 +534,34 @@ class Handler(BaseHTTPRequestHandler):
             if watcher is not None:
                 state.unwatch(watcher)
 
+    def _event(self, rt: Any, version: str, item: tuple[str, dict[str, Any]]) -> None:
+        ev_type, obj = item
+        self._chunk(_dumps({"type": ev_type, "object": self._present(rt, version, obj)}) + b"\n")
+
+    def _flush(self, watcher: Any, rt: Any, version: str, state: Any) -> tuple[bool, int]:
+        """Send what is queued; returns (stream ended, the resourceVersion everything up to was delivered)."""
+        items = []
+        with state.lock:  # events are queued under this lock: nothing up to ``rv`` can still be missing
+            rv = state.rv
+            while True:
+                try:
+                    items.append(watcher.queue.get_nowait())
+                except queue.Empty:
+                    break
+        for item in items:
+            if item is None:
+                return True, rv
+            self._event(rt, version, item)
+        return False, rv
+
+    def _flush_with_bookmark(self, watcher: Any, rt: Any, version: str, state: Any) -> bool:
+        closed, rv = self._flush(watcher, rt, version, state)
+        if not closed:
+            self._chunk(self._bookmark(rt, version, rv))
+        return closed
+
     @staticmethod
-    def _bookmark(rt: Any, version: str, state: Any) -> bytes:
+    def _bookmark(rt: Any, version: str, rv: int) -> bytes:
         return (
             _dumps(
                 {
@@ -539,7 +569,7 @@ class Handler(BaseHTTPRequestHandler):
                     "object": {
                         "kind": rt.kind,
                         "apiVersion": rt.api_version(version),
-                        "metadata": {"resourceVersion": str(state.rv)},
+                        "metadata": {"resourceVersion": str(rv)},
                     },
                 }
             )

@@ -119,9 +119,9 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         # headers and body in one write: no Nagle / delayed-ACK stall on keep-alive connections
-        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
         if self.command != "HEAD":
-            self._headers_buffer.append(body)
+            self._headers_buffer.append(body)  # type: ignore[attr-defined]
         self.flush_headers()
 
     def _send_error(self, err: ApiError) -> None:
@@ -159,14 +159,14 @@ class Handler(BaseHTTPRequestHandler):
             cluster, rest = sandbox.resolve(path, getattr(self.server, "fixed_cluster", None))
             if cluster is None:
                 raise errors.path_not_found()
-            verdict, code = cluster.faults.decide()
+            verdict, fault_code = cluster.faults.decide()
             if verdict in ("down", "drop"):
                 self._reset()
                 return
             if cluster.faults.latency:
                 time.sleep(cluster.faults.latency)
-            if verdict == "error" and code is not None:
-                raise errors.injected(code)
+            if verdict == "error" and fault_code is not None:
+                raise errors.injected(fault_code)
             if cluster.token is not None:
                 auth = self.headers.get("Authorization", "")
                 given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
@@ -271,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
                 if watch:
                     self._watch(cluster, rt, version, ns, query, label, field)
                     return
-                out = state.list(
+                out = state.list_collection(
                     rt, version, ns, label, field, int(query.get("limit") or 0), query.get("continue", "")
                 )
                 self._send(200, _dumps(out))

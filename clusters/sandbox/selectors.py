@@ -19,7 +19,9 @@ _SET_RE = re.compile(rf"^\s*({_KEY})\s+(in|notin)\s+\((.*)\)\s*$")
 
 def _split_top(text: str) -> list[str]:
     """Split on commas that are not inside parentheses."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -46,6 +48,16 @@ def _check_value(value: str, text: str) -> str:
     return value
 
 
+def _requirement(op: str, key: str, values: frozenset[str]) -> Callable[[dict[str, str]], bool]:
+    if op in ("in", "="):
+        return lambda labels: labels.get(key) in values
+    if op in ("notin", "!="):
+        return lambda labels: labels.get(key) not in values
+    if op == "!":
+        return lambda labels: key not in labels
+    return lambda labels: key in labels
+
+
 def parse_label_selector(text: str | None) -> Matcher | None:
     """A predicate on an object's labels; None when the selector is empty (matches all)."""
     if not text or not text.strip():
@@ -59,25 +71,22 @@ def parse_label_selector(text: str | None) -> Matcher | None:
         if m:
             key = _check_key(m.group(1), text)
             values = frozenset(_check_value(v.strip(), text) for v in m.group(4).split(","))
-            if m.group(3) == "in":
-                reqs.append(lambda lb, k=key, vs=values: lb.get(k) in vs)
-            else:
-                reqs.append(lambda lb, k=key, vs=values: lb.get(k) not in vs)
+            reqs.append(_requirement(m.group(3), key, values))
             continue
         if "!=" in part:
             key, value = (s.strip() for s in part.split("!=", 1))
             key, value = _check_key(key, text), _check_value(value, text)
-            reqs.append(lambda lb, k=key, v=value: lb.get(k) != v)
+            reqs.append(_requirement("!=", key, frozenset({value})))
         elif "==" in part or "=" in part:
             key, value = (s.strip() for s in part.split("==" if "==" in part else "=", 1))
             key, value = _check_key(key, text), _check_value(value, text)
-            reqs.append(lambda lb, k=key, v=value: lb.get(k) == v)
+            reqs.append(_requirement("=", key, frozenset({value})))
         elif part.startswith("!"):
             key = _check_key(part[1:].strip(), text)
-            reqs.append(lambda lb, k=key: k not in lb)
+            reqs.append(_requirement("!", key, frozenset()))
         else:
             key = _check_key(part, text)
-            reqs.append(lambda lb, k=key: k in lb)
+            reqs.append(_requirement("exists", key, frozenset()))
 
     def match(obj: dict[str, Any]) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}

@@ -166,7 +166,7 @@ class SandboxCluster:
 
     def list_objects(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         rt = self._type(api_version, kind)
-        return clone(self.state.list(rt, rt.version, namespace, None, None)["items"])
+        return clone(self.state.list_collection(rt, rt.version, namespace, None, None)["items"])
 
     def apply_object(
         self, obj: dict[str, Any], manager: str = "sandbox-test", force: bool = True
@@ -322,7 +322,7 @@ class SandboxServer:
         import signal
 
         done = stop or threading.Event()
-        previous: dict[int, Any] = {}
+        previous: dict[Any, Any] = {}
         if stop is None and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())

@@ -174,7 +174,7 @@ class ClusterState:
             return [bucket[n] for n in sorted(bucket)]
         return [by_ns[s][n] for s in sorted(by_ns) for n in sorted(by_ns[s])]
 
-    def list(
+    def list_collection(
         self,
         rt: ResourceType,
         version: str,
@@ -629,7 +629,7 @@ class ClusterState:
         dry_run: bool = False,
     ) -> dict[str, Any]:
         with self.lock:
-            items = self.list(rt, version, ns, label, field)["items"]
+            items = self.list_collection(rt, version, ns, label, field)["items"]
             for obj in items:
                 self.delete(
                     rt,

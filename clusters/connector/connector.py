@@ -1,0 +1,568 @@
+"""The Kubernetes connector: connectivity, ordered server-side apply, prune, plan, health and drift.
+
+One ``Connector`` talks to one cluster through the official ``kubernetes`` client. It knows nothing of
+Django: it takes ``ClusterCredentials`` and plain manifests (dicts) and returns plain results.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from clusters.connector import objects as o
+from clusters.connector.client import ConnectorOptions, KubeClient
+from clusters.connector.credentials import ClusterCredentials
+from clusters.connector.drift import changed_fields
+from clusters.connector.errors import ConnectorError
+from clusters.connector.health import assess, overall
+from clusters.connector.results import (
+    CONFIGURED,
+    CONFLICT,
+    CREATE,
+    CREATED,
+    DEGRADED,
+    DELETE,
+    DELETED,
+    ERROR,
+    FAILED,
+    HEALTHY,
+    NOOP,
+    SKIPPED,
+    UNCHANGED,
+    UPDATE,
+    Connectivity,
+    DriftReport,
+    HealthReport,
+    ObjectDrift,
+    ObjectResult,
+    Plan,
+    PlanItem,
+    SyncResult,
+)
+
+CRD_API = "apiextensions.k8s.io/v1"
+RefLike = o.ObjectRef | dict[str, Any]
+
+
+def _ref(value: RefLike) -> o.ObjectRef:
+    if isinstance(value, o.ObjectRef):
+        return value
+    if "metadata" in value:
+        return o.ObjectRef.of(value)
+    return o.ObjectRef.from_dict(value)
+
+
+def _yaml(obj: dict[str, Any] | None) -> list[str]:
+    if obj is None:
+        return []
+    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False).splitlines(keepends=True)
+
+
+def _path(ref: o.ObjectRef) -> str:
+    return f"{ref.group or 'core'}/{ref.version}/{ref.kind}/{ref.namespace or '_'}/{ref.name}"
+
+
+class _Prepared:
+    """One manifest ready to apply: its reference, API resource and tracked body."""
+
+    __slots__ = ("body", "ref", "resource")
+
+    def __init__(self, ref: o.ObjectRef, resource: Resource | None, body: dict[str, Any]) -> None:
+        self.ref, self.resource, self.body = ref, resource, body
+
+
+class Connector:
+    """Operations on one cluster. Use as a context manager (or call ``close()``)."""
+
+    def __init__(self, credentials: ClusterCredentials, options: ConnectorOptions | None = None) -> None:
+        self.client = KubeClient(credentials, options)
+        self.options = self.client.options
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    @property
+    def retries(self) -> int:
+        """Transient failures retried so far."""
+        return self.client.retries
+
+    # -- connectivity ------------------------------------------------------------------------------
+    def check(self) -> Connectivity:
+        """Reachable? Which version? (``/version`` and the authenticated ``/apis`` discovery document.)"""
+        try:
+            info = self.client.version()
+        except Exception as exc:
+            return Connectivity(False, error=self.client.failure(exc).message)
+        return Connectivity(
+            True, version=str(info.get("gitVersion") or ""), platform=str(info["platform"] or "")
+        )
+
+    # -- reading ------------------------------------------------------------------------------------
+    def _get(self, resource: Resource, ref: o.ObjectRef) -> dict[str, Any] | None:
+        dyn = self.client.dyn
+        try:
+            resp = self.client.call(
+                lambda: dyn.get(resource, name=ref.name, namespace=ref.namespace or None, serialize=False)
+            )
+        except NotFoundError:
+            return None
+        return json.loads(resp.data)  # type: ignore[no-any-return]
+
+    def get(self, ref: RefLike) -> dict[str, Any] | None:
+        """The live object, or None when it (or its kind) does not exist."""
+        r = _ref(ref)
+        try:
+            resource = self.client.resource(r.api_version, r.kind)
+        except ResourceNotFoundError:
+            return None
+        return self._get(resource, r)
+
+    def _list_rvs(self, resource: Resource, namespace: str) -> dict[tuple[str, str, str, str], str]:
+        dyn = self.client.dyn
+        selector = f"{o.MANAGED_BY_LABEL}={o.MANAGED_BY_VALUE}"
+        resp = self.client.call(
+            lambda: dyn.get(resource, namespace=namespace or None, label_selector=selector, serialize=False)
+        )
+        out = {}
+        for item in json.loads(resp.data).get("items") or []:
+            meta = item.get("metadata") or {}
+            key = (resource.group, resource.kind, meta.get("namespace") or "", meta.get("name", ""))
+            out[key] = str(meta.get("resourceVersion", ""))
+        return out
+
+    # -- preparing manifests ------------------------------------------------------------------------
+    @staticmethod
+    def _crd_kinds(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], bool]:
+        """(group, kind) -> namespaced, for CRDs in the batch."""
+        out = {}
+        for m in manifests:
+            if isinstance(m, dict) and m.get("kind") == "CustomResourceDefinition":
+                spec = m.get("spec") or {}
+                kind = (spec.get("names") or {}).get("kind")
+                if spec.get("group") and kind:
+                    out[(spec["group"], kind)] = spec.get("scope", "Namespaced") == "Namespaced"
+        return out
+
+    def _prepare(
+        self,
+        manifest: dict[str, Any],
+        mapping: str,
+        default_namespace: str,
+        crd_kinds: dict[tuple[str, str], bool],
+    ) -> tuple[_Prepared | None, ObjectResult | None]:
+        """Resolve the kind, set the namespace, add tracking; or a failed result saying why."""
+        try:
+            o.check_manifest(manifest)
+        except o.ManifestError as exc:
+            ref = o.ObjectRef(
+                str(manifest.get("apiVersion", "")) if isinstance(manifest, dict) else "",
+                str(manifest.get("kind", "")) if isinstance(manifest, dict) else "",
+                "",
+                str(((manifest.get("metadata") or {}) if isinstance(manifest, dict) else {}).get("name", "")),
+            )
+            return None, ObjectResult(ref, FAILED, str(exc))
+        given = o.ObjectRef.of(manifest)
+        resource: Resource | None
+        try:
+            resource = self.client.resource(given.api_version, given.kind)
+            namespaced = bool(resource.namespaced)
+        except ResourceNotFoundError:
+            if (given.group, given.kind) not in crd_kinds:
+                return None, ObjectResult(
+                    given, FAILED, f"the server has no kind {given.kind} in {given.api_version}"
+                )
+            resource, namespaced = None, crd_kinds[(given.group, given.kind)]
+        except Exception as exc:
+            return None, ObjectResult(given, FAILED, self.client.failure(exc).message)
+        namespace = (given.namespace or default_namespace) if namespaced else ""
+        ref = o.ObjectRef(given.api_version, given.kind, namespace, given.name)
+        return _Prepared(ref, resource, o.with_tracking(manifest, mapping, ref)), None
+
+    # -- apply ---------------------------------------------------------------------------------------
+    def _ssa(
+        self, resource: Resource, body: dict[str, Any], ref: o.ObjectRef, force: bool, dry_run: bool
+    ) -> Any:
+        dyn = self.client.dyn
+        return self.client.call(
+            lambda: dyn.server_side_apply(
+                resource,
+                body=body,
+                namespace=ref.namespace or None,
+                field_manager=o.MANAGER,
+                force_conflicts="true" if force else None,
+                dry_run="All" if dry_run else None,
+                serialize=False,
+            )
+        )
+
+    def _apply_one(
+        self, item: _Prepared, force: bool, dry_run: bool, known: dict[tuple[str, str, str, str], str]
+    ) -> ObjectResult:
+        if item.resource is None:
+            try:
+                item.resource = self.client.resource(item.ref.api_version, item.ref.kind)
+            except ResourceNotFoundError:
+                return ObjectResult(
+                    item.ref, FAILED, f"the server has no kind {item.ref.kind} in {item.ref.api_version}"
+                )
+            except Exception as exc:
+                return ObjectResult(item.ref, FAILED, self.client.failure(exc).message)
+        try:
+            resp = self._ssa(item.resource, item.body, item.ref, force, dry_run)
+        except Exception as exc:
+            failure = self.client.failure(exc)
+            if failure.conflicts:
+                managers = sorted({c.manager for c in failure.conflicts})
+                message = (
+                    f"{failure.message} (owned by field manager {', '.join(managers)}; "
+                    "apply with force to take these fields over)"
+                )
+                return ObjectResult(item.ref, FAILED, message, failure.status, failure.conflicts)
+            return ObjectResult(item.ref, FAILED, failure.message, failure.status)
+        if resp.status == 201:
+            return ObjectResult(item.ref, CREATED, status=201)
+        live = json.loads(resp.data)
+        rv = str((live.get("metadata") or {}).get("resourceVersion", ""))
+        before = known.get(item.ref.key)
+        action = UNCHANGED if before is not None and before == rv else CONFIGURED
+        return ObjectResult(item.ref, action, status=resp.status)
+
+    def _wait_crds(self, crds: list[dict[str, Any]], deadline: float) -> dict[str, str]:
+        """Wait until each CRD is Established and discovery serves its kind; return {crd name: error}."""
+        problems: dict[str, str] = {}
+        try:
+            crd_resource = self.client.resource(CRD_API, "CustomResourceDefinition")
+        except Exception as exc:
+            return {c["metadata"]["name"]: self.client.failure(exc).message for c in crds}
+        for crd in crds:
+            name = crd["metadata"]["name"]
+            spec = crd.get("spec") or {}
+            kind = (spec.get("names") or {}).get("kind", "")
+            versions = [v["name"] for v in spec.get("versions") or [] if v.get("served", True)]
+            delay = 0.05
+            while True:
+                error = ""
+                live = self._get(crd_resource, o.ObjectRef(CRD_API, "CustomResourceDefinition", "", name))
+                conds = {c.get("type"): c for c in ((live or {}).get("status") or {}).get("conditions") or []}
+                established = (conds.get("Established") or {}).get("status") == "True"
+                if not established:
+                    error = f"CRD {name} is not Established"
+                else:
+                    for version in versions:
+                        try:
+                            self.client.resource(f"{spec['group']}/{version}", kind)
+                        except ResourceNotFoundError:
+                            error = f"discovery does not serve {kind} in {spec['group']}/{version} yet"
+                            break
+                if not error:
+                    break
+                if time.monotonic() > deadline:
+                    problems[name] = error
+                    break
+                time.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
+                delay = min(1.0, delay * 2)
+        return problems
+
+    def apply(
+        self,
+        manifests: Iterable[dict[str, Any]],
+        *,
+        mapping: str,
+        default_namespace: str = "default",
+        force: bool = False,
+        prune: bool = False,
+        previous_inventory: Iterable[RefLike] = (),
+        dry_run: bool = False,
+    ) -> SyncResult:
+        """Server-side apply ``manifests`` as field manager ``fleetgate``, Namespaces and CRDs first.
+
+        ``force=False`` reports fields owned by another manager as a failed object (with the conflicts);
+        ``force=True`` takes them over. With ``prune=True``, objects of ``previous_inventory`` that are
+        no longer in ``manifests`` are deleted, but only those that still carry this mapping's tracking
+        annotation and have not opted out (``fleetgate.io/prune: disabled`` or Argo's ``Prune=false``).
+        The returned ``inventory`` is what the caller stores for the next sync.
+        """
+        manifests = list(manifests)
+        previous = [_ref(r) for r in previous_inventory]
+        crd_kinds = self._crd_kinds(manifests)
+        result = SyncResult(dry_run=dry_run)
+        first = [m for m in manifests if isinstance(m, dict) and m.get("kind") in o.FIRST_KINDS]
+        rest = o.sort_for_apply(
+            [m for m in manifests if not (isinstance(m, dict) and m.get("kind") in o.FIRST_KINDS)]
+        )
+        desired: list[o.ObjectRef] = []
+        for phase, batch in enumerate((o.sort_for_apply(first), rest)):
+            prepared: list[_Prepared] = []
+            for manifest in batch:
+                item, failure = self._prepare(manifest, mapping, default_namespace, crd_kinds)
+                if failure is not None:
+                    result.results.append(failure)
+                    if failure.ref.name and failure.ref.kind:
+                        desired.append(failure.ref)
+                    continue
+                if item is not None:
+                    prepared.append(item)
+                    desired.append(item.ref)
+            known: dict[tuple[str, str, str, str], str] = {}
+            if not dry_run:
+                for resource, namespace in {(p.resource, p.ref.namespace) for p in prepared if p.resource}:
+                    try:
+                        known.update(self._list_rvs(resource, namespace))
+                    except Exception:  # noqa: S112 - only used to tell "unchanged" from "configured"
+                        continue
+            for item in prepared:
+                outcome = self._apply_one(item, force, dry_run, known)
+                result.results.append(outcome)
+                if not outcome.failed:
+                    result.applied.append(item.body)
+            if phase == 0 and not dry_run:
+                crds = [
+                    p.body
+                    for p in prepared
+                    if p.ref.kind == "CustomResourceDefinition"
+                    and not result.result("CustomResourceDefinition", p.ref.name).failed
+                ]
+                if crds:
+                    deadline = time.monotonic() + self.options.crd_timeout
+                    for name, error in self._wait_crds(crds, deadline).items():
+                        result.result("CustomResourceDefinition", name).message = error
+        desired_keys = {r.key for r in desired}
+        leftovers = [r for r in previous if r.key not in desired_keys]
+        kept: list[o.ObjectRef] = []
+        if prune:
+            for outcome in self._prune(leftovers, mapping, dry_run):
+                result.results.append(outcome)
+                if outcome.action == FAILED:
+                    kept.append(outcome.ref)
+        else:
+            kept = leftovers
+        seen: set[tuple[str, str, str, str]] = set()
+        for ref in [*desired, *kept]:
+            if ref.key not in seen:
+                seen.add(ref.key)
+                result.inventory.append(ref.to_dict())
+        return result
+
+    # -- prune ---------------------------------------------------------------------------------------
+    def prune_candidates(
+        self, leftovers: Iterable[RefLike], mapping: str
+    ) -> list[tuple[o.ObjectRef, Resource | None, dict[str, Any] | None, str]]:
+        """(ref, resource, live object, why not) for each leftover; an empty reason means: delete it."""
+        out: list[tuple[o.ObjectRef, Resource | None, dict[str, Any] | None, str]] = []
+        refs = sorted((_ref(r) for r in leftovers), key=lambda r: o.rank({"kind": r.kind}), reverse=True)
+        for ref in refs:
+            try:
+                resource = self.client.resource(ref.api_version, ref.kind)
+            except ResourceNotFoundError:
+                out.append((ref, None, None, "already absent (the kind is no longer served)"))
+                continue
+            live = self._get(resource, ref)
+            if live is None:
+                out.append((ref, resource, None, "already absent"))
+            elif not o.owned_by(live, mapping, ref):
+                out.append(
+                    (ref, resource, live, "not pruned: not owned by this mapping (tracking annotation)")
+                )
+            elif o.prune_disabled(live):
+                out.append((ref, resource, live, "not pruned: pruning disabled by annotation"))
+            else:
+                out.append((ref, resource, live, ""))
+        return out
+
+    def _prune(self, leftovers: list[o.ObjectRef], mapping: str, dry_run: bool) -> list[ObjectResult]:
+        results: list[ObjectResult] = []
+        try:
+            candidates = self.prune_candidates(leftovers, mapping)
+        except Exception as exc:
+            message = self.client.failure(exc).message
+            return [ObjectResult(r, FAILED, f"prune: {message}") for r in leftovers]
+        dyn = self.client.dyn
+        for ref, resource, live, why in candidates:
+            if why:
+                results.append(ObjectResult(ref, SKIPPED, why))
+                continue
+            if resource is None or live is None:
+                continue
+            body = {
+                "kind": "DeleteOptions",
+                "apiVersion": "v1",
+                "propagationPolicy": "Background",
+                "preconditions": {"uid": live["metadata"].get("uid")},
+            }
+            if dry_run:
+                body["dryRun"] = ["All"]
+            try:
+                self.client.call(
+                    lambda resource=resource, ref=ref, body=body: dyn.delete(
+                        resource, name=ref.name, namespace=ref.namespace or None, body=body, serialize=False
+                    )
+                )
+            except NotFoundError:
+                results.append(ObjectResult(ref, SKIPPED, "already absent"))
+                continue
+            except Exception as exc:
+                results.append(ObjectResult(ref, FAILED, self.client.failure(exc).message))
+                continue
+            results.append(ObjectResult(ref, DELETED, "pruned: no longer in the source"))
+        return results
+
+    # -- plan -----------------------------------------------------------------------------------------
+    def plan(
+        self,
+        manifests: Iterable[dict[str, Any]],
+        *,
+        mapping: str,
+        default_namespace: str = "default",
+        previous_inventory: Iterable[RefLike] = (),
+        force: bool = False,
+        prune: bool = True,
+    ) -> Plan:
+        """Server-side dry-run apply of each object, diffed (YAML, unified) against the live object.
+
+        Server-managed fields and status are ignored; Secret values are masked. Objects that left the
+        source and would be pruned appear as deletes.
+        """
+        manifests = list(manifests)
+        crd_kinds = self._crd_kinds(manifests)
+        new_namespaces = {
+            m["metadata"]["name"] for m in manifests if isinstance(m, dict) and m.get("kind") == "Namespace"
+        }
+        plan = Plan()
+        desired: set[tuple[str, str, str, str]] = set()
+        for manifest in o.sort_for_apply(manifests):
+            item, failure = self._prepare(manifest, mapping, default_namespace, crd_kinds)
+            if failure is not None:
+                plan.items.append(PlanItem(failure.ref, ERROR, message=failure.message))
+                continue
+            if item is None:
+                continue
+            desired.add(item.ref.key)
+            plan.items.append(self._plan_one(item, force, new_namespaces))
+        if prune:
+            leftovers = [r for r in map(_ref, previous_inventory) if r.key not in desired]
+            for ref, _resource, live, why in self.prune_candidates(leftovers, mapping):
+                if not why and live is not None:
+                    before, _ = o.mask_secret_pair(o.normalize(live), None)
+                    diff = "".join(
+                        difflib.unified_diff(_yaml(before), [], f"live/{_path(ref)}", f"desired/{_path(ref)}")
+                    )
+                    plan.items.append(PlanItem(ref, DELETE, diff, "no longer in the source: will be pruned"))
+        return plan
+
+    def _plan_one(self, item: _Prepared, force: bool, new_namespaces: set[str]) -> PlanItem:
+        ref = item.ref
+        live = None
+        if item.resource is not None:
+            try:
+                live = self._get(item.resource, ref)
+            except Exception as exc:
+                return PlanItem(ref, ERROR, message=self.client.failure(exc).message)
+        after: dict[str, Any] | None
+        note = ""
+        if item.resource is None:
+            after, note = item.body, "kind defined by a CRD in this batch: not validated by the server"
+        else:
+            try:
+                resp = self._ssa(item.resource, item.body, ref, force, dry_run=True)
+                after = json.loads(resp.data)
+            except NotFoundError:
+                if live is None and ref.namespace in new_namespaces:
+                    after, note = item.body, f"namespace {ref.namespace} is created by this batch"
+                else:
+                    raise
+            except Exception as exc:
+                failure = self.client.failure(exc)
+                if failure.conflicts:
+                    return PlanItem(ref, CONFLICT, message=failure.message, conflicts=failure.conflicts)
+                return PlanItem(ref, ERROR, message=failure.message)
+        before_n, after_n = o.normalize(live), o.normalize(after)
+        if before_n == after_n:
+            return PlanItem(ref, NOOP)
+        before_m, after_m = o.mask_secret_pair(before_n, after_n)
+        diff = "".join(
+            difflib.unified_diff(
+                _yaml(before_m), _yaml(after_m), f"live/{_path(ref)}", f"desired/{_path(ref)}"
+            )
+        )
+        return PlanItem(ref, CREATE if live is None else UPDATE, diff, note)
+
+    # -- health ----------------------------------------------------------------------------------------
+    def health(self, refs: Iterable[RefLike]) -> HealthReport:
+        """The health of each object now, and overall (Healthy, Progressing or Degraded)."""
+        objects = []
+        for ref in map(_ref, refs):
+            try:
+                live = self.get(ref)
+            except Exception as exc:
+                raise ConnectorError(self.client.failure(exc).message) from None
+            objects.append(assess(ref, live))
+        state, reason = overall(objects)
+        return HealthReport(state, reason, objects)
+
+    def wait_healthy(
+        self,
+        refs: Iterable[RefLike],
+        timeout: float = 300.0,
+        interval: float = 0.1,
+        max_interval: float = 2.0,
+    ) -> HealthReport:
+        """Poll (backing off from ``interval`` to ``max_interval``) until every object is Healthy, one is
+        Degraded, or ``timeout`` passes (then: Degraded, reason HealthTimeout, ``timed_out=True``)."""
+        refs = [_ref(r) for r in refs]
+        deadline = time.monotonic() + timeout
+        delay = interval
+        while True:
+            report = self.health(refs)
+            if report.state in (HEALTHY, DEGRADED):
+                return report
+            if time.monotonic() >= deadline:
+                report.state, report.timed_out = DEGRADED, True
+                report.reason = f"HealthTimeout: not healthy after {timeout:g}s ({report.reason})"
+                return report
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(max_interval, delay * 1.5)
+
+    # -- drift -----------------------------------------------------------------------------------------
+    def drift(
+        self, last_applied: Iterable[dict[str, Any]], default_namespace: str = "default"
+    ) -> DriftReport:
+        """Compare the live objects with what Fleetgate last applied (``SyncResult.applied``): the fields of
+        that intent whose live value differs, and the objects that were deleted."""
+        report = DriftReport()
+        for applied in last_applied:
+            ref = o.ObjectRef.of(applied)
+            try:
+                resource = self.client.resource(ref.api_version, ref.kind)
+                if resource.namespaced and not ref.namespace:
+                    ref = o.ObjectRef(ref.api_version, ref.kind, default_namespace, ref.name)
+                live = self._get(resource, ref)
+            except ResourceNotFoundError:
+                live = None
+            except Exception as exc:
+                report.errors.append(f"{ref}: {self.client.failure(exc).message}")
+                continue
+            report.checked += 1
+            if live is None:
+                report.objects.append(ObjectDrift(ref, "deleted", message="the object was deleted"))
+                continue
+            fields = changed_fields(applied, live)
+            if fields:
+                report.objects.append(ObjectDrift(ref, "changed", fields))
+        return report
+
+
+__all__ = ["CONFIGURED", "CREATED", "DELETED", "FAILED", "SKIPPED", "UNCHANGED", "UPDATE", "Connector"]

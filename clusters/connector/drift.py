@@ -1,0 +1,87 @@
+"""Drift: the fields of the applied intent whose live value differs (not the whole live object)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from clusters.connector.objects import MASK, SERVER_ANNOTATIONS, SERVER_METADATA, is_secret
+from clusters.connector.results import FieldDrift
+
+# Keys by which Kubernetes merges list items (strategic merge / server-side apply list-map keys).
+MERGE_KEYS = ("name", "containerPort", "mountPath", "devicePath", "ip", "type", "topologyKey", "port")
+
+_ABSENT = object()
+
+
+def _merge_key(items: list[Any]) -> str | None:
+    if not items or not all(isinstance(i, dict) for i in items):
+        return None
+    for key in MERGE_KEYS:
+        if all(key in i for i in items):
+            return key
+    return None
+
+
+def _same_scalar(a: Any, b: Any) -> bool:
+    return a == b or (not isinstance(a, bool) and not isinstance(b, bool) and str(a) == str(b))
+
+
+def _compare(path: str, want: Any, live: Any, out: list[FieldDrift]) -> None:
+    if isinstance(want, dict):
+        if not isinstance(live, dict):
+            out.append(FieldDrift(path, want, None if live is _ABSENT else live))
+            return
+        for key, value in want.items():
+            _compare(f"{path}.{key}", value, live.get(key, _ABSENT), out)
+        return
+    if isinstance(want, list):
+        if not isinstance(live, list):
+            out.append(FieldDrift(path, want, None if live is _ABSENT else live))
+            return
+        key = _merge_key(want)
+        if key is not None and _merge_key(live) == key:
+            by_key = {str(item[key]): item for item in live}
+            for item in want:
+                _compare(f"{path}[{key}={item[key]}]", item, by_key.get(str(item[key]), _ABSENT), out)
+            return
+        if len(want) != len(live):
+            out.append(FieldDrift(path, want, live))
+            return
+        for i, (w, v) in enumerate(zip(want, live, strict=True)):
+            _compare(f"{path}[{i}]", w, v, out)
+        return
+    if live is _ABSENT:
+        out.append(FieldDrift(path, want, None))
+    elif not _same_scalar(want, live):
+        out.append(FieldDrift(path, want, live))
+
+
+def intent_of(applied: dict[str, Any]) -> dict[str, Any]:
+    """The applied object as intent: no status, no server metadata; Secret stringData as data."""
+    intent = {k: v for k, v in applied.items() if k not in ("status", "apiVersion", "kind")}
+    meta = dict(intent.get("metadata") or {})
+    for key in (*SERVER_METADATA, "namespace", "name"):
+        meta.pop(key, None)
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in SERVER_ANNOTATIONS}
+    if notes:
+        meta["annotations"] = notes
+    else:
+        meta.pop("annotations", None)
+    intent["metadata"] = meta
+    if is_secret(applied) and intent.get("stringData"):
+        data = dict(intent.get("data") or {})
+        for k, v in intent.pop("stringData").items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+        intent["data"] = data
+    return intent
+
+
+def changed_fields(applied: dict[str, Any], live: dict[str, Any]) -> list[FieldDrift]:
+    out: list[FieldDrift] = []
+    _compare("", intent_of(applied), live, out)
+    if is_secret(applied):
+        for d in out:
+            if d.path.startswith((".data", ".stringData")):
+                d.expected, d.actual = MASK, (MASK if d.actual is not None else None)
+    return out

@@ -1,0 +1,187 @@
+"""Plain result types of connector operations; ``to_dict()`` gives JSON for the database or the API."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusters.connector.errors import FieldConflict
+from clusters.connector.objects import ObjectRef
+
+# apply/prune actions
+CREATED, CONFIGURED, UNCHANGED, DELETED, SKIPPED, FAILED = (
+    "created",
+    "configured",
+    "unchanged",
+    "deleted",
+    "skipped",
+    "failed",
+)
+# plan actions
+CREATE, UPDATE, DELETE, NOOP, CONFLICT, ERROR = (
+    "create",
+    "update",
+    "delete",
+    "unchanged",
+    "conflict",
+    "failed",
+)
+# health states
+HEALTHY, PROGRESSING, DEGRADED, MISSING = "Healthy", "Progressing", "Degraded", "Missing"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, ObjectRef):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class _Dict:
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Connectivity(_Dict):
+    reachable: bool
+    version: str = ""
+    error: str = ""
+    platform: str = ""
+
+
+@dataclass
+class ObjectResult(_Dict):
+    ref: ObjectRef
+    action: str
+    message: str = ""
+    status: int | None = None
+    conflicts: list[FieldConflict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.action == FAILED
+
+
+@dataclass
+class SyncResult(_Dict):
+    """What an apply did: per-object results (prune included), the new inventory, the applied bodies."""
+
+    results: list[ObjectResult] = field(default_factory=list)
+    inventory: list[dict[str, str]] = field(default_factory=list)
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.failed for r in self.results)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(r.action for r in self.results))
+
+    @property
+    def conflicts(self) -> list[ObjectResult]:
+        return [r for r in self.results if r.conflicts]
+
+    def result(self, kind: str, name: str, namespace: str = "") -> ObjectResult:
+        for r in self.results:
+            if r.ref.kind == kind and r.ref.name == name and (not namespace or r.ref.namespace == namespace):
+                return r
+        raise KeyError(f"no result for {kind} {namespace}/{name}")
+
+
+@dataclass
+class PlanItem(_Dict):
+    ref: ObjectRef
+    action: str
+    diff: str = ""
+    message: str = ""
+    conflicts: list[FieldConflict] = field(default_factory=list)
+
+
+@dataclass
+class Plan(_Dict):
+    items: list[PlanItem] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {CREATE: 0, UPDATE: 0, DELETE: 0, NOOP: 0, CONFLICT: 0, ERROR: 0}
+        for item in self.items:
+            counts[item.action] += 1
+        return counts
+
+    @property
+    def ok(self) -> bool:
+        return not any(i.action in (CONFLICT, ERROR) for i in self.items)
+
+    @property
+    def diff(self) -> str:
+        return "".join(i.diff for i in self.items if i.diff)
+
+    def item(self, kind: str, name: str) -> PlanItem:
+        for i in self.items:
+            if i.ref.kind == kind and i.ref.name == name:
+                return i
+        raise KeyError(f"no plan item for {kind} {name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": _plain(self.items), "counts": self.counts, "ok": self.ok}
+
+
+@dataclass
+class ObjectHealth(_Dict):
+    ref: ObjectRef
+    state: str
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass
+class HealthReport(_Dict):
+    state: str
+    reason: str = ""
+    objects: list[ObjectHealth] = field(default_factory=list)
+    timed_out: bool = False
+
+    def of(self, kind: str, name: str) -> ObjectHealth:
+        for o in self.objects:
+            if o.ref.kind == kind and o.ref.name == name:
+                return o
+        raise KeyError(f"no health for {kind} {name}")
+
+
+@dataclass
+class FieldDrift(_Dict):
+    path: str
+    expected: Any
+    actual: Any
+
+
+@dataclass
+class ObjectDrift(_Dict):
+    ref: ObjectRef
+    state: str  # "changed" or "deleted"
+    fields: list[FieldDrift] = field(default_factory=list)
+    message: str = ""
+
+
+@dataclass
+class DriftReport(_Dict):
+    objects: list[ObjectDrift] = field(default_factory=list)
+    checked: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.objects)
+
+    def of(self, kind: str, name: str) -> ObjectDrift | None:
+        return next((o for o in self.objects if o.ref.kind == kind and o.ref.name == name), None)

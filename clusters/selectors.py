@@ -78,7 +78,9 @@ def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
     return True
 
 
-_TERM = re.compile(r"^\s*(?P<key>[^\s!=,()]+)\s*(?P<op>==|=|!=|\s+in\s+|\s+notin\s+)?\s*(?P<value>.*?)\s*$")
+_TERM = re.compile(
+    r"^\s*(?P<key>[^\s!=,()]+)(?:(?P<op>\s*(?:==|=|!=)\s*|\s+(?:in|notin)\s+)(?P<value>.*?))?\s*$"
+)
 
 
 def parse_selector_string(text: str) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def parse_selector_string(text: str) -> dict[str, Any]:
         m = _TERM.match(term)
         if not m:
             raise ValidationError(f"Cannot parse selector term {term!r}.")
-        key, op, value = m["key"], (m["op"] or "").strip(), m["value"]
+        key, op, value = m["key"], (m["op"] or "").strip(), (m["value"] or "").strip()
         if not op:
             expressions.append({"key": key, "operator": "Exists", "values": []})
         elif op in ("=", "=="):
@@ -124,3 +126,19 @@ def _split_terms(text: str) -> list[str]:
     if current.strip():
         terms.append(current.strip())
     return terms
+
+
+def selector_to_string(selector: Mapping[str, Any] | None) -> str:
+    """The kubectl form of a structured selector (inverse of parse_selector_string)."""
+    if not selector:
+        return ""
+    terms = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
+    for expr in selector.get("matchExpressions") or []:
+        key, operator, values = expr["key"], expr["operator"], expr.get("values") or []
+        if operator == "Exists":
+            terms.append(key)
+        elif operator == "DoesNotExist":
+            terms.append(f"!{key}")
+        else:
+            terms.append(f"{key} {'in' if operator == 'In' else 'notin'} ({','.join(values)})")
+    return ",".join(terms)

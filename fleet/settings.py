@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "fleet.audit",
     "clusters",
     "fleet.sources",
+    "policies",
+    "fleet.rollouts",
     "fleet.web",
 ]
 
@@ -75,6 +77,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "fleet.web.context_processors.navigation",
             ],
         },
     },
@@ -182,6 +185,14 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Periodic tasks (installed into django-celery-beat's database schedule when beat starts).
+CELERY_BEAT_SCHEDULE = {
+    "rollouts-reconcile": {"task": "fleet.rollouts.reconcile", "schedule": 60.0},
+    "rollouts-drift": {
+        "task": "fleet.rollouts.check_drift",
+        "schedule": float(env_int("FLEETGATE_DRIFT_INTERVAL", 300)),
+    },
+}
 
 # Fleetgate's own settings.
 FLEETGATE_REGO_ENGINE = env_str("FLEETGATE_REGO_ENGINE", "regorus")  # "regorus" (in-process) or "opa"

@@ -1,12 +1,21 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from fleet.web import views
+from fleet.web.views import access, audit, clusters, dashboard
 
 app_name = "web"
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="web/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", views.dashboard, name="dashboard"),
+    path("", dashboard.dashboard, name="dashboard"),
+    path("clusters/", clusters.cluster_list, name="cluster-list"),
+    path("clusters/register/", clusters.cluster_register, name="cluster-register"),
+    path("clusters/<int:pk>/", clusters.cluster_detail, name="cluster-detail"),
+    path("groups/", clusters.group_list, name="group-list"),
+    path("groups/preview/", clusters.selector_preview, name="selector-preview"),
+    path("groups/<int:pk>/", clusters.group_detail, name="group-detail"),
+    path("groups/<int:pk>/edit/", clusters.group_edit, name="group-edit"),
+    path("audit/", audit.audit_log, name="audit"),
+    path("access/", access.access, name="access"),
 ]

@@ -1,0 +1,1 @@
+"""The product UI: server-rendered pages that obey the same restrict() as the API."""

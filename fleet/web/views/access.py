@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from fleet.access import roles
+from fleet.access.models import RoleBinding
+from fleet.web.views.base import require, visible
+
+
+@login_required
+def access(request: HttpRequest) -> HttpResponse:
+    require(request, RoleBinding, "view")
+    context = {
+        "bindings": visible(request, RoleBinding.objects.select_related("user", "group", "scope")),
+        "users": get_user_model().objects.order_by("username").only("username", "is_active", "last_login"),
+        "roles": roles.describe(),
+    }
+    return render(request, "web/access.html", context)

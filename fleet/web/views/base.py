@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Model, QuerySet
+from django.http import Http404, HttpRequest
+
+from fleet.access.restrict import has_permission, restrict
+
+PAGE_SIZE = 50
+
+
+def visible(request: HttpRequest, queryset: QuerySet, action: str = "view") -> QuerySet:
+    return restrict(queryset, request.user, action)
+
+
+def get_visible(request: HttpRequest, queryset: QuerySet, **lookup: Any) -> Any:
+    """The object if the user may see it, else 404 (as the API does)."""
+    obj = visible(request, queryset).filter(**lookup).first()
+    if obj is None:
+        raise Http404("Not found.")
+    return obj
+
+
+def require(request: HttpRequest, model: type[Model], action: str, obj: Model | None = None) -> None:
+    """403 unless the user may do `action` (on `obj`, or anywhere)."""
+    if not has_permission(request.user, model, action, obj):
+        raise PermissionDenied(f"You may not {action} this {model._meta.verbose_name}.")
+
+
+def paginate(request: HttpRequest, queryset: QuerySet) -> Any:
+    return Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))

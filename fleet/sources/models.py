@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
@@ -9,7 +10,14 @@ from clusters.models import dns_label
 from fleet.access.restrict import RestrictedQuerySet
 from fleet.core.fields import EncryptedTextField
 from fleet.core.models import TimestampedModel
-from fleet.sources.choices import CommitStatus, Renderer, RepoAuth
+from fleet.sources.choices import (
+    CommitStatus,
+    ManifestStatus,
+    Renderer,
+    RenderReason,
+    RenderStatus,
+    RepoAuth,
+)
 from fleet.sources.validators import validate_repo_path, validate_repository_url
 
 
@@ -36,6 +44,9 @@ class Repository(TimestampedModel):
     head_sha = models.CharField(max_length=64, blank=True, editable=False)
     last_fetched = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)
+    poll_queued_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the poller last queued a fetch."
+    )
 
     objects = RestrictedQuerySet.as_manager()
     scope_path = "mappings__cluster_group"
@@ -67,7 +78,27 @@ class PathMapping(TimestampedModel):
         help_text="Namespace for namespaced objects that name none (default: 'default').",
     )
     enabled = models.BooleanField(default=True)
-    last_rendered_sha = models.CharField(max_length=64, blank=True, editable=False)
+    last_rendered_sha = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="The last commit rendered without error."
+    )
+    last_evaluated_sha = models.CharField(
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text="The last commit at which the mapping was rendered or tried (the base for changes).",
+    )
+    config_fingerprint = models.CharField(
+        max_length=80,
+        blank=True,
+        editable=False,
+        help_text="Fingerprint of the mapping, its group and member clusters at the last evaluation.",
+    )
+    watched_paths = models.JSONField(
+        default=list,
+        blank=True,
+        editable=False,
+        help_text="Directories outside the path that the last render read (Kustomize bases).",
+    )
 
     objects = RestrictedQuerySet.as_manager()
     scope_path = "cluster_group"
@@ -117,3 +148,97 @@ class Commit(models.Model):
     @property
     def short_sha(self) -> str:
         return self.sha[:10]
+
+
+class MappingRender(TimestampedModel):
+    """The outcome of one mapping at one commit, over every cluster of its group.
+
+    ``failed`` means no cluster of this mapping gets anything from this commit: either every
+    RenderedManifest of it is stored with status ok, or none is (only the failed ones, with their error).
+    """
+
+    commit = models.ForeignKey(Commit, on_delete=models.CASCADE, related_name="mapping_renders")
+    mapping = models.ForeignKey(PathMapping, on_delete=models.CASCADE, related_name="renders")
+    status = models.CharField(max_length=16, choices=RenderStatus.choices, default=RenderStatus.PENDING)
+    reason = models.CharField(max_length=16, choices=RenderReason.choices, default=RenderReason.PATHS)
+    renderer = models.CharField(max_length=16, blank=True)
+    cluster_count = models.PositiveIntegerField(default=0)
+    object_count = models.PositiveIntegerField(default=0, help_text="Objects over all clusters.")
+    rendered_count = models.PositiveIntegerField(default=0, help_text="Renders actually run.")
+    reused_count = models.PositiveIntegerField(
+        default=0, help_text="Clusters whose result was reused from an identical input."
+    )
+    failed_count = models.PositiveIntegerField(default=0, help_text="Clusters that failed.")
+    error_message = models.TextField(blank=True)
+    error_file = models.CharField(max_length=500, blank=True)
+    error_line = models.PositiveIntegerField(null=True, blank=True)
+    error_cluster = models.CharField(max_length=63, blank=True)
+    config_fingerprint = models.CharField(max_length=80, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    scope_path = "mapping__cluster_group"
+
+    class Meta:
+        ordering = ["commit_id", "mapping_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["commit", "mapping"], name="mappingrender_unique_commit_mapping")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mapping.repository.name}/{self.mapping.name}@{self.commit.sha[:10]}"
+
+    @property
+    def audit_scope(self) -> Any:
+        return self.mapping.cluster_group
+
+    def error_dict(self) -> dict[str, Any] | None:
+        if self.status != RenderStatus.FAILED:
+            return None
+        return {
+            "message": self.error_message,
+            "file": self.error_file or None,
+            "line": self.error_line,
+            "cluster": self.error_cluster or None,
+        }
+
+
+class RenderedManifest(models.Model):
+    """What one cluster receives from one mapping at one commit (or why it failed)."""
+
+    commit = models.ForeignKey(Commit, on_delete=models.CASCADE, related_name="manifests")
+    mapping = models.ForeignKey(PathMapping, on_delete=models.CASCADE, related_name="manifests")
+    cluster = models.ForeignKey(
+        "clusters.Cluster", on_delete=models.CASCADE, related_name="rendered_manifests"
+    )
+    mapping_render = models.ForeignKey(MappingRender, on_delete=models.CASCADE, related_name="manifests")
+    input_hash = models.CharField(max_length=80, blank=True, db_index=True)
+    renderer = models.CharField(max_length=16, blank=True)
+    namespace = models.CharField(max_length=63, blank=True)
+    resources = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Normalized objects: apiVersion, kind, name, namespace, source file, document, object.",
+    )
+    object_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=ManifestStatus.choices, default=ManifestStatus.OK)
+    skipped = models.BooleanField(default=False, help_text="doNotDeploy for this cluster.")
+    reused = models.BooleanField(default=False, help_text="Copied from an identical earlier render.")
+    warnings = models.JSONField(default=list, blank=True)
+    error_message = models.TextField(blank=True)
+    error_file = models.CharField(max_length=500, blank=True)
+    error_line = models.PositiveIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    scope_path = "mapping__cluster_group"
+
+    class Meta:
+        ordering = ["commit_id", "mapping_id", "cluster_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["commit", "mapping", "cluster"], name="renderedmanifest_unique_commit_mapping_cluster"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mapping_id}@{self.commit_id} for {self.cluster_id}"

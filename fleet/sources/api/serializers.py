@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from clusters.models import ClusterGroup
 from fleet.core.api.serializers import FleetModelSerializer, RestrictedPrimaryKeyRelatedField
-from fleet.sources.models import Commit, PathMapping, Repository
+from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
 
 SECRET_FIELDS = ("token", "ssh_private_key", "webhook_secret")
 
@@ -98,8 +99,45 @@ class PathMappingSerializer(FleetModelSerializer):
         read_only_fields = ["last_rendered_sha", "created", "updated"]
 
 
+class RenderErrorSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    file = serializers.CharField(allow_null=True)
+    line = serializers.IntegerField(allow_null=True)
+    cluster = serializers.CharField(allow_null=True, required=False)
+
+
+class MappingRenderBriefSerializer(serializers.ModelSerializer):
+    """The outcome of one mapping at a commit, as nested in a commit."""
+
+    mapping_name = serializers.CharField(source="mapping.name", read_only=True)
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MappingRender
+        fields = [
+            "id",
+            "mapping",
+            "mapping_name",
+            "status",
+            "reason",
+            "renderer",
+            "cluster_count",
+            "object_count",
+            "rendered_count",
+            "reused_count",
+            "failed_count",
+            "error",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(RenderErrorSerializer(allow_null=True))
+    def get_error(self, obj: MappingRender) -> dict[str, Any] | None:
+        return obj.error_dict()
+
+
 class CommitSerializer(serializers.ModelSerializer):
     repository_name = serializers.CharField(source="repository.name", read_only=True)
+    renders = MappingRenderBriefSerializer(source="visible_renders", many=True, read_only=True)
 
     class Meta:
         model = Commit
@@ -116,5 +154,100 @@ class CommitSerializer(serializers.ModelSerializer):
             "seen_at",
             "status",
             "forced",
+            "sequence",
+            "renders",
         ]
         read_only_fields = fields
+
+
+class FetchCommitSerializer(serializers.Serializer):
+    sha = serializers.CharField()
+    summary = serializers.CharField()
+    author = serializers.CharField()
+    forced = serializers.BooleanField()
+    sequence = serializers.IntegerField()
+
+
+class GitErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class MappingRenderOutcomeSerializer(serializers.Serializer):
+    commit = serializers.CharField()
+    mapping_id = serializers.IntegerField()
+    mapping = serializers.CharField()
+    status = serializers.CharField()
+    reason = serializers.CharField()
+    clusters = serializers.IntegerField()
+    objects = serializers.IntegerField()
+    rendered = serializers.IntegerField()
+    reused = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    error = RenderErrorSerializer(allow_null=True)
+
+
+class FetchOutcomeSerializer(serializers.Serializer):
+    repository = serializers.CharField()
+    ok = serializers.BooleanField()
+    trigger = serializers.CharField()
+    old_head = serializers.CharField(allow_null=True)
+    new_head = serializers.CharField(allow_null=True)
+    commits = FetchCommitSerializer(many=True)
+    force_push = serializers.BooleanField()
+    rewritten = serializers.ListField(child=serializers.CharField())
+    truncated = serializers.BooleanField()
+    renders = MappingRenderOutcomeSerializer(many=True)
+    error = GitErrorSerializer(allow_null=True)
+
+
+class FetchQueuedSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["queued"])
+    repository = serializers.CharField()
+
+
+class ConnectionCheckSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    branch = serializers.CharField()
+    branch_found = serializers.BooleanField()
+    head_sha = serializers.CharField(allow_null=True)
+    branches = serializers.ListField(child=serializers.CharField())
+    error = GitErrorSerializer(allow_null=True)
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    webhook_secret = serializers.CharField(help_text="The new secret: shown only in this response.")
+    webhook_path = serializers.CharField()
+
+
+class RenderedObjectSerializer(serializers.Serializer):
+    apiVersion = serializers.CharField()
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    namespace = serializers.CharField(allow_null=True)
+    source = serializers.CharField()
+    document = serializers.IntegerField()
+    object = serializers.DictField()
+
+
+class RenderedManifestSerializer(serializers.Serializer):
+    commit = serializers.CharField()
+    mapping = serializers.IntegerField()
+    mapping_name = serializers.CharField()
+    cluster = serializers.CharField()
+    status = serializers.ChoiceField(choices=["ok", "failed"])
+    mapping_status = serializers.CharField()
+    input_hash = serializers.CharField()
+    renderer = serializers.CharField()
+    namespace = serializers.CharField()
+    skipped = serializers.BooleanField()
+    reused = serializers.BooleanField()
+    object_count = serializers.IntegerField()
+    warnings = serializers.ListField(child=serializers.CharField())
+    objects = RenderedObjectSerializer(many=True)
+    error = RenderErrorSerializer(allow_null=True)
+
+
+class RenderedQuerySerializer(serializers.Serializer):
+    mapping = serializers.IntegerField(min_value=1)
+    cluster = serializers.CharField(max_length=63)

@@ -1,5 +1,7 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from fleet.sources import views as hook_views
 from fleet.sources.api import views
 
 app_name = "sources-api"
@@ -8,4 +10,7 @@ router = DefaultRouter()
 router.register("repositories", views.RepositoryViewSet)
 router.register("mappings", views.PathMappingViewSet)
 router.register("commits", views.CommitViewSet)
-urlpatterns = router.urls
+urlpatterns = [
+    path("hooks/git/<int:repository_id>/", hook_views.GitWebhookView.as_view(), name="git-webhook"),
+    *router.urls,
+]

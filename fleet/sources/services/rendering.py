@@ -1,0 +1,535 @@
+"""Rendering the mappings a commit affects, per target cluster, into RenderedManifest rows.
+
+Per commit: one export of the tree and one shared ``SourceTree`` for every mapping and cluster.  Per
+mapping: the input hash of every cluster first; results with a known hash are copied (from this run, or
+from any earlier RenderedManifest with the same hash) instead of rendered; the rest render once per
+distinct hash.  Rows are written with one bulk insert; the number of queries per mapping is constant.
+
+A mapping is affected at a commit when files under its path (or a directory its last render read, such as
+a Kustomize base) changed since the commit it was last evaluated at, when it was never rendered, or when
+its configuration fingerprint (path, renderer, values, namespace, group and member clusters with their
+labels) differs from the one of its last evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min, Prefetch
+
+from clusters.models import Cluster
+from fleet.audit.services import record
+from fleet.sources.choices import CommitStatus, ManifestStatus, RenderReason, RenderStatus
+from fleet.sources.git import (
+    ChangedPath,
+    GitCommitNotFoundError,
+    GitError,
+    RepositoryCache,
+    affected_mappings,
+    redact_url,
+)
+from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
+from fleet.sources.render import (
+    RENDER_FORMAT_VERSION,
+    ClusterContext,
+    RenderError,
+    RenderRequest,
+    SourceTree,
+    compute_input_hash,
+    expand_mapping_path,
+    kustomize_dependencies,
+    render,
+)
+from fleet.sources.render.objects import RenderedObject
+
+logger = logging.getLogger(__name__)
+
+MEMORY_CACHE_ENTRIES = 20_000  # rendered results kept in memory during one run, by input hash
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class MappingRenderOutcome:
+    commit: str
+    mapping_id: int
+    mapping: str
+    status: str
+    reason: str
+    clusters: int = 0
+    objects: int = 0
+    rendered: int = 0
+    reused: int = 0
+    failed: int = 0
+    error: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit,
+            "mapping_id": self.mapping_id,
+            "mapping": self.mapping,
+            "status": self.status,
+            "reason": self.reason,
+            "clusters": self.clusters,
+            "objects": self.objects,
+            "rendered": self.rendered,
+            "reused": self.reused,
+            "failed": self.failed,
+            "error": self.error,
+        }
+
+
+@dataclass
+class _Result:
+    """One cluster's outcome, as stored in a RenderedManifest row."""
+
+    input_hash: str
+    renderer: str = ""
+    namespace: str = ""
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False
+    warnings: list[str] = field(default_factory=list)
+    watched: list[str] = field(default_factory=list)
+    error: RenderError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class RenderStats:
+    """Counters over one run (the benchmark and tests read them)."""
+
+    def __init__(self) -> None:
+        self.renders = 0  # calls of render() per expanded path
+        self.results = 0  # distinct input hashes rendered
+        self.reused_memory = 0
+        self.reused_db = 0
+        self.exports = 0
+
+
+class RenderSession:
+    """Shared state of one run: the in-memory results by input hash, counters, the kubectl to use."""
+
+    def __init__(self, *, kubectl: str | None = None) -> None:
+        self.kubectl = kubectl if kubectl is not None else getattr(settings, "FLEETGATE_KUBECTL", None)
+        self.results: dict[str, _Result] = {}
+        self.stats = RenderStats()
+
+    def remember(self, result: _Result) -> None:
+        if len(self.results) >= MEMORY_CACHE_ENTRIES:
+            self.results.clear()
+        self.results[result.input_hash] = result
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str:
+    """What of a mapping's configuration can change its renders: when it differs from the fingerprint of
+    the last evaluation, the mapping is rendered again even if no file under it changed."""
+    group = mapping.cluster_group
+    payload = {
+        "format": RENDER_FORMAT_VERSION,
+        "path": mapping.path,
+        "renderer": mapping.renderer,
+        "values": mapping.values or {},
+        "namespace": mapping.target_namespace,
+        "repository": redact_url(mapping.repository.url),
+        "group": [group.pk, group.name],
+        "clusters": sorted([c.pk, c.name, c.labels or {}] for c in clusters),
+    }
+    return "sha256:" + hashlib.sha256(canonical(payload).encode()).hexdigest()
+
+
+def _combined_hash(hashes: Sequence[str]) -> str:
+    if len(hashes) == 1:
+        return hashes[0]
+    return "sha256:" + hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_mappings(repo: Repository, mapping_ids: Iterable[int] | None = None) -> list[PathMapping]:
+    """Enabled mappings of a repository with their group and member clusters (three queries)."""
+    qs = PathMapping.objects.filter(repository=repo, enabled=True)
+    if mapping_ids is not None:
+        qs = qs.filter(pk__in=list(mapping_ids))
+    return list(
+        qs.select_related("cluster_group", "repository")
+        .prefetch_related(
+            Prefetch("cluster_group__members", queryset=Cluster.objects.order_by("name").only(
+                "id", "name", "labels"))
+        )
+        .order_by("name")
+    )
+
+
+def members(mapping: PathMapping) -> list[Cluster]:
+    return list(mapping.cluster_group.members.all())
+
+
+# --------------------------------------------------------------------------- which mappings
+
+
+@dataclass
+class _Plan:
+    mapping: PathMapping
+    clusters: list[Cluster]
+    fingerprint: str
+    reason: str
+
+
+def _affected(cache: RepositoryCache, commit: Commit, mappings: Sequence[PathMapping],
+              *, only_config: bool = False) -> list[_Plan]:
+    plans: list[_Plan] = []
+    diffs: dict[str, list[ChangedPath] | None] = {}
+    for mapping in mappings:
+        clusters = members(mapping)
+        fingerprint = config_fingerprint(mapping, clusters)
+        base = mapping.last_evaluated_sha
+        reason: str | None = None
+        if not base:
+            reason = RenderReason.NEW
+        elif fingerprint != mapping.config_fingerprint:
+            reason = RenderReason.CONFIG
+        elif base != commit.sha and not only_config:
+            if base not in diffs:
+                try:
+                    diffs[base] = cache.changed_paths(base, commit.sha)
+                except GitCommitNotFoundError:
+                    diffs[base] = None
+            changed = diffs[base]
+            if changed is None:
+                reason = RenderReason.BASE_UNKNOWN
+            elif affected_mappings([mapping.path], changed,
+                                   dependencies={mapping.path: mapping.watched_paths or []}):
+                reason = RenderReason.PATHS
+        if reason is not None:
+            plans.append(_Plan(mapping, clusters, fingerprint, reason))
+    return plans
+
+
+# --------------------------------------------------------------------------- rendering one mapping
+
+
+def _context(mapping: PathMapping, cluster: Cluster, commit_sha: str) -> ClusterContext:
+    return ClusterContext(
+        name=cluster.name,
+        labels=dict(cluster.labels or {}),
+        group=mapping.cluster_group.name,
+        repository=redact_url(mapping.repository.url),
+        commit=commit_sha,
+    )
+
+
+def build_requests(mapping: PathMapping, cluster: Cluster, commit_sha: str,
+                   paths: Sequence[str]) -> list[RenderRequest]:
+    """The render requests of one mapping for one cluster (one per directory a glob expands to)."""
+    ctx = _context(mapping, cluster, commit_sha)
+    values = (mapping.values,) if mapping.values else ()
+    return [
+        RenderRequest(path=p, cluster=ctx, renderer=mapping.renderer, values=values,
+                      namespace=mapping.target_namespace or None)
+        for p in paths
+    ]
+
+
+def expand_paths(tree: SourceTree, mapping: PathMapping) -> list[str]:
+    """The directories a mapping's path (or glob) names in this tree; RenderError if none."""
+    try:
+        paths = expand_mapping_path(tree, mapping.path)
+    except ValueError as exc:
+        raise RenderError(str(exc)) from None
+    if not paths:
+        raise RenderError(f"mapping path {mapping.path!r} matches no directory in this commit")
+    return paths
+
+
+def render_requests(tree: SourceTree, requests: Sequence[RenderRequest], input_hash: str,
+                    *, kubectl: str | None = None, stats: RenderStats | None = None) -> _Result:
+    """Render every request of one cluster and combine the objects (a glob's directories)."""
+    objects: list[RenderedObject] = []
+    warnings: list[str] = []
+    watched: set[str] = set()
+    renderers: list[str] = []
+    namespace = ""
+    skipped = True
+    seen: dict[tuple[str, str, str, str], RenderedObject] = {}
+    try:
+        for request in requests:
+            if stats is not None:
+                stats.renders += 1
+            result = render(tree, request, kubectl=kubectl)
+            renderers.append(result.renderer)
+            namespace = namespace or (result.namespace or "")
+            skipped = skipped and result.skipped
+            warnings.extend(result.warnings)
+            if result.renderer == "kustomize":
+                try:
+                    for d in kustomize_dependencies(tree, request.path):
+                        if d != request.path:
+                            watched.add(d)
+                except RenderError:
+                    pass
+            for obj in result.objects:
+                if obj.key in seen:
+                    first = seen[obj.key]
+                    raise RenderError(
+                        f"duplicate object {obj.kind} {obj.namespace + '/' if obj.namespace else ''}"
+                        f"{obj.name} (also in {first.source})", file=obj.source, document=obj.document)
+                seen[obj.key] = obj
+                objects.append(obj)
+    except RenderError as exc:
+        return _Result(input_hash=input_hash, error=exc)
+    objects.sort(key=RenderedObject.sort_key)
+    return _Result(
+        input_hash=input_hash,
+        renderer=",".join(sorted(set(renderers))),
+        namespace=namespace,
+        resources=[o.to_dict() for o in objects],
+        skipped=skipped and bool(requests),
+        warnings=warnings,
+        watched=sorted(watched),
+    )
+
+
+def _lookup_stored(hashes: Iterable[str]) -> dict[str, _Result]:
+    """Earlier successful results with these input hashes (two queries whatever their number)."""
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
+    firsts = (
+        RenderedManifest.objects.filter(input_hash__in=wanted, status=ManifestStatus.OK)
+        .values("input_hash")
+        .annotate(first=Min("id"))
+        .values_list("first", flat=True)
+    )
+    found: dict[str, _Result] = {}
+    for row in RenderedManifest.objects.filter(pk__in=list(firsts)).values(
+            "input_hash", "renderer", "namespace", "resources", "skipped", "warnings"):
+        found[row["input_hash"]] = _Result(
+            input_hash=row["input_hash"], renderer=row["renderer"], namespace=row["namespace"],
+            resources=row["resources"], skipped=row["skipped"], warnings=list(row["warnings"] or []))
+    return found
+
+
+def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, plan: _Plan
+                   ) -> MappingRenderOutcome:
+    """Render one mapping at one commit for every cluster of its group and store the outcome."""
+    mapping = plan.mapping
+    clusters = plan.clusters
+    per_cluster: dict[int, _Result] = {}
+    hashes: dict[int, str] = {}
+    requests: dict[int, list[RenderRequest]] = {}
+    mapping_error: RenderError | None = None
+    fresh: set[int] = set()
+    rendered = reused = 0
+    try:
+        paths = expand_paths(tree, mapping)
+    except RenderError as exc:
+        mapping_error = exc
+        paths = []
+    if mapping_error is None:
+        for cluster in clusters:
+            reqs = build_requests(mapping, cluster, commit.sha, paths)
+            try:
+                key = _combined_hash([compute_input_hash(tree, r) for r in reqs])
+            except RenderError as exc:
+                per_cluster[cluster.pk] = _Result(input_hash="", error=exc)
+                continue
+            hashes[cluster.pk] = key
+            requests[cluster.pk] = reqs
+        missing = {h for h in hashes.values() if h not in session.results}
+        stored = _lookup_stored(missing)
+        for cluster in clusters:
+            if cluster.pk in per_cluster:
+                continue
+            key = hashes[cluster.pk]
+            if key in session.results:
+                result = session.results[key]
+                reused += 1
+                session.stats.reused_memory += 1
+            elif key in stored:
+                result = stored[key]
+                session.remember(result)
+                reused += 1
+                session.stats.reused_db += 1
+            else:
+                result = render_requests(tree, requests[cluster.pk], key, kubectl=session.kubectl,
+                                         stats=session.stats)
+                session.stats.results += 1
+                session.remember(result)
+                rendered += 1
+                fresh.add(cluster.pk)
+            per_cluster[cluster.pk] = result
+    return _store(commit, plan, per_cluster, rendered, reused, mapping_error)
+
+
+def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendered: int, reused: int,
+           mapping_error: RenderError | None, fresh: set[int] | None = None) -> MappingRenderOutcome:
+    mapping = plan.mapping
+    clusters = plan.clusters
+    failures = [(c, per_cluster[c.pk]) for c in clusters if c.pk in per_cluster and not per_cluster[c.pk].ok]
+    first_error: RenderError | None = mapping_error or (failures[0][1].error if failures else None)
+    error_cluster = "" if mapping_error or not failures else failures[0][0].name
+    if not clusters and first_error is None:
+        status = RenderStatus.SKIPPED
+    elif first_error is not None:
+        status = RenderStatus.FAILED
+    else:
+        status = RenderStatus.RENDERED
+    ok_results = [per_cluster[c.pk] for c in clusters if c.pk in per_cluster and per_cluster[c.pk].ok]
+    object_count = sum(len(r.resources) for r in ok_results) if status == RenderStatus.RENDERED else 0
+    renderers = sorted({r.renderer for r in ok_results if r.renderer})
+    watched = sorted({w for r in ok_results for w in r.watched})
+    with transaction.atomic():
+        mr, created = MappingRender.objects.get_or_create(
+            commit=commit, mapping=mapping,
+            defaults={"status": status, "reason": plan.reason},
+        )
+        mr.status = status
+        mr.reason = plan.reason
+        mr.renderer = ",".join(renderers)[:16]
+        mr.cluster_count = len(clusters)
+        mr.object_count = object_count
+        mr.rendered_count = rendered
+        mr.reused_count = reused
+        mr.failed_count = len(clusters) if mapping_error else len(failures)
+        mr.error_message = first_error.message[:5000] if first_error else ""
+        mr.error_file = (first_error.file or "")[:500] if first_error else ""
+        mr.error_line = first_error.line if first_error else None
+        mr.error_cluster = error_cluster
+        mr.config_fingerprint = plan.fingerprint
+        mr.save()
+        if not created:
+            RenderedManifest.objects.filter(mapping_render=mr).delete()
+        rows: list[RenderedManifest] = []
+        for cluster in clusters:
+            result = per_cluster.get(cluster.pk)
+            if status == RenderStatus.RENDERED and result is not None:
+                rows.append(RenderedManifest(
+                    commit=commit, mapping=mapping, cluster=cluster, mapping_render=mr,
+                    input_hash=result.input_hash, renderer=result.renderer[:16],
+                    namespace=result.namespace[:63], resources=result.resources,
+                    object_count=len(result.resources), status=ManifestStatus.OK, skipped=result.skipped,
+                    reused=cluster.pk not in (fresh or set()),
+                    warnings=result.warnings,
+                ))
+            elif status == RenderStatus.FAILED:
+                err = mapping_error or (result.error if result is not None else None)
+                if err is None:
+                    continue  # this cluster rendered, but the mapping failed: nothing is stored for it
+                rows.append(RenderedManifest(
+                    commit=commit, mapping=mapping, cluster=cluster, mapping_render=mr,
+                    input_hash=result.input_hash if result is not None else "",
+                    status=ManifestStatus.FAILED, error_message=err.message[:5000],
+                    error_file=(err.file or "")[:500], error_line=err.line,
+                ))
+        RenderedManifest.objects.bulk_create(rows)
+        updates: dict[str, Any] = {
+            "last_evaluated_sha": commit.sha,
+            "config_fingerprint": plan.fingerprint,
+        }
+        if status == RenderStatus.RENDERED:
+            updates["last_rendered_sha"] = commit.sha
+            updates["watched_paths"] = watched
+        PathMapping.objects.filter(pk=mapping.pk).update(**updates)
+        for key, value in updates.items():
+            setattr(mapping, key, value)
+        short = commit.sha[:10]
+        counts = (f"{len(clusters)} cluster(s), {object_count} object(s), {rendered} rendered, "
+                  f"{reused} reused")
+        if status == RenderStatus.FAILED and first_error is not None:
+            where = ""
+            if first_error.file:
+                where = first_error.file + (f":{first_error.line}" if first_error.line else "") + ": "
+            record("render.failed", mr, repository=mapping.repository,
+                   after={"status": status, "reason": plan.reason, "failed_clusters": mr.failed_count,
+                          "clusters": len(clusters), "error": mr.error_dict()},
+                   message=f"{mapping.name} at {short} failed ({mr.failed_count} of {len(clusters)} "
+                           f"cluster(s)): {where}{first_error.message}"[:1000])
+        else:
+            record(f"render.{'ok' if status == RenderStatus.RENDERED else 'skipped'}", mr,
+                   repository=mapping.repository,
+                   after={"status": status, "reason": plan.reason, "clusters": len(clusters),
+                          "objects": object_count, "rendered": rendered, "reused": reused},
+                   message=f"{mapping.name} at {short}: {counts}"
+                           + ("" if clusters else " (the group has no clusters)"))
+    return MappingRenderOutcome(
+        commit=commit.sha, mapping_id=mapping.pk, mapping=mapping.name, status=status, reason=plan.reason,
+        clusters=len(clusters), objects=object_count, rendered=rendered, reused=reused,
+        failed=mr.failed_count, error=mr.error_dict(),
+    )
+
+
+# --------------------------------------------------------------------------- commits
+
+
+def _commit_status(commit: Commit) -> str:
+    statuses = set(MappingRender.objects.filter(commit=commit).values_list("status", flat=True))
+    if RenderStatus.FAILED in statuses:
+        return CommitStatus.FAILED
+    if RenderStatus.RENDERED in statuses:
+        return CommitStatus.RENDERED
+    return CommitStatus.SKIPPED
+
+
+def evaluate_commit(session: RenderSession, cache: RepositoryCache, commit: Commit,
+                    mappings: Sequence[PathMapping], *, only_config: bool = False
+                    ) -> list[MappingRenderOutcome]:
+    """Render, at ``commit``, every mapping it affects; set the commit's status."""
+    plans = _affected(cache, commit, mappings, only_config=only_config)
+    outcomes: list[MappingRenderOutcome] = []
+    if plans:
+        try:
+            with cache.export(commit.sha) as root:
+                session.stats.exports += 1
+                tree = SourceTree(root)
+                for plan in plans:
+                    outcomes.append(render_mapping(session, tree, commit, plan))
+        except GitError as exc:
+            error = RenderError(f"cannot export commit {commit.sha[:10]}: {exc.message}")
+            for plan in plans[len(outcomes):]:
+                outcomes.append(_store(commit, plan, {}, 0, 0, error))
+    if plans:
+        status = _commit_status(commit)
+    elif commit.status == CommitStatus.SEEN:
+        status = CommitStatus.SKIPPED
+    else:
+        status = commit.status
+    if status != commit.status:
+        Commit.objects.filter(pk=commit.pk).update(status=status)
+        commit.status = status
+    return outcomes
+
+
+def render_pending(repo: Repository, cache: RepositoryCache, *, session: RenderSession | None = None
+                   ) -> list[MappingRenderOutcome]:
+    """Evaluate every commit of the repository not evaluated yet (status ``seen``), oldest first, then
+    the head again for mappings that are new or whose configuration changed.  Resumable: a run that died
+    half-way leaves commits ``seen`` and the next run continues with them."""
+    session = session or RenderSession()
+    mappings = load_mappings(repo)
+    outcomes: list[MappingRenderOutcome] = []
+    pending = list(
+        Commit.objects.filter(repository=repo, status=CommitStatus.SEEN).order_by("sequence", "id"))
+    for commit in pending:
+        outcomes.extend(evaluate_commit(session, cache, commit, mappings))
+    head = Commit.objects.filter(repository=repo, sha=repo.head_sha).first() if repo.head_sha else None
+    if head is not None and mappings and head.pk not in {c.pk for c in pending}:
+        outcomes.extend(evaluate_commit(session, cache, head, mappings, only_config=True))
+    return outcomes

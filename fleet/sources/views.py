@@ -1,0 +1,105 @@
+"""The Git webhook endpoint: ``POST /api/hooks/git/<repository id>/``.
+
+Not authenticated by session or token: every delivery is verified with the repository's webhook secret
+(GitHub ``X-Hub-Signature-256``, GitLab ``X-Gitlab-Token``, Gitea ``X-Gitea-Signature``).  CSRF does not
+apply (DRF views without session authentication are exempt).  The body is read with a size limit before
+anything else happens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from fleet.sources.services import receive_webhook
+from fleet.sources.webhooks import MAX_WEBHOOK_BODY_BYTES
+
+DEFAULT_WEBHOOK_MAX_BYTES = 5 * 1024 * 1024
+
+
+def webhook_max_bytes() -> int:
+    """``FLEETGATE_WEBHOOK_MAX_BYTES`` (default 5 MiB), never more than the providers' 25 MB."""
+    return min(int(getattr(settings, "FLEETGATE_WEBHOOK_MAX_BYTES", DEFAULT_WEBHOOK_MAX_BYTES)),
+               MAX_WEBHOOK_BODY_BYTES)
+
+
+def read_limited(request: Any, limit: int) -> bytes | None:
+    """The raw body, or None when it is larger than ``limit`` (checked before reading when announced)."""
+    try:
+        announced = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        announced = 0
+    if announced > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = request.read(64 * 1024)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _RawParser(BaseParser):
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return None
+
+
+WebhookAnswer = inline_serializer(
+    "WebhookAnswer",
+    fields={
+        "status": serializers.ChoiceField(choices=["queued", "ping", "ignored", "rejected", "not_found"]),
+        "detail": serializers.CharField(),
+        "provider": serializers.CharField(allow_null=True),
+        "after": serializers.CharField(required=False, allow_null=True),
+    },
+)
+
+
+class GitWebhookView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    parser_classes = [_RawParser]
+    throttle_classes: list[Any] = []
+
+    @extend_schema(
+        operation_id="hooks_git_create",
+        summary="Receive a push webhook from GitHub, GitLab or Gitea",
+        description=(
+            "Verified by the repository's webhook secret, not by a session or token. A push to the "
+            "followed branch queues a fetch (202); a ping answers 200; other events and branches 202 "
+            "ignored; unsigned 401; forged 403; malformed 400; larger than the limit 413."
+        ),
+        auth=[],
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiResponse(WebhookAnswer, description="ping"),
+            202: OpenApiResponse(WebhookAnswer, description="queued or ignored"),
+            400: OpenApiResponse(WebhookAnswer, description="malformed or unknown provider"),
+            401: OpenApiResponse(WebhookAnswer, description="unsigned"),
+            403: OpenApiResponse(WebhookAnswer, description="forged signature or token"),
+            404: OpenApiResponse(WebhookAnswer, description="no such repository"),
+            413: OpenApiResponse(WebhookAnswer, description="body too large"),
+        },
+    )
+    def post(self, request: Request, repository_id: int) -> Response:
+        limit = webhook_max_bytes()
+        body = read_limited(request._request, limit)
+        outcome = receive_webhook(repository_id, request._request.headers, body,
+                                  too_large=body is None, max_bytes=limit)
+        return Response(outcome.body(), status=outcome.http_status)

@@ -138,9 +138,17 @@ def fieldset(view: dict[str, Any], builtin: bool) -> set[Path]:
     return out
 
 
+_SELECTOR_FIELDS = frozenset({"selector", "labelSelector", "podSelector", "namespaceSelector"})
+
+
+def atomic_map(name: str, value: dict[str, Any], builtin: bool) -> bool:
+    """LabelSelector is an atomic struct in the built-in schemas (a Service's plain selector map is not)."""
+    return builtin and name in _SELECTOR_FIELDS and ("matchLabels" in value or "matchExpressions" in value)
+
+
 def _walk(value: Any, path: Path, out: set[Path], name: str, builtin: bool) -> None:
     if isinstance(value, dict):
-        if not value:
+        if not value or atomic_map(name, value, builtin):
             out.add(path)
             return
         for k, v in value.items():
@@ -234,7 +242,7 @@ def remove_path(obj: dict[str, Any], path: Path, builtin: bool) -> None:
 
 def merge_apply(live: Any, applied: Any, name: str, path: Path, builtin: bool) -> Any:
     """Merge an applied configuration into the live value (maps recursively, keyed lists by key)."""
-    if isinstance(applied, dict) and isinstance(live, dict):
+    if isinstance(applied, dict) and isinstance(live, dict) and not atomic_map(name, applied, builtin):
         out = dict(live)
         for k, v in applied.items():
             if v is None:
@@ -284,10 +292,12 @@ class Manager:
         )
 
     def printed(self) -> str:
+        """As the apiserver names a manager in conflicts: appliers without their apiVersion (it is not part
+        of an applier's identity), updaters with ``using <apiVersion>``."""
         text = json.dumps(self.manager)
         if self.subresource:
             text += f" with subresource {json.dumps(self.subresource)}"
-        return f"{text} using {self.api_version}"
+        return f"{text} using {self.api_version}" if self.operation == "Update" else text
 
 
 def decode_managers(meta: dict[str, Any]) -> list[Manager]:
@@ -345,8 +355,10 @@ def _ordered(node: dict[str, Any], path: Path, paths: set[Path]) -> dict[str, An
 
 
 def encode_managers(managers: list[Manager]) -> list[dict[str, Any]]:
+    """managedFields entries in the apiserver's order: operation, time, manager, apiVersion, subresource."""
     out = []
-    for m in managers:
+    order = sorted(managers, key=lambda m: (m.operation, m.time, m.manager, m.api_version, m.subresource))
+    for m in order:
         if not m.fields:
             continue
         entry: dict[str, Any] = {

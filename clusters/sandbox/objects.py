@@ -66,11 +66,16 @@ def validate_name(rt: ResourceType, name: Any) -> None:
     ok = bool((_LABEL if label_only else _SUBDOMAIN).match(name)) and len(name) <= (63 if label_only else 253)
     if not ok:
         what = "RFC 1123 label" if label_only else "RFC 1123 subdomain"
+        example, regex = (
+            (("my-name", "123-abc"), _LABEL.pattern) if label_only else (("example.com",), _SUBDOMAIN.pattern)
+        )
+        examples = ", ".join(f"'{e}'" for e in example)
         msg = (
             f'Invalid value: "{name}": a lowercase {what} must consist of lower case alphanumeric '
             "characters, '-'"
             + ("" if label_only else " or '.'")
             + ", and must start and end with an alphanumeric character"
+            + f" (e.g. {examples}, regex used for validation is '{regex.strip('^$')}')"
         )
         raise invalid(rt.kind, rt.group, name, [cause("FieldValueInvalid", "metadata.name", msg)])
 
@@ -149,6 +154,11 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any], state: Any) -> None:
         _default_pod_spec(spec)
     elif kind == "Service" and isinstance(spec, dict):
         spec.setdefault("type", "ClusterIP")
+        if spec["type"] != "ExternalName":
+            spec.setdefault("sessionAffinity", "None")
+            spec.setdefault("internalTrafficPolicy", "Cluster")
+            spec.setdefault("ipFamilies", ["IPv4"])
+            spec.setdefault("ipFamilyPolicy", "SingleStack")
         _default_ports(spec.get("ports"), service=True)
         if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
             spec["clusterIP"] = state.allocate_ip()

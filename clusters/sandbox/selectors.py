@@ -118,7 +118,9 @@ def parse_field_selector(text: str | None) -> Matcher | None:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
         fld = fld.strip()
         if fld not in _FIELDS:
-            raise bad_request(f"field label not supported: {fld}")
+            raise bad_request(
+                f'"{fld}" is not a known field selector: only "metadata.name", "metadata.namespace"'
+            )
         reqs.append((_FIELDS[fld], value.strip(), equal))
 
     def match(obj: dict[str, Any]) -> bool:

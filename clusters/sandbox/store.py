@@ -823,14 +823,18 @@ def _same_meta(old: dict[str, Any], new: dict[str, Any], encoded: list[dict[str,
     keys = ("labels", "annotations", "finalizers", "ownerReferences", "deletionTimestamp")
     if any(om.get(k) != nm.get(k) for k in keys):
         return False
-    return (om.get("managedFields") or []) == _strip_times(encoded, om.get("managedFields"))
+    return _managers_key(om.get("managedFields") or []) == _managers_key(encoded)
 
 
-def _strip_times(
-    encoded: list[dict[str, Any]], previous: list[dict[str, Any]] | None
-) -> list[dict[str, Any]]:
-    """Managed fields with the previous timestamps, to compare two writes that differ only in time."""
-    prev = previous or []
-    if len(prev) != len(encoded):
-        return encoded
-    return [dict(e, time=p.get("time", e["time"])) for e, p in zip(encoded, prev, strict=True)]
+def _managers_key(entries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Managed fields without their times, to tell a no-op write (which keeps the old entries)."""
+    return sorted(
+        (
+            e["manager"],
+            e["operation"],
+            e.get("apiVersion", ""),
+            e.get("subresource", ""),
+            json.dumps(e.get("fieldsV1"), sort_keys=True),
+        )
+        for e in entries
+    )

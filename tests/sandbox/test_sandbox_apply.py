@@ -67,14 +67,12 @@ def test_conflict_with_another_manager_and_force_moves_ownership(dyn, deployment
         )
     status = json.loads(err.value.body)
     assert status["reason"] == "Conflict" and status["code"] == 409
-    assert (
-        status["message"]
-        == 'Apply failed with 1 conflict: conflict with "kubectl" using apps/v1: .spec.replicas'
-    )
+    # an applier is named without its apiVersion, as kube-apiserver 1.37 does (updaters get "using ...")
+    assert status["message"] == 'Apply failed with 1 conflict: conflict with "kubectl": .spec.replicas'
     assert status["details"]["causes"] == [
         {
             "reason": "FieldManagerConflict",
-            "message": 'conflict with "kubectl" using apps/v1',
+            "message": 'conflict with "kubectl"',
             "field": ".spec.replicas",
         }
     ]
@@ -107,7 +105,7 @@ def test_several_conflicts_are_listed_per_manager(dyn, deployment):
         )
     status = json.loads(err.value.body)
     assert status["message"] == (
-        'Apply failed with 2 conflicts: conflicts with "kubectl" using apps/v1:\n'
+        'Apply failed with 2 conflicts: conflicts with "kubectl":\n'
         "- .spec.replicas\n"
         '- .spec.template.spec.containers[name="web"].image'
     )
@@ -125,7 +123,7 @@ def test_same_value_is_shared_ownership_not_a_conflict(dyn, deployment):
     assert "f:replicas" in managers[("b", "Apply")]["fieldsV1"]["f:spec"]
 
 
-def test_conflict_with_an_update_manager(dyn, deployment):
+def test_conflict_with_an_update_manager_names_its_api_version(dyn, deployment):
     deps = dyn.resources.get(api_version="apps/v1", kind="Deployment")
     deps.server_side_apply(body=deployment(), name="web", namespace="default", field_manager="fleetgate")
     deps.patch(
@@ -133,13 +131,61 @@ def test_conflict_with_an_update_manager(dyn, deployment):
         namespace="default",
         body={"spec": {"replicas": 7}},
         content_type="application/merge-patch+json",
-        field_manager="hpa",
+        field_manager="kubectl",
     )
     with pytest.raises(ConflictError) as err:
         deps.server_side_apply(body=deployment(), name="web", namespace="default", field_manager="fleetgate")
-    assert json.loads(err.value.body)["message"] == (
-        'Apply failed with 1 conflict: conflict with "hpa" using apps/v1: .spec.replicas'
+    status = json.loads(err.value.body)
+    assert status["message"] == (
+        'Apply failed with 1 conflict: conflict with "kubectl" using apps/v1: .spec.replicas'
     )
+    assert status["details"]["causes"] == [
+        {
+            "reason": "FieldManagerConflict",
+            "message": 'conflict with "kubectl" using apps/v1',
+            "field": ".spec.replicas",
+        }
+    ]
+
+
+def test_managed_fields_are_ordered_like_the_apiserver(dyn, deployment):
+    deps = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    deps.server_side_apply(body=deployment(), name="web", namespace="default", field_manager="zeta")
+    deps.patch(
+        name="web",
+        namespace="default",
+        body={"metadata": {"labels": {"x": "1"}}},
+        content_type="application/merge-patch+json",
+        field_manager="alpha",
+    )
+    obj = deps.server_side_apply(
+        body=deployment(), name="web", namespace="default", field_manager="beta"
+    ).to_dict()
+    order = [(m["operation"], m["manager"]) for m in obj["metadata"]["managedFields"]]
+    applies = [m for op, m in order if op == "Apply"]
+    assert order[: len(applies)] == [("Apply", m) for m in applies]  # Apply entries before Update entries
+    assert ("Update", "alpha") in order and set(applies) == {"zeta", "beta"}
+
+
+def test_label_selectors_are_atomic(dyn, deployment):
+    deps = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    obj = deps.server_side_apply(
+        body=deployment(), name="web", namespace="default", field_manager="f"
+    ).to_dict()
+    entry = _managers(obj)[("f", "Apply")]["fieldsV1"]["f:spec"]
+    assert entry["f:selector"] == {}  # owned as a whole, as in kube-apiserver
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }
+    svc = (
+        dyn.resources.get(api_version="v1", kind="Service")
+        .server_side_apply(body=service, name="s", namespace="default", field_manager="f")
+        .to_dict()
+    )
+    assert _managers(svc)[("f", "Apply")]["fieldsV1"]["f:spec"]["f:selector"] == {"f:app": {}}
 
 
 def test_fields_a_manager_stops_sending_are_removed_unless_someone_else_owns_them(dyn, deployment):

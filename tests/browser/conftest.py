@@ -42,7 +42,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def login(live_server: Any) -> Any:
-    def do(page: Any, username: str, password: str = "pw-Secret-123") -> None:
+    def do(page: Any, username: str, password: str = "pw-Secret-123") -> None:  # noqa: S107
         page.goto(f"{live_server.url}/login/")
         page.fill("#id_username", username)
         page.fill("#id_password", password)

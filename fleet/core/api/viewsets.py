@@ -47,7 +47,7 @@ class RestrictedViewSetMixin:
     def get_queryset(self) -> QuerySet:
         return restrict(self.base_queryset(), self.request.user, "view")
 
-    def get_object(self) -> Model:
+    def get_object(self) -> Any:
         """404 when the user may not see the object, 403 when they may see but not act on it."""
         obj = super().get_object()  # type: ignore[misc]
         needed = self.permission_action()

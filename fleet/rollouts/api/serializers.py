@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from clusters.models import Cluster, ClusterGroup
+from fleet.core.api.serializers import RestrictedPrimaryKeyRelatedField
+from fleet.rollouts.models import Approval, ClusterSync, Rollout, SyncedState
+from fleet.sources.models import Commit
+
+
+class CommitBriefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Commit
+        fields = ["id", "sha", "short_sha", "author_name", "author_email", "message", "sequence"]
+
+
+class NamedBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+
+
+class MappingBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    repository = serializers.CharField(source="repository.name", read_only=True)
+    cluster_group = NamedBriefSerializer(read_only=True)
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = Approval
+        fields = ["id", "user", "decision", "reason", "lapsed", "created"]
+
+
+class ClusterSyncBriefSerializer(serializers.ModelSerializer):
+    cluster = NamedBriefSerializer(read_only=True)
+
+    class Meta:
+        model = ClusterSync
+        fields = [
+            "id",
+            "cluster",
+            "state",
+            "batch",
+            "canary",
+            "decision",
+            "counts",
+            "health",
+            "error",
+            "attempts",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class RolloutSerializer(serializers.ModelSerializer):
+    mapping = MappingBriefSerializer(read_only=True)
+    commit = CommitBriefSerializer(read_only=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    approvals_given = serializers.IntegerField(read_only=True, default=0)
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Rollout
+        fields = [
+            "id",
+            "mapping",
+            "commit",
+            "state",
+            "reason",
+            "trigger",
+            "created_by",
+            "decision",
+            "approval_required",
+            "approvals_required",
+            "approvals_given",
+            "approved_at",
+            "manual",
+            "paused",
+            "batch_count",
+            "current_batch",
+            "next_batch_at",
+            "wait_until",
+            "rollback_of",
+            "superseded_by",
+            "progress",
+            "created",
+            "updated",
+            "started_at",
+            "finished_at",
+        ]
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "properties": {
+                "total": {"type": "integer"},
+                "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "by_batch": {
+                    "type": "object",
+                    "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+            },
+        }
+    )
+    def get_progress(self, obj: Rollout) -> dict[str, Any]:
+        progress = self.context.get("progress", {}).get(obj.pk)
+        return progress or {"total": 0, "by_state": {}, "by_batch": {}}
+
+
+class RolloutDetailSerializer(RolloutSerializer):
+    syncs = ClusterSyncBriefSerializer(many=True, read_only=True)
+    approvals = ApprovalSerializer(many=True, read_only=True)
+
+    class Meta(RolloutSerializer.Meta):
+        fields = [*RolloutSerializer.Meta.fields, "syncs", "approvals"]
+
+
+class ClusterSyncSerializer(serializers.ModelSerializer):
+    cluster = NamedBriefSerializer(read_only=True)
+    mapping = serializers.IntegerField(source="rollout.mapping_id", read_only=True)
+    commit = serializers.CharField(source="rollout.commit.sha", read_only=True)
+
+    class Meta:
+        model = ClusterSync
+        fields = [
+            "id",
+            "rollout",
+            "mapping",
+            "commit",
+            "cluster",
+            "state",
+            "batch",
+            "canary",
+            "decision",
+            "evaluation",
+            "plan",
+            "results",
+            "counts",
+            "health",
+            "health_detail",
+            "error",
+            "attempts",
+            "queued_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class SyncedStateSerializer(serializers.ModelSerializer):
+    mapping = MappingBriefSerializer(read_only=True)
+    cluster = NamedBriefSerializer(read_only=True)
+    commit = CommitBriefSerializer(read_only=True)
+    object_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SyncedState
+        fields = [
+            "id",
+            "mapping",
+            "cluster",
+            "commit",
+            "rollout",
+            "inventory",
+            "object_count",
+            "health",
+            "drift_status",
+            "drift",
+            "drift_error",
+            "synced_at",
+            "drift_checked_at",
+            "healed_at",
+        ]
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_object_count(self, obj: SyncedState) -> int:
+        return len(obj.inventory or [])
+
+
+class RejectSerializer(serializers.Serializer):
+    reason = serializers.CharField(allow_blank=False, trim_whitespace=True, max_length=2000)
+
+
+class RollbackSerializer(serializers.Serializer):
+    commit = RestrictedPrimaryKeyRelatedField(queryset=Commit.objects.all())
+
+
+class SyncNowSerializer(serializers.Serializer):
+    cluster = RestrictedPrimaryKeyRelatedField(
+        queryset=Cluster.objects.all(), required=False, allow_null=True
+    )
+    group = RestrictedPrimaryKeyRelatedField(
+        queryset=ClusterGroup.objects.all(), required=False, allow_null=True
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if bool(attrs.get("cluster")) == bool(attrs.get("group")):
+            raise serializers.ValidationError({"non_field_errors": ["Give either a cluster or a group."]})
+        return attrs
+
+
+class SyncNowResultSerializer(serializers.Serializer):
+    rollouts = RolloutSerializer(many=True, read_only=True)

@@ -1,0 +1,315 @@
+"""The rollouts app's only doors to the other parts: rendering, the policy gate and the Kubernetes connector.
+
+Every call the rollout services make to sources, policies or clusters goes through a function here, so
+that wiring another implementation is a change in this one file:
+
+- ``render_mapping(commit, mapping, clusters)`` / ``rendered_objects(commit, mapping, cluster)``: the
+  stored ``RenderedManifest`` rows of ``fleet.sources`` when they exist; otherwise the Django-free
+  renderer (``fleet.sources.render.render``) on the commit's tree exported from the git cache;
+- ``policy_decisions(commit, mapping, targets)`` / ``policy_decision(...)``: the policies app's
+  ``evaluate_targets`` (bound policies and waivers in force, the configured Rego engine, an Evaluation
+  stored per target, audited);
+- ``plan``, ``apply``, ``wait_healthy``, ``drift``: ``clusters.connector.Connector`` over the official
+  ``kubernetes`` client, with credentials from the ``Cluster`` row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from clusters.connector import ClusterCredentials, Connector, ConnectorOptions, RetryPolicy
+from clusters.connector.errors import RETRIABLE_STATUS
+
+# --------------------------------------------------------------------------------------------- rendering
+
+
+class RenderFailed(Exception):
+    """The mapping could not be rendered for a cluster (message with file and line when known)."""
+
+
+def _stored_manifests(commit: Any, mapping: Any, cluster_ids: Sequence[int]) -> dict[int, Any]:
+    try:
+        from fleet.sources.models import RenderedManifest
+    except ImportError:  # pragma: no cover - the sources app without stored renders
+        return {}
+    rows = RenderedManifest.objects.filter(commit=commit, mapping=mapping, cluster_id__in=cluster_ids)
+    return {row.cluster_id: row for row in rows}
+
+
+def _manifest_objects(row: Any) -> list[dict[str, Any]]:
+    if row.status != "ok":
+        where = f" ({row.error_file}:{row.error_line})" if row.error_file else ""
+        raise RenderFailed(f"{row.error_message}{where}")
+    if row.skipped:
+        return []
+    return [r.get("object") or r.get("body") for r in row.resources or []]
+
+
+def render_mapping(commit: Any, mapping: Any, clusters: Sequence[Any]) -> dict[int, list[dict[str, Any]]]:
+    """The objects each cluster receives from ``mapping`` at ``commit``: {cluster id: [object, ...]}.
+
+    Raises RenderFailed for the first cluster that cannot be rendered."""
+    stored = _stored_manifests(commit, mapping, [c.pk for c in clusters])
+    out: dict[int, list[dict[str, Any]]] = {}
+    missing = []
+    for cluster in clusters:
+        row = stored.get(cluster.pk)
+        if row is None:
+            missing.append(cluster)
+        else:
+            out[cluster.pk] = _manifest_objects(row)
+    if missing:
+        out.update(_render_directly(commit, mapping, missing))
+    return out
+
+
+def rendered_objects(commit: Any, mapping: Any, cluster: Any) -> list[dict[str, Any]]:
+    return render_mapping(commit, mapping, [cluster])[cluster.pk]
+
+
+@contextlib.contextmanager
+def _exported_tree(commit: Any) -> Iterator[Any]:
+    from fleet.sources.git import GitCommitNotFoundError, GitCredentials, RepositoryCache
+
+    repo = commit.repository
+    creds = None
+    if repo.auth_method == "token":
+        creds = GitCredentials(kind="token", token=repo.token, username=repo.username or "x-access-token")
+    elif repo.auth_method == "ssh":
+        creds = GitCredentials(
+            kind="ssh", ssh_private_key=repo.ssh_private_key, ssh_known_hosts=repo.ssh_known_hosts
+        )
+    cache = RepositoryCache(settings.FLEETGATE_GIT_CACHE, repo.pk, repo.url, creds)
+    try:
+        with cache.export(commit.sha) as tree_dir:
+            yield tree_dir
+            return
+    except GitCommitNotFoundError:
+        pass
+    except Exception as exc:
+        if "not" not in str(exc).lower():
+            raise
+    cache.fetch()
+    with cache.export(commit.sha) as tree_dir:
+        yield tree_dir
+
+
+def _render_directly(commit: Any, mapping: Any, clusters: Sequence[Any]) -> dict[int, list[dict[str, Any]]]:
+    from fleet.sources.git import redact_url
+    from fleet.sources.render import (
+        ClusterContext,
+        RenderError,
+        RenderRequest,
+        SourceTree,
+        expand_mapping_path,
+        render,
+    )
+
+    group = mapping.cluster_group
+    out: dict[int, list[dict[str, Any]]] = {c.pk: [] for c in clusters}
+    with _exported_tree(commit) as tree_dir:
+        tree = SourceTree(tree_dir)
+        try:
+            paths = expand_mapping_path(tree, mapping.path)
+        except RenderError as exc:
+            raise RenderFailed(str(exc)) from None
+        for path in paths:
+            for cluster in clusters:
+                request = RenderRequest(
+                    path=path,
+                    renderer=mapping.renderer,
+                    cluster=ClusterContext(
+                        name=cluster.name,
+                        labels=cluster.labels,
+                        group=group.name,
+                        repository=redact_url(commit.repository.url),
+                        commit=commit.sha,
+                    ),
+                    values=(mapping.values,),
+                    namespace=mapping.target_namespace or None,
+                )
+                try:
+                    result = render(tree, request, kubectl=getattr(settings, "FLEETGATE_KUBECTL", None))
+                except RenderError as exc:
+                    raise RenderFailed(f"{cluster.name}: {exc}") from None
+                if not result.skipped:
+                    out[cluster.pk].extend(obj.body for obj in result.objects)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- the gate
+
+
+@dataclass
+class PolicyResult:
+    outcome: str  # passed | warned | blocked
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def policy_decisions(
+    commit: Any, mapping: Any, targets: Sequence[tuple[Any, Sequence[dict[str, Any]]]]
+) -> dict[int, PolicyResult]:
+    """The gate's decision for each (cluster, objects) target of one mapping at one commit: the policies
+    app evaluates the bound policies and waivers in force, stores an Evaluation per target and audits."""
+    from policies.services.evaluation import evaluate_targets
+
+    namespace = mapping.target_namespace or ""
+    result = evaluate_targets(commit, mapping, [(c, list(objs), namespace) for c, objs in targets])
+    out: dict[int, PolicyResult] = {}
+    for target in result.results:
+        summary = target.decision.as_dict()
+        summary["evaluation_id"] = target.evaluation.pk if target.evaluation is not None else None
+        out[target.cluster.pk] = PolicyResult(str(target.decision.outcome), summary)
+    return out
+
+
+def policy_decision(
+    commit: Any, mapping: Any, cluster: Any, objects: Sequence[dict[str, Any]]
+) -> PolicyResult:
+    return policy_decisions(commit, mapping, [(cluster, objects)])[cluster.pk]
+
+
+# --------------------------------------------------------------------------------------------- clusters
+
+
+def credentials(cluster: Any) -> ClusterCredentials:
+    return ClusterCredentials(
+        name=cluster.name,
+        server=cluster.api_url,
+        auth_method=cluster.auth_method,
+        token=cluster.token or "",
+        client_certificate=cluster.client_certificate or "",
+        client_key=cluster.client_key or "",
+        ca_data=cluster.ca_data or "",
+        insecure_skip_tls_verify=cluster.insecure_skip_tls_verify,
+        kubeconfig=cluster.kubeconfig or "",
+        kubeconfig_context=cluster.kubeconfig_context or "",
+    )
+
+
+def _float_env(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def connector_options() -> ConnectorOptions:
+    """Timeouts and in-call retries (environment: FLEETGATE_KUBE_CONNECT_TIMEOUT, _READ_TIMEOUT, _RETRIES)."""
+    return ConnectorOptions(
+        connect_timeout=_float_env("FLEETGATE_KUBE_CONNECT_TIMEOUT", 5.0),
+        read_timeout=_float_env("FLEETGATE_KUBE_READ_TIMEOUT", 30.0),
+        retry=RetryPolicy(
+            attempts=int(_float_env("FLEETGATE_KUBE_RETRIES", 3)), base_delay=0.2, deadline=30.0
+        ),
+        cache_dir=str(settings.VAR_DIR / "kube-discovery"),
+    )
+
+
+def connect(cluster: Any) -> Connector:
+    return Connector(credentials(cluster), connector_options())
+
+
+def mapping_key(mapping: Any) -> str:
+    """The tracking id of a mapping's objects (what prune and drift recognise as ours)."""
+    return f"{mapping.repository.name}-{mapping.name}"[:63]
+
+
+@dataclass
+class ApplyOutcome:
+    ok: bool
+    results: list[dict[str, Any]]
+    counts: dict[str, int]
+    inventory: list[dict[str, str]]
+    applied: list[dict[str, Any]]
+    error: str = ""
+    transient: bool = False  # worth trying again later (unreachable, 5xx, 429)
+
+
+def _transient(result: Any) -> bool:
+    return result.status is None or result.status in RETRIABLE_STATUS
+
+
+def plan(
+    cluster: Any,
+    mapping: Any,
+    objects: Sequence[dict[str, Any]],
+    inventory: Sequence[dict[str, Any]],
+    prune: bool = True,
+) -> dict[str, Any]:
+    """The server-side dry-run diff of ``objects`` against the live cluster, with counts."""
+    with connect(cluster) as kube:
+        result = kube.plan(
+            list(objects),
+            mapping=mapping_key(mapping),
+            default_namespace=mapping.target_namespace or "default",
+            previous_inventory=list(inventory),
+            prune=prune,
+        )
+    return result.to_dict()
+
+
+def apply(
+    cluster: Any,
+    mapping: Any,
+    objects: Sequence[dict[str, Any]],
+    inventory: Sequence[dict[str, Any]],
+    prune: bool,
+) -> ApplyOutcome:
+    """Ordered server-side apply, then prune of what left Git (when ``prune``)."""
+    with connect(cluster) as kube:
+        result = kube.apply(
+            list(objects),
+            mapping=mapping_key(mapping),
+            default_namespace=mapping.target_namespace or "default",
+            prune=prune,
+            previous_inventory=list(inventory),
+            force=True,
+        )
+    failed = [r for r in result.results if r.failed]
+    error = "; ".join(f"{r.ref.kind} {r.ref.name}: {r.message}" for r in failed[:5])
+    return ApplyOutcome(
+        ok=not failed,
+        results=[r.to_dict() for r in result.results],
+        counts=result.counts,
+        inventory=result.inventory,
+        applied=result.applied,
+        error=error,
+        transient=bool(failed) and all(_transient(r) for r in failed),
+    )
+
+
+@dataclass
+class HealthOutcome:
+    state: str  # Healthy | Progressing | Degraded | Missing
+    reason: str
+    detail: dict[str, Any]
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "Healthy"
+
+
+def wait_healthy(cluster: Any, refs: Sequence[dict[str, Any]], timeout: float) -> HealthOutcome:
+    with connect(cluster) as kube:
+        report = kube.wait_healthy(list(refs), timeout=timeout)
+    return HealthOutcome(report.state, report.reason, report.to_dict())
+
+
+@dataclass
+class DriftOutcome:
+    drifted: bool
+    objects: list[dict[str, Any]]
+    errors: list[str]
+
+
+def drift(cluster: Any, mapping: Any, applied: Sequence[dict[str, Any]]) -> DriftOutcome:
+    with connect(cluster) as kube:
+        report = kube.drift(list(applied), default_namespace=mapping.target_namespace or "default")
+    return DriftOutcome(report.drifted, [o.to_dict() for o in report.objects], list(report.errors))

@@ -1,0 +1,47 @@
+"""The rollout services: what API views, tasks and commands call. See docs/rollouts.md."""
+
+from fleet.rollouts.services.common import RolloutError
+from fleet.rollouts.services.control import (
+    approve,
+    cancel,
+    pause,
+    reject,
+    resume,
+    rollback,
+    start_sync,
+    sync_now,
+)
+from fleet.rollouts.services.drift import check_all as check_all_drift
+from fleet.rollouts.services.drift import check_drift
+from fleet.rollouts.services.fanout import advance
+from fleet.rollouts.services.lifecycle import (
+    create_rollout,
+    prepare,
+    queue,
+    start_for_commit,
+    supersede_older,
+)
+from fleet.rollouts.services.reconcile import reconcile
+from fleet.rollouts.services.sync import run_cluster_sync
+
+__all__ = [
+    "RolloutError",
+    "advance",
+    "approve",
+    "cancel",
+    "check_all_drift",
+    "check_drift",
+    "create_rollout",
+    "pause",
+    "prepare",
+    "queue",
+    "reconcile",
+    "reject",
+    "resume",
+    "rollback",
+    "run_cluster_sync",
+    "start_for_commit",
+    "start_sync",
+    "supersede_older",
+    "sync_now",
+]

@@ -1,0 +1,107 @@
+"""Shared pieces of the rollout services: state transitions with their audit events, leases, errors."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from fleet.audit.services import record
+from fleet.rollouts.models import ClusterSync, Rollout
+
+
+class RolloutError(Exception):
+    """A request the rollout's state or rules refuse; the message says why (API: 400 or 409)."""
+
+    def __init__(self, message: str, *, field: str | None = None, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.conflict = conflict
+
+
+def lease_seconds() -> float:
+    """How long a worker owns a queued or syncing leg without a heartbeat (FLEETGATE_SYNC_LEASE_SECONDS)."""
+    try:
+        return max(1.0, float(os.environ.get("FLEETGATE_SYNC_LEASE_SECONDS", "") or 60))
+    except ValueError:
+        return 60.0
+
+
+def max_attempts() -> int:
+    try:
+        return max(1, int(os.environ.get("FLEETGATE_SYNC_MAX_ATTEMPTS", "") or 4))
+    except ValueError:
+        return 4
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff between task-level attempts on transient failures: 2, 4, 8 ... at most 60 s."""
+    base = float(os.environ.get("FLEETGATE_SYNC_RETRY_BASE", "") or 2.0)
+    return float(min(60.0, base * (2 ** max(0, attempt - 1))))
+
+
+def lease_from_now(extra: float = 0.0) -> Any:
+    return timezone.now() + timedelta(seconds=lease_seconds() + extra)
+
+
+def locked_rollout(rollout_id: int) -> Rollout:
+    """The rollout row, locked for the current transaction (callers run inside transaction.atomic)."""
+    return (
+        Rollout.objects.select_for_update(of=("self",))
+        .select_related("mapping__cluster_group", "mapping__repository", "commit__repository")
+        .get(pk=rollout_id)
+    )
+
+
+def transition(rollout: Rollout, state: str, reason: str = "", action: str = "", **fields: Any) -> None:
+    """Move the rollout to ``state`` and record it (``rollout.<state>`` unless ``action`` says otherwise)."""
+    before = {"state": rollout.state, "reason": rollout.reason}
+    rollout.state = state
+    rollout.reason = reason
+    for name, value in fields.items():
+        setattr(rollout, name, value)
+    if (
+        state in ("synced", "failed", "cancelled", "superseded", "blocked", "rejected")
+        and not rollout.finished_at
+    ):
+        rollout.finished_at = timezone.now()
+    rollout.save(update_fields=["state", "reason", "finished_at", "updated", *fields])
+    record(
+        action or f"rollout.{state}",
+        rollout,
+        before=before,
+        after={"state": state, "reason": reason, "commit": rollout.commit.sha},
+        message=reason,
+        repository=rollout.mapping.repository,
+    )
+
+
+def note(rollout: Rollout, action: str, message: str, **after: Any) -> None:
+    """An audit event about a rollout that is not a state change (pause, batch start, approval...)."""
+    record(
+        action,
+        rollout,
+        after={"state": rollout.state, **after},
+        message=message,
+        repository=rollout.mapping.repository,
+    )
+
+
+def sync_event(cs: ClusterSync, action: str, message: str = "", **after: Any) -> None:
+    record(
+        action,
+        cs,
+        after={"state": cs.state, "rollout": cs.rollout_id, "commit": cs.rollout.commit.sha, **after},
+        message=message,
+        scope=cs.rollout.mapping.cluster_group,
+        cluster=cs.cluster,
+        repository=cs.rollout.mapping.repository,
+    )
+
+
+def atomic() -> Any:
+    return transaction.atomic()

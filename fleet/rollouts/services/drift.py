@@ -1,0 +1,92 @@
+"""Drift: compare each (mapping, cluster)'s last applied objects with the live cluster; report changes and,
+where the group enables self-heal, apply the last synced objects again. Both are audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from fleet.audit.services import record
+from fleet.rollouts import dispatch, ports
+from fleet.rollouts.choices import DriftStatus
+from fleet.rollouts.models import SyncedState
+
+
+def _event(state: SyncedState, action: str, message: str, **after: Any) -> None:
+    record(
+        action,
+        state,
+        after={"drift_status": state.drift_status, **after},
+        message=message,
+        scope=state.mapping.cluster_group,
+        cluster=state.cluster,
+        repository=state.mapping.repository,
+    )
+
+
+def _describe(objects: list[dict[str, Any]]) -> str:
+    parts = []
+    for o in objects[:5]:
+        ref = o.get("ref") or {}
+        fields = ", ".join(f.get("path", "") for f in o.get("fields") or [])
+        parts.append(
+            f"{ref.get('kind')} {ref.get('name')} {o.get('state')}" + (f" ({fields})" if fields else "")
+        )
+    return "; ".join(parts)
+
+
+def check_drift(state_id: int) -> str:
+    """Check one SyncedState; returns its drift status after the check (and a heal, if any)."""
+    state = (
+        SyncedState.objects.select_related("mapping__cluster_group", "mapping__repository", "cluster")
+        .filter(pk=state_id)
+        .first()
+    )
+    if state is None or not state.applied:
+        return "nothing to check"
+    group = state.mapping.cluster_group
+    try:
+        report = ports.drift(state.cluster, state.mapping, state.applied)
+    except Exception as exc:
+        state.drift_status, state.drift_error = DriftStatus.ERROR, f"{type(exc).__name__}: {exc}"[:1000]
+        state.drift_checked_at = timezone.now()
+        state.save(update_fields=["drift_status", "drift_error", "drift_checked_at"])
+        return str(state.drift_status)
+    now = timezone.now()
+    previous = state.drift_status
+    state.drift_checked_at, state.drift_error = now, "; ".join(report.errors)[:1000]
+    if not report.drifted:
+        state.drift_status, state.drift = DriftStatus.IN_SYNC, []
+        state.save(update_fields=["drift_status", "drift", "drift_checked_at", "drift_error"])
+        if previous == DriftStatus.DRIFTED:
+            _event(state, "drift.cleared", "the cluster matches Git again")
+        return str(state.drift_status)
+    state.drift_status, state.drift = DriftStatus.DRIFTED, report.objects
+    state.save(update_fields=["drift_status", "drift", "drift_checked_at", "drift_error"])
+    _event(state, "drift.detected", _describe(report.objects), objects=report.objects)
+    if not group.self_heal:
+        return str(state.drift_status)
+    outcome = ports.apply(state.cluster, state.mapping, state.applied, state.inventory, prune=False)
+    if not outcome.ok:
+        _event(state, "drift.heal_failed", outcome.error[:2000])
+        return str(state.drift_status)
+    state.drift_status, state.drift, state.healed_at = DriftStatus.IN_SYNC, [], timezone.now()
+    state.save(update_fields=["drift_status", "drift", "healed_at"])
+    _event(
+        state,
+        "drift.healed",
+        f"re-applied {len(state.applied)} object(s) of {state.commit.sha[:10] if state.commit else '?'}",
+        counts=outcome.counts,
+    )
+    return "healed"
+
+
+def check_all() -> int:
+    """Queue a drift check for every (mapping, cluster) with applied objects (the beat task)."""
+    ids = list(
+        SyncedState.objects.filter(mapping__enabled=True).exclude(applied=[]).values_list("pk", flat=True)
+    )
+    for pk in ids:
+        dispatch.send(dispatch.CHECK_DRIFT_ONE, pk)
+    return len(ids)

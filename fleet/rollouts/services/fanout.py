@@ -1,0 +1,144 @@
+"""The coordinator: which clusters to sync next, in batches, within sync windows, halting on failures.
+
+``advance(rollout_id)`` is called after every change that may let the rollout move (queued, a leg
+finished, resumed, a window opened, a batch pause ended). It runs under the rollout's row lock, reads
+only counts, and dispatches at most ``max_parallel`` legs at a time. It is idempotent: calling it twice
+does nothing the first call did not."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+
+from django.db.models import Count
+from django.utils import timezone
+
+from clusters.windows import sync_allowed
+from fleet.rollouts import dispatch
+from fleet.rollouts.choices import FINAL_SYNC_STATES, RolloutState, SyncState
+from fleet.rollouts.models import ClusterSync
+from fleet.rollouts.services.common import (
+    atomic,
+    lease_from_now,
+    locked_rollout,
+    note,
+    sync_event,
+    transition,
+)
+
+ACTIVE = (RolloutState.QUEUED, RolloutState.SYNCING)
+
+
+def advance(rollout_id: int) -> str:
+    with atomic():
+        rollout = locked_rollout(rollout_id)
+        if rollout.state not in ACTIVE or rollout.paused:
+            return str(rollout.state)
+        group = rollout.mapping.cluster_group
+        now = timezone.now()
+        counts: dict[int, dict[str, int]] = defaultdict(dict)
+        totals: dict[str, int] = defaultdict(int)
+        for row in (
+            ClusterSync.objects.filter(rollout=rollout).values("batch", "state").annotate(n=Count("id"))
+        ):
+            counts[row["batch"]][row["state"]] = row["n"]
+            totals[row["state"]] += row["n"]
+        failed = totals[SyncState.FAILED]
+        if failed > group.failure_threshold:
+            names = list(
+                ClusterSync.objects.filter(rollout=rollout, state=SyncState.FAILED)
+                .order_by("finished_at")
+                .values_list("cluster__name", "error")[:5]
+            )
+            detail = "; ".join(f"{n}: {e[:200]}" for n, e in names)
+            transition(
+                rollout,
+                RolloutState.HALTED,
+                f"{failed} cluster(s) failed, more than the group's failure threshold of "
+                f"{group.failure_threshold}: {detail}"[:2000],
+            )
+            return str(rollout.state)
+        unfinished = sorted(
+            b for b, states in counts.items() if any(s not in FINAL_SYNC_STATES for s in states)
+        )
+        if not unfinished:
+            synced = totals[SyncState.SYNCED]
+            if failed:
+                transition(rollout, RolloutState.FAILED, f"{synced} cluster(s) synced, {failed} failed")
+            else:
+                transition(rollout, RolloutState.SYNCED, f"{synced} cluster(s) synced")
+            return str(rollout.state)
+        batch = unfinished[0]
+        in_flight = totals[SyncState.QUEUED] + totals[SyncState.SYNCING]
+        pending_here = counts[batch].get(SyncState.PENDING, 0)
+        if not pending_here:
+            return str(rollout.state)  # the batch's legs are all dispatched; their ends call advance again
+        if batch != rollout.current_batch and not any(
+            counts[batch].get(s)
+            for s in (SyncState.QUEUED, SyncState.SYNCING, SyncState.SYNCED, SyncState.FAILED)
+        ):
+            # A new batch: wait for the pause between batches (if any) first.
+            if in_flight:
+                return str(rollout.state)
+            if group.batch_pause_seconds and rollout.next_batch_at is None:
+                rollout.next_batch_at = now + timedelta(seconds=group.batch_pause_seconds)
+                rollout.save(update_fields=["next_batch_at", "updated"])
+                note(
+                    rollout,
+                    "rollout.batch_pause",
+                    f"batch {batch} starts after a {group.batch_pause_seconds}s pause",
+                )
+                dispatch.send(dispatch.ADVANCE, rollout.pk, countdown=group.batch_pause_seconds)
+                return str(rollout.state)
+            if rollout.next_batch_at and rollout.next_batch_at > now:
+                return str(rollout.state)
+            rollout.current_batch = batch
+            rollout.next_batch_at = None
+            rollout.save(update_fields=["current_batch", "next_batch_at", "updated"])
+            note(rollout, "rollout.batch_started", f"batch {batch} of {rollout.batch_count}", batch=batch)
+        allowed, until = sync_allowed(group.sync_windows or [], now)
+        if not allowed:
+            if rollout.wait_until != until:
+                rollout.wait_until = until
+                rollout.reason = (
+                    f"outside the group's sync windows until {until.isoformat() if until else '?'}"
+                )
+                rollout.save(update_fields=["wait_until", "reason", "updated"])
+                note(
+                    rollout,
+                    "rollout.waiting",
+                    rollout.reason,
+                    wait_until=until.isoformat() if until else None,
+                )
+            if until is not None:
+                dispatch.send(dispatch.ADVANCE, rollout.pk, countdown=(until - now).total_seconds() + 1)
+            return str(rollout.state)
+        if rollout.wait_until is not None:
+            rollout.wait_until = None
+            rollout.save(update_fields=["wait_until", "updated"])
+            note(rollout, "rollout.window_open", "inside the group's sync windows again")
+        slots = group.max_parallel - in_flight
+        if slots <= 0:
+            return str(rollout.state)
+        picked = list(
+            ClusterSync.objects.select_related("cluster")
+            .filter(rollout=rollout, batch=batch, state=SyncState.PENDING)
+            .order_by("cluster__name")[:slots]
+        )
+        lease = lease_from_now()
+        for cs in picked:
+            cs.state = SyncState.QUEUED
+            cs.queued_at = now
+            cs.lease_until = lease
+            cs.task_id = uuid.uuid4().hex
+        ClusterSync.objects.bulk_update(
+            picked, ["state", "queued_at", "lease_until", "task_id"], batch_size=500
+        )
+        if rollout.state == RolloutState.QUEUED:
+            transition(rollout, RolloutState.SYNCING, f"batch {batch} of {rollout.batch_count} started")
+        for cs in picked:
+            cs.rollout = rollout
+            sync_event(cs, "sync.queued", f"batch {batch}", batch=batch)
+            dispatch.send(dispatch.SYNC_CLUSTER, cs.pk, task_id=cs.task_id)
+        return str(rollout.state)

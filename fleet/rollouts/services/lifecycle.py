@@ -1,0 +1,330 @@
+"""From a commit to a queued rollout: create (superseding older ones), render, evaluate, plan, decide."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from clusters import selectors
+from clusters.models import Cluster
+from fleet.rollouts import dispatch, ports
+from fleet.rollouts.choices import (
+    SUPERSEDABLE_STATES,
+    Decision,
+    RolloutState,
+    RolloutTrigger,
+    SyncState,
+)
+from fleet.rollouts.models import Approval, ClusterSync, Rollout
+from fleet.rollouts.services.common import atomic, locked_rollout, note, transition
+from fleet.sources.models import Commit, PathMapping
+
+
+def create_rollout(
+    commit: Commit,
+    mapping: PathMapping,
+    *,
+    trigger: str = RolloutTrigger.COMMIT,
+    user: Any = None,
+    clusters: Iterable[Cluster] | None = None,
+    rollback_of: Rollout | None = None,
+) -> Rollout:
+    """A new rollout of ``commit`` for ``mapping`` (to ``clusters``, default: the group's members).
+
+    Rollouts of the same mapping that have not started syncing are superseded (their approvals lapse),
+    unless this one is a "sync now" of what is already synced. Preparation is queued after commit."""
+    if commit.repository_id != mapping.repository_id:
+        raise ValueError("the commit is not from the mapping's repository")
+    with atomic():
+        targets = list(clusters) if clusters is not None else list(mapping.cluster_group.members.all())
+        rollout = Rollout.objects.create(
+            mapping=mapping,
+            commit=commit,
+            trigger=trigger,
+            created_by=user if getattr(user, "pk", None) else None,
+            rollback_of=rollback_of,
+        )
+        ClusterSync.objects.bulk_create([ClusterSync(rollout=rollout, cluster=c) for c in targets])
+        note(
+            rollout,
+            "rollout.created",
+            f"{trigger} rollout of {commit.sha[:10]} to {len(targets)} cluster(s)",
+            trigger=trigger,
+            commit=commit.sha,
+            clusters=len(targets),
+        )
+        if trigger != RolloutTrigger.SYNC_NOW:
+            supersede_older(rollout)
+        dispatch.send(dispatch.PREPARE, rollout.pk)
+    return rollout
+
+
+def supersede_older(newer: Rollout) -> list[int]:
+    """Supersede rollouts of the same mapping that have not started, and the unstarted legs of those
+    that have; approvals given to them lapse."""
+    done = []
+    older = (
+        Rollout.objects.filter(mapping=newer.mapping_id, pk__lt=newer.pk)
+        .exclude(trigger=RolloutTrigger.SYNC_NOW)
+        .filter(state__in=[*SUPERSEDABLE_STATES, RolloutState.SYNCING, RolloutState.HALTED])
+        .values_list("pk", flat=True)
+    )
+    for pk in list(older):
+        rollout = locked_rollout(pk)
+        if rollout.state in SUPERSEDABLE_STATES:
+            lapsed = Approval.objects.filter(rollout=rollout, lapsed=False).update(lapsed=True)
+            ClusterSync.objects.filter(rollout=rollout).exclude(
+                state__in=[SyncState.SYNCED, SyncState.FAILED, SyncState.SYNCING]
+            ).update(state=SyncState.SUPERSEDED, finished_at=timezone.now())
+            reason = f"superseded by rollout {newer.pk} ({newer.commit.sha[:10]})"
+            if lapsed:
+                reason += f"; {lapsed} approval(s) lapsed"
+            transition(rollout, RolloutState.SUPERSEDED, reason, superseded_by=newer)
+            done.append(pk)
+        else:  # syncing or halted: legs not yet started are superseded; in-flight ones finish
+            count = ClusterSync.objects.filter(rollout=rollout, state=SyncState.PENDING).update(
+                state=SyncState.SUPERSEDED, finished_at=timezone.now()
+            )
+            if count:
+                note(rollout, "rollout.legs_superseded", f"{count} cluster(s) left to rollout {newer.pk}")
+                rollout.superseded_by = newer
+                rollout.save(update_fields=["superseded_by", "updated"])
+                dispatch.send(dispatch.ADVANCE, rollout.pk)
+    return done
+
+
+def start_for_commit(commit: Commit, mappings: Iterable[PathMapping] | None = None) -> list[Rollout]:
+    """Rollouts of a new commit for the mappings it affects (default: every enabled mapping of its
+    repository that rendered at this commit, or all enabled ones when renders are not recorded)."""
+    if mappings is None:
+        mappings = PathMapping.objects.filter(repository=commit.repository_id, enabled=True)
+        rendered = list(commit.mapping_renders.filter(status="rendered").values_list("mapping_id", flat=True))
+        if commit.mapping_renders.exists():
+            mappings = mappings.filter(pk__in=rendered)
+    return [create_rollout(commit, m) for m in mappings]
+
+
+# --------------------------------------------------------------------------------------------- prepare
+
+
+def prepare(rollout_id: int) -> str:
+    """Render, evaluate and plan; then wait for approval, wait for a sync request, or queue.
+
+    Each phase commits its state, so a prepare that dies resumes at the phase it reached."""
+    for _ in range(4):
+        state = Rollout.objects.filter(pk=rollout_id).values_list("state", flat=True).first()
+        if state == RolloutState.PENDING:
+            _render(rollout_id)
+        elif state == RolloutState.RENDERED:
+            _evaluate(rollout_id)
+        elif state == RolloutState.EVALUATED:
+            return _after_gate(rollout_id)
+        else:
+            return str(state)
+    return str(state)
+
+
+def _render(rollout_id: int) -> None:
+    rollout = Rollout.objects.select_related("mapping__cluster_group", "commit__repository").get(
+        pk=rollout_id
+    )
+    syncs = list(rollout.syncs.select_related("cluster"))
+    error = ""
+    objects: dict[int, list[dict[str, Any]]] = {}
+    try:
+        objects = ports.render_mapping(rollout.commit, rollout.mapping, [s.cluster for s in syncs])
+    except ports.RenderFailed as exc:
+        error = f"render failed: {exc}"
+    except Exception as exc:  # git unreachable etc.: the rollout fails with the reason, nothing is applied
+        error = f"render failed: {type(exc).__name__}: {exc}"
+    with atomic():
+        rollout = locked_rollout(rollout_id)
+        if rollout.state != RolloutState.PENDING:
+            return
+        if error:
+            rollout.syncs.update(state=SyncState.CANCELLED, error=error[:2000])
+            transition(rollout, RolloutState.FAILED, error[:2000])
+            return
+        for cs in syncs:
+            cs.desired = objects.get(cs.cluster_id, [])
+        ClusterSync.objects.bulk_update(syncs, ["desired"], batch_size=200)
+        total = sum(len(v) for v in objects.values())
+        transition(rollout, RolloutState.RENDERED, f"{total} object(s) for {len(syncs)} cluster(s)")
+
+
+def _evaluate(rollout_id: int) -> None:
+    rollout = Rollout.objects.select_related("mapping__cluster_group", "commit__repository").get(
+        pk=rollout_id
+    )
+    syncs = list(rollout.syncs.select_related("cluster"))
+    blocked: list[str] = []
+    warned = 0
+    try:
+        results = ports.policy_decisions(
+            rollout.commit, rollout.mapping, [(cs.cluster, cs.desired) for cs in syncs]
+        )
+    except Exception as exc:  # fail closed
+        failure = ports.PolicyResult(
+            "blocked", {"outcome": "blocked", "errors": [f"{type(exc).__name__}: {exc}"]}
+        )
+        results = {cs.cluster_id: failure for cs in syncs}
+    for cs in syncs:
+        result = results.get(cs.cluster_id) or ports.PolicyResult("blocked", {"errors": ["not evaluated"]})
+        cs.decision = result.outcome
+        cs.evaluation = result.summary
+        if result.outcome == Decision.BLOCKED:
+            blocked.append(cs.cluster.name + _first_message(result.summary))
+        elif result.outcome == Decision.WARNED:
+            warned += 1
+    with atomic():
+        rollout = locked_rollout(rollout_id)
+        if rollout.state != RolloutState.RENDERED:
+            return
+        for cs in syncs:
+            if cs.decision == Decision.BLOCKED:
+                cs.state = SyncState.BLOCKED
+        ClusterSync.objects.bulk_update(syncs, ["decision", "evaluation", "state"], batch_size=200)
+        if blocked:
+            rollout.syncs.exclude(state=SyncState.BLOCKED).update(state=SyncState.CANCELLED)
+            reason = f"blocked by policy on {len(blocked)} cluster(s): " + "; ".join(blocked[:5])
+            transition(rollout, RolloutState.BLOCKED, reason[:2000], decision=Decision.BLOCKED)
+            return
+        decision = Decision.WARNED if warned else Decision.PASSED
+        transition(
+            rollout,
+            RolloutState.EVALUATED,
+            f"policy gate {decision}" + (f" with warnings on {warned} cluster(s)" if warned else ""),
+            decision=decision,
+        )
+
+
+def _first_message(summary: dict[str, Any]) -> str:
+    reasons = summary.get("reasons") or []
+    if reasons:
+        return f" ({reasons[0]})"
+    errors = summary.get("errors") or []
+    if errors:
+        first = errors[0]
+        return f" (error: {first.get('message', first) if isinstance(first, dict) else first})"
+    return ""
+
+
+def _previously_approved(rollout: Rollout) -> bool:
+    return (
+        Rollout.objects.filter(
+            mapping=rollout.mapping_id, commit=rollout.commit_id, approved_at__isnull=False
+        )
+        .exclude(pk=rollout.pk)
+        .exists()
+    )
+
+
+def _plan_all(rollout: Rollout) -> None:
+    """The server-side dry-run diff for each target, stored before approval or a manual sync."""
+    from fleet.rollouts.models import SyncedState
+
+    syncs = list(rollout.syncs.select_related("cluster").exclude(state=SyncState.BLOCKED))
+    inventories = dict(
+        SyncedState.objects.filter(
+            mapping=rollout.mapping_id, cluster__in=[s.cluster_id for s in syncs]
+        ).values_list("cluster_id", "inventory")
+    )
+    group = rollout.mapping.cluster_group
+
+    def one(cs: ClusterSync) -> dict[str, Any]:
+        try:
+            return ports.plan(
+                cs.cluster, rollout.mapping, cs.desired, inventories.get(cs.cluster_id, []), group.prune
+            )
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"[:1000], "items": [], "counts": {}}
+        finally:
+            close_old_connections()
+
+    workers = max(1, min(8, group.max_parallel, len(syncs)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        plans = list(pool.map(one, syncs))
+    for cs, plan in zip(syncs, plans, strict=True):
+        cs.plan = plan
+    ClusterSync.objects.bulk_update(syncs, ["plan"], batch_size=200)
+
+
+def _after_gate(rollout_id: int) -> str:
+    rollout = Rollout.objects.select_related("mapping__cluster_group").get(pk=rollout_id)
+    group = rollout.mapping.cluster_group
+    approval = group.approval_required and not (
+        rollout.trigger == RolloutTrigger.SYNC_NOW and _previously_approved(rollout)
+    )
+    manual = group.sync_mode == "manual" and rollout.trigger == RolloutTrigger.COMMIT
+    if (approval or manual) and not any(cs.get("plan") for cs in rollout.syncs.values("plan")):
+        _plan_all(rollout)
+    with atomic():
+        rollout = locked_rollout(rollout_id)
+        if rollout.state != RolloutState.EVALUATED or rollout.approval_required or rollout.manual:
+            return str(rollout.state)
+        if approval:
+            transition(
+                rollout,
+                RolloutState.AWAITING_APPROVAL,
+                f"needs {group.approvals_required} approval(s)",
+                approval_required=True,
+                approvals_required=group.approvals_required,
+                manual=manual,
+            )
+            return str(rollout.state)
+        if manual:
+            rollout.manual = True
+            rollout.save(update_fields=["manual", "updated"])
+            note(rollout, "rollout.ready", "waiting for a sync request (the group syncs manually)")
+            return str(rollout.state)
+        queue(rollout)
+    return str(rollout.state)
+
+
+# --------------------------------------------------------------------------------------------- queue
+
+
+def assign_batches(rollout: Rollout) -> int:
+    """Canary clusters (the group's canary selector) first, then batches of the group's size or
+    percentage; returns the number of batches."""
+    group = rollout.mapping.cluster_group
+    syncs = list(
+        rollout.syncs.select_related("cluster").filter(state=SyncState.PENDING).order_by("cluster__name")
+    )
+    canaries = [s for s in syncs if selectors.matches(group.canary_selector, s.cluster.labels or {})]
+    rest = [s for s in syncs if s not in canaries]
+    batches: list[Sequence[ClusterSync]] = [canaries] if canaries else []
+    if rest:
+        if group.batch_size:
+            size = group.batch_size
+        elif group.batch_percent:
+            size = max(1, math.ceil(len(syncs) * group.batch_percent / 100))
+        else:
+            size = len(rest)
+        batches += [rest[i : i + size] for i in range(0, len(rest), size)]
+    for number, batch in enumerate(batches):
+        for cs in batch:
+            cs.batch = number
+            cs.canary = cs in canaries
+    ClusterSync.objects.bulk_update(syncs, ["batch", "canary"], batch_size=500)
+    return len(batches)
+
+
+def queue(rollout: Rollout, reason: str = "") -> None:
+    """Queue the rollout (caller holds its lock): batches assigned, the first batch dispatched."""
+    count = assign_batches(rollout)
+    transition(
+        rollout,
+        RolloutState.QUEUED,
+        reason or f"{count} batch(es)",
+        batch_count=count,
+        current_batch=0,
+        next_batch_at=None,
+        started_at=rollout.started_at or timezone.now(),
+    )
+    dispatch.send(dispatch.ADVANCE, rollout.pk)

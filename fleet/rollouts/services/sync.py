@@ -1,0 +1,209 @@
+"""One leg of a rollout on one cluster: claim it, apply (ordered server-side apply, prune), wait for
+health, and record the outcome exactly once.
+
+Safety against lost or duplicated tasks: a worker claims a leg under the row lock (state queued, or
+syncing with an expired lease) and numbers its attempt; while it works a heartbeat extends the lease;
+it records the outcome only if the leg is still syncing under its attempt number. A killed worker's leg
+is taken over by another worker once its lease expires (``reconcile``), and a duplicate task finds the
+leg owned or finished and does nothing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from clusters.connector.errors import is_retriable
+from fleet.rollouts import dispatch, ports
+from fleet.rollouts.choices import DriftStatus, RolloutState, SyncState
+from fleet.rollouts.models import ClusterSync, SyncedState
+from fleet.rollouts.services.common import (
+    atomic,
+    lease_from_now,
+    lease_seconds,
+    locked_rollout,
+    max_attempts,
+    retry_delay,
+    sync_event,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _claim(cs_id: int) -> tuple[ClusterSync | None, str]:
+    with atomic():
+        rollout_id = ClusterSync.objects.filter(pk=cs_id).values_list("rollout_id", flat=True).first()
+        if rollout_id is None:
+            return None, "gone"
+        rollout = locked_rollout(rollout_id)
+        cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=cs_id)
+        cs.rollout = rollout
+        now = timezone.now()
+        if cs.state == SyncState.SYNCING and cs.lease_until and cs.lease_until > now:
+            return None, "owned by another worker"
+        if cs.state not in (SyncState.QUEUED, SyncState.SYNCING):
+            return None, f"already {cs.state}"
+        if cs.retry_at and cs.retry_at > now + timedelta(seconds=1) and cs.state == SyncState.QUEUED:
+            return None, "not yet time to retry"
+        if rollout.state in (RolloutState.CANCELLED, RolloutState.SUPERSEDED):
+            cs.state = (
+                SyncState.CANCELLED if rollout.state == RolloutState.CANCELLED else SyncState.SUPERSEDED
+            )
+            cs.finished_at = now
+            cs.save(update_fields=["state", "finished_at"])
+            sync_event(cs, f"sync.{cs.state}", f"the rollout is {rollout.state}")
+            return None, str(cs.state)
+        if rollout.paused or rollout.state != RolloutState.SYNCING:
+            cs.state = SyncState.PENDING
+            cs.lease_until = None
+            cs.save(update_fields=["state", "lease_until"])
+            sync_event(cs, "sync.deferred", f"the rollout is {'paused' if rollout.paused else rollout.state}")
+            return None, "deferred"
+        took_over = cs.state == SyncState.SYNCING
+        cs.state = SyncState.SYNCING
+        cs.attempts += 1
+        cs.started_at = cs.started_at or now
+        cs.lease_until = lease_from_now()
+        cs.retry_at = None
+        cs.save(update_fields=["state", "attempts", "started_at", "lease_until", "retry_at"])
+        sync_event(
+            cs,
+            "sync.started",
+            f"attempt {cs.attempts}" + (" (taken over from a worker that stopped)" if took_over else ""),
+            attempt=cs.attempts,
+        )
+        return cs, "claimed"
+
+
+class _Heartbeat(threading.Thread):
+    """Extends the leg's lease while the work runs (own database connection)."""
+
+    def __init__(self, cs_id: int, attempt: int) -> None:
+        super().__init__(daemon=True, name=f"lease-{cs_id}")
+        self.cs_id, self.attempt = cs_id, attempt
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = lease_seconds() / 3
+        try:
+            while not self.stopped.wait(interval):
+                ClusterSync.objects.filter(
+                    pk=self.cs_id, state=SyncState.SYNCING, attempts=self.attempt
+                ).update(lease_until=lease_from_now())
+        except Exception:  # the finish step decides; a missed heartbeat only risks a harmless takeover
+            log.warning("heartbeat of cluster sync %s failed", self.cs_id, exc_info=True)
+        finally:
+            close_old_connections()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.is_alive():
+            self.join(timeout=5)
+
+
+def run_cluster_sync(cs_id: int) -> str:
+    """Sync one leg; returns what happened (for logs and tests)."""
+    cs, why = _claim(cs_id)
+    if cs is None:
+        return why
+    rollout = cs.rollout
+    mapping, group = rollout.mapping, rollout.mapping.cluster_group
+    attempt = cs.attempts
+    heartbeat = _Heartbeat(cs.pk, attempt)
+    heartbeat.start()
+    outcome: ports.ApplyOutcome | None = None
+    health: ports.HealthOutcome | None = None
+    error, transient = "", False
+    try:
+        state = SyncedState.objects.filter(mapping=mapping, cluster=cs.cluster_id).first()
+        inventory = state.inventory if state else []
+        outcome = ports.apply(cs.cluster, mapping, cs.desired, inventory, prune=group.prune)
+        if not outcome.ok:
+            error, transient = outcome.error or "apply failed", outcome.transient
+        else:
+            refs = [r["ref"] for r in outcome.results if r.get("action") not in ("deleted", "failed")]
+            health = ports.wait_healthy(cs.cluster, refs, timeout=float(group.health_timeout_seconds))
+            if not health.healthy:
+                error = f"not healthy: {health.reason or health.state}"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        transient = is_retriable(exc)
+    finally:
+        heartbeat.stop()
+    result = _finish(cs.pk, attempt, outcome, health, error, transient)
+    dispatch.send(dispatch.ADVANCE, rollout.pk)
+    return result
+
+
+def _finish(
+    cs_id: int,
+    attempt: int,
+    outcome: ports.ApplyOutcome | None,
+    health: ports.HealthOutcome | None,
+    error: str,
+    transient: bool,
+) -> str:
+    with atomic():
+        rollout_id = ClusterSync.objects.filter(pk=cs_id).values_list("rollout_id", flat=True).get()
+        rollout = locked_rollout(rollout_id)
+        cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=cs_id)
+        cs.rollout = rollout
+        if cs.state != SyncState.SYNCING or cs.attempts != attempt:
+            return "lost the lease; another attempt owns the outcome"
+        now = timezone.now()
+        if outcome is not None:
+            cs.results = outcome.results
+            cs.counts = outcome.counts
+            _remember(rollout, cs, outcome, health, ok=not error)
+        if health is not None:
+            cs.health = health.state
+            cs.health_detail = health.detail
+        if not error:
+            cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.SYNCED, "", now, None
+            cs.save()
+            sync_event(cs, "sync.succeeded", _summary(cs.counts), counts=cs.counts, health=cs.health)
+            return "synced"
+        if transient and attempt < max_attempts() and rollout.state == RolloutState.SYNCING:
+            delay = retry_delay(attempt)
+            cs.state, cs.error = SyncState.QUEUED, error
+            cs.retry_at = now + timedelta(seconds=delay)
+            cs.lease_until = lease_from_now(delay)
+            cs.save()
+            sync_event(cs, "sync.retrying", f"attempt {attempt} failed, retry in {delay:g}s: {error}"[:2000])
+            dispatch.send(dispatch.SYNC_CLUSTER, cs.pk, countdown=delay, task_id=cs.task_id)
+            return "retrying"
+        cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.FAILED, error, now, None
+        cs.save()
+        sync_event(cs, "sync.failed", error[:2000], counts=cs.counts)
+        return "failed"
+
+
+def _summary(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing to apply"
+
+
+def _remember(rollout: Any, cs: ClusterSync, outcome: ports.ApplyOutcome, health: Any, ok: bool) -> None:
+    """Keep what is on the cluster: after a success the commit and objects; after a failure at least the
+    inventory, so a later sync can prune what this one created."""
+    state, _ = SyncedState.objects.select_for_update().get_or_create(
+        mapping=rollout.mapping, cluster=cs.cluster
+    )
+    if ok:
+        state.commit = rollout.commit
+        state.rollout = rollout
+        state.inventory = outcome.inventory
+        state.applied = outcome.applied
+        state.health = health.state if health else ""
+        state.synced_at = timezone.now()
+        state.drift_status = DriftStatus.IN_SYNC
+        state.drift = []
+    else:
+        known = {tuple(sorted(r.items())) for r in state.inventory}
+        state.inventory = state.inventory + [
+            r for r in outcome.inventory if tuple(sorted(r.items())) not in known
+        ]
+    state.save()

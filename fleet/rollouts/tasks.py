@@ -1,0 +1,49 @@
+"""Thin Celery tasks: each calls one service. All are idempotent (state checks under row locks) and
+acknowledged late (settings), so a task that dies with its worker runs again and does the right thing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from fleet.rollouts import dispatch, services
+
+
+@shared_task(name=dispatch.PREPARE)
+def prepare(rollout_id: int) -> str:
+    return services.prepare(rollout_id)
+
+
+@shared_task(name=dispatch.ADVANCE)
+def advance(rollout_id: int) -> str:
+    return services.advance(rollout_id)
+
+
+@shared_task(name=dispatch.SYNC_CLUSTER)
+def sync_cluster(cluster_sync_id: int) -> str:
+    return services.run_cluster_sync(cluster_sync_id)
+
+
+@shared_task(name=dispatch.RECONCILE)
+def reconcile(follow: bool = False) -> dict[str, Any]:
+    return services.reconcile(follow=follow)
+
+
+@shared_task(name=dispatch.CHECK_DRIFT)
+def check_drift() -> int:
+    return services.check_all_drift()
+
+
+@shared_task(name=dispatch.CHECK_DRIFT_ONE)
+def check_drift_one(synced_state_id: int) -> str:
+    return services.check_drift(synced_state_id)
+
+
+@worker_ready.connect
+def _reconcile_at_worker_start(sender: Any = None, **_: Any) -> None:
+    """A worker that starts picks up legs left behind by one that stopped (after their leases expire)."""
+    from fleet.celery import app
+
+    app.send_task(dispatch.RECONCILE, args=[True])

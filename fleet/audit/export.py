@@ -423,7 +423,17 @@ def write_pdf(
         invariant=1 if invariant else 0,
         pageCompression=1 if compress else 0,
     )
-    doc.build(story)
+    stamp = time_text(now)[:19].replace("T", " ") + " UTC"
+
+    def footer(canvas: Any, document: Any) -> None:
+        canvas.saveState()
+        canvas.setFont("Helvetica", 7)
+        canvas.drawRightString(
+            document.pagesize[0] - 12 * mm, 6 * mm, f"Fleetgate audit report - {stamp} - page {document.page}"
+        )
+        canvas.restoreState()
+
+    doc.build(story, onFirstPage=footer, onLaterPages=footer)
     return summary
 
 

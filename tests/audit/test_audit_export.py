@@ -284,6 +284,9 @@ def _pdf_text(queryset: Any, **options: Any) -> bytes:
 
 
 def test_pdf_report_has_summaries_decisions_events_and_verification(world: Any, chain_filler: Any) -> None:
+    # A denial told by the recorded decision rather than the action name, and a non-denial.
+    record("policy.evaluate", after={"decision": "blocked"}, message="decision says blocked")
+    record("policy.evaluate", after={"decision": "allow"}, message="decision says allow")
     chain_filler(30, cluster_name="c-bulk")
     data = _pdf_text(
         AuditEvent.objects.all(), filters={"action": "(all)"}, requested_by="auditor", max_events=10
@@ -292,22 +295,24 @@ def test_pdf_report_has_summaries_decisions_events_and_verification(world: Any, 
         b"Fleetgate audit report",
         b"for auditor",
         b"Filters: action=\\(all\\)",
-        b"Matching events: 36 \\(sequence #1 to #36\\)",
+        b"Matching events: 38 \\(sequence #1 to #38\\)",
         b"Summary by action",
         b"Summary by actor",
         b"Summary by cluster",
         b"(test.bulk)",
         b"(30)",  # every bulk event is counted although the table lists only ten
         b"(c-bulk)",
-        b"Policy denials: 2. Approvals: 1.",
+        b"Policy denials: 3. Approvals: 1.",
+        b"decision says blocked",
         b"policy no-root blocked api on prod",
         b"approved by alice",
-        b"The table lists the last 10 of 36 matching events",
+        b"The table lists the last 10 of 38 matching events",
         b"bulk event 29",
-        f"OK: 36 events verified; head hash {verify().head_hash}".encode(),
+        f"OK: 38 events verified; head hash {verify().head_hash}".encode(),
     ):
         assert text in data, text
     assert b"bulk event 19" not in data  # outside the table's cap
+    assert b"decision says allow" not in data  # neither a denial nor in the last ten
 
 
 def test_pdf_report_says_when_the_chain_is_broken(world: Any) -> None:

@@ -156,7 +156,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "RolloutStateEnum": "fleet.rollouts.choices.RolloutState",
+        "ClusterSyncStateEnum": "fleet.rollouts.choices.SyncState",
+        "GateDecisionEnum": "fleet.rollouts.choices.Decision",
+        "ApprovalDecisionEnum": "fleet.rollouts.choices.ApprovalDecision",
+    },
 }
 
 # Celery. The default broker is kombu's filesystem transport under var/: a real worker process with no

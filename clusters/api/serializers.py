@@ -66,6 +66,15 @@ class ClusterSerializer(FleetModelSerializer):
         return super().validate(attrs)
 
 
+class ConnectionTestSerializer(serializers.Serializer):
+    """The outcome of a connection test (never a credential)."""
+
+    reachable = serializers.BooleanField()
+    status = serializers.CharField()
+    version = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True)
+
+
 class ClusterGroupSerializer(FleetModelSerializer):
     include = RestrictedPrimaryKeyRelatedField(queryset=Cluster.objects.all(), many=True, required=False)
     exclude = RestrictedPrimaryKeyRelatedField(queryset=Cluster.objects.all(), many=True, required=False)

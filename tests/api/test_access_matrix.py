@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from fleet.access.choices import Role
 from fleet.access.models import RoleBinding
 from fleet.audit.services import record
+from fleet.rollouts.models import ClusterSync, Rollout, SyncedState
 from tests.factories import (
     ClusterFactory,
     ClusterGroupFactory,
@@ -42,6 +43,10 @@ DESIGN: dict[str, dict[str, Any]] = {
     "pathmapping": {"write": {"cluster-admin", "admin"}, "scope": "scoped", "view": set(ROLES)},
     "commit": {"write": set(), "scope": "none", "view": set(ROLES)},
     "auditevent": {"write": set(), "scope": "none", "view": set(ROLES)},
+    # Rollouts change only through their actions (tests/rollouts/test_rollout_api.py covers those).
+    "rollout": {"write": set(), "scope": "none", "view": set(ROLES)},
+    "clustersync": {"write": set(), "scope": "none", "view": set(ROLES)},
+    "syncedstate": {"write": set(), "scope": "none", "view": set(ROLES)},
     "rolebinding": {"write": {"admin"}, "scope": "global", "view": {"admin"}, "global_view_only": True},
 }
 # Endpoints that are about the signed-in user, not about fleet objects: every authenticated user gets 200.
@@ -77,7 +82,7 @@ def test_every_api_route_is_in_the_design() -> None:
 
 
 # Custom actions and their expected outcome per role for a scoped/global binding.
-EXTRA_ROUTES = {"auditevent-verify"}
+EXTRA_ROUTES = {"auditevent-verify", "rollout-sync"}  # rollout-sync-now: tests/rollouts/test_rollout_api.py
 
 
 @pytest.fixture
@@ -95,6 +100,10 @@ def world() -> dict[str, Any]:
             "commit": CommitFactory(repository=repo),
             "auditevent": record("test.event", group, message=f"in {env}"),
         }
+        mapping, cluster = objects[key]["pathmapping"], objects[key]["cluster"]
+        objects[key]["rollout"] = Rollout.objects.create(mapping=mapping, commit=objects[key]["commit"])
+        objects[key]["clustersync"] = ClusterSync.objects.create(rollout=objects[key]["rollout"], cluster=cluster)
+        objects[key]["syncedstate"] = SyncedState.objects.create(mapping=mapping, cluster=cluster)
     other = UserFactory(username="someone")
     objects["in"]["rolebinding"] = RoleBinding.objects.create(user=other, role="viewer", scope=staging)
     objects["out"]["rolebinding"] = RoleBinding.objects.create(user=other, role="viewer", scope=prod)
@@ -108,6 +117,9 @@ URLS = {
     "pathmapping": "/api/mappings/",
     "commit": "/api/commits/",
     "auditevent": "/api/audit/events/",
+    "rollout": "/api/rollouts/",
+    "clustersync": "/api/cluster-syncs/",
+    "syncedstate": "/api/synced-states/",
     "rolebinding": "/api/access/bindings/",
 }
 PATCHES = {
@@ -117,6 +129,9 @@ PATCHES = {
     "pathmapping": {"enabled": False},
     "commit": {"message": "x"},
     "auditevent": {"message": "x"},
+    "rollout": {"state": "synced"},
+    "clustersync": {"state": "synced"},
+    "syncedstate": {"health": "Healthy"},
     "rolebinding": {"role": "deployer"},
 }
 

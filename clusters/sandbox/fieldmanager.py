@@ -130,11 +130,34 @@ def managed_view(obj: dict[str, Any], part: str, has_status: bool) -> dict[str, 
     return view
 
 
-def fieldset(view: dict[str, Any], builtin: bool) -> set[Path]:
+# Free-form maps of the built-in schemas (map[string]...): an Update that creates one owns the map itself
+# too (its "." in FieldsV1), as kube-apiserver records it; appliers own only the keys.
+MAP_FIELDS = frozenset(
+    {
+        "labels",
+        "annotations",
+        "data",
+        "binaryData",
+        "stringData",
+        "nodeSelector",
+        "limits",
+        "requests",
+        "capacity",
+        "allocatable",
+        "hard",
+        "used",
+        "parameters",
+        "selector",
+    }
+)
+
+
+def fieldset(view: dict[str, Any], builtin: bool, maps: bool = False) -> set[Path]:
+    """The owned paths of a managed view; ``maps`` adds free-form map members (for Update operations)."""
     out: set[Path] = set()
     for k, v in view.items():
         if v is not None:
-            _walk(v, ("f:" + k,), out, k, builtin)
+            _walk(v, ("f:" + k,), out, k, builtin, maps)
     return out
 
 
@@ -146,14 +169,16 @@ def atomic_map(name: str, value: dict[str, Any], builtin: bool) -> bool:
     return builtin and name in _SELECTOR_FIELDS and ("matchLabels" in value or "matchExpressions" in value)
 
 
-def _walk(value: Any, path: Path, out: set[Path], name: str, builtin: bool) -> None:
+def _walk(value: Any, path: Path, out: set[Path], name: str, builtin: bool, maps: bool = False) -> None:
     if isinstance(value, dict):
         if not value or atomic_map(name, value, builtin):
             out.add(path)
             return
+        if maps and builtin and name in MAP_FIELDS:
+            out.add(path)
         for k, v in value.items():
             if v is not None:
-                _walk(v, (*path, "f:" + k), out, k, builtin)
+                _walk(v, (*path, "f:" + k), out, k, builtin, maps)
     elif isinstance(value, list):
         spec = list_spec(name, value, path, builtin)
         if spec is None or not value:
@@ -170,7 +195,7 @@ def _walk(value: Any, path: Path, out: set[Path], name: str, builtin: bool) -> N
             if spec != SET:
                 for k, v in item.items():
                     if v is not None:
-                        _walk(v, (*ip, "f:" + k), out, k, builtin)
+                        _walk(v, (*ip, "f:" + k), out, k, builtin, maps)
     else:
         out.add(path)
 
@@ -254,23 +279,69 @@ def merge_apply(live: Any, applied: Any, name: str, path: Path, builtin: bool) -
         spec = list_spec(name, applied or live, path, builtin)
         if spec is None:
             return applied
+        live_keys = [_element_or_none(item, spec, path) for item in live]
+        applied_keys = [item_element(item, spec, path) for item in applied]
         if spec == SET:
-            return applied + [x for x in live if x not in applied]
-        live_by_key: dict[str, Any] = {}
-        for item in live:
-            try:
-                live_by_key[item_element(item, spec, path)] = item
-            except ApiError:
-                continue
-        merged, keys = [], set()
-        for item in applied:
-            el = item_element(item, spec, path)
-            keys.add(el)
-            prev = live_by_key.get(el, MISSING)
-            merged.append(item if prev is MISSING else merge_apply(prev, item, name, (*path, el), builtin))
-        merged.extend(item for el, item in live_by_key.items() if el not in keys)
-        return merged
+            return merge_ordered(live, applied, live_keys, applied_keys, lambda lv, av: av)
+        return merge_ordered(
+            live,
+            applied,
+            live_keys,
+            applied_keys,
+            lambda lv, av: av if lv is MISSING else merge_apply(lv, av, name, path, builtin),
+        )
     return applied
+
+
+def _element_or_none(item: Any, spec: Any, path: Path) -> str | None:
+    try:
+        return item_element(item, spec, path)
+    except ApiError:
+        return None
+
+
+def merge_ordered(
+    live: list[Any], applied: list[Any], lkeys: list[Any], rkeys: list[str], merge: Any
+) -> list[Any]:
+    """Merge two keyed lists in structured-merge-diff's order: items only in the live list stay where they
+    were, shared items follow the applied order, new items go where the applied list puts them."""
+    live_by = {k: v for k, v in zip(lkeys, live, strict=True) if k is not None}
+    applied_by = dict(zip(rkeys, applied, strict=True))
+    shared = [k for k in rkeys if k in live_by]
+    next_shared = shared.pop(0) if shared else None
+    done: set[str] = set()
+    out: list[Any] = []
+    li = ri = 0
+    while li < len(lkeys) or ri < len(rkeys):
+        if li < len(lkeys) and ri < len(rkeys):
+            key = lkeys[li]
+            if key == rkeys[ri]:
+                done.add(key)
+                out.append(merge(live_by[key], applied_by[key]))
+                li += 1
+                ri += 1
+                next_shared = shared.pop(0) if shared else None
+                continue
+            if key in applied_by and next_shared is not None and next_shared != key:
+                li += 1  # a shared item, but not the one due now: it comes in the applied order
+                continue
+        if li < len(lkeys):
+            key = lkeys[li]
+            if key is None or key not in applied_by:
+                out.append(live[li])
+                li += 1
+                continue
+            if key in done:
+                li += 1
+                continue
+        if ri < len(rkeys):
+            key = rkeys[ri]
+            done.add(key)
+            out.append(merge(live_by.get(key, MISSING), applied_by[key]))
+            ri += 1
+            if next_shared == key:
+                next_shared = shared.pop(0) if shared else None
+    return out
 
 
 @dataclass(slots=True)
@@ -376,17 +447,20 @@ def encode_managers(managers: list[Manager]) -> list[dict[str, Any]]:
 
 
 def _leaf_differs(old: Any, new: Any, p: Path, builtin: bool) -> bool:
-    return not (p[-1].startswith("k:") or p[-1].startswith("v:")) and get_value(old, p, builtin) != get_value(
-        new, p, builtin
-    )
+    if p[-1].startswith(("k:", "v:")):
+        return False
+    before, after = get_value(old, p, builtin), get_value(new, p, builtin)
+    if isinstance(after, dict) and after and not atomic_map(p[-1][2:], after, builtin):
+        return False  # a map member: only its keys change
+    return before != after
 
 
 def track_update(
     old_view: dict[str, Any], new_view: dict[str, Any], managers: list[Manager], me: Manager, builtin: bool
 ) -> list[Manager]:
     """Record an Update operation: the writer gains the fields it changed, others lose them."""
-    old_fs = fieldset(old_view, builtin)
-    new_fs = fieldset(new_view, builtin)
+    old_fs = fieldset(old_view, builtin, maps=True)
+    new_fs = fieldset(new_view, builtin, maps=True)
     added = new_fs - old_fs
     removed = old_fs - new_fs
     modified = {p for p in new_fs & old_fs if _leaf_differs(old_view, new_view, p, builtin)}

@@ -126,6 +126,14 @@ def _default_ports(ports: Any, service: bool) -> None:
                 p.setdefault("targetPort", p["port"])
 
 
+def _pull_policy(image: Any) -> str:
+    ref = str(image).rsplit("/", 1)[-1]
+    if "@" in ref:
+        return "IfNotPresent"
+    tag = ref.split(":", 1)[1] if ":" in ref else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
 def _default_pod_spec(spec: Any) -> None:
     if not isinstance(spec, dict):
         return
@@ -133,10 +141,70 @@ def _default_pod_spec(spec: Any) -> None:
         for c in spec.get(key) or []:
             if isinstance(c, dict):
                 _default_ports(c.get("ports"), service=False)
+                c.setdefault("resources", {})
+                c.setdefault("terminationMessagePath", "/dev/termination-log")
+                c.setdefault("terminationMessagePolicy", "File")
+                if "image" in c:
+                    c.setdefault("imagePullPolicy", _pull_policy(c["image"]))
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+
+
+# spec defaults of the workload kinds (as kube-apiserver 1.37 fills them in)
+_WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "Deployment": {
+        "progressDeadlineSeconds": 600,
+        "revisionHistoryLimit": 10,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+    },
+    "StatefulSet": {
+        "podManagementPolicy": "OrderedReady",
+        "revisionHistoryLimit": 10,
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+    },
+    "DaemonSet": {
+        "revisionHistoryLimit": 10,
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+    },
+    "Job": {
+        "backoffLimit": 6,
+        "completionMode": "NonIndexed",
+        "suspend": False,
+        "podReplacementPolicy": "TerminatingOrFailed",
+    },
+    "CronJob": {
+        "concurrencyPolicy": "Allow",
+        "failedJobsHistoryLimit": 1,
+        "successfulJobsHistoryLimit": 3,
+        "suspend": False,
+    },
+}
+
+
+def _default_workload(kind: str, spec: dict[str, Any]) -> None:
+    for key, value in _WORKLOAD_DEFAULTS.get(kind, {}).items():
+        if key not in spec:
+            spec[key] = clone(value)
+    if kind == "Job":
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("completions", 1)
+
+
+def default_status(rt: ResourceType) -> dict[str, Any]:
+    """The status a new object of a built-in kind with a status subresource starts with."""
+    if rt.kind == "Service":
+        return {"loadBalancer": {}}
+    if rt.kind == "PersistentVolumeClaim":
+        return {"phase": "Pending"}
+    return {}
 
 
 def apply_defaults(rt: ResourceType, obj: dict[str, Any], state: Any) -> None:
-    """The few defaults the apiserver fills in that clients commonly read back (in place)."""
+    """The defaults the apiserver fills in that clients commonly read back (in place)."""
     if not rt.builtin:
         return
     kind = rt.kind
@@ -144,11 +212,15 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any], state: Any) -> None:
     if kind in ("Deployment", "StatefulSet", "ReplicaSet") and isinstance(spec, dict):
         spec.setdefault("replicas", 1)
     if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job") and isinstance(spec, dict):
+        _default_workload(kind, spec)
         template = spec.get("template")
         if isinstance(template, dict):
             _default_pod_spec(template.get("spec"))
     elif kind == "CronJob" and isinstance(spec, dict):
+        _default_workload(kind, spec)
         job_template = (spec.get("jobTemplate") or {}).get("spec") or {}
+        if job_template:
+            _default_workload("Job", job_template)
         _default_pod_spec((job_template.get("template") or {}).get("spec"))
     elif kind == "Pod":
         _default_pod_spec(spec)

@@ -166,7 +166,7 @@ class SandboxCluster:
 
     def list_objects(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
         rt = self._type(api_version, kind)
-        return clone(self.state.list_collection(rt, rt.version, namespace, None, None)["items"])
+        return clone(self.state.list_collection(rt, rt.version, namespace, None, None, full=True)["items"])
 
     def apply_object(
         self, obj: dict[str, Any], manager: str = "sandbox-test", force: bool = True

@@ -26,6 +26,7 @@ from .objects import (
     clone,
     compact,
     crd_status,
+    default_status,
     generated_name,
     now,
     present,
@@ -183,7 +184,9 @@ class ClusterState:
         field: Matcher | None,
         limit: int = 0,
         cont: str = "",
+        full: bool = False,
     ) -> dict[str, Any]:
+        """A list answer; ``full`` keeps apiVersion/kind on built-in items (for in-process helpers)."""
         with self.lock:
             items = self._items(rt, ns)
             rv = self.rv
@@ -204,6 +207,8 @@ class ClusterState:
             items = items[:limit]
         if not rt.builtin:
             items = [present(o, rt, version) for o in items]
+        elif not full:  # like kube-apiserver: items of built-in lists carry no apiVersion/kind
+            items = [{k: v for k, v in o.items() if k != "apiVersion" and k != "kind"} for o in items]
         return {"kind": rt.list_kind, "apiVersion": rt.api_version(version), "metadata": meta, "items": items}
 
     # -- the write pipeline -----------------------------------------------------------------------
@@ -261,6 +266,8 @@ class ClusterState:
                     meta.pop(k, None)
         validate_metadata(rt, new)
         apply_defaults(rt, new, self)
+        if rt.builtin and rt.has_status and new.get("status") is None:
+            new["status"] = default_status(rt)
         if rt is CRDS:
             require_crd_name(new)
             new["status"] = crd_status(new)

@@ -13,6 +13,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 api_patterns: list[Any] = [
     path("", include("clusters.api.urls")),
     path("", include("fleet.sources.api.urls")),
+    path("", include("policies.api.urls")),
     path("", include("fleet.rollouts.api.urls")),
     path("access/", include("fleet.access.api.urls")),
     path("audit/", include("fleet.audit.api.urls")),

@@ -1,0 +1,299 @@
+"""Policy API: policies (versions nested), bindings, waivers, evaluations and violations, policy sources,
+import and check-before-merge. Every queryset is narrowed by its model's ``restrict`` (see models.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Model, Prefetch, QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from fleet.access.restrict import scope_for
+from fleet.audit.redact import snapshot
+from fleet.audit.services import record_change
+from fleet.core.api.viewsets import FleetModelViewSet, FleetReadOnlyViewSet
+from fleet.sources.models import PathMapping
+from policies.api import serializers as s
+from policies.filtersets import (
+    EvaluationFilterSet,
+    PolicyBindingFilterSet,
+    PolicyFilterSet,
+    ViolationFilterSet,
+    WaiverFilterSet,
+)
+from policies.models import Evaluation, Policy, PolicyBinding, PolicySource, PolicyVersion, Violation, Waiver
+from policies.services.checking import CheckInputError, check_mapping
+from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
+from policies.services.importing import ImportError_, import_files
+from policies.services.sources import sync_policy_source
+from policies.services.waivers import expire_waiver
+
+
+class OwnRestrictMixin:
+    """Use the queryset's own ``restrict`` (models with custom visibility rules)."""
+
+    request: Any
+
+    def get_queryset(self) -> QuerySet:
+        return self.base_queryset().restrict(self.request.user, "view")  # type: ignore[attr-defined]
+
+
+def _require_global(user: Any, permission: str, what: str) -> None:
+    if not scope_for(user, permission).everywhere:
+        raise PermissionDenied(f"Only a role on all clusters may {what}.")
+
+
+class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
+    queryset = Policy.objects.select_related("current").prefetch_related(
+        Prefetch("versions", queryset=PolicyVersion.objects.order_by("-number"))
+    )
+    serializer_class = s.PolicySerializer
+    filterset_class = PolicyFilterSet
+    search_fields = ["name", "description", "kind"]
+    ordering_fields = ["name", "created", "updated"]
+    ordering = ["name"]
+    action_permissions = {"import_policies": "add", "check": "view"}
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        _require_global(request.user, "policy.add", "add policies (they can be bound anywhere)")
+        return super().create(request, *args, **kwargs)
+
+    # save_policy audits (policy.create / policy.version); the base class would record a second event.
+    def perform_create(self, serializer: Any) -> None:
+        with transaction.atomic():
+            serializer.save()
+
+    def perform_update(self, serializer: Any) -> None:
+        with transaction.atomic():
+            before = snapshot(serializer.instance)
+            instance = serializer.save()
+            if instance.name != before.get("name") or instance.description != before.get("description"):
+                record_change("policy.update", instance, before)
+
+    @extend_schema(
+        request=s.ImportRequestSerializer,
+        responses={
+            201: s.ImportResultSerializer,
+            400: OpenApiResponse(description="refused, nothing stored"),
+        },
+        description=(
+            "Import policies as they are: JSON {files: {path: content}} or {documents: multi-doc YAML}, or "
+            "multipart with one part per file (the part name is the relative path)."
+        ),
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="import",
+        parser_classes=[JSONParser, MultiPartParser, FormParser],
+    )
+    def import_policies(self, request: Request) -> Response:
+        _require_global(request.user, "policy.add", "import policies")
+        files: dict[str, str] = {}
+        data: dict[str, Any] = {}
+        if request.FILES:
+            for key, upload in request.FILES.items():
+                path = key if ("/" in key or "." in key) else upload.name
+                try:
+                    files[path] = upload.read().decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValidationError({"files": [f"{path}: not UTF-8 text"]}) from None
+            data = {k: v for k, v in request.data.items() if k not in request.FILES}
+        else:
+            data = dict(request.data)
+        req = s.ImportRequestSerializer(data=data, context={"request": request})
+        req.is_valid(raise_exception=True)
+        v = req.validated_data
+        files.update(v.get("files") or {})
+        if v.get("documents"):
+            files["documents.yaml"] = v["documents"]
+        if not files:
+            raise ValidationError({"files": ["Give files, documents or uploaded files."]})
+        group = v.get("cluster_group")
+        enforcement = v.get("enforcement")
+        if enforcement:
+            bind_scope = scope_for(request.user, "policybinding.add")
+            if group is None and not bind_scope.everywhere:
+                raise PermissionDenied("Only a role on all clusters may bind policies to all clusters.")
+            if group is not None and not (bind_scope.everywhere or group.pk in bind_scope.groups):
+                raise PermissionDenied("You may not bind policies in this group.")
+        try:
+            result = import_files(
+                files,
+                name=v.get("name") or "",
+                user=request.user,
+                group=group,
+                enforcement=enforcement,
+                allow_failing_tests=v.get("allow_failing_tests", False),
+            )
+        except PolicyInvalid as exc:
+            raise s.invalid(exc) from None
+        except ImportError_ as exc:
+            raise ValidationError({"files": [str(exc)]}) from None
+        except EngineUnavailableForSave as exc:
+            raise s.EngineUnavailableError(str(exc)) from None
+        return Response(result.as_dict(), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=s.CheckRequestSerializer,
+        responses={200: s.CheckResponseSerializer},
+        description=(
+            "Check before merge: the decisions for the mapping's clusters at a branch, a commit or uploaded "
+            "manifests, in conftest's shape. Nothing is stored (the check is audited)."
+        ),
+    )
+    @action(detail=False, methods=["post"])
+    def check(self, request: Request) -> Response:
+        req = s.CheckRequestSerializer(data=request.data, context={"request": request})
+        req.is_valid(raise_exception=True)
+        v = req.validated_data
+        if v.get("mapping") is not None:
+            mappings = [v["mapping"]]
+        else:
+            mappings = list(
+                PathMapping.objects.filter(repository=v["repository"], enabled=True)
+                .restrict(request.user, "view")
+                .order_by("name")
+            )
+        visible_groups = scope_for(request.user, "evaluation.view")
+        for m in mappings:
+            if not visible_groups.everywhere and m.cluster_group_id not in visible_groups.groups:
+                raise PermissionDenied("You may not see the evaluations of this mapping.")
+        reports = []
+        try:
+            for mapping in PathMapping.objects.filter(pk__in=[m.pk for m in mappings]).select_related(
+                "repository", "cluster_group"
+            ):
+                reports.append(
+                    check_mapping(
+                        mapping,
+                        commit=v.get("commit") or "",
+                        branch=v.get("branch") or "",
+                        manifests=v.get("manifests"),
+                    )
+                )
+        except CheckInputError as exc:
+            detail: dict[str, Any] = {exc.field: [exc.message]}
+            if exc.file or exc.line:
+                detail["location"] = {"file": exc.file, "line": exc.line}
+            raise ValidationError(detail) from None
+        body = {"blocked": any(r.blocked for r in reports), "mappings": [r.as_dict() for r in reports]}
+        return Response(body)
+
+
+class PolicyBindingViewSet(OwnRestrictMixin, FleetModelViewSet):
+    queryset = PolicyBinding.objects.select_related("policy", "cluster_group", "pinned_version")
+    serializer_class = s.PolicyBindingSerializer
+    filterset_class = PolicyBindingFilterSet
+    ordering_fields = ["id", "created"]
+    ordering = ["id"]
+
+
+class WaiverViewSet(OwnRestrictMixin, FleetModelViewSet):
+    queryset = Waiver.objects.select_related("policy", "cluster_group").annotate(use_count=Count("uses"))
+    serializer_class = s.WaiverSerializer
+    filterset_class = WaiverFilterSet
+    search_fields = ["justification", "name_pattern", "kind", "namespace"]
+    ordering_fields = ["id", "expires_at", "created"]
+    ordering = ["-expires_at", "id"]
+    action_permissions = {"expire": "change"}
+
+    def perform_create(self, serializer: Any) -> None:
+        user = self.request.user
+        with transaction.atomic():
+            instance = serializer.save(author=user, author_name=user.get_username()[:150])
+            self._ensure_allowed(instance, "add")
+            record_change("waiver.create", instance, None)
+
+    @extend_schema(request=None, responses={200: s.WaiverSerializer})
+    @action(detail=True, methods=["post"])
+    def expire(self, request: Request, pk: Any = None) -> Response:
+        waiver = self.get_object()
+        expire_waiver(waiver)
+        return Response(
+            s.WaiverSerializer(self.get_queryset().get(pk=waiver.pk), context={"request": request}).data
+        )
+
+
+class EvaluationViewSet(FleetReadOnlyViewSet):
+    queryset = Evaluation.objects.select_related("commit", "mapping", "cluster")
+    serializer_class = s.EvaluationSerializer
+    filterset_class = EvaluationFilterSet
+    ordering_fields = ["id", "created", "decision"]
+    ordering = ["-id"]
+
+    def get_serializer_class(self) -> Any:
+        return s.EvaluationDetailSerializer if self.action == "retrieve" else s.EvaluationSerializer
+
+    def get_queryset(self) -> QuerySet:
+        qs = super().get_queryset()
+        if self.action == "retrieve":
+            qs = qs.prefetch_related(
+                Prefetch(
+                    "violations",
+                    queryset=Violation.objects.select_related(
+                        "waived_by", "evaluation__cluster", "evaluation__commit"
+                    ),
+                )
+            )
+        return qs
+
+
+class ViolationViewSet(OwnRestrictMixin, FleetReadOnlyViewSet):
+    queryset = Violation.objects.select_related("waived_by", "evaluation__cluster", "evaluation__commit")
+    serializer_class = s.ViolationSerializer
+    filterset_class = ViolationFilterSet
+    search_fields = ["message", "name", "policy_name"]
+    ordering_fields = ["id"]
+    ordering = ["-id"]
+
+
+class PolicySourceViewSet(OwnRestrictMixin, FleetModelViewSet):
+    """Policy sources use the ``policy.*`` permissions; writes need a policy-admin on all clusters."""
+
+    queryset = PolicySource.objects.select_related("repository", "bind_group")
+    serializer_class = s.PolicySourceSerializer
+    ordering_fields = ["id", "path"]
+    ordering = ["id"]
+    action_permissions = {"sync": "change"}
+
+    def get_object(self) -> Model:
+        obj = self._visible_object()
+        needed = self.permission_action()
+        if needed != "view":
+            _require_global(self.request.user, f"policy.{needed}", f"{needed} policy sources")
+        return obj
+
+    def _visible_object(self) -> Model:
+        from django.shortcuts import get_object_or_404
+
+        return get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        _require_global(request.user, "policy.add", "add policy sources")
+        return super(FleetModelViewSet, self).create(request, *args, **kwargs)
+
+    def _ensure_allowed(self, instance: Model, action: str) -> None:
+        _require_global(self.request.user, f"policy.{action}", f"{action} policy sources")
+
+    @extend_schema(request=s.SyncRequestSerializer, responses={200: s.ImportResultSerializer})
+    @action(detail=True, methods=["post"])
+    def sync(self, request: Request, pk: Any = None) -> Response:
+        source: PolicySource = self.get_object()  # type: ignore[assignment]
+        req = s.SyncRequestSerializer(data=request.data)
+        req.is_valid(raise_exception=True)
+        sha = req.validated_data.get("commit") or source.repository.head_sha
+        if not sha:
+            raise ValidationError({"commit": ["The repository has no fetched head; give a commit."]})
+        outcome = sync_policy_source(source, sha, user=request.user)
+        if not outcome.ok:
+            raise ValidationError({"non_field_errors": [outcome.error]})
+        assert outcome.result is not None  # noqa: S101
+        return Response(outcome.result.as_dict())

@@ -1,0 +1,31 @@
+from django.db import models
+
+
+class PolicyStyle(models.TextChoices):
+    CONFTEST = "conftest", "conftest (deny/warn/violation rules)"
+    GATEKEEPER = "gatekeeper", "Gatekeeper ConstraintTemplate"
+
+
+class Enforcement(models.TextChoices):
+    DENY = "deny", "Deny (blocks)"
+    WARN = "warn", "Warn (recorded, shown)"
+    DRYRUN = "dryrun", "Dry run (recorded only)"
+
+
+class BindingEnforcement(models.TextChoices):
+    INHERIT = "", "Inherit (the Constraint's enforcementAction, else deny)"
+    DENY = "deny", "Deny (blocks)"
+    WARN = "warn", "Warn (recorded, shown)"
+    DRYRUN = "dryrun", "Dry run (recorded only)"
+
+
+class Decision(models.TextChoices):
+    PASSED = "passed", "Passed"
+    WARNED = "warned", "Warned"
+    BLOCKED = "blocked", "Blocked"
+
+
+class TestStatus(models.TextChoices):
+    NONE = "none", "No tests"
+    PASSED = "passed", "All tests passed"
+    FAILED = "failed", "Some tests failed"

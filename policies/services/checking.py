@@ -1,0 +1,268 @@
+"""Check before merge: the gate's decisions for a mapping's clusters at a branch, a commit or uploaded
+manifests, without storing Evaluations (a check is audited once as ``policy.check``).
+
+The report reads like conftest: per cluster, failures / warnings / exceptions with ``msg``, and the summary
+line "N tests, N passed, N warnings, N failures, N exceptions".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clusters.models import Cluster
+from fleet.audit.services import record
+from fleet.sources.git import GitError
+from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest
+from fleet.sources.render import RenderError, SourceTree
+from fleet.sources.render.yamlsafe import load_documents
+from fleet.sources.services.fetch import repository_cache
+from fleet.sources.services.rendering import build_requests, expand_paths, members, render_requests
+from policies import gate
+from policies.engine import RegoEngine
+from policies.services.evaluation import MappingEvaluation, evaluate_targets, rendered_objects, summary_line
+
+
+class CheckInputError(ValueError):
+    """The check cannot run: unknown branch/commit, malformed manifests, a render error."""
+
+    def __init__(
+        self, message: str, *, file: str = "", line: int | None = None, field: str = "non_field_errors"
+    ):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.field = field
+
+
+def parse_manifests(text: str, filename: str = "manifests.yaml") -> list[gate.RenderedObject]:
+    """Multi-document YAML text -> objects (empty documents skipped; List kinds flattened)."""
+    try:
+        docs = load_documents(text, file=filename)
+    except RenderError as exc:
+        raise CheckInputError(
+            str(exc), file=filename, line=getattr(exc, "line", None), field="manifests"
+        ) from None
+    out: list[gate.RenderedObject] = []
+    for doc in docs:
+        data = doc.data
+        if data is None:
+            continue
+        if not isinstance(data, Mapping) or not data.get("kind") or not data.get("apiVersion"):
+            raise CheckInputError(
+                f"{filename}: document {doc.index} (line {doc.line}) is not a Kubernetes object "
+                "(apiVersion and kind are required)",
+                file=filename,
+                line=doc.line,
+                field="manifests",
+            )
+        if str(data["kind"]).endswith("List") and isinstance(data.get("items"), list):
+            out.extend(gate.RenderedObject(item, filename, doc.index) for item in data["items"])
+        else:
+            out.append(gate.RenderedObject(data, filename, doc.index))
+    return out
+
+
+def _render_at(mapping: PathMapping, sha: str) -> list[tuple[Cluster, list[gate.RenderedObject], str]]:
+    """Objects per member cluster at ``sha``: the stored render when there is one, else rendered now."""
+    render = MappingRender.objects.filter(
+        commit__repository=mapping.repository, commit__sha=sha, mapping=mapping
+    ).first()
+    if render is not None and render.status == "rendered":
+        rows = RenderedManifest.objects.filter(mapping_render=render, status="ok").select_related("cluster")
+        return [(m.cluster, rendered_objects(m.resources or []), m.namespace) for m in rows]
+    clusters = members(mapping)
+    cache = repository_cache(mapping.repository)
+    out = []
+    try:
+        with cache.export(sha) as root:
+            tree = SourceTree(root)
+            try:
+                paths = expand_paths(tree, mapping)
+            except RenderError as exc:
+                raise CheckInputError(str(exc)) from None
+            for cluster in clusters:
+                result = render_requests(tree, build_requests(mapping, cluster, sha, paths), "")
+                if result.error is not None:
+                    err = result.error
+                    raise CheckInputError(
+                        f"render failed for cluster {cluster.name}: {err}",
+                        file=getattr(err, "file", "") or "",
+                        line=getattr(err, "line", None),
+                    )
+                out.append((cluster, rendered_objects(result.resources), result.namespace))
+    except GitError as exc:
+        raise CheckInputError(f"cannot export {sha[:10]}: {exc.message}") from None
+    return out
+
+
+def resolve_ref(mapping: PathMapping, *, commit: str = "", branch: str = "") -> str:
+    """A full commit sha for ``commit`` (a known Commit or any sha in the cache) or the head of ``branch``
+    (fetched first)."""
+    repo = mapping.repository
+    cache = repository_cache(repo)
+    try:
+        if branch:
+            cache.fetch()
+            return cache.head_of(branch)
+        known = Commit.objects.filter(repository=repo, sha__startswith=commit.lower()).values_list(
+            "sha", flat=True
+        )
+        if len(known) == 1:
+            return known[0]
+        return cache.commit_info(commit).sha
+    except GitError as exc:
+        raise CheckInputError(exc.message, field="branch" if branch else "commit") from None
+
+
+@dataclass
+class CheckReport:
+    mapping: PathMapping
+    ref: str
+    evaluation: MappingEvaluation
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.evaluation.blocked)
+
+    def as_dict(self) -> dict[str, Any]:
+        clusters = []
+        for r in self.evaluation.results:
+            clusters.append(_cluster_dict(r.cluster, r.decision, r.object_count))
+        totals = {
+            k: sum(c["counts"][k] for c in clusters)
+            for k in ("tests", "passed", "warnings", "failures", "exceptions")
+        }
+        return {
+            "mapping": {"id": self.mapping.pk, "name": self.mapping.name},
+            "ref": self.ref,
+            "blocked": self.blocked,
+            "decisions": self.evaluation.counts,
+            "clusters": clusters,
+            "summary": (
+                f"{totals['tests']} tests, {totals['passed']} passed, {totals['warnings']} warnings, "
+                f"{totals['failures']} failures, {totals['exceptions']} exceptions"
+            ),
+            "policies": self.evaluation.policy_versions,
+        }
+
+
+def _finding(v: gate.Violation) -> dict[str, Any]:
+    ref = v.object
+    return {
+        "msg": v.message,
+        "policy": v.policy_name,
+        "rule": v.rule,
+        "enforcement": str(v.enforcement),
+        "filename": ref.source_file if ref else "",
+        "object": f"{ref.kind}/{ref.namespace + '/' if ref.namespace else ''}{ref.name}" if ref else "",
+        "waiver": int(v.waived_by) if v.waived_by else None,
+    }
+
+
+def _cluster_dict(cluster: Cluster, decision: gate.Decision, objects: int) -> dict[str, Any]:
+    failures = [
+        _finding(v) for v in decision.violations if v.enforcement is gate.Enforcement.DENY and not v.waived_by
+    ]
+    failures += [
+        {
+            "msg": f"engine error: {e.message}",
+            "policy": e.policy_name,
+            "rule": e.kind,
+            "enforcement": "deny",
+            "filename": "",
+            "object": "",
+            "waiver": None,
+        }
+        for e in decision.errors
+    ]
+    warnings = [
+        _finding(v) for v in decision.violations if v.enforcement is gate.Enforcement.WARN and not v.waived_by
+    ]
+    exceptions = [_finding(v) for v in decision.violations if v.waived_by]
+    dryrun = [
+        _finding(v)
+        for v in decision.violations
+        if v.enforcement is gate.Enforcement.DRYRUN and not v.waived_by
+    ]
+    tests = max(decision.evaluations, len(failures) + len(warnings) + len(exceptions))
+    return {
+        "cluster": cluster.name,
+        "decision": str(decision.outcome),
+        "reasons": decision.reasons,
+        "objects": objects,
+        "failures": failures,
+        "warnings": warnings,
+        "exceptions": exceptions,
+        "dryrun": dryrun,
+        "counts": {
+            "tests": tests,
+            "passed": max(0, tests - len(failures) - len(warnings) - len(exceptions)),
+            "warnings": len(warnings),
+            "failures": len(failures),
+            "exceptions": len(exceptions),
+        },
+        "summary": summary_line(decision),
+    }
+
+
+def check_mapping(
+    mapping: PathMapping,
+    *,
+    commit: str = "",
+    branch: str = "",
+    manifests: str | None = None,
+    files: Sequence[tuple[str, str]] = (),
+    engine: RegoEngine | None = None,
+) -> CheckReport:
+    """Evaluate the mapping's bound policies for each of its clusters; nothing is stored."""
+    if manifests is not None or files:
+        objects: list[gate.RenderedObject] = []
+        if manifests is not None:
+            objects.extend(parse_manifests(manifests))
+        for name, text in files:
+            objects.extend(parse_manifests(text, name))
+        targets = [(c, objects, "") for c in members(mapping)]
+        ref = "uploaded manifests"
+        sha = ""
+    elif commit or branch:
+        sha = resolve_ref(mapping, commit=commit, branch=branch)
+        targets = _render_at(mapping, sha)  # type: ignore[assignment]
+        ref = f"{branch}@{sha[:10]}" if branch else sha
+    else:
+        raise CheckInputError("give a branch, a commit or manifests")
+    evaluation = evaluate_targets(None, mapping, targets, engine=engine, store=False, audit=False, sha=sha)
+    report = CheckReport(mapping, ref, evaluation)
+    record(
+        "policy.check",
+        mapping,
+        scope=mapping.cluster_group,
+        repository=mapping.repository,
+        after={
+            "ref": ref,
+            "counts": evaluation.counts,
+            "clusters": {r.cluster.name: str(r.decision.outcome) for r in evaluation.results},
+        },
+        message=f"check of {mapping.name} at {ref}: "
+        + ", ".join(f"{v} {k}" for k, v in evaluation.counts.items()),
+    )
+    return report
+
+
+def format_report(report: CheckReport) -> str:
+    """conftest-like text: FAIL/WARN/EXCP lines per cluster, then its summary."""
+    data = report.as_dict()
+    lines = []
+    for c in data["clusters"]:
+        for label, key in (("FAIL", "failures"), ("WARN", "warnings"), ("EXCP", "exceptions")):
+            for f in c[key]:
+                where = f["filename"] or "-"
+                obj = f" - {f['object']}" if f["object"] else ""
+                waiver = f" (waiver #{f['waiver']})" if f["waiver"] else ""
+                lines.append(f"{label} - {c['cluster']} - {where}{obj} - {f['policy']} - {f['msg']}{waiver}")
+        lines.append(f"{c['cluster']}: {c['decision']} - {c['summary']}")
+    lines.append("")
+    lines.append(data["summary"])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,430 @@
+"""The gate, with the database: which policies and waivers apply to a target, evaluate, store, audit.
+
+Public entry points (what rollouts call)::
+
+    evaluate_mapping(commit, mapping, *, engine=None) -> MappingEvaluation   # every cluster of the render
+    evaluate(commit, mapping, cluster, objects, *, engine=None) -> Evaluation  # one target
+    latest_evaluations(commit, mapping) -> dict[cluster_id, Evaluation]
+
+Rules: bindings in scope are the enabled global ones plus those of the mapping's group; when a policy is bound
+both globally and to the group, the group's binding wins. A binding evaluates its pinned version, else the
+policy's current version. Waivers in force are those of the bound policies, global or of the mapping's
+group, not yet expired. Anything that goes wrong while preparing or evaluating blocks (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from clusters.models import Cluster
+from fleet.audit.services import record
+from fleet.sources.git import redact_url
+from fleet.sources.models import Commit, PathMapping, RenderedManifest
+from policies import gate
+from policies.choices import Enforcement
+from policies.engine import RegoEngine
+from policies.models import Evaluation, Policy, PolicyBinding, PolicyVersion, Violation, Waiver
+from policies.services.definitions import definition_of
+
+_SEVERITY = {"deny": 2, "warn": 1, "dryrun": 0, "": 3}
+
+
+# --------------------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class BoundSet:
+    """The policies bound to one mapping's targets, ready for the gate (built once per mapping)."""
+
+    policies: list[gate.BoundPolicy] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    version_of: dict[str, int] = field(default_factory=dict)
+    errors: list[gate.PolicyError] = field(default_factory=list)
+    waivers: list[Waiver] = field(default_factory=list)
+
+
+def bindings_in_scope(group_id: int | None) -> list[PolicyBinding]:
+    """Enabled bindings for a target of this group: one per policy, the group's over the global one."""
+    qs = (
+        PolicyBinding.objects.filter(enabled=True)
+        .filter(Q(cluster_group__isnull=True) | Q(cluster_group_id=group_id))
+        .select_related("policy__current", "pinned_version", "cluster_group")
+        .order_by("id")
+    )
+    chosen: dict[int, PolicyBinding] = {}
+    for b in qs:
+        prev = chosen.get(b.policy_id)
+        if prev is None:
+            chosen[b.policy_id] = b
+            continue
+        prev_specific = prev.cluster_group_id is not None
+        this_specific = b.cluster_group_id is not None
+        if this_specific and not prev_specific:
+            chosen[b.policy_id] = b
+        elif this_specific == prev_specific and _SEVERITY[b.enforcement] > _SEVERITY[prev.enforcement]:
+            chosen[b.policy_id] = b
+    return sorted(chosen.values(), key=lambda b: b.policy.name)
+
+
+def build_bound_set(mapping: PathMapping, *, now: datetime | None = None) -> BoundSet:
+    out = BoundSet()
+    for binding in bindings_in_scope(mapping.cluster_group_id):
+        policy: Policy = binding.policy
+        version: PolicyVersion | None = binding.pinned_version or policy.current
+        pid = str(policy.pk)
+        if version is None:
+            out.errors.append(gate.PolicyError(pid, policy.name, "the policy has no version", "format"))
+            continue
+        try:
+            bound = definition_of(version).bound(policy.pk, policy.name, binding.enforcement or None)
+        except (ValueError, TypeError) as exc:  # stored content that no longer parses: fail closed
+            out.errors.append(gate.PolicyError(pid, policy.name, str(exc), "format"))
+            continue
+        out.policies.extend(bound)
+        out.version_of[pid] = version.number
+        out.versions.append(
+            {
+                "policy_id": policy.pk,
+                "policy": policy.name,
+                "version": version.number,
+                "content_hash": version.content_hash,
+                "enforcement": binding.enforcement or "inherit",
+                "binding_id": binding.pk,
+                "group": binding.cluster_group.name if binding.cluster_group_id else None,
+            }
+        )
+    bound_ids = [int(v["policy_id"]) for v in out.versions]
+    if bound_ids:
+        out.waivers = list(
+            Waiver.objects.filter(policy_id__in=bound_ids, expires_at__gt=now or timezone.now()).filter(
+                Q(cluster_group__isnull=True) | Q(cluster_group_id=mapping.cluster_group_id)
+            )
+        )
+    return out
+
+
+def gate_waivers(waivers: Iterable[Waiver], group_name: str) -> list[gate.Waiver]:
+    return [
+        gate.Waiver(
+            id=str(w.pk),
+            policy_id=str(w.policy_id),
+            kind=w.kind or None,
+            namespace=w.namespace or None,
+            name=w.name_pattern or None,
+            labels=dict(w.labels or {}),
+            cluster=w.cluster_pattern or None,
+            group=group_name if w.cluster_group_id else None,
+            expires_at=w.expires_at,
+        )
+        for w in waivers
+    ]
+
+
+def target_context(
+    mapping: PathMapping, cluster: Cluster, commit: Commit | None, *, sha: str = "", namespace: str = ""
+) -> gate.TargetContext:
+    return gate.TargetContext(
+        cluster=cluster.name,
+        cluster_labels=dict(cluster.labels or {}),
+        group=mapping.cluster_group.name,
+        repository=redact_url(mapping.repository.url),
+        path=mapping.path,
+        commit=commit.sha if commit is not None else sha,
+        author=commit.author_email if commit is not None else "",
+        default_namespace=namespace or mapping.target_namespace or "default",
+    )
+
+
+def rendered_objects(resources: Sequence[Mapping[str, Any]]) -> list[gate.RenderedObject]:
+    """RenderedManifest.resources rows ({..., source, document, object}) as the gate's objects."""
+    out = []
+    for r in resources:
+        obj = r.get("object") if "object" in r else r
+        out.append(gate.RenderedObject(obj, str(r.get("source") or ""), int(r.get("document") or 0)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class TargetResult:
+    cluster: Cluster
+    decision: gate.Decision
+    object_count: int
+    evaluation: Evaluation | None = None
+
+
+@dataclass
+class MappingEvaluation:
+    mapping: PathMapping
+    commit: Commit | None
+    results: list[TargetResult]
+    policy_versions: list[dict[str, Any]]
+
+    @property
+    def blocked(self) -> list[Cluster]:
+        return [r.cluster for r in self.results if r.decision.outcome is gate.Outcome.BLOCKED]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(str(r.decision.outcome) for r in self.results)
+        return {k: c.get(k, 0) for k in ("passed", "warned", "blocked")}
+
+    def by_cluster(self) -> dict[str, TargetResult]:
+        return {r.cluster.name: r for r in self.results}
+
+
+def run_target(
+    objects: Sequence[gate.RenderedObject | Mapping[str, Any]],
+    bound: BoundSet,
+    context: gate.TargetContext,
+    *,
+    engine: RegoEngine | None = None,
+    now: datetime | None = None,
+) -> gate.Decision:
+    """evaluate_target plus the set-up errors of the bound set (each blocks)."""
+    decision = gate.evaluate_target(
+        objects, bound.policies, context, gate_waivers(bound.waivers, context.group), engine=engine, now=now
+    )
+    if bound.errors:
+        decision.errors.extend(bound.errors)
+        decision.outcome = gate.Outcome.BLOCKED
+        decision.reasons = [f"engine error: {e.policy_name}: {e.message}" for e in bound.errors] + [
+            r for r in decision.reasons if "warn violation" not in r
+        ]
+    return decision
+
+
+def _store(
+    commit: Commit | None,
+    mapping: PathMapping,
+    cluster: Cluster,
+    decision: gate.Decision,
+    object_count: int,
+    bound: BoundSet,
+) -> Evaluation:
+    counts: Counter[str] = Counter()
+    for v in decision.violations:
+        counts["waived" if v.waived_by else str(v.enforcement)] += 1
+    Evaluation.objects.filter(commit=commit, mapping=mapping, cluster=cluster).delete()
+    evaluation = Evaluation.objects.create(
+        commit=commit,
+        mapping=mapping,
+        cluster=cluster,
+        decision=str(decision.outcome),
+        reasons=list(decision.reasons),
+        errors=[
+            {
+                "policy_id": e.policy_id,
+                "policy": e.policy_name,
+                "kind": e.kind,
+                "message": e.message,
+                "compile_errors": list(e.compile_errors),
+            }
+            for e in decision.errors
+        ],
+        object_count=object_count,
+        evaluations=decision.evaluations,
+        deny_count=counts["deny"],
+        warn_count=counts["warn"],
+        dryrun_count=counts["dryrun"],
+        waived_count=counts["waived"],
+        engine=decision.engine[:16],
+        duration_ms=int(decision.duration_seconds * 1000),
+        policy_versions=bound.versions,
+    )
+    rows = []
+    for v in decision.violations:
+        ref = v.object
+        rows.append(
+            Violation(
+                evaluation=evaluation,
+                policy_id=int(v.policy_id) if v.policy_id.isdigit() else None,
+                policy_name=v.policy_name[:200],
+                policy_version=bound.version_of.get(v.policy_id),
+                enforcement=str(v.enforcement),
+                rule=v.rule[:200],
+                message=v.message,
+                api_version=(ref.api_version if ref else "")[:200],
+                kind=(ref.kind if ref else "")[:100],
+                namespace=(ref.namespace if ref else "")[:63],
+                name=(ref.name if ref else "")[:253],
+                source_file=(ref.source_file if ref else "")[:500],
+                details=dict(v.details),
+                waived_by_id=int(v.waived_by) if v.waived_by else None,
+            )
+        )
+    Violation.objects.bulk_create(rows)
+    return evaluation
+
+
+def _audit(
+    commit: Commit | None, mapping: PathMapping, results: Sequence[TargetResult], bound: BoundSet
+) -> None:
+    counts = Counter(str(r.decision.outcome) for r in results)
+    per_cluster = {
+        r.cluster.name: {
+            "decision": str(r.decision.outcome),
+            "deny": sum(
+                1 for v in r.decision.violations if v.enforcement is gate.Enforcement.DENY and not v.waived_by
+            ),
+            "warn": sum(
+                1 for v in r.decision.violations if v.enforcement is gate.Enforcement.WARN and not v.waived_by
+            ),
+            "waived": sum(1 for v in r.decision.violations if v.waived_by),
+            "errors": len(r.decision.errors),
+            "reasons": r.decision.reasons[:5],
+        }
+        for r in results
+    }
+    sha = commit.sha if commit is not None else ""
+    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("passed", "warned", "blocked"))
+    record(
+        "policy.decision",
+        commit if commit is not None else mapping,
+        scope=mapping.cluster_group,
+        repository=mapping.repository,
+        after={
+            "mapping": mapping.name,
+            "commit": sha,
+            "counts": {k: counts.get(k, 0) for k in ("passed", "warned", "blocked")},
+            "clusters": per_cluster,
+            "policies": [{"policy": v["policy"], "version": v["version"]} for v in bound.versions],
+        },
+        message=f"{mapping.name} at {sha[:10] or '(no commit)'}: {summary}",
+    )
+    used: dict[str, dict[str, Any]] = {}
+    for r in results:
+        for v in r.decision.violations:
+            if v.waived_by:
+                entry = used.setdefault(v.waived_by, {"violations": 0, "clusters": set()})
+                entry["violations"] += 1
+                entry["clusters"].add(r.cluster.name)
+    waivers = {str(w.pk): w for w in bound.waivers}
+    for wid, entry in sorted(used.items()):
+        waiver = waivers.get(wid)
+        if waiver is None:
+            continue
+        record(
+            "waiver.used",
+            waiver,
+            scope=mapping.cluster_group,
+            repository=mapping.repository,
+            after={
+                "commit": sha,
+                "mapping": mapping.name,
+                "violations": entry["violations"],
+                "clusters": sorted(entry["clusters"]),
+            },
+            message=f"waiver #{wid} excused {entry['violations']} violation(s) of {waiver.policy.name} "
+            f"in {mapping.name} at {sha[:10]}",
+        )
+
+
+def evaluate_targets(
+    commit: Commit | None,
+    mapping: PathMapping,
+    targets: Sequence[tuple[Cluster, Sequence[gate.RenderedObject | Mapping[str, Any]], str]],
+    *,
+    engine: RegoEngine | None = None,
+    store: bool = True,
+    audit: bool = True,
+    sha: str = "",
+) -> MappingEvaluation:
+    """Evaluate (cluster, objects, namespace) targets of one mapping with the bindings loaded once."""
+    now = timezone.now()
+    bound = build_bound_set(mapping, now=now)
+    results: list[TargetResult] = []
+    for cluster, objects, namespace in targets:
+        ctx = target_context(mapping, cluster, commit, sha=sha, namespace=namespace)
+        decision = run_target(objects, bound, ctx, engine=engine, now=now)
+        results.append(TargetResult(cluster, decision, len(objects)))
+    if store or audit:
+        with transaction.atomic():
+            if store:
+                for r in results:
+                    r.evaluation = _store(commit, mapping, r.cluster, r.decision, r.object_count, bound)
+            if audit:
+                _audit(commit, mapping, results, bound)
+    return MappingEvaluation(mapping, commit, results, bound.versions)
+
+
+def evaluate_mapping(
+    commit: Commit, mapping: PathMapping, *, engine: RegoEngine | None = None, store: bool = True
+) -> MappingEvaluation:
+    """Evaluate the objects rendered for every cluster of ``mapping`` at ``commit`` (RenderedManifest rows
+    with status ok; skipped clusters are evaluated with no objects). Stores Evaluations, audits once."""
+    manifests = list(
+        RenderedManifest.objects.filter(commit=commit, mapping=mapping, status="ok")
+        .select_related("cluster")
+        .order_by("cluster__name")
+    )
+    targets = [(m.cluster, rendered_objects(m.resources or []), m.namespace) for m in manifests]
+    return evaluate_targets(commit, mapping, targets, engine=engine, store=store)
+
+
+def evaluate(
+    commit: Commit | None,
+    mapping: PathMapping,
+    cluster: Cluster,
+    objects: Sequence[gate.RenderedObject | Mapping[str, Any]],
+    *,
+    engine: RegoEngine | None = None,
+) -> Evaluation:
+    """Evaluate one target's objects, store and audit the Evaluation, and return it."""
+    result = evaluate_targets(commit, mapping, [(cluster, objects, "")], engine=engine)
+    evaluation = result.results[0].evaluation
+    assert evaluation is not None  # noqa: S101 - store=True
+    return evaluation
+
+
+def latest_evaluations(commit: Commit, mapping: PathMapping) -> dict[int, Evaluation]:
+    """The stored decision per cluster id for (commit, mapping)."""
+    out: dict[int, Evaluation] = {}
+    for ev in Evaluation.objects.filter(commit=commit, mapping=mapping).order_by("id"):
+        out[ev.cluster_id] = ev
+    return out
+
+
+def summary_line(decision: gate.Decision) -> str:
+    """conftest's summary: "N tests, N passed, N warnings, N failures, N exceptions"."""
+    failures = sum(
+        1 for v in decision.violations if v.enforcement is gate.Enforcement.DENY and not v.waived_by
+    )
+    failures += len(decision.errors)
+    warnings = sum(
+        1 for v in decision.violations if v.enforcement is gate.Enforcement.WARN and not v.waived_by
+    )
+    exceptions = sum(1 for v in decision.violations if v.waived_by)
+    tests = max(decision.evaluations, failures + warnings + exceptions)
+    passed = max(0, tests - failures - warnings - exceptions)
+    return (
+        f"{tests} tests, {passed} passed, {warnings} warnings, {failures} failures, {exceptions} exceptions"
+    )
+
+
+__all__ = [
+    "BoundSet",
+    "Enforcement",
+    "MappingEvaluation",
+    "TargetResult",
+    "bindings_in_scope",
+    "build_bound_set",
+    "evaluate",
+    "evaluate_mapping",
+    "evaluate_targets",
+    "latest_evaluations",
+    "rendered_objects",
+    "run_target",
+    "summary_line",
+    "target_context",
+]

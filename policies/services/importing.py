@@ -1,0 +1,352 @@
+"""Importing policies as they are: Gatekeeper ConstraintTemplates and Constraints, conftest directories.
+
+``import_files(files, ...)`` takes ``{relative path: text}`` (an uploaded directory, a directory on disk, a
+Git policy path at a commit) and:
+
+* every YAML document of kind ``ConstraintTemplate`` becomes (or updates) a Gatekeeper policy named after
+  the template's ``metadata.name``; every document whose kind is a template kind (from this import or an
+  existing Gatekeeper policy) is a Constraint of that policy (a Constraint already stored under the same name
+  is replaced; the others are kept);
+* every ``.rego`` file is a module of ONE conftest policy (named ``name``); ``*_test.rego`` files are its
+  unit tests; ``.json`` files and YAML files under a ``data/`` directory are its data (merged); the
+  namespaces are the packages that declare ``deny``/``warn``/``violation`` rules;
+* with ``group``/``enforcement``, each imported policy without a binding there gets one.
+
+Each policy is validated (compiled, tested) before anything is stored; one refusal stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.db import transaction
+
+from clusters.models import ClusterGroup
+from fleet.audit.services import record_change
+from policies.choices import PolicyStyle
+from policies.engine import RegoEngine
+from policies.engine.source import package_of, rule_heads
+from policies.formats import conftest as conftest_fmt
+from policies.formats import gatekeeper as gk
+from policies.models import Policy, PolicyBinding
+from policies.services.definitions import (
+    PolicyDefinition,
+    PolicyInvalid,
+    SaveResult,
+    save_policy,
+    validate_definition,
+)
+
+MAX_FILES = 2000
+MAX_FILE_BYTES = 1024 * 1024
+
+
+class ImportError_(ValueError):
+    """The files cannot be imported (nothing was stored)."""
+
+
+@dataclass
+class ImportResult:
+    saved: list[SaveResult] = field(default_factory=list)
+    bindings: list[PolicyBinding] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policies": [
+                {
+                    "id": r.policy.pk,
+                    "name": r.policy.name,
+                    "style": r.policy.style,
+                    "kind": r.policy.kind,
+                    "version": r.version.number,
+                    "created": r.created,
+                    "new_version": r.new_version,
+                    "tests": r.tests,
+                }
+                for r in self.saved
+            ],
+            "bindings": [
+                {
+                    "id": b.pk,
+                    "policy": b.policy.name,
+                    "group": b.cluster_group.name if b.cluster_group else None,
+                    "enforcement": b.enforcement,
+                }
+                for b in self.bindings
+            ],
+            "ignored": self.ignored,
+        }
+
+
+def _is_yaml(path: str) -> bool:
+    return path.endswith((".yaml", ".yml"))
+
+
+def _in_data_dir(path: str) -> bool:
+    return "data" in Path(path).parts[:-1]
+
+
+def _load_yaml_docs(path: str, text: str) -> list[Any]:
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PolicyInvalid(
+            f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}",
+            [
+                {
+                    "path": path,
+                    "line": mark.line + 1 if mark else 0,
+                    "column": 0,
+                    "message": str(getattr(exc, "problem", exc)),
+                    "code": "yaml_error",
+                }
+            ],
+            field="files",
+        ) from None
+
+
+def _merge(into: dict[str, Any], extra: Any, path: str) -> None:
+    if not isinstance(extra, Mapping):
+        raise PolicyInvalid(f"{path}: a data file must hold an object", field="files")
+    for key, value in extra.items():
+        if key in into and isinstance(into[key], dict) and isinstance(value, Mapping):
+            _merge(into[key], value, path)
+        else:
+            into[key] = value
+
+
+def _dump(doc: Any) -> str:
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _conftest_namespaces(modules: list[tuple[str, str]]) -> list[str]:
+    found = []
+    for path, source in modules:
+        try:
+            package = package_of(source)
+        except ValueError:
+            raise PolicyInvalid(f"{path}: no package declaration", field="files") from None
+        if any(conftest_fmt.RULE_NAME.match(h) for h in rule_heads(source)) and package not in found:
+            found.append(package)
+    return sorted(found) or ["main"]
+
+
+def plan_import(
+    files: Mapping[str, str], *, name: str = ""
+) -> tuple[list[tuple[str, PolicyDefinition]], list[str]]:
+    """What the files hold, as (policy name, definition) pairs, without storing anything."""
+    if len(files) > MAX_FILES:
+        raise ImportError_(f"too many files ({len(files)}; at most {MAX_FILES})")
+    templates: dict[str, tuple[str, dict[str, Any]]] = {}  # kind -> (name, doc)
+    constraint_docs: list[tuple[str, dict[str, Any]]] = []
+    rego: list[tuple[str, str]] = []
+    tests: list[tuple[str, str]] = []
+    data: dict[str, Any] = {}
+    ignored: list[str] = []
+    other_yaml: list[tuple[str, dict[str, Any]]] = []
+    for path in sorted(files):
+        text = files[path]
+        norm = posixpath.normpath(path.replace("\\", "/")).lstrip("/")
+        if norm.startswith("..") or not norm:
+            raise ImportError_(f"{path}: paths must stay inside the directory")
+        if len(text.encode()) > MAX_FILE_BYTES:
+            raise ImportError_(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+        if norm.endswith(".rego"):
+            (tests if norm.endswith("_test.rego") else rego).append((norm, text))
+        elif norm.endswith(".json"):
+            try:
+                _merge(data, json.loads(text), norm)
+            except json.JSONDecodeError as exc:
+                raise PolicyInvalid(
+                    f"{norm}: invalid JSON at line {exc.lineno}: {exc.msg}",
+                    [
+                        {
+                            "path": norm,
+                            "line": exc.lineno,
+                            "column": exc.colno,
+                            "message": exc.msg,
+                            "code": "json_error",
+                        }
+                    ],
+                    field="files",
+                ) from None
+        elif _is_yaml(norm):
+            docs = _load_yaml_docs(norm, text)
+            if _in_data_dir(norm):
+                for doc in docs:
+                    _merge(data, doc, norm)
+                continue
+            for doc in docs:
+                if not isinstance(doc, dict):
+                    ignored.append(f"{norm}: not a mapping")
+                elif doc.get("kind") == "ConstraintTemplate":
+                    try:
+                        tpl = gk.parse_constraint_template(doc)
+                    except Exception as exc:
+                        raise PolicyInvalid(f"{norm}: {exc}", field="files") from None
+                    if tpl.kind in templates:
+                        raise PolicyInvalid(f"{norm}: a second template for kind {tpl.kind}", field="files")
+                    templates[tpl.kind] = (tpl.name, doc)
+                else:
+                    other_yaml.append((norm, doc))
+        else:
+            ignored.append(norm)
+    existing = {
+        p.kind: p for p in Policy.objects.filter(style=PolicyStyle.GATEKEEPER).select_related("current")
+    }
+    for norm, doc in other_yaml:
+        kind = doc.get("kind")
+        if isinstance(kind, str) and (kind in templates or kind in existing):
+            constraint_docs.append((norm, doc))
+        elif rego and isinstance(doc, dict):
+            _merge(data, doc, norm)  # conftest data next to the policies (e.g. exceptions.yaml)
+        else:
+            ignored.append(f"{norm}: {kind or 'document'} is neither a template nor a known constraint kind")
+    plans: list[tuple[str, PolicyDefinition]] = []
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for _norm, doc in constraint_docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    for kind in sorted(set(templates) | set(by_kind)):
+        new_cons = by_kind.get(kind, [])
+        if kind in templates:
+            tpl_name, tpl_doc = templates[kind]
+            template_text = _dump(tpl_doc)
+            policy = existing.get(kind)
+            old_cons = (
+                list(policy.current.content.get("constraints") or []) if policy and policy.current else []
+            )
+        else:
+            policy = existing[kind]
+            tpl_name = policy.name
+            template_text = policy.current.content.get("template", "") if policy.current else ""
+            old_cons = list(policy.current.content.get("constraints") or []) if policy.current else []
+        if policy is not None:
+            tpl_name = policy.name
+        new_names = {str((d.get("metadata") or {}).get("name") or kind.lower()) for d in new_cons}
+        kept = [c for c in old_cons if _constraint_name(c, kind) not in new_names]
+        constraints = tuple(kept + [_dump(d) for d in new_cons])
+        old_tests = (
+            tuple((m["path"], m["source"]) for m in (policy.current.content.get("test_modules") or []))
+            if policy is not None and policy.current
+            else ()
+        )
+        plans.append(
+            (
+                tpl_name,
+                PolicyDefinition(
+                    style=PolicyStyle.GATEKEEPER,
+                    template=template_text,
+                    constraints=constraints,
+                    test_modules=old_tests,
+                ),
+            )
+        )
+    if rego:
+        if not name:
+            raise ImportError_("name the conftest policy made of the .rego files")
+        plans.append(
+            (
+                name,
+                PolicyDefinition(
+                    style=PolicyStyle.CONFTEST,
+                    modules=tuple(rego),
+                    test_modules=tuple(tests),
+                    data=data,
+                    namespaces=tuple(_conftest_namespaces(rego)),
+                ),
+            )
+        )
+    elif tests:
+        ignored.extend(p for p, _ in tests)
+    if not plans:
+        raise ImportError_("no ConstraintTemplate, Constraint or .rego policy found")
+    return plans, ignored
+
+
+def _constraint_name(text: str, kind: str) -> str:
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return ""
+    return str((doc.get("metadata") or {}).get("name") or kind.lower())
+
+
+def import_files(
+    files: Mapping[str, str],
+    *,
+    name: str = "",
+    user: Any = None,
+    group: ClusterGroup | None = None,
+    enforcement: str | None = None,
+    commit_sha: str = "",
+    source: Any = None,
+    engine: RegoEngine | None = None,
+    allow_failing_tests: bool = False,
+) -> ImportResult:
+    plans, ignored = plan_import(files, name=name)
+    checked = []
+    for policy_name, definition in plans:
+        try:
+            checked.append(
+                (
+                    policy_name,
+                    definition,
+                    validate_definition(definition, engine=engine, allow_failing_tests=allow_failing_tests),
+                )
+            )
+        except PolicyInvalid as exc:
+            exc.message = f"{policy_name}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+    result = ImportResult(ignored=ignored)
+    with transaction.atomic():
+        for policy_name, definition, validated in checked:
+            result.saved.append(
+                save_policy(
+                    policy_name,
+                    definition,
+                    user=user,
+                    commit_sha=commit_sha,
+                    source=source,
+                    validated=validated,
+                )
+            )
+        if enforcement is not None:
+            for saved in result.saved:
+                binding = PolicyBinding.objects.filter(policy=saved.policy, cluster_group=group).first()
+                if binding is None:
+                    binding = PolicyBinding.objects.create(
+                        policy=saved.policy, cluster_group=group, enforcement=enforcement
+                    )
+                    record_change("policybinding.create", binding, None)
+                result.bindings.append(binding)
+    return result
+
+
+def read_directory(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (hidden ones skipped) as {relative posix path: text}."""
+    if not root.is_dir():
+        raise ImportError_(f"{root} is not a directory")
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if path.suffix not in (".rego", ".json", ".yaml", ".yml"):
+            continue
+        try:
+            out[rel.as_posix()] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ImportError_(f"{rel}: not UTF-8 text") from None
+        if len(out) > MAX_FILES:
+            raise ImportError_(f"more than {MAX_FILES} files under {root}")
+    return out

@@ -268,6 +268,8 @@ class ClusterState:
         apply_defaults(rt, new, self)
         if rt.builtin and rt.has_status and new.get("status") is None:
             new["status"] = default_status(rt)
+        if rt.builtin:
+            _omit_empty(rt, new)
         if rt is CRDS:
             require_crd_name(new)
             new["status"] = crd_status(new)
@@ -804,6 +806,18 @@ class ClusterState:
     def count(self) -> int:
         with self.lock:
             return sum(len(b) for by_ns in self.objects.values() for b in by_ns.values())
+
+
+def _omit_empty(rt: ResourceType, obj: dict[str, Any]) -> None:
+    """Built-in objects are typed Go structs in kube-apiserver: empty omitempty maps and lists vanish."""
+    meta = obj["metadata"]
+    for key in ("labels", "annotations", "finalizers", "ownerReferences"):
+        if key in meta and not meta[key]:
+            del meta[key]
+    if rt.kind in ("ConfigMap", "Secret"):
+        for key in ("data", "binaryData"):
+            if key in obj and not obj[key]:
+                del obj[key]
 
 
 def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:

@@ -392,3 +392,53 @@ def test_strategic_merge_patch_is_refused_for_custom_resources(raw):
         "application/merge-patch+json",
     )
     assert code == 200 and obj["spec"]["items"] == [2]
+
+
+def test_keyed_list_order_follows_structured_merge_diff(dyn, deployment):
+    """Shared items follow the applied order, live-only items keep their place (as in kube-apiserver)."""
+    deps = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    mine = deployment()
+    mine["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "E1", "value": "1"},
+        {"name": "E2", "value": "2"},
+    ]
+    deps.server_side_apply(body=mine, name="web", namespace="default", field_manager="a")
+    theirs = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "side", "image": "busybox"},
+                        {"name": "web", "env": [{"name": "E3", "value": "3"}]},
+                    ]
+                }
+            }
+        },
+    }
+    obj = deps.server_side_apply(body=theirs, name="web", namespace="default", field_manager="b").to_dict()
+    containers = obj["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["side", "web"]
+    assert [e["name"] for e in containers[1]["env"]] == ["E1", "E2", "E3"]
+
+
+def test_an_update_that_creates_a_map_owns_the_map(raw):
+    raw(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        {"metadata": {"name": "m"}, "data": {"k": "1"}},
+        headers={"User-Agent": "creator/1.0"},
+    )
+    code, body, _ = raw(
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/m?fieldManager=applier",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "m"}, "data": {"k": "2"}},
+        APPLY,
+    )
+    assert code == 409 and body["message"] == (
+        'Apply failed with 1 conflict: conflict with "creator" using v1: .data.k'
+    )
+    _, obj, _ = raw("GET", "/api/v1/namespaces/default/configmaps/m")
+    assert _managers(obj)[("creator", "Update")]["fieldsV1"] == {"f:data": {".": {}, "f:k": {}}}

@@ -331,3 +331,33 @@ def test_protobuf_bodies_are_refused_with_415(raw):
         "POST", "/api/v1/namespaces/default/configmaps", b"k8s\x00\x0a", "application/vnd.kubernetes.protobuf"
     )
     assert code == 415 and "JSON only" in body["message"]
+
+
+def test_built_in_defaults_and_list_items_like_the_apiserver(dyn, deployment, raw):
+    deps = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    body = deployment()
+    body["spec"]["template"]["spec"]["containers"].append({"name": "latest", "image": "busybox"})
+    obj = deps.create(body=body).to_dict()
+    spec = obj["spec"]
+    assert spec["strategy"]["type"] == "RollingUpdate" and spec["revisionHistoryLimit"] == 10
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Always" and pod["dnsPolicy"] == "ClusterFirst"
+    pulls = [c["imagePullPolicy"] for c in pod["containers"]]
+    assert pulls == ["IfNotPresent", "Always"]  # a tag vs no tag
+    svc = (
+        dyn.resources.get(api_version="v1", kind="Service")
+        .create(
+            body={
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "s", "namespace": "default"},
+                "spec": {"ports": [{"port": 80}]},
+            }
+        )
+        .to_dict()
+    )
+    assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["clusterIP"].startswith("10.96.")
+    assert svc["spec"]["ports"][0] == {"port": 80, "protocol": "TCP", "targetPort": 80}
+    assert svc["status"] == {"loadBalancer": {}}
+    _, listed, _ = raw("GET", "/apis/apps/v1/namespaces/default/deployments")
+    assert listed["kind"] == "DeploymentList" and "kind" not in listed["items"][0]

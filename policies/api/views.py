@@ -92,6 +92,7 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
         detail=False,
         methods=["post"],
         url_path="import",
+        url_name="import",
         parser_classes=[JSONParser, MultiPartParser, FormParser],
     )
     def import_policies(self, request: Request) -> Response:

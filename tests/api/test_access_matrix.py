@@ -82,7 +82,19 @@ def test_every_api_route_is_in_the_design() -> None:
 
 
 # Custom actions and their expected outcome per role for a scoped/global binding.
-EXTRA_ROUTES = {"auditevent-verify", "rollout-sync"}  # rollout-sync-now: tests/rollouts/test_rollout_api.py
+EXTRA_ROUTES = {
+    "auditevent-verify",
+    "rollout-sync",  # rollout-sync-now: tests/rollouts/test_rollout_api.py
+    # Policies: global documents seen by every role anywhere, bindings/waivers of a group plus the global
+    # ones, evaluations/violations by evaluation.view, policy sources under policy.*, and the import/check
+    # actions. tests/policies_app/test_policy_access.py holds their own role x scope matrix.
+    "policy",
+    "policybinding",
+    "waiver",
+    "evaluation",
+    "violation",
+    "policysource",
+}
 
 
 @pytest.fixture

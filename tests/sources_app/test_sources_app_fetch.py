@@ -14,7 +14,9 @@ from fleet.sources.services import due_for_poll, fetch_repository, mark_queued
 from tests.sources_app.conftest import configmap
 
 
-def test_first_fetch_records_the_head_then_every_new_commit_in_order(origin: Any, make_repository: Any) -> None:
+def test_first_fetch_records_the_head_then_every_new_commit_in_order(
+    origin: Any, make_repository: Any
+) -> None:
     first = origin.commit("initial", {"README.md": "hello"})
     repo = make_repository(origin)
 

@@ -31,6 +31,7 @@ class Preview:
     cluster: str
     ok: bool
     renderer: str = ""
+    namespace: str = ""
     objects: tuple[dict[str, Any], ...] = ()
     skipped: bool = False
     warnings: tuple[str, ...] = ()
@@ -39,6 +40,8 @@ class Preview:
     def to_yaml(self) -> str:
         """Multi-document YAML, each document preceded by ``# Source: <file>``."""
         parts: list[str] = []
+        if self.namespace:
+            parts.append(f"# Namespace for namespaced objects that name none: {self.namespace}\n")
         if self.skipped:
             parts.append(f"# doNotDeploy: nothing is deployed to {self.cluster}\n")
         for obj in self.objects:
@@ -95,4 +98,5 @@ def preview_render(repo: Repository, commit_ref: str, mapping: PathMapping, clus
     if result.error is not None:
         return Preview(full, mapping.name, cluster.name, ok=False, error=result.error)
     return Preview(full, mapping.name, cluster.name, ok=True, renderer=result.renderer,
+                   namespace=result.namespace,
                    objects=tuple(result.resources), skipped=result.skipped, warnings=tuple(result.warnings))

@@ -376,7 +376,7 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 rendered += 1
                 fresh.add(cluster.pk)
             per_cluster[cluster.pk] = result
-    return _store(commit, plan, per_cluster, rendered, reused, mapping_error)
+    return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh)
 
 
 def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendered: int, reused: int,

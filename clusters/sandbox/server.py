@@ -37,7 +37,7 @@ class ClusterSettings:
     never_ready: bool = False  # workloads never become ready
     nodes: int = 1  # DaemonSets schedule one pod per node
     bookmark_interval: float = 30.0  # seconds between BOOKMARK events on watches that allow them
-    history_size: int = 256  # watch events kept for resuming from a resourceVersion (older: 410 Expired)
+    history_size: int = 128  # watch events kept for resuming from a resourceVersion (older: 410 Expired)
 
     def update(self, **values: Any) -> None:
         names = {f.name for f in dataclasses.fields(self)}

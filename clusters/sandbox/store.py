@@ -103,7 +103,7 @@ class ClusterState:
     def __init__(
         self,
         name: str,
-        history_size: int = 256,
+        history_size: int = 128,
         on_workload: Callable[[ClusterState, ResourceType, str, str], None] | None = None,
     ) -> None:
         self.name = name
@@ -215,6 +215,9 @@ class ClusterState:
     def _emit(self, ev_type: str, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         if len(self.history) == self.history.maxlen:
             self.floor = self.history[0].rv
+        if old is not None:  # selectors only look at name, namespace and labels: keep just those
+            meta = old["metadata"]
+            old = {"metadata": {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}}
         ev = Event(self.rv, ev_type, rt.key, obj, old)
         self.history.append(ev)
         for w in self.watchers.get(rt.key, ()):

@@ -121,13 +121,18 @@ class GitRepo:
             "GIT_COMMITTER_NAME": "ci",
             "GIT_COMMITTER_EMAIL": "ci@example.com",
         }
-        out = subprocess.run(  # noqa: S603
+        out = subprocess.run(
             ["git", *args], cwd=self.path, env=env, check=True, capture_output=True, text=True
         )
         return out.stdout.strip()
 
     def commit(
-        self, files: dict[str, str], message: str, *, delete: tuple[str, ...] = (), email: str = "dev@example.com"
+        self,
+        files: dict[str, str],
+        message: str,
+        *,
+        delete: tuple[str, ...] = (),
+        email: str = "dev@example.com",
     ) -> str:
         for rel, text in files.items():
             target = self.path / rel
@@ -198,7 +203,9 @@ def make_fleet(sandbox_server: SandboxServer) -> Iterator[Callable[..., Fleet]]:
         for short, labels in spec.items():
             name = f"{prefix}-{short}"
             token = f"tok-{name}-secret"
-            box = sandbox_server.add_cluster(name, token=token, own_port=own_port, rollout_delay=0, **settings)
+            box = sandbox_server.add_cluster(
+                name, token=token, own_port=own_port, rollout_delay=0, **settings
+            )
             made.append(name)
             sandboxes[short] = box
             clusters[short] = Cluster.objects.create(

@@ -18,7 +18,9 @@ def test_new_commit_syncs_an_automated_group(git_repo: Any, make_fleet: Any, tas
     group = make_group("dev", "dev")
     repo = make_repository(git_repo)
     mapping = make_mapping(repo, "web", "apps/web", group)
-    git_repo.commit({"apps/web/ns.yaml": NAMESPACE, "apps/web/cm.yaml": configmap("web", {"color": "blue"})}, "one")
+    git_repo.commit(
+        {"apps/web/ns.yaml": NAMESPACE, "apps/web/cm.yaml": configmap("web", {"color": "blue"})}, "one"
+    )
     assert fetch_repository(repo).ok
     tasks.drain()
     rollout = Rollout.objects.get(mapping=mapping)

@@ -15,7 +15,14 @@ import pytest
 from fleet.audit.models import AuditEvent
 from fleet.rollouts.models import ClusterSync, Rollout
 from fleet.sources.services import fetch_repository
-from tests.rollouts.conftest import NAMESPACE, configmap, deployment, make_group, make_mapping, make_repository
+from tests.rollouts.conftest import (
+    NAMESPACE,
+    configmap,
+    deployment,
+    make_group,
+    make_mapping,
+    make_repository,
+)
 from tests.workers import Worker, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -27,7 +34,9 @@ WORKER_ENV = {
 }
 
 
-def test_killed_worker_mid_rollout_every_cluster_synced_once(tmp_path: Path, git_repo: Any, make_fleet: Any) -> None:
+def test_killed_worker_mid_rollout_every_cluster_synced_once(
+    tmp_path: Path, git_repo: Any, make_fleet: Any
+) -> None:
     names = [f"c{i}" for i in range(8)]
     fleet = make_fleet({n: {"env": "kill"} for n in names})
     for box in fleet.sandboxes.values():
@@ -47,7 +56,9 @@ def test_killed_worker_mid_rollout_every_cluster_synced_once(tmp_path: Path, git
     second = None
     try:
         assert fetch_repository(repo).ok  # the rollout is created and its prepare task queued on commit
-        rollout = wait_for(lambda: Rollout.objects.filter(mapping=mapping).first(), timeout=30, what="rollout")
+        rollout = wait_for(
+            lambda: Rollout.objects.filter(mapping=mapping).first(), timeout=30, what="rollout"
+        )
 
         def mid_batch() -> bool:
             states = list(ClusterSync.objects.filter(rollout=rollout).values_list("state", flat=True))
@@ -55,7 +66,9 @@ def test_killed_worker_mid_rollout_every_cluster_synced_once(tmp_path: Path, git
 
         wait_for(mid_batch, timeout=120, interval=0.05, what="a cluster synced and another syncing")
         first.kill()  # SIGKILL to the worker and its pool children
-        killed_states = dict(ClusterSync.objects.filter(rollout=rollout).values_list("cluster__name", "state"))
+        killed_states = dict(
+            ClusterSync.objects.filter(rollout=rollout).values_list("cluster__name", "state")
+        )
         assert "syncing" in killed_states.values()
 
         second = Worker(tmp_path / "worker-2.log", concurrency=2, **WORKER_ENV)

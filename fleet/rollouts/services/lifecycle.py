@@ -204,6 +204,9 @@ def _evaluate(rollout_id: int) -> None:
 
 
 def _first_message(summary: dict[str, Any]) -> str:
+    for v in summary.get("violations") or []:
+        if v.get("enforcement") == "deny" and not v.get("waived_by"):
+            return f" ({v.get('policy_name', '')}: {v.get('message', '')})"
     reasons = summary.get("reasons") or []
     if reasons:
         return f" ({reasons[0]})"

@@ -6,6 +6,8 @@ import http.client
 import itertools
 import json
 
+import pytest
+
 _n = itertools.count()
 
 
@@ -146,3 +148,20 @@ def test_legacy_watch_path_for_one_object(cluster, raw):
     events = _events(conn.getresponse())
     conn.close()
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b")]
+
+
+def test_kubernetes_client_raises_gone_for_an_expired_watch(sandbox_server, make_client):
+    from kubernetes.client.exceptions import ApiException
+
+    cluster = sandbox_server.add_cluster(f"expired-{next(_n)}", history_size=3)
+    try:
+        dyn = make_client(cluster)
+        cms = dyn.resources.get(api_version="v1", kind="ConfigMap")
+        for i in range(6):
+            cms.create(body=_cm(f"c{i}"))
+        with pytest.raises(ApiException) as err:
+            for _ in dyn.watch(cms, namespace="default", resource_version="2", timeout=5):
+                pass
+        assert err.value.status == 410 and "too old resource version: 2" in err.value.reason
+    finally:
+        sandbox_server.remove_cluster(cluster.name)

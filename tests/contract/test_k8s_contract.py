@@ -305,3 +305,53 @@ def test_watch_events(both: list[Http]) -> None:
     sandbox, real = each(both, run)
     assert real == [("ADDED", "w", True), ("MODIFIED", "w", True), ("DELETED", "w", True)]
     assert sandbox == real
+
+
+def test_delete_answers(both: list[Http]) -> None:
+    def run(b: Http) -> dict[str, Any]:
+        apply(b, b.ns("/configmaps/gone"), cm("gone", b.namespace))
+        path = f"/apis/apps/v1/namespaces/{b.namespace}/deployments/gone"
+        apply(b, path, deployment("gone", b.namespace))
+        out = {}
+        for what, url in (("configmap", b.ns("/configmaps/gone")), ("deployment", path)):
+            r = b("DELETE", url)
+            body = r.json()
+            details = body.get("details") or {}
+            out[what] = (
+                r.status_code,
+                body.get("kind"),
+                body.get("status"),
+                details.get("name"),
+                details.get("kind"),
+                details.get("group"),
+                bool(details.get("uid")),
+            )
+            again = b("DELETE", url)
+            out[f"{what} again"] = (again.status_code, again.json()["reason"])
+        return out
+
+    sandbox, real = each(both, run)
+    assert sandbox == real
+
+
+def test_main_resource_ignores_status_and_status_subresource_keeps_spec(both: list[Http]) -> None:
+    def run(b: Http) -> tuple[Any, ...]:
+        path = f"/apis/apps/v1/namespaces/{b.namespace}/deployments/st"
+        apply(b, path, deployment("st", b.namespace, 1))
+        b(
+            "PATCH",
+            path + "/status",
+            {"status": {"observedGeneration": 7, "replicas": 1}},
+            "application/merge-patch+json",
+        )
+        body = deployment("st", b.namespace, 1)
+        body["status"] = {"observedGeneration": 99}
+        applied = apply(b, path, body).json()
+        spec_via_status = b(
+            "PATCH", path + "/status", {"spec": {"replicas": 5}}, "application/merge-patch+json"
+        ).json()
+        return applied["status"]["observedGeneration"], spec_via_status["spec"]["replicas"]
+
+    sandbox, real = each(both, run)
+    assert real == (7, 1)
+    assert sandbox == real

@@ -19,6 +19,7 @@ from .errors import ApiError
 from .resources import BUILTIN_GROUP_LIST, BUILTIN_GROUPS, BUILTIN_RESOURCE_LISTS, group_entry, resource_list
 from .selectors import parse_field_selector, parse_label_selector
 from .store import APPLY
+from .tables import TABLE_CONTENT_TYPE, table, wants_table
 
 if TYPE_CHECKING:
     from .server import SandboxCluster, SandboxServer
@@ -266,15 +267,27 @@ class Handler(BaseHTTPRequestHandler):
         manager = query.get("fieldManager", "")
         if name is None:
             label = parse_label_selector(query.get("labelSelector"))
-            field = parse_field_selector(query.get("fieldSelector"))
+            field = parse_field_selector(query.get("fieldSelector"), rt.kind if rt.builtin else "")
             if method == "GET":
                 if watch:
                     self._watch(cluster, rt, version, ns, query, label, field)
                     return
+                as_table = wants_table(self.headers.get("Accept"))
                 out = state.list_collection(
-                    rt, version, ns, label, field, int(query.get("limit") or 0), query.get("continue", "")
+                    rt,
+                    version,
+                    ns,
+                    label,
+                    field,
+                    int(query.get("limit") or 0),
+                    query.get("continue", ""),
+                    full=as_table,
                 )
-                self._send(200, _dumps(out))
+                if as_table:
+                    tab = table(rt, out["items"], out["metadata"], query.get("includeObject", "Metadata"))
+                    self._send(200, _dumps(tab), TABLE_CONTENT_TYPE)
+                else:
+                    self._send(200, _dumps(out))
             elif method == "POST":
                 obj = self._json(body)
                 self._send(
@@ -294,7 +307,13 @@ class Handler(BaseHTTPRequestHandler):
                 field = parse_field_selector(f"metadata.name={name}")
                 self._watch(cluster, rt, version, ns, query, label, field)
                 return
-            self._send(200, _dumps(self._present(rt, version, state.get(rt, nsv, name))))
+            obj = self._present(rt, version, state.get(rt, nsv, name))
+            if wants_table(self.headers.get("Accept")) and not sub:
+                meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
+                tab = table(rt, [obj], meta, query.get("includeObject", "Metadata"))
+                self._send(200, _dumps(tab), TABLE_CONTENT_TYPE)
+            else:
+                self._send(200, _dumps(obj))
         elif method == "PUT":
             obj = self._json(body)
             out = state.update(rt, version, nsv, name, obj, manager or self._default_manager(), sub, dry_run)
@@ -481,6 +500,9 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise errors.bad_request("invalid timeoutSeconds") from None
         bookmarks = query.get("allowWatchBookmarks", "") in ("true", "1")
+        self._watch_table = (
+            query.get("includeObject", "Metadata") if wants_table(self.headers.get("Accept")) else None
+        )
         state = cluster.state
         expired: ApiError | None = None
         watcher = None
@@ -536,7 +558,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _event(self, rt: Any, version: str, item: tuple[str, dict[str, Any]]) -> None:
         ev_type, obj = item
-        self._chunk(_dumps({"type": ev_type, "object": self._present(rt, version, obj)}) + b"\n")
+        out = self._present(rt, version, obj)
+        include = getattr(self, "_watch_table", None)
+        if include is not None:  # kubectl get -w: every event carries a one-row Table
+            out = table(rt, [out], {"resourceVersion": obj["metadata"].get("resourceVersion", "")}, include)
+        self._chunk(_dumps({"type": ev_type, "object": out}) + b"\n")
 
     def _flush(self, watcher: Any, rt: Any, version: str, state: Any) -> tuple[bool, int]:
         """Send what is queued; returns (stream ended, the resourceVersion everything up to was delivered)."""

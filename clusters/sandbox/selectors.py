@@ -95,13 +95,60 @@ def parse_label_selector(text: str | None) -> Matcher | None:
     return match
 
 
-_FIELDS = {"metadata.name": "name", "metadata.namespace": "namespace"}
+# Field labels beyond metadata.name/namespace that kube-apiserver supports for some kinds.
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "Event": (
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ),
+    "Pod": (
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    ),
+    "Secret": ("type",),
+    "Namespace": ("status.phase",),
+    "Node": ("spec.unschedulable",),
+    "Job": ("status.successful",),
+    "ReplicaSet": ("status.replicas",),
+}
 
 
-def parse_field_selector(text: str | None) -> Matcher | None:
-    """A predicate for ``metadata.name`` / ``metadata.namespace`` with ``=``, ``==`` and ``!=``."""
+def _field_value(obj: dict[str, Any], path: str) -> str:
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return ""
+        cur = cur.get(part)
+    if cur is None:
+        return ""
+    if isinstance(cur, bool):
+        return "true" if cur else "false"
+    if path == "source" and isinstance(cur, dict):
+        return str(cur.get("component", ""))
+    return str(cur)
+
+
+def parse_field_selector(text: str | None, kind: str = "") -> Matcher | None:
+    """A predicate for field selectors (``=``, ``==``, ``!=``) on ``metadata.name``, ``metadata.namespace``
+    and the extra field labels kube-apiserver knows for ``kind`` (events by involvedObject, ...)."""
     if not text or not text.strip():
         return None
+    allowed = ("metadata.name", "metadata.namespace", *KIND_FIELDS.get(kind, ()))
     reqs: list[tuple[str, str, bool]] = []
     for raw in text.split(","):
         part = raw.strip()
@@ -117,27 +164,12 @@ def parse_field_selector(text: str | None) -> Matcher | None:
         else:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
         fld = fld.strip()
-        if fld not in _FIELDS:
-            raise bad_request(
-                f'"{fld}" is not a known field selector: only "metadata.name", "metadata.namespace"'
-            )
-        reqs.append((_FIELDS[fld], value.strip(), equal))
+        if fld not in allowed:
+            known = ", ".join(f'"{a}"' for a in allowed)
+            raise bad_request(f'"{fld}" is not a known field selector: only {known}')
+        reqs.append((fld, value.strip(), equal))
 
     def match(obj: dict[str, Any]) -> bool:
-        meta = obj.get("metadata") or {}
-        return all((meta.get(attr, "") == value) == equal for attr, value, equal in reqs)
+        return all((_field_value(obj, fld) == value) == equal for fld, value, equal in reqs)
 
     return match
-
-
-def field_selector_name(text: str | None) -> str | None:
-    """The single object name a field selector pins (``metadata.name=x``), for a fast lookup."""
-    if not text or "," in text or "!=" in text:
-        return None
-    for sep in ("==", "="):
-        if sep in text:
-            fld, value = text.split(sep, 1)
-            if fld.strip() == "metadata.name":
-                return value.strip()
-            return None
-    return None

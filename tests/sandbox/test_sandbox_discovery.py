@@ -148,3 +148,42 @@ def test_crd_name_must_match_plural_and_group(dyn):
     import json
 
     assert 'must be spec.names.plural+"."+spec.group' in json.loads(err.value.body)["message"]
+
+
+def test_table_answers_for_kubectl_get(raw, deployment):
+    raw("POST", "/apis/apps/v1/namespaces/default/deployments", deployment())
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    code, tab, resp = raw("GET", "/apis/apps/v1/namespaces/default/deployments", headers={"Accept": accept})
+    assert code == 200 and tab["kind"] == "Table" and tab["apiVersion"] == "meta.k8s.io/v1"
+    assert resp.getheader("Content-Type").startswith("application/json;as=Table")
+    assert [c["name"] for c in tab["columnDefinitions"]] == [
+        "Name",
+        "Ready",
+        "Up-to-date",
+        "Available",
+        "Age",
+    ]
+    row = tab["rows"][0]
+    assert row["cells"][:4] == ["web", "2/2", 2, 2]
+    assert row["object"]["kind"] == "PartialObjectMetadata" and row["object"]["metadata"]["name"] == "web"
+    code, one, _ = raw("GET", "/api/v1/namespaces/default", headers={"Accept": accept})
+    assert one["rows"][0]["cells"][:2] == ["default", "Active"]
+
+
+def test_events_can_be_selected_by_involved_object(raw):
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "e1"},
+        "reason": "Scaled",
+        "type": "Normal",
+        "involvedObject": {"kind": "Deployment", "name": "web", "namespace": "default"},
+    }
+    assert raw("POST", "/api/v1/namespaces/default/events", event)[0] == 201
+    _, hit, _ = raw(
+        "GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dweb,type%3DNormal"
+    )
+    _, miss, _ = raw("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Ddb")
+    assert [e["metadata"]["name"] for e in hit["items"]] == ["e1"] and miss["items"] == []
+    code, _, _ = raw("GET", "/api/v1/namespaces/default/configmaps?fieldSelector=involvedObject.name%3Dweb")
+    assert code == 400

@@ -101,8 +101,10 @@ def test_kubectl_apply_get_diff_rollout_delete(kube, make_client, deployment):
 
     listed = run("get", "deploy,cm", "-l", "app=web", "-o", "name")
     assert listed.returncode == 0 and listed.stdout.split() == ["deployment.apps/web"], listed.stderr
-    table = run("get", "configmaps")
-    assert table.returncode == 0 and "web-config" in table.stdout and "NAME" in table.stdout, table.stderr
+    table = run("get", "deployments,configmaps")  # the sandbox answers as=Table with the usual columns
+    assert table.returncode == 0, table.stderr
+    assert "READY" in table.stdout and "UP-TO-DATE" in table.stdout and "4/4" in table.stdout
+    assert "configmap/web-config" in table.stdout and "DATA" in table.stdout
 
     deleted = run("delete", "-f", manifest)
     assert deleted.returncode == 0, deleted.stderr

@@ -49,6 +49,8 @@ from clusters.connector.results import (
 )
 
 CRD_API = "apiextensions.k8s.io/v1"
+# Only metadata is read from lists: ask for PartialObjectMetadataList, accept a full list otherwise.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 RefLike = o.ObjectRef | dict[str, Any]
 
 
@@ -135,7 +137,13 @@ class Connector:
         dyn = self.client.dyn
         selector = f"{o.MANAGED_BY_LABEL}={o.MANAGED_BY_VALUE}"
         resp = self.client.call(
-            lambda: dyn.get(resource, namespace=namespace or None, label_selector=selector, serialize=False)
+            lambda: dyn.get(
+                resource,
+                namespace=namespace or None,
+                label_selector=selector,
+                serialize=False,
+                header_params={"Accept": METADATA_ONLY},
+            )
         )
         out = {}
         for item in json.loads(resp.data).get("items") or []:

@@ -44,6 +44,7 @@ def call(
     """Run ``fn``; retry it on transient failures within the policy; re-raise the last failure."""
     start = time.monotonic()
     attempt = 0
+    waited = 0.0
     while True:
         try:
             return fn()
@@ -52,8 +53,9 @@ def call(
             if attempt >= policy.attempts or not is_retriable(exc):
                 raise
             wait = policy.delay(attempt - 1, exc)
-            if time.monotonic() - start + wait > policy.deadline:
+            if max(time.monotonic() - start, waited) + wait > policy.deadline:
                 raise
+            waited += wait
             if on_retry is not None:
                 on_retry(attempt, exc, wait)
             sleep(wait)

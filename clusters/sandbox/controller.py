@@ -90,6 +90,17 @@ def _condition(
     return cond
 
 
+def _count(value: Any, default: int) -> int:
+    """An integer spec field; without schema validation it may hold anything, which must not crash the
+    controller (the write that stored it would answer 500)."""
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def _nonzero(status: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if v != 0 or k == "observedGeneration"}
 
@@ -110,7 +121,7 @@ def workload_status(obj: dict[str, Any], fail: bool, never_ready: bool, nodes: i
     never_ready = never_ready or _flag(obj, NEVER_READY_ANNOTATION)
     if kind == "Job":
         return _job_status(spec, old, fail, never_ready)
-    desired = nodes if kind == "DaemonSet" else int(spec.get("replicas", 1) or 0)
+    desired = nodes if kind == "DaemonSet" else _count(spec.get("replicas", 1), 0)
     ready = 0 if (fail or never_ready) else desired
     rs = f"{name}-{template_hash(obj)}"
     if fail:
@@ -193,7 +204,7 @@ def _job_status(spec: dict[str, Any], old: dict[str, Any], fail: bool, never_rea
     if never_ready:
         return {
             "startTime": start,
-            "active": int(spec.get("parallelism", 1) or 1),
+            "active": _count(spec.get("parallelism", 1), 1) or 1,
             "ready": 0,
             "terminating": 0,
             "uncountedTerminatedPods": {},
@@ -201,7 +212,7 @@ def _job_status(spec: dict[str, Any], old: dict[str, Any], fail: bool, never_rea
     if fail:
         return {
             "startTime": start,
-            "failed": int(spec.get("backoffLimit", 6)) + 1,
+            "failed": _count(spec.get("backoffLimit", 6), 6) + 1,
             "ready": 0,
             "terminating": 0,
             "uncountedTerminatedPods": {},
@@ -227,7 +238,7 @@ def _job_status(spec: dict[str, Any], old: dict[str, Any], fail: bool, never_rea
     return {
         "startTime": start,
         "completionTime": old.get("completionTime", ts),
-        "succeeded": int(spec.get("completions", 1) or 1),
+        "succeeded": _count(spec.get("completions", 1), 1) or 1,
         "ready": 0,
         "terminating": 0,
         "uncountedTerminatedPods": {},

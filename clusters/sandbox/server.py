@@ -45,7 +45,14 @@ class ClusterSettings:
             if key not in names:
                 raise ValueError(f"unknown setting {key!r}")
             current = getattr(self, key)
-            setattr(self, key, type(current)(value))
+            if isinstance(current, bool):
+                if isinstance(value, str):
+                    if value.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError(f"{key} must be true or false")
+                    value = value.lower() in ("true", "1")
+                setattr(self, key, bool(value))
+            else:
+                setattr(self, key, type(current)(value))
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -106,6 +113,7 @@ class SandboxCluster:
         self.root = root
         self.faults = Faults()
         self.state = ClusterState(name, settings.history_size, on_workload=self._on_workload)
+        self.state.settings = settings  # history_size changes take effect at the next event
         self.own_server: _HTTPServer | None = None
         self.own_port: int | None = None
         self._own_thread: threading.Thread | None = None

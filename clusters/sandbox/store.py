@@ -116,6 +116,7 @@ class ClusterState:
         self.floor = 0  # events with rv <= floor are no longer in the history
         self.watchers: dict[TypeKey, set[Watcher]] = {}
         self.on_workload = on_workload
+        self.settings: Any = None  # the owning cluster's ClusterSettings (for history_size), if any
         self.ip_counter = 10
         for ns in DEFAULT_NAMESPACES:
             self._store_new(
@@ -213,6 +214,12 @@ class ClusterState:
 
     # -- the write pipeline -----------------------------------------------------------------------
     def _emit(self, ev_type: str, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        wanted = max(1, int(self.settings.history_size)) if self.settings is not None else None
+        if wanted is not None and wanted != self.history.maxlen:
+            kept = list(self.history)[-wanted:]
+            if len(kept) < len(self.history):
+                self.floor = max(self.floor, self.history[len(self.history) - len(kept) - 1].rv)
+            self.history = deque(kept, maxlen=wanted)
         if len(self.history) == self.history.maxlen:
             self.floor = self.history[0].rv
         if old is not None:  # selectors only look at name, namespace and labels: keep just those

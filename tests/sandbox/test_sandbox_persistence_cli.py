@@ -183,3 +183,19 @@ def test_run_forever_returns_and_stops_when_told(tmp_path):
         http.client.HTTPConnection(server.url.split("://")[1], timeout=2).request(
             "GET", "/clusters/x/version"
         )
+
+
+def test_settings_update_parses_booleans_and_resizes_history(cluster, raw):
+    cluster.settings.update(fail_rollouts="false", never_ready="true", history_size=2)
+    assert cluster.settings.fail_rollouts is False and cluster.settings.never_ready is True
+    with pytest.raises(ValueError):
+        cluster.settings.update(fail_rollouts="maybe")
+    start = cluster.resource_version
+    for i in range(4):
+        raw("POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"h{i}"}})
+    hostport, _, prefix = cluster.url.split("://", 1)[1].partition("/")
+    conn = http.client.HTTPConnection(hostport, timeout=10)
+    conn.request("GET", f"/{prefix}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={start}")
+    event = json.loads(conn.getresponse().readline())
+    conn.close()
+    assert event["type"] == "ERROR" and event["object"]["code"] == 410

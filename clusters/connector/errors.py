@@ -82,10 +82,19 @@ def retry_after(exc: BaseException) -> float | None:
         return None
 
 
+# kube-apiserver answers a server-side apply whose body does not fit the schema (a string where a number
+# belongs, an undeclared field) with 500 and this message: a validation error, not a transient one.
+PERMANENT_500 = ("failed to create typed patch object", "field not declared in schema")
+
+
 def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, ConnectorError):
         return exc.retriable
     if isinstance(exc, ApiException):
+        if exc.status == 500 and any(
+            text in str(_status_body(exc).get("message", "")) for text in PERMANENT_500
+        ):
+            return False
         return exc.status in RETRIABLE_STATUS
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | socket.timeout)
 

@@ -361,3 +361,20 @@ def test_transient_errors_are_retried_sandbox(backend: Backend, code: int) -> No
         assert kube.retries == 2 + 4 + 4
     backend.sandbox.faults.clear()
     assert failed.results[0].action == "failed" and failed.results[0].status == code
+
+
+def test_schema_errors_are_not_retried(backend: Backend) -> None:
+    """kube-apiserver refuses an apply that does not fit the schema with 500 "failed to create typed patch
+    object"; that is permanent. The sandbox has no schema validation (docs/testing.md) and stores it."""
+    bad = deployment("typed", 1)
+    bad["spec"]["replicas"] = "three"
+    with backend.connector() as kube:
+        sync = kube.apply([bad], mapping="web", default_namespace=backend.namespace)
+        retries = kube.retries
+    outcome = sync.results[0]
+    assert retries == 0
+    if backend.sandbox is None:
+        assert outcome.action == "failed" and outcome.status == 500
+        assert ".spec.replicas: expected numeric (int or float), got string" in outcome.message
+    else:
+        assert outcome.action == "created"  # no schema validation, and the controller does not crash on it

@@ -35,13 +35,22 @@ class EngineUnavailableError(APIException):
     default_code = "engine_unavailable"
 
 
+class PolicyRefused(serializers.ValidationError):
+    """HTTP 400 in DRF's shape (field -> messages) plus typed ``compile_errors`` (path, line, column,
+    message) and ``tests`` (name, passed, error), kept as numbers and booleans."""
+
+    def __init__(self, exc: PolicyInvalid) -> None:
+        super().__init__({exc.field: [exc.message]})
+        detail: dict[str, Any] = {exc.field: [exc.message]}
+        if exc.errors:
+            detail["compile_errors"] = exc.errors
+        if exc.tests:
+            detail["tests"] = exc.tests
+        self.detail = detail  # type: ignore[assignment]
+
+
 def invalid(exc: PolicyInvalid) -> serializers.ValidationError:
-    detail: dict[str, Any] = {exc.field: [exc.message]}
-    if exc.errors:
-        detail["compile_errors"] = exc.errors
-    if exc.tests:
-        detail["tests"] = exc.tests
-    return serializers.ValidationError(detail)
+    return PolicyRefused(exc)
 
 
 class VisibleRelatedField(serializers.PrimaryKeyRelatedField):
@@ -161,6 +170,18 @@ class PolicySerializer(serializers.ModelSerializer):
             out[key] = content.get(key)
         return out
 
+    _refusal: PolicyInvalid | None = None
+
+    def is_valid(self, *, raise_exception: bool = False) -> bool:
+        """Like DRF's, but a refused definition keeps its typed compile errors and test results."""
+        self._refusal = None
+        ok = super().is_valid(raise_exception=False)
+        if not ok and raise_exception:
+            if self._refusal is not None:
+                raise PolicyRefused(self._refusal)
+            raise serializers.ValidationError(self.errors)
+        return ok
+
     def validate_style(self, value: str) -> str:
         if self.instance is not None and value != self.instance.style:
             raise serializers.ValidationError("The style of a policy cannot change.")
@@ -183,6 +204,7 @@ class PolicySerializer(serializers.ModelSerializer):
                 definition, allow_failing_tests=attrs.get("allow_failing_tests", False)
             )
         except PolicyInvalid as exc:
+            self._refusal = exc
             raise invalid(exc) from None
         except EngineUnavailableForSave as exc:
             raise EngineUnavailableError(str(exc)) from None
@@ -494,6 +516,7 @@ class MappingCheckSerializer(serializers.Serializer):
     mapping = serializers.DictField()
     ref = serializers.CharField()
     blocked = serializers.BooleanField()
+    error = serializers.CharField(help_text="Why this mapping could not be checked (it counts as blocked).")
     decisions = serializers.DictField(child=serializers.IntegerField())
     clusters = ClusterCheckSerializer(many=True)
     summary = serializers.CharField()

@@ -167,25 +167,40 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
         for m in mappings:
             if not visible_groups.everywhere and m.cluster_group_id not in visible_groups.groups:
                 raise PermissionDenied("You may not see the evaluations of this mapping.")
-        reports = []
-        try:
-            for mapping in PathMapping.objects.filter(pk__in=[m.pk for m in mappings]).select_related(
-                "repository", "cluster_group"
-            ):
-                reports.append(
-                    check_mapping(
-                        mapping,
-                        commit=v.get("commit") or "",
-                        branch=v.get("branch") or "",
-                        manifests=v.get("manifests"),
-                    )
+        single = v.get("mapping") is not None
+        bodies: list[dict[str, Any]] = []
+        for mapping in PathMapping.objects.filter(pk__in=[m.pk for m in mappings]).select_related(
+            "repository", "cluster_group"
+        ):
+            try:
+                report = check_mapping(
+                    mapping,
+                    commit=v.get("commit") or "",
+                    branch=v.get("branch") or "",
+                    manifests=v.get("manifests"),
                 )
-        except CheckInputError as exc:
-            detail: dict[str, Any] = {exc.field: [exc.message]}
-            if exc.file or exc.line:
-                detail["location"] = {"file": exc.file, "line": exc.line}
-            raise ValidationError(detail) from None
-        body = {"blocked": any(r.blocked for r in reports), "mappings": [r.as_dict() for r in reports]}
+            except CheckInputError as exc:
+                if single:
+                    detail: dict[str, Any] = {exc.field: [exc.message]}
+                    if exc.file or exc.line:
+                        detail["location"] = {"file": exc.file, "line": exc.line}
+                    raise ValidationError(detail) from None
+                # Checking a whole repository: a mapping that cannot render is reported as blocked.
+                bodies.append(
+                    {
+                        "mapping": {"id": mapping.pk, "name": mapping.name},
+                        "ref": v.get("branch") or v.get("commit") or "",
+                        "blocked": True,
+                        "error": exc.message,
+                        "decisions": {},
+                        "clusters": [],
+                        "summary": "",
+                        "policies": [],
+                    }
+                )
+                continue
+            bodies.append({**report.as_dict(), "error": ""})
+        body = {"blocked": any(b["blocked"] for b in bodies), "mappings": bodies}
         return Response(body)
 
 

@@ -22,6 +22,7 @@ from fleet.sources.services.rendering import build_requests, expand_paths, membe
 from policies import gate
 from policies.engine import RegoEngine
 from policies.services.evaluation import MappingEvaluation, evaluate_targets, rendered_objects, summary_line
+from policies.services.sources import ensure_commit
 
 
 class CheckInputError(ValueError):
@@ -77,6 +78,7 @@ def _render_at(mapping: PathMapping, sha: str) -> list[tuple[Cluster, list[gate.
     cache = repository_cache(mapping.repository)
     out = []
     try:
+        sha = ensure_commit(cache, sha)
         with cache.export(sha) as root:
             tree = SourceTree(root)
             try:
@@ -112,7 +114,7 @@ def resolve_ref(mapping: PathMapping, *, commit: str = "", branch: str = "") -> 
         )
         if len(known) == 1:
             return known[0]
-        return cache.commit_info(commit).sha
+        return ensure_commit(cache, commit)
     except GitError as exc:
         raise CheckInputError(exc.message, field="branch" if branch else "commit") from None
 

@@ -9,13 +9,22 @@ from typing import Any
 from django.utils import timezone
 
 from fleet.audit.services import record
-from fleet.sources.git import GitError
+from fleet.sources.git import GitError, RepositoryCache
 from fleet.sources.models import Commit
 from fleet.sources.services.fetch import repository_cache
 from policies.engine import RegoEngine
 from policies.models import PolicySource
 from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
 from policies.services.importing import ImportError_, ImportResult, import_files, read_directory
+
+
+def ensure_commit(cache: RepositoryCache, sha: str) -> str:
+    """The full sha of ``sha`` in the local cache, fetching first when the cache lacks it."""
+    try:
+        return cache.commit_info(sha).sha
+    except GitError:
+        cache.fetch()
+        return cache.commit_info(sha).sha
 
 
 @dataclass
@@ -37,6 +46,7 @@ def sync_policy_source(
     path = source.path.strip("/")
     try:
         cache = repository_cache(source.repository)
+        commit_sha = ensure_commit(cache, commit_sha)
         with cache.export(commit_sha, paths=[path] if path else []) as root:
             files = read_directory(Path(root) / path if path else Path(root))
         result = import_files(

@@ -352,8 +352,17 @@ class ClusterState:
         if rt.namespaced:
             if not ns:
                 raise errors.method_not_allowed()
-            if ns not in self.objects.get(NAMESPACES.key, {}).get("", {}):
+            namespace = self.objects.get(NAMESPACES.key, {}).get("", {}).get(ns)
+            if namespace is None:
                 raise errors.not_found("namespaces", "", ns)
+            if namespace["metadata"].get("deletionTimestamp"):
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f"{rt.plural} is forbidden: unable to create new content in namespace {ns} because it is "
+                    "being terminated",
+                    {"name": ns, "kind": rt.plural, **({"group": rt.group} if rt.group else {})},
+                )
 
     def _check_names(self, rt: ResourceType, ns: str, name: str, body: dict[str, Any]) -> None:
         meta = body["metadata"]

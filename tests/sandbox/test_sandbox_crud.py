@@ -361,3 +361,27 @@ def test_built_in_defaults_and_list_items_like_the_apiserver(dyn, deployment, ra
     assert svc["status"] == {"loadBalancer": {}}
     _, listed, _ = raw("GET", "/apis/apps/v1/namespaces/default/deployments")
     assert listed["kind"] == "DeploymentList" and "kind" not in listed["items"][0]
+
+
+def test_a_terminating_namespace_takes_no_new_objects(dyn):
+    from kubernetes.client.exceptions import ApiException
+
+    nss = dyn.resources.get(api_version="v1", kind="Namespace")
+    nss.create(
+        body={
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "closing", "finalizers": ["example.com/hold"]},
+        }
+    )
+    pending = nss.delete(name="closing")
+    assert pending.status.phase == "Terminating" and pending.metadata.deletionTimestamp
+    cms = dyn.resources.get(api_version="v1", kind="ConfigMap")
+    with pytest.raises(ApiException) as err:
+        cms.create(body=_cm("late", ns="closing"))
+    assert err.value.status == 403 and "being terminated" in json.loads(err.value.body)["message"]
+    nss.patch(
+        name="closing", body={"metadata": {"finalizers": None}}, content_type="application/merge-patch+json"
+    )
+    with pytest.raises(NotFoundError):
+        nss.get(name="closing")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,8 +233,26 @@ class ApplyOutcome:
     transient: bool = False  # worth trying again later (unreachable, 5xx, 429)
 
 
+_TRANSPORT = (
+    "connection refused",
+    "connect timeout",
+    "read timeout",
+    "connection lost",
+    "http transport error",
+)
+
+
+_HTTP_STATUS = re.compile(r"^HTTP (\d{3})\b")
+
+
 def _transient(result: Any) -> bool:
-    return result.status is None or result.status in RETRIABLE_STATUS
+    """Worth another attempt later: the server was unreachable or overloaded (5xx, 429), not a refusal."""
+    status = result.status
+    if status is None and (m := _HTTP_STATUS.match(result.message or "")):
+        status = int(m.group(1))  # some failures carry the code only in the message
+    if status is not None:
+        return status in RETRIABLE_STATUS
+    return (result.message or "").lower().startswith(_TRANSPORT)
 
 
 def plan(
@@ -281,7 +300,7 @@ def apply(
         inventory=result.inventory,
         applied=result.applied,
         error=error,
-        transient=bool(failed) and all(_transient(r) for r in failed),
+        transient=any(_transient(r) for r in failed),  # one transient failure may cause others (404s)
     )
 
 

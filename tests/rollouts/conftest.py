@@ -55,10 +55,14 @@ class TaskQueue:
         now = time.monotonic()
         return [q for q in self.items if q.due > now and (name is None or q.name == name)]
 
-    def drain(self, *, include_delayed: bool = False, max_steps: int = 5000) -> int:
-        """Run queued tasks (those due, or all) in order until none is left to run."""
+    def drain(
+        self, *, include_delayed: bool = False, max_steps: int = 5000, until: Callable[[], bool] | None = None
+    ) -> int:
+        """Run queued tasks (those due, or all) in order until none is left to run (or ``until()``)."""
         steps = 0
         while steps < max_steps:
+            if until is not None and until():
+                return steps
             now = time.monotonic()
             ready = [q for q in self.items if include_delayed or q.due <= now]
             if not ready:

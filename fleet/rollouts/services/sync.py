@@ -17,7 +17,7 @@ from typing import Any
 from django.db import close_old_connections
 from django.utils import timezone
 
-from clusters.connector.errors import is_retriable
+from clusters.connector.errors import describe, is_retriable
 from fleet.rollouts import dispatch, ports
 from fleet.rollouts.choices import DriftStatus, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, SyncedState
@@ -130,7 +130,7 @@ def run_cluster_sync(cs_id: int) -> str:
             if not health.healthy:
                 error = f"not healthy: {health.reason or health.state}"
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+        error = describe(exc, cs.cluster.api_url).message[:2000] or type(exc).__name__
         transient = is_retriable(exc)
     finally:
         heartbeat.stop()

@@ -262,7 +262,7 @@ def test_queued_rollout_is_superseded(git_repo: Any, make_fleet: Any, tasks: Any
     second = w.rollout(w.push())
     tasks.drain()
     first.refresh_from_db()
-    assert first.state == "superseded"
+    assert first.state == "superseded" and first.superseded_by_id == second.pk
     assert ClusterSync.objects.get(rollout=first).state == "superseded"
 
 

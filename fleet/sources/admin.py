@@ -1,31 +1,69 @@
-from django.contrib import admin
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
 
 from fleet.core.admin import AuditedModelAdmin
-from fleet.sources.models import Commit, PathMapping, Repository
+from fleet.core.choices import ChangeContext
+from fleet.core.context import acting
+from fleet.sources.choices import FetchTrigger
+from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
+from fleet.sources.services import request_fetch
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by the services: shown, never edited here."""
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Repository)
 class RepositoryAdmin(AuditedModelAdmin):
-    list_display = ("name", "url", "branch", "enabled", "head_sha", "last_fetched")
+    list_display = ("name", "url", "branch", "enabled", "head_sha", "last_fetched", "last_error")
     search_fields = ("name", "url")
-    readonly_fields = ("head_sha", "last_fetched", "last_error", "created", "updated")
+    readonly_fields = ("head_sha", "last_fetched", "last_error", "poll_queued_at", "created", "updated")
+    actions = ["fetch_now"]
+
+    @admin.action(description="Fetch now (queue a fetch task)")
+    def fetch_now(self, request: Any, queryset: Any) -> None:
+        with acting(user=request.user, change_context=ChangeContext.WEB):
+            for repo in queryset:
+                request_fetch(repo, trigger=FetchTrigger.API)
+        self.message_user(request, f"Queued a fetch of {queryset.count()} repository(ies).", messages.SUCCESS)
 
 
 @admin.register(PathMapping)
 class PathMappingAdmin(AuditedModelAdmin):
-    list_display = ("name", "repository", "path", "cluster_group", "renderer", "enabled")
+    list_display = ("name", "repository", "path", "cluster_group", "renderer", "enabled", "last_rendered_sha")
     list_filter = ("renderer", "enabled", "cluster_group")
     search_fields = ("name", "path")
+    readonly_fields = ("last_rendered_sha", "last_evaluated_sha", "config_fingerprint", "watched_paths")
 
 
 @admin.register(Commit)
-class CommitAdmin(admin.ModelAdmin):
-    list_display = ("short_sha", "repository", "author_name", "committed_at", "status", "forced")
-    list_filter = ("status", "repository")
+class CommitAdmin(ReadOnlyAdmin):
+    list_display = ("short_sha", "repository", "sequence", "author_name", "committed_at", "status", "forced")
+    list_filter = ("status", "forced", "repository")
     search_fields = ("sha", "message")
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
+@admin.register(MappingRender)
+class MappingRenderAdmin(ReadOnlyAdmin):
+    list_display = ("commit", "mapping", "status", "reason", "cluster_count", "object_count",
+                    "rendered_count", "reused_count", "error_file", "error_line")
+    list_filter = ("status", "reason")
+    list_select_related = ("commit__repository", "mapping__repository")
+    search_fields = ("commit__sha", "mapping__name", "error_message")
+
+
+@admin.register(RenderedManifest)
+class RenderedManifestAdmin(ReadOnlyAdmin):
+    list_display = ("commit", "mapping", "cluster", "status", "object_count", "reused", "input_hash")
+    list_filter = ("status", "reused", "skipped")
+    list_select_related = ("commit__repository", "mapping", "cluster")
+    search_fields = ("commit__sha", "mapping__name", "cluster__name", "input_hash")

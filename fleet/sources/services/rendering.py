@@ -397,10 +397,9 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
     renderers = sorted({r.renderer for r in ok_results if r.renderer})
     watched = sorted({w for r in ok_results for w in r.watched})
     with transaction.atomic():
-        mr, created = MappingRender.objects.get_or_create(
-            commit=commit, mapping=mapping,
-            defaults={"status": status, "reason": plan.reason},
-        )
+        existing = MappingRender.objects.filter(commit=commit, mapping=mapping).first()
+        created = existing is None
+        mr = existing or MappingRender(commit=commit, mapping=mapping)
         mr.status = status
         mr.reason = plan.reason
         mr.renderer = ",".join(renderers)[:16]
@@ -414,7 +413,7 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
         mr.error_line = first_error.line if first_error else None
         mr.error_cluster = error_cluster
         mr.config_fingerprint = plan.fingerprint
-        mr.save()
+        mr.save()  # one save per (commit, mapping): post_save receivers (rollouts) run once
         if not created:
             RenderedManifest.objects.filter(mapping_render=mr).delete()
         rows: list[RenderedManifest] = []

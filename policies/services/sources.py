@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from fleet.audit.services import record
 from fleet.sources.git import GitError, RepositoryCache
-from fleet.sources.models import Commit
+from fleet.sources.models import Commit, Repository
 from fleet.sources.services.fetch import repository_cache
 from policies.engine import RegoEngine
 from policies.models import PolicySource
@@ -95,3 +95,18 @@ def sync_sources_for_commit(commit: Commit, *, engine: RegoEngine | None = None)
             "repository", "bind_group"
         )
     ]
+
+
+def sync_sources_for_head(repository: Repository, *, engine: RegoEngine | None = None) -> list[SyncOutcome]:
+    """The hook after a fetch: sync the enabled sources of ``repository`` whose last synced commit is not its
+    head (call it before rendering/evaluating that head, so its policies apply to its own manifests)."""
+    if not repository.head_sha:
+        return []
+    sources = PolicySource.objects.filter(repository=repository, enabled=True).exclude(
+        last_synced_sha=repository.head_sha
+    )
+    return [
+        sync_policy_source(source, repository.head_sha, engine=engine)
+        for source in sources.select_related("repository", "bind_group")
+    ]
+

@@ -327,8 +327,8 @@ def _lookup_stored(hashes: Iterable[str]) -> dict[str, _Result]:
     return found
 
 
-def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, plan: _Plan
-                   ) -> MappingRenderOutcome:
+def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, plan: _Plan,
+                   existing: MappingRender | None = None, *, known: bool = False) -> MappingRenderOutcome:
     """Render one mapping at one commit for every cluster of its group and store the outcome."""
     mapping = plan.mapping
     clusters = plan.clusters
@@ -376,11 +376,14 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 rendered += 1
                 fresh.add(cluster.pk)
             per_cluster[cluster.pk] = result
-    return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh)
+    return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh, existing, known=known)
 
 
 def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendered: int, reused: int,
-           mapping_error: RenderError | None, fresh: set[int] | None = None) -> MappingRenderOutcome:
+           mapping_error: RenderError | None, fresh: set[int] | None = None,
+           existing: MappingRender | None = None, *, known: bool = False) -> MappingRenderOutcome:
+    """Write one mapping's outcome at a commit.  ``known``: the caller already looked up the existing
+    MappingRender of (commit, mapping) and passes it as ``existing`` (None when there is none)."""
     mapping = plan.mapping
     clusters = plan.clusters
     failures = [(c, per_cluster[c.pk]) for c in clusters if c.pk in per_cluster and not per_cluster[c.pk].ok]
@@ -397,7 +400,8 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
     renderers = sorted({r.renderer for r in ok_results if r.renderer})
     watched = sorted({w for r in ok_results for w in r.watched})
     with transaction.atomic():
-        existing = MappingRender.objects.filter(commit=commit, mapping=mapping).first()
+        if not known:
+            existing = MappingRender.objects.filter(commit=commit, mapping=mapping).first()
         created = existing is None
         mr = existing or MappingRender(commit=commit, mapping=mapping)
         mr.status = status
@@ -494,16 +498,19 @@ def evaluate_commit(session: RenderSession, cache: RepositoryCache, commit: Comm
     plans = _affected(cache, commit, mappings, only_config=only_config)
     outcomes: list[MappingRenderOutcome] = []
     if plans:
+        existing = {mr.mapping_id: mr for mr in MappingRender.objects.filter(commit=commit)}
         try:
             with cache.export(commit.sha) as root:
                 session.stats.exports += 1
                 tree = SourceTree(root)
                 for plan in plans:
-                    outcomes.append(render_mapping(session, tree, commit, plan))
+                    outcomes.append(render_mapping(session, tree, commit, plan,
+                                                   existing.get(plan.mapping.pk), known=True))
         except GitError as exc:
             error = RenderError(f"cannot export commit {commit.sha[:10]}: {exc.message}")
             for plan in plans[len(outcomes):]:
-                outcomes.append(_store(commit, plan, {}, 0, 0, error))
+                outcomes.append(_store(commit, plan, {}, 0, 0, error, None,
+                                       existing.get(plan.mapping.pk), known=True))
     if plans:
         status = _commit_status(commit)
     elif commit.status == CommitStatus.SEEN:

@@ -29,6 +29,9 @@ from clusters.connector import retry
 from clusters.connector.credentials import CLIENT_CERTIFICATE, ClusterCredentials
 from clusters.connector.errors import ConnectorError, describe
 
+USER_AGENT = "fleetgate-connector"
+CHECK_RETRY = retry.RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0, deadline=10.0)
+
 
 @dataclass(frozen=True)
 class ConnectorOptions:
@@ -91,6 +94,7 @@ def build_api_client(creds: ClusterCredentials, options: ConnectorOptions) -> k8
             raise ConnectorError("client-certificate authentication needs a certificate and a key")
         ssl_context = _client_cert_context(creds)
     api = k8s.ApiClient(config)
+    api.user_agent = USER_AGENT
     if ssl_context is not None:
         # urllib3 hands this context to every new connection; verification settings still come from
         # cert_reqs/ca_cert_data above.
@@ -181,8 +185,10 @@ class KubeClient:
         self._resources.pop((api_version, kind), None)
 
     def version(self) -> dict[str, Any]:
-        info = self.call(lambda: k8s.VersionApi(self.api).get_code(_request_timeout=self.timeout))
-        self.call(lambda: k8s.ApisApi(self.api).get_api_versions(_request_timeout=self.timeout))
+        """``/version``, then the authenticated ``/apis`` (so that bad credentials show), briefly retried."""
+        policy = self.options.retry if self.options.retry.attempts < CHECK_RETRY.attempts else CHECK_RETRY
+        info = self.call(lambda: k8s.VersionApi(self.api).get_code(_request_timeout=self.timeout), policy)
+        self.call(lambda: k8s.ApisApi(self.api).get_api_versions(_request_timeout=self.timeout), policy)
         return {"gitVersion": info.git_version, "platform": info.platform}
 
 

@@ -82,7 +82,8 @@ class _Prepared:
 
 
 class Connector:
-    """Operations on one cluster. Use as a context manager (or call ``close()``)."""
+    """Operations on one cluster. Use as a context manager (or call ``close()``). One connector serves one
+    thread at a time; to work on many clusters at once, use one connector per cluster (and thread)."""
 
     def __init__(self, credentials: ClusterCredentials, options: ConnectorOptions | None = None) -> None:
         self.client = KubeClient(credentials, options)

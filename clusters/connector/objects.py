@@ -165,12 +165,12 @@ def with_tracking(obj: dict[str, Any], mapping: str, ref: ObjectRef) -> dict[str
     return out
 
 
-def annotations(obj: dict[str, Any] | None) -> dict[str, str]:
+def annotations_of(obj: dict[str, Any] | None) -> dict[str, str]:
     return ((obj or {}).get("metadata") or {}).get("annotations") or {}
 
 
 def prune_disabled(obj: dict[str, Any]) -> bool:
-    notes = annotations(obj)
+    notes = annotations_of(obj)
     if notes.get(PRUNE_ANNOTATION, "").strip().lower() in ("disabled", "false"):
         return True
     options = [o.strip() for o in notes.get(ARGO_SYNC_OPTIONS, "").split(",")]
@@ -178,7 +178,7 @@ def prune_disabled(obj: dict[str, Any]) -> bool:
 
 
 def owned_by(obj: dict[str, Any], mapping: str, ref: ObjectRef) -> bool:
-    return annotations(obj).get(TRACKING_ANNOTATION) == ref.tracking_id(mapping)
+    return annotations_of(obj).get(TRACKING_ANNOTATION) == ref.tracking_id(mapping)
 
 
 def normalize(obj: dict[str, Any] | None) -> dict[str, Any] | None:

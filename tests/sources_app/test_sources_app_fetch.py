@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from django.db import connection
 from django.utils import timezone
 
 from fleet.audit.models import AuditEvent
 from fleet.sources.choices import CommitStatus
-from fleet.sources.models import Commit, Repository
+from fleet.sources.models import Commit, MappingRender, Repository
 from fleet.sources.services import due_for_poll, fetch_repository, mark_queued
 from tests.sources_app.conftest import configmap
 
@@ -137,3 +140,35 @@ def test_commits_of_a_repository_without_mappings_are_skipped(origin: Any, make_
     repo = make_repository(origin)
     fetch_repository(repo)
     assert Commit.objects.get(repository=repo).status == CommitStatus.SKIPPED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_fetches_record_every_commit_once(origin: Any, make_repository: Any,
+                                                     make_mapping: Any, fleet: dict[str, Any]) -> None:
+    origin.commit("initial", {"apps/web/cm.yaml": configmap("web")})
+    repo = make_repository(origin)
+    make_mapping(repo, "web", "apps/web", fleet["prod"])
+    fetch_repository(repo)
+    shas = [origin.commit(f"c{i}", {"apps/web/cm.yaml": configmap("web", f"value: v{i}")}) for i in range(3)]
+    outcomes: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcomes.append(fetch_repository(repo.pk))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(outcomes) == 3 and all(o.ok for o in outcomes)
+    assert sorted(len(o.commits) for o in outcomes) == [0, 0, 3]  # one did the work, the others found none
+    recorded = Commit.objects.filter(repository=repo).order_by("sequence").values_list("sha", flat=True)
+    assert list(recorded)[1:] == shas
+    assert MappingRender.objects.filter(commit__sha__in=shas).count() == 3
+    assert AuditEvent.objects.filter(action="commit.seen").count() == 4

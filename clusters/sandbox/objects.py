@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import secrets
 import sys
@@ -353,3 +354,56 @@ __all__ = [
     "validate_metadata",
     "validate_name",
 ]
+
+
+def omit_empty(rt: ResourceType, obj: dict[str, Any]) -> None:
+    """Built-in objects are typed Go structs in kube-apiserver: empty omitempty maps and lists vanish."""
+    meta = obj["metadata"]
+    for key in ("labels", "annotations", "finalizers", "ownerReferences"):
+        if key in meta and not meta[key]:
+            del meta[key]
+    if rt.kind in ("ConfigMap", "Secret"):
+        for key in ("data", "binaryData"):
+            if key in obj and not obj[key]:
+                del obj[key]
+
+
+def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
+
+
+def same_meta(old: dict[str, Any], new: dict[str, Any], encoded: list[dict[str, Any]]) -> bool:
+    om, nm = old["metadata"], new["metadata"]
+    keys = ("labels", "annotations", "finalizers", "ownerReferences", "deletionTimestamp")
+    if any(om.get(k) != nm.get(k) for k in keys):
+        return False
+    return managers_key(om.get("managedFields") or []) == managers_key(encoded)
+
+
+def managers_key(entries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Managed fields without their times, to tell a no-op write (which keeps the old entries)."""
+    return sorted(
+        (
+            e["manager"],
+            e["operation"],
+            e.get("apiVersion", ""),
+            e.get("subresource", ""),
+            json.dumps(e.get("fieldsV1"), sort_keys=True),
+        )
+        for e in entries
+    )

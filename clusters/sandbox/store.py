@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import queue
 import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from . import errors
@@ -29,8 +27,11 @@ from .objects import (
     default_status,
     generated_name,
     now,
+    omit_empty,
     present,
     require_crd_name,
+    same_meta,
+    scale_of,
     spec_part,
     validate_metadata,
     validate_name,
@@ -46,6 +47,7 @@ from .resources import (
     custom_type_from_crd,
 )
 from .selectors import Matcher
+from .watch import Event, Watcher
 
 TypeKey = tuple[str, str]
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -53,48 +55,6 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSONPATCH = "application/json-patch+json"
-
-
-@dataclass(slots=True)
-class Event:
-    rv: int
-    type: str
-    key: TypeKey
-    obj: dict[str, Any]
-    old: dict[str, Any] | None
-
-
-class Watcher:
-    """A watch's filter and its queue of ``(type, object)`` pairs (None ends the stream)."""
-
-    __slots__ = ("field", "key", "label", "namespace", "queue")
-
-    def __init__(self, key: TypeKey, namespace: str | None, label: Matcher | None, field: Matcher | None):
-        self.key = key
-        self.namespace = namespace
-        self.label = label
-        self.field = field
-        self.queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
-
-    def matches(self, obj: dict[str, Any] | None) -> bool:
-        if obj is None:
-            return False
-        if self.namespace and obj["metadata"].get("namespace") != self.namespace:
-            return False
-        if self.label and not self.label(obj):
-            return False
-        return not (self.field and not self.field(obj))
-
-    def translate(self, ev: Event) -> tuple[str, dict[str, Any]] | None:
-        now_match = self.matches(ev.obj)
-        if ev.type == "ADDED":
-            return ("ADDED", ev.obj) if now_match else None
-        if ev.type == "DELETED":
-            return ("DELETED", ev.obj) if now_match or self.matches(ev.old) else None
-        was = self.matches(ev.old)
-        if now_match:
-            return ("MODIFIED" if was else "ADDED", ev.obj)
-        return ("DELETED", ev.obj) if was else None
 
 
 class ClusterState:
@@ -279,7 +239,7 @@ class ClusterState:
         if rt.builtin and rt.has_status and new.get("status") is None:
             new["status"] = default_status(rt)
         if rt.builtin:
-            _omit_empty(rt, new)
+            omit_empty(rt, new)
         if rt is CRDS:
             require_crd_name(new)
             new["status"] = crd_status(new)
@@ -290,7 +250,7 @@ class ClusterState:
             meta.pop("generation", None)
         encoded = fm.encode_managers(managers)
         if old is not None:
-            if not changed and old.get("status") == new.get("status") and _same_meta(old, new, encoded):
+            if not changed and old.get("status") == new.get("status") and same_meta(old, new, encoded):
                 return old  # a no-op write keeps the resourceVersion, like the apiserver
         if encoded:
             meta["managedFields"] = encoded
@@ -675,7 +635,7 @@ class ClusterState:
             }
 
     def get_scale(self, rt: ResourceType, ns: str, name: str) -> dict[str, Any]:
-        return _scale_of(self.get(rt, ns, name))
+        return scale_of(self.get(rt, ns, name))
 
     def write_scale(
         self,
@@ -693,7 +653,7 @@ class ClusterState:
             old = self.peek(rt, ns, name)
             if old is None:
                 raise errors.not_found(rt.plural, rt.group, name)
-            current = clone(_scale_of(old))
+            current = clone(scale_of(old))
             if content_type == "PUT":
                 scale = body
             elif content_type in (MERGE, APPLY):
@@ -728,7 +688,7 @@ class ClusterState:
                 me,
                 rt.builtin,
             )
-            return _scale_of(self._commit(rt, ns, old, new, managers, dry_run))
+            return scale_of(self._commit(rt, ns, old, new, managers, dry_run))
 
     def write_status(
         self, rt: ResourceType, ns: str, name: str, status: dict[str, Any], manager: str
@@ -825,56 +785,3 @@ class ClusterState:
     def count(self) -> int:
         with self.lock:
             return sum(len(b) for by_ns in self.objects.values() for b in by_ns.values())
-
-
-def _omit_empty(rt: ResourceType, obj: dict[str, Any]) -> None:
-    """Built-in objects are typed Go structs in kube-apiserver: empty omitempty maps and lists vanish."""
-    meta = obj["metadata"]
-    for key in ("labels", "annotations", "finalizers", "ownerReferences"):
-        if key in meta and not meta[key]:
-            del meta[key]
-    if rt.kind in ("ConfigMap", "Secret"):
-        for key in ("data", "binaryData"):
-            if key in obj and not obj[key]:
-                del obj[key]
-
-
-def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            k: meta[k]
-            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-            if k in meta
-        },
-        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
-        "status": {
-            "replicas": (obj.get("status") or {}).get("replicas", 0),
-            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
-        },
-    }
-
-
-def _same_meta(old: dict[str, Any], new: dict[str, Any], encoded: list[dict[str, Any]]) -> bool:
-    om, nm = old["metadata"], new["metadata"]
-    keys = ("labels", "annotations", "finalizers", "ownerReferences", "deletionTimestamp")
-    if any(om.get(k) != nm.get(k) for k in keys):
-        return False
-    return _managers_key(om.get("managedFields") or []) == _managers_key(encoded)
-
-
-def _managers_key(entries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """Managed fields without their times, to tell a no-op write (which keeps the old entries)."""
-    return sorted(
-        (
-            e["manager"],
-            e["operation"],
-            e.get("apiVersion", ""),
-            e.get("subresource", ""),
-            json.dumps(e.get("fieldsV1"), sort_keys=True),
-        )
-        for e in entries
-    )

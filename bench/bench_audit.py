@@ -75,6 +75,27 @@ def _mb(kb: float) -> str:
     return f"{kb / 1024:.0f} MB"
 
 
+def _print_append(label: str, append: dict[str, Any]) -> None:
+    print(f"\n## Append ({label})\n")
+    print("| what | events | seconds | events/s |")
+    print("|---|---:|---:|---:|")
+    for key, text in (
+        ("record", "`record()`: hash + chain-head lock, one transaction per event"),
+        ("single", "baseline: plain INSERT, one transaction per event, no hash"),
+        ("bulk", "baseline: `bulk_create` (batches of 1000), no hash"),
+    ):
+        row = append[key]
+        print(f"| {text} | {row['n']} | {row['seconds']:.2f} | {row['n'] / row['seconds']:,.0f} |")
+    rate = append["record"]["n"] / append["record"]["seconds"]
+    single_rate = append["single"]["n"] / append["single"]["seconds"]
+    bulk_rate = append["bulk"]["n"] / append["bulk"]["seconds"]
+    print(
+        f"\nrecord() runs at {rate / single_rate:.2f}x the plain single-insert rate and "
+        f"{rate / bulk_rate:.3f}x the bulk rate; hashing alone costs {append['hash_us']:.1f} µs per event.",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench audit")
     parser.add_argument("--events", type=int, default=1_000_000, help="events to export (default 1,000,000)")
@@ -82,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         "--append", type=int, default=5000, help="events appended with record() (default 5000)"
     )
     parser.add_argument("--workdir", help="keep the scratch databases here instead of a temporary directory")
+    parser.add_argument("--only", choices=("append", "export"), help="run one part only")
     args = parser.parse_args(argv or [])
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fleetgate-bench-audit-"))
@@ -95,31 +117,25 @@ def main(argv: list[str] | None = None) -> None:
     print(f"workdir {workdir}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
     results: dict[str, Any] = {"events": args.events, "small": small, "targets": {}}
 
-    append = _child("append", f"sqlite:///{workdir / 'audit-append.sqlite3'}", workdir, str(args.append))
-    results["append"] = append
-    print("\n## Append (SQLite)\n")
-    print("| what | events | seconds | events/s |")
-    print("|---|---:|---:|---:|")
-    for key, label in (
-        ("record", "`record()`: hash + chain-head lock, one transaction per event"),
-        ("single", "baseline: plain INSERT, one transaction per event, no hash"),
-        ("bulk", "baseline: `bulk_create` (batches of 1000), no hash"),
-    ):
-        row = append[key]
-        print(f"| {label} | {row['n']} | {row['seconds']:.2f} | {row['n'] / row['seconds']:,.0f} |")
-    rate = append["record"]["n"] / append["record"]["seconds"]
-    single_rate = append["single"]["n"] / append["single"]["seconds"]
-    bulk_rate = append["bulk"]["n"] / append["bulk"]["seconds"]
-    print(
-        f"\nrecord() runs at {rate / single_rate:.2f}x the plain single-insert rate and "
-        f"{rate / bulk_rate:.3f}x the bulk rate; "
-        f"hashing alone costs {append['hash_us']:.1f} µs per event.",
-        flush=True,
-    )
+    results["append"] = {}
+    if args.only != "export":
+        append_db = workdir / "audit-append.sqlite3"
+        append_db.unlink(missing_ok=True)
+        results["append"]["SQLite"] = _child("append", f"sqlite:///{append_db}", workdir, str(args.append))
+        _print_append("SQLite", results["append"]["SQLite"])
+        if pg_url:
+            _reset_postgres(pg_url)
+            results["append"]["PostgreSQL"] = _child("append", pg_url, workdir, str(args.append))
+            _print_append("PostgreSQL", results["append"]["PostgreSQL"])
+    if args.only == "append":
+        targets = []
 
     for label, url in targets:
         if label == "PostgreSQL":
             _reset_postgres(url)
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(workdir / "audit-export.sqlite3") + suffix).unlink(missing_ok=True)
         fill = _child("fill", url, workdir, str(args.events))
         verify = _child("verify", url, workdir)
         exports = {}

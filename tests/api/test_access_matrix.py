@@ -87,6 +87,7 @@ def test_every_api_route_is_in_the_design() -> None:
 # repository's webhook secret, not by a role. tests/sources_app/ checks each of them.
 EXTRA_ROUTES = {
     "auditevent-verify",
+    "cluster-test",  # cluster-test-connection: tests/connector (deployer and cluster-admin in scope)
     "rollout-sync",  # rollout-sync-now: tests/rollouts/test_rollout_api.py
     "repository-test",
     "repository-rotate-webhook",

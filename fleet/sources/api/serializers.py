@@ -137,7 +137,9 @@ class MappingRenderBriefSerializer(serializers.ModelSerializer):
 
 class CommitSerializer(serializers.ModelSerializer):
     repository_name = serializers.CharField(source="repository.name", read_only=True)
-    renders = MappingRenderBriefSerializer(source="visible_renders", many=True, read_only=True)
+    renders = serializers.SerializerMethodField(
+        help_text="Per-mapping render outcome at this commit, for the mappings the user can see."
+    )
 
     class Meta:
         model = Commit
@@ -158,6 +160,12 @@ class CommitSerializer(serializers.ModelSerializer):
             "renders",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(MappingRenderBriefSerializer(many=True))
+    def get_renders(self, obj: Commit) -> list[dict[str, Any]]:
+        # Only what CommitViewSet prefetched, restricted to the user's mappings; never an unrestricted query.
+        rows = getattr(obj, "visible_renders", None) or []
+        return list(MappingRenderBriefSerializer(rows, many=True, context=self.context).data)
 
 
 class FetchCommitSerializer(serializers.Serializer):

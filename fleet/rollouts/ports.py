@@ -16,8 +16,11 @@ that wiring another implementation is a change in this one file:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,8 +216,30 @@ def connector_options() -> ConnectorOptions:
     )
 
 
-def connect(cluster: Any) -> Connector:
-    return Connector(credentials(cluster), connector_options())
+_CONNECTORS: OrderedDict[tuple[Any, ...], Connector] = OrderedDict()
+_CONNECTORS_LOCK = threading.Lock()
+KEEP_CONNECTORS = 64  # per process: HTTP pools and discovery of the clusters used most recently
+
+
+@contextlib.contextmanager
+def connect(cluster: Any) -> Iterator[Connector]:
+    """A connector for the cluster, reused within the process (keyed by its address and credentials)."""
+    creds = credentials(cluster)
+    key = (cluster.pk, hashlib.sha256(repr(sorted(vars(creds).items())).encode()).hexdigest())
+    with _CONNECTORS_LOCK:
+        kube = _CONNECTORS.pop(key, None)
+    if kube is None:
+        kube = Connector(creds, connector_options())
+    try:
+        yield kube
+    except BaseException:
+        kube.close()  # a failed connection is not kept
+        raise
+    with _CONNECTORS_LOCK:
+        _CONNECTORS[key] = kube
+        while len(_CONNECTORS) > KEEP_CONNECTORS:
+            _, old = _CONNECTORS.popitem(last=False)
+            old.close()
 
 
 def mapping_key(mapping: Any) -> str:

@@ -135,7 +135,10 @@ def run_cluster_sync(cs_id: int) -> str:
     finally:
         heartbeat.stop()
     result = _finish(cs.pk, attempt, outcome, health, error, transient)
-    dispatch.send(dispatch.ADVANCE, rollout.pk)
+    # Move the rollout on at once (no broker round trip); if this process dies here, reconcile does it.
+    from fleet.rollouts.services.fanout import advance
+
+    advance(rollout.pk)
     return result
 
 

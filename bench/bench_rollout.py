@@ -1,0 +1,517 @@
+"""Rollout fan-out benchmark: one commit to N sandbox clusters with real Celery workers, against a bare script
+doing the same applies with the ``kubernetes`` client at the same concurrency, in the same run.
+
+    .venv/bin/python -m bench rollout                                  # N = 100 and 300
+    .venv/bin/python -m bench rollout -- --clusters 1000               # the full fleet
+    .venv/bin/python -m bench rollout -- --clusters 300 --parallel 8 --workers 2 --per-process 250
+
+What runs, per N (everything on 127.0.0.1, in a scratch directory):
+- sandbox server processes, ``--per-process`` virtual clusters each (2N clusters: N for the rollout, N for
+  the bare script), workloads ready at once (``--rollout-delay 0``);
+- a SQLite database migrated from scratch and a filesystem broker; ``--workers`` Celery worker processes of
+  concurrency ``parallel / workers``; the group's ``max_parallel`` is ``--parallel``;
+- a git repository with one mapping (a Namespace, a ConfigMap and a Deployment); the real fetch renders it
+  for N clusters and the rollout runs: prepare (render lookup, gate with one bound policy on regorus,
+  audit) and the fan-out (server-side apply, prune check, health wait, SyncedState, audit per cluster);
+- the bare script: ``--parallel`` threads, each cluster a DynamicClient, server-side apply of the same three
+  objects, then polling the Deployment until available (what a sync does, without any bookkeeping).
+
+Reported: fan-out wall time (rollout queued -> synced) against the bare script (the ratio), prepare time,
+total time from the fetch, database queries per cluster (counted in process on the same code path with
+Django's CaptureQueriesContext over a 20-cluster rollout), and the peak resident memory of each worker
+process (VmHWM of the worker and its pool children).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-0123456789"
+FILES = {
+    "apps/web/ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n",
+    "apps/web/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: web\n"
+    "data:\n  color: blue\n",
+    "apps/web/deploy.yaml": """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: main
+          image: nginx:1.27
+""",
+}
+POLICY = """package main
+
+deny[msg] {
+    input.kind == "Deployment"
+    endswith(input.spec.template.spec.containers[_].image, ":latest")
+    msg := "no latest tags"
+}
+"""
+
+
+# --- parent ------------------------------------------------------------------------------------------
+
+
+BROKER = {"url": "filesystem://"}
+
+
+def _start_redis(workdir: Path) -> subprocess.Popen:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    BROKER["url"] = f"redis://127.0.0.1:{port}/0"
+    return proc
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "DJANGO_SETTINGS_MODULE": "fleet.settings",
+        "FLEETGATE_VAR_DIR": str(workdir / "var"),
+        "FLEETGATE_LOG_LEVEL": "WARNING",
+        "CELERY_BROKER_URL": BROKER["url"],
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _child(workdir: Path, phase: str, payload: dict[str, Any]) -> dict[str, Any]:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.bench_rollout", "--child", phase, json.dumps(payload)],
+        cwd=ROOT,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"bench child {phase} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _start_sandboxes(
+    names: list[str], per_process: int, log_dir: Path
+) -> tuple[list[subprocess.Popen], dict]:
+    procs, urls = [], {}
+    for start in range(0, len(names), per_process):
+        chunk = names[start : start + per_process]
+        log = open(log_dir / f"sandbox-{start}.log", "w+")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "clusters.sandbox",
+                "serve",
+                "--names",
+                ",".join(chunk),
+                "--token",
+                TOKEN,
+                "--rollout-delay",
+                "0",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 120
+        while True:
+            log.seek(0)
+            lines = [line.split() for line in log.read().splitlines()]
+            found = {parts[0]: parts[1] for parts in lines if len(parts) == 2 and parts[0] in chunk}
+            if len(found) == len(chunk):
+                urls.update(found)
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"sandbox process did not start: {log_dir}")
+            time.sleep(0.2)
+    return procs, urls
+
+
+def _git_repo(path: Path) -> str:
+    path.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.com",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.com",
+    }
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True, env=env)
+    for rel, text in FILES.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    subprocess.run(["git", "add", "-A"], cwd=path, check=True, env=env)
+    subprocess.run(["git", "commit", "-q", "-m", "web"], cwd=path, check=True, env=env)
+    return f"file://{path}"
+
+
+def _start_workers(workdir: Path, count: int, concurrency: int) -> list[subprocess.Popen]:
+    workers = []
+    for i in range(count):
+        log = open(workdir / f"worker-{i}.log", "wb")
+        workers.append(
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "celery"),
+                    "-A",
+                    "fleet",
+                    "worker",
+                    "--loglevel",
+                    "WARNING",
+                    "--concurrency",
+                    str(concurrency),
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--without-heartbeat",
+                    "-n",
+                    f"bench{i}@%h",
+                ],
+                cwd=ROOT,
+                env=_env(workdir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return workers
+
+
+def _peak_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _bare_script(urls: list[str], parallel: int, cache_dir: Path) -> float:
+    """The baseline: the same server-side applies and health wait with the kubernetes client only."""
+    import yaml
+    from kubernetes import client as k8s
+    from kubernetes.dynamic import DynamicClient
+
+    bodies = [yaml.safe_load(text) for text in FILES.values()]
+
+    def one(i_url: tuple[int, str]) -> None:
+        i, url = i_url
+        cfg = k8s.Configuration()
+        cfg.host = url
+        cfg.api_key = {"authorization": f"Bearer {TOKEN}"}
+        api = k8s.ApiClient(cfg)
+        dyn = DynamicClient(api, cache_file=str(cache_dir / f"discovery-{i}.json"))
+        for body in bodies:
+            resource = dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+            namespace = body["metadata"].get("namespace")
+            dyn.server_side_apply(
+                resource, body=body, namespace=namespace, field_manager="bare", force_conflicts=True
+            )
+        deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+        while True:
+            live = deployments.get(name="web", namespace="web")
+            status = live.to_dict().get("status") or {}
+            if status.get("availableReplicas", 0) >= 2 and status.get("updatedReplicas", 0) >= 2:
+                break
+            time.sleep(0.1)
+        api.close()
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, enumerate(urls)))
+    return time.monotonic() - start
+
+
+def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"fleetgate-bench-rollout-{n}-"))
+    sandboxes: list[subprocess.Popen] = []
+    workers: list[subprocess.Popen] = []
+    redis: list[subprocess.Popen] = []
+    try:
+        if args.broker == "redis":
+            redis.append(_start_redis(workdir))
+        else:
+            BROKER["url"] = "filesystem://"
+        names = [f"r-{i}" for i in range(n)] + [f"b-{i}" for i in range(n)]
+        sandboxes, urls = _start_sandboxes(names, args.per_process, workdir)
+        repo_url = _git_repo(workdir / "repo")
+        _child(
+            workdir,
+            "setup",
+            {
+                "urls": {k: v for k, v in urls.items() if k.startswith("r-")},
+                "repo": repo_url,
+                "parallel": args.parallel,
+            },
+        )
+        workers = _start_workers(workdir, args.workers, max(1, args.parallel // args.workers))
+        time.sleep(3)  # let the workers connect to the broker
+        result = _child(workdir, "run", {"timeout": args.timeout})
+        peaks = []
+        for w in workers:
+            peaks.append(max([_peak_kb(w.pid)] + [_peak_kb(c) for c in _children(w.pid)]))
+        result["worker_peak_mb"] = [round(p / 1024) for p in peaks]
+        result["worker_processes"] = args.workers
+        result["worker_concurrency"] = max(1, args.parallel // args.workers)
+        _stop(workers)
+        workers = []
+        (workdir / "bare-cache").mkdir()
+        result["bare_seconds"] = _bare_script(
+            [urls[f"b-{i}"] for i in range(n)], args.parallel, workdir / "bare-cache"
+        )
+        result["queries"] = _child(workdir, "queries", {})
+        result["n"] = n
+        result["broker"] = args.broker
+        return result
+    finally:
+        _stop(workers)
+        _stop(sandboxes)
+        _stop(redis)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench rollout")
+    parser.add_argument("--clusters", default="100,300", help="comma-separated fleet sizes (default 100,300)")
+    parser.add_argument("--parallel", type=int, default=8, help="clusters synced at once (default 8)")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
+    parser.add_argument("--per-process", type=int, default=250, help="sandbox clusters per process (250)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a rollout")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--broker",
+        choices=["redis", "filesystem"],
+        default="redis" if shutil.which("redis-server") else "filesystem",
+        help="redis (a redis-server started for the run; default when installed) or filesystem",
+    )
+    args = parser.parse_args(argv or [])
+    sizes = [int(x) for x in args.clusters.split(",") if x.strip()]
+    print(
+        f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}; broker {args.broker}; "
+        f"parallel {args.parallel} ({args.workers} workers x {max(1, args.parallel // args.workers)}); "
+        f"{args.per_process} clusters per "
+        "sandbox process",
+        flush=True,
+    )
+    rows = [run_one(n, args) for n in sizes]
+    print(
+        "\n| clusters | fan-out s (queued -> synced) | bare script s | ratio | prepare s | fetch -> synced s "
+        "| clusters/s | queries per cluster | worker peak RSS |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(
+            f"| {r['n']} | {r['fanout_seconds']:.1f} | {r['bare_seconds']:.1f} | "
+            f"{r['fanout_seconds'] / r['bare_seconds']:.1f}x | {r['prepare_seconds']:.1f} | "
+            f"{r['total_seconds']:.1f} | {r['n'] / r['fanout_seconds']:.1f} | "
+            f"{r['queries']['per_cluster']:.1f} | {', '.join(f'{m} MB' for m in r['worker_peak_mb'])} |"
+        )
+    for r in rows:
+        print(
+            f"\nN={r['n']}: states {r['states']}; queries for a {r['queries']['clusters']}-cluster rollout: "
+            f"{r['queries']['total']} ({r['queries']['prepare']} in prepare)",
+            flush=True,
+        )
+    print(json.dumps(rows, default=str))
+
+
+# --- children (Django) ---------------------------------------------------------------------------
+
+
+def _django() -> None:
+    import django
+
+    django.setup()
+
+
+def child_setup(payload: dict[str, Any]) -> dict[str, Any]:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from clusters.models import Cluster, ClusterGroup
+    from fleet.sources.models import PathMapping, Repository
+    from policies.models import PolicyBinding
+    from policies.services.definitions import PolicyDefinition, save_policy
+
+    group = ClusterGroup.objects.create(
+        name="bench", selector={"matchLabels": {"bench": "yes"}}, max_parallel=payload["parallel"], prune=True
+    )
+    Cluster.objects.bulk_create(
+        [
+            Cluster(name=name, api_url=url, auth_method="token", token=TOKEN, labels={"bench": "yes"})
+            for name, url in sorted(payload["urls"].items())
+        ]
+    )
+    from clusters import membership
+
+    membership.refresh_group(group)
+    repo = Repository.objects.create(name="bench", url=payload["repo"], poll_interval=0)
+    PathMapping.objects.create(repository=repo, name="web", path="apps/web", cluster_group=group)
+    policy = save_policy(
+        "no-latest", PolicyDefinition(style="conftest", modules=(("p.rego", POLICY),))
+    ).policy
+    PolicyBinding.objects.create(policy=policy, enforcement="deny")
+    return {"clusters": group.members.count()}
+
+
+def child_run(payload: dict[str, Any]) -> dict[str, Any]:
+    from django.db.models import Count
+
+    from fleet.rollouts.models import ClusterSync, Rollout
+    from fleet.sources.models import Repository
+    from fleet.sources.services import fetch_repository
+
+    start = time.time()
+    outcome = fetch_repository(Repository.objects.get(name="bench"))
+    if not outcome.ok:
+        raise RuntimeError(f"fetch failed: {outcome}")
+    deadline = time.monotonic() + payload["timeout"]
+    while True:
+        rollout = Rollout.objects.order_by("-id").first()
+        if rollout is not None and rollout.state in ("synced", "failed", "halted", "blocked"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rollout not finished: {rollout and rollout.state}")
+        time.sleep(0.5)
+    states = dict(
+        ClusterSync.objects.filter(rollout=rollout).values_list("state").annotate(n=Count("id")).order_by()
+    )
+    return {
+        "state": rollout.state,
+        "states": states,
+        "total_seconds": rollout.finished_at.timestamp() - start,
+        "prepare_seconds": (rollout.started_at - rollout.created).total_seconds(),
+        "fanout_seconds": (rollout.finished_at - rollout.started_at).total_seconds(),
+    }
+
+
+def child_queries(payload: dict[str, Any]) -> dict[str, Any]:
+    """Queries of one whole rollout of 20 clusters, run in process on the production code path."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from clusters.models import Cluster, ClusterGroup
+    from fleet.rollouts import dispatch, services
+    from fleet.rollouts.models import Rollout
+    from fleet.sources.models import PathMapping
+
+    queue: list[tuple[str, list[Any]]] = []
+    dispatch.set_sender(lambda name, args, countdown, task_id: queue.append((name, args)))
+    runners = {
+        dispatch.PREPARE: services.prepare,
+        dispatch.ADVANCE: services.advance,
+        dispatch.SYNC_CLUSTER: services.run_cluster_sync,
+    }
+    group = ClusterGroup.objects.create(
+        name="bench-q", selector={"matchLabels": {"q": "yes"}}, max_parallel=8
+    )
+    for cluster in Cluster.objects.order_by("name")[:20]:
+        cluster.labels = {**cluster.labels, "q": "yes"}
+        cluster.save()
+    bench = PathMapping.objects.get(name="web")
+    mapping = PathMapping.objects.create(
+        repository=bench.repository, name="web-q", path="apps/web", cluster_group=group
+    )
+    commit = Rollout.objects.order_by("-id").first().commit
+    with CaptureQueriesContext(connection) as ctx:
+        services.create_rollout(commit, mapping)
+        prepare_count = None
+        while queue:
+            name, args = queue.pop(0)
+            runners[name](*args)
+            if name == dispatch.PREPARE:
+                prepare_count = len(ctx.captured_queries)
+    rollout = Rollout.objects.get(mapping=mapping)
+    assert rollout.state == "synced", rollout.reason
+    clusters = group.members.count()
+    return {
+        "clusters": clusters,
+        "total": len(ctx.captured_queries),
+        "prepare": prepare_count,
+        "per_cluster": len(ctx.captured_queries) / clusters,
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "--child":
+        _django()
+        phase, data = sys.argv[2], json.loads(sys.argv[3])
+        print(json.dumps({"setup": child_setup, "run": child_run, "queries": child_queries}[phase](data)))
+    else:
+        main(sys.argv[1:])

@@ -53,14 +53,45 @@ SERVER_METADATA = frozenset(
 )
 
 
-def list_spec(name: str, items: list[Any], path: Path, builtin: bool) -> Any:
+# ``builtin`` below is True for the built-in kinds (merge rules by field name), or, for custom resources,
+# the CRD's openAPIV3Schema (dict; x-kubernetes-list-type / -list-map-keys / -map-type decide) or False.
+Schema = bool | dict[str, Any]
+
+
+def schema_at(schema: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The structural schema node of ``path`` in a CRD's openAPIV3Schema, or None."""
+    node: Any = schema
+    for el in path:
+        if not isinstance(node, dict):
+            return None
+        if el.startswith("f:"):
+            props = node.get("properties") or {}
+            if el[2:] in props:
+                node = props[el[2:]]
+            elif isinstance(node.get("additionalProperties"), dict):
+                node = node["additionalProperties"]
+            else:
+                return None
+        else:
+            node = node.get("items")
+    return node if isinstance(node, dict) else None
+
+
+def list_spec(name: str, items: list[Any], path: Path, builtin: Schema) -> Any:
     """How a list merges: None (atomic), SET, or the tuple of key fields."""
     in_metadata = len(path) == 2 and path[0] == "f:metadata"
-    if not builtin and not in_metadata:
+    if builtin is not True and not in_metadata:
+        if isinstance(builtin, dict):
+            node = schema_at(builtin, path) or {}
+            kind = node.get("x-kubernetes-list-type")
+            if kind == "set":
+                return SET
+            if kind == "map" and node.get("x-kubernetes-list-map-keys"):
+                return tuple(node["x-kubernetes-list-map-keys"])
         return None
     if name in SET_LISTS:
         return SET
-    if not builtin and name not in METADATA_ONLY:
+    if builtin is not True and name not in METADATA_ONLY:
         return None
     if name == "ports":
         first = next((i for i in items if isinstance(i, dict)), None)
@@ -152,7 +183,7 @@ MAP_FIELDS = frozenset(
 )
 
 
-def fieldset(view: dict[str, Any], builtin: bool, maps: bool = False) -> set[Path]:
+def fieldset(view: dict[str, Any], builtin: Schema, maps: bool = False) -> set[Path]:
     """The owned paths of a managed view; ``maps`` adds free-form map members (for Update operations)."""
     out: set[Path] = set()
     for k, v in view.items():
@@ -164,17 +195,24 @@ def fieldset(view: dict[str, Any], builtin: bool, maps: bool = False) -> set[Pat
 _SELECTOR_FIELDS = frozenset({"selector", "labelSelector", "podSelector", "namespaceSelector"})
 
 
-def atomic_map(name: str, value: dict[str, Any], builtin: bool) -> bool:
-    """LabelSelector is an atomic struct in the built-in schemas (a Service's plain selector map is not)."""
-    return builtin and name in _SELECTOR_FIELDS and ("matchLabels" in value or "matchExpressions" in value)
+def atomic_map(name: str, value: dict[str, Any], builtin: Schema, path: Path = ()) -> bool:
+    """LabelSelector is an atomic struct in the built-in schemas (a Service's plain selector map is not);
+    custom resources say so with x-kubernetes-map-type: atomic."""
+    if isinstance(builtin, dict):
+        return (schema_at(builtin, path) or {}).get("x-kubernetes-map-type") == "atomic"
+    return (
+        builtin is True
+        and name in _SELECTOR_FIELDS
+        and ("matchLabels" in value or "matchExpressions" in value)
+    )
 
 
-def _walk(value: Any, path: Path, out: set[Path], name: str, builtin: bool, maps: bool = False) -> None:
+def _walk(value: Any, path: Path, out: set[Path], name: str, builtin: Schema, maps: bool = False) -> None:
     if isinstance(value, dict):
-        if not value or atomic_map(name, value, builtin):
+        if not value or atomic_map(name, value, builtin, path):
             out.add(path)
             return
-        if maps and builtin and name in MAP_FIELDS:
+        if maps and builtin is True and name in MAP_FIELDS:
             out.add(path)
         for k, v in value.items():
             if v is not None:
@@ -200,7 +238,7 @@ def _walk(value: Any, path: Path, out: set[Path], name: str, builtin: bool, maps
         out.add(path)
 
 
-def _find_item(items: list[Any], el: str, path: Path, name: str, builtin: bool) -> int:
+def _find_item(items: list[Any], el: str, path: Path, name: str, builtin: Schema) -> int:
     spec = list_spec(name, items, path, builtin)
     if spec is None:
         return -1
@@ -213,7 +251,7 @@ def _find_item(items: list[Any], el: str, path: Path, name: str, builtin: bool) 
     return -1
 
 
-def get_value(obj: Any, path: Path, builtin: bool) -> Any:
+def get_value(obj: Any, path: Path, builtin: Schema) -> Any:
     cur = obj
     name = ""
     for depth, el in enumerate(path):
@@ -232,7 +270,7 @@ def get_value(obj: Any, path: Path, builtin: bool) -> Any:
     return cur
 
 
-def remove_path(obj: dict[str, Any], path: Path, builtin: bool) -> None:
+def remove_path(obj: dict[str, Any], path: Path, builtin: Schema) -> None:
     """Remove one owned field or list item from ``obj`` in place, pruning maps left empty."""
     chain: list[tuple[Any, Any]] = []  # (container, key/index)
     cur: Any = obj
@@ -265,9 +303,9 @@ def remove_path(obj: dict[str, Any], path: Path, builtin: bool) -> None:
             break
 
 
-def merge_apply(live: Any, applied: Any, name: str, path: Path, builtin: bool) -> Any:
+def merge_apply(live: Any, applied: Any, name: str, path: Path, builtin: Schema) -> Any:
     """Merge an applied configuration into the live value (maps recursively, keyed lists by key)."""
-    if isinstance(applied, dict) and isinstance(live, dict) and not atomic_map(name, applied, builtin):
+    if isinstance(applied, dict) and isinstance(live, dict) and not atomic_map(name, applied, builtin, path):
         out = dict(live)
         for k, v in applied.items():
             if v is None:
@@ -282,13 +320,13 @@ def merge_apply(live: Any, applied: Any, name: str, path: Path, builtin: bool) -
         live_keys = [_element_or_none(item, spec, path) for item in live]
         applied_keys = [item_element(item, spec, path) for item in applied]
         if spec == SET:
-            return merge_ordered(live, applied, live_keys, applied_keys, lambda lv, av: av)
+            return merge_ordered(live, applied, live_keys, applied_keys, lambda el, lv, av: av)
         return merge_ordered(
             live,
             applied,
             live_keys,
             applied_keys,
-            lambda lv, av: av if lv is MISSING else merge_apply(lv, av, name, path, builtin),
+            lambda el, lv, av: av if lv is MISSING else merge_apply(lv, av, name, (*path, el), builtin),
         )
     return applied
 
@@ -317,7 +355,7 @@ def merge_ordered(
             key = lkeys[li]
             if key == rkeys[ri]:
                 done.add(key)
-                out.append(merge(live_by[key], applied_by[key]))
+                out.append(merge(key, live_by[key], applied_by[key]))
                 li += 1
                 ri += 1
                 next_shared = shared.pop(0) if shared else None
@@ -337,7 +375,7 @@ def merge_ordered(
         if ri < len(rkeys):
             key = rkeys[ri]
             done.add(key)
-            out.append(merge(live_by.get(key, MISSING), applied_by[key]))
+            out.append(merge(key, live_by.get(key, MISSING), applied_by[key]))
             ri += 1
             if next_shared == key:
                 next_shared = shared.pop(0) if shared else None
@@ -446,17 +484,17 @@ def encode_managers(managers: list[Manager]) -> list[dict[str, Any]]:
     return out
 
 
-def _leaf_differs(old: Any, new: Any, p: Path, builtin: bool) -> bool:
+def _leaf_differs(old: Any, new: Any, p: Path, builtin: Schema) -> bool:
     if p[-1].startswith(("k:", "v:")):
         return False
     before, after = get_value(old, p, builtin), get_value(new, p, builtin)
-    if isinstance(after, dict) and after and not atomic_map(p[-1][2:], after, builtin):
+    if isinstance(after, dict) and after and not atomic_map(p[-1][2:], after, builtin, p):
         return False  # a map member: only its keys change
     return before != after
 
 
 def track_update(
-    old_view: dict[str, Any], new_view: dict[str, Any], managers: list[Manager], me: Manager, builtin: bool
+    old_view: dict[str, Any], new_view: dict[str, Any], managers: list[Manager], me: Manager, builtin: Schema
 ) -> list[Manager]:
     """Record an Update operation: the writer gains the fields it changed, others lose them."""
     old_fs = fieldset(old_view, builtin, maps=True)
@@ -509,7 +547,7 @@ def apply(
     managers: list[Manager],
     me: Manager,
     force: bool,
-    builtin: bool,
+    builtin: Schema,
 ) -> tuple[dict[str, Any], list[Manager]]:
     """Server-side apply of ``applied_view`` onto ``live`` (a private copy that may be changed).
 

@@ -25,6 +25,12 @@ class ResourceType:
     versions: tuple[str, ...] = field(default=())  # served versions (custom resources); () = (version,)
     has_scale: bool = False
     generation: bool = True  # whether metadata.generation is kept (not for most core/v1 kinds)
+    schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)  # CRD openAPIV3Schema
+
+    @property
+    def merge_rules(self) -> bool | dict[str, Any]:
+        """What server-side apply merges lists by: True (built-in rules) or the CRD schema (or False)."""
+        return True if self.builtin else (self.schema or False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -250,4 +256,5 @@ def custom_type_from_crd(crd: dict[str, Any]) -> ResourceType | None:
         categories=tuple(names.get("categories") or ()),
         builtin=False,
         versions=tuple(v["name"] for v in versions),
+        schema=((storage.get("schema") or {}).get("openAPIV3Schema") or None),
     )

@@ -366,7 +366,9 @@ class ClusterState:
             if rt.has_status and rt is not NAMESPACES:
                 body.pop("status", None)
             me = fm.Manager(manager, "Update", rt.api_version(version), time=now())
-            managers = fm.track_update({}, fm.managed_view(body, "main", rt.has_status), [], me, rt.builtin)
+            managers = fm.track_update(
+                {}, fm.managed_view(body, "main", rt.has_status), [], me, rt.merge_rules
+            )
             for k in ("resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "managedFields"):
                 meta.pop(k, None)
             return present(self._commit(rt, ns, None, body, managers, dry_run), rt, version)
@@ -431,7 +433,7 @@ class ClusterState:
             fm.managed_view(new, part, rt.has_status),
             fm.decode_managers(old["metadata"]),
             me,
-            rt.builtin,
+            rt.merge_rules,
         )
         return self._commit(rt, ns, old, new, managers, dry_run, notify=subresource != "status")
 
@@ -539,7 +541,7 @@ class ClusterState:
             live_view = fm.managed_view(old, part, rt.has_status) if old is not None else {}
             me = fm.Manager(manager, "Apply", rt.api_version(version), subresource, now())
             managers = fm.decode_managers(old["metadata"]) if old is not None else []
-            merged, managers = fm.apply(live, applied_view, live_view, managers, me, force, rt.builtin)
+            merged, managers = fm.apply(live, applied_view, live_view, managers, me, force, rt.merge_rules)
             merged.setdefault("metadata", {})["name"] = name
             if old is None and rt.has_status and rt is not NAMESPACES:
                 merged.pop("status", None)
@@ -686,7 +688,7 @@ class ClusterState:
                 fm.managed_view(new, "main", rt.has_status),
                 fm.decode_managers(old["metadata"]),
                 me,
-                rt.builtin,
+                rt.merge_rules,
             )
             return scale_of(self._commit(rt, ns, old, new, managers, dry_run))
 

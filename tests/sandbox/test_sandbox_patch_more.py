@@ -142,3 +142,69 @@ def test_patch_with_a_stale_resource_version_conflicts(raw):
         "PATCH", "/api/v1/namespaces/default/configmaps/p", stale, "application/merge-patch+json"
     )
     assert code == 409 and status["reason"] == "Conflict"
+
+
+def test_custom_resource_lists_follow_the_crd_schema(raw):
+    """x-kubernetes-list-type map/set and map-type atomic drive apply, as in kube-apiserver."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "ports": {
+                        "type": "array",
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["name"],
+                        "items": {
+                            "type": "object",
+                            "properties": {"name": {"type": "string"}, "port": {"type": "integer"}},
+                        },
+                    },
+                    "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+                    "args": {"type": "array", "items": {"type": "string"}},
+                    "sel": {
+                        "type": "object",
+                        "x-kubernetes-map-type": "atomic",
+                        "additionalProperties": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "things.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "things", "kind": "Thing"},
+            "versions": [
+                {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}
+            ],
+        },
+    }
+    assert raw("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)[0] == 201
+    path = "/apis/example.com/v1/namespaces/default/things/t"
+
+    def apply(manager: str, spec: dict) -> tuple[int, dict]:
+        body = {"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "t"}, "spec": spec}
+        code, out, _ = raw("PATCH", f"{path}?fieldManager={manager}", body, APPLY)
+        return code, out
+
+    assert (
+        apply("a", {"ports": [{"name": "a", "port": 1}], "tags": ["x"], "args": ["1"], "sel": {"k": "v"}})[0]
+        == 201
+    )
+    assert apply("b", {"ports": [{"name": "b", "port": 2}], "tags": ["y"]})[0] == 200
+    code, status = apply("b", {"args": ["2"]})
+    assert code == 409 and status["message"].endswith('conflict with "a": .spec.args')  # atomic list
+    code, status = apply("b", {"sel": {"k2": "v2"}})
+    assert code == 409 and status["message"].endswith('conflict with "a": .spec.sel')  # atomic map
+    _, obj, _ = raw("GET", path)
+    assert obj["spec"]["ports"] == [{"name": "a", "port": 1}, {"name": "b", "port": 2}]
+    assert obj["spec"]["tags"] == ["x", "y"]
+    owned = {m["manager"]: m["fieldsV1"]["f:spec"] for m in obj["metadata"]["managedFields"]}
+    assert owned["a"]["f:sel"] == {} and 'k:{"name":"a"}' in owned["a"]["f:ports"]
+    assert owned["b"]["f:tags"] == {'v:"y"': {}}

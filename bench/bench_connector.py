@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import secrets
 import subprocess
@@ -137,6 +138,20 @@ def bare_apply(url: str, token: str, objects: list[dict[str, Any]], namespace: s
         api.close()
 
 
+def bare_tracked_apply(
+    url: str, token: str, objects: list[dict[str, Any]], namespace: str, cache: Path
+) -> int:
+    """The bare client sending the bodies the connector sends (tracking annotation and label added):
+    separates the cost of the tracking metadata (on the server too) from the connector's own."""
+    from clusters.connector.objects import ObjectRef, with_tracking
+
+    tracked = []
+    for obj in objects:
+        ref = ObjectRef(obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"])
+        tracked.append(with_tracking(obj, "bench", ref))
+    return bare_apply(url, token, tracked, namespace, cache)
+
+
 def connector_apply(url: str, token: str, objects: list[dict[str, Any]], namespace: str, cache: Path) -> int:
     from clusters.connector import ClusterCredentials, Connector, ConnectorOptions
 
@@ -171,12 +186,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         proc, urls = start_sandbox(args.clusters, token)
         try:
             rows: dict[tuple[str, str], float] = {}
-            sides = [("bare client", bare_apply), ("connector", connector_apply)]
+            sides = [
+                ("bare client", bare_apply),
+                ("bare+tracking", bare_tracked_apply),
+                ("connector", connector_apply),
+            ]
             for phase in ("create", "re-apply"):
                 for rnd in range(args.rounds):
                     order = sides if rnd % 2 == 0 else sides[::-1]  # alternate who goes first
                     for side, fn in order:
-                        ns = f"bench-{side.split()[0]}-{rnd}"
+                        ns = f"bench-{side.split()[0].replace('+', '-')}-{rnd}"
                         cache = work / f"{ns}-{phase}"
                         cache.mkdir()
                         seconds, calls = timed(
@@ -189,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         key = (phase, side)
                         rows[key] = min(seconds, rows.get(key, seconds))
                         print(
-                            f"{phase:9} round {rnd + 1} {side:12} {seconds:7.2f} s  "
+                            f"{phase:9} round {rnd + 1} {side:13} {seconds:7.2f} s  "
                             f"({calls} objects, {calls / seconds:7.0f} objects/s)",
                             flush=True,
                         )
@@ -202,16 +221,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "workers": args.workers,
         "rounds": args.rounds,
         "python": platform.python_version(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
     }
     for phase in ("create", "re-apply"):
-        bare, conn = rows[(phase, "bare client")], rows[(phase, "connector")]
+        bare, tracked = rows[(phase, "bare client")], rows[(phase, "bare+tracking")]
+        conn = rows[(phase, "connector")]
         summary[phase] = {
             "bare_s": round(bare, 2),
+            "bare_tracking_s": round(tracked, 2),
             "connector_s": round(conn, 2),
             "ratio": round(conn / bare, 2),
+            "ratio_vs_tracked": round(conn / tracked, 2),
         }
-        print(f"{phase}: connector / bare = {conn / bare:.2f}", flush=True)
+        print(
+            f"{phase}: connector / bare = {conn / bare:.2f}, "
+            f"connector / bare+tracking = {conn / tracked:.2f}",
+            flush=True,
+        )
     print(json.dumps(summary), flush=True)
     return summary
 

@@ -296,13 +296,15 @@ class Connector:
         prune: bool = False,
         previous_inventory: Iterable[RefLike] = (),
         dry_run: bool = False,
+        prune_cascading: bool = False,
     ) -> SyncResult:
         """Server-side apply ``manifests`` as field manager ``fleetgate``, Namespaces and CRDs first.
 
         ``force=False`` reports fields owned by another manager as a failed object (with the conflicts);
         ``force=True`` takes them over. With ``prune=True``, objects of ``previous_inventory`` that are
         no longer in ``manifests`` are deleted, but only those that still carry this mapping's tracking
-        annotation and have not opted out (``fleetgate.io/prune: disabled`` or Argo's ``Prune=false``).
+        annotation and have not opted out (``fleetgate.io/prune: disabled`` or Argo's ``Prune=false``);
+        Namespaces and CRDs only with ``prune_cascading=True``.
         The returned ``inventory`` is what the caller stores for the next sync.
         """
         manifests = list(manifests)
@@ -353,9 +355,10 @@ class Connector:
         leftovers = [r for r in previous if r.key not in desired_keys]
         kept: list[o.ObjectRef] = []
         if prune:
-            for outcome in self._prune(leftovers, mapping, dry_run):
+            for outcome in self._prune(leftovers, mapping, dry_run, prune_cascading):
                 result.results.append(outcome)
-                if outcome.action == FAILED:
+                # still ours: a failed delete (retried next time), a namespace or CRD kept by policy
+                if outcome.action == FAILED or outcome.kept:
                     kept.append(outcome.ref)
         else:
             kept = leftovers
@@ -368,9 +371,12 @@ class Connector:
 
     # -- prune ---------------------------------------------------------------------------------------
     def prune_candidates(
-        self, leftovers: Iterable[RefLike], mapping: str
+        self, leftovers: Iterable[RefLike], mapping: str, cascading: bool = False
     ) -> list[tuple[o.ObjectRef, Resource | None, dict[str, Any] | None, str]]:
-        """(ref, resource, live object, why not) for each leftover; an empty reason means: delete it."""
+        """(ref, resource, live object, why not) for each leftover; an empty reason means: delete it.
+
+        Namespaces and CRDs are kept unless ``cascading``: deleting one deletes everything in it (every
+        custom resource of a CRD), objects Fleetgate does not own included."""
         out: list[tuple[o.ObjectRef, Resource | None, dict[str, Any] | None, str]] = []
         refs = sorted((_ref(r) for r in leftovers), key=lambda r: o.rank({"kind": r.kind}), reverse=True)
         for ref in refs:
@@ -388,21 +394,29 @@ class Connector:
                 )
             elif o.prune_disabled(live):
                 out.append((ref, resource, live, "not pruned: pruning disabled by annotation"))
+            elif ref.kind in o.CASCADING_KINDS and not cascading:
+                why = (
+                    f"not pruned: deleting a {ref.kind} deletes what it holds; prune it with prune_cascading"
+                )
+                out.append((ref, resource, live, why))
             else:
                 out.append((ref, resource, live, ""))
         return out
 
-    def _prune(self, leftovers: list[o.ObjectRef], mapping: str, dry_run: bool) -> list[ObjectResult]:
+    def _prune(
+        self, leftovers: list[o.ObjectRef], mapping: str, dry_run: bool, cascading: bool
+    ) -> list[ObjectResult]:
         results: list[ObjectResult] = []
         try:
-            candidates = self.prune_candidates(leftovers, mapping)
+            candidates = self.prune_candidates(leftovers, mapping, cascading)
         except Exception as exc:
             message = self.client.failure(exc).message
             return [ObjectResult(r, FAILED, f"prune: {message}") for r in leftovers]
         dyn = self.client.dyn
         for ref, resource, live, why in candidates:
             if why:
-                results.append(ObjectResult(ref, SKIPPED, why))
+                kept = ref.kind in o.CASCADING_KINDS and "prune_cascading" in why
+                results.append(ObjectResult(ref, SKIPPED, why, kept=kept))
                 continue
             if resource is None or live is None:
                 continue
@@ -439,6 +453,7 @@ class Connector:
         previous_inventory: Iterable[RefLike] = (),
         force: bool = False,
         prune: bool = True,
+        prune_cascading: bool = False,
     ) -> Plan:
         """Server-side dry-run apply of each object, diffed (YAML, unified) against the live object.
 
@@ -463,7 +478,7 @@ class Connector:
             plan.items.append(self._plan_one(item, force, new_namespaces))
         if prune:
             leftovers = [r for r in map(_ref, previous_inventory) if r.key not in desired]
-            for ref, _resource, live, why in self.prune_candidates(leftovers, mapping):
+            for ref, _resource, live, why in self.prune_candidates(leftovers, mapping, prune_cascading):
                 if not why and live is not None:
                     before, _ = o.mask_secret_pair(o.normalize(live), None)
                     diff = "".join(

@@ -16,6 +16,8 @@ MASK = "***"
 
 # Kinds applied first, in this order, and in the same spirit as Helm's install order for the rest.
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
+# Deleting one of these deletes what it holds (a namespace's objects, a CRD's custom resources).
+CASCADING_KINDS = ("Namespace", "CustomResourceDefinition")
 KIND_ORDER = (
     "Namespace",
     "CustomResourceDefinition",

@@ -64,6 +64,7 @@ class ObjectResult(_Dict):
     message: str = ""
     status: int | None = None
     conflicts: list[FieldConflict] = field(default_factory=list)
+    kept: bool = False  # a prune skipped by policy: the object stays in the inventory
 
     @property
     def failed(self) -> bool:

@@ -135,7 +135,9 @@ def test_prune_only_what_left_git_and_is_ours(backend: Backend) -> None:
     ns = backend.namespace
     keep_note = {"annotations": {PRUNE_ANNOTATION: "disabled"}}
     argo_note = {"annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}}
+    extra_ns = f"{ns}-gone"
     manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra_ns}},
         configmap("stays", {"k": "v"}),
         configmap("leaves", {"k": "v"}),
         configmap("opted-out", {"k": "v"}, **keep_note),
@@ -170,10 +172,26 @@ def test_prune_only_what_left_git_and_is_ours(backend: Backend) -> None:
     assert actions["opted-out"] == ("skipped", "not pruned: pruning disabled by annotation")
     assert actions["argo-opted-out"] == ("skipped", "not pruned: pruning disabled by annotation")
     assert actions["foreign"][0] == "skipped" and "not owned" in actions["foreign"][1]
+    assert actions[extra_ns][0] == "skipped" and "prune_cascading" in actions[extra_ns][1]
+    assert backend.get("v1", "Namespace", extra_ns) is not None
     assert backend.get("v1", "ConfigMap", "leaves", ns) is None
     for name in ("stays", "opted-out", "argo-opted-out", "foreign"):
         assert backend.get("v1", "ConfigMap", name, ns) is not None, name
-    assert [ObjectRef.from_dict(r).name for r in second.inventory] == ["stays"]
+    # the namespace stays in the inventory (still Fleetgate's); pruned once cascading prune is asked for
+    assert sorted(ObjectRef.from_dict(r).name for r in second.inventory) == sorted(["stays", extra_ns])
+    with backend.connector() as kube:
+        third = kube.apply(
+            [configmap("stays", {"k": "v"})],
+            mapping="web",
+            default_namespace=ns,
+            prune=True,
+            prune_cascading=True,
+            previous_inventory=second.inventory,
+        )
+    assert third.result("Namespace", extra_ns).action == "deleted"
+    gone = backend.get("v1", "Namespace", extra_ns)  # the bare kube-apiserver leaves it Terminating
+    assert gone is None or gone["metadata"].get("deletionTimestamp")
+    assert [ObjectRef.from_dict(r).name for r in third.inventory] == ["stays"]
 
 
 def test_conflict_with_another_field_manager_is_reported_then_forced(backend: Backend) -> None:

@@ -23,7 +23,7 @@ class PolicyVersionInline(admin.TabularInline):
     model = PolicyVersion
     extra = 0
     can_delete = False
-    fields = ["number", "content_hash", "created_by_name", "created", "commit_sha", "test_status"]
+    fields = ("number", "content_hash", "created_by_name", "created", "commit_sha", "test_status")
     readonly_fields = fields
 
     def has_add_permission(self, request: Any, obj: Any = None) -> bool:
@@ -92,7 +92,7 @@ class ViolationInline(admin.TabularInline):
     model = Violation
     extra = 0
     can_delete = False
-    fields = ["policy_name", "enforcement", "kind", "namespace", "name", "message", "waived_by"]
+    fields = ("policy_name", "enforcement", "kind", "namespace", "name", "message", "waived_by")
     readonly_fields = fields
 
     def has_add_permission(self, request: Any, obj: Any = None) -> bool:

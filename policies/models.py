@@ -196,7 +196,7 @@ class PolicyBinding(TimestampedModel):
         PolicyVersion,
         null=True,
         blank=True,
-        on_delete=models.PROTECT,
+        on_delete=models.RESTRICT,
         related_name="+",
         help_text="Evaluate this version instead of the latest.",
     )
@@ -217,7 +217,8 @@ class PolicyBinding(TimestampedModel):
         return self.cluster_group
 
     def clean(self) -> None:
-        if self.pinned_version_id and self.policy_id and self.pinned_version.policy_id != self.policy_id:
+        pinned = self.pinned_version if self.pinned_version_id else None
+        if pinned is not None and self.policy_id and pinned.policy_id != self.policy_id:
             raise ValidationError({"pinned_version": "The pinned version belongs to another policy."})
 
 

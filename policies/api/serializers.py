@@ -61,12 +61,12 @@ class VisibleRelatedField(serializers.PrimaryKeyRelatedField):
         request = self.context.get("request")
         if request is None or queryset is None:
             return queryset
-        return queryset.restrict(request.user, "view")
+        return queryset.restrict(request.user, "view")  # type: ignore[attr-defined]
 
 
 class ModuleSerializer(serializers.Serializer):
     path = serializers.CharField(max_length=500)
-    source = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    source = serializers.CharField(allow_blank=True, trim_whitespace=False)  # type: ignore[assignment]
 
 
 class TestResultSerializer(serializers.Serializer):
@@ -113,7 +113,9 @@ class PolicySerializer(serializers.ModelSerializer):
     test_modules = ModuleSerializer(
         many=True, required=False, help_text="Modules with test_* rules, run like `opa test` on save."
     )
-    data = serializers.JSONField(required=False, help_text="conftest: data documents (data.<key>).")
+    data = serializers.JSONField(  # type: ignore[assignment]
+        required=False, help_text="conftest: data documents (data.<key>)."
+    )
     namespaces = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="conftest: packages to read rules from."
     )

@@ -106,7 +106,7 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
                     files[path] = upload.read().decode("utf-8")
                 except UnicodeDecodeError:
                     raise ValidationError({"files": [f"{path}: not UTF-8 text"]}) from None
-            data = {k: v for k, v in request.data.items() if k not in request.FILES}
+            data = {k: v for k, v in request.data.items() if k not in request.FILES}  # type: ignore[union-attr]
         else:
             data = dict(request.data)
         req = s.ImportRequestSerializer(data=data, context={"request": request})

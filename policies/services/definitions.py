@@ -265,7 +265,9 @@ def validate_definition(
             results = engine.run_tests([*modules, *tests], data=data)
     except EngineError as exc:
         raise EngineUnavailableForSave(f"the Rego engine could not check the policy: {exc}") from None
-    test_dicts = [{"name": r.full_name, "passed": r.passed, "error": r.error} for r in results]
+    test_dicts: list[dict[str, Any]] = [
+        {"name": r.full_name, "passed": r.passed, "error": r.error} for r in results
+    ]
     failed = [t for t in test_dicts if not t["passed"]]
     if failed and not allow_failing_tests:
         names = ", ".join(t["name"] for t in failed[:5])

@@ -98,7 +98,7 @@ def build_bound_set(mapping: PathMapping, *, now: datetime | None = None) -> Bou
                 "content_hash": version.content_hash,
                 "enforcement": binding.enforcement or "inherit",
                 "binding_id": binding.pk,
-                "group": binding.cluster_group.name if binding.cluster_group_id else None,
+                "group": binding.cluster_group.name if binding.cluster_group is not None else None,
             }
         )
     bound_ids = [int(v["policy_id"]) for v in out.versions]
@@ -148,6 +148,8 @@ def rendered_objects(resources: Sequence[Mapping[str, Any]]) -> list[gate.Render
     out = []
     for r in resources:
         obj = r.get("object") if "object" in r else r
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"rendered resource {r.get('kind')}/{r.get('name')} has no object")
         out.append(gate.RenderedObject(obj, str(r.get("source") or ""), int(r.get("document") or 0)))
     return out
 

@@ -109,4 +109,3 @@ def sync_sources_for_head(repository: Repository, *, engine: RegoEngine | None =
         sync_policy_source(source, repository.head_sha, engine=engine)
         for source in sources.select_related("repository", "bind_group")
     ]
-

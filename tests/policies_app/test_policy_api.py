@@ -345,3 +345,20 @@ def test_engine_unavailable_on_save_is_503_and_stores_nothing(admin_client: Any,
     response = admin_client.post("/api/policies/", _conftest_body(), format="json")
     assert response.status_code == 503
     assert not Policy.objects.exists()
+
+
+def test_deleting_a_policy_removes_its_versions_bindings_and_keeps_results(
+    admin_client: Any, fleet: dict[str, Any], make_policy: Any, bind: Any
+) -> None:
+    policy = make_policy("no-latest", style="conftest", modules=[{"path": "l.rego", "source": lib.NO_LATEST}])
+    binding = bind(policy)
+    binding.pinned_version = policy.current
+    binding.save()
+    ev = evaluate(fleet["commit"], fleet["mapping"], fleet["prod"], [lib.deployment("x", image="a:latest")])
+    assert admin_client.delete(f"/api/policies/{policy.pk}/").status_code == 204
+    assert not PolicyVersion.objects.exists()
+    assert not PolicyBinding.objects.exists()
+    violation = ev.violations.get()
+    assert violation.policy is None
+    assert violation.policy_name == "no-latest"
+    assert AuditEvent.objects.filter(action="policy.delete").exists()

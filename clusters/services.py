@@ -141,7 +141,13 @@ def check_clusters(
     chosen = list(clusters if clusters is not None else Cluster.objects.all())
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(lambda c: probe(c, **options), chosen))
-    return [record_check(c, r) for c, r in zip(chosen, results, strict=True)]
+    outcomes = []
+    for cluster, result in zip(chosen, results, strict=True):
+        try:
+            outcomes.append(record_check(cluster, result))
+        except Cluster.DoesNotExist:  # deleted while it was being probed
+            continue
+    return outcomes
 
 
 # -- sandbox registration ------------------------------------------------------------------------------

@@ -206,6 +206,15 @@ def test_kustomize_base_outside_the_path_is_watched(
     outcome = fetch_repository(repo)
     assert [(r.mapping, r.commit, r.reason) for r in outcome.renders] == [("prod", changed, "paths")]
 
+    # a revert is copied from the first render (same input hash) and the base stays watched
+    reverted = origin.commit("base revert", {"base/cm.yaml": configmap("base")})
+    (r,) = fetch_repository(repo).renders
+    assert (r.commit, r.rendered, r.reused) == (reverted, 0, 2)
+    prod.refresh_from_db()
+    assert prod.watched_paths == ["base"]
+    again = origin.commit("base again", {"base/cm.yaml": configmap("base", "value: again")})
+    assert [(r.mapping, r.commit) for r in fetch_repository(repo).renders] == [("prod", again)]
+
 
 def test_failed_export_or_missing_group_members(
     origin: Any, make_repository: Any, make_mapping: Any, fleet: dict[str, Any]

@@ -97,7 +97,6 @@ class _Result:
     resources: list[dict[str, Any]] = field(default_factory=list)
     skipped: bool = False
     warnings: list[str] = field(default_factory=list)
-    watched: list[str] = field(default_factory=list)
     error: RenderError | None = None
 
     @property
@@ -259,12 +258,26 @@ def expand_paths(tree: SourceTree, mapping: PathMapping) -> list[str]:
     return paths
 
 
+def watched_paths(tree: SourceTree, paths: Sequence[str]) -> list[str]:
+    """Directories outside ``paths`` that their Kustomize builds read (bases, components): a change there
+    affects the mapping."""
+    watched: set[str] = set()
+    for path in paths:
+        if not path:
+            continue  # the repository root: every change affects it anyway
+        try:
+            deps = kustomize_dependencies(tree, path)
+        except RenderError:
+            continue  # not a Kustomize directory (or a broken one: the render reports it)
+        watched.update(d for d in deps if d != path and not d.startswith(path + "/"))
+    return sorted(watched)
+
+
 def render_requests(tree: SourceTree, requests: Sequence[RenderRequest], input_hash: str,
                     *, kubectl: str | None = None, stats: RenderStats | None = None) -> _Result:
     """Render every request of one cluster and combine the objects (a glob's directories)."""
     objects: list[RenderedObject] = []
     warnings: list[str] = []
-    watched: set[str] = set()
     renderers: list[str] = []
     namespace = ""
     skipped = True
@@ -278,13 +291,6 @@ def render_requests(tree: SourceTree, requests: Sequence[RenderRequest], input_h
             namespace = namespace or (result.namespace or "")
             skipped = skipped and result.skipped
             warnings.extend(result.warnings)
-            if result.renderer == "kustomize":
-                try:
-                    for d in kustomize_dependencies(tree, request.path):
-                        if d != request.path:
-                            watched.add(d)
-                except RenderError:
-                    pass
             for obj in result.objects:
                 if obj.key in seen:
                     first = seen[obj.key]
@@ -303,7 +309,6 @@ def render_requests(tree: SourceTree, requests: Sequence[RenderRequest], input_h
         resources=[o.to_dict() for o in objects],
         skipped=skipped and bool(requests),
         warnings=warnings,
-        watched=sorted(watched),
     )
 
 
@@ -343,6 +348,7 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
     except RenderError as exc:
         mapping_error = exc
         paths = []
+    watched = watched_paths(tree, paths)
     if mapping_error is None:
         for cluster in clusters:
             reqs = build_requests(mapping, cluster, commit.sha, paths)
@@ -376,12 +382,14 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 rendered += 1
                 fresh.add(cluster.pk)
             per_cluster[cluster.pk] = result
-    return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh, existing, known=known)
+    return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh, existing, known=known,
+                  watched=watched)
 
 
 def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendered: int, reused: int,
            mapping_error: RenderError | None, fresh: set[int] | None = None,
-           existing: MappingRender | None = None, *, known: bool = False) -> MappingRenderOutcome:
+           existing: MappingRender | None = None, *, known: bool = False,
+           watched: Sequence[str] = ()) -> MappingRenderOutcome:
     """Write one mapping's outcome at a commit.  ``known``: the caller already looked up the existing
     MappingRender of (commit, mapping) and passes it as ``existing`` (None when there is none)."""
     mapping = plan.mapping
@@ -398,7 +406,6 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
     ok_results = [per_cluster[c.pk] for c in clusters if c.pk in per_cluster and per_cluster[c.pk].ok]
     object_count = sum(len(r.resources) for r in ok_results) if status == RenderStatus.RENDERED else 0
     renderers = sorted({r.renderer for r in ok_results if r.renderer})
-    watched = sorted({w for r in ok_results for w in r.watched})
     with transaction.atomic():
         if not known:
             existing = MappingRender.objects.filter(commit=commit, mapping=mapping).first()
@@ -449,7 +456,7 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
         }
         if status == RenderStatus.RENDERED:
             updates["last_rendered_sha"] = commit.sha
-            updates["watched_paths"] = watched
+            updates["watched_paths"] = sorted(watched)
         PathMapping.objects.filter(pk=mapping.pk).update(**updates)
         for key, value in updates.items():
             setattr(mapping, key, value)

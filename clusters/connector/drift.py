@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 from typing import Any
 
 from clusters.connector.objects import MASK, SERVER_ANNOTATIONS, SERVER_METADATA, is_secret
@@ -77,9 +79,50 @@ def intent_of(applied: dict[str, Any]) -> dict[str, Any]:
     return intent
 
 
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[([^=\]]+)=([^\]]*)\]|\[(\d+)\]")
+
+
+def _fields_key(path: str) -> list[str] | None:
+    """``.spec.template.spec.containers[name=web].image`` as FieldsV1 keys, or None when not expressible."""
+    keys: list[str] = []
+    for m in _SEGMENT.finditer(path):
+        if m.group(1) is not None:
+            keys.append(f"f:{m.group(1)}")
+        elif m.group(2) is not None:
+            value: Any = m.group(3)
+            if value.isdigit() and m.group(2) in ("containerPort", "port"):
+                value = int(value)
+            keys.append("k:" + json.dumps({m.group(2): value}, separators=(",", ":")))
+        else:
+            return None  # an atomic list item: owned through its list
+    return keys
+
+
+def owners(live: dict[str, Any], path: str) -> list[str]:
+    """The field managers whose managedFields cover ``path`` (a field or something it is inside of)."""
+    keys = _fields_key(path)
+    if not keys:
+        return []
+    found = []
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        node: Any = entry.get("fieldsV1") or {}
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                node = None
+                break
+            node = node[key]
+            if node == {} or "." in (node or {}):  # a leaf, or a map/list owned as a whole
+                break
+        if node is not None and entry.get("manager") not in found:
+            found.append(str(entry.get("manager")))
+    return found
+
+
 def changed_fields(applied: dict[str, Any], live: dict[str, Any]) -> list[FieldDrift]:
     out: list[FieldDrift] = []
     _compare("", intent_of(applied), live, out)
+    for d in out:
+        d.managers = owners(live, d.path)
     if is_secret(applied):
         for d in out:
             if d.path.startswith((".data", ".stringData")):

@@ -164,6 +164,7 @@ class FieldDrift(_Dict):
     path: str
     expected: Any
     actual: Any
+    managers: list[str] = field(default_factory=list)  # who owns the field now (from managedFields)
 
 
 @dataclass

@@ -209,6 +209,12 @@ def test_conflict_with_another_field_manager_is_reported_then_forced(backend: Ba
         assert outcome.action == "failed" and outcome.status == 409
         assert [(c.manager, c.field) for c in outcome.conflicts] == [("kubectl", ".spec.replicas")]
         assert 'conflict with "kubectl"' in outcome.message and "force" in outcome.message
+        planned = kube.plan([deployment("web", 3)], mapping="web", default_namespace=ns)
+        assert planned.item("Deployment", "web").action == "conflict"
+        assert [(c.manager, c.field) for c in planned.item("Deployment", "web").conflicts] == [
+            ("kubectl", ".spec.replicas")
+        ]
+        assert planned.counts["conflict"] == 1 and not planned.ok
         live = backend.get("apps/v1", "Deployment", "web", ns)
         assert live is not None and live["spec"]["replicas"] == 5
 
@@ -331,6 +337,7 @@ def test_drift_reports_changed_managed_fields_and_deleted_objects(backend: Backe
     web = report.of("Deployment", "web")
     assert web is not None and web.state == "changed"
     assert [(f.path, f.expected, f.actual) for f in web.fields] == [(".spec.replicas", 2, 5)]
+    assert web.fields[0].managers == ["kubectl"]  # who took the field over
     cfg = report.of("ConfigMap", "cfg")
     assert cfg is not None and cfg.state == "deleted"
     assert report.of("ConfigMap", "kept") is None

@@ -317,3 +317,27 @@ def test_kubeconfig_with_exec_is_refused() -> None:
     creds = ClusterCredentials("c", auth_method="kubeconfig", kubeconfig=text)
     with pytest.raises(ValueError, match="Exec and auth-provider"):
         creds.resolved()
+
+
+def test_drift_names_the_managers_that_own_a_changed_field() -> None:
+    from clusters.connector.drift import owners
+
+    web = 'k:{"name":"web"}'
+    live = {
+        "metadata": {
+            "managedFields": [
+                {"manager": "fleetgate", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                {
+                    "manager": "kubectl",
+                    "fieldsV1": {
+                        "f:spec": {"f:template": {"f:spec": {"f:containers": {web: {"f:image": {}}}}}}
+                    },
+                },
+                {"manager": "helm", "fieldsV1": {"f:data": {".": {}}}},
+            ]
+        }
+    }
+    assert owners(live, ".spec.template.spec.containers[name=web].image") == ["kubectl"]
+    assert owners(live, ".spec.replicas") == ["fleetgate"]
+    assert owners(live, ".data.key") == ["helm"]  # the map is owned as a whole
+    assert owners(live, ".spec.args[0]") == []

@@ -132,6 +132,25 @@ class RenderSession:
 # --------------------------------------------------------------------------- fingerprints
 
 
+def _has_field(model: type, name: str) -> bool:
+    try:
+        model._meta.get_field(name)  # type: ignore[attr-defined]
+    except Exception:  # FieldDoesNotExist
+        return False
+    return True
+
+
+# Values layers: mapping -> group -> cluster (lowest first).  ClusterGroup/Cluster have no ``values``
+# field yet; when they get one (a JSON object), it is layered here without further change.
+CLUSTER_FIELDS = ("id", "name", "labels", *(("values",) if _has_field(Cluster, "values") else ()))
+
+
+def _values_of(obj: Any) -> dict[str, Any]:
+    value = getattr(obj, "values", None)
+    return value if isinstance(value, dict) else {}
+
+
+
 def canonical(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -145,10 +164,11 @@ def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str
         "path": mapping.path,
         "renderer": mapping.renderer,
         "values": mapping.values or {},
+        "group_values": _values_of(group),
         "namespace": mapping.target_namespace,
         "repository": redact_url(mapping.repository.url),
         "group": [group.pk, group.name],
-        "clusters": sorted([c.pk, c.name, c.labels or {}] for c in clusters),
+        "clusters": sorted([c.pk, c.name, c.labels or {}, _values_of(c)] for c in clusters),
     }
     return "sha256:" + hashlib.sha256(canonical(payload).encode()).hexdigest()
 
@@ -170,8 +190,8 @@ def load_mappings(repo: Repository, mapping_ids: Iterable[int] | None = None) ->
     return list(
         qs.select_related("cluster_group", "repository")
         .prefetch_related(
-            Prefetch("cluster_group__members", queryset=Cluster.objects.order_by("name").only(
-                "id", "name", "labels"))
+            Prefetch("cluster_group__members",
+                     queryset=Cluster.objects.order_by("name").only(*CLUSTER_FIELDS))
         )
         .order_by("name")
     )
@@ -239,7 +259,7 @@ def build_requests(mapping: PathMapping, cluster: Cluster, commit_sha: str,
                    paths: Sequence[str]) -> list[RenderRequest]:
     """The render requests of one mapping for one cluster (one per directory a glob expands to)."""
     ctx = _context(mapping, cluster, commit_sha)
-    values = (mapping.values,) if mapping.values else ()
+    values = tuple(v for v in (mapping.values, _values_of(mapping.cluster_group), _values_of(cluster)) if v)
     return [
         RenderRequest(path=p, cluster=ctx, renderer=mapping.renderer, values=values,
                       namespace=mapping.target_namespace or None)

@@ -10,7 +10,8 @@ that wiring another implementation is a change in this one file:
   ``evaluate_targets`` (bound policies and waivers in force, the configured Rego engine, an Evaluation
   stored per target, audited);
 - ``plan``, ``apply``, ``wait_healthy``, ``drift``: ``clusters.connector.Connector`` over the official
-  ``kubernetes`` client, with credentials from the ``Cluster`` row.
+  ``kubernetes`` client, with credentials and options from ``clusters.services`` (connectors are reused
+  per process, see ``connect``).
 """
 
 from __future__ import annotations
@@ -183,18 +184,9 @@ def policy_decision(
 
 
 def credentials(cluster: Any) -> ClusterCredentials:
-    return ClusterCredentials(
-        name=cluster.name,
-        server=cluster.api_url,
-        auth_method=cluster.auth_method,
-        token=cluster.token or "",
-        client_certificate=cluster.client_certificate or "",
-        client_key=cluster.client_key or "",
-        ca_data=cluster.ca_data or "",
-        insecure_skip_tls_verify=cluster.insecure_skip_tls_verify,
-        kubeconfig=cluster.kubeconfig or "",
-        kubeconfig_context=cluster.kubeconfig_context or "",
-    )
+    from clusters.services import credentials_from_cluster
+
+    return credentials_from_cluster(cluster)
 
 
 def _float_env(name: str, default: float) -> float:
@@ -205,15 +197,24 @@ def _float_env(name: str, default: float) -> float:
 
 
 def connector_options() -> ConnectorOptions:
-    """Timeouts and in-call retries (environment: FLEETGATE_KUBE_CONNECT_TIMEOUT, _READ_TIMEOUT, _RETRIES)."""
-    return ConnectorOptions(
-        connect_timeout=_float_env("FLEETGATE_KUBE_CONNECT_TIMEOUT", 5.0),
-        read_timeout=_float_env("FLEETGATE_KUBE_READ_TIMEOUT", 30.0),
-        retry=RetryPolicy(
+    """The clusters app's options (settings), with the rollout's retry policy and a shared discovery cache;
+    FLEETGATE_KUBE_CONNECT_TIMEOUT / _READ_TIMEOUT / _RETRIES in the environment override them."""
+    from clusters.services import connector_options as base_options
+
+    overrides: dict[str, Any] = {
+        "retry": RetryPolicy(
             attempts=int(_float_env("FLEETGATE_KUBE_RETRIES", 3)), base_delay=0.2, deadline=30.0
         ),
-        cache_dir=str(settings.VAR_DIR / "kube-discovery"),
-    )
+    }
+    if not getattr(settings, "FLEETGATE_KUBE_DISCOVERY_CACHE_DIR", None):
+        overrides["cache_dir"] = str(settings.VAR_DIR / "kube-discovery")
+    for env, key in (
+        ("FLEETGATE_KUBE_CONNECT_TIMEOUT", "connect_timeout"),
+        ("FLEETGATE_KUBE_READ_TIMEOUT", "read_timeout"),
+    ):
+        if os.environ.get(env):
+            overrides[key] = _float_env(env, 5.0)
+    return base_options(**overrides)
 
 
 _CONNECTORS: OrderedDict[tuple[Any, ...], Connector] = OrderedDict()

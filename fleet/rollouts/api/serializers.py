@@ -62,7 +62,9 @@ class ClusterSyncBriefSerializer(serializers.ModelSerializer):
 class RolloutSerializer(serializers.ModelSerializer):
     mapping = MappingBriefSerializer(read_only=True)
     commit = CommitBriefSerializer(read_only=True)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    created_by = serializers.CharField(
+        source="created_by.username", read_only=True, default=None, allow_null=True
+    )
     approvals_given = serializers.IntegerField(read_only=True, default=0)
     progress = serializers.SerializerMethodField()
 
@@ -156,7 +158,7 @@ class ClusterSyncSerializer(serializers.ModelSerializer):
 class SyncedStateSerializer(serializers.ModelSerializer):
     mapping = MappingBriefSerializer(read_only=True)
     cluster = NamedBriefSerializer(read_only=True)
-    commit = CommitBriefSerializer(read_only=True)
+    commit = CommitBriefSerializer(read_only=True, allow_null=True)
     object_count = serializers.SerializerMethodField()
 
     class Meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from celery import shared_task
@@ -31,5 +32,5 @@ def poll_repositories() -> list[int]:
         ids = due_for_poll()
         mark_queued(ids)
         for pk in ids:
-            transaction.on_commit(lambda pk=pk: fetch_repository_task.delay(pk, trigger=FetchTrigger.POLL))
+            transaction.on_commit(partial(fetch_repository_task.delay, pk, trigger=FetchTrigger.POLL))
     return ids

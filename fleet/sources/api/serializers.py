@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from clusters.models import ClusterGroup
@@ -228,14 +228,16 @@ class WebhookSecretSerializer(serializers.Serializer):
     webhook_path = serializers.CharField()
 
 
-class RenderedObjectSerializer(serializers.Serializer):
-    apiVersion = serializers.CharField()
-    kind = serializers.CharField()
-    name = serializers.CharField()
-    namespace = serializers.CharField(allow_null=True)
-    source = serializers.CharField()
-    document = serializers.IntegerField()
-    object = serializers.DictField()
+# "source" is also a Field attribute, so the object's serializer is declared from a dict.
+RENDERED_OBJECT_FIELDS: dict[str, serializers.Field] = {
+    "apiVersion": serializers.CharField(),
+    "kind": serializers.CharField(),
+    "name": serializers.CharField(),
+    "namespace": serializers.CharField(allow_null=True),
+    "source": serializers.CharField(help_text="The repository file the object came from."),
+    "document": serializers.IntegerField(help_text="The YAML document index in that file."),
+    "object": serializers.DictField(),
+}
 
 
 class RenderedManifestSerializer(serializers.Serializer):
@@ -252,7 +254,7 @@ class RenderedManifestSerializer(serializers.Serializer):
     reused = serializers.BooleanField()
     object_count = serializers.IntegerField()
     warnings = serializers.ListField(child=serializers.CharField())
-    objects = RenderedObjectSerializer(many=True)
+    objects = inline_serializer(name="RenderedObject", fields=RENDERED_OBJECT_FIELDS, many=True)
     error = RenderErrorSerializer(allow_null=True)
 
 

@@ -136,3 +136,45 @@ def test_pause_between_batches(git_repo: Any, make_fleet: Any, tasks: Any) -> No
     tasks.drain()
     assert Rollout.objects.get(pk=rollout.pk).state == "synced"
     assert AuditEvent.objects.filter(action="rollout.batch_pause", target_id=str(rollout.pk)).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_resumes_rollouts_from_the_database(git_repo: Any, make_fleet: Any, tasks: Any) -> None:
+    """What a restart of every process leaves: a preparation that stopped between phases, and a rollout
+    whose sync window ended while nothing ran. Reconcile (worker start, beat) finishes both."""
+    from fleet.sources.services import fetch_repository
+
+    fleet = make_fleet({"a": {"env": "rc"}})
+    group = make_group("rc", "rc")
+    repo = make_repository(git_repo)
+    mapping = make_mapping(repo, "web", "apps/web", group)
+    git_repo.commit({"apps/web/ns.yaml": NAMESPACE, "apps/web/cm.yaml": configmap("web", {"a": "1"})}, "one")
+    assert fetch_repository(repo).ok
+    assert [q.name for q in tasks.items] == ["fleet.rollouts.prepare"]
+    tasks.clear()  # every process died before a worker took the prepare task (lost with the broker's data)
+    rollout = Rollout.objects.get(mapping=mapping)
+    assert rollout.state == "pending"
+    assert services.reconcile()["prepare"] == 0  # too recent: maybe still in a queue
+    Rollout.objects.filter(pk=rollout.pk).update(updated=timezone.now() - timedelta(minutes=5))
+    assert services.reconcile()["prepare"] == 1
+    tasks.drain()
+    rollout.refresh_from_db()
+    assert rollout.state == "synced"
+
+    # A rollout waiting for a window that has ended, with its scheduled advance lost.
+    git_repo.commit({"apps/web/cm.yaml": configmap("web", {"a": "2"})}, "two")
+    group.sync_windows = [{"kind": "deny", "schedule": "* * * * *", "duration": "1h"}]
+    group.save()
+    assert fetch_repository(repo).ok
+    tasks.drain()
+    waiting = Rollout.objects.filter(mapping=mapping).order_by("-id").first()
+    assert waiting.state == "queued" and waiting.wait_until is not None
+    tasks.clear()
+    group.sync_windows = []
+    group.save()
+    Rollout.objects.filter(pk=waiting.pk).update(wait_until=timezone.now() - timedelta(seconds=1))
+    assert services.reconcile()["advanced"] == 1
+    tasks.drain()
+    waiting.refresh_from_db()
+    assert waiting.state == "synced"
+    assert fleet.sandbox("a").get_object("v1", "ConfigMap", "web", "apps")["data"] == {"a": "2"}

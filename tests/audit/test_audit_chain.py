@@ -95,6 +95,21 @@ def test_an_edited_row_is_named_by_verify_and_audit_verify() -> None:
     assert f"BROKEN at event #3 (id {events[2].pk}): content does not match its hash" in text
 
 
+def test_the_verify_endpoint_names_the_edited_event(admin_client: Any) -> None:
+    events = _events(3)
+    assert admin_client.get("/api/audit/events/verify/").json()["ok"] is True
+    tamper_update("UPDATE audit_auditevent SET target_repr = %s WHERE sequence = %s", ["someone else", 2])
+    body = admin_client.get("/api/audit/events/verify/").json()
+    assert body == {
+        "ok": False,
+        "checked": 1,
+        "head_hash": events[0].hash,
+        "first_bad_sequence": 2,
+        "reason": "content does not match its hash",
+        "first_bad_id": events[1].pk,
+    }
+
+
 def test_an_edit_that_also_recomputes_the_hash_breaks_the_next_link() -> None:
     events = _events(4)
     forged = AuditEvent.objects.get(sequence=2)

@@ -166,18 +166,29 @@ def _sandbox_backend(server: SandboxServer, tmp: Path, namespace: str) -> Backen
     return Backend("sandbox", creds, namespace, raw, tmp, cluster)
 
 
+def _sandbox_only(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    namespace = unique_name(request.node.originalname, "cn")
+    server: SandboxServer = request.getfixturevalue("sandbox_backend_server")
+    b = _sandbox_backend(server, tmp_path, namespace)
+    try:
+        yield b
+    finally:
+        b.finish()
+        server.remove_cluster(b.sandbox.name)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def sandbox_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The sandbox alone, for what only it can do (fault injection)."""
+    yield from _sandbox_only(request, tmp_path)
+
+
 @pytest.fixture(params=["sandbox", pytest.param("kube-apiserver", marks=pytest.mark.kube_apiserver)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    namespace = unique_name(request.node.originalname, "cn")
     if request.param == "sandbox":
-        server: SandboxServer = request.getfixturevalue("sandbox_backend_server")
-        b = _sandbox_backend(server, tmp_path, namespace)
-        try:
-            yield b
-        finally:
-            b.finish()
-            server.remove_cluster(b.sandbox.name)  # type: ignore[union-attr]
+        yield from _sandbox_only(request, tmp_path)
         return
+    namespace = unique_name(request.node.originalname, "cn")
     kube: KubeApiServer = request.getfixturevalue("kube_apiserver")
     raw = kube.dynamic_client(tmp_path / "raw-discovery.json")
     core = k8s_client.CoreV1Api(raw.client)

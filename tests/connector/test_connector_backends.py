@@ -367,9 +367,10 @@ def test_unknown_kind_fails_clearly(backend: Backend) -> None:
 
 
 @pytest.mark.parametrize("code", [503, 429, 500])
-def test_transient_errors_are_retried_sandbox(backend: Backend, code: int) -> None:
-    if backend.sandbox is None:
-        pytest.skip("fault injection is a sandbox feature")
+def test_transient_errors_are_retried_sandbox(sandbox_backend: Backend, code: int) -> None:
+    # Fault injection is a sandbox feature: this test runs on the sandbox only (no skip on the real server).
+    backend = sandbox_backend
+    assert backend.sandbox is not None
     with backend.connector() as kube:
         assert kube.check().reachable  # discovery done
         backend.sandbox.faults.fail_next(2, code)

@@ -192,6 +192,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Periodic tasks (installed into django-celery-beat's database schedule when beat starts).
 CELERY_BEAT_SCHEDULE = {
+    "sources-poll": {"task": "fleet.sources.poll_repositories", "schedule": 10.0},
+    "clusters-check": {
+        "task": "clusters.check_all_clusters",
+        "schedule": float(env_int("FLEETGATE_CLUSTER_CHECK_INTERVAL", 60)),
+    },
     "rollouts-reconcile": {"task": "fleet.rollouts.reconcile", "schedule": 60.0},
     "rollouts-drift": {
         "task": "fleet.rollouts.check_drift",
@@ -208,6 +213,10 @@ FLEETGATE_API_TOKEN_DAYS = env_int("FLEETGATE_API_TOKEN_DAYS", 90)
 FLEETGATE_AUDIT_RETENTION_DAYS = env_int("FLEETGATE_AUDIT_RETENTION_DAYS", 365)
 FLEETGATE_ALLOW_FILE_REPOSITORIES = env_bool("FLEETGATE_ALLOW_FILE_REPOSITORIES", True)
 FLEETGATE_CLUSTER_CHECK_INTERVAL = env_int("FLEETGATE_CLUSTER_CHECK_INTERVAL", 60)
+# Kubernetes connector timeouts and its discovery cache (one file per cluster).
+FLEETGATE_KUBE_CONNECT_TIMEOUT = env_int("FLEETGATE_KUBE_CONNECT_TIMEOUT", 5)
+FLEETGATE_KUBE_READ_TIMEOUT = env_int("FLEETGATE_KUBE_READ_TIMEOUT", 30)
+FLEETGATE_KUBE_DISCOVERY_CACHE_DIR = env_str("FLEETGATE_KUBE_DISCOVERY_CACHE_DIR", "")  # "": per connector
 
 LOGGING = {
     "version": 1,

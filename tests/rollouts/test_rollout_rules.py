@@ -356,3 +356,22 @@ def test_sync_now_for_a_cluster_and_a_group(
     assert Rollout.objects.get(pk=group.json()["rollouts"][0]["id"]).state == "synced"
     # The original rollout is not superseded by a sync now.
     assert w.rollout(commit).state == "synced"
+
+
+def test_a_newer_commit_takes_over_the_clusters_a_syncing_rollout_has_not_reached(
+    git_repo: Any, make_fleet: Any, tasks: Any
+) -> None:
+    w = World(git_repo, make_fleet, ["a", "b", "c"], batch_size=1)
+    first = w.rollout(w.push(color="old"))
+    tasks.drain(until=lambda: ClusterSync.objects.filter(rollout=first, state="synced").exists())
+    second = w.rollout(w.push(color="new"))
+    tasks.drain(include_delayed=True)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == "superseded" and first.superseded_by_id == second.pk
+    # The leg already dispatched when the newer commit came finished; the ones not started were handed over.
+    assert sorted(w.legs(first).values()) == ["superseded", "synced", "synced"]
+    assert f"1 left to rollout {second.pk}" in first.reason
+    assert second.state == "synced"
+    for short in ("a", "b", "c"):
+        assert w.fleet.sandbox(short).get_object("v1", "ConfigMap", "web", "apps")["data"] == {"color": "new"}

@@ -64,7 +64,15 @@ def advance(rollout_id: int) -> str:
         )
         if not unfinished:
             synced = totals[SyncState.SYNCED]
-            if failed:
+            left = totals[SyncState.SUPERSEDED]
+            if left and rollout.superseded_by_id:
+                transition(
+                    rollout,
+                    RolloutState.SUPERSEDED,
+                    f"{synced} cluster(s) synced, {failed} failed, "
+                    f"{left} left to rollout {rollout.superseded_by_id}",
+                )
+            elif failed:
                 transition(rollout, RolloutState.FAILED, f"{synced} cluster(s) synced, {failed} failed")
             else:
                 transition(rollout, RolloutState.SYNCED, f"{synced} cluster(s) synced")

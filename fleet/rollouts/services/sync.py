@@ -130,7 +130,8 @@ def run_cluster_sync(cs_id: int) -> str:
             if not health.healthy:
                 error = f"not healthy: {health.reason or health.state}"
     except Exception as exc:
-        error = describe(exc, cs.cluster.api_url).message[:2000] or type(exc).__name__
+        secrets = ports.credentials(cs.cluster).secrets()
+        error = describe(exc, cs.cluster.api_url, secrets).message[:2000] or type(exc).__name__
         transient = is_retriable(exc)
     finally:
         heartbeat.stop()

@@ -166,6 +166,21 @@ def kube_dynamic_client(
 
 
 @pytest.fixture
+def kube_cluster(kube_apiserver: KubeApiServer, db: Any) -> Any:
+    """The real kube-apiserver registered as a Fleetgate Cluster (token auth, CA bundle verified)."""
+    from clusters.models import Cluster
+
+    return Cluster.objects.create(
+        name="kube-apiserver",
+        api_url=kube_apiserver.url,
+        auth_method="token",
+        token=kube_apiserver.token,
+        ca_data=kube_apiserver.ca_pem,
+        labels={"env": "test", "backend": "kube-apiserver"},
+    )
+
+
+@pytest.fixture
 def kube_namespace(kube_apiserver: KubeApiServer, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace made for this test alone (its name is yielded); deleted after the test."""
     name = unique_name(request.node.name)

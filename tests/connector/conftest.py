@@ -24,6 +24,7 @@ from tests.kube_backends import (  # noqa: F401 - fixtures and the marker hook a
     KubeApiServer,
     kube_apiserver,
     kube_apiserver_bin_dir,
+    kube_cluster,
     kube_dynamic_client,
     kube_namespace,
     pytest_collection_modifyitems,

@@ -154,6 +154,28 @@ def rendered_objects(resources: Sequence[Mapping[str, Any]]) -> list[gate.Render
     return out
 
 
+_ROW_KEYS = frozenset({"object", "source", "document"})
+
+
+def as_gate_objects(
+    objects: Sequence[gate.RenderedObject | Mapping[str, Any]],
+) -> list[gate.RenderedObject | Mapping[str, Any]]:
+    """Objects as given, except RenderedManifest.resources rows, which are unwrapped (keeping the source
+    file for the Violation rows). A Kubernetes object never has ``object``, ``source`` and ``document`` keys
+    at its top level."""
+    out: list[gate.RenderedObject | Mapping[str, Any]] = []
+    for item in objects:
+        if isinstance(item, Mapping) and _ROW_KEYS <= item.keys() and isinstance(item.get("object"), Mapping):
+            out.append(
+                gate.RenderedObject(
+                    item["object"], str(item.get("source") or ""), int(item.get("document") or 0)
+                )
+            )
+        else:
+            out.append(item)
+    return out
+
+
 # --------------------------------------------------------------------------------------------- run
 
 
@@ -342,11 +364,15 @@ def evaluate_targets(
     audit: bool = True,
     sha: str = "",
 ) -> MappingEvaluation:
-    """Evaluate (cluster, objects, namespace) targets of one mapping with the bindings loaded once."""
+    """Evaluate (cluster, objects, namespace) targets of one mapping with the bindings loaded once.
+
+    ``objects``: Kubernetes object dicts, ``gate.RenderedObject`` (with source file), or
+    RenderedManifest.resources rows as stored (unwrapped, source file kept)."""
     now = timezone.now()
     bound = build_bound_set(mapping, now=now)
     results: list[TargetResult] = []
-    for cluster, objects, namespace in targets:
+    for cluster, raw_objects, namespace in targets:
+        objects = as_gate_objects(raw_objects)
         ctx = target_context(mapping, cluster, commit, sha=sha, namespace=namespace)
         decision = run_target(objects, bound, ctx, engine=engine, now=now)
         results.append(TargetResult(cluster, decision, len(objects)))
@@ -419,6 +445,7 @@ __all__ = [
     "Enforcement",
     "MappingEvaluation",
     "TargetResult",
+    "as_gate_objects",
     "bindings_in_scope",
     "build_bound_set",
     "evaluate",

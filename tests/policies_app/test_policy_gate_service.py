@@ -249,3 +249,35 @@ def test_unreachable_opa_blocks_fail_closed(
     assert ev.engine == "opa"
     assert any(r.startswith("engine error: no-latest") for r in ev.reasons), ev.reasons
     assert ev.errors[0]["kind"] == "engine"
+
+
+def test_rendered_manifest_rows_are_accepted_and_keep_their_source_file(
+    fleet: dict[str, Any], make_policy: Any, bind: Any, engine: RegoEngine
+) -> None:
+    from policies.services.evaluation import evaluate_targets
+
+    bind(
+        make_policy(
+            "no-latest", engine, style="conftest", modules=[{"path": "l.rego", "source": lib.NO_LATEST}]
+        )
+    )
+    obj = lib.deployment("web", image="a:latest")
+    row = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "web",
+        "namespace": "apps",
+        "source": "apps/web/deploy.yaml",
+        "document": 2,
+        "object": obj,
+    }
+    result = evaluate_targets(
+        fleet["commit"],
+        fleet["mapping"],
+        [(fleet["prod"], [row], ""), (fleet["staging"], [obj], "")],
+        engine=engine,
+    )
+    by = {r.cluster.name: r.evaluation for r in result.results}
+    assert by["prod-eu-1"].violations.get().source_file == "apps/web/deploy.yaml"
+    assert by["staging-eu-1"].violations.get().source_file == ""
+    assert by["prod-eu-1"].violations.get().name == by["staging-eu-1"].violations.get().name == "web"

@@ -143,6 +143,20 @@ def run_cluster_sync(cs_id: int) -> str:
     return result
 
 
+# What the finish step writes (not the stored desired objects, plan or evaluation: big JSON, unchanged).
+_FINISH_FIELDS = [
+    "state",
+    "error",
+    "finished_at",
+    "lease_until",
+    "retry_at",
+    "results",
+    "counts",
+    "health",
+    "health_detail",
+]
+
+
 def _finish(
     cs_id: int,
     attempt: int,
@@ -168,7 +182,7 @@ def _finish(
             cs.health_detail = health.detail
         if not error:
             cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.SYNCED, "", now, None
-            cs.save()
+            cs.save(update_fields=_FINISH_FIELDS)
             sync_event(cs, "sync.succeeded", _summary(cs.counts), counts=cs.counts, health=cs.health)
             return "synced"
         if transient and attempt < max_attempts() and rollout.state == RolloutState.SYNCING:
@@ -176,12 +190,12 @@ def _finish(
             cs.state, cs.error = SyncState.QUEUED, error
             cs.retry_at = now + timedelta(seconds=delay)
             cs.lease_until = lease_from_now(delay)
-            cs.save()
+            cs.save(update_fields=_FINISH_FIELDS)
             sync_event(cs, "sync.retrying", f"attempt {attempt} failed, retry in {delay:g}s: {error}"[:2000])
             dispatch.send(dispatch.SYNC_CLUSTER, cs.pk, countdown=delay, task_id=cs.task_id)
             return "retrying"
         cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.FAILED, error, now, None
-        cs.save()
+        cs.save(update_fields=_FINISH_FIELDS)
         sync_event(cs, "sync.failed", error[:2000], counts=cs.counts)
         return "failed"
 

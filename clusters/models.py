@@ -21,6 +21,11 @@ def validate_api_url(value: str) -> None:
         raise ValidationError("The API server URL must start with https:// (or http:// for sandboxes).")
 
 
+def validate_values(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError("Values must be an object.")
+
+
 class Cluster(TimestampedModel):
     """A Kubernetes cluster Fleetgate syncs to. Credentials are encrypted at rest and never returned."""
 
@@ -44,6 +49,12 @@ class Cluster(TimestampedModel):
     )
     insecure_skip_tls_verify = models.BooleanField(default=False)
     labels = models.JSONField(default=dict, blank=True, validators=[selectors.validate_labels])
+    values = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_values],
+        help_text="Values for this cluster, layered over the mapping's and the group's when rendering.",
+    )
     status = models.CharField(max_length=16, choices=ClusterStatus.choices, default=ClusterStatus.UNKNOWN)
     kubernetes_version = models.CharField(max_length=64, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
@@ -111,6 +122,12 @@ class ClusterGroup(TimestampedModel):
     )
     include = models.ManyToManyField(Cluster, blank=True, related_name="included_in")
     exclude = models.ManyToManyField(Cluster, blank=True, related_name="excluded_from")
+    values = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_values],
+        help_text="Values for the group's clusters, layered over the mapping's when rendering.",
+    )
     members = models.ManyToManyField(
         Cluster,
         blank=True,

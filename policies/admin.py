@@ -18,6 +18,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: Any, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False  # versions are immutable; results are the gate's record
+
 
 class PolicyVersionInline(admin.TabularInline):
     model = PolicyVersion

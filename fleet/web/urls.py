@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from fleet.web.views import access, audit, clusters, dashboard
+from fleet.web.views import access, audit, clusters, dashboard, rollouts
 
 app_name = "web"
 
@@ -16,6 +16,9 @@ urlpatterns = [
     path("groups/preview/", clusters.selector_preview, name="selector-preview"),
     path("groups/<int:pk>/", clusters.group_detail, name="group-detail"),
     path("groups/<int:pk>/edit/", clusters.group_edit, name="group-edit"),
+    path("rollouts/", rollouts.rollout_list, name="rollout-list"),
+    path("rollouts/<int:pk>/", rollouts.rollout_detail, name="rollout-detail"),
+    path("rollouts/<int:pk>/<str:action>/", rollouts.rollout_act, name="rollout-act"),
     path("audit/", audit.audit_log, name="audit"),
     path("access/", access.access, name="access"),
 ]

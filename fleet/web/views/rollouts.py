@@ -1,0 +1,138 @@
+"""Rollouts in the UI: progress at a glance, per-cluster results, plans and policy results, and the actions
+(approve, reject, pause, resume, cancel, sync) for those allowed — the server checks again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from fleet.access.restrict import has_permission
+from fleet.rollouts import services
+from fleet.rollouts.api.views import progress_of
+from fleet.rollouts.choices import RolloutState
+from fleet.rollouts.models import Rollout
+from fleet.web.views.base import get_visible, paginate, require, visible
+
+# Colours of the progress bar, in the order they are drawn.
+BAR_STATES = ["synced", "syncing", "queued", "pending", "failed", "blocked", "cancelled", "superseded"]
+
+ACTIONS = {
+    # action: (permission, service call, allowed states)
+    "approve": ("approve", lambda r, u, _: services.approve(r, u), {RolloutState.AWAITING_APPROVAL}),
+    "reject": (
+        "approve",
+        lambda r, u, reason: services.reject(r, u, reason),
+        {RolloutState.AWAITING_APPROVAL},
+    ),
+    "pause": ("control", lambda r, u, _: services.pause(r, u), {RolloutState.QUEUED, RolloutState.SYNCING}),
+    "resume": (
+        "control",
+        lambda r, u, _: services.resume(r, u),
+        {RolloutState.QUEUED, RolloutState.SYNCING, RolloutState.HALTED},
+    ),
+    "cancel": (
+        "control",
+        lambda r, u, _: services.cancel(r, u),
+        {
+            RolloutState.AWAITING_APPROVAL,
+            RolloutState.APPROVED,
+            RolloutState.EVALUATED,
+            RolloutState.QUEUED,
+            RolloutState.SYNCING,
+            RolloutState.HALTED,
+        },
+    ),
+    "sync": (
+        "sync",
+        lambda r, u, _: services.start_sync(r, u),
+        {RolloutState.EVALUATED, RolloutState.APPROVED},
+    ),
+}
+
+
+def _bar(progress: dict[str, Any]) -> list[dict[str, Any]]:
+    total = progress.get("total") or 0
+    by_state = progress.get("by_state", {})
+    return [
+        {"state": state, "count": by_state[state], "percent": round(100 * by_state[state] / total, 1)}
+        for state in BAR_STATES
+        if by_state.get(state) and total
+    ]
+
+
+@login_required
+def rollout_list(request: HttpRequest) -> HttpResponse:
+    rollouts = visible(
+        request, Rollout.objects.select_related("mapping__repository", "mapping__cluster_group", "commit")
+    ).order_by("-id")
+    state = request.GET.get("state", "")
+    if state in RolloutState.values:
+        rollouts = rollouts.filter(state=state)
+    page = paginate(request, rollouts)
+    progress = progress_of([r.pk for r in page])
+    rows = [
+        {"rollout": r, "progress": progress.get(r.pk, {}), "bar": _bar(progress.get(r.pk, {}))} for r in page
+    ]
+    return render(
+        request, "web/rollouts/list.html", {"page": page, "rows": rows, "states": RolloutState.choices}
+    )
+
+
+@login_required
+def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    rollout = get_visible(
+        request,
+        Rollout.objects.select_related(
+            "mapping__repository", "mapping__cluster_group", "commit", "created_by"
+        ),
+        pk=pk,
+    )
+    syncs = list(rollout.syncs.select_related("cluster").order_by("batch", "cluster__name"))
+    batches: dict[int, list[Any]] = {}
+    for cs in syncs:
+        batches.setdefault(cs.batch, []).append(cs)
+    progress = progress_of([rollout.pk]).get(rollout.pk, {})
+    allowed = {
+        name: has_permission(request.user, Rollout, perm, rollout) and rollout.state in states
+        for name, (perm, _, states) in ACTIONS.items()
+    }
+    allowed["pause"] = allowed["pause"] and not rollout.paused
+    allowed["resume"] = allowed["resume"] and (rollout.paused or rollout.state == RolloutState.HALTED)
+    context = {
+        "rollout": rollout,
+        "batches": sorted(batches.items()),
+        "syncs": syncs,
+        "progress": progress,
+        "bar": _bar(progress),
+        "approvals": rollout.approvals.select_related("user").order_by("created"),
+        "allowed": allowed,
+    }
+    return render(request, "web/rollouts/detail.html", context)
+
+
+@login_required
+@require_POST
+def rollout_act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    rollout = get_visible(request, Rollout.objects.select_related("mapping__cluster_group", "commit"), pk=pk)
+    if action not in ACTIONS:
+        return HttpResponse("Unknown action.", status=404)
+    permission, call, _ = ACTIONS[action]
+    require(request, Rollout, permission, rollout)
+    reason = request.POST.get("reason", "").strip()
+    if action == "reject" and not reason:
+        messages.error(request, "A rejection needs a reason.")
+        return redirect("web:rollout-detail", pk=pk)
+    try:
+        call(rollout, request.user, reason)
+    except services.RolloutError as exc:
+        if "may not" in exc.message or "cannot approve" in exc.message:
+            return HttpResponse(exc.message, status=403)
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Rollout {rollout.pk}: {action} done.")
+    return redirect("web:rollout-detail", pk=pk)

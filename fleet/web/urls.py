@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from fleet.web.views import access, audit, clusters, dashboard, rollouts
+from fleet.web.views import access, audit, clusters, dashboard, rollouts, sources
 
 app_name = "web"
 
@@ -16,6 +16,9 @@ urlpatterns = [
     path("groups/preview/", clusters.selector_preview, name="selector-preview"),
     path("groups/<int:pk>/", clusters.group_detail, name="group-detail"),
     path("groups/<int:pk>/edit/", clusters.group_edit, name="group-edit"),
+    path("repositories/", sources.repository_list, name="repository-list"),
+    path("repositories/<int:pk>/", sources.repository_detail, name="repository-detail"),
+    path("commits/<int:pk>/", sources.commit_detail, name="commit-detail"),
     path("rollouts/", rollouts.rollout_list, name="rollout-list"),
     path("rollouts/<int:pk>/", rollouts.rollout_detail, name="rollout-detail"),
     path("rollouts/<int:pk>/<str:action>/", rollouts.rollout_act, name="rollout-act"),

@@ -37,7 +37,12 @@ class SyncOutcome:
 
 
 def sync_policy_source(
-    source: PolicySource, commit_sha: str, *, engine: RegoEngine | None = None, user: Any = None
+    source: PolicySource,
+    commit_sha: str,
+    *,
+    engine: RegoEngine | None = None,
+    user: Any = None,
+    cache: RepositoryCache | None = None,
 ) -> SyncOutcome:
     """Import the policies under ``source.path`` at ``commit_sha`` (new versions record the sha).
 
@@ -45,7 +50,8 @@ def sync_policy_source(
     the policies already stored stay as they were."""
     path = source.path.strip("/")
     try:
-        cache = repository_cache(source.repository)
+        # A fetch passes its own cache: its lock is re-entrant only within one cache object.
+        cache = cache or repository_cache(source.repository)
         commit_sha = ensure_commit(cache, commit_sha)
         with cache.export(commit_sha, paths=[path] if path else []) as root:
             files = read_directory(Path(root) / path if path else Path(root))
@@ -97,7 +103,9 @@ def sync_sources_for_commit(commit: Commit, *, engine: RegoEngine | None = None)
     ]
 
 
-def sync_sources_for_head(repository: Repository, *, engine: RegoEngine | None = None) -> list[SyncOutcome]:
+def sync_sources_for_head(
+    repository: Repository, *, engine: RegoEngine | None = None, cache: RepositoryCache | None = None
+) -> list[SyncOutcome]:
     """The hook after a fetch: sync the enabled sources of ``repository`` whose last synced commit is not its
     head (call it before rendering/evaluating that head, so its policies apply to its own manifests)."""
     if not repository.head_sha:
@@ -106,6 +114,6 @@ def sync_sources_for_head(repository: Repository, *, engine: RegoEngine | None =
         last_synced_sha=repository.head_sha
     )
     return [
-        sync_policy_source(source, repository.head_sha, engine=engine)
+        sync_policy_source(source, repository.head_sha, engine=engine, cache=cache)
         for source in sources.select_related("repository", "bind_group")
     ]

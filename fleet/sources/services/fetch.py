@@ -154,6 +154,12 @@ def fetch_repository(
             old_head = repo.head_sha or None
             update = cache.new_commits(repo.branch, old_head)
             commits = _record_update(repo, update)
+            if commits:
+                # A commit's own policies (policy sources in this repository) apply to its manifests.
+                from policies.services.sources import sync_sources_for_head
+
+                repo.refresh_from_db()
+                sync_sources_for_head(repo, cache=cache)
             renders = render_pending(repo, cache) if render else []
     except (GitError, ValueError) as exc:
         return _record_failure(repo, exc, trigger)

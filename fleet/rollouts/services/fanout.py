@@ -75,7 +75,12 @@ def advance(rollout_id: int) -> str:
             elif failed:
                 transition(rollout, RolloutState.FAILED, f"{synced} cluster(s) synced, {failed} failed")
             else:
-                transition(rollout, RolloutState.SYNCED, f"{synced} cluster(s) synced")
+                held = totals[SyncState.BLOCKED]
+                transition(
+                    rollout,
+                    RolloutState.SYNCED,
+                    f"{synced} cluster(s) synced" + (f", {held} blocked by policy" if held else ""),
+                )
             return str(rollout.state)
         batch = unfinished[0]
         in_flight = totals[SyncState.QUEUED] + totals[SyncState.SYNCING]

@@ -189,10 +189,18 @@ def _evaluate(rollout_id: int) -> None:
             if cs.decision == Decision.BLOCKED:
                 cs.state = SyncState.BLOCKED
         ClusterSync.objects.bulk_update(syncs, ["decision", "evaluation", "state"], batch_size=200)
-        if blocked:
-            rollout.syncs.exclude(state=SyncState.BLOCKED).update(state=SyncState.CANCELLED)
-            reason = f"blocked by policy on {len(blocked)} cluster(s): " + "; ".join(blocked[:5])
+        reason = f"blocked by policy on {len(blocked)} cluster(s): " + "; ".join(blocked[:5])
+        if blocked and len(blocked) == len(syncs):
             transition(rollout, RolloutState.BLOCKED, reason[:2000], decision=Decision.BLOCKED)
+            return
+        if blocked:
+            # A deny stops the rollout of that cluster only: its leg stays blocked, the others go on.
+            transition(
+                rollout,
+                RolloutState.EVALUATED,
+                f"{reason}; the other {len(syncs) - len(blocked)} cluster(s) proceed"[:2000],
+                decision=Decision.BLOCKED,
+            )
             return
         decision = Decision.WARNED if warned else Decision.PASSED
         transition(

@@ -196,7 +196,8 @@ class Connector:
                 )
             resource, namespaced = None, crd_kinds[(given.group, given.kind)]
         except Exception as exc:
-            return None, ObjectResult(given, FAILED, self.client.failure(exc).message)
+            failure = self.client.failure(exc)
+            return None, ObjectResult(given, FAILED, failure.message, failure.status)
         namespace = (given.namespace or default_namespace) if namespaced else ""
         ref = o.ObjectRef(given.api_version, given.kind, namespace, given.name)
         return _Prepared(ref, resource, o.with_tracking(manifest, mapping, ref)), None
@@ -229,7 +230,8 @@ class Connector:
                     item.ref, FAILED, f"the server has no kind {item.ref.kind} in {item.ref.api_version}"
                 )
             except Exception as exc:
-                return ObjectResult(item.ref, FAILED, self.client.failure(exc).message)
+                failure = self.client.failure(exc)
+                return ObjectResult(item.ref, FAILED, failure.message, failure.status)
         try:
             resp = self._ssa(item.resource, item.body, item.ref, force, dry_run)
         except Exception as exc:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -268,14 +267,9 @@ _TRANSPORT = (
 )
 
 
-_HTTP_STATUS = re.compile(r"^HTTP (\d{3})\b")
-
-
 def _transient(result: Any) -> bool:
     """Worth another attempt later: the server was unreachable or overloaded (5xx, 429), not a refusal."""
     status = result.status
-    if status is None and (m := _HTTP_STATUS.match(result.message or "")):
-        status = int(m.group(1))  # some failures carry the code only in the message
     if status is not None:
         return status in RETRIABLE_STATUS
     return (result.message or "").lower().startswith(_TRANSPORT)

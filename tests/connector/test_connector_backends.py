@@ -404,3 +404,20 @@ def test_schema_errors_are_not_retried(backend: Backend) -> None:
         assert ".spec.replicas: expected numeric (int or float), got string" in outcome.message
     else:
         assert outcome.action == "created"  # no schema validation, and the controller does not crash on it
+
+
+def test_a_failure_during_discovery_keeps_its_status_code(sandbox_backend: Backend) -> None:
+    """A 503 while the connector discovers a kind is reported with its code, so callers can retry later."""
+    backend = sandbox_backend
+    assert backend.sandbox is not None
+    backend.sandbox.faults.fail_next(50, 503)
+    try:
+        with backend.connector() as kube:
+            sync = kube.apply(
+                [configmap("late", {"a": "b"})], mapping="web", default_namespace=backend.namespace
+            )
+    finally:
+        backend.sandbox.faults.clear()
+    outcome = sync.results[0]
+    assert outcome.action == "failed"
+    assert outcome.status == 503, outcome.message

@@ -24,6 +24,7 @@ VIEWABLE = (
     "evaluation",
     "rollout",
     "clustersync",
+    "syncedstate",
     "auditevent",
 )
 

@@ -223,7 +223,7 @@ class ClusterSyncViewSet(FleetReadOnlyViewSet):
 class SyncedStateViewSet(FleetReadOnlyViewSet):
     """What is synced where: last synced commit per (mapping, cluster), its objects, health and drift.
 
-    Visible with the `clustersync.view` permission, in the scope of the mapping's group."""
+    Visible with the `syncedstate.view` permission, in the scope of the mapping's group."""
 
     queryset = SyncedState.objects.select_related(
         "mapping__repository", "mapping__cluster_group", "cluster", "commit"
@@ -233,9 +233,4 @@ class SyncedStateViewSet(FleetReadOnlyViewSet):
     ordering_fields = ["id", "synced_at", "drift_checked_at"]
     ordering = ["mapping_id", "cluster__name"]
 
-    def get_queryset(self) -> QuerySet:
-        scope = scope_for(self.request.user, "clustersync.view")
-        qs = self.base_queryset()
-        if scope.everywhere:
-            return qs
-        return qs.filter(mapping__cluster_group__in=scope.groups)
+

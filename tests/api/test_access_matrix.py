@@ -121,7 +121,8 @@ def world() -> dict[str, Any]:
         }
         mapping, cluster = objects[key]["pathmapping"], objects[key]["cluster"]
         objects[key]["rollout"] = Rollout.objects.create(mapping=mapping, commit=objects[key]["commit"])
-        objects[key]["clustersync"] = ClusterSync.objects.create(rollout=objects[key]["rollout"], cluster=cluster)
+        rollout = objects[key]["rollout"]
+        objects[key]["clustersync"] = ClusterSync.objects.create(rollout=rollout, cluster=cluster)
         objects[key]["syncedstate"] = SyncedState.objects.create(mapping=mapping, cluster=cluster)
     other = UserFactory(username="someone")
     objects["in"]["rolebinding"] = RoleBinding.objects.create(user=other, role="viewer", scope=staging)

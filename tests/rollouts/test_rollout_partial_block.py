@@ -46,7 +46,9 @@ def test_only_the_blocked_cluster_is_held(git_repo: Any, make_fleet: Any, tasks:
     ).policy
     PolicyBinding.objects.create(policy=policy, cluster_group=group, enforcement="deny")
 
-    git_repo.commit({"apps/web/ns.yaml": NAMESPACE, "apps/web/web.yaml": deployment("web", "nginx:1.27")}, "web")
+    git_repo.commit(
+        {"apps/web/ns.yaml": NAMESPACE, "apps/web/web.yaml": deployment("web", "nginx:1.27")}, "web"
+    )
     assert fetch_repository(repo).ok
     tasks.drain()
 

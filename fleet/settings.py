@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "policies",
     "fleet.rollouts",
     "fleet.web",
+    "fleet.demo",
 ]
 
 MIDDLEWARE = [

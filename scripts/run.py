@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""`make run`: migrate, make sure an admin exists, and start web, a Celery worker and beat together.
+"""`make run`: migrate, make sure an admin exists, set up the demo, and start web, a Celery worker, beat and
+sandbox clusters together (and the OPA server when FLEETGATE_REGO_ENGINE=opa).
 
 Runs on the embedded defaults unless the environment says otherwise (see .env.example). Ctrl-C stops every
-process it started; running it again keeps the data.
+process it started; running it again keeps the data and does not duplicate the demo.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,44 +21,64 @@ from honcho.manager import Manager
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SANDBOX_CLUSTERS = 6  # env dev/staging/prod x region eu/us
 
 
 def manage(*args: str) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, check=True, capture_output=True, text=True
     )
-    return result.stdout
+    return result.stdout.strip()
 
 
-def wait_ready(url: str, on_ready: str, timeout: float = 120) -> None:
+def var_dir() -> Path:
+    return Path(os.environ.get("FLEETGATE_VAR_DIR", str(ROOT / "var"))).resolve()
+
+
+def _get(url: str, token: str = "") -> dict | None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (a loopback http URL we built)
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (loopback)
+            return json.loads(response.read() or b"{}")
+    except (OSError, ValueError):
+        return None
+
+
+def wait_ready(url: str, token: str, banner: str, timeout: float = 180) -> None:
+    """Ready: the web answers and the sandbox clusters are registered and reachable through the API."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "healthz", timeout=2) as response:  # noqa: S310 (loopback)
-                if response.status == 200:
-                    print(on_ready, flush=True)
-                    return
-        except OSError:
-            pass
+        if _get(url + "healthz") is not None:
+            clusters = _get(url + "api/clusters/?limit=100", token) or {}
+            if clusters.get("count", 0) >= SANDBOX_CLUSTERS:
+                print(banner, flush=True)
+                return
         time.sleep(0.5)
-    print(f"fleetgate: web did not answer on {url} within {timeout:.0f}s", flush=True)
+    print(f"fleetgate: not ready within {timeout:.0f}s (see the process output above)", flush=True)
 
 
 def main() -> int:
     os.chdir(ROOT)
     host = os.environ.get("FLEETGATE_HOST", "127.0.0.1")
     port = os.environ.get("FLEETGATE_PORT", "8000")
+    sandbox_port = os.environ.get("FLEETGATE_SANDBOX_PORT", "8100")
     url = f"http://{host}:{port}/"
+    var = var_dir()
 
     print("fleetgate: migrating the database", flush=True)
     manage("migrate", "--noinput")
-    admin = manage("ensure_admin").strip()
+    admin = manage("ensure_admin", "--password-file", str(var / "admin-password"))
+    demo = ""
+    if os.environ.get("FLEETGATE_DEMO", "1") != "0":
+        demo = manage("demo", "setup")
+    token = manage("create_token", "admin", "--description", "make run", "--days", "1")
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     manager = Manager()
     manager.add_process(
         "web",
-        f"{BIN}/gunicorn fleet.wsgi --bind {host}:{port} --workers 2 --threads 4 --access-logfile - "
+        f"{BIN}/gunicorn fleet.wsgi --bind {host}:{port} --workers 2 --threads 4 --timeout 120 "
         "--graceful-timeout 5",
         env=env,
     )
@@ -66,20 +88,36 @@ def main() -> int:
         env=env,
     )
     manager.add_process("beat", f"{BIN}/celery -A fleet beat --loglevel INFO", env=env)
+    manager.add_process(
+        "sandbox",
+        f"{sys.executable} manage.py sandbox up --clusters {SANDBOX_CLUSTERS} --port {sandbox_port} "
+        f"--state {var / 'sandbox-state.json'} --rollout-delay 1",
+        env=env,
+    )
+    if env.get("FLEETGATE_REGO_ENGINE") == "opa":
+        manager.add_process("opa", f"{sys.executable} scripts/opa_server.py", env=env)
 
     banner = "\n".join(
         [
             "",
-            "=" * 72,
+            "=" * 78,
             f"Fleetgate is ready: {url}",
             f"  {admin}",
-            f"  API schema: {url}api/schema/   Swagger UI: {url}api/docs/",
+            f"  API token (1 day): {token}",
+            f"  {demo}" if demo else "  (demo off: FLEETGATE_DEMO=0)",
+            "",
+            "  Try:",
+            "  1. Open the URL, sign in, and look at Rollouts: the podinfo change is blocked in prod by a",
+            "     policy.",
+            "  2. Push the fix into the demo repository:  .venv/bin/python manage.py demo commit",
+            f"  3. Ask the API:  curl -s -H 'Authorization: Bearer {token}' \\",
+            f"                   '{url}api/rollouts/?state=blocked'",
             "  Stop with Ctrl-C.",
-            "=" * 72,
+            "=" * 78,
             "",
         ]
     )
-    threading.Thread(target=wait_ready, args=(url, banner), daemon=True).start()
+    threading.Thread(target=wait_ready, args=(url, token, banner), daemon=True).start()
     manager.loop()
     return manager.returncode or 0
 

@@ -181,6 +181,14 @@ spec:
           resources:
             limits: {memory: {{ .Values.memory }}}
 """,
+    "charts/cache/templates/namespace.yaml": """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {{ .Release.Namespace }}
+  labels:
+    app.kubernetes.io/name: {{ .Chart.Name }}
+""",
     "charts/cache/templates/service.yaml": """\
 apiVersion: v1
 kind: Service

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -21,13 +23,31 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--username", default="admin")
         parser.add_argument("--password", default="", help="Default: a random password, printed once.")
+        parser.add_argument(
+            "--password-file",
+            default="",
+            help="Local demo only: keep the generated password in this 0600 file, print the login each time.",
+        )
 
-    def handle(self, *args: Any, username: str, password: str, **options: Any) -> None:
+    def handle(self, *args: Any, username: str, password: str, password_file: str, **options: Any) -> None:
         User = get_user_model()
+        keep = Path(password_file) if password_file else None
         if User.objects.filter(is_superuser=True).exists():
-            self.stdout.write("An admin user exists already.")
+            existing = User.objects.filter(username=username).first()
+            if keep and keep.exists() and existing and existing.check_password(keep.read_text().strip()):
+                self.stdout.write(f"Admin login: {username} / {keep.read_text().strip()}")
+            else:
+                self.stdout.write(
+                    "An admin user exists already (its password was printed when it was created)."
+                )
             return
         password = password or secrets.token_urlsafe(12)
+        if keep:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            keep.unlink(missing_ok=True)
+            fd = os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(password)
         with acting(), transaction.atomic():
             user = User.objects.create_superuser(username=username, email="", password=password)
             RoleBinding.objects.create(user=user, role=Role.ADMIN)

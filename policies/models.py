@@ -28,7 +28,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from fleet.access.restrict import RestrictedQuerySet, restrict, scope_for
+from fleet.access.restrict import RestrictedQuerySet, restrict, restrict_by_scope, scope_for
 from fleet.core.models import TimestampedModel
 from policies.choices import BindingEnforcement, Decision, Enforcement, PolicyStyle, TestStatus
 
@@ -47,7 +47,7 @@ class GlobalViewQuerySet(RestrictedQuerySet):
         if action == "view":
             scope = scope_for(user, f"{self.model._meta.model_name}.view")
             return self if not scope.nowhere else self.none()
-        return restrict(self, user, action)
+        return restrict_by_scope(self, user, action)
 
 
 class GroupOrGlobalQuerySet(RestrictedQuerySet):
@@ -63,7 +63,7 @@ class GroupOrGlobalQuerySet(RestrictedQuerySet):
             return self.filter(
                 models.Q(cluster_group__isnull=True) | models.Q(cluster_group__in=scope.groups)
             )
-        return restrict(self, user, action)
+        return restrict_by_scope(self, user, action)
 
 
 class Policy(TimestampedModel):

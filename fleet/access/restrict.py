@@ -77,6 +77,16 @@ def permission_name(model: type[models.Model], action: str) -> str:
 
 
 def restrict(queryset: models.QuerySet, user: Any, action: str = "view") -> models.QuerySet:
+    """The one entry point. A model whose queryset class defines its own ``restrict`` (policies seen by
+    everyone who may view policies anywhere, say) is asked through it; every other model by scope."""
+    custom = getattr(type(queryset), "restrict", None)
+    if custom is not None and custom is not RestrictedQuerySet.restrict:
+        return custom(queryset, user, action)
+    return restrict_by_scope(queryset, user, action)
+
+
+def restrict_by_scope(queryset: models.QuerySet, user: Any, action: str = "view") -> models.QuerySet:
+    """Narrow by the user's bindings and the model's ``scope_path`` (see the module docstring)."""
     model = queryset.model
     scope = scope_for(user, permission_name(model, action))
     if scope.everywhere:
@@ -105,4 +115,4 @@ def has_permission(
 
 class RestrictedQuerySet(models.QuerySet):
     def restrict(self, user: Any, action: str = "view") -> models.QuerySet:
-        return restrict(self, user, action)
+        return restrict_by_scope(self, user, action)

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from fleet.web.views import access, audit, clusters, dashboard, rollouts, sources
+from fleet.web.views import access, audit, clusters, dashboard, policies, rollouts, sources
 
 app_name = "web"
 
@@ -22,6 +22,10 @@ urlpatterns = [
     path("rollouts/", rollouts.rollout_list, name="rollout-list"),
     path("rollouts/<int:pk>/", rollouts.rollout_detail, name="rollout-detail"),
     path("rollouts/<int:pk>/<str:action>/", rollouts.rollout_act, name="rollout-act"),
+    path("policies/", policies.policy_list, name="policy-list"),
+    path("policies/<int:pk>/", policies.policy_detail, name="policy-detail"),
+    path("waivers/", policies.waivers, name="waivers"),
+    path("waivers/<int:pk>/expire/", policies.waiver_expire, name="waiver-expire"),
     path("audit/", audit.audit_log, name="audit"),
     path("access/", access.access, name="access"),
 ]

@@ -145,3 +145,21 @@ def test_rollout_pages_run_constant_queries(
     url = "/rollouts/" if page == "list" else f"/rollouts/{rollout.pk}/"
     with django_assert_max_num_queries(14):
         assert client.get(url).status_code == 200
+
+
+def test_detail_draws_a_timeline_per_cluster(admin_user: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    rollout = make_rollout(3, state="synced")
+    start = timezone.now() - timedelta(minutes=5)
+    for i, cs in enumerate(rollout.syncs.order_by("cluster__name")):
+        cs.state = "synced"
+        cs.queued_at = start
+        cs.started_at = start + timedelta(seconds=10 * i)
+        cs.finished_at = start + timedelta(seconds=10 * i + 8)
+        cs.save()
+    html = client_for(admin_user).get(f"/rollouts/{rollout.pk}/").content.decode()
+    assert html.count('class="span"') == 3
+    assert "left: 0.0%" in html and "synced, 8.0 s" in html

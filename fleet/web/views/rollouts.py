@@ -65,6 +65,43 @@ def _bar(progress: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+TIMELINE_COLORS = {"synced": "#22c55e", "failed": "#ef4444", "syncing": "#3b82f6", "queued": "#93c5fd"}
+
+
+def timeline(syncs: list[Any]) -> dict[str, Any]:
+    """Per cluster, when its sync ran (queued → started → finished), scaled to the rollout's span."""
+    from django.utils import timezone
+
+    moments = [t for cs in syncs for t in (cs.queued_at, cs.started_at, cs.finished_at) if t]
+    if not moments:
+        return {"rows": [], "seconds": 0}
+    start, end = (
+        min(moments),
+        max(
+            max(moments),
+            timezone.now() if any(cs.finished_at is None and cs.started_at for cs in syncs) else max(moments),
+        ),
+    )
+    span = max((end - start).total_seconds(), 0.001)
+    rows = []
+    for cs in syncs:
+        begin = cs.started_at or cs.queued_at
+        if begin is None:
+            continue
+        finish = cs.finished_at or end
+        rows.append(
+            {
+                "cluster": cs.cluster.name,
+                "state": cs.state,
+                "left": round(100 * (begin - start).total_seconds() / span, 2),
+                "width": max(round(100 * (finish - begin).total_seconds() / span, 2), 0.8),
+                "color": TIMELINE_COLORS.get(cs.state, "#9ca3af"),
+                "seconds": round((finish - begin).total_seconds(), 1),
+            }
+        )
+    return {"rows": rows, "seconds": round(span, 1)}
+
+
 @login_required
 def rollout_list(request: HttpRequest) -> HttpResponse:
     rollouts = visible(
@@ -111,6 +148,7 @@ def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "bar": _bar(progress),
         "approvals": rollout.approvals.select_related("user").order_by("created"),
         "allowed": allowed,
+        "timeline": timeline(syncs),
     }
     return render(request, "web/rollouts/detail.html", context)
 

@@ -1,0 +1,174 @@
+"""Policies in the UI: the list with versions and unit-test results, one policy with its source, compile
+errors and tests, violations over time by policy, and waivers (create with justification and expiry)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from clusters.models import ClusterGroup
+from fleet.access.restrict import has_permission
+from fleet.audit.services import record_change
+from fleet.web.views.base import get_visible, require, visible
+from policies.models import Policy, PolicyBinding, Violation, Waiver
+from policies.services.waivers import expire_waiver
+
+CHART_DAYS = 14
+PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"]
+
+
+def violations_chart(violations: Any, days: int = CHART_DAYS) -> dict[str, Any]:
+    """Stacked daily bars of violations by policy over the last `days` days, as SVG geometry."""
+    since = timezone.now() - timedelta(days=days - 1)
+    rows = (
+        violations.filter(evaluation__created__gte=since)
+        .annotate(day=TruncDate("evaluation__created"))
+        .values("day", "policy_name")
+        .annotate(n=Count("id"))
+        .order_by("day")
+    )
+    dates = [(since + timedelta(days=i)).date() for i in range(days)]
+    policies = sorted({r["policy_name"] for r in rows})
+    counts = {(r["day"], r["policy_name"]): r["n"] for r in rows}
+    peak = max([sum(counts.get((d, p), 0) for p in policies) for d in dates] + [1])
+    width, height, gap = 36, 160, 6
+    bars = []
+    for i, day in enumerate(dates):
+        y = height
+        for j, policy in enumerate(policies):
+            n = counts.get((day, policy), 0)
+            if not n:
+                continue
+            h = round(height * n / peak, 1)
+            y -= h
+            bars.append(
+                {
+                    "x": i * (width + gap),
+                    "y": round(y, 1),
+                    "w": width,
+                    "h": h,
+                    "color": PALETTE[j % len(PALETTE)],
+                    "title": f"{day}: {n} × {policy}",
+                }
+            )
+    return {
+        "bars": bars,
+        "labels": [
+            {"x": i * (width + gap) + width / 2, "text": d.strftime("%m-%d")} for i, d in enumerate(dates)
+        ],
+        "legend": [{"name": p, "color": PALETTE[j % len(PALETTE)]} for j, p in enumerate(policies)],
+        "width": days * (width + gap),
+        "height": height,
+        "peak": peak,
+    }
+
+
+@login_required
+def policy_list(request: HttpRequest) -> HttpResponse:
+    policies = (
+        visible(request, Policy.objects.select_related("current"))
+        .annotate(bindings_n=Count("bindings", distinct=True), versions_n=Count("versions", distinct=True))
+        .order_by("name")
+    )
+    violations = visible(request, Violation.objects.all())
+    context = {
+        "policies": policies,
+        "bindings": visible(request, PolicyBinding.objects.select_related("policy", "cluster_group")),
+        "chart": violations_chart(violations),
+    }
+    return render(request, "web/policies/list.html", context)
+
+
+@login_required
+def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    policy = get_visible(request, Policy.objects.select_related("current"), pk=pk)
+    context = {
+        "policy": policy,
+        "version": policy.current,
+        "versions": policy.versions.order_by("-number")[:20],
+        "waivers": visible(request, Waiver.objects.filter(policy=policy).select_related("cluster_group")),
+    }
+    return render(request, "web/policies/detail.html", context)
+
+
+class WaiverForm(forms.ModelForm):
+    class Meta:
+        model = Waiver
+        fields = [
+            "policy",
+            "kind",
+            "namespace",
+            "name_pattern",
+            "cluster_group",
+            "cluster_pattern",
+            "expires_at",
+            "justification",
+        ]
+        widgets = {
+            "expires_at": forms.DateTimeInput(attrs={"type": "datetime-local"}),
+            "justification": forms.Textarea(attrs={"rows": 3}),
+        }
+
+    def __init__(self, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        policy_field: Any = self.fields["policy"]
+        policy_field.queryset = visible(request, Policy.objects.all())
+        group_field: Any = self.fields["cluster_group"]
+        group_field.queryset = visible(request, ClusterGroup.objects.all(), "view")
+        group_field.required = False
+        group_field.empty_label = "all clusters"
+        self.instance.author = request.user
+        self.instance.author_name = request.user.get_username()[:150]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def waivers(request: HttpRequest) -> HttpResponse:
+    rows = visible(request, Waiver.objects.select_related("policy", "cluster_group", "author")).order_by(
+        "-expires_at"
+    )
+    can_add = has_permission(request.user, Waiver, "add")
+    form = WaiverForm(request.POST or None, request=request) if can_add else None
+    if request.method == "POST":
+        require(request, Waiver, "add")
+        if form is not None and form.is_valid():
+            try:
+                with transaction.atomic():
+                    waiver = form.save()
+                    if not has_permission(request.user, Waiver, "add", waiver):
+                        raise PermissionDenied("You may not waive policies in that scope.")
+                    record_change("waiver.create", waiver, None)
+            except PermissionDenied as exc:
+                form.add_error("cluster_group", str(exc))
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(
+                    request, f"Waiver for {waiver.policy.name} until {waiver.expires_at:%Y-%m-%d %H:%M}."
+                )
+                return redirect("web:waivers")
+    now = timezone.now()
+    context = {"waivers": rows, "form": form, "now": now}
+    return render(request, "web/policies/waivers.html", context)
+
+
+@login_required
+@require_POST
+def waiver_expire(request: HttpRequest, pk: int) -> HttpResponse:
+    waiver = get_visible(request, Waiver.objects.all(), pk=pk)
+    require(request, Waiver, "change", waiver)
+    expire_waiver(waiver)
+    messages.success(request, "Waiver expired.")
+    return redirect("web:waivers")

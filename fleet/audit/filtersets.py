@@ -2,11 +2,12 @@ import django_filters
 
 from fleet.audit.models import AuditEvent
 from fleet.core.choices import ChangeContext
+from fleet.core.filters import UTCDateTimeFilter
 
 
 class AuditEventFilterSet(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(field_name="time", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="time", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="time", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="time", lookup_expr="lt")
     actor = django_filters.CharFilter(field_name="actor_name")
     action = django_filters.CharFilter(field_name="action", lookup_expr="startswith")
     cluster = django_filters.CharFilter(field_name="cluster_name")

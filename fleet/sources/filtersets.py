@@ -1,5 +1,6 @@
 import django_filters
 
+from fleet.core.filters import UTCDateTimeFilter
 from fleet.sources.choices import CommitStatus, Renderer
 from fleet.sources.models import Commit, PathMapping, Repository
 
@@ -24,8 +25,8 @@ class PathMappingFilterSet(django_filters.FilterSet):
 class CommitFilterSet(django_filters.FilterSet):
     sha = django_filters.CharFilter(lookup_expr="startswith")
     status = django_filters.MultipleChoiceFilter(choices=CommitStatus.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="committed_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="committed_at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="committed_at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="committed_at", lookup_expr="lt")
 
     class Meta:
         model = Commit

@@ -49,3 +49,8 @@ def login(live_server: Any) -> Any:
         page.click("button[type=submit]")
 
     return do
+
+
+# The rollouts suite's real-parts fixtures (sandbox clusters over HTTP, the in-process task queue that runs
+# the real task functions) serve the browser flow too.
+from tests.rollouts.conftest import _fast_retries, make_fleet, sandbox_server, tasks  # noqa: E402, F401

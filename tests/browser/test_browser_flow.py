@@ -21,7 +21,6 @@ from fleet.demo import repository as demo_repo
 from fleet.demo import setup as demo
 from fleet.rollouts.models import Rollout
 from fleet.sources.services import fetch_repository
-from tests.rollouts.conftest import _fast_retries, make_fleet, sandbox_server, tasks  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

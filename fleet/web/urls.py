@@ -12,6 +12,7 @@ urlpatterns = [
     path("clusters/", clusters.cluster_list, name="cluster-list"),
     path("clusters/register/", clusters.cluster_register, name="cluster-register"),
     path("clusters/<int:pk>/", clusters.cluster_detail, name="cluster-detail"),
+    path("clusters/<int:pk>/test/", clusters.cluster_test, name="cluster-test"),
     path("groups/", clusters.group_list, name="group-list"),
     path("groups/preview/", clusters.selector_preview, name="selector-preview"),
     path("groups/<int:pk>/", clusters.group_detail, name="group-detail"),

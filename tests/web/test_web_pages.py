@@ -156,3 +156,47 @@ def test_pages_run_constant_queries(
     client = client_for(make_user("ana", role="viewer", scope=group))
     with django_assert_max_num_queries(14):
         assert client.get(url).status_code == 200
+
+
+def test_cluster_page_shows_what_is_synced_there_and_drift(admin_user: Any, fleet: dict[str, Any]) -> None:
+    from fleet.rollouts.models import SyncedState
+    from tests.factories import CommitFactory, PathMappingFactory
+
+    cluster = Cluster.objects.get(name="stg-1")
+    mapping = PathMappingFactory(name="web-staging", cluster_group=fleet["staging"])
+    SyncedState.objects.create(
+        mapping=mapping,
+        cluster=cluster,
+        commit=CommitFactory(repository=mapping.repository, message="bump web"),
+        health="Healthy",
+        drift_status="drifted",
+        drift=[{"ref": {"kind": "ConfigMap", "name": "web"}, "state": "changed"}],
+        inventory=[{"kind": "ConfigMap", "name": "web"}],
+    )
+    html = client_for(admin_user).get(f"/clusters/{cluster.pk}/").content.decode()
+    assert (
+        "web-staging" in html
+        and "bump web" in html
+        and "Drifted" in html
+        and "ConfigMap web: changed" in html
+    )
+
+
+def test_test_connection_button_checks_a_real_sandbox(make_user: Any, fleet: dict[str, Any]) -> None:
+    from clusters.sandbox import SandboxServer
+
+    with SandboxServer() as server:
+        box = server.add_cluster("web-test", token="conn-token-secret")
+        cluster = Cluster.objects.create(
+            name="conn-1", api_url=box.url, token="conn-token-secret", labels={"env": "staging"}
+        )
+        deployer = client_for(make_user("dep", role="deployer", scope=fleet["staging"]))
+        page = deployer.get(f"/clusters/{cluster.pk}/").content.decode()
+        assert 'id="test-connection"' in page
+        response = deployer.post(f"/clusters/{cluster.pk}/test/", follow=True)
+        assert "is reachable" in response.content.decode()
+        cluster.refresh_from_db()
+        assert cluster.status == "reachable"
+    viewer = client_for(make_user("vie", role="viewer", scope=fleet["staging"]))
+    assert 'id="test-connection"' not in viewer.get(f"/clusters/{cluster.pk}/").content.decode()
+    assert viewer.post(f"/clusters/{cluster.pk}/test/").status_code == 403

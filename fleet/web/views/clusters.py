@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from clusters.choices import AuthMethod, ClusterStatus
 from clusters.filtersets import filter_by_selector
@@ -44,9 +44,16 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from fleet.rollouts.models import SyncedState
+
     cluster = get_visible(request, Cluster.objects.prefetch_related("groups"), pk=pk)
+    synced = visible(
+        request,
+        SyncedState.objects.filter(cluster=cluster).select_related("mapping__repository", "commit"),
+    ).order_by("mapping__name")
     context = {
         "cluster": cluster,
+        "synced": synced,
         "can_test": has_permission(request.user, Cluster, "test", cluster),
         "can_change": has_permission(request.user, Cluster, "change", cluster),
     }
@@ -86,6 +93,23 @@ class ClusterForm(forms.ModelForm):
             self.instance.auth_method = AuthMethod.KUBECONFIG
         self.instance.labels = cleaned.get("labels_text") or {}
         return cleaned
+
+
+@login_required
+@require_POST
+def cluster_test(request: HttpRequest, pk: int) -> HttpResponse:
+    """Test the connection now (the same service as the API's test-connection) and say what happened."""
+    from clusters.services import test_connection
+
+    cluster = get_visible(request, Cluster.objects.all(), pk=pk)
+    require(request, Cluster, "test", cluster)
+    test_connection(cluster)
+    cluster.refresh_from_db()
+    if cluster.status == ClusterStatus.REACHABLE:
+        messages.success(request, f"{cluster.name} is reachable (Kubernetes {cluster.kubernetes_version}).")
+    else:
+        messages.error(request, f"{cluster.name} is unreachable: {cluster.last_error}")
+    return redirect("web:cluster-detail", pk=pk)
 
 
 @login_required

@@ -22,7 +22,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     clusters = visible(request, Cluster.objects.all())
     by_status = {row["status"]: row["n"] for row in clusters.values("status").annotate(n=Count("id"))}
     drifted = (
-        visible(request, SyncedState.objects.filter(drift_status="drifted")).values("cluster").distinct().count()
+        visible(request, SyncedState.objects.filter(drift_status="drifted"))
+        .values("cluster")
+        .distinct()
+        .count()
     )
     rollouts = visible(request, Rollout.objects.select_related("mapping__cluster_group", "commit"))
     in_flight = list(rollouts.filter(state__in=IN_FLIGHT).order_by("-id")[:10])
@@ -36,8 +39,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "by_status": by_status,
         "drifted": drifted,
         "groups": visible(request, ClusterGroup.objects.all()).annotate(n=Count("members")),
-        "in_flight": [{"rollout": r, "bar": _bar(progress.get(r.pk, {})), "progress": progress.get(r.pk, {})}
-                      for r in in_flight],
+        "in_flight": [
+            {"rollout": r, "bar": _bar(progress.get(r.pk, {})), "progress": progress.get(r.pk, {})}
+            for r in in_flight
+        ],
         "blocked": rollouts.filter(decision="blocked").order_by("-id")[:10],
         "waiting": list(waiting.order_by("-id")[:10]) if not approve_scope.nowhere else [],
         "events": visible(request, AuditEvent.objects.all())[:15],

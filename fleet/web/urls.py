@@ -22,6 +22,7 @@ urlpatterns = [
     path("commits/<int:pk>/", sources.commit_detail, name="commit-detail"),
     path("rollouts/", rollouts.rollout_list, name="rollout-list"),
     path("rollouts/<int:pk>/", rollouts.rollout_detail, name="rollout-detail"),
+    path("rollouts/<int:pk>/rollback/", rollouts.rollout_rollback, name="rollout-rollback"),
     path("rollouts/<int:pk>/<str:action>/", rollouts.rollout_act, name="rollout-act"),
     path("policies/", policies.policy_list, name="policy-list"),
     path("policies/<int:pk>/", policies.policy_detail, name="policy-detail"),

@@ -143,7 +143,7 @@ def test_rollout_pages_run_constant_queries(
     rollout = make_rollout(clusters, state="syncing")
     client = client_for(admin_user)
     url = "/rollouts/" if page == "list" else f"/rollouts/{rollout.pk}/"
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(16):
         assert client.get(url).status_code == 200
 
 
@@ -163,3 +163,21 @@ def test_detail_draws_a_timeline_per_cluster(admin_user: Any) -> None:
     html = client_for(admin_user).get(f"/rollouts/{rollout.pk}/").content.decode()
     assert html.count('class="span"') == 3
     assert "left: 0.0%" in html and "synced, 8.0 s" in html
+
+
+def test_deployer_rolls_back_to_an_earlier_synced_commit(make_user: Any) -> None:
+    current = make_rollout(2, state="synced")
+    mapping = current.mapping
+    current.commit.sequence = 1000
+    current.commit.save()
+    earlier_commit = CommitFactory(repository=mapping.repository, sequence=10)
+    Rollout.objects.create(mapping=mapping, commit=earlier_commit, state="synced")
+    viewer = client_for(make_user("vv", role="viewer"))
+    assert 'id="rollback"' not in viewer.get(f"/rollouts/{current.pk}/").content.decode()
+    assert viewer.post(f"/rollouts/{current.pk}/rollback/", {"commit": earlier_commit.pk}).status_code == 403
+    deployer = client_for(make_user("dd", role="deployer", scope=mapping.cluster_group))
+    assert 'id="rollback"' in deployer.get(f"/rollouts/{current.pk}/").content.decode()
+    response = deployer.post(f"/rollouts/{current.pk}/rollback/", {"commit": earlier_commit.pk})
+    assert response.status_code == 302
+    rollback = Rollout.objects.get(rollback_of=current)
+    assert rollback.commit == earlier_commit and rollback.trigger == "rollback"

@@ -138,6 +138,16 @@ def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
         name: has_permission(request.user, Rollout, perm, rollout) and rollout.state in states
         for name, (perm, _, states) in ACTIONS.items()
     }
+    allowed["rollback"] = has_permission(request.user, Rollout, "rollback", rollout)
+    earlier = (
+        Rollout.objects.filter(
+            mapping=rollout.mapping, state=RolloutState.SYNCED, commit__sequence__lt=rollout.commit.sequence
+        )
+        .select_related("commit")
+        .order_by("-commit__sequence")[:10]
+        if allowed["rollback"]
+        else []
+    )
     allowed["pause"] = allowed["pause"] and not rollout.paused
     allowed["resume"] = allowed["resume"] and (rollout.paused or rollout.state == RolloutState.HALTED)
     context = {
@@ -149,8 +159,32 @@ def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "approvals": rollout.approvals.select_related("user").order_by("created"),
         "allowed": allowed,
         "timeline": timeline(syncs),
+        "earlier": earlier,
     }
     return render(request, "web/rollouts/detail.html", context)
+
+
+@login_required
+@require_POST
+def rollout_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start a rollout of an earlier commit of the same mapping; it passes the gate and approval again."""
+    from fleet.sources.models import Commit
+
+    rollout = get_visible(request, Rollout.objects.select_related("mapping", "commit"), pk=pk)
+    require(request, Rollout, "rollback", rollout)
+    commit = Commit.objects.filter(
+        pk=request.POST.get("commit") or 0, repository=rollout.mapping.repository_id
+    ).first()
+    if commit is None:
+        messages.error(request, "Choose an earlier commit of this mapping.")
+        return redirect("web:rollout-detail", pk=pk)
+    try:
+        new = services.rollback(rollout, commit, request.user)
+    except services.RolloutError as exc:
+        messages.error(request, exc.message)
+        return redirect("web:rollout-detail", pk=pk)
+    messages.success(request, f"Rollback to {commit.sha[:10]} started as rollout {new.pk}.")
+    return redirect("web:rollout-detail", pk=new.pk)
 
 
 @login_required

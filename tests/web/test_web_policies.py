@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from fleet.audit.models import AuditEvent
-from policies.models import Evaluation, Violation, Waiver
+from policies.models import Evaluation, Policy, Violation, Waiver
 from policies.services.definitions import PolicyDefinition, save_policy
 from tests.factories import ClusterFactory, ClusterGroupFactory, CommitFactory, PathMappingFactory
 
@@ -121,3 +121,43 @@ def test_policy_list_runs_constant_queries(
     client = client_for(admin_user)
     with django_assert_max_num_queries(12):
         assert client.get("/policies/").status_code == 200
+
+
+BROKEN = """package main
+
+deny[msg] {
+    input.kind == "Deployment"
+    msg := sprintf("broken %v", [input.metadata.name]
+}
+"""
+
+FAILING_TEST = NO_LATEST.replace('"a:latest"', '"a:1.0"')
+
+
+def test_editor_shows_compile_errors_with_their_line_and_failing_tests(make_user: Any) -> None:
+    client = client_for(make_user("pa", role="policy-admin"))
+    page = client.post("/policies/new/", {"name": "broken", "module_path": "broken.rego", "source": BROKEN})
+    html = page.content.decode()
+    assert page.status_code == 200 and 'id="compile-errors"' in html
+    assert "broken.rego:5" in html or "broken.rego:6" in html
+    failing = client.post(
+        "/policies/new/", {"name": "latest", "module_path": "l.rego", "source": FAILING_TEST}
+    )
+    assert 'id="test-results"' in failing.content.decode() and "fail" in failing.content.decode()
+    saved = client.post("/policies/new/", {"name": "latest", "module_path": "l.rego", "source": NO_LATEST})
+    assert saved.status_code == 302
+    policy = Policy.objects.get(name="latest")
+    edited = client.post(
+        f"/policies/{policy.pk}/edit/",
+        {"name": "latest", "module_path": "l.rego", "source": NO_LATEST + "\n# a comment\n"},
+    )
+    assert edited.status_code == 302
+    policy.refresh_from_db()
+    assert policy.current.number == 2
+
+
+def test_viewers_cannot_open_the_editor(make_user: Any, policy: Any) -> None:
+    client = client_for(make_user("vw", role="viewer"))
+    assert client.get("/policies/new/").status_code == 403
+    assert client.post(f"/policies/{policy.pk}/edit/", {"name": "x"}).status_code == 403
+    assert "New policy" not in client.get("/policies/").content.decode()

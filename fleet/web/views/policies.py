@@ -87,6 +87,7 @@ def policy_list(request: HttpRequest) -> HttpResponse:
         "policies": policies,
         "bindings": visible(request, PolicyBinding.objects.select_related("policy", "cluster_group")),
         "chart": violations_chart(violations),
+        "can_add": has_permission(request.user, Policy, "add"),
     }
     return render(request, "web/policies/list.html", context)
 
@@ -99,6 +100,7 @@ def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "version": policy.current,
         "versions": policy.versions.order_by("-number")[:20],
         "waivers": visible(request, Waiver.objects.filter(policy=policy).select_related("cluster_group")),
+        "can_change": has_permission(request.user, Policy, "change", policy),
     }
     return render(request, "web/policies/detail.html", context)
 
@@ -172,3 +174,53 @@ def waiver_expire(request: HttpRequest, pk: int) -> HttpResponse:
     expire_waiver(waiver)
     messages.success(request, "Waiver expired.")
     return redirect("web:waivers")
+
+
+class PolicyEditForm(forms.Form):
+    name = forms.RegexField(regex=r"^[a-z0-9]([-a-z0-9_.]{0,98}[a-z0-9])?$", max_length=100)
+    module_path = forms.CharField(initial="policy.rego", max_length=200)
+    source = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 18, "class": "code", "spellcheck": "false"})
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    """Write or change a conftest-style policy: compiled and its test_ rules run on save; errors inline."""
+    from policies.services.definitions import (
+        EngineUnavailableForSave,
+        PolicyDefinition,
+        PolicyInvalid,
+        save_policy,
+    )
+
+    policy = get_visible(request, Policy.objects.select_related("current"), pk=pk) if pk else None
+    require(request, Policy, "change" if policy else "add", policy)
+    initial: dict[str, Any] = {}
+    if policy is not None and policy.current is not None:
+        modules = policy.current.content.get("modules") or []
+        if policy.style != "conftest" or len(modules) != 1:
+            messages.error(
+                request, "Only single-module conftest policies are edited here; use the API for others."
+            )
+            return redirect("web:policy-detail", pk=policy.pk)
+        initial = {"name": policy.name, "module_path": modules[0]["path"], "source": modules[0]["source"]}
+    form = PolicyEditForm(request.POST or None, initial=initial)
+    errors: list[dict[str, Any]] = []
+    tests: list[dict[str, Any]] = []
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        definition = PolicyDefinition(style="conftest", modules=((data["module_path"], data["source"]),))
+        try:
+            result = save_policy(data["name"], definition, user=request.user, policy=policy)
+        except PolicyInvalid as exc:
+            errors, tests = exc.errors or [{"line": 0, "message": exc.message}], exc.tests
+        except EngineUnavailableForSave as exc:
+            errors = [{"line": 0, "message": f"the policy engine is unavailable: {exc}"}]
+        else:
+            number = result.policy.current.number if result.policy.current else "?"
+            messages.success(request, f"Saved {result.policy.name} v{number}.")
+            return redirect("web:policy-detail", pk=result.policy.pk)
+    context = {"form": form, "policy": policy, "errors": errors, "tests": tests}
+    return render(request, "web/policies/edit.html", context)

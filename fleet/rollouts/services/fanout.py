@@ -100,7 +100,7 @@ def advance(rollout_id: int) -> str:
                 note(
                     rollout,
                     "rollout.batch_pause",
-                    f"batch {batch} starts after a {group.batch_pause_seconds}s pause",
+                    f"batch {batch + 1} starts after a {group.batch_pause_seconds}s pause",
                 )
                 dispatch.send(dispatch.ADVANCE, rollout.pk, countdown=group.batch_pause_seconds)
                 return str(rollout.state)
@@ -109,7 +109,7 @@ def advance(rollout_id: int) -> str:
             rollout.current_batch = batch
             rollout.next_batch_at = None
             rollout.save(update_fields=["current_batch", "next_batch_at", "updated"])
-            note(rollout, "rollout.batch_started", f"batch {batch} of {rollout.batch_count}", batch=batch)
+            note(rollout, "rollout.batch_started", f"batch {batch + 1} of {rollout.batch_count}", batch=batch)
         allowed, until = sync_allowed(group.sync_windows or [], now)
         if not allowed:
             if rollout.wait_until != until:
@@ -149,9 +149,9 @@ def advance(rollout_id: int) -> str:
             picked, ["state", "queued_at", "lease_until", "task_id"], batch_size=500
         )
         if rollout.state == RolloutState.QUEUED:
-            transition(rollout, RolloutState.SYNCING, f"batch {batch} of {rollout.batch_count} started")
+            transition(rollout, RolloutState.SYNCING, f"batch {batch + 1} of {rollout.batch_count} started")
         for cs in picked:
             cs.rollout = rollout
-            sync_event(cs, "sync.queued", f"batch {batch}", batch=batch)
+            sync_event(cs, "sync.queued", f"batch {batch + 1}", batch=batch)
             dispatch.send(dispatch.SYNC_CLUSTER, cs.pk, task_id=cs.task_id)
         return str(rollout.state)

@@ -72,3 +72,35 @@ def test_repository_page_runs_constant_queries(
     client = client_for(admin_user)
     with django_assert_max_num_queries(12):
         assert client.get(f"/repositories/{repo_world['repo'].pk}/").status_code == 200
+
+
+def test_commit_page_groups_policy_results_by_policy(admin_user: Any, repo_world: dict[str, Any]) -> None:
+    from clusters.models import Cluster
+    from fleet.rollouts.models import ClusterSync
+
+    rollout = Rollout.objects.get(commit=repo_world["commit"])
+    for name in ("c-a", "c-b"):
+        ClusterSync.objects.create(
+            rollout=rollout,
+            cluster=Cluster.objects.create(name=name, api_url="https://x:6443", token="t"),
+            state="blocked",
+            evaluation={
+                "violations": [
+                    {
+                        "policy_name": "no-latest",
+                        "enforcement": "deny",
+                        "message": f"latest on {name}",
+                        "object": {
+                            "kind": "Deployment",
+                            "namespace": "apps",
+                            "name": "web",
+                            "source_file": "web.yaml",
+                        },
+                        "waived_by": None,
+                    },
+                ]
+            },
+        )
+    html = client_for(admin_user).get(f"/commits/{repo_world['commit'].pk}/").content.decode()
+    assert "Policy results: web-staging" in html
+    assert html.count("<h3>no-latest") == 1 and "latest on c-a" in html and "latest on c-b" in html

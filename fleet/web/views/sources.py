@@ -43,6 +43,17 @@ def repository_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "web/sources/repository.html", context)
 
 
+def violations_by_policy(legs: list[ClusterSync]) -> list[dict[str, object]]:
+    """The policy results of a rollout's clusters, grouped by policy: which clusters, which objects, why."""
+    groups: dict[str, list[dict[str, object]]] = {}
+    for leg in legs:
+        for violation in (leg.evaluation or {}).get("violations") or []:
+            groups.setdefault(violation.get("policy_name") or "?", []).append(
+                {"cluster": leg.cluster.name, **violation}
+            )
+    return [{"policy": name, "findings": findings} for name, findings in sorted(groups.items())]
+
+
 @login_required
 def commit_detail(request: HttpRequest, pk: int) -> HttpResponse:
     commit = get_visible(request, Commit.objects.select_related("repository"), pk=pk)
@@ -58,5 +69,8 @@ def commit_detail(request: HttpRequest, pk: int) -> HttpResponse:
             Prefetch("syncs", queryset=ClusterSync.objects.select_related("cluster"), to_attr="legs")
         ),
     )
-    context = {"commit": commit, "renders": renders, "rollouts": rollouts}
+    shown = list(rollouts)
+    for rollout in shown:
+        rollout.by_policy = violations_by_policy(rollout.legs)
+    context = {"commit": commit, "renders": renders, "rollouts": shown}
     return render(request, "web/sources/commit.html", context)

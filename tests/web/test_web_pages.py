@@ -200,3 +200,15 @@ def test_test_connection_button_checks_a_real_sandbox(make_user: Any, fleet: dic
     viewer = client_for(make_user("vie", role="viewer", scope=fleet["staging"]))
     assert 'id="test-connection"' not in viewer.get(f"/clusters/{cluster.pk}/").content.decode()
     assert viewer.post(f"/clusters/{cluster.pk}/test/").status_code == 403
+
+
+def test_access_page_lists_bindings_users_and_groups_for_admins(admin_user: Any, make_user: Any) -> None:
+    from django.contrib.auth.models import Group
+
+    from fleet.access.models import RoleBinding
+
+    team = Group.objects.create(name="platform-team")
+    RoleBinding.objects.create(group=team, role="deployer")
+    html = client_for(admin_user).get("/access/").content.decode()
+    assert "group:platform-team" in html and "platform-team" in html and "root" in html
+    assert client_for(make_user("dee", role="deployer")).get("/access/").status_code == 403

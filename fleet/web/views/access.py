@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Group
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -16,6 +18,7 @@ def access(request: HttpRequest) -> HttpResponse:
     context = {
         "bindings": visible(request, RoleBinding.objects.select_related("user", "group", "scope")),
         "users": get_user_model().objects.order_by("username").only("username", "is_active", "last_login"),
+        "groups": Group.objects.annotate(members=Count("user")).order_by("name"),
         "roles": roles.describe(),
     }
     return render(request, "web/access.html", context)

@@ -8,6 +8,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from clusters.labelmatch import selector_matches
+
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 _NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
@@ -58,24 +60,11 @@ def validate_selector(selector: Any) -> None:
 
 
 def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """Whether labels satisfy the selector. An empty selector matches nothing (static members only)."""
+    """Whether labels satisfy the selector. An empty selector matches nothing (a group's static members only),
+    unlike Kubernetes, where it matches everything."""
     if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
         return False
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, operator, values = expr["key"], expr["operator"], expr.get("values") or []
-        present = key in labels
-        if operator == "In" and (not present or labels[key] not in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
+    return selector_matches(selector, labels)
 
 
 _TERM = re.compile(

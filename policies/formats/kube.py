@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from clusters.labelmatch import requirements_match
 from policies.formats import FormatError
 
 # Built-in cluster-scoped kinds. Everything else is treated as namespaced.
@@ -118,20 +119,7 @@ class LabelSelector:
         return cls(tuple(sorted((str(k), str(v)) for k, v in labels.items())), tuple(exprs))
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        for key, value in self.match_labels:
-            if labels.get(key) != value:
-                return False
-        for key, op, values in self.match_expressions:
-            present = key in labels
-            if op == "In" and not (present and labels[key] in values):
-                return False
-            if op == "NotIn" and present and labels[key] in values:
-                return False
-            if op == "Exists" and not present:
-                return False
-            if op == "DoesNotExist" and present:
-                return False
-        return True
+        return requirements_match(self.match_labels, self.match_expressions, labels)
 
 
 def build_inventory(

@@ -46,6 +46,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusters.labelmatch import selector_matches
+
 from .context import ClusterContext, deep_merge
 from .errors import RenderError
 
@@ -207,25 +209,6 @@ def _check_selector(sel: Any, where: str, file: str) -> None:
             raise _err(file, f"{where}.matchExpressions[{i}] with {op} needs a non-empty values list")
         if op in ("Exists", "DoesNotExist") and vals:
             raise _err(file, f"{where}.matchExpressions[{i}] with {op} takes no values")
-
-
-def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Kubernetes label selector semantics (an empty selector matches everything)."""
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != str(v):
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op = expr["key"], expr["operator"]
-        values = [str(v) for v in expr.get("values") or []]
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
 
 
 def _target_matches(target: Mapping[str, Any], cluster: ClusterContext, file: str, index: int) -> bool:

@@ -44,8 +44,11 @@ def refresh_clusters(clusters: Iterable[Cluster]) -> None:
             for cluster in clusters:
                 if group.matches(cluster, include, exclude):
                     wanted.add((group.pk, cluster.pk))
+        stale: dict[int, list[int]] = {}
         for group_id, cluster_id in current - wanted:
-            Through.objects.filter(clustergroup_id=group_id, cluster_id=cluster_id).delete()
+            stale.setdefault(group_id, []).append(cluster_id)
+        for group_id, cluster_ids in stale.items():  # one delete per group, not per row
+            Through.objects.filter(clustergroup_id=group_id, cluster_id__in=cluster_ids).delete()
         Through.objects.bulk_create([Through(clustergroup_id=g, cluster_id=c) for g, c in wanted - current])
 
 

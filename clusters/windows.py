@@ -7,7 +7,7 @@ allow window exists, syncs happen only inside an active allow window; an active 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,19 +47,47 @@ def validate_windows(windows: Any) -> None:
             raise ValidationError(f"{where}: unknown time zone {window.get('timezone')!r}.") from None
 
 
+# A deny window whose occurrences overlap (every minute for two hours) is followed forward to the end of the
+# contiguous run, at most this many occurrences; the caller re-checks at the end it is given.
+_MAX_CHAINED = 1000
+
+
+def _latest_start(schedule: str, local: datetime) -> datetime:
+    """The latest occurrence at or before ``local`` (exact to the microsecond).
+
+    croniter's ``get_prev`` is strict at an occurrence (from 10:00:00 it answers 09:59) but not a microsecond
+    after it, so neither ``get_prev(now)`` nor ``get_prev(now + 1 s)`` is right at every instant: take the
+    strict previous occurrence and step forward once; that step lands on ``local`` itself when ``local`` is
+    an occurrence."""
+    previous = croniter(schedule, local).get_prev(datetime)
+    following = croniter(schedule, previous).get_next(datetime)
+    return following if following <= local else previous
+
+
 def _active_until(window: dict[str, Any], now: datetime) -> datetime | None:
-    """If the window is active at `now`, when it ends; else None."""
+    """If the window is active at `now`, when it ends (UTC); else None.
+
+    Occurrences are found in the window's time zone (cron is wall-clock time), but a duration is elapsed time:
+    a three-hour window that spans a daylight-saving change lasts three hours."""
     tz = ZoneInfo(window.get("timezone") or "UTC")
-    local = now.astimezone(tz)
     duration = parse_duration(window["duration"])
-    start = croniter(window["schedule"], local + timedelta(seconds=1)).get_prev(datetime)
+    now_utc = now.astimezone(UTC)
+    start = _latest_start(window["schedule"], now.astimezone(tz)).astimezone(UTC)
     end = start + duration
-    return end if start <= local < end else None
+    if not start <= now_utc < end:
+        return None
+    upcoming = croniter(window["schedule"], start.astimezone(tz))
+    for _ in range(_MAX_CHAINED):  # overlapping or touching occurrences extend the window
+        nxt = upcoming.get_next(datetime).astimezone(UTC)
+        if nxt > end:
+            break
+        end = nxt + duration
+    return end
 
 
 def _next_start(window: dict[str, Any], now: datetime) -> datetime:
     tz = ZoneInfo(window.get("timezone") or "UTC")
-    return croniter(window["schedule"], now.astimezone(tz)).get_next(datetime)
+    return croniter(window["schedule"], now.astimezone(tz)).get_next(datetime).astimezone(UTC)
 
 
 def sync_allowed(windows: list[dict[str, Any]], now: datetime) -> tuple[bool, datetime | None]:

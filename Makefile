@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint check services requirements bench clean
+.PHONY: venv run test test-packages lint check services requirements bench clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,13 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/python scripts/run.py
 
-## Run every check and the whole test suite.
-test: venv lint check
+## Run every check and the whole test suite (installs the Debian packages the tests need when missing).
+test: venv test-packages lint check
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Debian packages the tests need (chromium for the browser tests): installed when missing.
+test-packages:
+	scripts/ci-packages.sh
 
 lint: venv
 	$(BIN)/ruff check .

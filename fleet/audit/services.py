@@ -122,6 +122,52 @@ def chain_rows(queryset: models.QuerySet | None = None, chunk_size: int = 2000) 
     return qs.order_by("sequence").values("id", *HASHED_FIELDS, "hash").iterator(chunk_size=chunk_size)
 
 
+def _head_mismatch(
+    head: AuditChainHead, last_sequence: int, last_hash: str, checked: int
+) -> VerifyResult | None:
+    """Compare the end of a chain that links up with the head (sequence and hash); name the first event that
+    does not agree with it, with a reason that says what the head records."""
+    if last_sequence == head.sequence and last_hash == head.hash:
+        return None
+    if last_sequence == head.sequence:
+        # Every link holds, but the last event is not the one the head recorded: it was edited and its own
+        # hash recomputed (there is no next event whose link would break).
+        edited = AuditEvent.objects.filter(sequence=last_sequence).values("id", "prev_hash").first()
+        return VerifyResult(
+            False,
+            max(checked - 1, 0),
+            edited["prev_hash"] if edited else last_hash,
+            last_sequence,
+            f"content of the last event #{last_sequence} was changed and its hash recomputed "
+            f"(the chain head records hash {head.hash[:12]}…, the event now hashes to {last_hash[:12]}…)",
+            edited["id"] if edited else None,
+        )
+    if last_sequence < head.sequence:
+        missing = (
+            f"event #{head.sequence} is"
+            if last_sequence + 1 == head.sequence
+            else f"events #{last_sequence + 1} to #{head.sequence} are"
+        )
+        return VerifyResult(
+            False,
+            checked,
+            last_hash,
+            last_sequence + 1,
+            f"{missing} missing "
+            f"(the chain ends at #{last_sequence}, the chain head records #{head.sequence})",
+        )
+    extra = AuditEvent.objects.filter(sequence=head.sequence + 1).values_list("id", flat=True).first()
+    return VerifyResult(
+        False,
+        checked - (last_sequence - head.sequence),
+        head.hash,
+        head.sequence + 1,
+        f"event #{head.sequence + 1} was added outside the audit log "
+        f"(the chain head records #{head.sequence}, the chain goes on to #{last_sequence})",
+        extra,
+    )
+
+
 def verify() -> VerifyResult:
     """Walk the whole chain; name the first event whose content or link does not match."""
     head = AuditChainHead.objects.filter(pk=1).first()
@@ -137,14 +183,10 @@ def verify() -> VerifyResult:
             result.reason,
             result.first_bad_id,
         )
-    if head and (head.sequence != result.last_sequence or head.hash != result.last_hash):
-        return VerifyResult(
-            False,
-            result.checked,
-            result.last_hash,
-            result.last_sequence + 1,
-            f"the chain ends at #{result.last_sequence} but the head is #{head.sequence}",
-        )
+    if head is not None:
+        mismatch = _head_mismatch(head, result.last_sequence, result.last_hash, result.checked)
+        if mismatch is not None:
+            return mismatch
     return VerifyResult(True, result.checked, result.last_hash)
 
 

@@ -141,10 +141,70 @@ def test_a_truncated_tail_is_detected() -> None:
     result = verify()
     assert not result.ok
     assert result.first_bad_sequence == 4
-    assert result.reason == "the chain ends at #3 but the head is #5"
+    assert result.reason == "events #4 to #5 are missing (the chain ends at #3, the chain head records #5)"
     assert result.head_hash == events[2].hash
     ok, text = _verify_command()
-    assert not ok and "the chain ends at #3 but the head is #5" in text
+    assert not ok and "BROKEN at event #4: events #4 to #5 are missing" in text
+
+
+def _forge_last(events: list[AuditEvent], message: str) -> str:
+    """Edit the last event and recompute its own hash, as someone with write access to the table could."""
+    last = AuditEvent.objects.get(sequence=events[-1].sequence)
+    new_hash = event_hash({**last.__dict__, "message": message})
+    tamper_update(
+        "UPDATE audit_auditevent SET message = %s, hash = %s WHERE sequence = %s",
+        [message, new_hash, last.sequence],
+    )
+    return new_hash
+
+
+def test_an_edited_last_event_with_a_recomputed_hash_is_named_by_verify_and_audit_verify() -> None:
+    events = _events(4)
+    forged_hash = _forge_last(events, "forged")
+    result = verify()
+    assert not result.ok
+    # The edited event itself, not one after it that does not exist.
+    assert (result.first_bad_sequence, result.first_bad_id) == (4, events[3].pk)
+    assert result.checked == 3
+    assert result.head_hash == events[2].hash
+    assert result.reason == (
+        "content of the last event #4 was changed and its hash recomputed "
+        f"(the chain head records hash {events[3].hash[:12]}…, the event now hashes to {forged_hash[:12]}…)"
+    )
+    ok, text = _verify_command()
+    assert not ok
+    assert f"BROKEN at event #4 (id {events[3].pk}): content of the last event #4 was changed" in text
+    assert "#5" not in text
+
+
+def test_the_verify_endpoint_names_an_edited_last_event(admin_client: Any) -> None:
+    events = _events(3)
+    _forge_last(events, "forged")
+    body = admin_client.get("/api/audit/events/verify/").json()
+    assert body["ok"] is False
+    assert (body["first_bad_sequence"], body["first_bad_id"], body["checked"]) == (3, events[2].pk, 2)
+    assert body["head_hash"] == events[1].hash
+    assert body["reason"].startswith("content of the last event #3 was changed and its hash recomputed")
+
+
+def test_an_event_appended_behind_the_head_is_named() -> None:
+    events = _events(3)
+    fields = {**AuditEvent.objects.get(sequence=3).__dict__}
+    fields.update(sequence=4, prev_hash=events[2].hash, message="appended")
+    fields["hash"] = event_hash(fields)
+    columns = ["sequence", "time", "action", "message", "prev_hash", "hash", "actor_name", "change_context"]
+    columns += ["request_id", "source_address", "target_type", "target_id", "target_repr"]
+    columns += ["scope_group_id", "scope_group_name", "cluster_name", "repository_name", "before", "after"]
+    columns += ["actor_id"]
+    AuditEvent.objects.bulk_create([AuditEvent(**{c: fields[c] for c in columns})])
+    result = verify()
+    assert not result.ok
+    assert result.first_bad_sequence == 4
+    assert result.first_bad_id == AuditEvent.objects.get(sequence=4).pk
+    assert result.reason == (
+        "event #4 was added outside the audit log (the chain head records #3, the chain goes on to #4)"
+    )
+    assert result.checked == 3
 
 
 def test_request_id_and_actor_from_an_api_call_land_in_the_event(admin_client: Any, admin_user: Any) -> None:

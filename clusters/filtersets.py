@@ -10,6 +10,7 @@ from rest_framework.exceptions import ValidationError as APIValidationError
 from clusters.choices import ClusterStatus
 from clusters.models import Cluster, ClusterGroup
 from clusters.selectors import matches, parse_selector_string
+from fleet.core.filters import FleetFilterSet
 
 
 def filter_by_selector(queryset: QuerySet, value: str) -> QuerySet:
@@ -22,7 +23,7 @@ def filter_by_selector(queryset: QuerySet, value: str) -> QuerySet:
     return queryset.filter(pk__in=ids)
 
 
-class ClusterFilterSet(django_filters.FilterSet):
+class ClusterFilterSet(FleetFilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     status = django_filters.MultipleChoiceFilter(choices=ClusterStatus.choices)
     label = django_filters.CharFilter(
@@ -43,7 +44,7 @@ class ClusterFilterSet(django_filters.FilterSet):
         return queryset.filter(groups__name=value)
 
 
-class ClusterGroupFilterSet(django_filters.FilterSet):
+class ClusterGroupFilterSet(FleetFilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     cluster = django_filters.CharFilter(
         method="filter_cluster", help_text="Groups containing this cluster (name)"

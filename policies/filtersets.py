@@ -6,11 +6,12 @@ import django_filters
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from fleet.core.filters import FleetFilterSet, IdFilter
 from policies.choices import BindingEnforcement, Decision, Enforcement, PolicyStyle
 from policies.models import Evaluation, Policy, PolicyBinding, Violation, Waiver
 
 
-class PolicyFilterSet(django_filters.FilterSet):
+class PolicyFilterSet(FleetFilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     style = django_filters.ChoiceFilter(choices=PolicyStyle.choices)
     kind = django_filters.CharFilter()
@@ -20,7 +21,7 @@ class PolicyFilterSet(django_filters.FilterSet):
         fields = ["name", "style", "kind", "source"]
 
 
-class PolicyBindingFilterSet(django_filters.FilterSet):
+class PolicyBindingFilterSet(FleetFilterSet):
     enforcement = django_filters.ChoiceFilter(choices=BindingEnforcement.choices)
     global_only = django_filters.BooleanFilter(
         field_name="cluster_group", lookup_expr="isnull", label="Global"
@@ -31,7 +32,7 @@ class PolicyBindingFilterSet(django_filters.FilterSet):
         fields = ["policy", "cluster_group", "enforcement", "enabled", "global_only"]
 
 
-class WaiverFilterSet(django_filters.FilterSet):
+class WaiverFilterSet(FleetFilterSet):
     active = django_filters.BooleanFilter(method="filter_active", label="Active (not expired)")
 
     class Meta:
@@ -43,10 +44,10 @@ class WaiverFilterSet(django_filters.FilterSet):
         return queryset.filter(expires_at__gt=now) if value else queryset.filter(expires_at__lte=now)
 
 
-class EvaluationFilterSet(django_filters.FilterSet):
+class EvaluationFilterSet(FleetFilterSet):
     commit_sha = django_filters.CharFilter(field_name="commit__sha", lookup_expr="startswith")
     decision = django_filters.MultipleChoiceFilter(choices=Decision.choices)
-    policy = django_filters.NumberFilter(method="filter_policy", label="Has violations of this policy id")
+    policy = IdFilter(method="filter_policy", label="Has violations of this policy id")
 
     class Meta:
         model = Evaluation
@@ -57,11 +58,11 @@ class EvaluationFilterSet(django_filters.FilterSet):
         return queryset.filter(pk__in=ids)
 
 
-class ViolationFilterSet(django_filters.FilterSet):
-    commit = django_filters.NumberFilter(field_name="evaluation__commit")
+class ViolationFilterSet(FleetFilterSet):
+    commit = IdFilter(field_name="evaluation__commit")
     commit_sha = django_filters.CharFilter(field_name="evaluation__commit__sha", lookup_expr="startswith")
-    mapping = django_filters.NumberFilter(field_name="evaluation__mapping")
-    cluster = django_filters.NumberFilter(field_name="evaluation__cluster")
+    mapping = IdFilter(field_name="evaluation__mapping")
+    cluster = IdFilter(field_name="evaluation__cluster")
     decision = django_filters.ChoiceFilter(field_name="evaluation__decision", choices=Decision.choices)
     enforcement = django_filters.ChoiceFilter(choices=Enforcement.choices)
     waived = django_filters.BooleanFilter(field_name="waived_by", lookup_expr="isnull", exclude=True)

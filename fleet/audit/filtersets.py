@@ -2,10 +2,10 @@ import django_filters
 
 from fleet.audit.models import AuditEvent
 from fleet.core.choices import ChangeContext
-from fleet.core.filters import UTCDateTimeFilter
+from fleet.core.filters import FleetFilterSet, UTCDateTimeFilter
 
 
-class AuditEventFilterSet(django_filters.FilterSet):
+class AuditEventFilterSet(FleetFilterSet):
     since = UTCDateTimeFilter(field_name="time", lookup_expr="gte")
     until = UTCDateTimeFilter(field_name="time", lookup_expr="lt")
     actor = django_filters.CharFilter(field_name="actor_name")

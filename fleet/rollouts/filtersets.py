@@ -1,14 +1,15 @@
 import django_filters
 
+from fleet.core.filters import FleetFilterSet, IdFilter
 from fleet.rollouts.choices import DriftStatus, RolloutState, RolloutTrigger, SyncState
 from fleet.rollouts.models import ClusterSync, Rollout, SyncedState
 
 
-class RolloutFilterSet(django_filters.FilterSet):
+class RolloutFilterSet(FleetFilterSet):
     state = django_filters.MultipleChoiceFilter(choices=RolloutState.choices)
     trigger = django_filters.MultipleChoiceFilter(choices=RolloutTrigger.choices)
-    group = django_filters.NumberFilter(field_name="mapping__cluster_group")
-    repository = django_filters.NumberFilter(field_name="mapping__repository")
+    group = IdFilter(field_name="mapping__cluster_group")
+    repository = IdFilter(field_name="mapping__repository")
     sha = django_filters.CharFilter(field_name="commit__sha", lookup_expr="startswith")
 
     class Meta:
@@ -16,7 +17,7 @@ class RolloutFilterSet(django_filters.FilterSet):
         fields = ["state", "trigger", "mapping", "commit", "group", "repository", "sha", "paused"]
 
 
-class ClusterSyncFilterSet(django_filters.FilterSet):
+class ClusterSyncFilterSet(FleetFilterSet):
     state = django_filters.MultipleChoiceFilter(choices=SyncState.choices)
 
     class Meta:
@@ -24,9 +25,9 @@ class ClusterSyncFilterSet(django_filters.FilterSet):
         fields = ["rollout", "cluster", "state", "batch", "decision"]
 
 
-class SyncedStateFilterSet(django_filters.FilterSet):
+class SyncedStateFilterSet(FleetFilterSet):
     drift_status = django_filters.MultipleChoiceFilter(choices=DriftStatus.choices)
-    group = django_filters.NumberFilter(field_name="mapping__cluster_group")
+    group = IdFilter(field_name="mapping__cluster_group")
 
     class Meta:
         model = SyncedState

@@ -1,11 +1,11 @@
 import django_filters
 
-from fleet.core.filters import UTCDateTimeFilter
+from fleet.core.filters import FleetFilterSet, UTCDateTimeFilter
 from fleet.sources.choices import CommitStatus, Renderer
 from fleet.sources.models import Commit, PathMapping, Repository
 
 
-class RepositoryFilterSet(django_filters.FilterSet):
+class RepositoryFilterSet(FleetFilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
 
     class Meta:
@@ -13,7 +13,7 @@ class RepositoryFilterSet(django_filters.FilterSet):
         fields = ["name", "enabled", "auth_method", "branch"]
 
 
-class PathMappingFilterSet(django_filters.FilterSet):
+class PathMappingFilterSet(FleetFilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     renderer = django_filters.MultipleChoiceFilter(choices=Renderer.choices)
 
@@ -22,7 +22,7 @@ class PathMappingFilterSet(django_filters.FilterSet):
         fields = ["name", "repository", "cluster_group", "renderer", "enabled"]
 
 
-class CommitFilterSet(django_filters.FilterSet):
+class CommitFilterSet(FleetFilterSet):
     sha = django_filters.CharFilter(lookup_expr="startswith")
     status = django_filters.MultipleChoiceFilter(choices=CommitStatus.choices)
     since = UTCDateTimeFilter(field_name="committed_at", lookup_expr="gte")

@@ -1,8 +1,9 @@
 """Django settings for Fleetgate, read from environment variables with working defaults.
 
-The defaults are the embedded set-up (`make run`, `make test`): a SQLite file, a filesystem broker for a real
-Celery worker, the in-process Rego engine and sandbox clusters. Production sets the variables documented in
-`.env.example` (PostgreSQL, Redis, OPA, a fixed secret key and encryption key).
+The defaults are the embedded set-up (`make run`, `make test`): a SQLite file, a SQLite broker (kombu's
+SQLAlchemy transport) for a real Celery worker, the in-process Rego engine and sandbox clusters. Production
+sets the variables documented in `.env.example` (PostgreSQL, Redis, OPA, a fixed secret key and encryption
+key).
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "fleet.core.middleware.RequestContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication, so that the audit context names the signed-in user of UI and session-API writes.
+    # (API tokens are authenticated later, by DRF in the view: fleet.access.authentication sets it then.)
+    "fleet.core.middleware.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -165,10 +168,20 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Celery. The default broker is kombu's filesystem transport under var/: a real worker process with no
-# server to run. Production points CELERY_BROKER_URL at Redis or RabbitMQ.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
-if CELERY_BROKER_URL.startswith("filesystem://"):
+# Celery. The default broker is kombu's SQLAlchemy transport on a SQLite file under var/: a real worker
+# process with no server to run, and every publish and fetch is one SQLite transaction, so a process killed at
+# any moment (web, worker or beat) leaves a whole message or none (the filesystem transport left half-written
+# message files that killed the worker that read them). Production sets CELERY_BROKER_URL: Redis, RabbitMQ.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "") or f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}"
+if CELERY_BROKER_URL.startswith(("sqla+sqlite:", "sqlalchemy+sqlite:")):
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Passed to sqlalchemy.create_engine(): web, worker and beat share the file; wait for its lock rather than
+    # fail a publish with "database is locked" (kombu takes the write lock up front when it fetches).
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "connect_args": {"timeout": env_int("CELERY_BROKER_SQLITE_TIMEOUT", 30)},
+    }
+elif CELERY_BROKER_URL.startswith("filesystem://"):
+    # Still accepted when asked for explicitly; not crash-safe (see above).
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,23 @@
 """Settings for the test suite: the production settings, with the suite's files (SQLite test database,
-broker folders, git caches) under var/test, apart from what `make run` keeps in var/.
+broker file, git caches) under var/test, apart from what `make run` keeps in var/.
 
 Processes the tests start (Celery workers, `make run`) get FLEETGATE_VAR_DIR in their environment."""
 
+import atexit
 import os
 from pathlib import Path
 
 os.environ.setdefault("FLEETGATE_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# One broker file per test run, like the test database: test runs sharing a machine never take each other's
+# tasks. Worker processes get this URL from tests/workers.py; CI's Redis pass sets CELERY_BROKER_URL itself.
+_BROKER_FILE = Path(os.environ["FLEETGATE_VAR_DIR"]) / f"broker-{os.getpid()}.sqlite3"
+if not os.environ.get("CELERY_BROKER_URL"):
+    os.environ["CELERY_BROKER_URL"] = f"sqla+sqlite:///{_BROKER_FILE}"
 
-from fleet.settings import *  # noqa: F403
+    @atexit.register
+    def _remove_broker_file() -> None:
+        for path in _BROKER_FILE.parent.glob(_BROKER_FILE.name + "*"):  # with its -journal/-wal files
+            path.unlink(missing_ok=True)
+
+
+from fleet.settings import *  # noqa: F403, E402

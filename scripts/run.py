@@ -68,6 +68,7 @@ def main() -> int:
 
     print("fleetgate: migrating the database", flush=True)
     manage("migrate", "--noinput")
+    manage("shell", "-c", "from fleet.celery import prepare_broker; prepare_broker()")
     admin = manage("ensure_admin", "--password-file", str(var / "admin-password"))
     demo = ""
     if os.environ.get("FLEETGATE_DEMO", "1") != "0":

@@ -60,7 +60,7 @@ def record(
     fields: dict[str, Any] = {
         "time": timezone.now(),
         "actor_id": user.pk if user else None,
-        "actor_name": (user.get_username() if user else "system")[:150],
+        "actor_name": (user.get_username() if user else ctx.operator or "system")[:150],
         "change_context": ctx.change_context,
         "request_id": ctx.request_id,
         "source_address": ctx.source_address,

@@ -22,6 +22,8 @@ class ActionContext:
     change_context: str = ChangeContext.COMMAND
     user: Any = None  # a django User, or None for the system
     source_address: str = ""
+    # Who is at the shell when there is no Fleetgate user (manage.py commands): "login@host".
+    operator: str = ""
 
 
 _current: contextvars.ContextVar[ActionContext | None] = contextvars.ContextVar("fleet_action", default=None)
@@ -46,6 +48,7 @@ def acting(
     change_context: str | None = None,
     request_id: str | None = None,
     source_address: str | None = None,
+    operator: str | None = None,
 ) -> Iterator[ActionContext]:
     """Run a block as `user` in `change_context`; values not given are inherited from the outer context."""
     outer = _current.get()
@@ -56,6 +59,7 @@ def acting(
         change_context=change_context or base.change_context,
         request_id=request_id or base.request_id,
         source_address=source_address if source_address is not None else base.source_address,
+        operator=operator if operator is not None else base.operator,
     )
     token = _current.set(ctx)
     try:

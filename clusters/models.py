@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -7,6 +9,7 @@ from django.db import models
 from clusters import kubeconfig, selectors, windows
 from clusters.choices import AuthMethod, ClusterStatus, SyncMode
 from fleet.access.restrict import RestrictedQuerySet
+from fleet.core import urlguard
 from fleet.core.fields import EncryptedTextField
 from fleet.core.models import TimestampedModel
 
@@ -19,6 +22,21 @@ dns_label = RegexValidator(
 def validate_api_url(value: str) -> None:
     if not (value.startswith("https://") or value.startswith("http://")):
         raise ValidationError("The API server URL must start with https:// (or http:// for sandboxes).")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValidationError("The API server URL is not valid (check the host and port).") from None
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(
+            "Remove the credentials from the URL: give a token, a client certificate or a kubeconfig "
+            "instead.",
+            code="credentials_in_url",
+        )
+    try:
+        urlguard.check_url(value, urlguard.deny_networks(), what="API server URL")
+    except urlguard.URLRefused as exc:
+        raise ValidationError(str(exc), code="denied_address") from None
 
 
 def validate_values(value: object) -> None:
@@ -82,6 +100,10 @@ class Cluster(TimestampedModel):
                 else:
                     self.kubeconfig_context = creds.context
                     self.api_url = creds.server
+                    try:
+                        validate_api_url(creds.server)
+                    except ValidationError as exc:
+                        errors["kubeconfig"] = "The kubeconfig's server: " + "; ".join(exc.messages)
         else:
             if not self.api_url:
                 errors["api_url"] = "The API server URL is required."

@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 from cryptography.fernet import Fernet
 
+from fleet.core.urlguard import DEFAULT_DENY_CIDRS, parse_networks
 from fleet.env import env_bool, env_int, env_list, env_str, persistent_secret, random_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -226,6 +227,11 @@ FLEETGATE_GIT_CACHE = Path(env_str("FLEETGATE_GIT_CACHE", str(VAR_DIR / "git")))
 FLEETGATE_API_TOKEN_DAYS = env_int("FLEETGATE_API_TOKEN_DAYS", 90)
 FLEETGATE_AUDIT_RETENTION_DAYS = env_int("FLEETGATE_AUDIT_RETENTION_DAYS", 365)
 FLEETGATE_ALLOW_FILE_REPOSITORIES = env_bool("FLEETGATE_ALLOW_FILE_REPOSITORIES", True)
+# Networks Fleetgate never contacts through a user-given URL (repositories, cluster API servers): link-local
+# and cloud metadata addresses by default. Loopback and private networks stay allowed.
+FLEETGATE_URL_DENY_CIDRS = [
+    str(net) for net in parse_networks(env_list("FLEETGATE_URL_DENY_CIDRS", list(DEFAULT_DENY_CIDRS)))
+]
 FLEETGATE_WEBHOOK_MAX_BYTES = env_int("FLEETGATE_WEBHOOK_MAX_BYTES", 5 * 1024 * 1024)
 FLEETGATE_CLUSTER_CHECK_INTERVAL = env_int("FLEETGATE_CLUSTER_CHECK_INTERVAL", 60)
 # Kubernetes connector timeouts and its discovery cache (one file per cluster).

@@ -13,10 +13,19 @@ REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(
     r"(token|password|passwd|secret|private[_-]?key|client[_-]?key|kubeconfig|credential)", re.I
 )
+# ``scheme://user:password@host``: the password (up to the last ``@`` of the authority) is removed
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^\s/]*@")
+
+
+def redact_url_passwords(text: str) -> str:
+    """``https://user:secret@host/x`` -> ``https://user:<redacted>@host/x`` anywhere in ``text``."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", text) if "@" in text else text
 
 
 def redact(value: Any) -> Any:
-    """Replace the values of secret-looking keys, at any depth."""
+    """Replace the values of secret-looking keys, at any depth, and passwords in URLs in any string."""
+    if isinstance(value, str):
+        return redact_url_passwords(value)
     if isinstance(value, dict):
         return {
             key: (REDACTED if isinstance(key, str) and _SECRET_KEY.search(key) and item else redact(item))

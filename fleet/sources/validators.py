@@ -2,21 +2,55 @@ from __future__ import annotations
 
 import posixpath
 import re
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from fleet.core import urlguard
+
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
+# scp-like with a password in the user part: ``user:secret@host:path``
+_SCP_WITH_PASSWORD = re.compile(r"^[^@/\s]*:[^@/\s]*@[^@/\s]+:")
+
+CREDENTIALS_MESSAGE = (
+    "Remove the password from the URL: Fleetgate stores credentials encrypted, not in URLs. Put an "
+    "https token in the repository's token field (authentication method 'token', with its user name in "
+    "'username'), or use an SSH key (authentication method 'ssh', fields ssh_private_key and "
+    "ssh_known_hosts)."
+)
+
+
+def url_has_password(value: str) -> bool:
+    """Does a repository URL carry a password (``scheme://user:secret@host``, ``user:secret@host:path``)?
+    A user name alone (``https://git@host/x``, ``git@host:org/x``) is not a password."""
+    if "://" not in value:
+        return bool(_SCP_WITH_PASSWORD.match(value))
+    try:
+        return urlsplit(value).password is not None
+    except ValueError:
+        return "@" in value.split("://", 1)[1].split("/", 1)[0]
 
 
 def validate_repository_url(value: str) -> None:
-    if value.startswith(("https://", "http://", "ssh://")) or _SCP_LIKE.match(value):
-        return
+    if url_has_password(value):
+        raise ValidationError(CREDENTIALS_MESSAGE, code="credentials_in_url")
+    if value != value.strip() or any(ord(c) < 32 or c == "\x7f" for c in value) or value.startswith("-"):
+        raise ValidationError("The URL may not start with '-' or contain spaces or control characters.")
     if value.startswith("file://"):
         if not settings.FLEETGATE_ALLOW_FILE_REPOSITORIES:
             raise ValidationError("file:// repositories are disabled (FLEETGATE_ALLOW_FILE_REPOSITORIES).")
         return
-    raise ValidationError("Use an https://, ssh://, git@host:path or file:// URL.")
+    if not (value.startswith(("https://", "http://", "ssh://")) or _SCP_LIKE.match(value)):
+        raise ValidationError("Use an https://, ssh://, git@host:path or file:// URL.")
+    try:
+        if "://" in value:
+            urlsplit(value).port  # noqa: B018 - raises ValueError for a bad port
+        urlguard.check_url(value, urlguard.deny_networks(), what="repository URL")
+    except urlguard.URLRefused as exc:
+        raise ValidationError(str(exc), code="denied_address") from None
+    except ValueError:
+        raise ValidationError("The URL is not valid (check the host and port).") from None
 
 
 def validate_repo_path(value: str) -> None:
@@ -29,6 +63,8 @@ def validate_repo_path(value: str) -> None:
         raise ValidationError("The path must be relative to the repository root.")
     if any(part == ".." for part in value.split("/")):
         raise ValidationError("The path may not contain '..': it must stay inside the repository.")
+    if any(part == ".git" for part in value.split("/")):
+        raise ValidationError("The path may not name .git: map files of the repository's tree.")
     normalized = posixpath.normpath(value)
     if normalized.startswith("../") or normalized == "..":
         raise ValidationError("The path must stay inside the repository.")

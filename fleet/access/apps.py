@@ -7,4 +7,15 @@ class AccessConfig(AppConfig):
     verbose_name = "Access control"
 
     def ready(self) -> None:
-        from fleet.access import schema  # noqa: F401  (registers the token scheme with drf-spectacular)
+        from django.conf import settings
+        from django.db.models.signals import post_delete, post_save
+
+        from fleet.access import (
+            schema,  # noqa: F401  (registers the token scheme with drf-spectacular)
+            sessions,
+        )
+
+        # A disabled or deleted user's sessions end at once (see fleet/access/sessions.py).
+        user_model = settings.AUTH_USER_MODEL
+        post_save.connect(sessions.user_saved, sender=user_model, dispatch_uid="access-end-sessions")
+        post_delete.connect(sessions.user_deleted, sender=user_model, dispatch_uid="access-end-sessions-del")

@@ -21,6 +21,7 @@ from clusters.connector import ClusterCredentials, Connectivity, Connector, Conn
 from clusters.connector.errors import scrub
 from clusters.models import Cluster
 from fleet.audit.services import record
+from fleet.core import urlguard
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def connector_options(**overrides: Any) -> ConnectorOptions:
         "connect_timeout": float(getattr(settings, "FLEETGATE_KUBE_CONNECT_TIMEOUT", 5.0)),
         "read_timeout": float(getattr(settings, "FLEETGATE_KUBE_READ_TIMEOUT", 30.0)),
         "cache_dir": getattr(settings, "FLEETGATE_KUBE_DISCOVERY_CACHE_DIR", None) or None,
+        "deny_networks": urlguard.deny_networks(),
     }
     values.update(overrides)
     return ConnectorOptions(**values)

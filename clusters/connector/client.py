@@ -28,6 +28,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from clusters.connector import retry
 from clusters.connector.credentials import CLIENT_CERTIFICATE, ClusterCredentials
 from clusters.connector.errors import ConnectorError, describe
+from fleet.core import urlguard
 
 USER_AGENT = "fleetgate-connector"
 CHECK_RETRY = retry.RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0, deadline=10.0)
@@ -41,6 +42,8 @@ class ConnectorOptions:
     cache_dir: str | None = None  # discovery cache directory (default: a temporary one per connector)
     pool_size: int = 4  # HTTP connections kept per cluster
     crd_timeout: float = 60.0  # seconds to wait for a new CRD to be Established and discovered
+    # networks never connected to (SSRF guard; None: link-local and cloud metadata; (): none)
+    deny_networks: tuple[urlguard.IPNetwork, ...] | None = None
 
 
 class _TimedDynamicClient(DynamicClient):
@@ -95,6 +98,12 @@ def build_api_client(creds: ClusterCredentials, options: ConnectorOptions) -> k8
         ssl_context = _client_cert_context(creds)
     api = k8s.ApiClient(config)
     api.user_agent = USER_AGENT
+    networks = options.deny_networks
+    if networks is None:
+        networks = urlguard.parse_networks(urlguard.DEFAULT_DENY_CIDRS)
+    # every connection (redirects too) resolves the host, refuses a denied address and connects to the
+    # address it checked: a DNS answer changed after the URL was saved (rebinding) cannot reach metadata
+    urlguard.guard_pool_manager(api.rest_client.pool_manager, networks, what="API server URL")
     if ssl_context is not None:
         # urllib3 hands this context to every new connection; verification settings still come from
         # cert_reqs/ca_cert_data above.

@@ -28,6 +28,10 @@ Design choices:
   ``GIT_SSH_COMMAND`` with ``StrictHostKeyChecking=yes`` and the given known_hosts.  Error messages are
   scrubbed of the token and of any ``user:password@`` in URLs.
 * ``GIT_TERMINAL_PROMPT=0``, no credential helpers, and every git command has a timeout.
+* SSRF: before every network command the URL's host is resolved and refused when an address falls in
+  ``deny_networks`` (default: link-local and cloud metadata, ``fleet.core.urlguard``).  Over http(s) git
+  is pinned to the checked addresses (``http.curloptResolve``) and follows no redirect
+  (``http.followRedirects=false``); over ssh the addresses are checked but ssh resolves the name again.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import git as gitpython
+
+from fleet.core import urlguard
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +144,12 @@ class GitLockTimeoutError(GitError):
     """Another worker held the repository lock for longer than the lock timeout."""
 
     code = "lock_timeout"
+
+
+class GitURLRefusedError(GitError):
+    """The URL's host resolves to a denied address (link-local, cloud metadata): never contacted."""
+
+    code = "url_refused"
 
 
 class GitExportError(GitError):
@@ -353,6 +365,7 @@ class RepositoryCache:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        deny_networks: Sequence[urlguard.IPNetwork] | None = None,
     ) -> None:
         rid = str(repository_id)
         if not _REPO_ID_RE.match(rid) or ".." in rid:
@@ -363,6 +376,9 @@ class RepositoryCache:
         self.credentials = credentials or ANONYMOUS
         self.timeout = timeout
         self.lock_timeout = lock_timeout
+        # None: the default denied networks (link-local, cloud metadata); () checks nothing
+        self.deny_networks = tuple(deny_networks if deny_networks is not None
+                                   else urlguard.parse_networks(urlguard.DEFAULT_DENY_CIDRS))
         self.path = self.cache_root / f"{rid}.git"
         self.lock_path = self.cache_root / f"{rid}.lock"
         self._lock_depth = 0
@@ -434,6 +450,7 @@ class RepositoryCache:
             ("core.askPass", ""),
             ("protocol.ext.allow", "never"),
         ]
+        config += self._address_config()
         creds = self.credentials
         tmpdir = tempfile.mkdtemp(prefix="fleetgate-git-")
         try:
@@ -469,6 +486,28 @@ class RepositoryCache:
             yield env
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _address_config(self) -> list[tuple[str, str]]:
+        """Connect-time SSRF check against ``deny_networks``: resolve the host now and refuse a denied
+        address.  Over http(s) git is then pinned to the addresses checked (``http.curloptResolve``) and
+        follows no redirect, so neither a second DNS answer (rebinding) nor a redirect reaches another
+        address.  Over ssh the addresses are checked but ssh resolves the name again itself."""
+        if not self.deny_networks or _local_path(self.url) is not None:
+            return []
+        host, port = urlguard.url_host_port(self.url)
+        try:
+            addresses = urlguard.resolve_checked(host, port, self.deny_networks, what="repository URL")
+        except urlguard.URLRefused as exc:
+            raise GitURLRefusedError(str(exc), url=redact_url(self.url)) from None
+        config: list[tuple[str, str]] = []
+        scheme = urlsplit(self.url).scheme if "://" in self.url else "ssh"
+        if scheme in ("http", "https"):
+            config.append(("http.followRedirects", "false"))
+            name = urlguard.normalize_host(host)
+            if addresses and port and not urlguard.is_ip_literal(name):
+                pinned = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+                config.append(("http.curloptResolve", f"{name}:{port}:{pinned}"))
+        return config
 
     def _error(self, exc: gitpython.GitCommandError | str, *, context: str) -> GitError:
         """Map git's stderr to an error type, with secrets scrubbed."""
@@ -821,7 +860,8 @@ def _extract_tar(archive: Path, dest: Path, *, max_bytes: int) -> None:
             target = dest.joinpath(*name.parts)
             # parents must be real directories inside dest (git trees never put files under a symlink)
             parent = target.parent
-            if not str(parent.resolve()).startswith(str(dest_resolved)):
+            real_parent = parent.resolve()
+            if real_parent != dest_resolved and dest_resolved not in real_parent.parents:
                 raise GitExportError(f"unsafe path in archive: {member.name!r}")
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)

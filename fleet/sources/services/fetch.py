@@ -19,6 +19,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from fleet.audit.services import record
+from fleet.core import urlguard
 from fleet.sources.choices import FetchTrigger, RepoAuth
 from fleet.sources.git import (
     BranchUpdate,
@@ -117,7 +118,7 @@ def repository_cache(repo: Repository, *, lock_timeout: float | None = None) -> 
     if lock_timeout is not None:
         kwargs["lock_timeout"] = lock_timeout
     return RepositoryCache(settings.FLEETGATE_GIT_CACHE, repo.pk, repo.url, repository_credentials(repo),
-                           **kwargs)
+                           deny_networks=urlguard.deny_networks(), **kwargs)
 
 
 def _secrets(repo: Repository) -> list[str]:

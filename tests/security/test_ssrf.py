@@ -1,0 +1,313 @@
+"""Server-side request forgery through URLs users give Fleetgate: repository URLs (git fetch) and cluster
+API server URLs (the Kubernetes client).  Refused when they point at link-local addresses or cloud metadata
+services, both when they are saved and when a connection is made (DNS answers that change after saving,
+redirects); loopback and private addresses stay allowed (sandbox clusters, clusters on private networks).
+
+Peers had this class: Argo CD accepted repository and Helm repository URLs that made its repo-server
+contact internal endpoints (several 2022-2024 advisories about repo-server requests to user-chosen URLs);
+Kyverno's apiCall/service context let policies make the controller call arbitrary in-cluster or metadata
+URLs; Rancher's cluster registration accepted API endpoints the server then called on the user's behalf.
+Cloud metadata at 169.254.169.254 / fd00:ec2::254 / metadata.google.internal is the usual target.
+
+Covered here: validation of every spelling of a metadata address (decimal, hex, IPv4-mapped IPv6, trailing
+dot, metadata host names), the FLEETGATE_URL_DENY_CIDRS setting, the connect-time check (a host that was
+allowed when saved and resolves into a denied network later is never contacted, over git-over-HTTP and the
+Kubernetes client), redirects (git follows none; the Kubernetes client follows none either, and each
+connection it makes is checked), and URL schemes git must never run (ext::, option injection).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from clusters import services as cluster_services
+from clusters.models import Cluster
+from clusters.sandbox import SandboxCluster, SandboxServer
+from fleet.core.urlguard import DEFAULT_DENY_CIDRS
+from fleet.sources.models import Repository
+from fleet.sources.services import check_connection, fetch_repository
+from tests.factories import ClusterFactory
+from tests.sources_app.conftest import (  # noqa: F401 - fixtures used by the tests below
+    _git_cache,
+    git_http,
+    origin,
+)
+
+pytestmark = pytest.mark.django_db
+
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+METADATA_URLS = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://169.254.169.254./latest/meta-data/",
+    "http://2852039166/latest/meta-data/",  # 169.254.169.254 as one number
+    "http://0xa9.0xfe.0xa9.0xfe/latest/meta-data/",
+    "http://0251.0376.0251.0376/latest/meta-data/",  # octal
+    "http://[::ffff:169.254.169.254]/latest/meta-data/",
+    "http://[::ffff:a9fe:a9fe]/latest/meta-data/",
+    "http://[fd00:ec2::254]/latest/meta-data/",
+    "http://[fe80::1]/repo.git",
+    "http://169.254.10.20:8080/repo.git",
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://METADATA.google.internal./computeMetadata/v1/",
+    "https://metadata.goog/repo.git",
+]
+
+
+class Recorder:
+    """An HTTP server that records every request and answers 404 (or a redirect, with ``location``)."""
+
+    def __init__(self, host: str = "127.0.0.1", location: str | None = None) -> None:
+        self.requests: list[str] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                recorder.requests.append(self.path)
+                if recorder.location:
+                    self.send_response(302)
+                    self.send_header("Location", recorder.location + self.path)
+                else:
+                    self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET
+
+        self.location = location
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def recorders() -> Iterator[list[Recorder]]:
+    made: list[Recorder] = []
+    yield made
+    for r in made:
+        r.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox_server() -> Iterator[SandboxServer]:
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer, request: pytest.FixtureRequest) -> Iterator[SandboxCluster]:
+    name = f"ssrf-{abs(hash(request.node.name)) % 10**8}"
+    cluster = sandbox_server.add_cluster(name, token="sandbox-token-value", own_port=True)
+    yield cluster
+    sandbox_server.remove_cluster(name)
+
+
+def repo_body(url: str) -> dict[str, Any]:
+    return {"name": "platform", "url": url, "branch": "main", "auth_method": "none"}
+
+
+def cluster_body(url: str) -> dict[str, Any]:
+    return {"name": "prod-eu-1", "api_url": url, "auth_method": "token", "token": "s3cr3t-token-value"}
+
+
+# --------------------------------------------------------------------------- when a URL is saved
+
+
+@pytest.mark.parametrize("url", METADATA_URLS)
+def test_repository_urls_to_metadata_or_link_local_are_refused(admin_client: Any, url: str) -> None:
+    response = admin_client.post("/api/repositories/", repo_body(url), format="json")
+    assert response.status_code == 400, response.content
+    message = " ".join(response.json()["url"])
+    assert "denied network" in message or "metadata" in message
+    assert not Repository.objects.exists()
+
+
+@pytest.mark.parametrize("url", [
+    "ssh://git@169.254.169.254/team/repo.git",
+    "git@169.254.169.254:team/repo.git",
+    "git@metadata.google.internal:team/repo.git",
+])
+def test_ssh_repository_urls_to_metadata_are_refused(admin_client: Any, url: str) -> None:
+    response = admin_client.post("/api/repositories/", repo_body(url), format="json")
+    assert response.status_code == 400, response.content
+    assert "url" in response.json()
+
+
+@pytest.mark.parametrize("url", [url.replace("/latest/meta-data/", "") for url in METADATA_URLS[:8]])
+def test_cluster_api_urls_to_metadata_are_refused(admin_client: Any, url: str) -> None:
+    response = admin_client.post("/api/clusters/", cluster_body(url), format="json")
+    assert response.status_code == 400, response.content
+    assert "denied network" in " ".join(response.json()["api_url"])
+    assert not Cluster.objects.exists()
+
+
+def test_a_kubeconfig_whose_server_is_a_metadata_address_is_refused(admin_client: Any) -> None:
+    kubeconfig = """
+apiVersion: v1
+kind: Config
+current-context: c
+clusters:
+- name: a
+  cluster: {server: "https://169.254.169.254:6443"}
+users:
+- name: u
+  user: {token: "kubeconfig-s3cr3t-token"}
+contexts:
+- name: c
+  context: {cluster: a, user: u}
+"""
+    body = {"name": "from-kubeconfig", "auth_method": "kubeconfig", "kubeconfig": kubeconfig}
+    response = admin_client.post("/api/clusters/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert "denied network" in " ".join(response.json()["kubeconfig"])
+    assert "kubeconfig-s3cr3t-token" not in response.content.decode()
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/team/repo.git",
+    "http://localhost:3000/team/repo.git",
+    "https://10.20.30.40/team/repo.git",
+    "https://192.168.1.10/team/repo.git",
+    "https://[fd12:3456::1]/team/repo.git",
+    "https://git.internal.example/team/repo.git",  # does not resolve here: checked again at fetch
+])
+def test_loopback_and_private_repository_urls_stay_allowed(admin_client: Any, url: str) -> None:
+    response = admin_client.post("/api/repositories/", repo_body(url), format="json")
+    assert response.status_code == 201, response.content
+
+
+def test_loopback_and_private_cluster_urls_stay_allowed(admin_client: Any) -> None:
+    for i, url in enumerate(["http://127.0.0.1:6443", "https://10.0.0.5:6443", "https://localhost:6443"]):
+        response = admin_client.post("/api/clusters/", {**cluster_body(url), "name": f"c{i}"}, format="json")
+        assert response.status_code == 201, response.content
+
+
+def test_the_deny_list_is_a_setting_and_names_are_resolved_when_saved(
+    admin_client: Any, settings: Any
+) -> None:
+    settings.FLEETGATE_URL_DENY_CIDRS = [*DEFAULT_DENY_CIDRS, *LOOPBACK, "10.0.0.0/8"]
+    for url in ("http://localhost:3000/team/repo.git", "https://10.20.30.40/team/repo.git"):
+        response = admin_client.post("/api/repositories/", repo_body(url), format="json")
+        assert response.status_code == 400, response.content
+        assert "denied network" in " ".join(response.json()["url"])
+    response = admin_client.post("/api/clusters/", cluster_body("https://localhost:6443"), format="json")
+    assert response.status_code == 400
+    assert "localhost (127.0.0.1)" in " ".join(response.json()["api_url"]) or "::1" in " ".join(
+        response.json()["api_url"])
+    # private networks not listed stay allowed
+    ok = admin_client.post("/api/repositories/", repo_body("https://192.168.1.10/r.git"), format="json")
+    assert ok.status_code == 201, ok.content
+
+
+@pytest.mark.parametrize("url", [
+    "ext::sh -c touch% /tmp/fleetgate-pwned",
+    "--upload-pack=touch /tmp/fleetgate-pwned",
+    "-oProxyCommand=touch /tmp/fleetgate-pwned",
+    "git://169.254.169.254/repo.git",
+    "gopher://127.0.0.1:6379/_INFO",
+    "dict://127.0.0.1:11211/stats",
+    "ftp://127.0.0.1/repo.git",
+    "https://git.example.com/r.git\nHost: evil",
+])
+def test_schemes_git_must_never_run_are_refused(admin_client: Any, url: str) -> None:
+    response = admin_client.post("/api/repositories/", repo_body(url), format="json")
+    assert response.status_code == 400, response.content
+    assert "url" in response.json()
+
+
+def test_file_repositories_follow_their_setting(admin_client: Any, settings: Any, tmp_path: Any) -> None:
+    url = tmp_path.as_uri()
+    assert admin_client.post("/api/repositories/", repo_body(url), format="json").status_code == 201
+    settings.FLEETGATE_ALLOW_FILE_REPOSITORIES = False
+    response = admin_client.post("/api/repositories/", {**repo_body(url), "name": "other"}, format="json")
+    assert response.status_code == 400
+    assert "FLEETGATE_ALLOW_FILE_REPOSITORIES" in " ".join(response.json()["url"])
+
+
+# --------------------------------------------------------------------------- when connecting
+
+
+def test_git_fetch_checks_the_address_again_when_it_connects(
+    origin: Any, git_http: Any, settings: Any  # noqa: F811
+) -> None:
+    """Saved while ``localhost`` was allowed; resolving into a denied network later (as a rebound DNS name
+    would) stops the fetch before git contacts the server."""
+    origin.commit("initial")
+    server = git_http("fleet", "right-token-123456")
+    url = server.url("origin").replace("127.0.0.1", "localhost")
+    repo = Repository(name="private", url=url, auth_method="token", username="fleet",
+                      token="right-token-123456")
+    repo.full_clean()
+    repo.save()
+    assert fetch_repository(repo).ok  # allowed: loopback is not denied by default
+    contacted = len(server.seen_auth)
+    assert contacted > 0
+
+    settings.FLEETGATE_URL_DENY_CIDRS = [*DEFAULT_DENY_CIDRS, *LOOPBACK]
+    outcome = fetch_repository(repo)
+    assert not outcome.ok and outcome.error is not None
+    assert outcome.error["code"] == "url_refused"
+    assert "denied network" in outcome.error["message"]
+    check = check_connection(repo)
+    assert not check.ok and check.error is not None and check.error["code"] == "url_refused"
+    assert len(server.seen_auth) == contacted  # git never connected
+    repo.refresh_from_db()
+    assert "denied network" in repo.last_error
+
+
+def test_git_fetch_follows_no_redirect(origin: Any, recorders: list[Recorder]) -> None:  # noqa: F811
+    target = Recorder("127.0.0.2")
+    redirector = Recorder("127.0.0.1", location=target.url)
+    recorders += [target, redirector]
+    repo = Repository.objects.create(name="redirected", url=f"{redirector.url}/origin")
+    outcome = fetch_repository(repo)
+    assert not outcome.ok
+    assert redirector.requests  # git asked the first server
+    assert target.requests == []  # and did not follow it elsewhere
+
+
+def test_cluster_connections_check_the_address_again_when_they_connect(
+    sandbox: SandboxCluster, settings: Any
+) -> None:
+    url = sandbox.url.replace("127.0.0.1", "localhost")
+    cluster = ClusterFactory(name=sandbox.name, api_url=url, token="sandbox-token-value")
+    cluster.full_clean()
+    assert cluster_services.check_cluster(cluster).reachable
+
+    settings.FLEETGATE_URL_DENY_CIDRS = [*DEFAULT_DENY_CIDRS, *LOOPBACK]
+    outcome = cluster_services.check_cluster(cluster)
+    assert not outcome.reachable
+    assert "denied network" in outcome.error
+    cluster.refresh_from_db()
+    assert cluster.status == "unreachable" and "denied network" in cluster.last_error
+
+    # an IP literal is checked the same way (no DNS involved)
+    literal = ClusterFactory(name="literal", api_url=sandbox.url, token="sandbox-token-value")
+    assert "denied network" in cluster_services.check_cluster(literal).error
+
+
+def test_cluster_redirects_to_a_denied_address_are_not_followed(
+    settings: Any, recorders: list[Recorder]
+) -> None:
+    target = Recorder("127.0.0.2")
+    redirector = Recorder("127.0.0.1", location=target.url)
+    recorders += [target, redirector]
+    settings.FLEETGATE_URL_DENY_CIDRS = [*DEFAULT_DENY_CIDRS, "127.0.0.2/32"]
+    cluster = ClusterFactory(name="redirects", api_url=redirector.url, token="sandbox-token-value")
+    outcome = cluster_services.check_cluster(cluster)
+    assert not outcome.reachable
+    assert redirector.requests
+    assert target.requests == []  # the client answers the 302 itself; a followed hop would be checked
+    assert "302" in outcome.error or "denied network" in outcome.error

@@ -141,8 +141,20 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+# HTTPS by default: production is secure unless DEBUG is on or a variable turns a part off. `make run` and
+# the test settings turn them off explicitly (plain http on 127.0.0.1). Behind a TLS-terminating proxy set
+# FLEETGATE_PROXY_SSL_HEADER (e.g. HTTP_X_FORWARDED_PROTO=https) and make the proxy overwrite that header.
+SECURE_SSL_REDIRECT = env_bool("FLEETGATE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks call it over http from inside
+SECURE_HSTS_SECONDS = env_int("FLEETGATE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("FLEETGATE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("FLEETGATE_HSTS_PRELOAD", True)
+_proxy_ssl_header = env_str("FLEETGATE_PROXY_SSL_HEADER", "")
+if _proxy_ssl_header:
+    _header, _, _value = _proxy_ssl_header.partition("=")
+    SECURE_PROXY_SSL_HEADER = (_header.strip(), _value.strip() or "https")
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("FLEETGATE_SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = env_bool("FLEETGATE_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("FLEETGATE_MAX_REQUEST_BYTES", 5 * 1024 * 1024)
 
@@ -253,6 +265,30 @@ FLEETGATE_CLUSTER_CHECK_INTERVAL = env_int("FLEETGATE_CLUSTER_CHECK_INTERVAL", 6
 FLEETGATE_KUBE_CONNECT_TIMEOUT = env_int("FLEETGATE_KUBE_CONNECT_TIMEOUT", 5)
 FLEETGATE_KUBE_READ_TIMEOUT = env_int("FLEETGATE_KUBE_READ_TIMEOUT", 30)
 FLEETGATE_KUBE_DISCOVERY_CACHE_DIR = env_str("FLEETGATE_KUBE_DISCOVERY_CACHE_DIR", "")  # "": per connector
+
+# The cache shared by every process (web, worker, beat): login limits, API throttling. Redis when
+# FLEETGATE_CACHE_URL names one (redis://, rediss://, unix://), else files under var/cache.
+FLEETGATE_CACHE_URL = env_str("FLEETGATE_CACHE_URL", "")
+if FLEETGATE_CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": FLEETGATE_CACHE_URL,
+            "KEY_PREFIX": "fleetgate",
+        }
+    }
+elif FLEETGATE_CACHE_URL:
+    raise ValueError(
+        f"FLEETGATE_CACHE_URL must be a redis://, rediss:// or unix:// URL, not {FLEETGATE_CACHE_URL!r}"
+    )
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "KEY_PREFIX": "fleetgate",
+        }
+    }
 
 LOGGING = {
     "version": 1,

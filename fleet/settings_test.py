@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("FLEETGATE_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# The test client and the live server speak plain http: the production HTTPS defaults off, explicitly.
+for _name in ("FLEETGATE_SSL_REDIRECT", "FLEETGATE_HSTS_SECONDS", "FLEETGATE_SECURE_COOKIES"):
+    os.environ.setdefault(_name, "0")
 # One broker file per test run, like the test database: test runs sharing a machine never take each other's
 # tasks. Worker processes get this URL from tests/workers.py; CI's Redis pass sets CELERY_BROKER_URL itself.
 _BROKER_FILE = Path(os.environ["FLEETGATE_VAR_DIR"]) / f"broker-{os.getpid()}.sqlite3"

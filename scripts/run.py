@@ -45,6 +45,15 @@ def _get(url: str, token: str = "") -> dict | None:
         return None
 
 
+# The settings are HTTPS-secure by default; `make run` serves plain http on 127.0.0.1, so it turns them off
+# (unless the environment already says otherwise, e.g. behind a local TLS proxy).
+DEV_OVERRIDES = {
+    "FLEETGATE_SSL_REDIRECT": "0",
+    "FLEETGATE_HSTS_SECONDS": "0",
+    "FLEETGATE_SECURE_COOKIES": "0",
+}
+
+
 def wait_ready(url: str, token: str, banner: str, timeout: float = 180) -> None:
     """Ready: the web answers and the sandbox clusters are registered and reachable through the API."""
     deadline = time.monotonic() + timeout
@@ -65,6 +74,8 @@ def main() -> int:
     sandbox_port = os.environ.get("FLEETGATE_SANDBOX_PORT", "8100")
     url = f"http://{host}:{port}/"
     var = var_dir()
+    for name, value in DEV_OVERRIDES.items():
+        os.environ.setdefault(name, value)
 
     print("fleetgate: migrating the database", flush=True)
     manage("migrate", "--noinput")

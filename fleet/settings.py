@@ -290,6 +290,10 @@ else:
         }
     }
 
+# The sandbox clusters' /_sandbox admin API token (`make run` generates one per start, in var/ with mode
+# 0600); empty: `manage.py sandbox up` generates its own.
+FLEETGATE_SANDBOX_ADMIN_TOKEN = env_str("FLEETGATE_SANDBOX_ADMIN_TOKEN", "")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

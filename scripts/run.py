@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -54,6 +55,19 @@ DEV_OVERRIDES = {
 }
 
 
+def new_sandbox_admin_token(var: Path) -> str:
+    """A fresh token for the sandbox's /_sandbox admin API, kept in var/sandbox-admin.token (mode 0600) for
+    tools that drive the sandbox; every process gets it as FLEETGATE_SANDBOX_ADMIN_TOKEN."""
+    token = secrets.token_urlsafe(32)
+    path = var / "sandbox-admin.token"
+    var.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
 def wait_ready(url: str, token: str, banner: str, timeout: float = 180) -> None:
     """Ready: the web answers and the sandbox clusters are registered and reachable through the API."""
     deadline = time.monotonic() + timeout
@@ -76,6 +90,7 @@ def main() -> int:
     var = var_dir()
     for name, value in DEV_OVERRIDES.items():
         os.environ.setdefault(name, value)
+    os.environ["FLEETGATE_SANDBOX_ADMIN_TOKEN"] = new_sandbox_admin_token(var)
 
     print("fleetgate: migrating the database", flush=True)
     manage("migrate", "--noinput")

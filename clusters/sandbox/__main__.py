@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .server import SandboxServer
@@ -22,7 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--autosave", type=float, default=5.0, help="seconds between saves of --state (0: off)"
     )
     serve.add_argument("--token", default=None, help="bearer token every cluster requires")
-    serve.add_argument("--admin-token", default=None, help="bearer token for the /_sandbox admin API")
+    serve.add_argument(
+        "--admin-token",
+        default=os.environ.get("FLEETGATE_SANDBOX_ADMIN_TOKEN") or None,
+        help="bearer token for the /_sandbox admin API (default: $FLEETGATE_SANDBOX_ADMIN_TOKEN; without "
+        "one the admin API refuses every call)",
+    )
     serve.add_argument("--tls", action="store_true", help="serve HTTPS with a generated CA")
     serve.add_argument(
         "--tls-dir", default=None, help="keep (and reuse) the CA and certificate in this directory"

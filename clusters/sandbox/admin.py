@@ -7,7 +7,9 @@
 - ``PATCH /_sandbox/clusters/<name>/settings``     e.g. ``{"rollout_delay": 0}``
 - ``POST /_sandbox/save``                          write the state file now
 
-When the server has an ``admin_token``, every call needs ``Authorization: Bearer <admin_token>``.
+Every call needs ``Authorization: Bearer <admin_token>`` (401 otherwise); a server without an
+``admin_token`` refuses every call: the sandbox's clusters can be changed and broken through this API, so
+it is never open.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ def _body(raw: bytes) -> dict[str, Any]:
 def handle_admin(
     sandbox: SandboxServer, method: str, path: str, headers: Message, raw: bytes
 ) -> tuple[int, dict[str, Any]]:
-    if sandbox.admin_token is not None:
-        auth = headers.get("Authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if not given or not hmac.compare_digest(given.encode(), sandbox.admin_token.encode()):
-            raise errors.unauthorized()
+    expected = sandbox.admin_token or ""
+    auth = headers.get("Authorization", "")
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise errors.unauthorized()
     parts = [p for p in path.split("/") if p][1:]
     if parts == ["save"] and method == "POST":
         sandbox.save()

@@ -10,12 +10,15 @@ clusters of an already running sandbox from its kubeconfig.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import yaml
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from clusters import services
@@ -23,6 +26,21 @@ from clusters.kubeconfig import parse as parse_kubeconfig
 from clusters.sandbox import SandboxServer
 from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
+
+
+def admin_token() -> str:
+    """The /_sandbox admin API token: FLEETGATE_SANDBOX_ADMIN_TOKEN (`make run` sets it), else a new one
+    written to var/sandbox-admin.token with mode 0600 for the tools that drive the sandbox."""
+    if settings.FLEETGATE_SANDBOX_ADMIN_TOKEN:
+        return str(settings.FLEETGATE_SANDBOX_ADMIN_TOKEN)
+    token = secrets.token_urlsafe(32)
+    path = Path(settings.VAR_DIR) / "sandbox-admin.token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
 
 
 class Command(BaseCommand):
@@ -95,6 +113,7 @@ class Command(BaseCommand):
             options["port"],
             state_file=options["state"],
             tls=options["tls"],
+            admin_token=admin_token(),
             autosave_interval=5.0 if options["state"] else None,
         )
         try:

@@ -32,7 +32,7 @@ from tests.factories import ClusterFactory, ClusterGroupFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "pw-Secret-123"  # noqa: S105 (the factories' test password)
+PASSWORD = "pw-Secret-123"  # the factories' test password
 
 
 @pytest.fixture(autouse=True)
@@ -204,7 +204,8 @@ def test_leaving_a_django_group_drops_its_bindings_on_the_next_request() -> None
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     cluster = Cluster.objects.get(name="any-1")
-    assert api.patch(f"/api/clusters/{cluster.pk}/", {"description": "mine"}, format="json").status_code == 200
+    response = api.patch(f"/api/clusters/{cluster.pk}/", {"description": "mine"}, format="json")
+    assert response.status_code == 200
 
     user.groups.remove(operators)
     response = api.patch(f"/api/clusters/{cluster.pk}/", {"description": "still mine?"}, format="json")

@@ -85,7 +85,7 @@ def production_env(tmp_path: Path) -> dict[str, str]:
 
 def settings_under(env: dict[str, str]) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-c", SETTINGS_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SETTINGS_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=99
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -153,7 +153,7 @@ def test_production_defaults_are_secure_and_debug_or_make_run_turn_them_off(tmp_
 def test_a_bad_cache_url_is_refused_at_start(tmp_path: Path) -> None:
     env = {**base_environment(tmp_path), "FLEETGATE_CACHE_URL": "memcached://x"}
     result = subprocess.run(
-        [sys.executable, "-c", SETTINGS_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SETTINGS_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=99
     )
     assert result.returncode != 0 and "FLEETGATE_CACHE_URL must be" in result.stderr
 

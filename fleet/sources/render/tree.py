@@ -51,7 +51,11 @@ class SourceTree:
         read-only while rendering."""
         cached = self._inside.get(path)
         if cached is None:
-            real = path.resolve()
+            try:
+                real = path.resolve()
+            except (RuntimeError, OSError):  # a symlink loop (Python 3.11 raises RuntimeError)
+                raise RenderError("symlink loop: the link points back to itself",
+                                  file=self.rel(path)) from None
             cached = real == self.root or self.root in real.parents
             self._inside[path] = cached
         return cached

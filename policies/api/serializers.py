@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, PermissionDenied
 
 from clusters.models import ClusterGroup
 from fleet.core.api.serializers import FleetModelSerializer
@@ -24,7 +24,8 @@ from policies.services.definitions import (
     EngineUnavailableForSave,
     PolicyDefinition,
     PolicyInvalid,
-    save_policy,
+    PolicyWriteDenied,
+    author_policy,
     validate_definition,
 )
 
@@ -93,6 +94,19 @@ class PolicyVersionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+
+# What a definition field reads as when the current version has no value for it (a Gatekeeper policy has
+# no modules, a conftest policy no template): the schema's type, never null.
+DEFINITION_DEFAULTS: dict[str, Any] = {
+    "modules": [],
+    "test_modules": [],
+    "data": {},
+    "namespaces": [],
+    "all_namespaces": False,
+    "combine": False,
+    "template": "",
+    "constraints": [],
+}
 
 DEFINITION_FIELDS = (
     "modules",
@@ -169,7 +183,8 @@ class PolicySerializer(serializers.ModelSerializer):
         out = super().to_representation(instance)
         content = instance.current.content if instance.current else {}
         for key in DEFINITION_FIELDS:
-            out[key] = content.get(key)
+            value = content.get(key)
+            out[key] = DEFINITION_DEFAULTS[key] if value is None else value
         return out
 
     _refusal: PolicyInvalid | None = None
@@ -218,14 +233,16 @@ class PolicySerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         user = request.user if request is not None else None
         try:
-            result = save_policy(
+            result = author_policy(
+                user,
                 validated_data.get("name") or (instance.name if instance else ""),
                 validated_data["_definition"],
-                user=user,
                 description=validated_data.get("description"),
                 policy=instance,
                 validated=validated_data["_validated"],
             )
+        except PolicyWriteDenied as exc:
+            raise PermissionDenied(exc.message) from None
         except PolicyInvalid as exc:
             raise invalid(exc) from None
         policy = result.policy

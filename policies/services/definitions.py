@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db import transaction
 
+from fleet.access.restrict import has_permission, scope_for
 from fleet.audit.services import record
 from policies import gate
 from policies.choices import PolicyStyle, TestStatus
@@ -44,6 +45,40 @@ class PolicyInvalid(ValueError):
         self.errors = [dict(e) for e in errors]
         self.field = field
         self.tests = [dict(t) for t in tests]
+
+
+class PolicyWriteDenied(PermissionError):
+    """The user may not create this policy or add a version to it (API: 403; UI: a form error with 403).
+
+    ``action`` is ``add`` (a new policy) or ``change`` (a new version of ``policy_name``)."""
+
+    def __init__(self, message: str, *, action: str, policy_name: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.action = action
+        self.policy_name = policy_name
+
+
+def ensure_may_write_policy(user: Any, policy: Policy | None, name: str = "") -> None:
+    """Scope check against the policy being changed, not "may add somewhere".
+
+    A new policy can be bound anywhere, so creating one needs ``policy.add`` on all clusters. A new version
+    of an existing policy (by editing it, or by creating one with its name) needs ``policy.change`` on that
+    policy, as its model's ``restrict`` decides (policies are global documents: a role on all clusters)."""
+    if policy is None:
+        if not scope_for(user, "policy.add").everywhere:
+            raise PolicyWriteDenied(
+                "Only a role on all clusters may add policies (they can be bound anywhere).",
+                action="add",
+                policy_name=name,
+            )
+        return
+    if not has_permission(user, Policy, "change", policy):
+        raise PolicyWriteDenied(
+            f"You may not change the policy {policy.name!r}: it applies beyond your scope.",
+            action="change",
+            policy_name=policy.name,
+        )
 
 
 class EngineUnavailableForSave(RuntimeError):
@@ -237,11 +272,6 @@ def validate_definition(
         if style == PolicyStyle.CONFTEST:
             if not definition.modules:
                 raise PolicyInvalid("a conftest policy needs at least one Rego module", field="modules")
-            bound = definition.bound("check", "check", None)[0]
-            try:
-                bound.policy_set()
-            except (FormatError, ValueError) as exc:
-                raise PolicyInvalid(str(exc), [_format_error(exc, "modules")], field="modules") from None
             modules = definition.policy_modules()
             kind = ""
         else:
@@ -258,6 +288,11 @@ def validate_definition(
                 [e.as_dict() for e in errors],
                 field="modules" if style == PolicyStyle.CONFTEST else "template",
             )
+        if style == PolicyStyle.CONFTEST:  # after compiling: a syntax error is reported with its line first
+            try:
+                definition.bound("check", "check", None)[0].policy_set()
+            except (FormatError, ValueError) as exc:
+                raise PolicyInvalid(str(exc), [_format_error(exc, "modules")], field="modules") from None
         has_tests = bool(tests) or any("test_" in m.source for m in modules)
         results: list[TestResult] = []
         if has_tests:
@@ -305,8 +340,15 @@ def save_policy(
     engine: RegoEngine | None = None,
     allow_failing_tests: bool = False,
     validated: Validated | None = None,
+    check_scope: bool = False,
 ) -> SaveResult:
-    """Create the policy or add a version to it (none when the content is unchanged). Audited."""
+    """Create the policy or add a version to it (none when the content is unchanged). Audited.
+
+    With ``check_scope`` (every write on behalf of a person: API, UI), ``user`` must be allowed to write the
+    policy that is actually changed, checked on the locked row (:func:`ensure_may_write_policy`); otherwise
+    :class:`PolicyWriteDenied` and nothing is stored. Use :func:`author_policy`."""
+    if check_scope:  # refuse before compiling and running tests for someone who may not write at all
+        ensure_may_write_policy(user, policy or Policy.objects.filter(name=name).first(), name)
     checked = validated or validate_definition(
         definition, engine=engine, allow_failing_tests=allow_failing_tests
     )
@@ -317,6 +359,8 @@ def save_policy(
             policy = Policy.objects.select_for_update().filter(name=name).first()
         else:
             policy = Policy.objects.select_for_update().get(pk=policy.pk)
+        if check_scope:  # again on the locked row: the name may have been taken since the first check
+            ensure_may_write_policy(user, policy, name)
         if policy is None:
             policy = Policy(name=name, style=definition.style, description=description or "", source=source)
             policy.kind = checked.kind
@@ -372,6 +416,31 @@ def save_policy(
             message=f"{policy.name} v{number}" + (f" from commit {commit_sha[:10]}" if commit_sha else ""),
         )
     return SaveResult(policy, version, created, True, checked.tests)
+
+
+def author_policy(
+    user: Any,
+    name: str,
+    definition: PolicyDefinition,
+    *,
+    policy: Policy | None = None,
+    description: str | None = None,
+    allow_failing_tests: bool = False,
+    validated: Validated | None = None,
+) -> SaveResult:
+    """What a person does in the API or the UI: create a policy, or a new version of ``policy`` (or of the
+    policy already called ``name``), checked against that policy's scope. Raises PolicyWriteDenied,
+    PolicyInvalid or EngineUnavailableForSave; nothing is stored then."""
+    return save_policy(
+        name,
+        definition,
+        user=user,
+        description=description,
+        policy=policy,
+        allow_failing_tests=allow_failing_tests,
+        validated=validated,
+        check_scope=True,
+    )
 
 
 def definition_of(version: PolicyVersion) -> PolicyDefinition:

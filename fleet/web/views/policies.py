@@ -192,7 +192,8 @@ def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         EngineUnavailableForSave,
         PolicyDefinition,
         PolicyInvalid,
-        save_policy,
+        PolicyWriteDenied,
+        author_policy,
     )
 
     policy = get_visible(request, Policy.objects.select_related("current"), pk=pk) if pk else None
@@ -209,11 +210,16 @@ def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     form = PolicyEditForm(request.POST or None, initial=initial)
     errors: list[dict[str, Any]] = []
     tests: list[dict[str, Any]] = []
+    status = 200
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         definition = PolicyDefinition(style="conftest", modules=((data["module_path"], data["source"]),))
         try:
-            result = save_policy(data["name"], definition, user=request.user, policy=policy)
+            # The service checks scope against the policy it changes (a new one, this one, or the one that
+            # already has this name), not "may add somewhere".
+            result = author_policy(request.user, data["name"], definition, policy=policy)
+        except PolicyWriteDenied as exc:
+            errors, status = [{"line": 0, "message": exc.message}], 403
         except PolicyInvalid as exc:
             errors, tests = exc.errors or [{"line": 0, "message": exc.message}], exc.tests
         except EngineUnavailableForSave as exc:
@@ -223,4 +229,4 @@ def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             messages.success(request, f"Saved {result.policy.name} v{number}.")
             return redirect("web:policy-detail", pk=result.policy.pk)
     context = {"form": form, "policy": policy, "errors": errors, "tests": tests}
-    return render(request, "web/policies/edit.html", context)
+    return render(request, "web/policies/edit.html", context, status=status)

@@ -44,11 +44,13 @@ from policies.engine.base import (
     run_tests_generic,
     to_json,
 )
+from policies.engine.sandbox import forbidden_calls
 from policies.engine.source import namespace_source, normalise_for_engine
 
 SETS_ROOT = "fleetgate_sets"
 TARGETS_ROOT = "fleetgate_targets"
 BATCH_SIZE = 500
+STRICT = {"strict-builtin-errors": True}
 
 
 def _errors_from_body(body: Any, id_to_path: Mapping[str, str], default_path: str) -> list[CompileError]:
@@ -198,7 +200,9 @@ class OpaEngine:
             return fn(*args, **kwargs)
         except requests.Timeout as exc:
             raise EngineTimeout(
-                f"opa: no answer from {self.url} within {self.timeout:g}s", engine="opa"
+                f"opa: evaluation stopped at the {self.timeout:g}s limit (engine timeout): no answer from "
+                f"{self.url}",
+                engine="opa",
             ) from exc
         except requests.ConnectionError as exc:
             raise EngineUnavailable(
@@ -226,13 +230,20 @@ class OpaEngine:
         return str(body.get("message") or body)
 
     def _query_rule(self, rule_path: str, input: Any) -> dict[str, Any]:
-        """POST /v1/data/<rule_path> with ``input`` (already JSON-clean)."""
+        """POST /v1/data/<rule_path> with ``input`` (already JSON-clean).
+
+        ``strict-builtin-errors``: a built-in that fails (``to_number("x")``, a bad regex) is an error of
+        the whole query, so the gate blocks, as on regorus; without it OPA makes the expression undefined
+        and a deny rule quietly passes. A query past ``timeout`` is abandoned: the client closes the
+        connection and OPA cancels the evaluation with the request's context."""
         package, _, rule = rule_path.rpartition(".")
-        result: dict[str, Any] = self._call(self._client.query_rule, input, package, rule)
+        result: dict[str, Any] = self._call(
+            self._client.query_rule, input, package, rule, query_params=STRICT
+        )
         return result
 
     def _ad_hoc_query(self, query: str, input: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(self._client.ad_hoc_query, query, input)
+        result: dict[str, Any] = self._call(self._client.ad_hoc_query, query, input, query_params=STRICT)
         return result
 
     def _put_data(self, path: str, value: dict[str, Any]) -> None:
@@ -275,6 +286,9 @@ class OpaEngine:
     # -- pushing modules
     def _push_modules(self, id_prefix: str, ns_prefix: str, modules: Sequence[Module]) -> list[CompileError]:
         """PUT every module; OPA compiles on each PUT, so modules that need a later one are retried."""
+        forbidden = forbidden_calls(modules)
+        if forbidden:  # never sent: `opa run` has no capabilities flag to disable them on the server
+            return forbidden
         pending = {f"{id_prefix}/{quote(m.path, safe='._-')}": m for m in modules}
         id_to_path = {pid: m.path for pid, m in pending.items()}
         errors: dict[str, list[CompileError]] = {}

@@ -9,9 +9,12 @@ Facts this module is built around (see shared/reference/policy-formats.md):
   variable is removed from the process environment before the first engine is built;
 * engines run in v0 mode; v1 modules get ``import rego.v1`` on their package line
   (:func:`policies.engine.source.normalise_for_engine`), which switches them to v1 in that mode;
-* there is no way to interrupt an evaluation: the timeout is checked after each evaluation and an
-  evaluation that overran raises :class:`EngineTimeout` (a hard limit belongs to the worker process,
-  e.g. the Celery task's ``time_limit``).
+* there is no way to interrupt an evaluation in-process (the binding exposes no execution limit), so
+  evaluations run in worker processes (:mod:`policies.engine.regorus_pool`) that are killed at the
+  ``timeout`` of each evaluation (:class:`EngineTimeout`, the gate blocks) and have a memory limit;
+  compiling (``check``, ``prepare``) stays in this process, where errors surface with their lines;
+* built-ins that reach the network or the host are refused at compile time and disabled in the workers
+  (:mod:`policies.engine.sandbox`).
 """
 
 from __future__ import annotations
@@ -20,18 +23,15 @@ import json
 import os
 import re
 import threading
-import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from policies.engine.base import (
     CompileError,
-    EngineError,
-    EngineTimeout,
     Module,
     PolicyCompileError,
-    PolicyEvaluationError,
     PolicySet,
     TestResult,
     check_target_data,
@@ -40,6 +40,8 @@ from policies.engine.base import (
     run_tests_generic,
     to_json,
 )
+from policies.engine.regorus_pool import WorkerPool, get_pool
+from policies.engine.sandbox import REGORUS_OVERRIDES, forbidden_calls
 from policies.engine.source import module_version, normalise_for_engine, split_multi_body_rules
 
 
@@ -77,49 +79,28 @@ def regorus_source(module: Module) -> str:
     return normalise_for_engine(module)
 
 
-def _short(exc: BaseException) -> str:
-    err = parse_regorus_error(str(exc))
+def _short(text: str) -> str:
+    err = parse_regorus_error(text)
     return str(err) if err.line else err.message
 
 
-class _ThreadState(threading.local):
-    def __init__(self) -> None:
-        self.engines: OrderedDict[str, Any] = OrderedDict()
-
-
 class RegorusSession:
-    """Per-target data; engines with that data are cloned lazily per thread and policy set."""
+    """Per-target data, sent once to each worker that evaluates a set which reads it."""
 
-    def __init__(self, target_data: Mapping[str, Any] | None) -> None:
+    def __init__(self, target_data: Mapping[str, Any] | None, pool: WorkerPool | None = None) -> None:
         data = check_target_data(target_data)
+        self.id = "s_" + uuid.uuid4().hex
         self.inventory_json = to_json({"inventory": data["inventory"]})
         self.fleetgate_json = to_json({"fleetgate": data["fleetgate"]})
-        self._local = _ThreadState()
+        self._pool = pool
 
-    def engine_for(self, prepared: RegorusPreparedSet) -> Any:
-        digest = prepared.policy_set.digest
-        engine = self._local.engines.get(digest)
-        if engine is None:
-            base = prepared._engine()
-            if not (prepared.uses_inventory or prepared.uses_fleetgate):
-                return base
-            engine = base.clone()
-            try:
-                if prepared.uses_inventory:
-                    engine.add_data_json(self.inventory_json)
-                if prepared.uses_fleetgate:
-                    engine.add_data_json(self.fleetgate_json)
-            except BaseException as exc:
-                if isinstance(exc, _PASS_THROUGH):
-                    raise
-                raise EngineError(
-                    f"regorus: could not load target data: {_short(exc)}", engine="regorus"
-                ) from exc
-            self._local.engines[digest] = engine
-        return engine
+    def spec(self) -> dict[str, str]:
+        return {"id": self.id, "inventory": self.inventory_json, "fleetgate": self.fleetgate_json}
 
     def close(self) -> None:
-        self._local = _ThreadState()
+        if self._pool is not None:
+            self._pool.forget_session(self.id)
+            self._pool = None
 
     def __enter__(self) -> RegorusSession:
         return self
@@ -136,35 +117,40 @@ class RegorusPreparedSet:
         # Only clone and load per-target documents into sets that can read them.
         self.uses_inventory = policy_set.reads_inventory
         self.uses_fleetgate = policy_set.reads_context
-        self._empty_session: RegorusSession | None = None
+        self._spec: dict[str, Any] | None = None
 
-    def _engine(self) -> Any:
-        return self._owner._engine_for(self.policy_set)
+    def set_spec(self) -> dict[str, Any]:
+        """What a worker needs to build this set: the sources as regorus gets them, data, what it reads."""
+        if self._spec is None:
+            modules = [[m.path, regorus_source(m)] for m in self.policy_set.modules]
+            modules.append([ENTRY_PATH, entry_module_source(self.policy_set, self.entry_package)])
+            self._spec = {
+                "digest": self.policy_set.digest,
+                "modules": modules,
+                "data": to_json(dict(self.policy_set.data)) if self.policy_set.data else None,
+                "inventory": self.uses_inventory,
+                "fleetgate": self.uses_fleetgate,
+            }
+        return self._spec
 
-    def _session_engine(self, session: Any) -> Any:
+    def _session(self, session: Any) -> dict[str, str] | None:
         if session is None:
-            return self._engine()
+            return None
         if not isinstance(session, RegorusSession):
             raise TypeError("a regorus prepared set needs a session opened by the regorus engine")
-        return session.engine_for(self)
+        return session.spec()
 
-    def _eval(self, engine: Any, rule: str, input_json: str) -> list[Any]:
-        started = time.monotonic()
-        try:
-            engine.set_input_json(input_json)
-            out = engine.eval_rule_as_json(rule)
-        except BaseException as exc:
-            if isinstance(exc, _PASS_THROUGH):
-                raise
-            raise PolicyEvaluationError(f"regorus: {_short(exc)}", engine="regorus") from exc
-        elapsed = time.monotonic() - started
-        if elapsed > self._owner.timeout:
-            raise EngineTimeout(
-                f"regorus: evaluation took {elapsed:.2f}s, over the {self._owner.timeout:g}s limit",
-                engine="regorus",
-            )
-        value = json.loads(out)
-        return value if isinstance(value, list) else []
+    def _run(self, op: str, target: str, inputs_json: Sequence[str], session: Any) -> list[Any]:
+        raw = self._owner.pool.run(
+            op=op,
+            target=target,
+            set_spec=self.set_spec(),
+            session=self._session(session),
+            inputs=[text.encode("utf-8") for text in inputs_json],
+            timeout=self._owner.timeout,
+            describe=_short,
+        )
+        return [json.loads(r) for r in raw]
 
     def _rule(self, entrypoint: str) -> str:
         if entrypoint not in self.policy_set.entrypoints:
@@ -172,41 +158,68 @@ class RegorusPreparedSet:
         return f"data.{self.entry_package}.ep_{entrypoint}"
 
     def evaluate(self, entrypoint: str, input: Any, session: Any = None) -> list[Any]:
-        return self._eval(self._session_engine(session), self._rule(entrypoint), to_json(input))
+        return self.evaluate_many(entrypoint, [to_json(input)], session)[0]
 
     def evaluate_many(
         self, entrypoint: str, inputs_json: Sequence[str], session: Any = None
     ) -> list[list[Any]]:
-        engine = self._session_engine(session)
-        rule = self._rule(entrypoint)
-        return [self._eval(engine, rule, text) for text in inputs_json]
+        values = self._run("eval", self._rule(entrypoint), inputs_json, session)
+        return [v if isinstance(v, list) else [] for v in values]
 
     def query(self, query: str, input: Any = None, session: Any = None) -> list[Any]:
-        engine = self._session_engine(session)
-        try:
-            engine.set_input_json(to_json(input))
-            out = json.loads(engine.eval_query_as_json(f"[y | y := ({query})]"))
-        except BaseException as exc:
-            if isinstance(exc, _PASS_THROUGH):
-                raise
-            raise PolicyEvaluationError(f"regorus: {_short(exc)}", engine="regorus") from exc
+        out = self._run("query", f"[y | y := ({query})]", [to_json(input)], session)[0]
         rows = out.get("result") or []
         return rows[0]["expressions"][0]["value"] if rows else []
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
 class RegorusEngine:
-    """The embedded engine. Safe to share between threads; each thread builds its own regorus engines."""
+    """The embedded engine: compiles in this process, evaluates in worker processes with hard limits.
+
+    ``timeout``: seconds per evaluation (one input), past which the worker is killed. ``workers``
+    (``FLEETGATE_REGO_WORKERS``, default the CPU count) and ``memory_mb`` (``FLEETGATE_REGO_MEMORY_MB``,
+    default 1024; 0 = no limit) size the process-wide worker pool. Safe to share between threads."""
 
     name = "regorus"
 
-    def __init__(self, *, timeout: float = 10.0, cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        cache_size: int = 256,
+        workers: int | None = None,
+        memory_mb: int | None = None,
+    ) -> None:
         _scrub_backtrace_env()
         self.timeout = timeout
         self.cache_size = cache_size
-        self._local = _ThreadState()
+        if workers is None:
+            workers = _env_int("FLEETGATE_REGO_WORKERS", os.cpu_count() or 2)
+        if memory_mb is None:
+            memory_mb = _env_int("FLEETGATE_REGO_MEMORY_MB", 1024)
+        self.workers = workers
+        self.memory_mb = memory_mb
+        self._compiled: OrderedDict[str, bool] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> WorkerPool:
+        return get_pool(self.workers, self.memory_mb, REGORUS_OVERRIDES)
 
     # -- building
     def _build(self, policy_set: PolicySet) -> Any:
+        forbidden = forbidden_calls(policy_set.modules)
+        if forbidden:
+            raise PolicyCompileError(forbidden, engine=self.name)
         engine = regorus.Engine()
         engine.set_rego_v0(True)
         errors: list[CompileError] = []
@@ -230,18 +243,17 @@ class RegorusEngine:
             raise PolicyCompileError([parse_regorus_error(str(exc))], engine=self.name) from exc
         return engine
 
-    def _engine_for(self, policy_set: PolicySet) -> Any:
-        cache = self._local.engines
+    def _ensure_compiled(self, policy_set: PolicySet) -> None:
         digest = policy_set.digest
-        engine = cache.get(digest)
-        if engine is None:
-            engine = self._build(policy_set)
-            cache[digest] = engine
-            while len(cache) > self.cache_size:
-                cache.popitem(last=False)
-        else:
-            cache.move_to_end(digest)
-        return engine
+        with self._lock:
+            if digest in self._compiled:
+                self._compiled.move_to_end(digest)
+                return
+        self._build(policy_set)
+        with self._lock:
+            self._compiled[digest] = True
+            while len(self._compiled) > self.cache_size:
+                self._compiled.popitem(last=False)
 
     # -- protocol
     def check(self, modules: Sequence[Module]) -> list[CompileError]:
@@ -254,14 +266,15 @@ class RegorusEngine:
         return []
 
     def prepare(self, policy_set: PolicySet) -> RegorusPreparedSet:
-        self._engine_for(policy_set)  # compile now, in this thread, so errors surface here
+        self._ensure_compiled(policy_set)  # compile now, in this process, so errors surface here
         return RegorusPreparedSet(self, policy_set)
 
     def open_session(self, target_data: Mapping[str, Any] | None = None) -> RegorusSession:
-        return RegorusSession(target_data)
+        return RegorusSession(target_data, self.pool)
 
     def run_tests(self, modules: Sequence[Module], data: Mapping[str, Any] | None = None) -> list[TestResult]:
         return run_tests_generic(self, modules, data)
 
     def close(self) -> None:
-        self._local = _ThreadState()
+        with self._lock:
+            self._compiled.clear()

@@ -10,8 +10,8 @@ from django.db.models import Count, Model, Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -93,7 +93,7 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
         methods=["post"],
         url_path="import",
         url_name="import",
-        parser_classes=[JSONParser, MultiPartParser, FormParser],
+        parser_classes=[JSONParser, MultiPartParser],
     )
     def import_policies(self, request: Request) -> Response:
         _require_global(request.user, "policy.add", "import policies")
@@ -290,7 +290,10 @@ class PolicySourceViewSet(OwnRestrictMixin, FleetModelViewSet):
     def _visible_object(self) -> Model:
         from django.shortcuts import get_object_or_404
 
-        return get_object_or_404(self.get_queryset(), pk=self.kwargs["pk"])
+        pk = str(self.kwargs.get("pk", ""))
+        if not pk.isascii() or not pk.isdigit() or len(pk) > 18:  # "abc", "false", "null,null": no such row
+            raise NotFound("Not found.")
+        return get_object_or_404(self.get_queryset(), pk=int(pk))
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         _require_global(request.user, "policy.add", "add policy sources")

@@ -74,14 +74,10 @@ def tokenize(source: str) -> Iterator[Token]:
             yield Token("str", text, i, j, line)
             line += text.count("\n")
             i = j
-        elif c.isalpha() or c == "_":
-            m = _ID.match(source, i)
-            assert m is not None  # noqa: S101 - guarded by the branch condition
+        elif (m := _ID.match(source, i)) is not None:
             yield Token("id", m.group(), i, m.end(), line)
             i = m.end()
-        elif c.isdigit():
-            m = _NUM.match(source, i)
-            assert m is not None  # noqa: S101
+        elif (m := _NUM.match(source, i)) is not None:
             yield Token("num", m.group(), i, m.end(), line)
             i = m.end()
         else:

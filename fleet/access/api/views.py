@@ -5,6 +5,7 @@ from typing import Any
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +19,7 @@ from fleet.access.api.serializers import (
     RoleSerializer,
 )
 from fleet.access.models import APIToken, RoleBinding
+from fleet.access.restrict import groups_where
 from fleet.audit.services import record
 from fleet.core.api.viewsets import FleetModelViewSet
 
@@ -28,6 +30,14 @@ class RoleBindingViewSet(FleetModelViewSet):
     filterset_fields = ["user", "group", "role", "scope"]
     ordering_fields = ["id", "role"]
     ordering = ["id"]
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        # Bindings belong to no group: only an all-clusters binding may add one. Refuse before the body is
+        # validated, so that a group-scoped admin cannot learn from "already has this role" (400) which
+        # bindings exist in groups they cannot see.
+        if not groups_where(request.user, RoleBinding, "add").everywhere:
+            raise PermissionDenied("Role bindings are managed with an all-clusters admin binding only.")
+        return super().create(request, *args, **kwargs)
 
 
 class RoleViewSet(viewsets.ViewSet):

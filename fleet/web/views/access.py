@@ -9,16 +9,22 @@ from django.shortcuts import render
 
 from fleet.access import roles
 from fleet.access.models import RoleBinding
+from fleet.access.restrict import groups_where
 from fleet.web.views.base import require, visible
 
 
 @login_required
 def access(request: HttpRequest) -> HttpResponse:
     require(request, RoleBinding, "view")
+    # Users and Django groups are listed only with an all-clusters binding (docs/roles.md); a group-scoped
+    # admin sees the bindings `restrict()` lets them see, and nothing about other people.
+    everywhere = groups_where(request.user, get_user_model(), "view").everywhere
+    users = get_user_model().objects.order_by("username").only("username", "is_active", "last_login")
     context = {
         "bindings": visible(request, RoleBinding.objects.select_related("user", "group", "scope")),
-        "users": get_user_model().objects.order_by("username").only("username", "is_active", "last_login"),
-        "groups": Group.objects.annotate(members=Count("user")).order_by("name"),
+        "show_people": everywhere,
+        "users": users if everywhere else users.none(),
+        "groups": Group.objects.annotate(members=Count("user")).order_by("name") if everywhere else [],
         "roles": roles.describe(),
     }
     return render(request, "web/access.html", context)

@@ -76,6 +76,12 @@ def permission_name(model: type[models.Model], action: str) -> str:
     return f"{model._meta.model_name}.{action}"
 
 
+def groups_where(user: Any, model: type[models.Model], action: str) -> Scope:
+    """Where the user may do ``action`` on ``model``: all clusters, some groups, or nowhere. For checks
+    that compare sets of groups (membership changes, approval groups) rather than narrow a queryset."""
+    return scope_for(user, permission_name(model, action))
+
+
 def restrict(queryset: models.QuerySet, user: Any, action: str = "view") -> models.QuerySet:
     """The one entry point. A model whose queryset class defines its own ``restrict`` (policies seen by
     everyone who may view policies anywhere, say) is asked through it; every other model by scope."""

@@ -20,6 +20,7 @@ from fleet.rollouts.choices import (
     SyncState,
 )
 from fleet.rollouts.models import Approval, ClusterSync, Rollout, SyncedState
+from fleet.rollouts.services import approval as approval_rule
 from fleet.rollouts.services.common import RolloutError, atomic, locked_rollout, note, transition
 from fleet.rollouts.services.lifecycle import create_rollout, queue
 from fleet.sources.models import Commit, PathMapping
@@ -39,6 +40,18 @@ def approve(rollout: Rollout, user: Any) -> Rollout:
             raise RolloutError(f"the rollout is {rollout.state}, not awaiting approval", conflict=True)
         if not has_permission(user, Rollout, "approve", rollout):
             raise RolloutError("you may not approve rollouts of this group")
+        # Approvers need the approver role in every group that asks for approval of these clusters, and
+        # the count follows the strictest of them as the groups are now (services/approval.py).
+        rule = approval_rule.rule_for(rollout)
+        missing = approval_rule.groups_not_approvable_by(user, rule)
+        if missing:
+            raise RolloutError(
+                "you may not approve this rollout: it reaches clusters of "
+                f"{', '.join(missing)}, where you do not hold the approver role"
+            )
+        if rule.count > rollout.approvals_required:
+            rollout.approvals_required = rule.count
+            rollout.save(update_fields=["approvals_required", "updated"])
         if _is_author(user, rollout):
             raise RolloutError("the author of the commit cannot approve its rollout")
         if rollout.created_by_id is not None and rollout.created_by_id == user.pk:

@@ -21,6 +21,7 @@ from fleet.rollouts.choices import (
     SyncState,
 )
 from fleet.rollouts.models import Approval, ClusterSync, Rollout
+from fleet.rollouts.services import approval as approval_rule
 from fleet.rollouts.services.common import atomic, locked_rollout, note, transition
 from fleet.sources.models import Commit, PathMapping
 
@@ -225,16 +226,6 @@ def _first_message(summary: dict[str, Any]) -> str:
     return ""
 
 
-def _previously_approved(rollout: Rollout) -> bool:
-    return (
-        Rollout.objects.filter(
-            mapping=rollout.mapping_id, commit=rollout.commit_id, approved_at__isnull=False
-        )
-        .exclude(pk=rollout.pk)
-        .exists()
-    )
-
-
 def _plan_all(rollout: Rollout) -> None:
     """The server-side dry-run diff for each target, stored before approval or a manual sync."""
     from fleet.rollouts.models import SyncedState
@@ -268,8 +259,10 @@ def _plan_all(rollout: Rollout) -> None:
 def _after_gate(rollout_id: int) -> str:
     rollout = Rollout.objects.select_related("mapping__cluster_group").get(pk=rollout_id)
     group = rollout.mapping.cluster_group
-    approval = group.approval_required and not (
-        rollout.trigger == RolloutTrigger.SYNC_NOW and _previously_approved(rollout)
+    # The strictest group any of the rollout's clusters belongs to decides (services/approval.py).
+    rule = approval_rule.rule_for(rollout)
+    approval = rule.required and not (
+        rollout.trigger == RolloutTrigger.SYNC_NOW and approval_rule.previously_approved(rollout, rule)
     )
     manual = group.sync_mode == "manual" and rollout.trigger == RolloutTrigger.COMMIT
     if (approval or manual) and not any(cs.get("plan") for cs in rollout.syncs.values("plan")):
@@ -282,9 +275,9 @@ def _after_gate(rollout_id: int) -> str:
             transition(
                 rollout,
                 RolloutState.AWAITING_APPROVAL,
-                f"needs {group.approvals_required} approval(s)",
+                approval_rule.describe(rule, group),
                 approval_required=True,
-                approvals_required=group.approvals_required,
+                approvals_required=rule.count,
                 manual=manual,
             )
             return str(rollout.state)

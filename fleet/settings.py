@@ -262,6 +262,14 @@ FLEETGATE_URL_DENY_CIDRS = [
     str(net) for net in parse_networks(env_list("FLEETGATE_URL_DENY_CIDRS", list(DEFAULT_DENY_CIDRS)))
 ]
 FLEETGATE_WEBHOOK_MAX_BYTES = env_int("FLEETGATE_WEBHOOK_MAX_BYTES", 5 * 1024 * 1024)
+# Webhook deliveries allowed per repository and per source address ("120/min"; empty: no limit), counted in
+# the default cache; a delivery id or body is refused as a replay for FLEETGATE_WEBHOOK_REPLAY_WINDOW
+# seconds (and a GitHub push older than that); rejections are audited once per repository and reason per
+# FLEETGATE_WEBHOOK_REJECTION_AUDIT_WINDOW seconds, with a count of the others.
+FLEETGATE_WEBHOOK_RATE_PER_REPOSITORY = env_str("FLEETGATE_WEBHOOK_RATE_PER_REPOSITORY", "120/min")
+FLEETGATE_WEBHOOK_RATE_PER_ADDRESS = env_str("FLEETGATE_WEBHOOK_RATE_PER_ADDRESS", "600/min")
+FLEETGATE_WEBHOOK_REPLAY_WINDOW = env_int("FLEETGATE_WEBHOOK_REPLAY_WINDOW", 3600)
+FLEETGATE_WEBHOOK_REJECTION_AUDIT_WINDOW = env_int("FLEETGATE_WEBHOOK_REJECTION_AUDIT_WINDOW", 300)
 FLEETGATE_CLUSTER_CHECK_INTERVAL = env_int("FLEETGATE_CLUSTER_CHECK_INTERVAL", 60)
 # Kubernetes connector timeouts and its discovery cache (one file per cluster).
 FLEETGATE_KUBE_CONNECT_TIMEOUT = env_int("FLEETGATE_KUBE_CONNECT_TIMEOUT", 5)

@@ -17,6 +17,17 @@ Signatures:
   ``X-Hub-Signature-256`` is accepted as well (Gitea sends both).
 * GitLab: ``X-Gitlab-Token``: the secret itself, compared in constant time.
 
+Replays (checked by ``fleet.sources.services.hook_guard``, not here): what each provider gives is
+
+* GitHub: ``X-GitHub-Delivery`` (a GUID, the same on a redelivery) and, in push payloads,
+  ``repository.pushed_at`` (seconds since the epoch) inside the signed body: ``PushEvent.pushed_at``.
+* Gitea/Forgejo: ``X-Gitea-Delivery`` / ``X-Forgejo-Delivery`` (a UUID); no delivery time.
+* GitLab: ``X-Gitlab-Event-UUID`` (and ``X-Gitlab-Webhook-UUID``); no delivery time, and the token is the
+  secret itself, so whoever saw one delivery can make new ones.
+
+The HMAC covers the body only, never a header: a captured delivery can be sent again under a new delivery
+id, so the guard also remembers the body's digest.
+
 Every comparison uses ``hmac.compare_digest``.  A repository without a secret cannot be verified:
 ``handle_webhook`` then reports UNSIGNED, so that a caller has to decide explicitly to accept it.
 To find the repository a push is for, compare ``normalize_repo_url`` of each of ``PushEvent.clone_urls``
@@ -36,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MAX_WEBHOOK_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB and does not deliver bigger ones
+MAX_REF_LENGTH = 1024  # git has no hard limit; refs are file paths (PATH_MAX 4096), real ones are short
 ZERO_SHA = "0" * 40
 
 PROVIDERS = ("github", "gitlab", "gitea")
@@ -75,6 +87,9 @@ class PushEvent:
     forced: bool | None  # GitHub tells; others: None (Fleetgate detects force pushes itself)
     commit_count: int
     pusher: str
+    # When the provider says the push happened, inside the signed body (GitHub's ``repository.pushed_at``);
+    # None where the provider sends no time (GitLab, Gitea).  Seconds since the epoch.
+    pushed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +233,32 @@ def _require_ref(payload: Mapping[str, Any]) -> str:
     ref = payload.get("ref")
     if not isinstance(ref, str) or not ref:
         raise WebhookError(WebhookStatus.MALFORMED, "push payload has no 'ref'")
+    if len(ref) > MAX_REF_LENGTH:
+        raise WebhookError(WebhookStatus.MALFORMED,
+                           f"push payload 'ref' is longer than {MAX_REF_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in ref):
+        raise WebhookError(WebhookStatus.MALFORMED,
+                           "push payload 'ref' contains white space or control characters")
     return ref
+
+
+_SHA = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
+
+
+def _require_sha(payload: Mapping[str, Any], key: str) -> str | None:
+    """``before``/``after``: a 40 or 64 hex digit commit id, all zeros for none (created/deleted ref)."""
+    value = payload.get(key)
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
+        raise WebhookError(WebhookStatus.MALFORMED,
+                           f"push payload has no '{key}' commit id (40 or 64 hexadecimal digits)")
+    return _sha_or_none(value)
+
+
+def _epoch(value: Any) -> float | None:
+    """GitHub's push payloads give ``repository.pushed_at`` as seconds since the epoch."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value < 2**33 else None
 
 
 def _obj(payload: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -233,7 +273,7 @@ def parse_github_push(payload: Mapping[str, Any], provider: str = "github") -> P
     urls = _urls(repo.get("clone_url"), repo.get("ssh_url"), repo.get("git_url"), repo.get("html_url"))
     if not urls:
         raise WebhookError(WebhookStatus.MALFORMED, "push payload has no repository URL")
-    before, after = _sha_or_none(payload.get("before")), _sha_or_none(payload.get("after"))
+    before, after = _require_sha(payload, "before"), _require_sha(payload, "after")
     branch, tag = _split_ref(ref)
     commits = payload.get("commits")
     pusher = _obj(payload, "pusher")
@@ -252,6 +292,7 @@ def parse_github_push(payload: Mapping[str, Any], provider: str = "github") -> P
         forced=forced if isinstance(forced, bool) else None,
         commit_count=len(commits) if isinstance(commits, list) else 0,
         pusher=str(pusher.get("name") or pusher.get("login") or pusher.get("username") or ""),
+        pushed_at=_epoch(repo.get("pushed_at")) if provider == "github" else None,
     )
 
 
@@ -263,7 +304,7 @@ def parse_gitlab_push(payload: Mapping[str, Any]) -> PushEvent:
                  repository.get("git_ssh_url"), project.get("web_url"), repository.get("homepage"))
     if not urls:
         raise WebhookError(WebhookStatus.MALFORMED, "push payload has no project URL")
-    before, after = _sha_or_none(payload.get("before")), _sha_or_none(payload.get("after"))
+    before, after = _require_sha(payload, "before"), _require_sha(payload, "after")
     branch, tag = _split_ref(ref)
     count = payload.get("total_commits_count")
     return PushEvent(
@@ -278,9 +319,14 @@ def parse_gitlab_push(payload: Mapping[str, Any]) -> PushEvent:
         created=before is None,
         deleted=after is None,
         forced=None,
-        commit_count=count if isinstance(count, int) else len(payload.get("commits") or []),
+        commit_count=count if isinstance(count, int) and not isinstance(count, bool) else _count(payload),
         pusher=str(payload.get("user_username") or payload.get("user_name") or ""),
     )
+
+
+def _count(payload: Mapping[str, Any]) -> int:
+    commits = payload.get("commits")
+    return len(commits) if isinstance(commits, list) else 0
 
 
 def _event_type(provider: str, headers: Mapping[str, str]) -> str:
@@ -329,9 +375,15 @@ def handle_webhook(
                              delivery_id=delivery)
     try:
         payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError:
         return WebhookResult(WebhookStatus.MALFORMED, provider, event_type,
-                             detail=f"body is not JSON: {exc}", delivery_id=delivery)
+                             detail="body is not UTF-8", delivery_id=delivery)
+    except RecursionError:
+        return WebhookResult(WebhookStatus.MALFORMED, provider, event_type,
+                             detail="body is JSON nested too deeply", delivery_id=delivery)
+    except ValueError as exc:  # JSONDecodeError, and numbers longer than Python converts
+        return WebhookResult(WebhookStatus.MALFORMED, provider, event_type,
+                             detail=f"body is not JSON: {str(exc)[:200]}", delivery_id=delivery)
     if not isinstance(payload, dict):
         return WebhookResult(WebhookStatus.MALFORMED, provider, event_type,
                              detail="body is not a JSON object", delivery_id=delivery)

@@ -2,7 +2,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 
-from clusters import services
+from clusters import membership_guard, services
 from clusters.models import Cluster, ClusterGroup
 from fleet.access.restrict import restrict
 from fleet.core.admin import AuditedModelAdmin
@@ -10,13 +10,41 @@ from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
 
 
+class MembershipGuardedAdmin(AuditedModelAdmin):
+    """Saves through membership_guard, as the API and the UI do: the admin's change view runs in one
+    transaction, so the model and its include/exclude lists are saved inside the guard's check."""
+
+    def _guarded(self, request: Any, obj: Any, form: Any, save: Any) -> None:
+        raise NotImplementedError
+
+    def save_model(self, request: Any, obj: Any, form: Any, change: bool) -> None:
+        pass  # saved in save_related, together with the include/exclude lists, under the guard
+
+    def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
+        obj = form.instance
+
+        def save() -> Any:
+            AuditedModelAdmin.save_model(self, request, obj, form, change)
+            AuditedModelAdmin.save_related(self, request, form, formsets, change)
+            return obj
+
+        with acting(user=request.user, change_context=ChangeContext.WEB):
+            self._guarded(request, obj if change else None, form, save)
+
+
 @admin.register(Cluster)
-class ClusterAdmin(AuditedModelAdmin):
+class ClusterAdmin(MembershipGuardedAdmin):
     list_display = ("name", "api_url", "auth_method", "status", "kubernetes_version", "last_seen")
     list_filter = ("status", "auth_method")
     search_fields = ("name", "api_url", "description")
     readonly_fields = ("status", "kubernetes_version", "last_seen", "last_error", "created", "updated")
     actions = ("test_connection",)
+
+    def _guarded(self, request: Any, obj: Any, form: Any, save: Any) -> None:
+        instance = form.instance
+        membership_guard.save_cluster(
+            request.user, obj, save, name=instance.name, labels=instance.labels or {}
+        )
 
     @admin.action(description="Test connection")
     def test_connection(self, request: Any, queryset: Any) -> None:
@@ -36,8 +64,20 @@ class ClusterAdmin(AuditedModelAdmin):
 
 
 @admin.register(ClusterGroup)
-class ClusterGroupAdmin(AuditedModelAdmin):
+class ClusterGroupAdmin(MembershipGuardedAdmin):
     list_display = ("name", "approval_required", "approvals_required", "sync_mode", "prune", "self_heal")
     search_fields = ("name", "description")
     filter_horizontal = ("include", "exclude")
     readonly_fields = ("created", "updated")
+
+    def _guarded(self, request: Any, obj: Any, form: Any, save: Any) -> None:
+        instance, data = form.instance, form.cleaned_data
+        membership_guard.save_group(
+            request.user,
+            obj,
+            save,
+            name=instance.name,
+            selector=instance.selector,
+            include=data["include"] if "include" in data else instance.include.all(),
+            exclude=data["exclude"] if "exclude" in data else instance.exclude.all(),
+        )

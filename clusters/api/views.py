@@ -4,14 +4,21 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from clusters import services
+from clusters import membership_guard, services
 from clusters.api.serializers import ClusterGroupSerializer, ClusterSerializer, ConnectionTestSerializer
 from clusters.filtersets import ClusterFilterSet, ClusterGroupFilterSet
 from clusters.models import Cluster, ClusterGroup
 from fleet.core.api.viewsets import FleetModelViewSet
+
+
+def _saved(perform: Any, serializer: Any) -> Any:
+    """Run the base viewset's audited save and return the saved object (for membership_guard)."""
+    perform(serializer)
+    return serializer.instance
 
 
 class ClusterViewSet(FleetModelViewSet):
@@ -28,8 +35,32 @@ class ClusterViewSet(FleetModelViewSet):
     def test_connection(self, request: Request, pk: Any = None) -> Response:
         """Contact the cluster now: records status, version, last_seen and last_error (audited)."""
         cluster = self.get_object()  # 404 out of sight, 403 without the "test" permission
-        outcome = services.test_connection(cluster)
+        try:
+            outcome = services.test_connection(cluster)
+        except Cluster.DoesNotExist:  # deleted while it was being tested
+            raise NotFound("Not found.") from None
         return Response(ConnectionTestSerializer(outcome).data)
+
+    # Membership: a scoped user's create or change may not move clusters across their scope.
+    def perform_create(self, serializer: Any) -> None:
+        data = serializer.validated_data
+        membership_guard.save_cluster(
+            self.request.user,
+            None,
+            lambda: _saved(super(ClusterViewSet, self).perform_create, serializer),
+            name=data.get("name", ""),
+            labels=data.get("labels") or {},
+        )
+
+    def perform_update(self, serializer: Any) -> None:
+        cluster, data = serializer.instance, serializer.validated_data
+        membership_guard.save_cluster(
+            self.request.user,
+            cluster,
+            lambda: _saved(super(ClusterViewSet, self).perform_update, serializer),
+            name=data.get("name", cluster.name),
+            labels=data["labels"] if "labels" in data else cluster.labels,
+        )
 
 
 class ClusterGroupViewSet(FleetModelViewSet):
@@ -39,3 +70,28 @@ class ClusterGroupViewSet(FleetModelViewSet):
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created"]
     ordering = ["name"]
+
+    # Membership: selector, include and exclude are checked against the user's scope before and after saving.
+    def perform_create(self, serializer: Any) -> None:
+        data = serializer.validated_data
+        membership_guard.save_group(
+            self.request.user,
+            None,
+            lambda: _saved(super(ClusterGroupViewSet, self).perform_create, serializer),
+            name=data.get("name", ""),
+            selector=data.get("selector") or {},
+            include=data.get("include"),
+            exclude=data.get("exclude"),
+        )
+
+    def perform_update(self, serializer: Any) -> None:
+        group, data = serializer.instance, serializer.validated_data
+        membership_guard.save_group(
+            self.request.user,
+            group,
+            lambda: _saved(super(ClusterGroupViewSet, self).perform_update, serializer),
+            name=data.get("name", group.name),
+            selector=data["selector"] if "selector" in data else group.selector,
+            include=data["include"] if "include" in data else group.include.all(),
+            exclude=data["exclude"] if "exclude" in data else group.exclude.all(),
+        )

@@ -5,10 +5,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from clusters import membership_guard
 from clusters.choices import AuthMethod, ClusterStatus
 from clusters.filtersets import filter_by_selector
 from clusters.models import Cluster, ClusterGroup
@@ -103,13 +104,25 @@ def cluster_test(request: HttpRequest, pk: int) -> HttpResponse:
 
     cluster = get_visible(request, Cluster.objects.all(), pk=pk)
     require(request, Cluster, "test", cluster)
-    test_connection(cluster)
+    try:
+        test_connection(cluster)
+    except Cluster.DoesNotExist:  # deleted while it was being tested
+        raise Http404("Not found.") from None
     cluster.refresh_from_db()
     if cluster.status == ClusterStatus.REACHABLE:
         messages.success(request, f"{cluster.name} is reachable (Kubernetes {cluster.kubernetes_version}).")
     else:
         messages.error(request, f"{cluster.name} is unreachable: {cluster.last_error}")
     return redirect("web:cluster-detail", pk=pk)
+
+
+def _register(request: HttpRequest, form: ClusterForm) -> Cluster:
+    with transaction.atomic():
+        cluster = form.save()
+        if not has_permission(request.user, Cluster, "add", cluster):
+            raise PermissionDenied("The cluster would be outside the groups you manage.")
+        record_change("cluster.create", cluster, None)
+    return cluster
 
 
 @login_required
@@ -119,11 +132,13 @@ def cluster_register(request: HttpRequest) -> HttpResponse:
     form = ClusterForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            with transaction.atomic():
-                cluster = form.save()
-                if not has_permission(request.user, Cluster, "add", cluster):
-                    raise PermissionDenied("The cluster would be outside the groups you manage.")
-                record_change("cluster.create", cluster, None)
+            cluster = membership_guard.save_cluster(
+                request.user,
+                None,
+                lambda: _register(request, form),
+                name=form.cleaned_data["name"],
+                labels=form.instance.labels or {},
+            )
         except PermissionDenied as exc:
             form.add_error(None, str(exc))
         else:
@@ -203,6 +218,16 @@ class GroupForm(forms.ModelForm):
         return cleaned
 
 
+def _save_group(request: HttpRequest, form: GroupForm, before: dict) -> ClusterGroup:
+    with transaction.atomic():
+        group = form.save()
+        # Re-checked after saving, as the API does: a rename or change must leave the group in scope.
+        if not has_permission(request.user, ClusterGroup, "change", group):
+            raise PermissionDenied("The group would be outside the groups you manage.")
+        record_change("clustergroup.update", group, before)
+    return group
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def group_edit(request: HttpRequest, pk: int) -> HttpResponse:
@@ -213,9 +238,19 @@ def group_edit(request: HttpRequest, pk: int) -> HttpResponse:
     before = snapshot(group)
     form = GroupForm(request.POST or None, instance=group)
     if request.method == "POST" and form.is_valid():
-        with transaction.atomic():
-            group = form.save()
-            record_change("clustergroup.update", group, before)
-        messages.success(request, f"Group {group.name} saved.")
-        return redirect("web:group-detail", pk=group.pk)
+        try:
+            group = membership_guard.save_group(
+                request.user,
+                group,
+                lambda: _save_group(request, form, before),
+                name=form.cleaned_data["name"],
+                selector=form.instance.selector,
+                include=group.include.all(),
+                exclude=group.exclude.all(),
+            )
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Group {group.name} saved.")
+            return redirect("web:group-detail", pk=group.pk)
     return render(request, "web/groups/edit.html", {"form": form, "group": group})

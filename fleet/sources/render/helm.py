@@ -31,7 +31,7 @@ from typing import Any
 from .errors import RenderError
 from .objects import RawObject
 from .tree import SourceTree
-from .yamlsafe import load_documents, load_one
+from .yamlsafe import MAX_FILE_BYTES, MAX_RENDER_BYTES, load_documents, load_one
 
 KEPT_HOOKS = frozenset({"pre-install", "post-install", "pre-upgrade", "post-upgrade"})
 _ERR_LOC = re.compile(r"([\w.\-]+(?:/[\w.\-]+)+\.(?:yaml|yml|tpl|txt|json)):(\d+)")
@@ -125,6 +125,10 @@ def render_helm(
     for crd in sorted(crds, key=lambda c: c.get("filename", "")):
         source = _template_source(chart_rel, crd.get("filename") or crd.get("name", "crds"))
         raws.extend(_documents(crd.get("data", ""), source))
+    total = sum(len(str(text)) for text in manifests.values())
+    if total > MAX_RENDER_BYTES:
+        raise RenderError(f"the chart rendered {total} bytes, more than the limit of {MAX_RENDER_BYTES}",
+                          file=chart_file, renderer="helm")
     dropped = 0
     for name in sorted(manifests):
         if name.endswith("NOTES.txt"):
@@ -143,6 +147,10 @@ def render_helm(
 def _documents(text: str, source: str) -> list[RawObject]:
     if not text.strip():
         return []
+    size = len(text.encode())
+    if size > MAX_FILE_BYTES:
+        raise RenderError(f"the template rendered {size} bytes, more than the limit of {MAX_FILE_BYTES}",
+                          file=source, renderer="helm")
     try:
         docs = load_documents(text, file=source)
     except RenderError as exc:

@@ -25,10 +25,10 @@ from pathlib import Path
 from .errors import RenderError
 from .objects import RawObject
 from .tree import SourceTree
-from .yamlsafe import load_documents
+from .yamlsafe import MAX_RENDER_BYTES, load_documents
 
 KUSTOMIZE_TIMEOUT = 60.0
-MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+MAX_OUTPUT_BYTES = MAX_RENDER_BYTES
 _REMOTE_PREFIXES = ("github.com/", "gitlab.com/", "bitbucket.org/", "git@", "git::", "ssh:", "https:",
                     "http:", "file:", "oci:")
 _GRAPH_FIELDS = ("resources", "bases", "components", "generators", "transformers", "validators")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RenderError
+from .k8slimits import LimitError, check_object
 
 # Kinds that are cluster-scoped in Kubernetes; CRDs in the rendered set add their own (spec.scope).
 CLUSTER_SCOPED_KINDS = frozenset({
@@ -119,7 +120,8 @@ def cluster_scoped_kinds(raws: Iterable[RawObject]) -> set[str]:
 
 def normalize(raws: Iterable[RawObject], *, namespace_override: str | None = None,
               max_objects: int = 10_000) -> list[RenderedObject]:
-    """Validate, apply a forced namespace, refuse duplicates, and sort deterministically."""
+    """Validate (Kubernetes' metadata limits too, see ``k8slimits``), apply a forced namespace, refuse
+    duplicates, and sort deterministically."""
     raws = list(raws)
     if len(raws) > max_objects:
         raise RenderError(f"rendered {len(raws)} objects, more than the limit of {max_objects}")
@@ -138,6 +140,11 @@ def normalize(raws: Iterable[RawObject], *, namespace_override: str | None = Non
         elif namespace_override:
             d = {**d, "metadata": {**meta, "namespace": namespace_override}}
             meta = d["metadata"]
+        try:
+            check_object(d)
+        except LimitError as exc:
+            raise RenderError(f"{d['kind']} {meta['name'][:80]}: {exc}", file=raw.source,
+                              document=raw.document, line=raw.line) from None
         obj = RenderedObject(
             api_version=d["apiVersion"], kind=d["kind"], name=meta["name"],
             namespace=meta.get("namespace") or None, source=raw.source, document=raw.document,

@@ -18,6 +18,7 @@ from pathlib import Path
 from .errors import RenderError
 from .objects import RawObject
 from .tree import KUSTOMIZATION_FILES, SourceTree
+from .yamlsafe import MAX_RENDER_BYTES
 
 PLAIN_SUFFIXES = (".yaml", ".yml", ".json")
 NOT_MANIFESTS = ("fleetgate.yaml", "fleetgate.yml")
@@ -43,9 +44,17 @@ def plain_files(tree: SourceTree, directory: Path, *, exclude: Iterable[Path] = 
     return files
 
 
-def render_plain(tree: SourceTree, directory: Path, *, exclude: Iterable[Path] = ()) -> list[RawObject]:
+def render_plain(tree: SourceTree, directory: Path, *, exclude: Iterable[Path] = (),
+                 max_total_bytes: int = MAX_RENDER_BYTES) -> list[RawObject]:
     raws: list[RawObject] = []
-    for f in plain_files(tree, directory, exclude=exclude):
+    files = plain_files(tree, directory, exclude=exclude)
+    total = 0
+    for f in files:  # sizes first: nothing is parsed when the whole is too large
+        total += f.stat().st_size
+        if total > max_total_bytes:
+            raise RenderError(f"the manifests of {tree.rel(directory) or '.'} are more than "
+                              f"{max_total_bytes} bytes together (the limit of one render)", file=tree.rel(f))
+    for f in files:
         rel = tree.rel(f)
         for doc in tree.documents(f):
             if doc.data is None:

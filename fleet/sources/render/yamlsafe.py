@@ -5,6 +5,8 @@
   (``<<: *defaults``) work, and "billion laughs" documents are refused while being composed, before any
   expansion happens.
 * Size: a file over ``MAX_FILE_BYTES`` and a document over ``MAX_DOCUMENT_BYTES`` are refused.
+* Depth: collections nested more than ``MAX_DEPTH`` levels are refused while composing (before the
+  recursion of the composer, constructor or later JSON encoding can run out of stack).
 * Duplicate keys in one mapping are an error (Kubernetes' own decoder refuses them too); keys are the
   scalar text as written (``80: x`` gives the key ``"80"``), collections as keys are refused.
 * Timestamps stay strings and ``!!binary`` stays base64 text, so every result is JSON-compatible;
@@ -28,8 +30,10 @@ from .errors import RenderError
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
+MAX_RENDER_BYTES = 64 * 1024 * 1024  # all the YAML one render reads (plain) or produces (Helm, Kustomize)
 MAX_ALIASES = 100
 MAX_ALIAS_EXPANSION = 10_000
+MAX_DEPTH = 100  # nested mappings/sequences; Kubernetes objects rarely pass 20
 
 
 class YamlBombError(yaml.MarkedYAMLError):
@@ -54,7 +58,14 @@ class _Limits(_Base):
         self._node_sizes: dict[int, int] = {}
         self._open_anchors: list[str] = []
 
+    def _check_depth(self) -> None:
+        if len(self._open_anchors) >= MAX_DEPTH:
+            event = self.peek_event()
+            raise YamlBombError(None, None, f"collections nested more than {MAX_DEPTH} levels deep",
+                                event.start_mark)
+
     def compose_sequence_node(self, anchor: str | None) -> Node:  # type: ignore[override]
+        self._check_depth()
         self._open_anchors.append(anchor or "")
         try:
             return super().compose_sequence_node(anchor)  # type: ignore[arg-type,no-any-return]
@@ -62,6 +73,7 @@ class _Limits(_Base):
             self._open_anchors.pop()
 
     def compose_mapping_node(self, anchor: str | None) -> Node:  # type: ignore[override]
+        self._check_depth()
         self._open_anchors.append(anchor or "")
         try:
             return super().compose_mapping_node(anchor)  # type: ignore[arg-type,no-any-return]

@@ -669,3 +669,49 @@ def test_the_service_says_a_deleted_cluster_does_not_exist() -> None:
     Cluster.objects.filter(pk=cluster.pk).delete()
     with pytest.raises(Cluster.DoesNotExist):
         cluster_services.test_connection(stale, connect_timeout=0.5)
+
+
+# ------------------------------------------------------------------ the check after saving, and the rule
+
+
+@pytest.mark.django_db
+def test_the_check_after_saving_rolls_back_what_the_check_before_did_not_see(world: dict[str, Any]) -> None:
+    """A save that writes more than was announced (a concurrent change, a signal, a bug) is caught on the
+    rows actually written, inside the transaction, and rolled back with its audit row."""
+    from clusters import membership_guard
+    from fleet.audit.services import record_change
+
+    dev = world["dev"]["group"]
+    user = world["users"]["dev-ca"]
+    before = state()
+
+    def save() -> ClusterGroup:
+        dev.selector = SELECTORS["Exists"]  # not the selector that was announced
+        dev.save()
+        record_change("clustergroup.update", dev, None)
+        return dev
+
+    with pytest.raises(membership_guard.MembershipRefused) as refusal:
+        membership_guard.save_group(
+            user, dev, save, name="dev", selector=dev.selector, include=[], exclude=[]
+        )
+    assert "would join" in str(refusal.value.detail)
+    assert state() == before
+    dev.refresh_from_db()
+    assert dev.selector == {"matchLabels": {"team": "dev"}}
+
+
+def test_the_membership_rule_without_a_database() -> None:
+    from clusters.membership_rules import Kind, Refusal, describe, refusals
+
+    before = {(1, 10), (2, 20)}
+    scope = {"everywhere": False, "groups_in_scope": {1}, "clusters_in_scope": {10}}
+    assert refusals(before, before | {(1, 10)}, **scope) == []
+    assert refusals(before, {(1, 10)}, **scope) == [Refusal(Kind.GROUP_LOSES, 2, 20)]
+    assert refusals(before, before | {(1, 20)}, **scope) == [Refusal(Kind.CLUSTER_JOINS, 1, 20)]
+    assert refusals(before, before | {(2, 10)}, **scope) == [Refusal(Kind.GROUP_GAINS, 2, 10)]
+    assert refusals(before, before | {(2, 30)}, **{**scope, "everywhere": True}) == []
+    text = describe(
+        [Refusal(Kind.CLUSTER_JOINS, 1, 20), Refusal(Kind.CLUSTER_JOINS, 1, 21)], {1: "dev"}, {20: "p1"}
+    )
+    assert "dev: p1, 1 cluster(s) you may not see" in text

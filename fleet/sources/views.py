@@ -140,7 +140,9 @@ class GitWebhookView(APIView):
             400: OpenApiResponse(WebhookAnswer, description="malformed or unknown provider"),
             401: OpenApiResponse(WebhookAnswer, description="unsigned"),
             403: OpenApiResponse(WebhookAnswer, description="forged signature or token"),
-            404: OpenApiResponse(WebhookAnswer, description="no such repository"),
+            # The view's own 404 carries status and provider too; a path that is no repository id gets
+            # the project's plain 404.
+            404: OpenApiResponse(ErrorDetail, description="no such repository"),
             409: OpenApiResponse(WebhookAnswer, description="replayed or stale delivery"),
             411: OpenApiResponse(ErrorDetail, description="chunked body on a server that cannot read it"),
             413: OpenApiResponse(WebhookAnswer, description="body too large"),

@@ -101,6 +101,19 @@ def test_a_ui_form_post_over_the_limit_gets_a_readable_413_page(db: Any, setting
     assert "Request too large" in page and str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) in page
 
 
+@pytest.mark.parametrize(("label", "value"), [
+    ("nesting bomb", b"[" * 100_000 + b"]" * 100_000),
+    ("10,000-digit number", b"9" * 10_000),
+])
+def test_a_small_body_that_explodes_when_parsed_is_a_400(admin_client: APIClient, label: str,
+                                                          value: bytes) -> None:
+    body = b'{"name": "bomb", "selector": ' + value + b"}"
+    response = admin_client.post("/api/groups/", data=body, content_type="application/json")
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["detail"].startswith("JSON parse error")
+    assert not ClusterGroup.objects.filter(name="bomb").exists()
+
+
 def test_djangos_own_refusal_is_mapped_to_a_json_413(settings: Any) -> None:
     """A view that reads more than Django allows (RequestDataTooBig) gets 413 in DRF's shape, not 400."""
     response = exception_handler(RequestDataTooBig("Request body exceeded"), {})

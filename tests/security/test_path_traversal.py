@@ -320,3 +320,30 @@ def test_an_escaping_symlink_fails_its_mapping_with_the_file_and_loses_nothing_e
     good = RenderedManifest.objects.filter(commit__sha=first, mapping=web)
     assert good.count() == 2 and all(m.status == "ok" for m in good)
     assert "root:" not in str(list(RenderedManifest.objects.values_list("resources", flat=True)))
+
+
+@pytest.mark.django_db
+def test_a_file_name_that_is_not_utf8_fails_its_mapping_instead_of_the_fetch(
+    origin: Origin, make_repository: Any, make_mapping: Any, fleet: dict[str, Any]  # noqa: F811
+) -> None:
+    """git stores names as bytes; a name Python can only hold with surrogates crashed the input hash."""
+    origin.commit("initial", {"apps/web/cm.yaml": configmap("web"), "apps/api/cm.yaml": configmap("api")})
+    repo = make_repository(origin)
+    web = make_mapping(repo, "web", "apps/web", fleet["prod"])
+    api = make_mapping(repo, "api", "apps/api", fleet["prod"])
+    glob = make_mapping(repo, "all", "apps/*", fleet["prod"])
+    assert fetch_repository(repo).ok
+    name = os.fsdecode(b"apps/web/\xff\xfe.yaml")
+    (origin.path / name).write_text(configmap("odd"))
+    origin.git("add", name)
+    os.mkdir(origin.path / os.fsdecode(b"apps/\xff"))
+    (origin.path / os.fsdecode(b"apps/\xff/cm.yaml")).write_text(configmap("odd-dir"))
+    origin.git("add", os.fsdecode(b"apps/\xff/cm.yaml"))
+    bad = origin.commit("odd names", {"apps/api/cm.yaml": configmap("api", "v: 2")})
+    outcome = fetch_repository(repo)
+    assert outcome.ok
+    failed = MappingRender.objects.get(commit__sha=bad, mapping=web)
+    assert failed.status == RenderStatus.FAILED and "not UTF-8" in failed.error_message
+    assert failed.error_file == "apps/web/\\xff\\xfe.yaml"
+    assert MappingRender.objects.get(commit__sha=bad, mapping=glob).status == RenderStatus.FAILED
+    assert MappingRender.objects.get(commit__sha=bad, mapping=api).status == RenderStatus.RENDERED

@@ -27,7 +27,7 @@ from .helm import render_helm
 from .kustomize import kustomization_graph, render_kustomize
 from .objects import RawObject, RenderedObject, canonical_json, flatten_lists, normalize
 from .plain import render_plain
-from .tree import KUSTOMIZATION_FILES, SourceTree
+from .tree import KUSTOMIZATION_FILES, SourceTree, check_name
 from .yamlsafe import load_one
 
 RENDER_FORMAT_VERSION = 1  # bump when the output of the same inputs changes, to invalidate caches
@@ -118,6 +118,8 @@ def expand_mapping_path(tree: SourceTree | str | os.PathLike[str], pattern: str)
     for dirpath, dirnames, _ in os.walk(tree.root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = tree.rel(Path(dirpath))
+        for d in dirnames:
+            check_name(d, rel)
         if rel and rel != "." and glob_matches(pattern, rel):
             found.append(rel)
     return sorted(found)

@@ -16,6 +16,17 @@ from .yamlsafe import MAX_FILE_BYTES, YamlDocument, load_documents
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 
+def check_name(name: str, rel_parent: str) -> None:
+    """A file or directory name must be UTF-8: git stores names as bytes, and a name Python can only
+    represent with surrogates could not be hashed, stored or shown."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        where = f"{rel_parent}/{shown}" if rel_parent else shown
+        raise RenderError("the file name is not UTF-8 text: rename it", file=where) from None
+
+
 class SourceTree:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve(strict=True)
@@ -102,6 +113,7 @@ class SourceTree:
             for entry in entries:
                 if skip_hidden and entry.name.startswith("."):
                     continue
+                check_name(entry.name, self.rel(d))
                 p = Path(entry.path)
                 if entry.is_symlink():
                     if not self.inside(p):

@@ -548,6 +548,22 @@ def test_a_scoped_admin_cannot_probe_bindings_of_other_groups(world: dict[str, A
 
 
 @pytest.mark.django_db
+def test_binding_filters_do_not_tell_existing_ids_from_missing_ones(world: dict[str, Any]) -> None:
+    client = world["api"]["dev-admin"]
+    for param, existing in (
+        ("scope", world["prod"]["group"].pk),
+        ("user", world["users"]["root"].pk),
+        ("user", world["prod"]["binding"].user_id),
+    ):
+        found = client.get(f"/api/access/bindings/?{param}={existing}")
+        missing = client.get(f"/api/access/bindings/?{param}=987654")
+        assert (found.status_code, found.json()) == (missing.status_code, missing.json()), param
+        assert found.status_code == 200 and found.json()["results"] == []
+    everything = world["api"]["root"].get(f"/api/access/bindings/?scope={world['prod']['group'].pk}")
+    assert [row["id"] for row in everything.json()["results"]] == [world["prod"]["binding"].pk]
+
+
+@pytest.mark.django_db
 def test_the_access_page_lists_users_only_for_all_clusters_admins(world: dict[str, Any]) -> None:
     scoped = browser(world["users"]["dev-admin"]).get("/access/")
     assert scoped.status_code == 200

@@ -22,12 +22,25 @@ from fleet.access.models import APIToken, RoleBinding
 from fleet.access.restrict import groups_where
 from fleet.audit.services import record
 from fleet.core.api.viewsets import FleetModelViewSet
+from fleet.core.filters import FleetFilterSet, IdFilter
+
+
+class RoleBindingFilterSet(FleetFilterSet):
+    # Ids, not object lookups: an id of a user, group or cluster group that exists answers like one that does
+    # not (an empty page), so the filter cannot be used to learn which exist.
+    user = IdFilter(field_name="user")
+    group = IdFilter(field_name="group")
+    scope = IdFilter(field_name="scope")
+
+    class Meta:
+        model = RoleBinding
+        fields = ["user", "group", "role", "scope"]
 
 
 class RoleBindingViewSet(FleetModelViewSet):
     queryset = RoleBinding.objects.select_related("user", "group", "scope")
     serializer_class = RoleBindingSerializer
-    filterset_fields = ["user", "group", "role", "scope"]
+    filterset_class = RoleBindingFilterSet
     ordering_fields = ["id", "role"]
     ordering = ["id"]
 

@@ -4,8 +4,8 @@ Not authenticated by session or token: every delivery is verified with the repos
 (GitHub ``X-Hub-Signature-256``, GitLab ``X-Gitlab-Token``, Gitea ``X-Gitea-Signature``).  CSRF does not
 apply (DRF views without session authentication are exempt).  Deliveries are throttled per repository and
 per source address (429 with Retry-After) before the body is read; the body is read with a size limit
-(413) before a signature is computed over it.  A chunked delivery reaches the view de-chunked by
-``fleet.core.request_body.RequestBodyLimitMiddleware``.
+(413) before a signature is computed over it.  A chunked delivery reaches the view de-chunked (read up to
+the limit, before throttling) by ``fleet.core.request_body.RequestBodyLimitMiddleware``.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class ClusterFilterSet(FleetFilterSet):
     def filter_label(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return filter_by_selector(queryset, value)
 
-    def filter_group(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+    def filter_group(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         if str(value).isdigit():
             return queryset.filter(groups__id=int(value))
         return queryset.filter(groups__name=value)

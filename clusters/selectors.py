@@ -59,6 +59,52 @@ def validate_selector(selector: Any) -> None:
             raise ValidationError(f"{where}.values must be empty for {operator}.")
 
 
+# What the validators accept, as JSON Schema (OpenAPI 3.1): the API schema publishes it, so clients and
+# schema-driven tests know a label key's shape without reading this module.
+LABELS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"type": "string", "maxLength": 316, "pattern": LABEL_KEY.pattern},
+    "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE.pattern},
+}
+_EXPRESSION_KEY = {"type": "string", "pattern": LABEL_KEY.pattern}
+SELECTOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": LABELS_SCHEMA,
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["key", "operator", "values"],
+                        "properties": {
+                            "key": _EXPRESSION_KEY,
+                            "operator": {"enum": ["In", "NotIn"]},
+                            "values": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["key", "operator"],
+                        "properties": {
+                            "key": _EXPRESSION_KEY,
+                            "operator": {"enum": ["Exists", "DoesNotExist"]},
+                            "values": {"type": "array", "maxItems": 0},
+                        },
+                    },
+                ]
+            },
+        },
+    },
+}
+validate_labels.json_schema = LABELS_SCHEMA  # type: ignore[attr-defined]
+validate_selector.json_schema = SELECTOR_SCHEMA  # type: ignore[attr-defined]
+
+
 def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
     """Whether labels satisfy the selector. An empty selector matches nothing (a group's static members only),
     unlike Kubernetes, where it matches everything."""

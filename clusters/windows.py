@@ -47,6 +47,24 @@ def validate_windows(windows: Any) -> None:
             raise ValidationError(f"{where}: unknown time zone {window.get('timezone')!r}.") from None
 
 
+# What validate_windows accepts, as JSON Schema for the API's schema. A cron expression's validity (croniter)
+# and the 7-day limit on durations are checked by the validator only.
+WINDOWS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["kind", "schedule", "duration"],
+        "properties": {
+            "kind": {"enum": ["allow", "deny"]},
+            "schedule": {"type": "string", "description": "A cron expression, e.g. '0 22 * * *'."},
+            "duration": {"type": "string", "pattern": r"^(?=\d)(\d+h)?(\d+m)?$"},
+            "timezone": {"type": "string", "description": "An IANA time zone; UTC when omitted."},
+        },
+    },
+}
+validate_windows.json_schema = WINDOWS_SCHEMA  # type: ignore[attr-defined]
+
 # A deny window whose occurrences overlap (every minute for two hours) is followed forward to the end of the
 # contiguous run, at most this many occurrences; the caller re-checks at the end it is given.
 _MAX_CHAINED = 1000

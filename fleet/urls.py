@@ -28,3 +28,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("fleet.web.urls")),
 ]
+
+handler400 = "fleet.core.api.errors.bad_request"
+handler403 = "fleet.core.api.errors.permission_denied"
+handler404 = "fleet.core.api.errors.page_not_found"
+handler500 = "fleet.core.api.errors.server_error"

@@ -39,7 +39,7 @@ class WaiverFilterSet(FleetFilterSet):
         model = Waiver
         fields = ["policy", "cluster_group", "kind", "namespace", "active"]
 
-    def filter_active(self, queryset: QuerySet, name: str, value: Any) -> QuerySet:
+    def filter_active(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
         now = timezone.now()
         return queryset.filter(expires_at__gt=now) if value else queryset.filter(expires_at__lte=now)
 

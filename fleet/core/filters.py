@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import QuerySet
 from django_filters import fields as filter_fields
 from django_filters.filterset import FILTER_FOR_DBFIELD_DEFAULTS
+from drf_spectacular.utils import extend_schema_field
 
 
 class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
@@ -42,6 +43,7 @@ class BoundedIntegerField(forms.IntegerField):
         super().__init__(*args, **kwargs)
 
 
+@extend_schema_field({"type": "integer", "format": "int64", "minimum": INT64_MIN, "maximum": INT64_MAX})
 class IdFilter(django_filters.NumberFilter):
     """An integer (an id, a count): whole numbers in the 64-bit range only."""
 
@@ -82,25 +84,46 @@ class BoundedModelMultipleChoiceFilter(django_filters.ModelMultipleChoiceFilter)
 
 
 def _bounded_defaults() -> dict[Any, dict[str, Any]]:
-    replace = {
-        django_filters.NumberFilter: None,  # decided per field below
-        django_filters.ModelChoiceFilter: BoundedModelChoiceFilter,
-        django_filters.ModelMultipleChoiceFilter: BoundedModelMultipleChoiceFilter,
-    }
+    """django-filters' defaults with integer columns bounded and foreign keys filtered by id.
+
+    A foreign key is filtered by its id without looking the object up: an id that names nothing (or an object
+    the caller may not see) gives an empty page, never a 400 "select a valid choice" that would tell a
+    scoped user which ids exist in other groups."""
     defaults: dict[Any, dict[str, Any]] = {}
     for field_class, spec in FILTER_FOR_DBFIELD_DEFAULTS.items():
         spec = dict(spec)
         filter_class = spec["filter_class"]
-        if filter_class is django_filters.NumberFilter:
+        if issubclass(field_class, models.ForeignKey | models.OneToOneField):
+            spec = {"filter_class": IdFilter}
+        elif filter_class is django_filters.NumberFilter:
             if issubclass(field_class, models.IntegerField | models.AutoField):
                 spec["filter_class"] = IdFilter
-        elif filter_class in replace:
-            spec["filter_class"] = replace[filter_class]
+        elif filter_class is django_filters.ModelChoiceFilter:
+            spec["filter_class"] = BoundedModelChoiceFilter
+        elif filter_class is django_filters.ModelMultipleChoiceFilter:
+            spec["filter_class"] = BoundedModelMultipleChoiceFilter
         defaults[field_class] = spec
     return defaults
+
+
+class BlankChoiceFilter(django_filters.ChoiceFilter):
+    """A choice filter whose choices include the blank one (``""``: "not evaluated", say): ``?decision=``
+    selects the rows with that blank value, as the schema's enum promises, instead of meaning "no filter"."""
+
+    def filter(self, qs: QuerySet, value: Any) -> QuerySet:
+        if value == "" and self.parent is not None and "" in self.parent.data.getlist(self.field_name):
+            return self.get_method(qs)(**{f"{self.field_name}__{self.lookup_expr}": ""})
+        return super().filter(qs, value)
 
 
 class FleetFilterSet(django_filters.FilterSet):
     """The base of every filterset: integer and related-object filters refuse values no column can hold."""
 
     FILTER_DEFAULTS = _bounded_defaults()
+
+    @classmethod
+    def filter_for_lookup(cls, field: Any, lookup_type: str) -> Any:
+        filter_class, params = super().filter_for_lookup(field, lookup_type)
+        if filter_class is django_filters.ChoiceFilter and any(v == "" for v, _ in params.get("choices", ())):
+            return BlankChoiceFilter, params
+        return filter_class, params

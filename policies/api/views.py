@@ -11,13 +11,14 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from fleet.access.restrict import scope_for
 from fleet.audit.redact import snapshot
 from fleet.audit.services import record_change
+from fleet.core.api.parsers import JSONParser
 from fleet.core.api.viewsets import FleetModelViewSet, FleetReadOnlyViewSet
 from fleet.sources.models import PathMapping
 from policies.api import serializers as s

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 import django_filters
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet

@@ -183,6 +183,38 @@ def test_helm_charts_that_expand_too_far_are_refused(origin: Origin, export: Any
     assert error.file == "tgz/Chart.yaml" and "larger than the maximum file size" in error.message
 
 
+def diamond(levels: int, fan_out: int, base_bytes: int) -> dict[str, str | bytes]:
+    """Overlays of overlays: level N includes ``fan_out`` prefixed copies of level N-1, down to a base."""
+    files: dict[str, str | bytes] = {
+        "d/base/kustomization.yaml": "resources: [cm.yaml]\n",
+        "d/base/cm.yaml": obj(body="data:\n  v: " + "x" * base_bytes + "\n"),
+    }
+    below = "base"
+    for level in range(1, levels + 1):
+        files[f"d/l{level}/kustomization.yaml"] = "resources:\n" + "".join(
+            f"  - ../l{level}-{i}\n" for i in range(fan_out))
+        for i in range(fan_out):
+            files[f"d/l{level}-{i}/kustomization.yaml"] = f"namePrefix: p{i}-\nresources:\n  - ../{below}\n"
+        below = f"l{level}"
+    return files
+
+
+def test_kustomize_bases_included_through_too_many_paths_are_refused_before_kustomize_runs(
+    origin: Origin, export: Any  # noqa: F811
+) -> None:
+    """Ten overlays of ten overlays of ten overlays of one base: Kustomize would build the base a
+    thousand times (minutes and gigabytes); two levels of a 3 MB base would read 300 MB."""
+    files = {**diamond(3, 10, 100), **{f"big/{k.removeprefix('d/')}": v
+                                        for k, v in diamond(2, 10, 3_000_000).items()}}
+    tree = export(commit(origin, files))
+    error = refused(tree, "d/l3")
+    assert error.file == "d/l3/kustomization.yaml"
+    assert "build more than 1000 kustomizations" in error.message
+    error = refused(tree, "big/l2")
+    assert "read more than 268435456 bytes" in error.message
+    assert len(render_path(tree, "d/l2").objects) == 100  # a hundred copies are fine
+
+
 # --------------------------------------------------------------------------- Kubernetes' metadata limits
 
 

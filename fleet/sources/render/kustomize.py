@@ -28,6 +28,11 @@ from .tree import SourceTree
 from .yamlsafe import MAX_RENDER_BYTES, load_documents
 
 KUSTOMIZE_TIMEOUT = 60.0
+# Kustomizations Kustomize would build for one render, counting a base once per path that includes it:
+# ten overlays of ten overlays of ten overlays of one base build it a thousand times (an exponential
+# "diamond" that can take minutes and gigabytes before any output limit applies).
+MAX_KUSTOMIZE_BUILDS = 1_000
+MAX_KUSTOMIZE_INPUT_BYTES = 4 * MAX_RENDER_BYTES
 MAX_OUTPUT_BYTES = MAX_RENDER_BYTES
 _REMOTE_PREFIXES = ("github.com/", "gitlab.com/", "bitbucket.org/", "git@", "git::", "ssh:", "https:",
                     "http:", "file:", "oci:")
@@ -53,12 +58,16 @@ def kustomization_graph(tree: SourceTree, directory: Path) -> list[Path]:
     """The kustomization directories reachable from ``directory`` (itself first), checked for safety."""
     visited: list[Path] = []
     seen: set[Path] = set()
+    edges: dict[Path, list[Path]] = {}
+    weights: dict[Path, int] = {}  # bytes of the kustomization file and the resource files it lists
 
     def visit(d: Path, via: str | None) -> None:
         real = d.resolve()
         if real in seen:
             return
         seen.add(real)
+        edges[real] = []
+        weights[real] = 0
         kfile = tree.kustomization_file(d)
         if kfile is None:
             raise RenderError(f"no kustomization.yaml in {tree.rel(d) or '.'}", file=via,
@@ -66,6 +75,7 @@ def kustomization_graph(tree: SourceTree, directory: Path) -> list[Path]:
         visited.append(d)
         tree.check_symlinks(d)
         rel = tree.rel(kfile)
+        weights[real] += kfile.stat().st_size
         docs = [doc for doc in tree.documents(kfile) if doc.data is not None]
         if not docs:
             return
@@ -90,10 +100,48 @@ def kustomization_graph(tree: SourceTree, directory: Path) -> list[Path]:
                         "repository", file=rel, renderer="kustomize")
                 target = tree.resolve(entry, base=d, what=f"{field_name} entry", allow_parent=True)
                 if target.is_dir():
+                    edges[real].append(target.resolve())
                     visit(target, rel)
+                elif target.is_file():
+                    weights[real] += target.stat().st_size
 
     visit(directory, None)
+    _check_fan_out(tree, directory, edges, weights)
     return visited
+
+
+def _check_fan_out(tree: SourceTree, directory: Path, edges: dict[Path, list[Path]],
+                   weights: dict[Path, int]) -> None:
+    """Refuse a kustomization that includes bases through so many paths that Kustomize would build them
+    more than ``MAX_KUSTOMIZE_BUILDS`` times or read more than ``MAX_KUSTOMIZE_INPUT_BYTES`` (each
+    kustomization file and the resource files it lists, once per inclusion path).  A cycle counts once
+    and is left to Kustomize to report."""
+    memo: dict[Path, tuple[int, int]] = {}
+    active: set[Path] = set()
+    cap = (MAX_KUSTOMIZE_BUILDS + 1, MAX_KUSTOMIZE_INPUT_BYTES + 1)
+
+    def count(d: Path) -> tuple[int, int]:
+        if d in memo:
+            return memo[d]
+        if d in active:
+            return (1, 0)
+        active.add(d)
+        builds, size = 1, weights.get(d, 0)
+        for child in edges.get(d, ()):
+            b, n = count(child)
+            builds, size = min(builds + b, cap[0]), min(size + n, cap[1])
+        active.discard(d)
+        memo[d] = (builds, size)
+        return memo[d]
+
+    builds, size = count(directory.resolve())
+    if builds > MAX_KUSTOMIZE_BUILDS or size > MAX_KUSTOMIZE_INPUT_BYTES:
+        kfile = tree.kustomization_file(directory)
+        what = (f"build more than {MAX_KUSTOMIZE_BUILDS} kustomizations" if builds > MAX_KUSTOMIZE_BUILDS
+                else f"read more than {MAX_KUSTOMIZE_INPUT_BYTES} bytes")
+        raise RenderError(f"the kustomization would {what}: bases are included through too many paths "
+                          "(overlays of overlays)", file=tree.rel(kfile) if kfile else None,
+                          renderer="kustomize")
 
 
 def render_kustomize(tree: SourceTree, directory: Path, *, kubectl: str | None = None,

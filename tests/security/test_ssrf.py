@@ -311,3 +311,36 @@ def test_cluster_redirects_to_a_denied_address_are_not_followed(
     assert redirector.requests
     assert target.requests == []  # the client answers the 302 itself; a followed hop would be checked
     assert "302" in outcome.error or "denied network" in outcome.error
+
+
+# --------------------------------------------------------------------------- rendering never fetches
+
+
+def test_rendering_never_contacts_helm_repositories_or_remote_kustomize_bases(
+    tmp_path: Any, recorders: list[Recorder]
+) -> None:
+    """Helm chart repositories (index.yaml, OCI) and remote Kustomize bases are user-chosen URLs too:
+    rendering is offline, so they are refused with a message and never contacted."""
+    from fleet.sources.render import ClusterContext, RenderError, RenderRequest, render
+
+    server = Recorder("127.0.0.1")
+    recorders.append(server)
+    chart = tmp_path / "repo" / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "templates" / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n")
+    kustomize = tmp_path / "repo" / "k"
+    kustomize.mkdir()
+    ctx = ClusterContext(name="c", labels={}, group="g", repository="r", commit="0" * 40)
+    for repository in (server.url + "/charts", "oci://" + server.url.removeprefix("http://") + "/charts",
+                       "@" + "local-alias"):
+        (chart / "Chart.yaml").write_text(
+            "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n"
+            f"  - name: sub\n    version: 0.1.0\n    repository: '{repository}'\n")
+        with pytest.raises(RenderError) as caught:
+            render(tmp_path / "repo", RenderRequest(path="chart", cluster=ctx))
+        assert "not vendored" in caught.value.message and "charts/" in caught.value.message
+    (kustomize / "kustomization.yaml").write_text(f"resources:\n  - {server.url}/base.yaml\n")
+    with pytest.raises(RenderError) as caught:
+        render(tmp_path / "repo", RenderRequest(path="k", cluster=ctx))
+    assert "needs the network" in caught.value.message
+    assert server.requests == []

@@ -344,3 +344,13 @@ def test_rendering_never_contacts_helm_repositories_or_remote_kustomize_bases(
         render(tmp_path / "repo", RenderRequest(path="k", cluster=ctx))
     assert "needs the network" in caught.value.message
     assert server.requests == []
+
+
+def test_ssh_fetches_check_the_address_before_ssh_runs(settings: Any) -> None:
+    """Over ssh the address is checked before ssh starts (ssh then resolves the name again itself)."""
+    repos = [Repository.objects.create(name=f"ssh-{i}", url=url) for i, url in
+             enumerate(["ssh://git@localhost:2222/team/repo.git", "git@localhost:team/repo.git"])]
+    settings.FLEETGATE_URL_DENY_CIDRS = [*DEFAULT_DENY_CIDRS, *LOOPBACK]
+    for repo in repos:
+        outcome = fetch_repository(repo)
+        assert outcome.error is not None and outcome.error["code"] == "url_refused", outcome.error

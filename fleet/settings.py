@@ -201,6 +201,7 @@ SPECTACULAR_SETTINGS = {
         "ClusterSyncStateEnum": "fleet.rollouts.choices.SyncState",
         "GateDecisionEnum": "fleet.rollouts.choices.Decision",
         "ApprovalDecisionEnum": "fleet.rollouts.choices.ApprovalDecision",
+        "BindingEnforcementEnum": "policies.choices.BindingEnforcement",
     },
 }
 

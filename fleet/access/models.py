@@ -65,7 +65,7 @@ class RoleBinding(models.Model):
             user=self.user, group=self.group, role=self.role, scope=self.scope
         ).exclude(pk=self.pk)
         if duplicate.exists():
-            raise ValidationError("This subject already has this role in this scope.")
+            raise ValidationError("This subject already has this role in this scope.", code="unique")
 
     @property
     def subject(self) -> str:

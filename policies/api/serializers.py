@@ -127,8 +127,8 @@ class PolicySerializer(serializers.ModelSerializer):
     test_modules = ModuleSerializer(
         many=True, required=False, help_text="Modules with test_* rules, run like `opa test` on save."
     )
-    data = serializers.JSONField(  # type: ignore[assignment]
-        required=False, help_text="conftest: data documents (data.<key>)."
+    data = serializers.DictField(  # type: ignore[assignment]
+        required=False, help_text="conftest: data documents (data.<key>), a JSON object."
     )
     namespaces = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="conftest: packages to read rules from."
@@ -299,6 +299,11 @@ class WaiverSerializer(FleetModelSerializer):
     cluster_group_name = serializers.CharField(source="cluster_group.name", read_only=True, allow_null=True)
     active = serializers.BooleanField(read_only=True)
     uses = serializers.IntegerField(source="use_count", read_only=True, default=0)
+    labels = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="Labels the object must carry (string values).",
+    )
 
     class Meta:
         model = Waiver
@@ -408,18 +413,12 @@ class EvaluationDetailSerializer(EvaluationSerializer):
 class PolicySourceSerializer(FleetModelSerializer):
     repository = VisibleRelatedField(queryset=Repository.objects.all())
     bind_group = VisibleRelatedField(queryset=ClusterGroup.objects.all(), allow_null=True, required=False)
-    bind_enforcement = serializers.CharField(
+    bind_enforcement = serializers.ChoiceField(
+        choices=[("", "no bindings"), *Enforcement.choices],
         required=False,
         allow_blank=True,
         help_text="deny, warn or dryrun: bind new policies; empty: no bindings.",
     )
-
-    def validate_bind_enforcement(self, value: str) -> str:
-        if value and value not in Enforcement.values:
-            raise serializers.ValidationError(
-                f"Choose one of {', '.join(Enforcement.values)} or leave empty."
-            )
-        return value
 
     class Meta:
         model = PolicySource

@@ -79,7 +79,20 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
                 record_change("policy.update", instance, before)
 
     @extend_schema(
-        request=s.ImportRequestSerializer,
+        request={
+            "application/json": s.ImportRequestSerializer,
+            # One part per file, named by its relative path (e.g. `lib/k8s.rego`), plus optional plain fields.
+            "multipart/form-data": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "cluster_group": {"type": "integer"},
+                    "enforcement": {"type": "string", "enum": ["deny", "warn", "dryrun"]},
+                    "allow_failing_tests": {"type": "boolean"},
+                },
+                "additionalProperties": {"type": "string", "format": "binary"},
+            },
+        },
         responses={
             201: s.ImportResultSerializer,
             400: OpenApiResponse(description="refused, nothing stored"),
@@ -109,7 +122,7 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
                     raise ValidationError({"files": [f"{path}: not UTF-8 text"]}) from None
             data = {k: v for k, v in request.data.items() if k not in request.FILES}  # type: ignore[union-attr]
         else:
-            data = dict(request.data)
+            data = request.data.dict() if hasattr(request.data, "dict") else dict(request.data)
         req = s.ImportRequestSerializer(data=data, context={"request": request})
         req.is_valid(raise_exception=True)
         v = req.validated_data
@@ -142,6 +155,9 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
         except EngineUnavailableForSave as exc:
             raise s.EngineUnavailableError(str(exc)) from None
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
+
+
+    import_policies.body_required = True  # type: ignore[attr-defined]
 
     @extend_schema(
         request=s.CheckRequestSerializer,

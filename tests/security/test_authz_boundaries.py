@@ -544,7 +544,7 @@ def test_a_scoped_admin_cannot_probe_bindings_of_other_groups(world: dict[str, A
     # The uniqueness rule itself still answers an all-clusters admin.
     existing = world["prod"]["binding"]
     duplicate = {"user": existing.user_id, "role": existing.role, "scope": existing.scope_id}
-    assert world["api"]["root"].post("/api/access/bindings/", duplicate, format="json").status_code == 400
+    assert world["api"]["root"].post("/api/access/bindings/", duplicate, format="json").status_code == 409
 
 
 @pytest.mark.django_db

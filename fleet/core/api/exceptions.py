@@ -17,10 +17,38 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from fleet.audit.models import AuditImmutable
 
 
+def _is_duplicate(exc: ValidationError) -> bool:
+    try:
+        return _codes(exc.get_codes()) == {"unique"}
+    except AttributeError:  # a detail built from plain strings carries no codes
+        return False
+
+
+def _codes(value: Any) -> set[str]:
+    """Every error code in a DRF ``get_codes()`` structure (a code, or lists and dicts of them)."""
+    if isinstance(value, dict):
+        return set().union(*(_codes(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_codes(v) for v in value)) if value else set()
+    return {str(value)}
+
+
+def _django_codes(exc: DjangoValidationError) -> set[str]:
+    return {str(error.code) for error in exc.error_list} if hasattr(exc, "error_list") else {
+        str(error.code) for errors in exc.error_dict.values() for error in errors
+    }
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        if _django_codes(exc) == {"unique"}:
+            return Response(detail, status=status.HTTP_409_CONFLICT)
         exc = ValidationError(detail)
+    elif isinstance(exc, ValidationError) and _is_duplicate(exc):
+        # The request is well formed but names something that exists already (a name, a binding): a
+        # conflict with the server's state, as Kubernetes answers AlreadyExists, not a malformed request.
+        return Response(exc.detail, status=status.HTTP_409_CONFLICT)
     elif isinstance(exc, ProtectedError):
         names = ", ".join(sorted({str(obj) for obj in exc.protected_objects})[:10])
         return Response({"detail": f"In use by: {names}."}, status=status.HTTP_409_CONFLICT)
@@ -31,4 +59,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response({"detail": f"Request body is larger than the limit of {limit} bytes."},
                         status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, list):
+        # `raise ValidationError("...")` outside a serializer gives a bare list; error bodies are objects.
+        response.data = {"non_field_errors": response.data}
+    return response

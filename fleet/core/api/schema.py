@@ -40,7 +40,10 @@ DESCRIPTIONS = {
     "403": "The caller's role or scope does not allow this action.",
     "404": "No such object, or not one the caller may see.",
     "405": "The method is not allowed on this resource.",
-    "409": "The object's state does not allow this now (in use, already decided, already running).",
+    "409": (
+        "A conflict with what exists: a name or binding taken already (with the field messages), or a state "
+        "that does not allow this now."
+    ),
     "413": "The request body is larger than the configured limit.",
     "415": "The request body's media type is not accepted (send JSON).",
     "429": "Too many requests; retry after the number of seconds in Retry-After.",
@@ -81,6 +84,12 @@ def json_schema_of(field: serializers.Field) -> dict[str, Any] | None:
 class FleetAutoSchema(AutoSchema):
     def _map_serializer_field(self, field: Any, direction: Any, bypass_extensions: bool = False) -> Any:
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, serializers.JSONField) and field.allow_null and isinstance(schema, dict):
+            # drf-spectacular writes a nullable free-form value as oneOf [{}, null], which null matches twice
+            # (invalid under oneOf); any JSON value, null included, is simply {}.
+            if schema.get("oneOf") and {} in schema["oneOf"]:
+                schema = {k: v for k, v in schema.items() if k != "oneOf"}
+            return schema
         declared = json_schema_of(field)
         untyped = isinstance(schema, dict) and "type" not in schema and "$ref" not in schema
         if declared is not None and untyped:
@@ -91,16 +100,18 @@ class FleetAutoSchema(AutoSchema):
         operation = super().get_operation(*args, **kwargs)
         if operation is None:
             return None
+        handler = getattr(self.view, getattr(self.view, "action", None) or "", None)
+        if "requestBody" in operation and getattr(handler, "body_required", False):
+            operation["requestBody"]["required"] = True  # an action that cannot do anything without a body
         responses = operation.setdefault("responses", {})
         for code in self.error_codes(operation):
-            if code in responses:
-                continue
-            serializer = ValidationErrorSerializer if code == "400" else ErrorSerializer
-            component = self.resolve_serializer(serializer, "response")
-            responses[code] = {
-                "content": {"application/json": {"schema": component.ref}},
-                "description": DESCRIPTIONS[code],
-            }
+            serializer = ValidationErrorSerializer if code in ("400", "409") else ErrorSerializer
+            content = {"application/json": {"schema": self.resolve_serializer(serializer, "response").ref}}
+            if code not in responses:
+                responses[code] = {"content": content, "description": DESCRIPTIONS.get(code, "")}
+            elif code.startswith("4") and "content" not in responses[code]:
+                # An operation that describes an error in words only still answers with a JSON body.
+                responses[code]["content"] = content
         return operation
 
     def error_codes(self, operation: dict[str, Any]) -> list[str]:

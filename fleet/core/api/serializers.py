@@ -3,7 +3,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from fleet.access.restrict import restrict
@@ -33,11 +32,9 @@ class FleetModelSerializer(serializers.ModelSerializer):
         for key, value in attrs.items():
             if key not in m2m:
                 setattr(instance, key, value)
-        try:
-            instance.clean()
-        except DjangoValidationError as exc:
-            detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-            raise serializers.ValidationError(detail) from None
+        # A DjangoValidationError raised here is turned into field errors by DRF with its codes kept, so that
+        # a duplicate (code "unique") answers 409 like DRF's own uniqueness validators.
+        instance.clean()
         # clean() may derive fields (a kubeconfig's server URL, its context): keep them.
         for field in getattr(self.Meta, "derived_fields", ()):
             attrs[field] = getattr(instance, field)

@@ -120,8 +120,13 @@ class CommitViewSet(FleetReadOnlyViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("mapping", OpenApiTypes.INT, required=True, description="mapping id"),
-            OpenApiParameter("cluster", OpenApiTypes.STR, required=True, description="cluster name"),
+            OpenApiParameter(
+                "mapping", {"type": "integer", "minimum": 1}, required=True, description="mapping id"
+            ),
+            OpenApiParameter(
+                "cluster", {"type": "string", "minLength": 1, "maxLength": 63}, required=True,
+                description="cluster name",
+            ),
         ],
         responses={
             200: RenderedManifestSerializer,

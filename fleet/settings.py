@@ -258,7 +258,10 @@ CELERY_BEAT_SCHEDULE = {
 # Fleetgate's own settings.
 FLEETGATE_REGO_ENGINE = env_str("FLEETGATE_REGO_ENGINE", "regorus")  # "regorus" (in-process) or "opa"
 FLEETGATE_OPA_URL = env_str("FLEETGATE_OPA_URL", "http://127.0.0.1:8181")
-FLEETGATE_REGO_TIMEOUT = env_int("FLEETGATE_REGO_TIMEOUT", 10)  # seconds per evaluation batch
+FLEETGATE_REGO_TIMEOUT = env_int("FLEETGATE_REGO_TIMEOUT", 10)  # seconds per evaluation
+# The regorus worker pool (policies/engine/regorus_pool.py reads the same names when it starts).
+FLEETGATE_REGO_WORKERS = env_int("FLEETGATE_REGO_WORKERS", os.cpu_count() or 2)
+FLEETGATE_REGO_MEMORY_MB = env_int("FLEETGATE_REGO_MEMORY_MB", 1024)
 FLEETGATE_GIT_CACHE = Path(env_str("FLEETGATE_GIT_CACHE", str(VAR_DIR / "git")))
 FLEETGATE_API_TOKEN_DAYS = env_int("FLEETGATE_API_TOKEN_DAYS", 90)
 FLEETGATE_AUDIT_RETENTION_DAYS = env_int("FLEETGATE_AUDIT_RETENTION_DAYS", 365)

@@ -3,10 +3,10 @@
 Every call the rollout services make to sources, policies or clusters goes through a function here, so
 that wiring another implementation is a change in this one file:
 
-- ``render_mapping(commit, mapping, clusters)`` / ``rendered_objects(commit, mapping, cluster)``: the
+- ``render_mapping(commit, mapping, clusters)``: the
   stored ``RenderedManifest`` rows of ``fleet.sources`` when they exist; otherwise the Django-free
   renderer (``fleet.sources.render.render``) on the commit's tree exported from the git cache;
-- ``policy_decisions(commit, mapping, targets)`` / ``policy_decision(...)``: the policies app's
+- ``policy_decisions(commit, mapping, targets)``: the policies app's
   ``evaluate_targets`` (bound policies and waivers in force, the configured Rego engine, an Evaluation
   stored per target, audited);
 - ``plan``, ``apply``, ``wait_healthy``, ``drift``: ``clusters.connector.Connector`` over the official
@@ -71,10 +71,6 @@ def render_mapping(commit: Any, mapping: Any, clusters: Sequence[Any]) -> dict[i
     if missing:
         out.update(_render_directly(commit, mapping, missing))
     return out
-
-
-def rendered_objects(commit: Any, mapping: Any, cluster: Any) -> list[dict[str, Any]]:
-    return render_mapping(commit, mapping, [cluster])[cluster.pk]
 
 
 @contextlib.contextmanager
@@ -171,12 +167,6 @@ def policy_decisions(
         summary["evaluation_id"] = target.evaluation.pk if target.evaluation is not None else None
         out[target.cluster.pk] = PolicyResult(str(target.decision.outcome), summary)
     return out
-
-
-def policy_decision(
-    commit: Any, mapping: Any, cluster: Any, objects: Sequence[dict[str, Any]]
-) -> PolicyResult:
-    return policy_decisions(commit, mapping, [(cluster, objects)])[cluster.pk]
 
 
 # --------------------------------------------------------------------------------------------- clusters

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from fleet.audit.services import record
 from fleet.sources.git import GitError, RepositoryCache
-from fleet.sources.models import Commit, Repository
+from fleet.sources.models import Repository
 from fleet.sources.services.fetch import repository_cache
 from policies.engine import RegoEngine
 from policies.models import PolicySource
@@ -91,16 +91,6 @@ def sync_policy_source(
         message=f"{source} at {commit_sha[:10]}: {len(changed)} new version(s), {len(result.saved)} policies",
     )
     return SyncOutcome(source, commit_sha, True, result)
-
-
-def sync_sources_for_commit(commit: Commit, *, engine: RegoEngine | None = None) -> list[SyncOutcome]:
-    """The hook for new commits: sync every enabled policy source of the commit's repository."""
-    return [
-        sync_policy_source(source, commit.sha, engine=engine)
-        for source in PolicySource.objects.filter(repository=commit.repository, enabled=True).select_related(
-            "repository", "bind_group"
-        )
-    ]
 
 
 def sync_sources_for_head(

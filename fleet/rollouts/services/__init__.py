@@ -18,7 +18,6 @@ from fleet.rollouts.services.lifecycle import (
     create_rollout,
     prepare,
     queue,
-    start_for_commit,
     supersede_older,
 )
 from fleet.rollouts.services.reconcile import reconcile
@@ -40,7 +39,6 @@ __all__ = [
     "resume",
     "rollback",
     "run_cluster_sync",
-    "start_for_commit",
     "start_sync",
     "supersede_older",
     "sync_now",

@@ -99,17 +99,6 @@ def supersede_older(newer: Rollout) -> list[int]:
     return done
 
 
-def start_for_commit(commit: Commit, mappings: Iterable[PathMapping] | None = None) -> list[Rollout]:
-    """Rollouts of a new commit for the mappings it affects (default: every enabled mapping of its
-    repository that rendered at this commit, or all enabled ones when renders are not recorded)."""
-    if mappings is None:
-        mappings = PathMapping.objects.filter(repository=commit.repository_id, enabled=True)
-        rendered = list(commit.mapping_renders.filter(status="rendered").values_list("mapping_id", flat=True))
-        if commit.mapping_renders.exists():
-            mappings = mappings.filter(pk__in=rendered)
-    return [create_rollout(commit, m) for m in mappings]
-
-
 # --------------------------------------------------------------------------------------------- prepare
 
 

@@ -132,17 +132,8 @@ class RenderSession:
 # --------------------------------------------------------------------------- fingerprints
 
 
-def _has_field(model: type, name: str) -> bool:
-    try:
-        model._meta.get_field(name)  # type: ignore[attr-defined]
-    except Exception:  # FieldDoesNotExist
-        return False
-    return True
-
-
-# Values layers: mapping -> group -> cluster (lowest first).  ClusterGroup/Cluster have no ``values``
-# field yet; when they get one (a JSON object), it is layered here without further change.
-CLUSTER_FIELDS = ("id", "name", "labels", *(("values",) if _has_field(Cluster, "values") else ()))
+# Values layers: mapping -> group -> cluster (lowest first); see build_requests.
+CLUSTER_FIELDS = ("id", "name", "labels", "values")
 
 
 def _values_of(obj: Any) -> dict[str, Any]:

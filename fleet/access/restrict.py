@@ -31,6 +31,10 @@ class Scope:
     def nowhere(self) -> bool:
         return not self.everywhere and not self.groups
 
+    def covers(self, group_id: int | None) -> bool:
+        """Whether the scope reaches this group; ``None`` (all clusters) only a scope on all clusters."""
+        return self.everywhere or (group_id is not None and group_id in self.groups)
+
 
 NOWHERE = Scope(False, frozenset())
 EVERYWHERE = Scope(True, frozenset())
@@ -50,12 +54,6 @@ def _bindings(user: Any) -> list[tuple[str, int | None]]:
     )
     user._fleet_bindings = rows
     return rows
-
-
-def forget(user: Any) -> None:
-    """Drop the cached bindings (after they changed)."""
-    if hasattr(user, "_fleet_bindings"):
-        del user._fleet_bindings
 
 
 def scope_for(user: Any, permission: str) -> Scope:

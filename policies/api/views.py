@@ -15,7 +15,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from fleet.access.restrict import scope_for
+from fleet.access.restrict import groups_where
 from fleet.audit.redact import snapshot
 from fleet.audit.services import record_change
 from fleet.core.api.parsers import JSONParser
@@ -46,8 +46,8 @@ class OwnRestrictMixin:
         return self.base_queryset().restrict(self.request.user, "view")  # type: ignore[attr-defined]
 
 
-def _require_global(user: Any, permission: str, what: str) -> None:
-    if not scope_for(user, permission).everywhere:
+def _require_global(user: Any, model: type[Model], action: str, what: str) -> None:
+    if not groups_where(user, model, action).everywhere:
         raise PermissionDenied(f"Only a role on all clusters may {what}.")
 
 
@@ -63,7 +63,7 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
     action_permissions = {"import_policies": "add", "check": "view"}
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Any:
-        _require_global(request.user, "policy.add", "add policies (they can be bound anywhere)")
+        _require_global(request.user, Policy, "add", "add policies (they can be bound anywhere)")
         return super().create(request, *args, **kwargs)
 
     # save_policy audits (policy.create / policy.version); the base class would record a second event.
@@ -110,7 +110,7 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
         parser_classes=[JSONParser, MultiPartParser],
     )
     def import_policies(self, request: Request) -> Response:
-        _require_global(request.user, "policy.add", "import policies")
+        _require_global(request.user, Policy, "add", "import policies")
         files: dict[str, str] = {}
         data: dict[str, Any] = {}
         if request.FILES:
@@ -134,11 +134,12 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
         group = v.get("cluster_group")
         enforcement = v.get("enforcement")
         if enforcement:
-            bind_scope = scope_for(request.user, "policybinding.add")
-            if group is None and not bind_scope.everywhere:
-                raise PermissionDenied("Only a role on all clusters may bind policies to all clusters.")
-            if group is not None and not (bind_scope.everywhere or group.pk in bind_scope.groups):
-                raise PermissionDenied("You may not bind policies in this group.")
+            if not groups_where(request.user, PolicyBinding, "add").covers(group.pk if group else None):
+                raise PermissionDenied(
+                    "You may not bind policies in this group."
+                    if group is not None
+                    else "Only a role on all clusters may bind policies to all clusters."
+                )
         try:
             result = import_files(
                 files,
@@ -180,9 +181,9 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
                 .restrict(request.user, "view")
                 .order_by("name")
             )
-        visible_groups = scope_for(request.user, "evaluation.view")
+        visible_groups = groups_where(request.user, Evaluation, "view")
         for m in mappings:
-            if not visible_groups.everywhere and m.cluster_group_id not in visible_groups.groups:
+            if not visible_groups.covers(m.cluster_group_id):
                 raise PermissionDenied("You may not see the evaluations of this mapping.")
         single = v.get("mapping") is not None
         bodies: list[dict[str, Any]] = []
@@ -301,7 +302,7 @@ class PolicySourceViewSet(OwnRestrictMixin, FleetModelViewSet):
         obj = self._visible_object()
         needed = self.permission_action()
         if needed != "view":
-            _require_global(self.request.user, f"policy.{needed}", f"{needed} policy sources")
+            _require_global(self.request.user, Policy, needed, f"{needed} policy sources")
         return obj
 
     def _visible_object(self) -> Model:
@@ -313,11 +314,11 @@ class PolicySourceViewSet(OwnRestrictMixin, FleetModelViewSet):
         return get_object_or_404(self.get_queryset(), pk=int(pk))
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Any:
-        _require_global(request.user, "policy.add", "add policy sources")
+        _require_global(request.user, Policy, "add", "add policy sources")
         return super(FleetModelViewSet, self).create(request, *args, **kwargs)
 
     def _ensure_allowed(self, instance: Model, action: str) -> None:
-        _require_global(self.request.user, f"policy.{action}", f"{action} policy sources")
+        _require_global(self.request.user, Policy, action, f"{action} policy sources")
 
     @extend_schema(request=s.SyncRequestSerializer, responses={200: s.ImportResultSerializer})
     @action(detail=True, methods=["post"])

@@ -1,5 +1,5 @@
 """API errors keep DRF's shape; model validation errors become 400s with field messages, a body over the
-size limit a 413."""
+size limit a 413, and a service's `DomainError` the status of its kind (`api_error`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,27 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from fleet.audit.models import AuditImmutable
+from fleet.core.errors import DomainError, ErrorKind
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def api_error(exc: DomainError) -> APIException:
+    """The one mapping of a domain error's kind to an API answer: forbidden 403 ``{detail}``, conflict 409
+    ``{detail}``, invalid 400 with the message on its field (``non_field_errors`` without one)."""
+    if exc.kind is ErrorKind.FORBIDDEN:
+        return PermissionDenied(exc.message)
+    if exc.kind is ErrorKind.CONFLICT:
+        return Conflict(exc.message)
+    return ValidationError({exc.field or "non_field_errors": [exc.message]})
 
 
 def _is_duplicate(exc: ValidationError) -> bool:
@@ -40,6 +56,8 @@ def _django_codes(exc: DjangoValidationError) -> set[str]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        exc = api_error(exc)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         if _django_codes(exc) == {"unique"}:

@@ -7,11 +7,11 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from fleet.access.restrict import has_permission, scope_for
+from fleet.access.restrict import has_permission
 from fleet.core.api.viewsets import FleetReadOnlyViewSet
 from fleet.rollouts import services
 from fleet.rollouts.api.serializers import (
@@ -45,18 +45,6 @@ def progress_of(rollout_ids: list[int]) -> dict[int, dict[str, Any]]:
     for p in out.values():
         p["by_state"] = dict(p["by_state"])
     return out
-
-
-def _refused(exc: services.RolloutError) -> Response:
-    if exc.conflict:
-        return Response({"detail": exc.message}, status=status.HTTP_409_CONFLICT)
-    if exc.field:
-        raise ValidationError({exc.field: [exc.message]})
-    raise (
-        PermissionDenied(exc.message)
-        if "may not" in exc.message or "cannot approve" in exc.message
-        else ValidationError({"non_field_errors": [exc.message]})
-    )
 
 
 class RolloutViewSet(FleetReadOnlyViewSet):
@@ -124,11 +112,10 @@ class RolloutViewSet(FleetReadOnlyViewSet):
         return RolloutDetailSerializer(fresh, context=context).data
 
     def _do(self, fn: Any, *args: Any) -> Response:
-        rollout = self.get_object()  # 404 out of sight, 403 without the action's permission
-        try:
-            fn(rollout, *args)
-        except services.RolloutError as exc:
-            return _refused(exc)
+        # 404 out of sight, 403 without the action's permission; a RolloutError is answered by its kind
+        # (fleet/core/api/exceptions.py).
+        rollout = self.get_object()
+        fn(rollout, *args)
         return Response(self._show(rollout))
 
     @extend_schema(request=None, responses=RolloutDetailSerializer)
@@ -144,10 +131,7 @@ class RolloutViewSet(FleetReadOnlyViewSet):
         rollout = self.get_object()
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            services.reject(rollout, request.user, body.validated_data["reason"])
-        except services.RolloutError as exc:
-            return _refused(exc)
+        services.reject(rollout, request.user, body.validated_data["reason"])
         return Response(self._show(rollout))
 
     @extend_schema(request=None, responses=RolloutDetailSerializer)
@@ -181,10 +165,7 @@ class RolloutViewSet(FleetReadOnlyViewSet):
         rollout = self.get_object()
         body = RollbackSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
-        try:
-            new = services.rollback(rollout, body.validated_data["commit"], request.user)
-        except services.RolloutError as exc:
-            return _refused(exc)
+        new = services.rollback(rollout, body.validated_data["commit"], request.user)
         return Response(self._show(new), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=SyncNowSerializer, responses={201: SyncNowResultSerializer})
@@ -196,14 +177,8 @@ class RolloutViewSet(FleetReadOnlyViewSet):
         body = SyncNowSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         cluster, group = body.validated_data.get("cluster"), body.validated_data.get("group")
-        scope = scope_for(request.user, "rollout.sync")
-        groups = [group] if group else list(cluster.groups.all())
-        if not scope.everywhere and not any(g.pk in scope.groups for g in groups):
-            raise PermissionDenied("You may not sync this cluster or group.")
-        try:
-            rollouts = services.sync_now(request.user, cluster=cluster, group=group)
-        except services.RolloutError as exc:
-            return _refused(exc)
+        # The service refuses (403) a cluster or group outside the user's sync scope.
+        rollouts = services.sync_now(request.user, cluster=cluster, group=group)
         context = {**self.get_serializer_context(), "progress": progress_of([r.pk for r in rollouts])}
         fresh = list(self.base_queryset().filter(pk__in=[r.pk for r in rollouts]))
         data = {"rollouts": RolloutSerializer(fresh, many=True, context=context).data}

@@ -10,17 +10,23 @@ from django.db import transaction
 from django.utils import timezone
 
 from fleet.audit.services import record
+from fleet.core.errors import DomainError, ErrorKind
 from fleet.rollouts.models import ClusterSync, Rollout
 
 
-class RolloutError(Exception):
-    """A request the rollout's state or rules refuse; the message says why (API: 400 or 409)."""
+class RolloutError(DomainError):
+    """A request the rollout's state or rules refuse; the message says why and ``kind`` what it is (API:
+    400 invalid, 403 forbidden, 409 conflict). ``conflict=True`` is short for ``kind=ErrorKind.CONFLICT``."""
 
-    def __init__(self, message: str, *, field: str | None = None, conflict: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.conflict = conflict
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind = ErrorKind.INVALID,
+        field: str | None = None,
+        conflict: bool = False,
+    ) -> None:
+        super().__init__(message, kind=ErrorKind.CONFLICT if conflict else kind, field=field)
 
 
 def lease_seconds() -> float:

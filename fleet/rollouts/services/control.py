@@ -10,7 +10,8 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from clusters.models import Cluster, ClusterGroup
-from fleet.access.restrict import has_permission, scope_for
+from fleet.access.restrict import groups_where, has_permission
+from fleet.core.errors import ErrorKind
 from fleet.rollouts import dispatch
 from fleet.rollouts.choices import (
     FINAL_ROLLOUT_STATES,
@@ -24,6 +25,8 @@ from fleet.rollouts.services import approval as approval_rule
 from fleet.rollouts.services.common import RolloutError, atomic, locked_rollout, note, transition
 from fleet.rollouts.services.lifecycle import create_rollout, queue
 from fleet.sources.models import Commit, PathMapping
+
+FORBIDDEN = ErrorKind.FORBIDDEN
 
 
 def _is_author(user: Any, rollout: Rollout) -> bool:
@@ -39,7 +42,7 @@ def approve(rollout: Rollout, user: Any) -> Rollout:
         if rollout.state != RolloutState.AWAITING_APPROVAL:
             raise RolloutError(f"the rollout is {rollout.state}, not awaiting approval", conflict=True)
         if not has_permission(user, Rollout, "approve", rollout):
-            raise RolloutError("you may not approve rollouts of this group")
+            raise RolloutError("you may not approve rollouts of this group", kind=FORBIDDEN)
         # Approvers need the approver role in every group that asks for approval of these clusters, and
         # the count follows the strictest of them as the groups are now (services/approval.py).
         rule = approval_rule.rule_for(rollout)
@@ -47,15 +50,16 @@ def approve(rollout: Rollout, user: Any) -> Rollout:
         if missing:
             raise RolloutError(
                 "you may not approve this rollout: it reaches clusters of "
-                f"{', '.join(missing)}, where you do not hold the approver role"
+                f"{', '.join(missing)}, where you do not hold the approver role",
+                kind=FORBIDDEN,
             )
         if rule.count > rollout.approvals_required:
             rollout.approvals_required = rule.count
             rollout.save(update_fields=["approvals_required", "updated"])
         if _is_author(user, rollout):
-            raise RolloutError("the author of the commit cannot approve its rollout")
+            raise RolloutError("the author of the commit cannot approve its rollout", kind=FORBIDDEN)
         if rollout.created_by_id is not None and rollout.created_by_id == user.pk:
-            raise RolloutError("the user who started the rollout cannot approve it")
+            raise RolloutError("the user who started the rollout cannot approve it", kind=FORBIDDEN)
         try:
             Approval.objects.create(rollout=rollout, user=user, decision=ApprovalDecision.APPROVE)
         except IntegrityError:
@@ -93,7 +97,7 @@ def reject(rollout: Rollout, user: Any, reason: str) -> Rollout:
         if rollout.state != RolloutState.AWAITING_APPROVAL:
             raise RolloutError(f"the rollout is {rollout.state}, not awaiting approval", conflict=True)
         if not has_permission(user, Rollout, "approve", rollout):
-            raise RolloutError("you may not reject rollouts of this group")
+            raise RolloutError("you may not reject rollouts of this group", kind=FORBIDDEN)
         try:
             Approval.objects.create(
                 rollout=rollout, user=user, decision=ApprovalDecision.REJECT, reason=reason
@@ -208,16 +212,20 @@ def sync_now(
     again for a commit that was already approved for the mapping."""
     if (cluster is None) == (group is None):
         raise RolloutError("give a cluster or a group", field="cluster")
-    scope = scope_for(user, "rollout.sync")
+    scope = groups_where(user, Rollout, "sync")
     if group is not None:
         groups = [group]
         targets: list[Cluster] | None = None
     elif cluster is not None:
         groups = list(cluster.groups.all())
         targets = [cluster]
-    allowed = [g for g in groups if scope.everywhere or g.pk in scope.groups]
+    allowed = [g for g in groups if scope.covers(g.pk)]
     if not allowed:
-        raise RolloutError("you may not sync this cluster or group", field="cluster" if cluster else "group")
+        raise RolloutError(
+            "you may not sync this cluster or group",
+            kind=FORBIDDEN,
+            field="cluster" if cluster else "group",
+        )
     rollouts = []
     for mapping in PathMapping.objects.filter(cluster_group__in=allowed, enabled=True).select_related(
         "cluster_group", "repository"

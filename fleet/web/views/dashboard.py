@@ -6,7 +6,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from clusters.models import Cluster, ClusterGroup
-from fleet.access.restrict import scope_for
 from fleet.audit.models import AuditEvent
 from fleet.rollouts.api.views import progress_of
 from fleet.rollouts.choices import RolloutState
@@ -30,10 +29,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     rollouts = visible(request, Rollout.objects.select_related("mapping__cluster_group", "commit"))
     in_flight = list(rollouts.filter(state__in=IN_FLIGHT).order_by("-id")[:10])
     progress = progress_of([r.pk for r in in_flight])
-    approve_scope = scope_for(request.user, "rollout.approve")
-    waiting = rollouts.filter(state=RolloutState.AWAITING_APPROVAL).exclude(approvals__user=request.user)
-    if not approve_scope.everywhere:
-        waiting = waiting.filter(mapping__cluster_group__in=approve_scope.groups)
+    # Waiting for this user: rollouts in the groups where they may approve (the one restrict helper).
+    waiting = visible(
+        request,
+        rollouts.filter(state=RolloutState.AWAITING_APPROVAL).exclude(approvals__user=request.user),
+        "approve",
+    )
     context = {
         "cluster_total": sum(by_status.values()),
         "by_status": by_status,
@@ -44,7 +45,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             for r in in_flight
         ],
         "blocked": rollouts.filter(decision="blocked").order_by("-id")[:10],
-        "waiting": list(waiting.order_by("-id")[:10]) if not approve_scope.nowhere else [],
+        "waiting": list(waiting.order_by("-id")[:10]),
         "events": visible(request, AuditEvent.objects.all())[:15],
     }
     return render(request, "web/dashboard.html", context)

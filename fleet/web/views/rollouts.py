@@ -16,7 +16,7 @@ from fleet.rollouts import services
 from fleet.rollouts.api.views import progress_of
 from fleet.rollouts.choices import RolloutState
 from fleet.rollouts.models import Rollout
-from fleet.web.views.base import get_visible, paginate, require, visible
+from fleet.web.views.base import get_visible, paginate, refused, require, visible
 
 # Colours of the progress bar, in the order they are drawn.
 BAR_STATES = ["synced", "syncing", "queued", "pending", "failed", "blocked", "cancelled", "superseded"]
@@ -181,8 +181,7 @@ def rollout_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         new = services.rollback(rollout, commit, request.user)
     except services.RolloutError as exc:
-        messages.error(request, exc.message)
-        return redirect("web:rollout-detail", pk=pk)
+        return refused(request, exc, redirect("web:rollout-detail", pk=pk))
     messages.success(request, f"Rollback to {commit.sha[:10]} started as rollout {new.pk}.")
     return redirect("web:rollout-detail", pk=new.pk)
 
@@ -202,9 +201,6 @@ def rollout_act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     try:
         call(rollout, request.user, reason)
     except services.RolloutError as exc:
-        if "may not" in exc.message or "cannot approve" in exc.message:
-            return HttpResponse(exc.message, status=403)
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Rollout {rollout.pk}: {action} done.")
+        return refused(request, exc, redirect("web:rollout-detail", pk=pk))
+    messages.success(request, f"Rollout {rollout.pk}: {action} done.")
     return redirect("web:rollout-detail", pk=pk)

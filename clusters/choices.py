@@ -18,6 +18,3 @@ class SyncMode(models.TextChoices):
     MANUAL = "manual", "Only on request"
 
 
-class WindowKind(models.TextChoices):
-    ALLOW = "allow", "Allow"
-    DENY = "deny", "Deny"

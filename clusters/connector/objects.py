@@ -242,6 +242,3 @@ def mask_secret_pair(
 
     return masked(before, False), masked(after, True)
 
-
-def mask_secret(obj: dict[str, Any] | None) -> dict[str, Any] | None:
-    return mask_secret_pair(obj, None)[0]

@@ -84,10 +84,6 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
-def roles_granting(permission: str) -> set[str]:
-    return {role for role, perms in ROLE_PERMISSIONS.items() if permission in perms}
-
-
 def describe() -> list[dict[str, object]]:
     """The role table, for docs and the API."""
     return [

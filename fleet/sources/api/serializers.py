@@ -12,12 +12,6 @@ from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
 SECRET_FIELDS = ("token", "ssh_private_key", "webhook_secret")
 
 
-class RepositoryCredentialsSetSerializer(serializers.Serializer):
-    token = serializers.BooleanField()
-    ssh_private_key = serializers.BooleanField()
-    webhook_secret = serializers.BooleanField()
-
-
 class RepositorySerializer(FleetModelSerializer):
     token = serializers.CharField(write_only=True, required=False, allow_blank=True)
     ssh_private_key = serializers.CharField(

@@ -3,9 +3,8 @@
 Every call the rollout services make to sources, policies or clusters goes through a function here, so
 that wiring another implementation is a change in this one file:
 
-- ``render_mapping(commit, mapping, clusters)``: the
-  stored ``RenderedManifest`` rows of ``fleet.sources`` when they exist; otherwise the Django-free
-  renderer (``fleet.sources.render.render``) on the commit's tree exported from the git cache;
+- ``render_mapping(commit, mapping, clusters)``: ``fleet.sources.services.manifests.mapping_manifests``,
+  the stored ``RenderedManifest`` rows when they exist, otherwise rendered now as the fetch renders;
 - ``policy_decisions(commit, mapping, targets)``: the policies app's
   ``evaluate_targets`` (bound policies and waivers in force, the configured Rego engine, an Evaluation
   stored per target, audited);
@@ -29,118 +28,20 @@ from django.conf import settings
 
 from clusters.connector import ClusterCredentials, Connector, ConnectorOptions, RetryPolicy
 from clusters.connector.errors import RETRIABLE_STATUS
+from fleet.sources.services.manifests import CommitNotFound as CommitNotFound  # what render_mapping raises
+from fleet.sources.services.manifests import ManifestsUnavailable as ManifestsUnavailable
+from fleet.sources.services.manifests import RenderFailed as RenderFailed
+from fleet.sources.services.manifests import mapping_manifests, objects_by_cluster
 
 # --------------------------------------------------------------------------------------------- rendering
 
 
-class RenderFailed(Exception):
-    """The mapping could not be rendered for a cluster (message with file and line when known)."""
-
-
-def _stored_manifests(commit: Any, mapping: Any, cluster_ids: Sequence[int]) -> dict[int, Any]:
-    try:
-        from fleet.sources.models import RenderedManifest
-    except ImportError:  # pragma: no cover - the sources app without stored renders
-        return {}
-    rows = RenderedManifest.objects.filter(commit=commit, mapping=mapping, cluster_id__in=cluster_ids)
-    return {row.cluster_id: row for row in rows}
-
-
-def _manifest_objects(row: Any) -> list[dict[str, Any]]:
-    if row.status != "ok":
-        where = f" ({row.error_file}:{row.error_line})" if row.error_file else ""
-        raise RenderFailed(f"{row.error_message}{where}")
-    if row.skipped:
-        return []
-    return [r.get("object") or r.get("body") for r in row.resources or []]
-
-
 def render_mapping(commit: Any, mapping: Any, clusters: Sequence[Any]) -> dict[int, list[dict[str, Any]]]:
-    """The objects each cluster receives from ``mapping`` at ``commit``: {cluster id: [object, ...]}.
+    """The objects each cluster receives from ``mapping`` at ``commit``: {cluster id: [object, ...]}, from
+    the sources app's one manifests service (stored render, else rendered now).
 
-    Raises RenderFailed for the first cluster that cannot be rendered."""
-    stored = _stored_manifests(commit, mapping, [c.pk for c in clusters])
-    out: dict[int, list[dict[str, Any]]] = {}
-    missing = []
-    for cluster in clusters:
-        row = stored.get(cluster.pk)
-        if row is None:
-            missing.append(cluster)
-        else:
-            out[cluster.pk] = _manifest_objects(row)
-    if missing:
-        out.update(_render_directly(commit, mapping, missing))
-    return out
-
-
-@contextlib.contextmanager
-def _exported_tree(commit: Any) -> Iterator[Any]:
-    from fleet.sources.git import GitCommitNotFoundError, GitCredentials, RepositoryCache
-
-    repo = commit.repository
-    creds = None
-    if repo.auth_method == "token":
-        creds = GitCredentials(kind="token", token=repo.token, username=repo.username or "x-access-token")
-    elif repo.auth_method == "ssh":
-        creds = GitCredentials(
-            kind="ssh", ssh_private_key=repo.ssh_private_key, ssh_known_hosts=repo.ssh_known_hosts
-        )
-    cache = RepositoryCache(settings.FLEETGATE_GIT_CACHE, repo.pk, repo.url, creds)
-    try:
-        with cache.export(commit.sha) as tree_dir:
-            yield tree_dir
-            return
-    except GitCommitNotFoundError:
-        pass
-    except Exception as exc:
-        if "not" not in str(exc).lower():
-            raise
-    cache.fetch()
-    with cache.export(commit.sha) as tree_dir:
-        yield tree_dir
-
-
-def _render_directly(commit: Any, mapping: Any, clusters: Sequence[Any]) -> dict[int, list[dict[str, Any]]]:
-    from fleet.sources.git import redact_url
-    from fleet.sources.render import (
-        ClusterContext,
-        RenderError,
-        RenderRequest,
-        SourceTree,
-        expand_mapping_path,
-        render,
-    )
-
-    group = mapping.cluster_group
-    out: dict[int, list[dict[str, Any]]] = {c.pk: [] for c in clusters}
-    with _exported_tree(commit) as tree_dir:
-        tree = SourceTree(tree_dir)
-        try:
-            paths = expand_mapping_path(tree, mapping.path)
-        except RenderError as exc:
-            raise RenderFailed(str(exc)) from None
-        for path in paths:
-            for cluster in clusters:
-                request = RenderRequest(
-                    path=path,
-                    renderer=mapping.renderer,
-                    cluster=ClusterContext(
-                        name=cluster.name,
-                        labels=cluster.labels,
-                        group=group.name,
-                        repository=redact_url(commit.repository.url),
-                        commit=commit.sha,
-                    ),
-                    values=(mapping.values,),
-                    namespace=mapping.target_namespace or None,
-                )
-                try:
-                    result = render(tree, request, kubectl=getattr(settings, "FLEETGATE_KUBECTL", None))
-                except RenderError as exc:
-                    raise RenderFailed(f"{cluster.name}: {exc}") from None
-                if not result.skipped:
-                    out[cluster.pk].extend(obj.body for obj in result.objects)
-    return out
+    Raises ManifestsUnavailable (RenderFailed, CommitNotFound) when they cannot be given."""
+    return objects_by_cluster(mapping_manifests(mapping, clusters, commit=commit))
 
 
 # --------------------------------------------------------------------------------------------- the gate

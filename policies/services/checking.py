@@ -14,15 +14,20 @@ from typing import Any
 from clusters.models import Cluster
 from fleet.audit.services import record
 from fleet.sources.git import GitError
-from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest
-from fleet.sources.render import RenderError, SourceTree
+from fleet.sources.models import Commit, PathMapping
+from fleet.sources.render import RenderError
 from fleet.sources.render.yamlsafe import load_documents
 from fleet.sources.services.fetch import repository_cache
-from fleet.sources.services.rendering import build_requests, expand_paths, members, render_requests
+from fleet.sources.services.manifests import (
+    ManifestsUnavailable,
+    RenderFailed,
+    ensure_commit,
+    mapping_manifests,
+)
+from fleet.sources.services.rendering import members
 from policies import gate
 from policies.engine import RegoEngine
 from policies.services.evaluation import MappingEvaluation, evaluate_targets, rendered_objects, summary_line
-from policies.services.sources import ensure_commit
 
 
 class CheckInputError(ValueError):
@@ -67,37 +72,15 @@ def parse_manifests(text: str, filename: str = "manifests.yaml") -> list[gate.Re
 
 
 def _render_at(mapping: PathMapping, sha: str) -> list[tuple[Cluster, list[gate.RenderedObject], str]]:
-    """Objects per member cluster at ``sha``: the stored render when there is one, else rendered now."""
-    render = MappingRender.objects.filter(
-        commit__repository=mapping.repository, commit__sha=sha, mapping=mapping
-    ).first()
-    if render is not None and render.status == "rendered":
-        rows = RenderedManifest.objects.filter(mapping_render=render, status="ok").select_related("cluster")
-        return [(m.cluster, rendered_objects(m.resources or []), m.namespace) for m in rows]
-    clusters = members(mapping)
-    cache = repository_cache(mapping.repository)
-    out = []
+    """Objects per member cluster at ``sha``: the sources app's manifests (stored, else rendered now)."""
     try:
-        sha = ensure_commit(cache, sha)
-        with cache.export(sha) as root:
-            tree = SourceTree(root)
-            try:
-                paths = expand_paths(tree, mapping)
-            except RenderError as exc:
-                raise CheckInputError(str(exc)) from None
-            for cluster in clusters:
-                result = render_requests(tree, build_requests(mapping, cluster, sha, paths), "")
-                if result.error is not None:
-                    err = result.error
-                    raise CheckInputError(
-                        f"render failed for cluster {cluster.name}: {err}",
-                        file=getattr(err, "file", "") or "",
-                        line=getattr(err, "line", None),
-                    )
-                out.append((cluster, rendered_objects(result.resources), result.namespace))
-    except GitError as exc:
-        raise CheckInputError(f"cannot export {sha[:10]}: {exc.message}") from None
-    return out
+        manifests = mapping_manifests(mapping, members(mapping), commit=sha)
+    except RenderFailed as exc:
+        message = f"render failed: {exc.message}" if exc.cluster else exc.message
+        raise CheckInputError(message, file=exc.file, line=exc.line) from None
+    except ManifestsUnavailable as exc:
+        raise CheckInputError(exc.message) from None
+    return [(m.cluster, rendered_objects(m.resources), m.namespace) for m in manifests.values()]
 
 
 def resolve_ref(mapping: PathMapping, *, commit: str = "", branch: str = "") -> str:

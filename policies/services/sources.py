@@ -12,19 +12,11 @@ from fleet.audit.services import record
 from fleet.sources.git import GitError, RepositoryCache
 from fleet.sources.models import Repository
 from fleet.sources.services.fetch import repository_cache
+from fleet.sources.services.manifests import ensure_commit
 from policies.engine import RegoEngine
 from policies.models import PolicySource
 from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
 from policies.services.importing import ImportError_, ImportResult, import_files, read_directory
-
-
-def ensure_commit(cache: RepositoryCache, sha: str) -> str:
-    """The full sha of ``sha`` in the local cache, fetching first when the cache lacks it."""
-    try:
-        return cache.commit_info(sha).sha
-    except GitError:
-        cache.fetch()
-        return cache.commit_info(sha).sha
 
 
 @dataclass

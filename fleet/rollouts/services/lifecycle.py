@@ -128,7 +128,7 @@ def _render(rollout_id: int) -> None:
     objects: dict[int, list[dict[str, Any]]] = {}
     try:
         objects = ports.render_mapping(rollout.commit, rollout.mapping, [s.cluster for s in syncs])
-    except ports.RenderFailed as exc:
+    except ports.ManifestsUnavailable as exc:  # a render failed, the commit is gone, git failed
         error = f"render failed: {exc}"
     except Exception as exc:  # git unreachable etc.: the rollout fails with the reason, nothing is applied
         error = f"render failed: {type(exc).__name__}: {exc}"

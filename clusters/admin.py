@@ -12,7 +12,8 @@ from fleet.core.context import acting
 
 class MembershipGuardedAdmin(AuditedModelAdmin):
     """Saves through membership_guard, as the API and the UI do: the admin's change view runs in one
-    transaction, so the model and its include/exclude lists are saved inside the guard's check."""
+    transaction, so the model and its include/exclude lists are saved inside the guard's check, which
+    also records the audit event."""
 
     def _guarded(self, request: Any, obj: Any, form: Any, save: Any) -> None:
         raise NotImplementedError
@@ -24,8 +25,8 @@ class MembershipGuardedAdmin(AuditedModelAdmin):
         obj = form.instance
 
         def save() -> Any:
-            AuditedModelAdmin.save_model(self, request, obj, form, change)
-            AuditedModelAdmin.save_related(self, request, form, formsets, change)
+            admin.ModelAdmin.save_model(self, request, obj, form, change)
+            admin.ModelAdmin.save_related(self, request, form, formsets, change)
             return obj
 
         with acting(user=request.user, change_context=ChangeContext.WEB):

@@ -4,10 +4,13 @@ A scoped user (a binding on some groups, not on all clusters) must not use a sel
 exclude list, a cluster's labels or a new group to take a cluster from outside their scope into a group, or
 to add or remove members of a group outside their scope (the rule: clusters/membership_rules.py).
 
-`save_group` and `save_cluster` check twice: before saving, on the membership the change would produce
-(computed with clusters/membership.py, nothing written), and inside the transaction after saving, on the
-membership rows that were actually written, with the group or cluster row locked. A refusal at either
-point raises `MembershipRefused` (403) and the transaction, audit rows included, is rolled back.
+`save_group` and `save_cluster` are the one create/update service of groups and clusters (API, UI, admin
+and commands). They check twice: before saving, on the membership the change would produce (computed with
+clusters/membership.py, nothing written), and inside the transaction after saving, on the membership rows
+that were actually written, with the group or cluster row locked. The save itself goes through the one
+audited save (fleet/access/writes.py: the saved object must be within the user's scope, and the audit event
+is recorded). A refusal at any point raises `MembershipRefused` or `OutOfScope` (403) and the transaction,
+audit rows included, is rolled back.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from clusters import membership
 from clusters.membership_rules import Pair, added, describe, refusals
 from clusters.models import Cluster, ClusterGroup
 from fleet.access.restrict import Scope, groups_where, restrict
+from fleet.access.writes import save_in_scope
+from fleet.audit.redact import snapshot
 
 Through = ClusterGroup.members.through
 NEW = 0  # the id of a group or cluster not saved yet (database ids start at 1)
@@ -127,17 +132,21 @@ def save_group(
 ) -> ClusterGroup:
     """Create (``group`` None) or change a cluster group through ``save()``, which saves the group and its
     include and exclude lists and returns it. ``selector``, ``include`` and ``exclude`` are the values the
-    group will have (pass the current ones for fields the change leaves alone)."""
+    group will have (pass the current ones for fields the change leaves alone). The audit event's "before"
+    is read under the lock."""
     action = "add" if group is None or group.pk is None else "change"
     gid = group.pk if group is not None and group.pk else NEW
+    snap: dict[str, Any] | None = None
     before = _rows(group_id=gid)
     predicted = {(gid, c) for c in membership.planned_members(selector, _ids(include), _ids(exclude))}
     check_change(user, ClusterGroup, action, before, predicted, subject_group=gid, new_names={gid: name})
     with transaction.atomic():
         if gid:
-            ClusterGroup.objects.select_for_update().filter(pk=gid).first()
+            locked = ClusterGroup.objects.select_for_update().filter(pk=gid).first()
             before = _rows(group_id=gid)  # again, under the lock
-        saved = save()
+            if locked is not None:
+                snap = snapshot(locked)
+        saved = save_in_scope(user, save, before=snap, creating=action == "add")
         after = _rows(group_id=saved.pk)
         check_change(
             user, ClusterGroup, action, before, after, subject_group=saved.pk, new_names={saved.pk: name}
@@ -154,9 +163,10 @@ def save_cluster(
     labels: Mapping[str, str],
 ) -> Cluster:
     """Create (``cluster`` None) or change a cluster through ``save()``, which returns it; ``labels`` are
-    the labels it will have."""
+    the labels it will have. The audit event's "before" is read under the lock."""
     action = "add" if cluster is None or cluster.pk is None else "change"
     cid = cluster.pk if cluster is not None and cluster.pk else NEW
+    snap: dict[str, Any] | None = None
     before = _rows(cluster_id=cid)
     predicted = {(g, cid) for g in membership.planned_groups(cid or None, labels)}
     check_change(
@@ -171,9 +181,11 @@ def save_cluster(
     )
     with transaction.atomic():
         if cid:
-            Cluster.objects.select_for_update().filter(pk=cid).first()
+            locked = Cluster.objects.select_for_update().filter(pk=cid).first()
             before = _rows(cluster_id=cid)
-        saved = save()
+            if locked is not None:
+                snap = snapshot(locked)
+        saved = save_in_scope(user, save, before=snap, creating=action == "add")
         after = _rows(cluster_id=saved.pk)
         check_change(
             user,

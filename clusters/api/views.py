@@ -15,12 +15,6 @@ from clusters.models import Cluster, ClusterGroup
 from fleet.core.api.viewsets import FleetModelViewSet
 
 
-def _saved(perform: Any, serializer: Any) -> Any:
-    """Run the base viewset's audited save and return the saved object (for membership_guard)."""
-    perform(serializer)
-    return serializer.instance
-
-
 class ClusterViewSet(FleetModelViewSet):
     queryset = Cluster.objects.prefetch_related("groups")
     serializer_class = ClusterSerializer
@@ -41,13 +35,14 @@ class ClusterViewSet(FleetModelViewSet):
             raise NotFound("Not found.") from None
         return Response(ConnectionTestSerializer(outcome).data)
 
-    # Membership: a scoped user's create or change may not move clusters across their scope.
+    # One service for API, UI and admin (membership_guard.save_cluster): a scoped user's create or change may
+    # not move clusters across their scope; the saved cluster is re-checked and the change audited there.
     def perform_create(self, serializer: Any) -> None:
         data = serializer.validated_data
         membership_guard.save_cluster(
             self.request.user,
             None,
-            lambda: _saved(super(ClusterViewSet, self).perform_create, serializer),
+            serializer.save,
             name=data.get("name", ""),
             labels=data.get("labels") or {},
         )
@@ -57,7 +52,7 @@ class ClusterViewSet(FleetModelViewSet):
         membership_guard.save_cluster(
             self.request.user,
             cluster,
-            lambda: _saved(super(ClusterViewSet, self).perform_update, serializer),
+            serializer.save,
             name=data.get("name", cluster.name),
             labels=data["labels"] if "labels" in data else cluster.labels,
         )
@@ -71,13 +66,14 @@ class ClusterGroupViewSet(FleetModelViewSet):
     ordering_fields = ["name", "created"]
     ordering = ["name"]
 
-    # Membership: selector, include and exclude are checked against the user's scope before and after saving.
+    # One service for API, UI and admin (membership_guard.save_group): selector, include and exclude are
+    # checked against the user's scope before and after saving; the change is audited there.
     def perform_create(self, serializer: Any) -> None:
         data = serializer.validated_data
         membership_guard.save_group(
             self.request.user,
             None,
-            lambda: _saved(super(ClusterGroupViewSet, self).perform_create, serializer),
+            serializer.save,
             name=data.get("name", ""),
             selector=data.get("selector") or {},
             include=data.get("include"),
@@ -89,7 +85,7 @@ class ClusterGroupViewSet(FleetModelViewSet):
         membership_guard.save_group(
             self.request.user,
             group,
-            lambda: _saved(super(ClusterGroupViewSet, self).perform_update, serializer),
+            serializer.save,
             name=data.get("name", group.name),
             selector=data["selector"] if "selector" in data else group.selector,
             include=data["include"] if "include" in data else group.include.all(),

@@ -34,7 +34,7 @@ from policies.services.checking import CheckInputError, check_mapping
 from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
 from policies.services.importing import ImportError_, import_files
 from policies.services.sources import sync_policy_source
-from policies.services.waivers import expire_waiver
+from policies.services.waivers import authored_by, expire_waiver, save_waiver
 
 
 class OwnRestrictMixin:
@@ -239,12 +239,13 @@ class WaiverViewSet(OwnRestrictMixin, FleetModelViewSet):
     ordering = ["-expires_at", "id"]
     action_permissions = {"expire": "change"}
 
+    # One service for API and UI: scope re-check after saving and the audit event (save_waiver).
     def perform_create(self, serializer: Any) -> None:
         user = self.request.user
-        with transaction.atomic():
-            instance = serializer.save(author=user, author_name=user.get_username()[:150])
-            self._ensure_allowed(instance, "add")
-            record_change("waiver.create", instance, None)
+        save_waiver(user, lambda: serializer.save(**authored_by(user)))
+
+    def perform_update(self, serializer: Any) -> None:
+        save_waiver(self.request.user, serializer.save, before=snapshot(serializer.instance))
 
     @extend_schema(request=None, responses={200: s.WaiverSerializer})
     @action(detail=True, methods=["post"])

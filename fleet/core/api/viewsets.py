@@ -16,6 +16,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 
 from fleet.access.restrict import has_permission, restrict
+from fleet.access.writes import ensure_in_scope, save_in_scope
 from fleet.audit.redact import snapshot
 from fleet.audit.services import record_change
 
@@ -66,8 +67,7 @@ class FleetModelViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
         return f"{prefix}.{verb}"
 
     def _ensure_allowed(self, instance: Model, action: str) -> None:
-        if not has_permission(self.request.user, type(instance), action, instance):
-            raise PermissionDenied(f"You may not {action} this object in this scope.")
+        ensure_in_scope(self.request.user, instance, action)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         # Refuse before validating: a user who may not add gets 403, not a lesson in field rules.
@@ -76,18 +76,25 @@ class FleetModelViewSet(RestrictedViewSetMixin, viewsets.ModelViewSet):
             raise PermissionDenied(f"You may not add a {model._meta.verbose_name}.")
         return super().create(request, *args, **kwargs)
 
+    # Saves go through the one audited save (fleet/access/writes.py): save, re-check the scope of the saved
+    # object, record the audit event, in one transaction. Models with a write service call it instead.
     def perform_create(self, serializer: Any) -> None:
-        with transaction.atomic():
-            instance = serializer.save()
-            self._ensure_allowed(instance, "add")
-            record_change(self._audit_action("create"), instance, None)
+        save_in_scope(
+            self.request.user,
+            serializer.save,
+            before=None,
+            audit=self._audit_action("create"),
+            check=self._ensure_allowed,
+        )
 
     def perform_update(self, serializer: Any) -> None:
-        with transaction.atomic():
-            before = snapshot(serializer.instance)
-            instance = serializer.save()
-            self._ensure_allowed(instance, "change")
-            record_change(self._audit_action("update"), instance, before)
+        save_in_scope(
+            self.request.user,
+            serializer.save,
+            before=snapshot(serializer.instance),
+            audit=self._audit_action("update"),
+            check=self._ensure_allowed,
+        )
 
     def perform_destroy(self, instance: Model) -> None:
         with transaction.atomic():

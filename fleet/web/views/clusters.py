@@ -4,7 +4,6 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -15,7 +14,6 @@ from clusters.filtersets import filter_by_selector
 from clusters.models import Cluster, ClusterGroup
 from clusters.selectors import matches, parse_selector_string, validate_selector
 from fleet.access.restrict import has_permission
-from fleet.audit.services import record_change
 from fleet.web.views.base import get_visible, paginate, require, visible
 
 
@@ -116,15 +114,6 @@ def cluster_test(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("web:cluster-detail", pk=pk)
 
 
-def _register(request: HttpRequest, form: ClusterForm) -> Cluster:
-    with transaction.atomic():
-        cluster = form.save()
-        if not has_permission(request.user, Cluster, "add", cluster):
-            raise PermissionDenied("The cluster would be outside the groups you manage.")
-        record_change("cluster.create", cluster, None)
-    return cluster
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def cluster_register(request: HttpRequest) -> HttpResponse:
@@ -132,10 +121,12 @@ def cluster_register(request: HttpRequest) -> HttpResponse:
     form = ClusterForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
+            # The one create/update service of clusters (API, UI, admin): membership checks, the re-check
+            # that the saved cluster is within the user's scope, and the audit event.
             cluster = membership_guard.save_cluster(
                 request.user,
                 None,
-                lambda: _register(request, form),
+                form.save,
                 name=form.cleaned_data["name"],
                 labels=form.instance.labels or {},
             )
@@ -218,31 +209,19 @@ class GroupForm(forms.ModelForm):
         return cleaned
 
 
-def _save_group(request: HttpRequest, form: GroupForm, before: dict) -> ClusterGroup:
-    with transaction.atomic():
-        group = form.save()
-        # Re-checked after saving, as the API does: a rename or change must leave the group in scope.
-        if not has_permission(request.user, ClusterGroup, "change", group):
-            raise PermissionDenied("The group would be outside the groups you manage.")
-        record_change("clustergroup.update", group, before)
-    return group
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def group_edit(request: HttpRequest, pk: int) -> HttpResponse:
     group = get_visible(request, ClusterGroup.objects.all(), pk=pk)
     require(request, ClusterGroup, "change", group)
-    from fleet.audit.redact import snapshot
-
-    before = snapshot(group)
     form = GroupForm(request.POST or None, instance=group)
     if request.method == "POST" and form.is_valid():
         try:
+            # The one create/update service of groups (API, UI, admin), as for clusters above.
             group = membership_guard.save_group(
                 request.user,
                 group,
-                lambda: _save_group(request, form, before),
+                form.save,
                 name=form.cleaned_data["name"],
                 selector=form.instance.selector,
                 include=group.include.all(),

@@ -10,7 +10,6 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
 from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
@@ -20,10 +19,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from clusters.models import ClusterGroup
 from fleet.access.restrict import has_permission
-from fleet.audit.services import record_change
 from fleet.web.views.base import get_visible, require, visible
 from policies.models import Policy, PolicyBinding, Violation, Waiver
-from policies.services.waivers import expire_waiver
+from policies.services.waivers import authored_by, expire_waiver, save_waiver
 
 CHART_DAYS = 14
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"]
@@ -131,8 +129,8 @@ class WaiverForm(forms.ModelForm):
         group_field.queryset = visible(request, ClusterGroup.objects.all(), "view")
         group_field.required = False
         group_field.empty_label = "all clusters"
-        self.instance.author = request.user
-        self.instance.author_name = request.user.get_username()[:150]
+        for name, value in authored_by(request.user).items():
+            setattr(self.instance, name, value)
 
 
 @login_required
@@ -147,11 +145,8 @@ def waivers(request: HttpRequest) -> HttpResponse:
         require(request, Waiver, "add")
         if form is not None and form.is_valid():
             try:
-                with transaction.atomic():
-                    waiver = form.save()
-                    if not has_permission(request.user, Waiver, "add", waiver):
-                        raise PermissionDenied("You may not waive policies in that scope.")
-                    record_change("waiver.create", waiver, None)
+                # The API's path too: the scope re-check after saving and the audit event (save_waiver).
+                waiver = save_waiver(request.user, form.save)
             except PermissionDenied as exc:
                 form.add_error("cluster_group", str(exc))
             except ValidationError as exc:

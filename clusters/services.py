@@ -7,7 +7,7 @@ actions, management commands and Celery tasks call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -190,14 +190,22 @@ class SandboxEntry:
     ca_data: str = ""
 
 
+def _saver(cluster: Cluster) -> Callable[[], Cluster]:
+    def save() -> Cluster:
+        cluster.save()
+        return cluster
+
+    return save
+
+
 def register_sandbox_clusters(
     entries: list[SandboxEntry], labels: list[dict[str, str]] | None = None, relabel: bool = True
 ) -> list[tuple[Cluster, bool]]:
     """Create or update one token-authenticated Cluster per sandbox cluster (audited); returns
     (cluster, created) pairs. Existing rows of the same name get the new URL, token and CA, and the
     labels only with ``relabel`` (so labels edited since are kept)."""
+    from fleet.access.writes import save_in_scope
     from fleet.audit.redact import snapshot
-    from fleet.audit.services import record_change
 
     out = []
     for i, entry in enumerate(entries):
@@ -216,7 +224,7 @@ def register_sandbox_clusters(
             if created or relabel:
                 cluster.labels = {**(cluster.labels or {}), **wanted}
             cluster.full_clean()
-            cluster.save()
-            record_change("cluster.create" if created else "cluster.update", cluster, before)
+            # The one audited save (a system write: no user, no scope check; membership follows labels).
+            save_in_scope(None, _saver(cluster), before=before, creating=created)
         out.append((cluster, created))
     return out

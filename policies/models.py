@@ -28,7 +28,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from fleet.access.restrict import RestrictedQuerySet, restrict, restrict_by_scope, scope_for
+from fleet.access.restrict import RestrictedQuerySet, groups_where, restrict, restrict_by_scope
 from fleet.core.models import TimestampedModel
 from policies.choices import BindingEnforcement, Decision, Enforcement, PolicyStyle, TestStatus
 
@@ -45,7 +45,7 @@ class GlobalViewQuerySet(RestrictedQuerySet):
 
     def restrict(self, user: Any, action: str = "view") -> models.QuerySet:
         if action == "view":
-            scope = scope_for(user, f"{self.model._meta.model_name}.view")
+            scope = groups_where(user, self.model, "view")
             return self if not scope.nowhere else self.none()
         return restrict_by_scope(self, user, action)
 
@@ -55,7 +55,7 @@ class GroupOrGlobalQuerySet(RestrictedQuerySet):
 
     def restrict(self, user: Any, action: str = "view") -> models.QuerySet:
         if action == "view":
-            scope = scope_for(user, f"{self.model._meta.model_name}.view")
+            scope = groups_where(user, self.model, "view")
             if scope.everywhere:
                 return self
             if scope.nowhere:

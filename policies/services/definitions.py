@@ -18,8 +18,9 @@ from typing import Any
 
 from django.db import transaction
 
-from fleet.access.restrict import has_permission, scope_for
+from fleet.access.restrict import groups_where, has_permission
 from fleet.audit.services import record
+from fleet.core.errors import DomainError, ErrorKind
 from policies import gate
 from policies.choices import PolicyStyle, TestStatus
 from policies.engine import EngineError, Module, RegoEngine, TestResult, get_engine
@@ -28,10 +29,12 @@ from policies.formats import gatekeeper as gk
 from policies.models import Policy, PolicyVersion
 
 
-class PolicyInvalid(ValueError):
+class PolicyInvalid(DomainError, ValueError):
     """The definition is refused: malformed, does not compile, or its unit tests fail.
 
     ``errors`` are dicts with path/line/column/message (line 0 for format errors)."""
+
+    field: str
 
     def __init__(
         self,
@@ -40,21 +43,18 @@ class PolicyInvalid(ValueError):
         field: str = "source",
         tests: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, kind=ErrorKind.INVALID, field=field)
         self.errors = [dict(e) for e in errors]
-        self.field = field
         self.tests = [dict(t) for t in tests]
 
 
-class PolicyWriteDenied(PermissionError):
+class PolicyWriteDenied(DomainError, PermissionError):
     """The user may not create this policy or add a version to it (API: 403; UI: a form error with 403).
 
     ``action`` is ``add`` (a new policy) or ``change`` (a new version of ``policy_name``)."""
 
     def __init__(self, message: str, *, action: str, policy_name: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, kind=ErrorKind.FORBIDDEN)
         self.action = action
         self.policy_name = policy_name
 
@@ -66,7 +66,7 @@ def ensure_may_write_policy(user: Any, policy: Policy | None, name: str = "") ->
     of an existing policy (by editing it, or by creating one with its name) needs ``policy.change`` on that
     policy, as its model's ``restrict`` decides (policies are global documents: a role on all clusters)."""
     if policy is None:
-        if not scope_for(user, "policy.add").everywhere:
+        if not groups_where(user, Policy, "add").everywhere:
             raise PolicyWriteDenied(
                 "Only a role on all clusters may add policies (they can be bound anywhere).",
                 action="add",

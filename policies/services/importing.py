@@ -21,6 +21,7 @@ import json
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import yaml
 from django.db import transaction
 
 from clusters.models import ClusterGroup
-from fleet.audit.services import record_change
+from fleet.access.writes import save_in_scope
 from policies.choices import PolicyStyle
 from policies.engine import RegoEngine
 from policies.engine.source import package_of, rule_heads
@@ -324,10 +325,14 @@ def import_files(
             for saved in result.saved:
                 binding = PolicyBinding.objects.filter(policy=saved.policy, cluster_group=group).first()
                 if binding is None:
-                    binding = PolicyBinding.objects.create(
-                        policy=saved.policy, cluster_group=group, enforcement=enforcement
+                    # The one audited save; the caller checked the user may bind in ``group``.
+                    create = partial(
+                        PolicyBinding.objects.create,
+                        policy=saved.policy,
+                        cluster_group=group,
+                        enforcement=enforcement,
                     )
-                    record_change("policybinding.create", binding, None)
+                    binding = save_in_scope(None, create, before=None)
                 result.bindings.append(binding)
     return result
 

@@ -100,15 +100,15 @@ def child(paths: int, clusters: int, workdir: Path, receivers: bool) -> dict[str
     django.setup()
     from django.core.management import call_command
     from django.db import connection
-    from django.db.models.signals import post_save
 
     call_command("migrate", verbosity=0)
     if not receivers:
-        from fleet.sources.models import MappingRender as _MR
+        from fleet.rollouts import pipeline
+        from fleet.sources.services.fetch import FetchStages, set_fetch_stages
 
-        # sources alone: without other apps' receivers of a saved render (the rollouts app starts a
+        # sources alone: without the pipeline's next stage after a stored render (the rollouts app starts a
         # rollout, with its policy evaluation, for every rendered mapping)
-        post_save.disconnect(sender=_MR, dispatch_uid="rollouts_on_render")
+        set_fetch_stages(FetchStages(commits_recorded=pipeline.commits_recorded))
 
     from clusters.models import Cluster, ClusterGroup
     from fleet.audit.models import AuditEvent

@@ -7,6 +7,9 @@ class RolloutsConfig(AppConfig):
     verbose_name = "Rollouts"
 
     def ready(self) -> None:
-        from fleet.rollouts import signals
+        # The flow of a commit (fetch -> render -> rollout), wired once; see fleet/rollouts/pipeline.py.
+        from fleet.rollouts import pipeline
 
-        signals.connect()
+        pipeline.install()
+        # Importing the tasks module registers the worker_ready handler in every process that loads apps.
+        from fleet.rollouts import tasks  # noqa: F401

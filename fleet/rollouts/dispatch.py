@@ -1,42 +1,25 @@
-"""How rollout services hand work to Celery: always after the transaction commits, so a worker never sees
-a row that was rolled back. One seam (``set_sender``) lets in-process tests run the queued tasks themselves;
-the real worker path is exercised by the integration tests."""
+"""How rollout services queue their tasks: ``dispatch.send(tasks.prepare, rollout.pk)`` with the task
+object (``fleet.core.dispatch``, the one way to queue a task: after the transaction commits, so a worker
+never sees a row that was rolled back).  ``set_sender`` is the seam in-process tests use to run the queued
+tasks themselves; the real worker path is exercised by the integration tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from fleet.core.dispatch import Sender, send, set_sender
 
-from django.db import transaction
+__all__ = [
+    "ADVANCE",
+    "CHECK_DRIFT",
+    "CHECK_DRIFT_ONE",
+    "PREPARE",
+    "RECONCILE",
+    "SYNC_CLUSTER",
+    "Sender",
+    "send",
+    "set_sender",
+]
 
-Sender = Callable[[str, list[Any], float | None, str | None], None]
-
-
-def _celery_send(name: str, args: list[Any], countdown: float | None, task_id: str | None) -> None:
-    from fleet.celery import app
-
-    options: dict[str, Any] = {}
-    if countdown:
-        options["countdown"] = max(0.0, countdown)
-    if task_id:
-        options["task_id"] = task_id
-    app.send_task(name, args=args, **options)
-
-
-_sender: Sender = _celery_send
-
-
-def set_sender(sender: Sender | None) -> None:
-    global _sender
-    _sender = sender or _celery_send
-
-
-def send(name: str, *args: Any, countdown: float | None = None, task_id: str | None = None) -> None:
-    """Queue task ``name`` once the current transaction commits (at once outside a transaction)."""
-    sender = _sender
-    transaction.on_commit(lambda: sender(name, list(args), countdown, task_id))
-
-
+# The registered names of the rollout tasks (fleet/rollouts/tasks.py): what a test sender receives.
 PREPARE = "fleet.rollouts.prepare"
 ADVANCE = "fleet.rollouts.advance"
 SYNC_CLUSTER = "fleet.rollouts.sync_cluster"

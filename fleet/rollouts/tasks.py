@@ -1,5 +1,6 @@
 """Thin Celery tasks: each calls one service. All are idempotent (state checks under row locks) and
-acknowledged late (settings), so a task that dies with its worker runs again and does the right thing."""
+acknowledged late (settings), so a task that dies with its worker runs again and does the right thing.
+The services queue them by the task objects: ``dispatch.send(tasks.prepare, rollout.pk)``."""
 
 from __future__ import annotations
 
@@ -44,6 +45,4 @@ def check_drift_one(synced_state_id: int) -> str:
 @worker_ready.connect
 def _reconcile_at_worker_start(sender: Any = None, **_: Any) -> None:
     """A worker that starts picks up legs left behind by one that stopped (after their leases expire)."""
-    from fleet.celery import app
-
-    app.send_task(dispatch.RECONCILE, args=[True])
+    dispatch.send(reconcile, True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from celery import shared_task
 from django.db import transaction
 
+from fleet.core import dispatch
 from fleet.sources.choices import FetchTrigger
 
 
@@ -32,5 +32,5 @@ def poll_repositories() -> list[int]:
         ids = due_for_poll()
         mark_queued(ids)
         for pk in ids:
-            transaction.on_commit(partial(fetch_repository_task.delay, pk, trigger=FetchTrigger.POLL))
+            dispatch.send(fetch_repository_task, pk, str(FetchTrigger.POLL))
     return ids

@@ -12,7 +12,7 @@ from django.utils import timezone
 from clusters.models import Cluster, ClusterGroup
 from fleet.access.restrict import groups_where, has_permission
 from fleet.core.errors import ErrorKind
-from fleet.rollouts import dispatch
+from fleet.rollouts import dispatch, tasks
 from fleet.rollouts.choices import (
     FINAL_ROLLOUT_STATES,
     ApprovalDecision,
@@ -161,7 +161,7 @@ def resume(rollout: Rollout, user: Any) -> Rollout:
             note(rollout, "rollout.resumed", f"resumed by {user.get_username()}")
         else:
             raise RolloutError(f"the rollout is {rollout.state} and not paused", conflict=True)
-        dispatch.send(dispatch.ADVANCE, rollout.pk)
+        dispatch.send(tasks.advance, rollout.pk)
     return rollout
 
 

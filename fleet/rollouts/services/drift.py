@@ -8,7 +8,7 @@ from typing import Any
 from django.utils import timezone
 
 from fleet.audit.services import record
-from fleet.rollouts import dispatch, ports
+from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import DriftStatus
 from fleet.rollouts.models import SyncedState
 
@@ -88,5 +88,5 @@ def check_all() -> int:
         SyncedState.objects.filter(mapping__enabled=True).exclude(applied=[]).values_list("pk", flat=True)
     )
     for pk in ids:
-        dispatch.send(dispatch.CHECK_DRIFT_ONE, pk)
+        dispatch.send(tasks.check_drift_one, pk)
     return len(ids)

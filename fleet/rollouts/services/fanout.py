@@ -15,7 +15,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from clusters.windows import sync_allowed
-from fleet.rollouts import dispatch
+from fleet.rollouts import dispatch, tasks
 from fleet.rollouts.choices import FINAL_SYNC_STATES, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync
 from fleet.rollouts.services.common import (
@@ -102,7 +102,7 @@ def advance(rollout_id: int) -> str:
                     "rollout.batch_pause",
                     f"batch {batch + 1} starts after a {group.batch_pause_seconds}s pause",
                 )
-                dispatch.send(dispatch.ADVANCE, rollout.pk, countdown=group.batch_pause_seconds)
+                dispatch.send(tasks.advance, rollout.pk, countdown=group.batch_pause_seconds)
                 return str(rollout.state)
             if rollout.next_batch_at and rollout.next_batch_at > now:
                 return str(rollout.state)
@@ -125,7 +125,7 @@ def advance(rollout_id: int) -> str:
                     wait_until=until.isoformat() if until else None,
                 )
             if until is not None:
-                dispatch.send(dispatch.ADVANCE, rollout.pk, countdown=(until - now).total_seconds() + 1)
+                dispatch.send(tasks.advance, rollout.pk, countdown=(until - now).total_seconds() + 1)
             return str(rollout.state)
         if rollout.wait_until is not None:
             rollout.wait_until = None
@@ -153,5 +153,5 @@ def advance(rollout_id: int) -> str:
         for cs in picked:
             cs.rollout = rollout
             sync_event(cs, "sync.queued", f"batch {batch + 1}", batch=batch)
-            dispatch.send(dispatch.SYNC_CLUSTER, cs.pk, task_id=cs.task_id)
+            dispatch.send(tasks.sync_cluster, cs.pk, task_id=cs.task_id)
         return str(rollout.state)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from clusters import selectors
 from clusters.models import Cluster
-from fleet.rollouts import dispatch, ports
+from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import (
     SUPERSEDABLE_STATES,
     Decision,
@@ -61,7 +61,7 @@ def create_rollout(
         )
         if trigger != RolloutTrigger.SYNC_NOW:
             supersede_older(rollout)
-        dispatch.send(dispatch.PREPARE, rollout.pk)
+        dispatch.send(tasks.prepare, rollout.pk)
     return rollout
 
 
@@ -95,7 +95,7 @@ def supersede_older(newer: Rollout) -> list[int]:
                 note(rollout, "rollout.legs_superseded", f"{count} cluster(s) left to rollout {newer.pk}")
                 rollout.superseded_by = newer
                 rollout.save(update_fields=["superseded_by", "updated"])
-                dispatch.send(dispatch.ADVANCE, rollout.pk)
+                dispatch.send(tasks.advance, rollout.pk)
     return done
 
 
@@ -320,4 +320,4 @@ def queue(rollout: Rollout, reason: str = "") -> None:
         next_batch_at=None,
         started_at=rollout.started_at or timezone.now(),
     )
-    dispatch.send(dispatch.ADVANCE, rollout.pk)
+    dispatch.send(tasks.advance, rollout.pk)

@@ -13,7 +13,7 @@ from typing import Any
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from fleet.rollouts import dispatch
+from fleet.rollouts import dispatch, tasks
 from fleet.rollouts.choices import IN_FLIGHT_SYNC_STATES, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, Rollout
 from fleet.rollouts.services.common import lease_from_now, lease_seconds, sync_event
@@ -35,7 +35,7 @@ def reconcile(follow: bool = False) -> dict[str, Any]:
         if cs.state == SyncState.QUEUED:
             ClusterSync.objects.filter(pk=cs.pk, state=SyncState.QUEUED).update(lease_until=lease_from_now())
         sync_event(cs, "sync.redispatched", f"{cs.state} with an expired lease: dispatched again")
-        dispatch.send(dispatch.SYNC_CLUSTER, cs.pk, task_id=cs.task_id or None)
+        dispatch.send(tasks.sync_cluster, cs.pk, task_id=cs.task_id or None)
     # Rollouts whose preparation stalled (the worker died between phases), or evaluated ones never decided.
     old = now - timedelta(seconds=lease_seconds())
     preparing = list(
@@ -45,7 +45,7 @@ def reconcile(follow: bool = False) -> dict[str, Any]:
         ).values_list("pk", flat=True)
     )
     for pk in preparing:
-        dispatch.send(dispatch.PREPARE, pk)
+        dispatch.send(tasks.prepare, pk)
     # Active rollouts: a window that opened, a pause that ended, a lost advance.
     active = list(
         Rollout.objects.filter(state__in=ACTIVE, paused=False)
@@ -54,7 +54,7 @@ def reconcile(follow: bool = False) -> dict[str, Any]:
         .values_list("pk", flat=True)
     )
     for pk in active:
-        dispatch.send(dispatch.ADVANCE, pk)
+        dispatch.send(tasks.advance, pk)
     next_check = None
     if follow:
         earliest = ClusterSync.objects.filter(
@@ -62,7 +62,7 @@ def reconcile(follow: bool = False) -> dict[str, Any]:
         ).aggregate(t=Min("lease_until"))["t"]
         if earliest is not None:
             delay = min(300.0, (earliest - now).total_seconds() + 1)
-            dispatch.send(dispatch.RECONCILE, True, countdown=delay)
+            dispatch.send(tasks.reconcile, True, countdown=delay)
             next_check = delay
     return {
         "redispatched": len(stale),

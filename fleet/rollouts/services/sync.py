@@ -18,7 +18,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from clusters.connector.errors import describe, is_retriable
-from fleet.rollouts import dispatch, ports
+from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import DriftStatus, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, SyncedState
 from fleet.rollouts.services.common import (
@@ -192,7 +192,7 @@ def _finish(
             cs.lease_until = lease_from_now(delay)
             cs.save(update_fields=_FINISH_FIELDS)
             sync_event(cs, "sync.retrying", f"attempt {attempt} failed, retry in {delay:g}s: {error}"[:2000])
-            dispatch.send(dispatch.SYNC_CLUSTER, cs.pk, countdown=delay, task_id=cs.task_id)
+            dispatch.send(tasks.sync_cluster, cs.pk, countdown=delay, task_id=cs.task_id)
             return "retrying"
         cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.FAILED, error, now, None
         cs.save(update_fields=_FINISH_FIELDS)

@@ -8,7 +8,7 @@ The unique (repository, sha) constraint on Commit is the database-level backstop
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,8 +28,8 @@ from fleet.sources.git import (
     RepositoryCache,
     scrub,
 )
-from fleet.sources.models import Commit, Repository
-from fleet.sources.services.rendering import MappingRenderOutcome, render_pending
+from fleet.sources.models import Commit, MappingRender, Repository
+from fleet.sources.services.rendering import MappingRenderOutcome, RenderSession, render_pending
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,38 @@ class FetchOutcome:
         }
 
 
+# --------------------------------------------------------------------------- what a fetch hands on
+
+
+def _nothing(*_: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class FetchStages:
+    """What a fetch hands on, in order; the pipeline (``fleet.rollouts.pipeline``) sets them once at start.
+
+    ``commits_recorded(repo, cache)``: new commits were recorded (still under the git lock, before rendering;
+    pass ``cache`` on: its lock is re-entrant only within one cache object).
+    ``mapping_rendered(render)``: a MappingRender was stored (inside its transaction)."""
+
+    commits_recorded: Callable[[Repository, RepositoryCache], None] = _nothing
+    mapping_rendered: Callable[[MappingRender], None] = _nothing
+
+
+_stages = FetchStages()
+
+
+def set_fetch_stages(stages: FetchStages | None) -> None:
+    """The stages every fetch hands on to (None: none, the sources app alone)."""
+    global _stages
+    _stages = stages or FetchStages()
+
+
+def fetch_stages() -> FetchStages:
+    return _stages
+
+
 # --------------------------------------------------------------------------- credentials and cache
 
 
@@ -141,12 +173,15 @@ def fetch_repository(
     trigger: str = FetchTrigger.TASK,
     render: bool = True,
     lock_timeout: float | None = None,
+    stages: FetchStages | None = None,
 ) -> FetchOutcome:
-    """Fetch a repository's branch, record every new commit in order, and render what they affect.
+    """Fetch a repository's branch, record every new commit in order, and render what they affect,
+    handing on to ``stages`` (default: those the pipeline set, see ``set_fetch_stages``).
 
     Idempotent: running it again (or concurrently) records nothing twice.  Errors are stored in
     ``Repository.last_error`` and audited as ``repository.fetch_failed``; they are returned, not raised.
     """
+    stages = stages or _stages
     repo = repository if isinstance(repository, Repository) else Repository.objects.get(pk=repository)
     try:
         cache = repository_cache(repo, lock_timeout=lock_timeout)
@@ -156,12 +191,11 @@ def fetch_repository(
             update = cache.new_commits(repo.branch, old_head)
             commits = _record_update(repo, update)
             if commits:
-                # A commit's own policies (policy sources in this repository) apply to its manifests.
-                from policies.services.sources import sync_sources_for_head
-
+                # e.g. a commit's own policies (policy sources in this repository) apply to its manifests.
                 repo.refresh_from_db()
-                sync_sources_for_head(repo, cache=cache)
-            renders = render_pending(repo, cache) if render else []
+                stages.commits_recorded(repo, cache)
+            session = RenderSession(on_rendered=stages.mapping_rendered)
+            renders = render_pending(repo, cache, session=session) if render else []
     except (GitError, ValueError) as exc:
         return _record_failure(repo, exc, trigger)
     return FetchOutcome(

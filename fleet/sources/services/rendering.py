@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,10 +116,13 @@ class RenderStats:
 
 
 class RenderSession:
-    """Shared state of one run: the in-memory results by input hash, counters, the kubectl to use."""
+    """Shared state of one run: the in-memory results by input hash, counters, the kubectl to use, and
+    ``on_rendered``, called with each MappingRender stored (inside its transaction; the pipeline)."""
 
-    def __init__(self, *, kubectl: str | None = None) -> None:
+    def __init__(self, *, kubectl: str | None = None,
+                 on_rendered: Callable[[MappingRender], None] | None = None) -> None:
         self.kubectl = kubectl if kubectl is not None else getattr(settings, "FLEETGATE_KUBECTL", None)
+        self.on_rendered = on_rendered
         self.results: dict[str, _Result] = {}
         self.stats = RenderStats()
 
@@ -394,15 +397,17 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 fresh.add(cluster.pk)
             per_cluster[cluster.pk] = result
     return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh, existing, known=known,
-                  watched=watched)
+                  watched=watched, on_rendered=session.on_rendered)
 
 
 def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendered: int, reused: int,
            mapping_error: RenderError | None, fresh: set[int] | None = None,
            existing: MappingRender | None = None, *, known: bool = False,
-           watched: Sequence[str] = ()) -> MappingRenderOutcome:
+           watched: Sequence[str] = (),
+           on_rendered: Callable[[MappingRender], None] | None = None) -> MappingRenderOutcome:
     """Write one mapping's outcome at a commit.  ``known``: the caller already looked up the existing
-    MappingRender of (commit, mapping) and passes it as ``existing`` (None when there is none)."""
+    MappingRender of (commit, mapping) and passes it as ``existing`` (None when there is none).
+    ``on_rendered(render)`` is called once the MappingRender is saved (in this transaction)."""
     mapping = plan.mapping
     clusters = plan.clusters
     failures = [(c, per_cluster[c.pk]) for c in clusters if c.pk in per_cluster and not per_cluster[c.pk].ok]
@@ -435,7 +440,9 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
         mr.error_line = first_error.line if first_error else None
         mr.error_cluster = error_cluster
         mr.config_fingerprint = plan.fingerprint
-        mr.save()  # one save per (commit, mapping): post_save receivers (rollouts) run once
+        mr.save()  # one save per (commit, mapping)
+        if on_rendered is not None:
+            on_rendered(mr)  # the pipeline: a rendered mapping starts its rollout after this commits
         if not created:
             RenderedManifest.objects.filter(mapping_render=mr).delete()
         rows: list[RenderedManifest] = []
@@ -528,7 +535,8 @@ def evaluate_commit(session: RenderSession, cache: RepositoryCache, commit: Comm
             error = RenderError(f"cannot export commit {commit.sha[:10]}: {exc.message}")
             for plan in plans[len(outcomes):]:
                 outcomes.append(_store(commit, plan, {}, 0, 0, error, None,
-                                       existing.get(plan.mapping.pk), known=True))
+                                       existing.get(plan.mapping.pk), known=True,
+                                       on_rendered=session.on_rendered))
     if plans:
         status = _commit_status(commit)
     elif commit.status == CommitStatus.SEEN:

@@ -9,6 +9,7 @@ import git as gitpython
 from django.db import transaction
 
 from fleet.audit.services import record
+from fleet.core import dispatch
 from fleet.sources.choices import FetchTrigger
 from fleet.sources.git import DEFAULT_TIMEOUT, GitBranchNotFoundError, GitError, redact_url
 from fleet.sources.models import Repository, new_webhook_secret
@@ -17,10 +18,9 @@ from fleet.sources.services.fetch import FetchOutcome, fetch_repository, reposit
 
 def enqueue_fetch(repo: Repository, trigger: str) -> None:
     """Queue a fetch task once the current transaction commits (a worker never sees a rolled-back row)."""
-    from fleet.sources.tasks import fetch_repository_task
+    from fleet.sources.tasks import fetch_repository_task  # the tasks module imports these services
 
-    pk = repo.pk
-    transaction.on_commit(lambda: fetch_repository_task.delay(pk, trigger=str(trigger)))
+    dispatch.send(fetch_repository_task, repo.pk, str(trigger))
 
 
 def request_fetch(repo: Repository, *, wait: bool = False, trigger: str = FetchTrigger.API

@@ -8,8 +8,8 @@ doing the same applies with the ``kubernetes`` client at the same concurrency, i
 What runs, per N (everything on 127.0.0.1, in a scratch directory):
 - sandbox server processes, ``--per-process`` virtual clusters each (2N clusters: N for the rollout, N for
   the bare script), workloads ready at once (``--rollout-delay 0``);
-- a SQLite database migrated from scratch and a filesystem broker; ``--workers`` Celery worker processes of
-  concurrency ``parallel / workers``; the group's ``max_parallel`` is ``--parallel``;
+- a SQLite database migrated from scratch and the embedded SQLite broker (or Redis); ``--workers`` Celery
+  worker processes of concurrency ``parallel / workers``; the group's ``max_parallel`` is ``--parallel``;
 - a git repository with one mapping (a Namespace, a ConfigMap and a Deployment); the real fetch renders it
   for N clusters and the rollout runs: prepare (render lookup, gate with one bound policy on regorus,
   audit) and the fan-out (server-side apply, prune check, health wait, SyncedState, audit per cluster);
@@ -74,7 +74,7 @@ deny[msg] {
 # --- parent ------------------------------------------------------------------------------------------
 
 
-BROKER = {"url": "filesystem://"}
+BROKER = {"url": ""}
 
 
 def _start_redis(workdir: Path) -> subprocess.Popen:
@@ -305,8 +305,8 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.broker == "redis":
             redis.append(_start_redis(workdir))
-        else:
-            BROKER["url"] = "filesystem://"
+        else:  # the embedded default: kombu's SQLAlchemy transport on a SQLite file of the run's own
+            BROKER["url"] = f"sqla+sqlite:///{workdir / 'broker.sqlite3'}"
         names = [f"r-{i}" for i in range(n)] + [f"b-{i}" for i in range(n)]
         sandboxes, urls = _start_sandboxes(names, args.per_process, workdir)
         repo_url = _git_repo(workdir / "repo")
@@ -356,9 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument(
         "--broker",
-        choices=["redis", "filesystem"],
-        default="redis" if shutil.which("redis-server") else "filesystem",
-        help="redis (a redis-server started for the run; default when installed) or filesystem",
+        choices=["redis", "sqlite"],
+        default="redis" if shutil.which("redis-server") else "sqlite",
+        help="redis (a redis-server started for the run; default when installed) or sqlite (embedded broker)",
     )
     args = parser.parse_args(argv or [])
     sizes = [int(x) for x in args.clusters.split(",") if x.strip()]

@@ -42,7 +42,7 @@ class PathMappingAdmin(AuditedModelAdmin):
     list_display = ("name", "repository", "path", "cluster_group", "renderer", "enabled", "last_rendered_sha")
     list_filter = ("renderer", "enabled", "cluster_group")
     search_fields = ("name", "path")
-    readonly_fields = ("last_rendered_sha", "last_evaluated_sha", "config_fingerprint", "watched_paths")
+    readonly_fields = ("last_rendered_sha", "last_render_attempt_sha", "config_fingerprint", "watched_paths")
 
 
 @admin.register(Commit)

@@ -81,7 +81,7 @@ class PathMapping(TimestampedModel):
     last_rendered_sha = models.CharField(
         max_length=64, blank=True, editable=False, help_text="The last commit rendered without error."
     )
-    last_evaluated_sha = models.CharField(
+    last_render_attempt_sha = models.CharField(
         max_length=64,
         blank=True,
         editable=False,

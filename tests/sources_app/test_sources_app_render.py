@@ -39,7 +39,7 @@ def test_first_fetch_renders_every_mapping_per_cluster_with_substitution(
     assert rows["eu-1"].input_hash != rows["us-1"].input_hash
     assert rows["eu-1"].object_count == 1 and rows["eu-1"].status == "ok"
     web.refresh_from_db()
-    assert web.last_rendered_sha == sha and web.last_evaluated_sha == sha and web.config_fingerprint
+    assert web.last_rendered_sha == sha and web.last_render_attempt_sha == sha and web.config_fingerprint
     assert Commit.objects.get(sha=sha).status == CommitStatus.RENDERED
     ok = AuditEvent.objects.filter(action="render.ok").order_by("sequence")
     assert ok.count() == 2  # one per (commit, mapping), not per cluster
@@ -157,7 +157,7 @@ def test_a_render_error_is_recorded_with_file_and_line_and_nothing_renderable_is
     assert not RenderedManifest.objects.filter(mapping=web, commit__sha=bad, status="ok").exists()
     assert Commit.objects.get(sha=bad).status == CommitStatus.FAILED
     web.refresh_from_db()
-    assert web.last_rendered_sha != bad and web.last_evaluated_sha == bad
+    assert web.last_rendered_sha != bad and web.last_render_attempt_sha == bad
     event = AuditEvent.objects.get(action="render.failed")
     assert "apps/web/broken.yaml:" in event.message and event.after["error"]["file"] == "apps/web/broken.yaml"
 

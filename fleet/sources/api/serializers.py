@@ -87,12 +87,14 @@ class PathMappingSerializer(FleetModelSerializer):
             "target_namespace",
             "enabled",
             "last_rendered_sha",
-            "last_evaluated_sha",
+            "last_render_attempt_sha",
             "watched_paths",
             "created",
             "updated",
         ]
-        read_only_fields = ["last_rendered_sha", "last_evaluated_sha", "watched_paths", "created", "updated"]
+        read_only_fields = [
+            "last_rendered_sha", "last_render_attempt_sha", "watched_paths", "created", "updated"
+        ]
 
 
 class RenderErrorSerializer(serializers.Serializer):

@@ -6,9 +6,9 @@ from any earlier RenderedManifest with the same hash) instead of rendered; the r
 distinct hash.  Rows are written with one bulk insert; the number of queries per mapping is constant.
 
 A mapping is affected at a commit when files under its path (or a directory its last render read, such as
-a Kustomize base) changed since the commit it was last evaluated at, when it was never rendered, or when
+a Kustomize base) changed since the commit of its last render attempt, when it was never rendered, or when
 its configuration fingerprint (path, renderer, values, namespace, group and member clusters with their
-labels) differs from the one of its last evaluation.
+labels) differs from the one of its last render attempt.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def canonical(data: Any) -> str:
 
 def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str:
     """What of a mapping's configuration can change its renders: when it differs from the fingerprint of
-    the last evaluation, the mapping is rendered again even if no file under it changed."""
+    the last render attempt, the mapping is rendered again even if no file under it changed."""
     group = mapping.cluster_group
     payload = {
         "format": RENDER_FORMAT_VERSION,
@@ -213,7 +213,7 @@ def _affected(cache: RepositoryCache, commit: Commit, mappings: Sequence[PathMap
     for mapping in mappings:
         clusters = members(mapping)
         fingerprint = config_fingerprint(mapping, clusters)
-        base = mapping.last_evaluated_sha
+        base = mapping.last_render_attempt_sha
         reason: str | None = None
         if not base:
             reason = RenderReason.NEW
@@ -469,7 +469,7 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
                 ))
         RenderedManifest.objects.bulk_create(rows)
         updates: dict[str, Any] = {
-            "last_evaluated_sha": commit.sha,
+            "last_render_attempt_sha": commit.sha,
             "config_fingerprint": plan.fingerprint,
         }
         if status == RenderStatus.RENDERED:
@@ -516,9 +516,9 @@ def _commit_status(commit: Commit) -> str:
     return CommitStatus.SKIPPED
 
 
-def evaluate_commit(session: RenderSession, cache: RepositoryCache, commit: Commit,
-                    mappings: Sequence[PathMapping], *, only_config: bool = False
-                    ) -> list[MappingRenderOutcome]:
+def render_commit(session: RenderSession, cache: RepositoryCache, commit: Commit,
+                  mappings: Sequence[PathMapping], *, only_config: bool = False
+                  ) -> list[MappingRenderOutcome]:
     """Render, at ``commit``, every mapping it affects; set the commit's status."""
     plans = _affected(cache, commit, mappings, only_config=only_config)
     outcomes: list[MappingRenderOutcome] = []
@@ -551,7 +551,7 @@ def evaluate_commit(session: RenderSession, cache: RepositoryCache, commit: Comm
 
 def render_pending(repo: Repository, cache: RepositoryCache, *, session: RenderSession | None = None
                    ) -> list[MappingRenderOutcome]:
-    """Evaluate every commit of the repository not evaluated yet (status ``seen``), oldest first, then
+    """Render every commit of the repository not rendered yet (status ``seen``), oldest first, then
     the head again for mappings that are new or whose configuration changed.  Resumable: a run that died
     half-way leaves commits ``seen`` and the next run continues with them."""
     session = session or RenderSession()
@@ -560,8 +560,8 @@ def render_pending(repo: Repository, cache: RepositoryCache, *, session: RenderS
     pending = list(
         Commit.objects.filter(repository=repo, status=CommitStatus.SEEN).order_by("sequence", "id"))
     for commit in pending:
-        outcomes.extend(evaluate_commit(session, cache, commit, mappings))
+        outcomes.extend(render_commit(session, cache, commit, mappings))
     head = Commit.objects.filter(repository=repo, sha=repo.head_sha).first() if repo.head_sha else None
     if head is not None and mappings and head.pk not in {c.pk for c in pending}:
-        outcomes.extend(evaluate_commit(session, cache, head, mappings, only_config=True))
+        outcomes.extend(render_commit(session, cache, head, mappings, only_config=True))
     return outcomes

@@ -88,7 +88,20 @@ class Beat:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Broker:
-    return Broker(tmp_path / "broker.sqlite3")
+    """A fresh broker file whose tables exist before any process starts, as `make run` prepares it
+    (scripts/run.py calls fleet.celery.prepare_broker): a worker and beat started at the same moment on a file
+    without tables would both try to create them."""
+    made = Broker(tmp_path / "broker.sqlite3")
+    subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from fleet.celery import prepare_broker; "
+         "prepare_broker()"],
+        cwd=ROOT,
+        env=child_env(CELERY_BROKER_URL=made.url),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return made
 
 
 @pytest.fixture

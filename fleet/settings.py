@@ -285,6 +285,12 @@ FLEETGATE_CLUSTER_CHECK_INTERVAL = env_int("FLEETGATE_CLUSTER_CHECK_INTERVAL", 6
 FLEETGATE_KUBE_CONNECT_TIMEOUT = env_int("FLEETGATE_KUBE_CONNECT_TIMEOUT", 5)
 FLEETGATE_KUBE_READ_TIMEOUT = env_int("FLEETGATE_KUBE_READ_TIMEOUT", 30)
 FLEETGATE_KUBE_DISCOVERY_CACHE_DIR = env_str("FLEETGATE_KUBE_DISCOVERY_CACHE_DIR", "")  # "": per connector
+FLEETGATE_KUBE_RETRIES = env_int("FLEETGATE_KUBE_RETRIES", 3)  # attempts per request of a rollout's sync
+# Rollout legs: how long a worker owns a leg without a heartbeat (seconds), attempts per leg, and the first
+# pause between attempts on transient failures (seconds, doubling up to 60).
+FLEETGATE_SYNC_LEASE_SECONDS = max(1.0, float(env_str("FLEETGATE_SYNC_LEASE_SECONDS", "") or 60))
+FLEETGATE_SYNC_MAX_ATTEMPTS = max(1, env_int("FLEETGATE_SYNC_MAX_ATTEMPTS", 4))
+FLEETGATE_SYNC_RETRY_BASE = float(env_str("FLEETGATE_SYNC_RETRY_BASE", "") or 2.0)
 
 # The cache shared by every process (web, worker, beat): login limits, API throttling. Redis when
 # FLEETGATE_CACHE_URL names one (redis://, rediss://, unix://), else files under var/cache.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -79,31 +78,19 @@ def credentials(cluster: Any) -> ClusterCredentials:
     return credentials_from_cluster(cluster)
 
 
-def _float_env(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
+def retry_policy(attempts: int) -> RetryPolicy:
+    """The rollout's retry policy per request: ``attempts`` tries, 0.2 s apart and doubling, 30 s at most."""
+    return RetryPolicy(attempts=max(1, attempts), base_delay=0.2, deadline=30.0)
 
 
 def connector_options() -> ConnectorOptions:
-    """The clusters app's options (settings), with the rollout's retry policy and a shared discovery cache;
-    FLEETGATE_KUBE_CONNECT_TIMEOUT / _READ_TIMEOUT / _RETRIES in the environment override them."""
+    """The clusters app's options (FLEETGATE_KUBE_CONNECT_TIMEOUT, _READ_TIMEOUT, _DISCOVERY_CACHE_DIR), with
+    the rollout's retry policy (FLEETGATE_KUBE_RETRIES) and a discovery cache shared under VAR_DIR."""
     from clusters.services import connector_options as base_options
 
-    overrides: dict[str, Any] = {
-        "retry": RetryPolicy(
-            attempts=int(_float_env("FLEETGATE_KUBE_RETRIES", 3)), base_delay=0.2, deadline=30.0
-        ),
-    }
+    overrides: dict[str, Any] = {"retry": retry_policy(int(settings.FLEETGATE_KUBE_RETRIES))}
     if not getattr(settings, "FLEETGATE_KUBE_DISCOVERY_CACHE_DIR", None):
         overrides["cache_dir"] = str(settings.VAR_DIR / "kube-discovery")
-    for env, key in (
-        ("FLEETGATE_KUBE_CONNECT_TIMEOUT", "connect_timeout"),
-        ("FLEETGATE_KUBE_READ_TIMEOUT", "read_timeout"),
-    ):
-        if os.environ.get(env):
-            overrides[key] = _float_env(env, 5.0)
     return base_options(**overrides)
 
 

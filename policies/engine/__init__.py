@@ -1,15 +1,17 @@
 """Rego engines behind one protocol (:class:`RegoEngine`): in-process regorus or an OPA server.
 
-Settings (environment variables; ``fleet/settings.py`` exports the same names):
+Settings (``django.conf.settings``; ``fleet/settings.py`` reads them from the environment once):
 
 * ``FLEETGATE_REGO_ENGINE``: ``regorus`` (default, in-process) or ``opa``;
 * ``FLEETGATE_OPA_URL``: the OPA server, default ``http://127.0.0.1:8181``;
 * ``FLEETGATE_REGO_TIMEOUT``: seconds per evaluation request, default ``10``.
+
+Only :func:`engine_settings` reads them; :func:`parse_engine_settings`, :func:`create_engine` and the engines
+take their values as arguments and need no Django.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 
@@ -48,6 +50,7 @@ __all__ = [
     "create_engine",
     "engine_settings",
     "get_engine",
+    "parse_engine_settings",
 ]
 
 
@@ -58,18 +61,33 @@ class EngineSettings:
     timeout: float = 10.0
 
 
-def engine_settings() -> EngineSettings:
-    """Read the engine settings from the environment, with working defaults."""
-    name = os.environ.get("FLEETGATE_REGO_ENGINE", "regorus").strip().lower() or "regorus"
-    url = os.environ.get("FLEETGATE_OPA_URL", "http://127.0.0.1:8181").strip() or "http://127.0.0.1:8181"
-    raw_timeout = os.environ.get("FLEETGATE_REGO_TIMEOUT", "10").strip() or "10"
+def parse_engine_settings(
+    engine: str | None = None, opa_url: str | None = None, timeout: float | str | None = None
+) -> EngineSettings:
+    """Engine settings from raw values (None or blank: the defaults); ValueError for a bad timeout."""
+    defaults = EngineSettings()
+    name = str(engine or "").strip().lower() or defaults.engine
+    url = str(opa_url or "").strip() or defaults.opa_url
+    raw_timeout = str(timeout if timeout is not None else "").strip() or str(defaults.timeout)
     try:
-        timeout = float(raw_timeout)
+        seconds = float(raw_timeout)
     except ValueError as exc:
         raise ValueError(f"FLEETGATE_REGO_TIMEOUT must be a number of seconds, got {raw_timeout!r}") from exc
-    if timeout <= 0:
+    if seconds <= 0:
         raise ValueError("FLEETGATE_REGO_TIMEOUT must be positive")
-    return EngineSettings(name, url, timeout)
+    return EngineSettings(name, url, seconds)
+
+
+def engine_settings() -> EngineSettings:
+    """The configured engine settings (FLEETGATE_REGO_ENGINE, FLEETGATE_OPA_URL, FLEETGATE_REGO_TIMEOUT of
+    ``django.conf.settings``), with working defaults."""
+    from django.conf import settings  # imported here: the engines themselves do not need Django
+
+    return parse_engine_settings(
+        getattr(settings, "FLEETGATE_REGO_ENGINE", None),
+        getattr(settings, "FLEETGATE_OPA_URL", None),
+        getattr(settings, "FLEETGATE_REGO_TIMEOUT", None),
+    )
 
 
 def create_engine(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import pytest
 
@@ -220,20 +221,19 @@ def test_unreachable_opa_raises_engine_unavailable() -> None:
         engine.open_session({})
 
 
-def test_engine_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FLEETGATE_REGO_ENGINE", raising=False)
-    monkeypatch.delenv("FLEETGATE_OPA_URL", raising=False)
-    monkeypatch.delenv("FLEETGATE_REGO_TIMEOUT", raising=False)
+def test_engine_settings_come_from_the_django_settings(settings: Any) -> None:
+    for name in ("FLEETGATE_REGO_ENGINE", "FLEETGATE_OPA_URL", "FLEETGATE_REGO_TIMEOUT"):
+        setattr(settings, name, "")
     defaults = engine_settings()
     assert (defaults.engine, defaults.opa_url, defaults.timeout) == ("regorus", "http://127.0.0.1:8181", 10.0)
-    monkeypatch.setenv("FLEETGATE_REGO_ENGINE", "opa")
-    monkeypatch.setenv("FLEETGATE_OPA_URL", "http://127.0.0.1:9")
+    settings.FLEETGATE_REGO_ENGINE = "opa"
+    settings.FLEETGATE_OPA_URL = "http://127.0.0.1:9"
     engine = get_engine()
     assert isinstance(engine, OpaEngine) and engine.url == "http://127.0.0.1:9"
     assert get_engine() is engine
-    monkeypatch.setenv("FLEETGATE_REGO_ENGINE", "nonsense")
+    settings.FLEETGATE_REGO_ENGINE = "nonsense"
     with pytest.raises(ValueError, match="unknown Rego engine"):
         create_engine()
-    monkeypatch.setenv("FLEETGATE_REGO_TIMEOUT", "soon")
+    settings.FLEETGATE_REGO_TIMEOUT = "soon"
     with pytest.raises(ValueError, match="FLEETGATE_REGO_TIMEOUT"):
         engine_settings()

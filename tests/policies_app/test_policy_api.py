@@ -339,9 +339,9 @@ def test_waiver_create_shows_author_validates_expiry_and_expire_is_audited(
 def test_engine_unavailable_on_save_is_503_and_stores_nothing(admin_client: Any, monkeypatch: Any) -> None:
     from policies.engine.opa_server import free_port
 
-    monkeypatch.setenv("FLEETGATE_REGO_ENGINE", "opa")
-    monkeypatch.setenv("FLEETGATE_OPA_URL", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("FLEETGATE_REGO_TIMEOUT", "2")
+    monkeypatch.setattr("django.conf.settings.FLEETGATE_REGO_ENGINE", "opa")
+    monkeypatch.setattr("django.conf.settings.FLEETGATE_OPA_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr("django.conf.settings.FLEETGATE_REGO_TIMEOUT", "2")
     response = admin_client.post("/api/policies/", _conftest_body(), format="json")
     assert response.status_code == 503
     assert not Policy.objects.exists()

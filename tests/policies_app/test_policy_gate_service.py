@@ -241,9 +241,10 @@ def test_unreachable_opa_blocks_fail_closed(
         "no-latest", regorus_engine, style="conftest", modules=[{"path": "l.rego", "source": lib.NO_LATEST}]
     )
     bind(policy)
-    monkeypatch.setenv("FLEETGATE_REGO_ENGINE", "opa")
-    monkeypatch.setenv("FLEETGATE_OPA_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    monkeypatch.setenv("FLEETGATE_REGO_TIMEOUT", "2")
+    monkeypatch.setattr("django.conf.settings.FLEETGATE_REGO_ENGINE", "opa")
+    # nothing listens there
+    monkeypatch.setattr("django.conf.settings.FLEETGATE_OPA_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr("django.conf.settings.FLEETGATE_REGO_TIMEOUT", "2")
     ev = evaluate(fleet["commit"], fleet["mapping"], fleet["prod"], [lib.deployment("good")])
     assert ev.decision == "blocked"
     assert ev.engine == "opa"

@@ -87,16 +87,9 @@ def tasks() -> Iterator[TaskQueue]:
 
 
 @pytest.fixture(autouse=True)
-def _fast_retries() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in ("FLEETGATE_KUBE_RETRIES", "FLEETGATE_SYNC_RETRY_BASE")}
-    os.environ["FLEETGATE_KUBE_RETRIES"] = "1"
-    os.environ["FLEETGATE_SYNC_RETRY_BASE"] = "0.01"
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+def _fast_retries(settings: Any) -> None:
+    settings.FLEETGATE_KUBE_RETRIES = 1
+    settings.FLEETGATE_SYNC_RETRY_BASE = 0.01
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,7 @@ def test_a_duplicate_task_and_a_dead_worker_leave_one_outcome(
     tasks.drain(until=lambda: ClusterSync.objects.filter(state="queued").exists())
     leg = ClusterSync.objects.get(rollout__mapping=mapping)
     # A worker claimed the leg and died: the leg is syncing under a lease nobody renews.
-    monkeypatch.setenv("FLEETGATE_SYNC_LEASE_SECONDS", "30")
+    monkeypatch.setattr("django.conf.settings.FLEETGATE_SYNC_LEASE_SECONDS", "30")
     claimed, _ = services.sync._claim(leg.pk)
     assert claimed is not None
     assert services.run_cluster_sync(leg.pk) == "owned by another worker"

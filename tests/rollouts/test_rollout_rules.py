@@ -4,8 +4,6 @@ pause/resume/cancel, supersede, manual sync, and who may approve."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,14 +26,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def _two_attempts() -> Iterator[None]:
-    old = os.environ.get("FLEETGATE_SYNC_MAX_ATTEMPTS")
-    os.environ["FLEETGATE_SYNC_MAX_ATTEMPTS"] = "2"
-    yield
-    if old is None:
-        os.environ.pop("FLEETGATE_SYNC_MAX_ATTEMPTS", None)
-    else:
-        os.environ["FLEETGATE_SYNC_MAX_ATTEMPTS"] = old
+def _two_attempts(settings: Any) -> None:
+    settings.FLEETGATE_SYNC_MAX_ATTEMPTS = 2
 
 
 class World:

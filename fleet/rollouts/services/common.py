@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -31,23 +31,23 @@ class RolloutError(DomainError):
 
 def lease_seconds() -> float:
     """How long a worker owns a queued or syncing leg without a heartbeat (FLEETGATE_SYNC_LEASE_SECONDS)."""
-    try:
-        return max(1.0, float(os.environ.get("FLEETGATE_SYNC_LEASE_SECONDS", "") or 60))
-    except ValueError:
-        return 60.0
+    return max(1.0, float(settings.FLEETGATE_SYNC_LEASE_SECONDS))
 
 
 def max_attempts() -> int:
-    try:
-        return max(1, int(os.environ.get("FLEETGATE_SYNC_MAX_ATTEMPTS", "") or 4))
-    except ValueError:
-        return 4
+    """Attempts per leg on transient failures (FLEETGATE_SYNC_MAX_ATTEMPTS)."""
+    return max(1, int(settings.FLEETGATE_SYNC_MAX_ATTEMPTS))
+
+
+def backoff(attempt: int, base: float) -> float:
+    """Exponential backoff: base, 2 base, 4 base ... at most 60 s."""
+    return float(min(60.0, base * (2 ** max(0, attempt - 1))))
 
 
 def retry_delay(attempt: int) -> float:
-    """Exponential backoff between task-level attempts on transient failures: 2, 4, 8 ... at most 60 s."""
-    base = float(os.environ.get("FLEETGATE_SYNC_RETRY_BASE", "") or 2.0)
-    return float(min(60.0, base * (2 ** max(0, attempt - 1))))
+    """The pause before task-level attempt ``attempt + 1`` on transient failures (FLEETGATE_SYNC_RETRY_BASE:
+    2, 4, 8 ... at most 60 s)."""
+    return backoff(attempt, float(settings.FLEETGATE_SYNC_RETRY_BASE))
 
 
 def lease_from_now(extra: float = 0.0) -> Any:

@@ -8,25 +8,34 @@ PolicyBindings in a scratch SQLite database) and the same synthetic objects:
 
 1. raw: each policy set prepared once, then the engine's ``evaluate_many`` on pre-encoded inputs (the
    objects for conftest, the Gatekeeper review inputs of the objects each Constraint matches), in one
-   evaluation session with the same per-target data: the engine's own cost for the work;
+   evaluation session with the same per-target data: the engine's own cost for the work. For regorus, that
+   goes through the pool of worker processes (the hard time and memory limit); "raw in-process" is the
+   baseline without it: the same prepared sets and the same encoded inputs, in the same batches, evaluated
+   by the worker's own code (``regorus_worker.Worker.handle`` writing to an in-memory stream) in this
+   process, with no process boundary and no limits, results decoded as the engine decodes them;
 2. gate: ``policies.services.evaluation.evaluate_targets`` (bindings and waivers loaded from the database,
    context, match, inventory, encoding, findings, waivers, decision), not stored; and the same with the
    Evaluation and Violation rows stored (``store``);
 3. scaling: the gate over the same objects split into 1 and 2 targets, one worker process each
    (multiprocessing, spawn), timed from a barrier after every worker has loaded and prepared.
 
-The ratio gate/raw is the gate's overhead. The 20 policies avoid inventory-wide O(n^2) rules (a
-unique-ingress-host check compares every Ingress with every other and dominates any mix; measure such a
-policy on its own).
+The ratio gate/raw is the gate's overhead; for regorus, pool/in-process is the cost of the hard limit.
+CPU seconds count every process doing the work: this one, the OPA server, and the regorus pool's worker
+processes (their /proc/<pid>/stat utime+stime, before and after, plus any worker reaped meanwhile). The 20
+policies avoid inventory-wide O(n^2) rules (a unique-ingress-host check compares every Ingress with every
+other and dominates any mix; measure such a policy on its own).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import multiprocessing as mp
 import os
 import platform
+import resource
+import struct
 import sys
 import tempfile
 import time
@@ -35,18 +44,58 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERVER_PID: int | None = None  # the OPA server, whose CPU time counts as the engine's
+_POOL: Any = None  # the regorus worker pool, whose worker processes' CPU time counts as the engine's
 
 
-def _cpu() -> float:
-    """CPU seconds of this process plus the OPA server's: steadier than wall time on a shared machine."""
-    total = time.process_time()
-    if _SERVER_PID is not None:
-        try:
-            fields = Path(f"/proc/{_SERVER_PID}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+def _proc_cpu(pid: int) -> float | None:
+    """utime + stime of a live process, in seconds (None when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pool_pids() -> list[int]:
+    if _POOL is None:
+        return []
+    with _POOL._cond:  # the pool exposes no list of its workers; read its idle and busy sets
+        workers = [*_POOL._idle, *_POOL._busy]
+    return [w.proc.pid for w in workers if w.proc.poll() is None]
+
+
+class _Cpu:
+    """CPU seconds of this process, the OPA server and the regorus worker processes since ``start``.
+
+    Steadier than wall time on a shared machine. Workers are long-lived, so RUSAGE_CHILDREN alone would miss
+    them: each live worker's /proc/<pid>/stat is read before and after (a worker started meanwhile counts
+    from zero); a worker killed and reaped meanwhile is counted through RUSAGE_CHILDREN."""
+
+    def __init__(self) -> None:
+        self.own = time.process_time()
+        self.server = _proc_cpu(_SERVER_PID) or 0.0 if _SERVER_PID is not None else 0.0
+        self.workers = {pid: _proc_cpu(pid) or 0.0 for pid in _pool_pids()}
+        self.children = self._children()
+
+    @staticmethod
+    def _children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def split(self) -> tuple[float, float]:
+        """(this process, the engine's other processes) since start."""
+        own = time.process_time() - self.own
+        other = 0.0
+        if _SERVER_PID is not None:
+            other += (_proc_cpu(_SERVER_PID) or self.server) - self.server
+        live = {pid: _proc_cpu(pid) for pid in _pool_pids()}
+        for pid, now in live.items():
+            if now is not None:
+                other += now - self.workers.get(pid, 0.0)
+        gone = [pid for pid in self.workers if live.get(pid) is None]
+        reaped = self._children() - self.children  # includes the gone workers' whole lives
+        other += max(0.0, reaped - sum(self.workers[pid] for pid in gone))
+        return own, other
 
 
 def _setup_django(workdir: Path) -> None:
@@ -346,8 +395,8 @@ def _engine(name: str, opa_url: str) -> Any:
 # --------------------------------------------------------------------------------------------- measurements
 
 
-def measure_raw(engine: Any, objects: list[dict[str, Any]]) -> dict[str, float]:
-    """The engine alone: prepared sets, pre-encoded inputs, one session."""
+def prepare_work(engine: Any, objects: list[dict[str, Any]]) -> tuple[list[tuple[Any, str, list[str]]], dict]:
+    """The raw work: (prepared set, entry point, pre-encoded inputs) per bound policy, and the target data."""
     from policies.engine.base import to_json
     from policies.formats import conftest as conftest_fmt
     from policies.formats import gatekeeper as gk
@@ -375,14 +424,84 @@ def measure_raw(engine: Any, objects: list[dict[str, Any]]) -> dict[str, float]:
         else:
             work.append((prepared, conftest_fmt.ENTRYPOINT, object_json))
     target_data = {"inventory": build_inventory(objects), "fleetgate": {"context": ctx.as_data()}}
+    return work, target_data
+
+
+BATCH = 500
+
+
+def measure_raw(engine: Any, work: list[tuple[Any, str, list[str]]], target_data: dict) -> dict[str, float]:
+    """The engine alone: prepared sets, pre-encoded inputs, one session."""
     evaluations = sum(len(w[2]) for w in work)
-    start, cpu = time.perf_counter(), _cpu()
+    start, cpu = time.perf_counter(), _Cpu()
     with engine.open_session(target_data) as session:
         for prepared, entry, inputs in work:
-            for s in range(0, len(inputs), 500):
-                prepared.evaluate_many(entry, inputs[s : s + 500], session)
+            for s in range(0, len(inputs), BATCH):
+                prepared.evaluate_many(entry, inputs[s : s + BATCH], session)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "cpu": _cpu() - cpu, "evaluations": evaluations}
+    own, other = cpu.split()
+    return {"seconds": seconds, "cpu": own + other, "cpu_workers": other, "evaluations": evaluations}
+
+
+class InProcess:
+    """A regorus worker's evaluation code in this process, and which sets it has been sent (as the pool
+    tracks for its workers): kept between repeats, as a pool worker keeps its compiled sets."""
+
+    def __init__(self) -> None:
+        from policies.engine.regorus_worker import Worker
+        from policies.engine.sandbox import REGORUS_OVERRIDES
+
+        self.worker = Worker(REGORUS_OVERRIDES)
+        self.known: set[str] = set()
+
+
+def measure_raw_inprocess(
+    inproc: InProcess, work: list[tuple[Any, str, list[str]]], target_data: dict
+) -> dict[str, float]:
+    """regorus without the worker pool: the worker's evaluation code (``Worker.handle``) driven in this
+    process on the same prepared sets (their ``set_spec``), session data and encoded inputs, in the same
+    batches, writing to an in-memory stream; the results decoded as ``RegorusPreparedSet`` decodes them.
+    No process boundary, no time or memory limit. A new session per run (its per-target data sent once and
+    cloned into each set that reads it), as ``open_session`` does."""
+    from policies.engine.regorus_engine import RegorusSession, _short
+
+    session_full = RegorusSession(target_data).spec()  # the session's data encoded as the engine sends it
+    session = {"id": session_full["id"]}
+    evaluations = sum(len(w[2]) for w in work)
+    start, cpu = time.perf_counter(), _Cpu()
+    worker, known = inproc.worker, inproc.known
+    first = True
+    for prepared, entry, inputs in work:
+        spec = prepared.set_spec()
+        rule = prepared._rule(entry)
+        for s in range(0, len(inputs), BATCH):
+            batch = [text.encode("utf-8") for text in inputs[s : s + BATCH]]
+            header = {
+                "op": "eval",
+                "rule": rule,
+                "count": len(batch),
+                "set": {"digest": spec["digest"]} if spec["digest"] in known else spec,
+                "session": session_full if first else session,
+                "drop": [],
+            }
+            first = False
+            known.add(spec["digest"])
+            out = io.BytesIO()
+            worker.handle(header, batch, out)
+            buf, pos, values = out.getvalue(), 0, []
+            while pos < len(buf):
+                (size,) = struct.unpack_from(">I", buf, pos)
+                frame = buf[pos + 4 : pos + 4 + size]
+                pos += 4 + size
+                if frame[:1] != b"R":
+                    raise RuntimeError(f"in-process regorus: {_short(frame[1:].decode())}")
+                values.append(json.loads(frame[1:]))
+            assert len(values) == len(batch)
+            values = [v if isinstance(v, list) else [] for v in values]  # as evaluate_many returns them
+    seconds = time.perf_counter() - start
+    worker.handle({"drop": [session["id"]], "set": {"digest": ""}}, [], io.BytesIO())  # as session close
+    own, other = cpu.split()
+    return {"seconds": seconds, "cpu": own + other, "cpu_workers": other, "evaluations": evaluations}
 
 
 def measure_gate(engine: Any, objects: list[dict[str, Any]], *, store: bool) -> dict[str, Any]:
@@ -392,16 +511,18 @@ def measure_gate(engine: Any, objects: list[dict[str, Any]], *, store: bool) -> 
     evaluate_targets(
         commit, mapping, [(cluster, objects[:50], "")], engine=engine, store=False, audit=False
     )  # warm
-    start, cpu = time.perf_counter(), _cpu()
+    start, meter = time.perf_counter(), _Cpu()
     result = evaluate_targets(
         commit, mapping, [(cluster, objects, "")], engine=engine, store=store, audit=store
     )
     seconds = time.perf_counter() - start
-    cpu = _cpu() - cpu
+    own, other = meter.split()
+    cpu = own + other
     d = result.results[0].decision
     return {
         "seconds": seconds,
         "cpu": cpu,
+        "cpu_workers": other,
         "evaluations": d.evaluations,
         "violations": len(d.violations),
         "outcome": str(d.outcome),
@@ -449,8 +570,12 @@ def measure_processes(workdir: Path, engine_name: str, opa_url: str, n: int, pro
 # --------------------------------------------------------------------------------------------- main
 
 
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**runs[0], "seconds": min(r["seconds"] for r in runs), "cpu": min(r["cpu"] for r in runs)}
+
+
 def main(argv: list[str] | None = None) -> None:
-    global _SERVER_PID
+    global _SERVER_PID, _POOL
     parser = argparse.ArgumentParser(prog="bench gate")
     parser.add_argument("--objects", type=int, default=10_000)
     parser.add_argument("--opa-objects", type=int, default=2_000)
@@ -480,15 +605,41 @@ def main(argv: list[str] | None = None) -> None:
             objects = make_objects(n)
             engine = _engine(name, opa_url)
             _SERVER_PID = server.pid if (server is not None and name == "opa") else None
-            raws, gates, stores = [], [], []
+            _POOL = engine.pool if name == "regorus" else None
+            work, target_data = prepare_work(engine, objects)
+            raws, gates, stores, inprocs = [], [], [], []
+            inproc = InProcess() if name == "regorus" else None
+            warm = [(prepared, entry, inputs[:50]) for prepared, entry, inputs in work]
+            measure_raw(engine, warm, target_data)  # warm, as the gate is: a worker started, sets compiled
+            if inproc is not None:
+                measure_raw_inprocess(inproc, warm, target_data)
             for _ in range(max(1, args.repeat)):  # interleaved, so a busy spell hits every variant alike
-                raws.append(measure_raw(engine, objects))
+                if inproc is not None:
+                    inprocs.append(measure_raw_inprocess(inproc, work, target_data))
+                raws.append(measure_raw(engine, work, target_data))
                 gates.append(measure_gate(engine, objects, store=False))
                 stores.append(measure_gate(engine, objects, store=True))
-            raw = {**raws[0], "seconds": min(r["seconds"] for r in raws), "cpu": min(r["cpu"] for r in raws)}
+            raw = _best(raws)
             gate = {**min(gates, key=lambda r: r["seconds"]), "cpu": min(r["cpu"] for r in gates)}
             stored = {**min(stores, key=lambda r: r["seconds"]), "cpu": min(r["cpu"] for r in stores)}
             scaling = {str(p): measure_processes(workdir, name, opa_url, n, p) for p in (1, 2)}
+            extra: dict[str, Any] = {}
+            if inprocs:
+                base = _best(inprocs)
+                extra = {
+                    "inprocess_seconds": round(base["seconds"], 3),
+                    "inprocess_cpu_seconds": round(base["cpu"], 3),
+                    "inprocess_objects_per_second": round(n / base["seconds"]),
+                    "raw_worker_cpu_seconds": round(min(r["cpu_workers"] for r in raws), 3),
+                    "gate_worker_cpu_seconds": round(min(r["cpu_workers"] for r in gates), 3),
+                    "pool_over_inprocess": round(raw["seconds"] / base["seconds"], 2),
+                    "pool_over_inprocess_cpu": round(raw["cpu"] / base["cpu"], 2),
+                    "gate_over_inprocess": round(gate["seconds"] / base["seconds"], 2),
+                    "gate_over_inprocess_cpu": round(gate["cpu"] / base["cpu"], 2),
+                    "inprocess_runs": [(round(r["seconds"], 3), round(r["cpu"], 3)) for r in inprocs],
+                    "raw_runs": [(round(r["seconds"], 3), round(r["cpu"], 3)) for r in raws],
+                    "gate_runs": [(round(r["seconds"], 3), round(r["cpu"], 3)) for r in gates],
+                }
             results[name] = {
                 "objects": n,
                 "raw_seconds": round(raw["seconds"], 3),
@@ -509,8 +660,20 @@ def main(argv: list[str] | None = None) -> None:
                 "stored_objects_per_second": round(n / stored["seconds"]),
                 "processes_seconds": {k: round(v, 3) for k, v in scaling.items()},
                 "processes_objects_per_second": {k: round(n / v) for k, v in scaling.items()},
+                **extra,
             }
             print(json.dumps({name: results[name]}), flush=True)
+            r = results[name]
+            if extra:
+                print(
+                    f"{name}, {n} objects: in-process {r['inprocess_seconds']} s wall / "
+                    f"{r['inprocess_cpu_seconds']} s CPU; pool {r['raw_seconds']} / {r['raw_cpu_seconds']} "
+                    f"(workers {r['raw_worker_cpu_seconds']}); "
+                    f"gate {r['gate_seconds']} / {r['gate_cpu_seconds']}; "
+                    f"pool/in-process {r['pool_over_inprocess']} wall, {r['pool_over_inprocess_cpu']} CPU; "
+                    f"gate/raw {r['overhead_ratio']} wall, {r['overhead_ratio_cpu']} CPU",
+                    flush=True,
+                )
     finally:
         if server is not None:
             server.stop()

@@ -84,7 +84,7 @@ def test_every_api_route_is_in_the_design() -> None:
 # Custom actions and their expected outcome per role for a scoped/global binding.
 # Sources: repository-test(-connection) needs repository.fetch, repository-rotate-webhook(-secret) needs
 # repository.change (global scope, like every repository write); git(-webhook) is verified by the
-# repository's webhook secret, not by a role. tests/sources_app/ checks each of them.
+# repository's webhook secret, not by a role. tests/sources/ checks each of them.
 EXTRA_ROUTES = {
     "auditevent-verify",
     "cluster-test",  # cluster-test-connection: tests/connector (deployer and cluster-admin in scope)
@@ -94,7 +94,7 @@ EXTRA_ROUTES = {
     "git",
     # Policies: global documents seen by every role anywhere, bindings/waivers of a group plus the global
     # ones, evaluations/violations by evaluation.view, policy sources under policy.*, and the import/check
-    # actions. tests/policies_app/test_policy_access.py holds their own role x scope matrix.
+    # actions. tests/policies/test_policy_access.py holds their own role x scope matrix.
     "policy",
     "policybinding",
     "waiver",

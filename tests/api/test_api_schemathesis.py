@@ -210,7 +210,7 @@ def guide(case: Any, world: World) -> None:
     if path == "/api/rollouts/sync-now/":  # a cluster or a group, not both
         case.body = {"cluster": world.ids["cluster"]}
     if path == "/api/policies/import/":
-        case.media_type = "application/json"  # uploads are tested in tests/policies_app
+        case.media_type = "application/json"  # uploads are tested in tests/policies
     body = case.body
     if not isinstance(body, dict):
         return

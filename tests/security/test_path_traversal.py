@@ -31,7 +31,7 @@ from fleet.sources.git import RepositoryCache
 from fleet.sources.models import MappingRender, RenderedManifest
 from fleet.sources.render import ClusterContext, RenderError, RenderRequest, RenderResult, render
 from fleet.sources.services import fetch_repository
-from tests.sources_app.conftest import (  # noqa: F401 - fixtures used by the tests below
+from tests.sources.origin import (  # noqa: F401 - fixtures used by the tests below
     Origin,
     _git_cache,
     configmap,

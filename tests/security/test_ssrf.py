@@ -32,7 +32,7 @@ from fleet.core.urlguard import DEFAULT_DENY_CIDRS
 from fleet.sources.models import Repository
 from fleet.sources.services import check_connection, fetch_repository
 from tests.factories import ClusterFactory
-from tests.sources_app.conftest import (  # noqa: F401 - fixtures used by the tests below
+from tests.sources.origin import (  # noqa: F401 - fixtures used by the tests below
     _git_cache,
     git_http,
     origin,

@@ -47,7 +47,7 @@ from fleet.celery import app as celery_app
 from fleet.sources.models import Commit, Repository
 from fleet.sources.services import fetch_repository
 from fleet.sources.webhooks import sign_gitea, sign_github
-from tests.sources_app.conftest import Origin, configmap
+from tests.sources.origin import Origin, configmap
 from tests.workers import child_env
 
 SECRET = "abuse-hook-secret-0123456789abcdef"

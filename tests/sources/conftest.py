@@ -164,3 +164,16 @@ def git_http_server(tmp_path: Path) -> Iterator[Callable[[str, str], GitHttpServ
     yield start
     for s in servers:
         s.__exit__()
+
+
+# The app-level fixtures (an origin repository, a git cache per test, a small fleet, repository and mapping
+# makers) live in tests/sources/origin.py, which other test folders import too.
+from tests.sources.origin import (  # noqa: E402, F401 - registered as fixtures of this folder
+    _git_cache,
+    fleet,
+    git_http,
+    make_mapping,
+    make_origin,
+    make_repository,
+    origin,
+)

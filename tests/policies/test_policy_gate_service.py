@@ -14,7 +14,7 @@ from policies.engine import RegoEngine
 from policies.engine.opa_server import free_port
 from policies.models import Evaluation, Policy, Violation, Waiver
 from policies.services.evaluation import evaluate, evaluate_mapping
-from tests.policies_app import policy_library as lib
+from tests.policies import policy_library as lib
 
 pytestmark = pytest.mark.django_db
 

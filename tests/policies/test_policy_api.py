@@ -15,7 +15,7 @@ from django.utils import timezone
 from fleet.audit.models import AuditEvent
 from policies.models import Policy, PolicyBinding, PolicyVersion, Waiver
 from policies.services.evaluation import evaluate
-from tests.policies_app import policy_library as lib
+from tests.policies import policy_library as lib
 
 pytestmark = pytest.mark.django_db
 

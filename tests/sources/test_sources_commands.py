@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from fleet.sources.models import Commit
-from tests.sources_app.conftest import configmap
+from tests.sources.origin import configmap
 
 REGIONAL = configmap("web", "region: ${cluster.labels.region}")
 

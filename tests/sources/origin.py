@@ -1,5 +1,6 @@
-"""Fixtures for the sources app tests: real git repositories (file:// URLs), a git cache in tmp_path,
-clusters and groups made through the real models (membership kept by the clusters app's signals)."""
+"""Fixtures for the sources app tests (registered by tests/sources/conftest.py; other folders import them):
+real git repositories (file:// URLs), a git cache in tmp_path, clusters and groups made through the real
+models (membership kept by the clusters app's signals)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from policies.models import Evaluation, Policy, PolicyBinding, PolicyVersion, Violation, Waiver
-from tests.policies_app import policy_library as lib
+from tests.policies import policy_library as lib
 
 pytestmark = pytest.mark.django_db
 

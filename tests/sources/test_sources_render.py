@@ -9,7 +9,7 @@ from fleet.audit.models import AuditEvent
 from fleet.sources.choices import CommitStatus, RenderStatus
 from fleet.sources.models import Commit, MappingRender, RenderedManifest
 from fleet.sources.services import fetch_repository
-from tests.sources_app.conftest import configmap
+from tests.sources.origin import configmap
 
 REGIONAL = configmap("web", "region: ${cluster.labels.region}\n  cluster: ${cluster.name}")
 

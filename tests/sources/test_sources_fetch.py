@@ -14,7 +14,7 @@ from fleet.audit.models import AuditEvent
 from fleet.sources.choices import CommitStatus
 from fleet.sources.models import Commit, MappingRender, Repository
 from fleet.sources.services import due_for_poll, fetch_repository, mark_queued
-from tests.sources_app.conftest import configmap
+from tests.sources.origin import configmap
 
 
 def test_first_fetch_records_the_head_then_every_new_commit_in_order(

@@ -13,7 +13,7 @@ from fleet.sources.models import Repository
 from fleet.sources.services import fetch_repository
 from fleet.sources.webhooks import sign_github
 from tests.factories import UserFactory
-from tests.sources_app.conftest import configmap
+from tests.sources.origin import configmap
 
 TOKEN = "ghp-super-secret-token-value-123"
 REGIONAL = configmap("web", "region: ${cluster.labels.region}")

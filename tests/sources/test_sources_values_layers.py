@@ -6,7 +6,7 @@ from typing import Any
 
 from fleet.sources.models import RenderedManifest
 from fleet.sources.services import fetch_repository
-from tests.sources_app.conftest import configmap
+from tests.sources.origin import configmap
 
 SIZED = configmap(
     "sizing", 'tier: ${values.tier}\n  replicas: "${values.replicas}"\n  zone: ${values.zone:-none}'

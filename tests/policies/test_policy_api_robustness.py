@@ -15,7 +15,7 @@ from django.test import Client
 
 from policies.models import PolicySource
 from tests.factories import RepositoryFactory
-from tests.policies_app import policy_library as lib
+from tests.policies import policy_library as lib
 
 pytestmark = pytest.mark.django_db
 

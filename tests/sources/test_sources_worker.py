@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from fleet.audit.models import AuditEvent
 from fleet.sources.models import Commit
 from fleet.sources.webhooks import sign_github
-from tests.sources_app.test_sources_app_webhooks import SECRET, push_payload
+from tests.sources.test_sources_webhook_service import SECRET, push_payload
 from tests.workers import Worker, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -13,7 +13,7 @@ from fleet.audit.models import AuditEvent
 from fleet.celery import app as celery_app
 from fleet.sources.models import Commit
 from fleet.sources.webhooks import sign_gitea, sign_github
-from tests.sources_app.conftest import configmap
+from tests.sources.origin import configmap
 
 SECRET = "hook-secret-0123456789abcdefXYZ"
 

@@ -18,7 +18,7 @@ from django.core.management.base import CommandError
 from fleet.audit.models import AuditEvent
 from policies.models import Policy, PolicyBinding, PolicySource
 from policies.services.sources import sync_policy_source
-from tests.policies_app import policy_library as lib
+from tests.policies import policy_library as lib
 
 pytestmark = pytest.mark.django_db
 

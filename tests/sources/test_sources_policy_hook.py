@@ -10,7 +10,7 @@ from fleet.sources.models import Commit
 from fleet.sources.services import fetch_repository
 from policies.models import Policy, PolicySource, Violation
 from policies.services.evaluation import evaluate_mapping
-from tests.sources_app.conftest import configmap
+from tests.sources.origin import configmap
 
 NO_PLAIN_SECRETS = """\
 package main

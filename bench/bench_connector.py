@@ -85,8 +85,7 @@ def start_sandbox(clusters: int, token: str) -> tuple[subprocess.Popen[str], lis
             "serve",
             "--clusters",
             str(clusters),
-            "--token",
-            token,
+            f"--token={token}",  # one argument: a random token may start with "-"
             "--rollout-delay",
             "0",
         ],

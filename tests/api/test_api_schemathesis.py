@@ -245,6 +245,8 @@ def guide(case: Any, world: World) -> None:
         body.update(auth_method="token", token="st-token", kubeconfig="", kubeconfig_context="")
         body.update(client_certificate="", client_key="", ca_data="")
         body.setdefault("api_url", "https://127.0.0.1:6443")
+    if path.startswith("/api/groups/") and body.get("batch_size") is not None:
+        body["batch_percent"] = None  # a batch size or a percentage, not both
     if path.startswith("/api/repositories/"):
         body.update(auth_method="none", token="", ssh_private_key="", username="")
     if path.startswith("/api/policy-sources/") and "path" in body:

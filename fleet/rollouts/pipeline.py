@@ -37,8 +37,8 @@ from policies.services.sources import sync_sources_for_head
 
 
 def commits_recorded(repo: Repository, cache: RepositoryCache) -> None:
-    """Step 1 -> 2: new commits were recorded; import the head's policy sources before rendering."""
-    repo.refresh_from_db()
+    """Step 1 -> 2: new commits were recorded; import the head's policy sources before rendering (the fetch
+    hands on the repository freshly read)."""
     sync_sources_for_head(repo, cache=cache)
 
 

@@ -4,7 +4,9 @@ Settings (``django.conf.settings``; ``fleet/settings.py`` reads them from the en
 
 * ``FLEETGATE_REGO_ENGINE``: ``regorus`` (default, in-process) or ``opa``;
 * ``FLEETGATE_OPA_URL``: the OPA server, default ``http://127.0.0.1:8181``;
-* ``FLEETGATE_REGO_TIMEOUT``: seconds per evaluation request, default ``10``.
+* ``FLEETGATE_REGO_TIMEOUT``: seconds per evaluation, default ``10``;
+* ``FLEETGATE_REGO_WORKERS`` and ``FLEETGATE_REGO_MEMORY_MB``: regorus's worker processes and the memory each
+  may add (``policies/engine/regorus_pool.py``).
 
 Only :func:`engine_settings` reads them; :func:`parse_engine_settings`, :func:`create_engine` and the engines
 take their values as arguments and need no Django.
@@ -59,10 +61,16 @@ class EngineSettings:
     engine: str = "regorus"
     opa_url: str = "http://127.0.0.1:8181"
     timeout: float = 10.0
+    workers: int | None = None  # regorus worker processes; None: the CPU count
+    memory_mb: int = 1024  # memory a regorus worker may add, in MiB; 0: no limit
 
 
 def parse_engine_settings(
-    engine: str | None = None, opa_url: str | None = None, timeout: float | str | None = None
+    engine: str | None = None,
+    opa_url: str | None = None,
+    timeout: float | str | None = None,
+    workers: int | None = None,
+    memory_mb: int | None = None,
 ) -> EngineSettings:
     """Engine settings from raw values (None or blank: the defaults); ValueError for a bad timeout."""
     defaults = EngineSettings()
@@ -75,7 +83,13 @@ def parse_engine_settings(
         raise ValueError(f"FLEETGATE_REGO_TIMEOUT must be a number of seconds, got {raw_timeout!r}") from exc
     if seconds <= 0:
         raise ValueError("FLEETGATE_REGO_TIMEOUT must be positive")
-    return EngineSettings(name, url, seconds)
+    return EngineSettings(
+        name,
+        url,
+        seconds,
+        workers=workers or defaults.workers,
+        memory_mb=defaults.memory_mb if memory_mb is None else memory_mb,
+    )
 
 
 def engine_settings() -> EngineSettings:
@@ -87,6 +101,8 @@ def engine_settings() -> EngineSettings:
         getattr(settings, "FLEETGATE_REGO_ENGINE", None),
         getattr(settings, "FLEETGATE_OPA_URL", None),
         getattr(settings, "FLEETGATE_REGO_TIMEOUT", None),
+        getattr(settings, "FLEETGATE_REGO_WORKERS", None),
+        getattr(settings, "FLEETGATE_REGO_MEMORY_MB", None),
     )
 
 
@@ -100,7 +116,7 @@ def create_engine(
     if name == "regorus":
         from policies.engine.regorus_engine import RegorusEngine
 
-        return RegorusEngine(timeout=timeout)
+        return RegorusEngine(timeout=timeout, workers=settings.workers, memory_mb=settings.memory_mb)
     if name == "opa":
         from policies.engine.opa_engine import OpaEngine
 

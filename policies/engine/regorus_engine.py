@@ -172,16 +172,6 @@ class RegorusPreparedSet:
         return rows[0]["expressions"][0]["value"] if rows else []
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-
-
 class RegorusEngine:
     """The embedded engine: compiles in this process, evaluates in worker processes with hard limits.
 
@@ -203,9 +193,9 @@ class RegorusEngine:
         self.timeout = timeout
         self.cache_size = cache_size
         if workers is None:
-            workers = _env_int("FLEETGATE_REGO_WORKERS", os.cpu_count() or 2)
+            workers = os.cpu_count() or 2
         if memory_mb is None:
-            memory_mb = _env_int("FLEETGATE_REGO_MEMORY_MB", 1024)
+            memory_mb = 1024
         self.workers = workers
         self.memory_mb = memory_mb
         self._compiled: OrderedDict[str, bool] = OrderedDict()

@@ -11,7 +11,6 @@ process (Celery prefork) starts its own workers.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import select
@@ -28,7 +27,6 @@ from typing import Any
 from policies.engine.base import EngineError, EngineTimeout, PolicyEvaluationError
 
 WORKER_SCRIPT = Path(__file__).with_name("regorus_worker.py")
-_IDS = itertools.count(1)
 
 
 class _Died(Exception):
@@ -43,7 +41,6 @@ class EvaluationWorker:
     """One child process and the parent's view of what it holds."""
 
     def __init__(self, memory_mb: int, overrides: dict[str, int]) -> None:
-        self.uid = next(_IDS)
         self.proc = subprocess.Popen(
             [sys.executable, "-I", str(WORKER_SCRIPT), str(memory_mb), json.dumps(overrides)],
             stdin=subprocess.PIPE,

@@ -12,58 +12,21 @@ from pathlib import Path
 
 import pytest
 
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_SYSTEM": os.devnull,
-    "GIT_AUTHOR_NAME": "Ada Author",
-    "GIT_AUTHOR_EMAIL": "ada@example.com",
-    "GIT_COMMITTER_NAME": "Cole Committer",
-    "GIT_COMMITTER_EMAIL": "cole@example.com",
-    "LC_ALL": "C",
-}
+from tests.sources.origin import (  # noqa: F401 - the app-level fixtures, registered for this folder
+    GIT_ENV,
+    Origin,
+    _git_cache,
+    fleet,
+    git_http,
+    make_mapping,
+    make_origin,
+    make_repository,
+    origin,
+)
 
-
-class WorkRepo:
-    """A normal git repository that tests commit to (the "remote" of a RepositoryCache)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        self.git("init", "-q", "-b", "main")
-        self._tick = 0
-
-    @property
-    def url(self) -> str:
-        return self.path.as_uri()
-
-    def git(self, *args: str) -> str:
-        env = {**os.environ, **GIT_ENV}
-        self._tick = getattr(self, "_tick", 0) + 1
-        date = f"2026-01-01T00:{self._tick // 60:02d}:{self._tick % 60:02d}+00:00"
-        env["GIT_AUTHOR_DATE"] = date
-        env["GIT_COMMITTER_DATE"] = date
-        out = subprocess.run(["git", *args], cwd=self.path, env=env, check=True, capture_output=True,
-                             text=True)
-        return out.stdout.strip()
-
-    def write(self, files: dict[str, str | None]) -> None:
-        for rel, content in files.items():
-            p = self.path / rel
-            if content is None:
-                self.git("rm", "-q", "-r", rel)
-                continue
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(content)
-            self.git("add", rel)
-
-    def commit(self, message: str, files: dict[str, str | None] | None = None) -> str:
-        if files:
-            self.write(files)
-        self.git("commit", "-q", "--allow-empty", "-m", message)
-        return self.git("rev-parse", "HEAD")
-
-    def head(self) -> str:
-        return self.git("rev-parse", "HEAD")
+# One helper for a git repository the tests commit to (tests/sources/origin.py); the git-level tests call it
+# WorkRepo.
+WorkRepo = Origin
 
 
 @pytest.fixture
@@ -165,15 +128,3 @@ def git_http_server(tmp_path: Path) -> Iterator[Callable[[str, str], GitHttpServ
     for s in servers:
         s.__exit__()
 
-
-# The app-level fixtures (an origin repository, a git cache per test, a small fleet, repository and mapping
-# makers) live in tests/sources/origin.py, which other test folders import too.
-from tests.sources.origin import (  # noqa: E402, F401 - registered as fixtures of this folder
-    _git_cache,
-    fleet,
-    git_http,
-    make_mapping,
-    make_origin,
-    make_repository,
-    origin,
-)

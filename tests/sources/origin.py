@@ -47,8 +47,9 @@ class Origin:
                              text=True)
         return out.stdout.strip()
 
-    def commit(self, message: str, files: dict[str, str | None] | None = None) -> str:
-        for rel, content in (files or {}).items():
+    def write(self, files: dict[str, str | None]) -> None:
+        """Write (or, for None, remove) files and stage them, without committing."""
+        for rel, content in files.items():
             if content is None:
                 self.git("rm", "-q", "-r", rel)
                 continue
@@ -56,6 +57,9 @@ class Origin:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(content)
             self.git("add", rel)
+
+    def commit(self, message: str, files: dict[str, str | None] | None = None) -> str:
+        self.write(files or {})
         self.git("commit", "-q", "--allow-empty", "-m", message)
         return self.git("rev-parse", "HEAD")
 

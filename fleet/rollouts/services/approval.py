@@ -59,9 +59,7 @@ def rule_for(rollout: Rollout) -> ApprovalRule:
 def groups_not_approvable_by(user: Any, rule: ApprovalRule) -> list[str]:
     """The names of the rule's groups in which ``user`` does not hold ``rollout.approve``."""
     scope = groups_where(user, Rollout, "approve")
-    if scope.everywhere:
-        return []
-    return [name for pk, name in rule.groups if pk not in scope.groups]
+    return [name for pk, name in rule.groups if not scope.covers(pk)]
 
 
 def previously_approved(rollout: Rollout, rule: ApprovalRule) -> bool:
@@ -78,11 +76,12 @@ def previously_approved(rollout: Rollout, rule: ApprovalRule) -> bool:
         .exclude(pk=rollout.pk)
         .values_list("pk", flat=True)
     )
-    for pk in earlier:
-        reached = set(ClusterSync.objects.filter(rollout_id=pk).values_list("cluster_id", flat=True))
-        if targets <= reached:
-            return True
-    return False
+    reached: dict[int, set[int]] = {}
+    for rollout_id, cluster_id in ClusterSync.objects.filter(rollout_id__in=earlier).values_list(
+        "rollout_id", "cluster_id"
+    ):  # one query for every earlier rollout's legs
+        reached.setdefault(rollout_id, set()).add(cluster_id)
+    return any(targets <= clusters for clusters in reached.values())
 
 
 def describe(rule: ApprovalRule, mapping_group: ClusterGroup) -> str:

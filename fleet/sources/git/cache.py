@@ -24,7 +24,6 @@ from fleet.sources.git.archive import MAX_EXPORT_BYTES, check_relative, extract_
 from fleet.sources.git.auth import (
     ANONYMOUS,
     GitCredentials,
-    address_config,
     auth_env,
     git_error,
     redact_url,
@@ -148,10 +147,6 @@ class RepositoryCache:
         with auth_env(self.credentials, self.url, timeout=self.timeout,
                       deny_networks=self.deny_networks) as env:
             yield env
-
-    def _address_config(self) -> list[tuple[str, str]]:
-        """Connect-time SSRF check against ``deny_networks`` (see ``auth.address_config``)."""
-        return address_config(self.url, self.deny_networks)
 
     def _error(self, exc: gitpython.GitCommandError | str, *, context: str) -> GitError:
         """Map git's stderr to an error type, with secrets scrubbed."""

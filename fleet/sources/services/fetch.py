@@ -123,10 +123,6 @@ def set_fetch_stages(stages: FetchStages | None) -> None:
     _stages = stages or FetchStages()
 
 
-def fetch_stages() -> FetchStages:
-    return _stages
-
-
 # --------------------------------------------------------------------------- credentials and cache
 
 

@@ -200,16 +200,19 @@ def test_worker_killed_while_beat_queues_a_new_worker_processes_what_was_queued(
         first.kill()  # SIGKILL to the worker and its pool children; beat goes on queuing
         assert beat.process.poll() is None
         wait_for(lambda: broker.waiting(beat_ping) >= 3, timeout=120, what="beat to queue with no worker")
+        assert beat.process.poll() is None, "beat died while the worker was down"
+        beat.kill()  # nothing new from now on: exactly the backlog must be processed, none of it lost
         processed_before = pings(beat_ping)
-        second = Worker(tmp_path / "worker-2.log", concurrency=1, **env)
         waiting_at_restart = broker.waiting(beat_ping)
+        second = Worker(tmp_path / "worker-2.log", concurrency=1, **env)
+        wait_for(lambda: broker.waiting(beat_ping) == 0, timeout=120, what="the backlog drained")
         wait_for(
             lambda: pings(beat_ping) >= processed_before + waiting_at_restart,
             timeout=120,
             what="the new worker to process what beat queued while no worker ran",
         )
         assert_alive(second)
-        assert beat.process.poll() is None, "beat died"
+        assert pings(beat_ping) == processed_before + waiting_at_restart
     finally:
         beat.stop()
         first.stop()

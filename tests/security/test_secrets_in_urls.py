@@ -207,7 +207,7 @@ def test_data_migration_scrubs_stored_passwords_and_keeps_fetches_working(latest
         "encoded": OldRepository.objects.create(name="encoded", url=PASSWORD_URLS[4]),
         "clean": OldRepository.objects.create(name="clean", url=USERNAME_ONLY_URLS[0]),
     }
-    assert len(rows) == 6
+    assert OldRepository.objects.count() == len(rows) == 6
     _migrate([("sources", migration)])
     _migrate_to_latest()  # the models below are today's: the scrubbed rows must survive later migrations too
 

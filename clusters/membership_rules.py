@@ -36,9 +36,6 @@ def added(before: Iterable[Pair], after: Iterable[Pair]) -> set[Pair]:
     return set(after) - set(before)
 
 
-def removed(before: Iterable[Pair], after: Iterable[Pair]) -> set[Pair]:
-    return set(before) - set(after)
-
 
 def refusals(
     before: Iterable[Pair],

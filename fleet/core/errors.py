@@ -26,10 +26,3 @@ class DomainError(Exception):
         self.kind = kind
         self.field = field
 
-    @property
-    def conflict(self) -> bool:
-        return self.kind is ErrorKind.CONFLICT
-
-    @property
-    def forbidden(self) -> bool:
-        return self.kind is ErrorKind.FORBIDDEN

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
@@ -16,6 +15,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from fleet.audit.models import AuditImmutable
 from fleet.core.errors import DomainError, ErrorKind
+from fleet.core.request_body import request_body_limit
 
 
 class Conflict(APIException):
@@ -73,8 +73,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, AuditImmutable):
         return Response({"detail": str(exc)}, status=status.HTTP_405_METHOD_NOT_ALLOWED)
     elif isinstance(exc, RequestDataTooBig):
-        # Django's own refusal is a SuspiciousOperation (a bare HTML 400): a body over the limit is a 413.
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        # Django's own refusal is a SuspiciousOperation (a bare HTML 400): a body over the limit is a 413,
+        # naming the limit of the path (the webhook endpoint has its own).
+        request = context.get("request")
+        limit, _ = request_body_limit(request.path if request is not None else "")
         return Response({"detail": f"Request body is larger than the limit of {limit} bytes."},
                         status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     response = drf_exception_handler(exc, context)

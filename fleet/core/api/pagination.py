@@ -4,6 +4,8 @@ from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
+from fleet.core.filters import INT64_MAX
+
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
     """DRF's limit/offset pagination, except that a limit or offset that is not a whole number in range is
@@ -28,9 +30,9 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         for parameter in parameters:
             parameter["schema"]["minimum"] = 0
             if parameter["name"] == self.offset_query_param:
-                parameter["schema"]["maximum"] = 2**63 - 1
+                parameter["schema"]["maximum"] = INT64_MAX
             if parameter["name"] == self.limit_query_param:
-                parameter["schema"]["maximum"] = 2**63 - 1
+                parameter["schema"]["maximum"] = INT64_MAX
         return parameters
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +55,6 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             raise ValidationError({name: ["A whole number is required."]}) from None
         if number < minimum:
             raise ValidationError({name: [f"Ensure this value is greater than or equal to {minimum}."]})
-        if number > 2**63 - 1:
-            raise ValidationError({name: [f"Ensure this value is less than or equal to {2**63 - 1}."]})
+        if number > INT64_MAX:
+            raise ValidationError({name: [f"Ensure this value is less than or equal to {INT64_MAX}."]})
         return number

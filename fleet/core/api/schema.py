@@ -130,7 +130,6 @@ class FleetAutoSchema(AutoSchema):
             codes += ["413", "415"]
         if getattr(self.view, "throttle_classes", None):
             codes.append("429")
-        codes += [str(code) for code in getattr(self.view, "documented_error_codes", ())]
         return sorted(set(codes))
 
     def _is_public(self) -> bool:

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from clusters.models import ClusterGroup
 from fleet.access.models import APIToken, RoleBinding
-from fleet.core.api.serializers import FleetModelSerializer
+from fleet.core.api.serializers import FleetModelSerializer, StrictTextSerializerMixin
 
 
 class RoleBindingSerializer(FleetModelSerializer):
@@ -40,7 +40,7 @@ class RoleSerializer(serializers.Serializer):
     permissions = serializers.ListField(child=serializers.CharField())
 
 
-class APITokenSerializer(serializers.ModelSerializer):
+class APITokenSerializer(StrictTextSerializerMixin, serializers.ModelSerializer):
     days = serializers.IntegerField(
         write_only=True, required=False, min_value=0, max_value=3650, help_text="Days until expiry; 0 never."
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from django.db import models
 from rest_framework import serializers
 
 from fleet.access.restrict import restrict
@@ -21,7 +22,27 @@ class RestrictedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         return restrict(queryset, request.user, "view")
 
 
-class FleetModelSerializer(serializers.ModelSerializer):
+class StrictCharField(serializers.CharField):
+    """A text field that takes only JSON strings: DRF's CharField turns 12 into "12", which the schema (type:
+    string) does not promise and hides a client's mistake."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictTextSerializerMixin:
+    """Model text columns map to StrictCharField."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+    }
+
+
+class FleetModelSerializer(StrictTextSerializerMixin, serializers.ModelSerializer):
     """Runs the model's `clean()` so that the API and the admin validate alike, as 400 field errors."""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

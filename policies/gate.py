@@ -17,7 +17,13 @@ Rules:
   never stronger than ``warn``;
 * any engine error, timeout, unreachable engine or malformed policy blocks (fail closed);
 * policies read the target's context at ``data.fleetgate.context`` (both styles, so unmodified third-party
-  policies keep their ``input``); Gatekeeper policies also get ``data.inventory``.
+  policies keep their ``input``); Gatekeeper policies also get ``data.inventory``;
+* each object is reviewed as the operation the apply will do on the target (``RenderedObject.operation``):
+  ``CREATE`` (absent there), ``UPDATE`` (``old_object`` = the live object) or ``DELETE`` (a prune:
+  ``obj`` None, ``old_object`` = the live object). Gatekeeper policies get the review as ``input.review``;
+  conftest policies that read ``data.fleetgate.review`` get it there (their ``input`` stays the object, the
+  live one for a DELETE), and only those see DELETE entries. ``data.inventory`` holds what the target will
+  run: the rendered objects, not the ones being pruned.
 """
 
 from __future__ import annotations
@@ -68,11 +74,38 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class RenderedObject:
-    """One rendered Kubernetes object and where it came from."""
+    """One rendered Kubernetes object and where it came from, and how the apply will change the target.
 
-    obj: Mapping[str, Any]
+    ``operation`` is ``CREATE`` (default), ``UPDATE`` (``old_object`` = the live object) or ``DELETE``
+    (a prune: ``obj`` is None and ``old_object`` is the live object)."""
+
+    obj: Mapping[str, Any] | None
     source_file: str = ""
     document_index: int = 0
+    operation: str = "CREATE"
+    old_object: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.operation not in gk.OPERATIONS:
+            raise ValueError(f"operation {self.operation!r} is not one of {', '.join(gk.OPERATIONS)}")
+        if self.operation == "DELETE":
+            if self.obj is not None or self.old_object is None:
+                raise ValueError("a DELETE entry has no object and the live object as old_object")
+        elif self.obj is None:
+            raise ValueError(f"a {self.operation} entry needs the rendered object")
+        elif self.operation == "UPDATE" and self.old_object is None:
+            raise ValueError("an UPDATE entry needs the live object as old_object")
+
+    @property
+    def subject(self) -> Mapping[str, Any]:
+        """The object the entry is about: the rendered one, or the live one for a DELETE."""
+        subject = self.obj if self.obj is not None else self.old_object
+        assert subject is not None  # noqa: S101 - guaranteed by __post_init__
+        return subject
+
+    @property
+    def deleted(self) -> bool:
+        return self.operation == "DELETE"
 
 
 @dataclass(frozen=True)
@@ -92,6 +125,9 @@ class TargetContext:
     author: str = ""
     default_namespace: str = "default"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: ``userInfo`` of every review of this target: the Fleetgate user who triggered the rollout, or the
+    #: commit author (``git:<email>``), with groups.
+    user_info: Mapping[str, Any] = field(default_factory=lambda: dict(gk.DEFAULT_USER_INFO))
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -307,12 +343,13 @@ class _Target:
     def __init__(self, objects: Sequence[RenderedObject], context: TargetContext) -> None:
         self.objects = objects
         self.context = context
-        self.ids: list[ObjectId] = [object_id(r.obj, context.default_namespace) for r in objects]
+        self.ids: list[ObjectId] = [object_id(r.subject, context.default_namespace) for r in objects]
         self.namespaces: dict[str, Mapping[str, Any]] = {
             oid.name: r.obj
             for r, oid in zip(objects, self.ids, strict=True)
-            if oid.kind == "Namespace" and oid.group == ""
+            if oid.kind == "Namespace" and oid.group == "" and r.obj is not None
         }
+        self.has_deletes = any(r.deleted for r in objects)
         self.namespace_labels = {name: labels_of(obj) for name, obj in self.namespaces.items()}
         self._object_json: list[str | None] = [None] * len(objects)
         self._review_json: list[str | None] = [None] * len(objects)
@@ -320,7 +357,7 @@ class _Target:
     def object_json(self, i: int) -> str:
         text = self._object_json[i]
         if text is None:
-            text = self._object_json[i] = to_json(self.objects[i].obj)
+            text = self._object_json[i] = to_json(self.objects[i].subject)
         return text
 
     def review_json(self, i: int) -> str:
@@ -328,7 +365,17 @@ class _Target:
         if text is None:
             oid = self.ids[i]
             ns_obj = self.namespaces.get(oid.namespace) if oid.namespace else None
-            text = self._review_json[i] = to_json(gk.review(self.objects[i].obj, oid, ns_obj))
+            r = self.objects[i]
+            text = self._review_json[i] = to_json(
+                gk.review(
+                    r.obj,
+                    oid,
+                    ns_obj,
+                    operation=r.operation,
+                    old_object=r.old_object,
+                    user_info=self.context.user_info,
+                )
+            )
         return text
 
     def ref(self, i: int) -> ObjectRef:
@@ -358,7 +405,7 @@ def _evaluate_gatekeeper(
     indices = [
         i
         for i, oid in enumerate(target.ids)
-        if constraint.match.matches(target.objects[i].obj, oid, target.namespace_labels)
+        if constraint.match.matches(target.objects[i].subject, oid, target.namespace_labels)
     ]
     params = constraint.parameters_json
     out: list[Violation] = []
@@ -402,21 +449,33 @@ def _evaluate_conftest(
     if policy.conftest_policy.combine:
         files: dict[str, list[Any]] = {}
         for r in target.objects:
-            files.setdefault(r.source_file, []).append(r.obj)
+            if r.obj is not None:
+                files.setdefault(r.source_file, []).append(r.obj)
         combined = conftest_fmt.combined_input(list(files.items()))
         deadline.check()
         result = prepared.evaluate(conftest_fmt.ENTRYPOINT, combined, session)
         return _conftest_violations(policy, result, None), 1
-    n = len(target.objects)
-    for start in range(0, n, _CHUNK):
+    wrapped = policy.conftest_policy.reads_review
+    # a conftest policy sees only the files, unless it reads the review (then also the prunes)
+    indices = (
+        list(range(len(target.objects)))
+        if wrapped or not target.has_deletes
+        else [i for i, r in enumerate(target.objects) if not r.deleted]
+    )
+    for start in range(0, len(indices), _CHUNK):
         deadline.check()
-        chunk = range(start, min(n, start + _CHUNK))
-        inputs = [target.object_json(i) for i in chunk]
+        chunk = indices[start : start + _CHUNK]
+        inputs = [
+            conftest_fmt.review_input_json(target.object_json(i), target.review_json(i))
+            if wrapped
+            else target.object_json(i)
+            for i in chunk
+        ]
         for i, result in zip(
             chunk, prepared.evaluate_many(conftest_fmt.ENTRYPOINT, inputs, session), strict=True
         ):
             out.extend(_conftest_violations(policy, result, target.ref(i)))
-    return out, n
+    return out, len(indices)
 
 
 def _as_rendered(objects: Sequence[RenderedObject | Mapping[str, Any]]) -> list[RenderedObject]:
@@ -475,7 +534,9 @@ def evaluate_target(
         deadline = _Deadline(time_budget)
         needs_inventory = any(p.style is PolicyStyle.GATEKEEPER for p in policies)
         target_data = {
-            "inventory": build_inventory((r.obj for r in rendered), context.default_namespace)
+            "inventory": build_inventory(
+                (r.obj for r in rendered if r.obj is not None), context.default_namespace
+            )
             if needs_inventory
             else {},
             "fleetgate": {"context": context.as_data()},
@@ -530,8 +591,8 @@ def _apply_waivers(
         return violations
     labels_by_ref: dict[tuple[str, str, str], dict[str, str]] = {}
     for r in rendered:
-        oid = object_id(r.obj, context.default_namespace)
-        labels_by_ref[(oid.kind, oid.namespace, oid.name)] = labels_of(r.obj)
+        oid = object_id(r.subject, context.default_namespace)
+        labels_by_ref[(oid.kind, oid.namespace, oid.name)] = labels_of(r.subject)
     out = []
     for v in violations:
         labels = labels_by_ref.get((v.object.kind, v.object.namespace, v.object.name), {}) if v.object else {}

@@ -11,6 +11,12 @@ Semantics follow conftest:
   ``contents`` is the document (or the list of documents when a file holds several);
 * data files are plain data (``data.<key>``).
 
+Fleetgate addition: a policy that reads ``data.fleetgate.review`` gets, per object, the same admission
+review a Gatekeeper policy gets as ``input.review`` (operation, object, oldObject, userInfo, ...), while its
+``input`` stays the object (for a DELETE review: the live object about to be pruned). Such a policy is also
+evaluated on the objects a sync would prune; a policy that does not read the review is not (conftest only
+ever sees the files). With ``combine`` the review is not set.
+
 One entry point evaluates every rule (and ``exception``) of every namespace in one go.
 """
 
@@ -28,6 +34,7 @@ from policies.formats import FormatError
 
 ENTRYPOINT = "results"
 RULE_NAME = re.compile(r"^(deny|violation|warn)(_[A-Za-z0-9_]+)?$")
+_REVIEW_WORD = re.compile(r"\breview\b")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,14 @@ class ConftestPolicy:
                     names.append(name)
         return by_ns
 
+    @property
+    def reads_review(self) -> bool:
+        """Whether the policy reads ``data.fleetgate.review`` (then its input is wrapped, see
+        :func:`review_input_json`, and it also sees DELETE reviews). Never with ``combine``."""
+        return not self.combine and any(
+            "fleetgate" in m.source and _REVIEW_WORD.search(m.source) for m in self.modules
+        )
+
     def policy_set(self) -> PolicySet:
         rules = self.rules()
         if not any(name != "exception" for names in rules.values() for name in names):
@@ -70,6 +85,11 @@ class ConftestPolicy:
             fields = ", ".join(f'"{n}": [x | x := data.{ns}.{n}]' for n in names)
             parts.append(f'"{ns}": {{{fields}}}')
         expr = "{" + ", ".join(parts) + "}"
+        if self.reads_review:
+            # input stays the object; the review is swapped into data.fleetgate.review per evaluation
+            expr = (
+                f"[r | r := {expr} with input as input.object with data.fleetgate.review as input.review][0]"
+            )
         return PolicySet(self.modules, {ENTRYPOINT: expr}, dict(self.data))
 
 
@@ -143,3 +163,8 @@ def findings(result: Any) -> list[Finding]:
 def combined_input(files: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
     """``--combine`` input: one ``{path, contents}`` per file; contents is a list for multi-document files."""
     return [{"path": path, "contents": docs[0] if len(docs) == 1 else docs} for path, docs in files]
+
+
+def review_input_json(object_json: str, review_json: str) -> str:
+    """The wrapped input of a policy that reads ``data.fleetgate.review`` (pre-encoded parts)."""
+    return '{"object":' + object_json + ',"review":' + review_json + "}"

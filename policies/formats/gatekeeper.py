@@ -292,18 +292,49 @@ def validate_parameters(template: ConstraintTemplate, constraint: Constraint) ->
 # --------------------------------------------------------------------------------------------- input
 
 
+OPERATIONS = ("CREATE", "UPDATE", "DELETE")
+
+#: The ``userInfo`` of a review when nobody in particular asked for it.
+DEFAULT_USER_INFO: Mapping[str, Any] = {"username": "fleetgate", "groups": ["system:authenticated"]}
+
+
 def review(
-    obj: Mapping[str, Any], oid: ObjectId, namespace_object: Mapping[str, Any] | None = None
+    obj: Mapping[str, Any] | None,
+    oid: ObjectId,
+    namespace_object: Mapping[str, Any] | None = None,
+    *,
+    operation: str = "CREATE",
+    old_object: Mapping[str, Any] | None = None,
+    user_info: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """``input.review`` shaped like Gatekeeper's admission review of a CREATE."""
+    """``input.review`` shaped like Gatekeeper's admission review (an ``AdmissionRequest``).
+
+    ``CREATE``: ``object`` is the rendered object, ``oldObject`` null. ``UPDATE``: ``object`` is the
+    rendered object, ``oldObject`` the live one. ``DELETE``: ``object`` is null, ``oldObject`` the live
+    object about to be pruned. ``userInfo`` is ``{username, groups}`` (default: the ``fleetgate`` user).
+    """
+    if operation not in OPERATIONS:
+        raise ValueError(f"review operation {operation!r} is not one of {', '.join(OPERATIONS)}")
+    if operation == "DELETE":
+        if old_object is None:
+            raise ValueError("a DELETE review needs the old (live) object")
+        obj = None
+    elif obj is None:
+        raise ValueError(f"a {operation} review needs the object")
+    if operation == "CREATE":
+        old_object = None
+    elif operation == "UPDATE" and old_object is None:
+        raise ValueError("an UPDATE review needs the old (live) object")
+    info = user_info if user_info is not None else DEFAULT_USER_INFO
     out: dict[str, Any] = {
+        "operation": operation,
         "object": obj,
-        "oldObject": None,
+        "oldObject": old_object,
         "kind": {"group": oid.group, "version": oid.version, "kind": oid.kind},
         "name": oid.name,
-        "operation": "CREATE",
-        "userInfo": {"username": "fleetgate", "groups": ["system:authenticated"]},
-        "dryRun": False,
+        "userInfo": {"username": str(info.get("username") or ""), "groups": list(info.get("groups") or [])},
+        "dryRun": dry_run,
     }
     if oid.namespace:
         out["namespace"] = oid.namespace

@@ -1,9 +1,10 @@
 """Nothing fails open (issue 16): a built-in that errors blocks the object on both engines.
 
-OPA's default is to make an erroring built-in's expression undefined, so a ``deny`` rule that calls one quietly
-passes; Fleetgate queries OPA with ``strict-builtin-errors`` and regorus raises, so on both engines the error
-is an engine error of the decision, which blocks. conftest's own example (``--show-builtin-errors`` with
-``net.lookup_ip_addr``) is refused at save and blocks if it ever reaches evaluation."""
+OPA's default is to make an erroring built-in's expression undefined, so a ``deny`` rule that calls one
+quietly passes; Fleetgate queries OPA with ``strict-builtin-errors`` and regorus raises, so on both engines
+the error is an engine error of the decision, which blocks. conftest's own example
+(``--show-builtin-errors`` with ``net.lookup_ip_addr``) is refused at save and blocks if it
+ever reaches evaluation."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def test_an_erroring_builtin_blocks_on_both_engines(engine: RegoEngine, builtin:
 def test_the_same_policies_pass_when_the_builtins_succeed(engine: RegoEngine) -> None:
     """The control: on an object where every built-in succeeds and no rule fires, the decision is passed."""
     fine = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "1"}}
-    for expr in ("to_number(input.metadata.name) > 3", 'regex.match("^[0-9]+$", input.metadata.name) == false'):
+    exprs = ("to_number(input.metadata.name) > 3", 'regex.match("^[0-9]+$", input.metadata.name) == false')
+    for expr in exprs:
         decision = evaluate_target([fine], [_policy("deny", expr)], engine=engine)
         assert decision.outcome is Outcome.PASSED, decision
         assert decision.errors == []

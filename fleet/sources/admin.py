@@ -4,12 +4,13 @@ from typing import Any
 
 from django.contrib import admin, messages
 
-from fleet.core.admin import AuditedModelAdmin
+from fleet.core.admin import AuditedModelAdmin, SecretFieldsForm
 from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
 from fleet.sources.choices import FetchTrigger
 from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
 from fleet.sources.services import request_fetch
+from fleet.sources.services.dependencies import DependencyError, check_dependencies
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -37,12 +38,43 @@ class RepositoryAdmin(AuditedModelAdmin):
         self.message_user(request, f"Queued a fetch of {queryset.count()} repository(ies).", messages.SUCCESS)
 
 
+class PathMappingForm(SecretFieldsForm):
+    """Dependencies are checked like the API checks them: cycles (named), scope, overlapping groups."""
+
+    user: Any = None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        repository, group = cleaned.get("repository"), cleaned.get("cluster_group")
+        if repository is None or group is None or not cleaned.get("name"):
+            return cleaned  # their own field errors say what is missing
+        try:
+            check_dependencies(
+                user=self.user,
+                mapping=self.instance if self.instance.pk else None,
+                repository_name=repository.name,
+                name=cleaned["name"],
+                cluster_group_id=group.pk,
+                depends_on=list(cleaned.get("depends_on") or []),
+            )
+        except DependencyError as exc:
+            self.add_error("depends_on", exc.message)
+        return cleaned
+
+
 @admin.register(PathMapping)
 class PathMappingAdmin(AuditedModelAdmin):
+    form = PathMappingForm
     list_display = ("name", "repository", "path", "cluster_group", "renderer", "enabled", "last_rendered_sha")
     list_filter = ("renderer", "enabled", "cluster_group")
     search_fields = ("name", "path")
-    readonly_fields = ("last_rendered_sha", "last_render_attempt_sha", "config_fingerprint", "watched_paths")
+    filter_horizontal = ("depends_on",)
+    readonly_fields = ("last_rendered_sha", "last_render_attempt_sha", "config_fingerprint", "watched_paths",
+                       "declared_depends_on")
+
+    def get_form(self, request: Any, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
 
 
 @admin.register(Commit)

@@ -78,6 +78,19 @@ class PathMapping(TimestampedModel):
         help_text="Namespace for namespaced objects that name none (default: 'default').",
     )
     enabled = models.BooleanField(default=True)
+    depends_on = models.ManyToManyField(
+        "self",
+        symmetrical=False,
+        blank=True,
+        related_name="dependents",
+        help_text="Mappings that must be synced and healthy on a cluster before this one syncs there.",
+    )
+    declared_depends_on = models.JSONField(
+        default=list,
+        blank=True,
+        editable=False,
+        help_text="Dependencies named by dependsOn in fleetgate.yaml at the last render ('repo/mapping').",
+    )
     last_rendered_sha = models.CharField(
         max_length=64, blank=True, editable=False, help_text="The last commit rendered without error."
     )

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from clusters.models import ClusterGroup
 from fleet.core.api.serializers import FleetModelSerializer, RestrictedPrimaryKeyRelatedField
 from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
+from fleet.sources.services.dependencies import check_dependencies, mapping_label, resolve_label
 
 SECRET_FIELDS = ("token", "ssh_private_key", "webhook_secret")
 
@@ -71,6 +72,18 @@ class PathMappingSerializer(FleetModelSerializer):
     cluster_group = RestrictedPrimaryKeyRelatedField(queryset=ClusterGroup.objects.all())
     repository_name = serializers.CharField(source="repository.name", read_only=True)
     cluster_group_name = serializers.CharField(source="cluster_group.name", read_only=True)
+    # Not restricted here: a dependency the user may not see is refused with 403 by check_dependencies.
+    depends_on = serializers.PrimaryKeyRelatedField(
+        many=True,
+        required=False,
+        queryset=PathMapping.objects.all(),
+        help_text="Ids of the mappings that must be synced and healthy on a cluster before this one syncs "
+        "there (docs/sources.md, Dependencies).",
+    )
+    depends_on_names = serializers.SerializerMethodField(
+        help_text="The dependencies set here and those named by dependsOn in fleetgate.yaml, as "
+        "'repository/mapping'."
+    )
 
     class Meta:
         model = PathMapping
@@ -86,6 +99,9 @@ class PathMappingSerializer(FleetModelSerializer):
             "values",
             "target_namespace",
             "enabled",
+            "depends_on",
+            "declared_depends_on",
+            "depends_on_names",
             "last_rendered_sha",
             "last_render_attempt_sha",
             "watched_paths",
@@ -93,8 +109,41 @@ class PathMappingSerializer(FleetModelSerializer):
             "updated",
         ]
         read_only_fields = [
-            "last_rendered_sha", "last_render_attempt_sha", "watched_paths", "created", "updated"
+            "declared_depends_on", "last_rendered_sha", "last_render_attempt_sha", "watched_paths",
+            "created", "updated",
         ]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        mapping = self.instance
+        touched = {"depends_on", "name", "repository", "cluster_group"} & set(attrs)
+        if not touched or (mapping is None and not attrs.get("depends_on")):
+            return attrs
+        request = self.context.get("request")
+        repository = attrs.get("repository") or getattr(mapping, "repository", None)
+        group = attrs.get("cluster_group") or getattr(mapping, "cluster_group", None)
+        name = attrs.get("name") or getattr(mapping, "name", "")
+        if repository is None or group is None or not name:
+            return attrs  # required fields missing: their own errors say so
+        if "depends_on" in attrs:
+            deps = attrs["depends_on"]
+        else:
+            deps = list(mapping.depends_on.all()) if mapping is not None else []
+        check_dependencies(
+            user=request.user if request is not None else None,
+            mapping=mapping,
+            repository_name=repository.name,
+            name=name,
+            cluster_group_id=group.pk,
+            depends_on=deps,
+        )
+        return attrs
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_depends_on_names(self, obj: PathMapping) -> list[str]:
+        own = [mapping_label(m) for m in obj.depends_on.all()]
+        declared = [resolve_label(str(d), obj.repository.name) for d in obj.declared_depends_on or []]
+        return sorted(set(own) | set(declared))
 
 
 class RenderErrorSerializer(serializers.Serializer):

@@ -88,7 +88,9 @@ class RepositoryViewSet(FleetModelViewSet):
 
 
 class PathMappingViewSet(FleetModelViewSet):
-    queryset = PathMapping.objects.select_related("repository", "cluster_group")
+    queryset = PathMapping.objects.select_related("repository", "cluster_group").prefetch_related(
+        "depends_on__repository"
+    )
     serializer_class = PathMappingSerializer
     filterset_class = PathMappingFilterSet
     search_fields = ["name", "path"]

@@ -12,6 +12,11 @@ Schema (every key optional)::
       values: {replicas: 2}
       valuesFiles: [values-common.yaml]          # relative to the mapped path; excluded from plain rendering
     patches: [...]                               # as below, applied to every target
+    dependsOn:                                   # mappings synced and healthy on a cluster first
+      - crds                                     #   a mapping of the same repository
+      - infra/namespaces                         #   repository/mapping
+      - name: operators                          #   Fleet/Flux form; repository: optional
+        repository: infra
     targetCustomizations:                        # first match wins
       - name: eu-prod
         clusterSelector:                         # Kubernetes label selector on cluster labels
@@ -42,6 +47,7 @@ test).  A patch whose target matches no object is an error, so typos do not pass
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,9 +58,11 @@ from .context import ClusterContext, deep_merge
 from .errors import RenderError
 
 FLEETGATE_FILES = ("fleetgate.yaml", "fleetgate.yml")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 RENDERERS = ("auto", "plain", "kustomize", "helm")
 
-_TOP_KEYS = {"renderer", "namespace", "substitute", "kustomize", "helm", "patches", "targetCustomizations"}
+_TOP_KEYS = {"renderer", "namespace", "substitute", "kustomize", "helm", "patches", "targetCustomizations",
+             "dependsOn"}
 _TARGET_KEYS = {"name", "clusterSelector", "clusterName", "clusterGroup", "namespace", "doNotDeploy",
                 "kustomize", "helm", "patches"}
 _HELM_KEYS = {"releaseName", "values", "valuesFiles"}
@@ -94,6 +102,10 @@ class FleetgateFile:
         for block in [self.data.get("helm") or {}] + [t.get("helm") or {} for t in self._targets()]:
             files.update(block.get("valuesFiles") or [])
         return files
+
+    def depends_on(self) -> tuple[str, ...]:
+        """The ``dependsOn`` entries as ``mapping`` or ``repository/mapping`` (checked by parse_fleetgate)."""
+        return tuple(_dependency(item) for item in self.data.get("dependsOn") or ())
 
     def _targets(self) -> list[Mapping[str, Any]]:
         return list(self.data.get("targetCustomizations") or [])
@@ -151,6 +163,7 @@ def parse_fleetgate(data: Any, file: str) -> FleetgateFile:
         raise _err(file, f"renderer must be one of {', '.join(RENDERERS)}")
     _check_str(data.get("namespace"), "namespace", file)
     _check_block(data, file, "")
+    _check_depends_on(data.get("dependsOn"), file)
     targets = data.get("targetCustomizations") or []
     if not isinstance(targets, list):
         raise _err(file, "targetCustomizations must be a list")
@@ -170,6 +183,37 @@ def parse_fleetgate(data: Any, file: str) -> FleetgateFile:
             _check_selector(t["clusterSelector"], f"{where}.clusterSelector", file)
         _check_block(t, file, where + ".")
     return FleetgateFile(data, file)
+
+
+def _dns_label(value: Any) -> bool:
+    return isinstance(value, str) and bool(_DNS_LABEL.match(value))
+
+
+def _dependency(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    repo = item.get("repository")
+    return f"{repo}/{item['name']}" if repo else str(item["name"])
+
+
+def _check_depends_on(raw: Any, file: str) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, list):
+        raise _err(file, "dependsOn must be a list of mapping names")
+    for i, item in enumerate(raw):
+        where = f"dependsOn[{i}]"
+        if isinstance(item, Mapping):
+            if set(item) - {"name", "repository"} or "name" not in item:
+                raise _err(file, f"{where} takes name and an optional repository")
+            if not _dns_label(item["name"]) or ("repository" in item and not _dns_label(item["repository"])):
+                raise _err(file, f"{where}: name and repository must be DNS labels (lower case, digits, '-')")
+        elif isinstance(item, str):
+            parts = item.split("/")
+            if len(parts) > 2 or not all(_dns_label(p) for p in parts):
+                raise _err(file, f"{where}: '{item}' is not a mapping name or repository/mapping")
+        else:
+            raise _err(file, f"{where} must be a mapping name or {{name, repository}}")
 
 
 def _check_block(block: Mapping[str, Any], file: str, where: str) -> None:

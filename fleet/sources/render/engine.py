@@ -148,6 +148,25 @@ def _load_fleetgate(tree: SourceTree, directory: Path) -> FleetgateFile | None:
     return None
 
 
+def declared_dependencies(tree: SourceTree | str | os.PathLike[str], paths: Sequence[str]
+                          ) -> tuple[tuple[str, ...], str | None]:
+    """The ``dependsOn`` entries of the fleetgate.yaml files of ``paths`` (a mapping's expanded paths), in
+    order without repeats, and the first file that names any (for errors)."""
+    tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
+    found: list[str] = []
+    first: str | None = None
+    for path in paths:
+        directory = tree.resolve(normalize_path(path), what="mapping path")
+        fg = _load_fleetgate(tree, directory) if directory.is_dir() else None
+        if fg is None:
+            continue
+        for dep in fg.depends_on():
+            first = first or fg.file
+            if dep not in found:
+                found.append(dep)
+    return tuple(found), first
+
+
 def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
     if request.renderer not in RENDERERS:
         raise RenderError(f"unknown renderer {request.renderer!r} (use {', '.join(RENDERERS)})")

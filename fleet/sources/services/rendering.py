@@ -13,6 +13,7 @@ labels) differs from the one of its last render attempt.
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
 import json
 import logging
@@ -43,11 +44,18 @@ from fleet.sources.render import (
     RenderRequest,
     SourceTree,
     compute_input_hash,
+    declared_dependencies,
     expand_mapping_path,
     kustomize_dependencies,
     render,
 )
 from fleet.sources.render.objects import RenderedObject
+from fleet.sources.services.dependencies import (
+    check_declared,
+    describe_cycle,
+    mapping_label,
+    resolve_label,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -363,6 +371,12 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
         mapping_error = exc
         paths = []
     watched = watched_paths(tree, paths)
+    declared: list[str] = []
+    if mapping_error is None:
+        try:
+            declared = declared_dependencies_of(tree, mapping, paths)
+        except RenderError as exc:
+            mapping_error = exc
     if mapping_error is None:
         for cluster in clusters:
             reqs = build_requests(mapping, cluster, commit.sha, paths)
@@ -397,13 +411,26 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 fresh.add(cluster.pk)
             per_cluster[cluster.pk] = result
     return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh, existing, known=known,
-                  watched=watched, on_rendered=session.on_rendered)
+                  watched=watched, declared=declared, on_rendered=session.on_rendered)
+
+
+def declared_dependencies_of(tree: SourceTree, mapping: PathMapping, paths: Sequence[str]) -> list[str]:
+    """The mappings the fleetgate.yaml files of ``paths`` name in ``dependsOn``, as labels; a RenderError
+    (on the file) when they would close a dependency cycle, named.  Mappings without dependsOn cost no
+    query."""
+    names, file = declared_dependencies(tree, paths)
+    labels = [resolve_label(name, mapping.repository.name) for name in names]
+    if labels:
+        cycle = check_declared(mapping, labels)
+        if cycle:
+            raise RenderError(f"dependsOn: dependency cycle: {describe_cycle(cycle)}", file=file)
+    return labels
 
 
 def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendered: int, reused: int,
            mapping_error: RenderError | None, fresh: set[int] | None = None,
            existing: MappingRender | None = None, *, known: bool = False,
-           watched: Sequence[str] = (),
+           watched: Sequence[str] = (), declared: Sequence[str] = (),
            on_rendered: Callable[[MappingRender], None] | None = None) -> MappingRenderOutcome:
     """Write one mapping's outcome at a commit.  ``known``: the caller already looked up the existing
     MappingRender of (commit, mapping) and passes it as ``existing`` (None when there is none).
@@ -475,6 +502,7 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
         if status == RenderStatus.RENDERED:
             updates["last_rendered_sha"] = commit.sha
             updates["watched_paths"] = sorted(watched)
+            updates["declared_depends_on"] = list(declared)
         PathMapping.objects.filter(pk=mapping.pk).update(**updates)
         for key, value in updates.items():
             setattr(mapping, key, value)
@@ -507,6 +535,37 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
 # --------------------------------------------------------------------------- commits
 
 
+def dependencies_first(tree: SourceTree, plans: list[_Plan]) -> list[_Plan]:
+    """The plans with the mappings others depend on first (set dependencies, and dependsOn as this commit's
+    fleetgate.yaml files say), so that a dependency's rollout of a commit exists before its dependents'
+    do: a dependent then waits for the new commit of its dependency, not the old one. Unchanged when
+    nothing depends on anything here (or on a cycle, which the render of the mapping reports)."""
+    if len(plans) < 2:
+        return plans
+    by_label = {mapping_label(p.mapping): p for p in plans}
+    graph: dict[str, set[str]] = {name: set() for name in by_label}
+    ids = {p.mapping.pk: name for name, p in by_label.items()}
+    through = PathMapping.depends_on.through
+    for src, dst in through.objects.filter(from_pathmapping_id__in=list(ids)).values_list(
+            "from_pathmapping_id", "to_pathmapping_id"):
+        if dst in ids:
+            graph[ids[src]].add(ids[dst])
+    for name, plan in by_label.items():
+        try:
+            names, _ = declared_dependencies(tree, expand_paths(tree, plan.mapping))
+        except RenderError:
+            continue  # rendering the mapping reports it
+        graph[name].update(d for d in (resolve_label(n, plan.mapping.repository.name) for n in names)
+                           if d in by_label)
+    if not any(graph.values()):
+        return plans
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError:
+        return plans
+    return [by_label[name] for name in order]
+
+
 def _commit_status(commit: Commit) -> str:
     statuses = set(MappingRender.objects.filter(commit=commit).values_list("status", flat=True))
     if RenderStatus.FAILED in statuses:
@@ -528,6 +587,7 @@ def render_commit(session: RenderSession, cache: RepositoryCache, commit: Commit
             with cache.export(commit.sha) as root:
                 session.stats.exports += 1
                 tree = SourceTree(root)
+                plans = dependencies_first(tree, plans)
                 for plan in plans:
                     outcomes.append(render_mapping(session, tree, commit, plan,
                                                    existing.get(plan.mapping.pk), known=True))

@@ -1,14 +1,19 @@
 """conftest-style policies: ``deny``/``violation``/``warn`` rules (with ``_suffix``) in chosen packages.
 
-Semantics follow conftest:
+Semantics follow conftest (``policy/engine.go``, checked against its examples by
+``tools/conformance/conftest_examples.py``):
 
 * rules are found by name in each namespace (package; default ``main``): ``deny``, ``violation`` and
   ``warn``, optionally ``deny_<suffix>`` etc. ``deny``/``violation`` are failures, ``warn`` are warnings;
 * a result is a string or an object with ``msg`` (other keys are kept as details);
-* ``exception[rules]`` (a set of name lists) excuses a failure rule when the rule's suffix (``deny_foo`` ->
-  ``foo``; the bare rule -> its own name, ``deny``) is in one of the lists, for that input;
-* each object is one ``input``; with ``combine`` the input is ``[{path, contents}]`` for all files, where
-  ``contents`` is the document (or the list of documents when a file holds several);
+* ``exception[rules]`` (a set of name lists) excuses a rule, failure or warning, for that input when the
+  rule's suffix (``deny_foo`` -> ``foo``; a bare ``deny``/``warn``/``violation`` -> ``""``) is in one of the
+  lists: the rule's findings are dropped and each matching list entry counts as one *exception*, as conftest
+  reports ``EXCP - data.main.exception[_][_] == "foo"``;
+* counts per input follow conftest: every definition of a deny/warn/violation rule is a test; a rule whose
+  set is empty is a success; tests = max(definitions, failures + warnings + exceptions + empty rules);
+* each object is one ``input``; with ``combine`` the input is ``[{path, contents}]`` with one entry per
+  document (a file with several documents gives several entries with the same path), sorted by path;
 * data files are plain data (``data.<key>``).
 
 Fleetgate addition: a policy that reads ``data.fleetgate.review`` gets, per object, the same admission
@@ -29,12 +34,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.engine.base import Module, PolicySet
-from policies.engine.source import is_identifier_path, package_of, rule_heads
+from policies.engine.source import _KEYWORD_STARTS, _code_tokens, is_identifier_path, package_of, rule_heads
 from policies.formats import FormatError
 
 ENTRYPOINT = "results"
 RULE_NAME = re.compile(r"^(deny|violation|warn)(_[A-Za-z0-9_]+)?$")
 _REVIEW_WORD = re.compile(r"\breview\b")
+
+
+def rule_definitions(source: str) -> dict[str, int]:
+    """Top-level rule name -> number of definitions (bodies), as OPA counts ``module.Rules``: each head
+    counts, a v0 body that starts a line right after another (``p[x] { a }\n{ b }``) counts again, and an
+    ``else`` branch does not."""
+    counts: dict[str, int] = {}
+    depth = 0
+    prev_line = 0
+    after_default = False
+    last = ""
+    for tok in _code_tokens(source):
+        first_on_line = tok.line != prev_line
+        prev_line = tok.line
+        if tok.kind == "op":
+            if tok.text == "{" and depth == 0 and first_on_line and last:
+                counts[last] += 1
+            if tok.text in "([{":
+                depth += 1
+            elif tok.text in ")]}":
+                depth = max(0, depth - 1)
+            continue
+        if depth or tok.kind != "id":
+            after_default = False
+            continue
+        if after_default or (first_on_line and tok.text not in _KEYWORD_STARTS):
+            last = tok.text
+            counts[last] = counts.get(last, 0) + 1
+            after_default = False
+        elif first_on_line and tok.text == "default":
+            after_default = True
+        elif first_on_line and tok.text in ("package", "import"):
+            last = ""
+    return counts
 
 
 @dataclass(frozen=True)
@@ -75,6 +114,22 @@ class ConftestPolicy:
             "fleetgate" in m.source and _REVIEW_WORD.search(m.source) for m in self.modules
         )
 
+    def rule_counts(self) -> dict[str, dict[str, int]]:
+        """Namespace -> deny/warn/violation rule name -> number of definitions (conftest's test count)."""
+        counts: dict[str, dict[str, int]] = {}
+        for module in self.modules:
+            try:
+                package = package_of(module.source)
+            except ValueError:
+                continue
+            if not self.all_namespaces and package not in self.namespaces:
+                continue
+            per_ns = counts.setdefault(package, {})
+            for name, n in rule_definitions(module.source).items():
+                if RULE_NAME.match(name):
+                    per_ns[name] = per_ns.get(name, 0) + n
+        return counts
+
     def policy_set(self) -> PolicySet:
         rules = self.rules()
         if not any(name != "exception" for names in rules.values() for name in names):
@@ -103,8 +158,31 @@ class Finding:
 
 
 def _suffix(rule: str) -> str:
-    head, _, rest = rule.partition("_")
-    return rest if rest else head
+    """conftest's removeRulePrefix: ``deny_foo`` -> ``foo``; a bare rule name -> ``""``."""
+    _head, _, rest = rule.partition("_")
+    return rest
+
+
+@dataclass(frozen=True)
+class Excused:
+    """A rule excused by an ``exception`` rule for one input (conftest counts it as an exception)."""
+
+    namespace: str
+    rule: str
+    query: str  # conftest's message for it: data.<ns>.exception[_][_] == "<suffix>"
+
+
+@dataclass
+class InputResult:
+    """What conftest reports for one input: findings, exceptions and the number of tests."""
+
+    findings: list[Finding]
+    exceptions: list[Excused]
+    tests: int
+
+    @property
+    def successes(self) -> int:
+        return self.tests - len(self.findings) - len(self.exceptions)
 
 
 def _items(value: Any) -> list[Any]:
@@ -133,36 +211,65 @@ def _message(item: Any, rule: str) -> tuple[str, dict[str, Any]]:
     return json.dumps(item, sort_keys=True), {}
 
 
-def findings(result: Any) -> list[Finding]:
-    """Turn the entry point's value (``{namespace: {rule: [value?]}}``) into findings, minus exceptions."""
-    out: list[Finding] = []
-    if not isinstance(result, Mapping):
-        return out
-    for ns, rules in sorted(result.items()):
-        if not isinstance(rules, Mapping):
-            continue
-        excused: set[str] = set()
-        for value in rules.get("exception") or []:
-            for entry in _items(value):
-                if isinstance(entry, list):
-                    excused.update(str(x) for x in entry)
-                elif isinstance(entry, str):
-                    excused.add(entry)
-        for rule, wrapped in rules.items():
-            if rule == "exception" or not wrapped:
-                continue
-            level = "warning" if rule.startswith("warn") else "failure"
-            if level == "failure" and _suffix(rule) in excused:
-                continue
-            for item in _items(wrapped[0]):
-                msg, details = _message(item, rule)
-                out.append(Finding(ns, rule, level, msg, details))
+def _exception_entries(rules: Mapping[str, Any]) -> list[Any]:
+    """The values ``exception[_][_]`` iterates: each member of each exception set that is a list."""
+    out: list[Any] = []
+    wrapped = rules.get("exception") or []
+    for member in _items(wrapped[0]) if wrapped else []:
+        if isinstance(member, list):
+            out.extend(member)
     return out
 
 
+def check(result: Any, rule_counts: Mapping[str, Mapping[str, int]] | None = None) -> InputResult:
+    """The entry point's value (``{namespace: {rule: [value?]}}``) for one input -> conftest's result.
+
+    ``rule_counts`` (:meth:`ConftestPolicy.rule_counts`) gives the number of tests; without it each rule
+    name counts once."""
+    out = InputResult([], [], 0)
+    if not isinstance(result, Mapping):
+        return out
+    definitions = 0
+    empty = 0
+    for ns, rules in sorted(result.items()):
+        if not isinstance(rules, Mapping):
+            continue
+        counts = (rule_counts or {}).get(ns, {})
+        definitions += sum(counts.values()) if counts else sum(1 for r in rules if r != "exception")
+        entries = _exception_entries(rules)
+        for rule, wrapped in rules.items():
+            if rule == "exception":
+                continue
+            suffix = _suffix(rule)
+            hits = sum(1 for entry in entries if entry == suffix)
+            if hits:
+                query = f"data.{ns}.exception[_][_] == {json.dumps(suffix)}"
+                out.exceptions.extend(Excused(ns, rule, query) for _ in range(hits))
+                continue
+            if not wrapped:  # undefined (a complete rule whose body failed): neither result nor success
+                continue
+            items = _items(wrapped[0])
+            if not items:
+                empty += 1
+                continue
+            level = "warning" if rule.startswith("warn") else "failure"
+            for item in items:
+                msg, details = _message(item, rule)
+                out.findings.append(Finding(ns, rule, level, msg, details))
+    out.tests = max(definitions, len(out.findings) + len(out.exceptions) + empty)
+    return out
+
+
+def findings(result: Any) -> list[Finding]:
+    """Turn the entry point's value (``{namespace: {rule: [value?]}}``) into findings, minus exceptions."""
+    return check(result).findings
+
+
 def combined_input(files: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
-    """``--combine`` input: one ``{path, contents}`` per file; contents is a list for multi-document files."""
-    return [{"path": path, "contents": docs[0] if len(docs) == 1 else docs} for path, docs in files]
+    """``--combine`` input as conftest builds it: one ``{path, contents}`` per document (a multi-document
+    file gives one entry per document, all with its path), sorted by path (documents keep their order)."""
+    entries = [{"path": path, "contents": doc} for path, docs in files for doc in docs]
+    return sorted(entries, key=lambda e: e["path"])
 
 
 def review_input_json(object_json: str, review_json: str) -> str:

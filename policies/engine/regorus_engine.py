@@ -40,9 +40,10 @@ from policies.engine.base import (
     run_tests_generic,
     to_json,
 )
+from policies.engine.regorus_compat import regorus_compatible
 from policies.engine.regorus_pool import WorkerPool, get_pool
 from policies.engine.sandbox import REGORUS_OVERRIDES, forbidden_calls
-from policies.engine.source import module_version, normalise_for_engine, split_multi_body_rules
+from policies.engine.source import module_version, normalise_for_engine
 
 
 def _scrub_backtrace_env() -> None:
@@ -72,11 +73,14 @@ def parse_regorus_error(text: str, default_path: str = "", code: str = "rego_com
 
 
 def regorus_source(module: Module) -> str:
-    """The module as regorus gets it: v1 modules with ``import rego.v1``; v0 rules with several bodies
-    split into one rule per body (regorus rejects them; OPA accepts both forms). Lines do not move."""
-    if module_version(module) == "v0":
-        return split_multi_body_rules(module.source)
-    return normalise_for_engine(module)
+    """The module as regorus gets it: rewritten where regorus would answer differently from OPA
+    (:mod:`policies.engine.regorus_compat`: several bodies, ``(``-lines, ``sprintf`` arity, ``not`` of a call
+    with an undefined argument), and v1 modules with ``import rego.v1``. Lines do not move."""
+    v0 = module_version(module) == "v0"
+    text = regorus_compatible(module.source, v0=v0)
+    if v0:
+        return text
+    return normalise_for_engine(Module(module.path, text, "v1"))
 
 
 def _short(text: str) -> str:

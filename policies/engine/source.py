@@ -235,38 +235,10 @@ def is_identifier_path(path: str) -> bool:
 def split_multi_body_rules(source: str) -> str:
     """Rewrite ``head { a } { b }`` as ``head { a } head { b }`` (v0 rules with several bodies).
 
-    The head is repeated on the same line as the extra body, so line numbers do not move. Sources without
-    such rules come back unchanged.
+    The head is repeated on the same line as the extra body, so line numbers do not move; a head whose value
+    is an object or set literal (``f(x) = {"a": x} { ... }``) is told apart from a second body. Sources
+    without such rules come back unchanged. See :mod:`policies.engine.regorus_compat`.
     """
-    tokens = _code_tokens(source)
-    edits: list[tuple[int, str]] = []
-    depth = 0
-    head_start: int | None = None  # index of the token that starts the current top-level statement
-    head_text: str | None = None
-    prev_line = 0
-    prev: Token | None = None
-    for idx, tok in enumerate(tokens):
-        first_on_line = tok.line != prev_line
-        prev_line = tok.line
-        if depth == 0:
-            if tok.kind == "id" and first_on_line and tok.text not in _KEYWORD_STARTS:
-                head_start, head_text = idx, None
-            if tok.text == "{":
-                if prev is not None and prev.text == "}" and head_text:
-                    edits.append((tok.start, head_text + " "))
-                elif head_start is not None and head_text is None:
-                    head_text = source[tokens[head_start].start : tok.start].strip()
-        if tok.kind == "op":
-            if tok.text in "([{":
-                depth += 1
-            elif tok.text in ")]}":
-                depth = max(0, depth - 1)
-        prev = tok
-    out: list[str] = []
-    last = 0
-    for pos, text in edits:
-        out.append(source[last:pos])
-        out.append(text)
-        last = pos
-    out.append(source[last:])
-    return "".join(out)
+    from policies.engine.regorus_compat import split_multi_body_rules as split
+
+    return split(source)

@@ -56,6 +56,9 @@ def parse_manifests(text: str, filename: str = "manifests.yaml") -> list[gate.Re
         data = doc.data
         if data is None:
             continue
+        if isinstance(data, Mapping) and data.get("kind") == "AdmissionReview":
+            out.append(_admission_review(data, filename, doc.index, doc.line))
+            continue
         if not isinstance(data, Mapping) or not data.get("kind") or not data.get("apiVersion"):
             raise CheckInputError(
                 f"{filename}: document {doc.index} (line {doc.line}) is not a Kubernetes object "
@@ -69,6 +72,26 @@ def parse_manifests(text: str, filename: str = "manifests.yaml") -> list[gate.Re
         else:
             out.append(gate.RenderedObject(data, filename, doc.index))
     return out
+
+
+def _admission_review(doc: Mapping[str, Any], filename: str, index: int, line: int) -> gate.RenderedObject:
+    """An ``AdmissionReview`` document (as Gatekeeper's test suites write them): its ``request.object`` is
+    reviewed with the request's ``operation`` and ``oldObject``. An UPDATE without ``oldObject`` is reviewed
+    with the object as its own old object (the gate needs a live object for an UPDATE)."""
+    request = doc.get("request")
+    where = f"{filename}: document {index} (line {line})"
+    if not isinstance(request, Mapping):
+        raise CheckInputError(f"{where}: an AdmissionReview needs a request", file=filename, line=line)
+    operation = str(request.get("operation") or "CREATE").upper()
+    obj, old = request.get("object"), request.get("oldObject")
+    if operation == "UPDATE" and old is None:
+        old = obj
+    try:
+        return gate.RenderedObject(
+            obj if operation != "DELETE" else None, filename, index, operation=operation, old_object=old
+        )
+    except ValueError as exc:
+        raise CheckInputError(f"{where}: {exc}", file=filename, line=line, field="manifests") from None
 
 
 def _render_at(mapping: PathMapping, sha: str) -> list[tuple[Cluster, list[gate.RenderedObject], str]]:

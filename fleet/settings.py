@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet
 
 from fleet.core.urlguard import DEFAULT_DENY_CIDRS, parse_networks
 from fleet.env import env_bool, env_int, env_list, env_str, persistent_secret, random_key
+from fleet.observability import multiproc
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("FLEETGATE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -52,11 +53,14 @@ INSTALLED_APPS = [
     "fleet.sources",
     "policies",
     "fleet.rollouts",
+    "fleet.observability",
     "fleet.web",
     "fleet.demo",
 ]
 
 MIDDLEWARE = [
+    # HTTP request metrics (django-prometheus): first, and after all but axes, to time request and view.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before anything reads a body: 413 over the size limit (JSON under /api/), chunked bodies de-chunked.
@@ -70,6 +74,7 @@ MIDDLEWARE = [
     "fleet.core.middleware.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
@@ -147,7 +152,7 @@ WHITENOISE_USE_FINDERS = True
 # the test settings turn them off explicitly (plain http on 127.0.0.1). Behind a TLS-terminating proxy set
 # FLEETGATE_PROXY_SSL_HEADER (e.g. HTTP_X_FORWARDED_PROTO=https) and make the proxy overwrite that header.
 SECURE_SSL_REDIRECT = env_bool("FLEETGATE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks call it over http from inside
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # container health checks call it over http from inside
 SECURE_HSTS_SECONDS = env_int("FLEETGATE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("FLEETGATE_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("FLEETGATE_HSTS_PRELOAD", True)
@@ -291,6 +296,14 @@ FLEETGATE_KUBE_RETRIES = env_int("FLEETGATE_KUBE_RETRIES", 3)  # attempts per re
 FLEETGATE_SYNC_LEASE_SECONDS = max(1.0, float(env_str("FLEETGATE_SYNC_LEASE_SECONDS", "") or 60))
 FLEETGATE_SYNC_MAX_ATTEMPTS = max(1, env_int("FLEETGATE_SYNC_MAX_ATTEMPTS", 4))
 FLEETGATE_SYNC_RETRY_BASE = float(env_str("FLEETGATE_SYNC_RETRY_BASE", "") or 2.0)
+
+# Metrics (docs/operations.md#metrics). /metrics answers to this bearer token or a staff session (empty: staff
+# sessions only); FLEETGATE_METRICS_ON_WEB=false turns it off on the web port (`manage.py metrics_server`
+# serves it on a port of its own). Every process keeps its counters in PROMETHEUS_MULTIPROC_DIR (default
+# $FLEETGATE_VAR_DIR/metrics), shared by web and workers; set here, before prometheus_client is imported.
+FLEETGATE_METRICS_TOKEN = env_str("FLEETGATE_METRICS_TOKEN", "")
+FLEETGATE_METRICS_ON_WEB = env_bool("FLEETGATE_METRICS_ON_WEB", True)
+PROMETHEUS_MULTIPROC_DIR = str(multiproc.configure())
 
 # The cache shared by every process (web, worker, beat): login limits, API throttling. Redis when
 # FLEETGATE_CACHE_URL names one (redis://, rediss://, unix://), else files under var/cache.

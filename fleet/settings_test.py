@@ -5,6 +5,7 @@ Processes the tests start (Celery workers, `make run`) get FLEETGATE_VAR_DIR in 
 
 import atexit
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("FLEETGATE_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
@@ -21,6 +22,15 @@ if not os.environ.get("CELERY_BROKER_URL"):
     def _remove_broker_file() -> None:
         for path in _BROKER_FILE.parent.glob(_BROKER_FILE.name + "*"):  # with its -journal/-wal files
             path.unlink(missing_ok=True)
+
+# One metrics directory per test run too (prometheus_client's multiprocess files of this run's processes).
+_METRICS_DIR = Path(os.environ["FLEETGATE_VAR_DIR"]) / f"metrics-{os.getpid()}"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_METRICS_DIR)
+
+    @atexit.register
+    def _remove_metrics_dir() -> None:
+        shutil.rmtree(_METRICS_DIR, ignore_errors=True)
 
 
 from fleet.settings import *  # noqa: F403, E402

@@ -14,6 +14,7 @@ from fleet.audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical, check_chai
 from fleet.audit.models import AuditChainHead, AuditEvent
 from fleet.audit.redact import redact, snapshot
 from fleet.core import context
+from fleet.observability import metrics
 
 
 def _scope_of(target: Any, scope: Any) -> tuple[int | None, str]:
@@ -169,7 +170,14 @@ def _head_mismatch(
 
 
 def verify() -> VerifyResult:
-    """Walk the whole chain; name the first event whose content or link does not match."""
+    """Walk the whole chain; name the first event whose content or link does not match (and tell the
+    metrics when and with what result)."""
+    result = _verify()
+    metrics.audit_verification(result.ok)
+    return result
+
+
+def _verify() -> VerifyResult:
     head = AuditChainHead.objects.filter(pk=1).first()
     base_sequence = head.base_sequence if head else 0
     base_hash = head.base_hash if head else GENESIS_HASH

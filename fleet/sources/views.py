@@ -26,6 +26,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from fleet.core.middleware import client_address
+from fleet.observability import metrics
 from fleet.sources.services import receive_webhook
 from fleet.sources.webhooks import MAX_WEBHOOK_BODY_BYTES
 
@@ -155,3 +156,20 @@ class GitWebhookView(APIView):
         outcome = receive_webhook(repository_id, request._request.headers, body,
                                   too_large=body is None, max_bytes=limit)
         return Response(outcome.body(), status=outcome.http_status)
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # Every answer counts as a delivery, the ones refused before the view runs (429, 413) too.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        metrics.webhook_delivery(_delivery_result(response), response.status_code)
+        return response
+
+
+_DELIVERY_RESULTS = frozenset({"queued", "ping", "ignored", "rejected", "not_found"})
+
+
+def _delivery_result(response: Any) -> str:
+    data = getattr(response, "data", None)
+    status = data.get("status") if isinstance(data, dict) else None
+    if status in _DELIVERY_RESULTS:
+        return str(status)
+    return "throttled" if response.status_code == 429 else "error"

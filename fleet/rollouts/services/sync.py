@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from clusters.connector.errors import describe, is_retriable
+from fleet.observability import metrics
 from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import DriftStatus, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, SyncedState
@@ -110,6 +112,7 @@ def run_cluster_sync(cs_id: int) -> str:
     cs, why = _claim(cs_id)
     if cs is None:
         return why
+    started = time.monotonic()
     rollout = cs.rollout
     mapping, group = rollout.mapping, rollout.mapping.cluster_group
     attempt = cs.attempts
@@ -136,12 +139,16 @@ def run_cluster_sync(cs_id: int) -> str:
     finally:
         heartbeat.stop()
     result = _finish(cs.pk, attempt, outcome, health, error, transient)
+    metrics.cluster_sync(result if result in _COUNTED_RESULTS else "lost", time.monotonic() - started)
     # Move the rollout on at once (no broker round trip); if this process dies here, reconcile does it.
     from fleet.rollouts.services.fanout import advance
 
     advance(rollout.pk)
     return result
 
+
+# What _finish answers, as the result label of fleetgate_cluster_syncs (anything else: the lease was lost).
+_COUNTED_RESULTS = frozenset({"synced", "retrying", "failed"})
 
 # What the finish step writes (not the stored desired objects, plan or evaluation: big JSON, unchanged).
 _FINISH_FIELDS = [

@@ -40,6 +40,7 @@ from policies.engine.base import (
     run_tests_generic,
     to_json,
 )
+from policies.engine.comprehension_scopes import rename_shadowing_locals
 from policies.engine.regorus_compat import regorus_compatible
 from policies.engine.regorus_pool import WorkerPool, get_pool
 from policies.engine.sandbox import REGORUS_OVERRIDES, forbidden_calls
@@ -75,9 +76,10 @@ def parse_regorus_error(text: str, default_path: str = "", code: str = "rego_com
 def regorus_source(module: Module) -> str:
     """The module as regorus gets it: rewritten where regorus would answer differently from OPA
     (:mod:`policies.engine.regorus_compat`: several bodies, ``(``-lines, ``sprintf`` arity, ``not`` of a call
-    with an undefined argument), and v1 modules with ``import rego.v1``. Lines do not move."""
+    with an undefined argument; a comprehension that re-declares an outer variable,
+    :mod:`policies.engine.comprehension_scopes`), and v1 modules with ``import rego.v1``. Lines do not move."""
     v0 = module_version(module) == "v0"
-    text = regorus_compatible(module.source, v0=v0)
+    text = regorus_compatible(rename_shadowing_locals(module.source), v0=v0)
     if v0:
         return text
     return normalise_for_engine(Module(module.path, text, "v1"))

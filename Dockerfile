@@ -13,4 +13,8 @@ RUN FLEETGATE_SECRET_KEY=build FLEETGATE_ENCRYPTION_KEYS=AAAAAAAAAAAAAAAAAAAAAAA
     python manage.py collectstatic --noinput
 USER fleetgate
 EXPOSE 8000
+# Alive: the web process answers /healthz (no database or broker involved). Worker and beat containers
+# override it (docker-compose.yml); Kubernetes: livenessProbe /healthz, readinessProbe /readyz.
+HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
 CMD ["gunicorn", "fleet.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]

@@ -95,6 +95,7 @@ def main() -> int:
     print("fleetgate: migrating the database", flush=True)
     manage("migrate", "--noinput")
     manage("shell", "-c", "from fleet.celery import prepare_broker; prepare_broker()")
+    manage("metrics_reset")  # the counters of an earlier run's processes (docs/operations.md#metrics)
     admin = manage("ensure_admin", "--password-file", str(var / "admin-password"))
     demo = ""
     if os.environ.get("FLEETGATE_DEMO", "1") != "0":

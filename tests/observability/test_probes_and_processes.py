@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,41 @@ def test_counters_of_two_processes_add_up_in_one_scrape(
     assert s.value("fleetgate_cluster_sync_duration_seconds_sum", result="synced") == 4.0
     assert s.value("fleetgate_cluster_sync_duration_seconds_bucket", result="synced", le="0.5") == 8
     assert s.value("fleetgate_gate_decisions_total", outcome="passed", engine="regorus") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.integration
+def test_metrics_server_serves_the_shared_metrics_on_its_own_port(tmp_path: Path) -> None:
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = child_env(PROMETHEUS_MULTIPROC_DIR=str(shared))
+    subprocess.run([sys.executable, "-c", COUNT, "2"], cwd=ROOT, env=env, check=True, timeout=60)
+    port = closed_port()
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "metrics_server", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert "metrics on" in server.stdout.readline()  # listening
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:  # noqa: S310
+            text = response.read().decode()
+        missing = urllib.request.Request(f"http://127.0.0.1:{port}/other")  # noqa: S310
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(missing, timeout=30)  # noqa: S310
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert refused.value.code == 404
+    assert 'fleetgate_cluster_syncs_total{result="synced"} 2.0' in text
+    assert "fleetgate_rollouts{" in text
+
+
+def test_metrics_reset_empties_the_directory(tmp_path: Path) -> None:
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = child_env(PROMETHEUS_MULTIPROC_DIR=str(shared))
+    subprocess.run([sys.executable, "-c", COUNT, "1"], cwd=ROOT, env=env, check=True, timeout=60)
+    assert list(shared.iterdir())
+    subprocess.run([sys.executable, "manage.py", "metrics_reset"], cwd=ROOT, env=env, check=True, timeout=60)
+    assert shared.is_dir() and not list(shared.iterdir())

@@ -121,9 +121,12 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # django-axes refuses a login for a user name or a client address with too many recent failures (the web
 # UI's and the admin's login alike); its backend must come first. Attempts are kept in the database.
+# Password sign-in goes through LocalPasswordBackend (refused when FLEETGATE_LOCAL_LOGIN is off, except
+# for the break-glass users), single sign-on through OIDCBackend (fleet/access/oidc; off without an issuer).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "fleet.access.backends.LocalPasswordBackend",
+    "fleet.access.oidc.backend.OIDCBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("FLEETGATE_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("FLEETGATE_LOGIN_COOLOFF_MINUTES", 15))
@@ -131,6 +134,23 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the 
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "web/login_locked.html"
 AXES_DISABLE_ACCESS_LOG = True  # successful logins are not kept (only failures count)
+# Single sign-on with an OpenID Connect provider (docs/operations.md, "Single sign-on"); off while
+# FLEETGATE_OIDC_ISSUER is empty. Local (password) accounts can be switched off with FLEETGATE_LOCAL_LOGIN.
+FLEETGATE_OIDC_ISSUER = env_str("FLEETGATE_OIDC_ISSUER", "")
+FLEETGATE_OIDC_CLIENT_ID = env_str("FLEETGATE_OIDC_CLIENT_ID", "")
+FLEETGATE_OIDC_CLIENT_SECRET = env_str("FLEETGATE_OIDC_CLIENT_SECRET", "")
+FLEETGATE_OIDC_TOKEN_AUTH = env_str("FLEETGATE_OIDC_TOKEN_AUTH", "client_secret_basic")  # or ..._post
+FLEETGATE_OIDC_SCOPES = env_str("FLEETGATE_OIDC_SCOPES", "openid email profile groups")
+FLEETGATE_OIDC_USERNAME_CLAIM = env_str("FLEETGATE_OIDC_USERNAME_CLAIM", "preferred_username")
+FLEETGATE_OIDC_GROUPS_CLAIM = env_str("FLEETGATE_OIDC_GROUPS_CLAIM", "groups")
+FLEETGATE_OIDC_GROUPS_PREFIX = env_str("FLEETGATE_OIDC_GROUPS_PREFIX", "")  # "": every group is mapped
+FLEETGATE_OIDC_API_AUDIENCES = env_list("FLEETGATE_OIDC_API_AUDIENCES", [])  # []: the client id
+FLEETGATE_OIDC_ALGORITHMS = env_list("FLEETGATE_OIDC_ALGORITHMS", ["RS256", "ES256"])
+FLEETGATE_OIDC_LEEWAY = env_int("FLEETGATE_OIDC_LEEWAY", 30)  # seconds of clock skew allowed on exp/iat
+FLEETGATE_OIDC_TIMEOUT = env_int("FLEETGATE_OIDC_TIMEOUT", 10)  # seconds per request to the provider
+FLEETGATE_OIDC_BUTTON_LABEL = env_str("FLEETGATE_OIDC_BUTTON_LABEL", "Sign in with single sign-on")
+FLEETGATE_LOCAL_LOGIN = env_bool("FLEETGATE_LOCAL_LOGIN", True)
+FLEETGATE_BREAK_GLASS_USERS = env_list("FLEETGATE_BREAK_GLASS_USERS", [])
 LOGIN_URL = "web:login"
 LOGIN_REDIRECT_URL = "web:dashboard"
 LOGOUT_REDIRECT_URL = "web:login"
@@ -167,6 +187,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("FLEETGATE_MAX_REQUEST_BYTES", 5 * 1024 * 
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "fleet.access.oidc.authentication.OIDCBearerAuthentication",  # JWTs from the OIDC provider
         "fleet.access.authentication.APITokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

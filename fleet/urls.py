@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from fleet.access.views import admin_login
 from fleet.observability.views import healthz, metrics, readyz
 
 api_patterns: list[Any] = [
@@ -20,6 +21,9 @@ api_patterns: list[Any] = [
 
 urlpatterns = [
     path("api/", include(api_patterns)),
+    # Single sign-on (fleet/access/oidc); the admin's login defers to it when local accounts are off.
+    path("oidc/", include("fleet.access.oidc.urls")),
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

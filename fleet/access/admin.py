@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from fleet.access.models import APIToken, RoleBinding
+from fleet.access.models import APIToken, ExternalIdentity, RoleBinding
 from fleet.core.admin import AuditedModelAdmin
 
 
@@ -18,3 +18,15 @@ class APITokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]
         return False  # tokens are issued through the API or `manage.py create_token`, which show the key once
+
+
+@admin.register(ExternalIdentity)
+class ExternalIdentityAdmin(admin.ModelAdmin):
+    """Who signs in through which provider account; made and kept up to date by single sign-on only."""
+
+    list_display = ("user", "issuer", "subject", "last_login")
+    search_fields = ("user__username", "subject")
+    readonly_fields = ("user", "issuer", "subject", "created", "last_login", "groups")
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False

@@ -11,7 +11,8 @@ class AccessConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from fleet.access import (
-            schema,  # noqa: F401  (registers the token scheme with drf-spectacular)
+            checks,  # noqa: F401  (registers the sign-in settings checks)
+            schema,  # noqa: F401  (registers the token schemes with drf-spectacular)
             sessions,
         )
 

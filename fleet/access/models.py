@@ -129,3 +129,32 @@ class APIToken(models.Model):
         if token is None or not hmac.compare_digest(token.digest, _digest(key)):
             return None
         return token
+
+
+class ExternalIdentity(models.Model):
+    """Links a Fleetgate user to an account at an OpenID Connect provider (issuer and subject).
+
+    Made on the first single sign-on; later sign-ins (and API bearer tokens) find the user by this pair,
+    never by user name or e-mail, so a provider account cannot take over a local account of the same name.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="external_identities"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created = models.DateTimeField(auto_now_add=True)
+    last_login = models.DateTimeField(null=True, blank=True)
+    # The groups the provider named at the last sign-in (the Django groups they were mapped to).
+    groups = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "external identity"
+        verbose_name_plural = "external identities"
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="externalidentity_issuer_subject"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} at {self.issuer}"

@@ -7,3 +7,16 @@ class APITokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
         return {"type": "http", "scheme": "bearer", "description": "A Fleetgate API token: `Bearer fgt_…`"}
+
+
+class OIDCBearerScheme(OpenApiAuthenticationExtension):
+    target_class = "fleet.access.oidc.authentication.OIDCBearerAuthentication"
+    name = "oidcBearer"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "An ID token (or JWT access token) from the configured OpenID Connect provider",
+        }

@@ -1,12 +1,13 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from fleet.access.views import LoginView
 from fleet.web.views import access, audit, clusters, dashboard, policies, rollouts, sources
 
 app_name = "web"
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="web/login.html"), name="login"),
+    path("login/", LoginView.as_view(), name="login"),  # password and single sign-on
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", dashboard.dashboard, name="dashboard"),
     path("clusters/", clusters.cluster_list, name="cluster-list"),

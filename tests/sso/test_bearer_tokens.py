@@ -1,0 +1,147 @@
+"""API requests with the provider's tokens: `Authorization: Bearer <ID token>`, validated against the
+issuer's JWKS (signature, algorithm, issuer, audience, expiry); refusals are 401 with the reason."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from fleet.access.models import APIToken, RoleBinding
+from tests.factories import ClusterFactory, ClusterGroupFactory, UserFactory
+from tests.oidc_provider import OIDCProvider
+from tests.sso.conftest import FLEETGATE, OTHER_APP, SHORT_LIVED
+
+pytestmark = pytest.mark.django_db
+
+
+def bearer(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def id_token(idp: OIDCProvider, username: str = "alice", client: Any = FLEETGATE) -> str:
+    return str(idp.tokens(username, f"{username}-Passw0rd", client)["id_token"])
+
+
+def refused(response: Any) -> str:
+    assert response.status_code == 401, response.content
+    assert response["WWW-Authenticate"] == 'Bearer realm="fleetgate"'
+    return str(response.json()["detail"])
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def test_an_id_token_signs_in_as_the_provider_account_with_its_groups_roles(sso: OIDCProvider) -> None:
+    staging = ClusterGroupFactory(name="staging", selector={"matchLabels": {"env": "staging"}})
+    ClusterGroupFactory(name="prod", selector={"matchLabels": {"env": "prod"}})
+    in_staging = ClusterFactory(name="c-staging", api_url="https://127.0.0.1:1", labels={"env": "staging"})
+    in_prod = ClusterFactory(name="c-prod", api_url="https://127.0.0.1:1", labels={"env": "prod"})
+    RoleBinding.objects.create(
+        group=Group.objects.create(name="staging-deployers"), role="deployer", scope=staging
+    )
+    RoleBinding.objects.create(group=Group.objects.create(name="everyone"), role="viewer", scope=None)
+
+    client = bearer(id_token(sso, "alice"))
+    listed = client.get("/api/clusters/")
+    assert listed.status_code == 200
+    assert {row["name"] for row in listed.json()["results"]} == {"c-staging", "c-prod"}
+    assert client.post(f"/api/clusters/{in_staging.pk}/test-connection/").status_code == 200
+    assert client.post(f"/api/clusters/{in_prod.pk}/test-connection/").status_code == 403
+
+    user = get_user_model().objects.get(username="alice")
+    assert sorted(user.groups.values_list("name", flat=True)) == ["everyone", "staging-deployers"]
+
+    # bob's groups give him viewer only; carol's none, so she sees nothing.
+    bob = bearer(id_token(sso, "bob"))
+    assert bob.get("/api/clusters/").json()["count"] == 2
+    assert bob.post(f"/api/clusters/{in_staging.pk}/test-connection/").status_code == 403
+    assert bearer(id_token(sso, "carol")).get("/api/clusters/").json()["count"] == 0
+
+
+def test_a_token_for_another_audience_is_refused(sso: OIDCProvider) -> None:
+    detail = refused(bearer(id_token(sso, "alice", OTHER_APP)).get("/api/clusters/"))
+    assert detail == (
+        "OIDC token refused: the token is for audience ['other-app'], not for Fleetgate "
+        "(accepted: fleetgate)."
+    )
+    assert not get_user_model().objects.filter(username="alice").exists()
+
+
+def test_extra_audiences_may_be_accepted(settings: Any, sso: OIDCProvider) -> None:
+    settings.FLEETGATE_OIDC_API_AUDIENCES = ["fleetgate", "other-app"]
+    assert bearer(id_token(sso, "alice", OTHER_APP)).get("/api/clusters/").status_code == 200
+
+
+def test_an_expired_token_is_refused(settings: Any, sso: OIDCProvider) -> None:
+    settings.FLEETGATE_OIDC_API_AUDIENCES = ["fleetgate", "short-lived"]
+    settings.FLEETGATE_OIDC_LEEWAY = 0
+    token = id_token(sso, "alice", SHORT_LIVED)  # valid for one second
+    expiry = unverified_claims(token)["exp"]
+    while time.time() <= expiry + 1:
+        time.sleep(0.2)
+    assert refused(bearer(token).get("/api/clusters/")) == "OIDC token refused: the token has expired."
+
+
+def test_a_token_from_an_unknown_issuer_is_refused(sso: OIDCProvider, foreign_idp: OIDCProvider) -> None:
+    token = id_token(foreign_idp, "alice")  # same client id and user, another issuer and key
+    assert refused(bearer(token).get("/api/clusters/")) == (
+        f"OIDC token refused: the token's issuer '{foreign_idp.issuer}' is unknown "
+        f"(accepted: '{sso.issuer}')."
+    )
+
+
+def test_a_foreign_token_claiming_the_trusted_issuer_fails_the_signature(
+    sso: OIDCProvider, foreign_idp: OIDCProvider
+) -> None:
+    header, _, signature = id_token(foreign_idp, "alice").split(".")
+    claims = unverified_claims(id_token(sso, "alice"))
+    forged = f"{header}.{b64(claims)}.{signature}"
+    detail = refused(bearer(forged).get("/api/clusters/"))
+    assert detail.startswith("OIDC token refused: ")
+    assert "signature does not verify" in detail or "no key in the issuer's JWKS" in detail
+
+
+def test_a_tampered_token_is_refused(sso: OIDCProvider) -> None:
+    header, payload, signature = id_token(sso, "bob").split(".")
+    claims = unverified_claims(f"{header}.{payload}.{signature}")
+    claims["groups"] = ["staging-deployers", "admins"]
+    tampered = f"{header}.{b64(claims)}.{signature}"
+    assert refused(bearer(tampered).get("/api/clusters/")) == (
+        "OIDC token refused: the token's signature does not verify with the issuer's keys."
+    )
+    assert not Group.objects.filter(name="admins").exists()
+
+
+def test_an_unsigned_token_is_refused(sso: OIDCProvider) -> None:
+    claims = unverified_claims(id_token(sso, "alice"))
+    unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+    assert refused(bearer(unsigned).get("/api/clusters/")) == (
+        "OIDC token refused: the token is signed with 'none'; accepted: RS256, ES256."
+    )
+
+
+def test_fleetgate_api_tokens_still_work_beside_provider_tokens(sso: OIDCProvider) -> None:
+    _, key = APIToken.issue(UserFactory(username="ops"), description="ci")
+    assert bearer(key).get("/api/clusters/").status_code == 200
+    assert refused(bearer("fgt_not-a-real-token").get("/api/clusters/")) == "Invalid or expired token."
+
+
+def test_without_single_sign_on_a_provider_token_is_just_an_invalid_token(idp: OIDCProvider) -> None:
+    token = id_token(idp, "alice")
+    assert refused(bearer(token).get("/api/clusters/")) == "Invalid or expired token."
+    assert not get_user_model().objects.filter(username="alice").exists()

@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from policies.api import views
+from policies.api import reports, views
 
 app_name = "policies-api"
 
@@ -12,4 +12,5 @@ router.register("waivers", views.WaiverViewSet)
 router.register("evaluations", views.EvaluationViewSet)
 router.register("violations", views.ViolationViewSet)
 router.register("policy-sources", views.PolicySourceViewSet)
+router.register("policy-reports", reports.PolicyReportViewSet, basename="policyreport")
 urlpatterns = router.urls

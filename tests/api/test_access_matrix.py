@@ -101,6 +101,9 @@ EXTRA_ROUTES = {
     "evaluation",
     "violation",
     "policysource",
+    # policy-reports/{cluster}: clusters the user may view, results from the evaluations the user may view
+    # (tests/policies/test_policy_reports.py)
+    "policyreport",
 }
 
 

@@ -1,0 +1,359 @@
+"""PolicyReports from the API (issue 16): a cluster's latest Evaluations as wgpolicyk8s.io/v1alpha2 and
+openreports.io/v1alpha1 objects, valid against the CRDs' openAPIV3Schema (re-typed below from the upstream
+CRDs: kubernetes-sigs/wg-policy-prototypes policy-report/crd/v1alpha2 and openreports/reports-api
+config/crd), only for users who may see the cluster, with no secrets."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import jsonschema
+import pytest
+from django.utils import timezone
+
+from fleet.sources.models import MappingRender, RenderedManifest
+from policies.engine import RegoEngine
+from policies.models import Policy, Waiver
+from policies.services.evaluation import evaluate_mapping
+from tests.factories import ClusterFactory
+from tests.policies import policy_library as lib
+
+pytestmark = pytest.mark.django_db
+
+# ----------------------------------------------------------------------------- CRD schemas, re-typed
+# Both CRDs share the shape below; additionalProperties is false here (the API server would prune an
+# unknown field, so producing one is a bug we want to see).
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_OBJECT_REFERENCE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        k: {"type": "string"}
+        for k in ("apiVersion", "fieldPath", "kind", "name", "namespace", "resourceVersion", "uid")
+    },
+}
+_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": _STRINGS,
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"type": "string"},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+_STATUS = ["pass", "fail", "warn", "error", "skip"]
+_RESULT = {
+    "type": "object",
+    "required": ["policy"],
+    "additionalProperties": False,
+    "properties": {
+        "category": {"type": "string"},
+        "message": {"type": "string"},
+        "policy": {"type": "string"},
+        "properties": _STRINGS,
+        "resourceSelector": _SELECTOR,
+        "resources": {"type": "array", "items": _OBJECT_REFERENCE},
+        "result": {"type": "string", "enum": _STATUS},
+        "rule": {"type": "string"},
+        "scored": {"type": "boolean"},
+        "severity": {"type": "string", "enum": ["critical", "high", "low", "medium", "info"]},
+        "source": {"type": "string"},
+        "timestamp": {
+            "type": "object",
+            "required": ["nanos", "seconds"],
+            "additionalProperties": False,
+            "properties": {"nanos": {"type": "integer"}, "seconds": {"type": "integer"}},
+        },
+    },
+}
+_METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
+        "namespace": {"type": "string"},
+        "labels": _STRINGS,
+    },
+}
+
+
+def _report_schema(api_version: str, kind: str, *, namespaced: bool, report_source: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "apiVersion": {"const": api_version},
+        "kind": {"const": kind},
+        "metadata": _METADATA,
+        "results": {"type": "array", "items": _RESULT},
+        "scope": _OBJECT_REFERENCE,
+        "scopeSelector": _SELECTOR,
+        "summary": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {s: {"type": "integer"} for s in _STATUS},
+        },
+    }
+    if report_source:  # openreports has a report-level source and configuration
+        properties["source"] = {"type": "string"}
+        properties["configuration"] = {"type": "object"}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata"],
+        "additionalProperties": False,
+        "properties": properties,
+    }
+    if namespaced:
+        schema["properties"]["metadata"] = {**_METADATA, "required": ["name", "namespace"]}
+    return schema
+
+
+SCHEMAS = {
+    ("wgpolicyk8s.io/v1alpha2", "PolicyReport"): _report_schema(
+        "wgpolicyk8s.io/v1alpha2", "PolicyReport", namespaced=True, report_source=False
+    ),
+    ("wgpolicyk8s.io/v1alpha2", "ClusterPolicyReport"): _report_schema(
+        "wgpolicyk8s.io/v1alpha2", "ClusterPolicyReport", namespaced=False, report_source=False
+    ),
+    ("openreports.io/v1alpha1", "Report"): _report_schema(
+        "openreports.io/v1alpha1", "Report", namespaced=True, report_source=True
+    ),
+    ("openreports.io/v1alpha1", "ClusterReport"): _report_schema(
+        "openreports.io/v1alpha1", "ClusterReport", namespaced=False, report_source=True
+    ),
+}
+
+
+def _validate(item: dict[str, Any]) -> None:
+    schema = SCHEMAS[(item["apiVersion"], item["kind"])]
+    jsonschema.Draft7Validator(schema).validate(item)
+    if item["kind"] in ("ClusterPolicyReport", "ClusterReport"):
+        assert "namespace" not in item["metadata"]
+
+
+# ----------------------------------------------------------------------------- the fleet
+
+
+ERRORING = """package main
+import rego.v1
+
+deny_number contains "never" if {
+  input.kind == "ConfigMap"
+  to_number(input.metadata.annotations["example.com/n"]) > 1
+}
+"""
+
+
+@pytest.fixture
+def reported(
+    fleet: dict[str, Any], make_policy: Any, bind: Any, regorus_engine: RegoEngine, make_user: Any
+) -> dict[str, Any]:
+    engine = regorus_engine
+    policies: dict[str, Policy] = {
+        "no-latest": make_policy(
+            "no-latest",
+            engine,
+            style="conftest",
+            modules=[{"path": "latest.rego", "source": lib.NO_LATEST}],
+        ),
+        "required-labels": make_policy(
+            "required-labels",
+            engine,
+            style="gatekeeper",
+            template=lib.REQUIRED_LABELS_TEMPLATE,
+            constraints=[lib.REQUIRED_LABELS_CONSTRAINT],
+        ),
+        "numbers": make_policy(
+            "numbers", engine, style="conftest", modules=[{"path": "n.rego", "source": ERRORING}]
+        ),
+    }
+    for policy in policies.values():
+        bind(policy)
+    bind(policies["no-latest"], fleet["web"], "warn")  # the group's binding wins: warn on web clusters
+    Waiver.objects.create(
+        policy=policies["required-labels"],
+        kind="Deployment",
+        name_pattern="legacy-*",
+        cluster_group=fleet["web"],
+        expires_at=timezone.now() + timedelta(days=7),
+        justification="vendor chart; OPS-12",
+        author=make_user("alice", role="policy-admin"),
+        author_name="alice",
+    )
+    objects = [
+        lib.deployment("web"),  # passes everything
+        lib.deployment("latest", image="nginx:latest"),  # warn (no-latest on web is warn)
+        lib.deployment("unlabelled", labels={}),  # fail (required-labels)
+        lib.deployment("legacy-app", labels={}),  # skip (waived)
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}},  # cluster-scoped
+    ]
+    commit, mapping = fleet["commit"], fleet["mapping"]
+    render = MappingRender.objects.create(commit=commit, mapping=mapping, status="rendered")
+    for cluster in (fleet["prod"], fleet["staging"]):
+        RenderedManifest.objects.create(
+            commit=commit,
+            mapping=mapping,
+            cluster=cluster,
+            mapping_render=render,
+            namespace="apps",
+            resources=[
+                {
+                    "apiVersion": o["apiVersion"],
+                    "kind": o["kind"],
+                    "name": o["metadata"]["name"],
+                    "namespace": o["metadata"].get("namespace"),
+                    "source": "apps/web/all.yaml",
+                    "document": i,
+                    "object": o,
+                }
+                for i, o in enumerate(objects)
+            ],
+            object_count=len(objects),
+        )
+    evaluate_mapping(commit, mapping, engine=engine)
+    return {"policies": policies, **fleet}
+
+
+def _results(items: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    out = []
+    for item in items:
+        for r in item.get("results", []):
+            res = (r.get("resources") or [{}])[0]
+            out.append((r["policy"], r["result"], res.get("kind", ""), res.get("name", "")))
+    return sorted(out)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "api", "kinds"),
+    [
+        ("wgpolicyk8s", "wgpolicyk8s.io/v1alpha2", ("PolicyReport", "ClusterPolicyReport")),
+        ("openreports", "openreports.io/v1alpha1", ("Report", "ClusterReport")),
+    ],
+)
+def test_cluster_reports_in_both_formats_are_valid_and_complete(
+    reported: dict[str, Any], make_user: Any, token_client: Any, fmt: str, api: str, kinds: tuple[str, str]
+) -> None:
+    viewer = make_user("vera", role="viewer", scope=reported["web"])
+    client = token_client(viewer)
+    prod = reported["prod"]
+    response = client.get(f"/api/policy-reports/{prod.pk}/?format={fmt}")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["apiVersion"], body["kind"]) == ("v1", "List")
+    items = body["items"]
+    assert [(i["apiVersion"], i["kind"], i["metadata"].get("namespace")) for i in items] == [
+        (api, kinds[1], None),
+        (api, kinds[0], "apps"),
+    ]
+    for item in items:
+        _validate(item)
+        assert item["summary"] == {
+            s: sum(1 for r in item["results"] if r["result"] == s)
+            for s in ("pass", "fail", "warn", "error", "skip")
+        }
+        assert item["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "fleetgate"
+        assert all(r["source"] == "fleetgate" for r in item["results"])
+        if fmt == "openreports":
+            assert item["source"] == "fleetgate"
+    results = _results(items)
+    deployments = ("web", "latest", "unlabelled", "legacy-app")
+    expected = sorted(
+        [("no-latest", "warn", "Deployment", "latest")]
+        + [("no-latest", "pass", "Deployment", n) for n in deployments if n != "latest"]
+        + [("no-latest", "pass", "Namespace", "apps")]
+        + [("required-labels", "fail", "Deployment", "unlabelled")]
+        + [("required-labels", "skip", "Deployment", "legacy-app")]
+        + [("required-labels", "pass", "Deployment", n) for n in ("web", "latest")]
+        + [("numbers", "pass", "Deployment", n) for n in deployments]
+        + [("numbers", "pass", "Namespace", "apps")]
+    )
+    # the erroring policy errors only on ConfigMaps: there are none, so it passes; no error result
+    assert results == expected
+    failing = next(r for i in items for r in i["results"] if r["result"] == "fail")
+    assert failing["rule"] == "must-have-team"
+    assert failing["severity"] == "high"
+    assert failing["resources"] == [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": "unlabelled", "namespace": "apps"}
+    ]
+    assert failing["properties"]["cluster"] == "prod-eu-1"
+    assert failing["properties"]["mapping"] == "web"
+    assert failing["properties"]["commit"] == reported["commit"].sha
+    skipped = next(r for i in items for r in i["results"] if r["result"] == "skip")
+    waiver = Waiver.objects.get()
+    assert skipped["properties"]["waiver"] == str(waiver.pk)
+    warned = next(r for i in items for r in i["results"] if r["result"] == "warn")
+    assert (warned["severity"], warned["properties"]["enforcement"]) == ("medium", "warn")
+    # no secrets: the cluster's credentials never appear
+    assert prod.token not in response.content.decode()
+
+
+def test_engine_errors_are_error_results_in_the_cluster_report(
+    reported: dict[str, Any], make_user: Any, token_client: Any, regorus_engine: RegoEngine
+) -> None:
+    commit, mapping, prod = reported["commit"], reported["mapping"], reported["prod"]
+    manifest = prod.rendered_manifests.get(commit=commit, mapping=mapping)
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "x", "namespace": "apps", "annotations": {"example.com/n": "not a number"}},
+    }
+    manifest.resources = [
+        *manifest.resources,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": "x",
+            "namespace": "apps",
+            "source": "a.yaml",
+            "document": 0,
+            "object": cm,
+        },
+    ]
+    manifest.save()
+    evaluate_mapping(commit, mapping, engine=regorus_engine)
+    client = token_client(make_user("root", role="admin"))
+    items = client.get(f"/api/policy-reports/{prod.pk}/").json()["items"]
+    for item in items:
+        _validate(item)
+    cluster_report = items[0]
+    assert cluster_report["kind"] == "ClusterPolicyReport"  # the default format
+    errors = [r for r in cluster_report["results"] if r["result"] == "error"]
+    assert [(r["policy"], r["severity"]) for r in errors] == [("numbers", "high")]
+    assert "engine error" in errors[0]["message"]
+    assert cluster_report["summary"]["error"] == 1
+
+
+def test_only_users_who_may_see_the_cluster_get_its_reports(
+    reported: dict[str, Any], make_user: Any, token_client: Any, django_assert_max_num_queries: Any
+) -> None:
+    prod = reported["prod"]
+    outsider = token_client(make_user("olga", role="viewer", scope=reported["other"]))
+    assert outsider.get(f"/api/policy-reports/{prod.pk}/").status_code == 404
+    assert outsider.get("/api/policy-reports/999999/").status_code == 404
+    anonymous = token_client(make_user("nobody"))
+    assert anonymous.get(f"/api/policy-reports/{prod.pk}/").status_code == 404
+    # the outsider's own cluster has no evaluations: an empty list, not someone else's results
+    lonely = reported["lonely"]
+    assert outsider.get(f"/api/policy-reports/{lonely.pk}/").json()["items"] == []
+    # an unknown format is refused
+    admin = token_client(make_user("root", role="admin"))
+    assert admin.get(f"/api/policy-reports/{prod.pk}/?format=yaml").status_code == 404
+    with django_assert_max_num_queries(12):
+        assert admin.get(f"/api/policy-reports/{prod.pk}/").status_code == 200
+
+
+def test_a_cluster_without_evaluations_has_no_reports(make_user: Any, token_client: Any) -> None:
+    cluster = ClusterFactory(name="empty-1")
+    admin = token_client(make_user("root", role="admin"))
+    body = admin.get(f"/api/policy-reports/{cluster.pk}/?format=openreports").json()
+    assert body == {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}
+    assert json.dumps(body)  # plain JSON

@@ -66,7 +66,15 @@ class ClusterAdmin(MembershipGuardedAdmin):
 
 @admin.register(ClusterGroup)
 class ClusterGroupAdmin(MembershipGuardedAdmin):
-    list_display = ("name", "approval_required", "approvals_required", "sync_mode", "prune", "self_heal")
+    list_display = (
+        "name",
+        "approval_required",
+        "approvals_required",
+        "sync_mode",
+        "prune",
+        "self_heal",
+        "create_only_review",
+    )
     search_fields = ("name", "description")
     filter_horizontal = ("include", "exclude")
     readonly_fields = ("created", "updated")

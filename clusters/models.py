@@ -188,6 +188,11 @@ class ClusterGroup(TimestampedModel):
     health_timeout_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
     prune = models.BooleanField(default=True)
     self_heal = models.BooleanField(default=False)
+    create_only_review = models.BooleanField(
+        default=False,
+        help_text="When a member's live state cannot be read, review its objects as CREATE (and say so) "
+        "instead of blocking it as 'cannot review'. Off: fail closed.",
+    )
     sync_windows = models.JSONField(default=list, blank=True, validators=[windows.validate_windows])
 
     objects = RestrictedQuerySet.as_manager()

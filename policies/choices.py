@@ -23,6 +23,7 @@ class Decision(models.TextChoices):
     PASSED = "passed", "Passed"
     WARNED = "warned", "Warned"
     BLOCKED = "blocked", "Blocked"
+    CANNOT_REVIEW = "cannot_review", "Cannot review"  # the cluster's live state could not be read: blocks
 
 
 class TestStatus(models.TextChoices):

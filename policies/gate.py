@@ -4,7 +4,7 @@ Call :func:`evaluate_target` with the objects rendered for one cluster, the poli
 target's context and the waivers in force::
 
     decision = evaluate_target(objects, policies, context, waivers, engine=get_engine())
-    decision.outcome            # "passed" | "warned" | "blocked"
+    decision.outcome            # "passed" | "warned" | "blocked" (| "cannot_review", see cannot_review())
     decision.violations         # every finding, with enforcement and waived_by
     decision.errors             # engine/format errors (each one blocks)
     decision.as_dict()          # JSON for an Evaluation row
@@ -67,6 +67,8 @@ class Outcome(StrEnum):
     PASSED = "passed"
     WARNED = "warned"
     BLOCKED = "blocked"
+    # the live state of the target could not be read, so its UPDATE/DELETE reviews cannot be made: blocks
+    CANNOT_REVIEW = "cannot_review"
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -317,6 +319,9 @@ class Decision:
     engine: str
     evaluations: int = 0
     duration_seconds: float = 0.0
+    #: how the target was reviewed: {"operations": {"CREATE": n, "UPDATE": n, "DELETE": n}} and, from the
+    #: caller, "mode" ("live", "create_only", "cannot_review", "rendered") with a "reason"
+    review: dict[str, Any] = field(default_factory=dict)
 
     @property
     def blocking(self) -> list[Violation]:
@@ -331,6 +336,7 @@ class Decision:
             "duration_seconds": round(self.duration_seconds, 6),
             "violations": [v.as_dict() for v in self.violations],
             "errors": [asdict(e) for e in self.errors],
+            "review": dict(self.review),
         }
 
 
@@ -575,7 +581,34 @@ def evaluate_target(
     )
     outcome, reasons = _decide(violations, errors)
     return Decision(
-        outcome, violations, errors, reasons, engine_name, evaluations, time.monotonic() - started
+        outcome,
+        violations,
+        errors,
+        reasons,
+        engine_name,
+        evaluations,
+        time.monotonic() - started,
+        review={"operations": _operations(rendered)},
+    )
+
+
+def _operations(rendered: Sequence[RenderedObject]) -> dict[str, int]:
+    operations = {op: 0 for op in gk.OPERATIONS}
+    for r in rendered:
+        operations[r.operation] += 1
+    return operations
+
+
+def cannot_review(reason: str) -> Decision:
+    """The decision for a target whose live state could not be read: nothing is evaluated, and it blocks
+    (fail closed): an object reviewed as CREATE may exist there, its UPDATE and the prunes unseen."""
+    return Decision(
+        Outcome.CANNOT_REVIEW,
+        [],
+        [],
+        [f"cannot review: {reason}"],
+        "",
+        review={"mode": "cannot_review", "reason": reason},
     )
 
 

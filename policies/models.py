@@ -297,8 +297,14 @@ class Evaluation(models.Model):
     )
     mapping = models.ForeignKey("sources.PathMapping", on_delete=models.CASCADE, related_name="evaluations")
     cluster = models.ForeignKey("clusters.Cluster", on_delete=models.CASCADE, related_name="evaluations")
-    decision = models.CharField(max_length=8, choices=Decision.choices)
+    decision = models.CharField(max_length=16, choices=Decision.choices)
     reasons = models.JSONField(default=list, blank=True)
+    review = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="How the target was reviewed: {mode: live|create_only|cannot_review|rendered, reason, "
+        "operations: {CREATE, UPDATE, DELETE}}.",
+    )
     errors = models.JSONField(default=list, blank=True)
     object_count = models.PositiveIntegerField(default=0)
     evaluations = models.PositiveIntegerField(default=0, help_text="Policy x object evaluations.")

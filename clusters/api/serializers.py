@@ -106,6 +106,7 @@ class ClusterGroupSerializer(FleetModelSerializer):
             "health_timeout_seconds",
             "prune",
             "self_heal",
+            "create_only_review",
             "sync_windows",
             "created",
             "updated",

@@ -41,6 +41,8 @@ from clusters.connector.results import (
     Connectivity,
     DriftReport,
     HealthReport,
+    LiveObject,
+    LiveState,
     ObjectDrift,
     ObjectResult,
     Plan,
@@ -445,6 +447,54 @@ class Connector:
             results.append(ObjectResult(ref, DELETED, "pruned: no longer in the source"))
         return results
 
+    # -- live state ------------------------------------------------------------------------------------
+    def read_live(
+        self,
+        manifests: Iterable[dict[str, Any]],
+        *,
+        mapping: str,
+        default_namespace: str = "default",
+        previous_inventory: Iterable[RefLike] = (),
+        prune: bool = True,
+        prune_cascading: bool = False,
+    ) -> LiveState:
+        """The live object of each manifest (one GET each; None when absent or its kind is not served)
+        and what a sync would prune (the plan's prune candidates), without writing anything.
+
+        A manifest that is not a valid object is left out (the apply refuses it). Any failure to read
+        (unreachable, forbidden, 5xx) raises: the caller cannot know what the cluster holds."""
+        manifests = list(manifests)
+        crd_kinds = self._crd_kinds(manifests)
+        state = LiveState()
+        desired: set[tuple[str, str, str, str]] = set()
+        for index, manifest in enumerate(manifests):
+            try:
+                o.check_manifest(manifest)
+            except o.ManifestError:
+                continue
+            given = o.ObjectRef.of(manifest)
+            try:
+                resource = self.client.resource(given.api_version, given.kind)
+            except ResourceNotFoundError:
+                namespaced = crd_kinds.get((given.group, given.kind), True)
+                namespace = (given.namespace or default_namespace) if namespaced else ""
+                ref = o.ObjectRef(given.api_version, given.kind, namespace, given.name)
+                state.objects.append(LiveObject(index, ref, None))
+                desired.add(ref.key)
+                continue
+            namespace = (given.namespace or default_namespace) if resource.namespaced else ""
+            ref = o.ObjectRef(given.api_version, given.kind, namespace, given.name)
+            desired.add(ref.key)
+            state.objects.append(LiveObject(index, ref, self._get(resource, ref)))
+        if prune:
+            leftovers = [r for r in map(_ref, previous_inventory) if r.key not in desired]
+            for ref, _resource, live, why in self.prune_candidates(leftovers, mapping, prune_cascading):
+                if not why and live is not None:
+                    state.prunes.append((ref, live))
+                else:
+                    state.kept.append((ref, live, why))
+        return state
+
     # -- plan -----------------------------------------------------------------------------------------
     def plan(
         self,
@@ -456,13 +506,16 @@ class Connector:
         force: bool = False,
         prune: bool = True,
         prune_cascading: bool = False,
+        live: LiveState | None = None,
     ) -> Plan:
         """Server-side dry-run apply of each object, diffed (YAML, unified) against the live object.
 
         Server-managed fields and status are ignored; Secret values are masked. Objects that left the
-        source and would be pruned appear as deletes.
+        source and would be pruned appear as deletes. ``live`` (from :meth:`read_live` with the same
+        arguments) is used instead of reading the live objects and prune candidates again.
         """
         manifests = list(manifests)
+        known = live.by_key() if live is not None else None
         crd_kinds = self._crd_kinds(manifests)
         new_namespaces = {
             m["metadata"]["name"] for m in manifests if isinstance(m, dict) and m.get("kind") == "Namespace"
@@ -477,22 +530,35 @@ class Connector:
             if item is None:
                 continue
             desired.add(item.ref.key)
-            plan.items.append(self._plan_one(item, force, new_namespaces))
+            plan.items.append(self._plan_one(item, force, new_namespaces, known))
         if prune:
-            leftovers = [r for r in map(_ref, previous_inventory) if r.key not in desired]
-            for ref, _resource, live, why in self.prune_candidates(leftovers, mapping, prune_cascading):
-                if not why and live is not None:
-                    before, _ = o.mask_secret_pair(o.normalize(live), None)
+            candidates: list[tuple[o.ObjectRef, Resource | None, dict[str, Any] | None, str]]
+            if live is not None:
+                candidates = [(ref, None, obj, "") for ref, obj in live.prunes]
+            else:
+                leftovers = [r for r in map(_ref, previous_inventory) if r.key not in desired]
+                candidates = self.prune_candidates(leftovers, mapping, prune_cascading)
+            for ref, _resource, current, why in candidates:
+                if not why and current is not None:
+                    before, _ = o.mask_secret_pair(o.normalize(current), None)
                     diff = "".join(
                         difflib.unified_diff(_yaml(before), [], f"live/{_path(ref)}", f"desired/{_path(ref)}")
                     )
                     plan.items.append(PlanItem(ref, DELETE, diff, "no longer in the source: will be pruned"))
         return plan
 
-    def _plan_one(self, item: _Prepared, force: bool, new_namespaces: set[str]) -> PlanItem:
+    def _plan_one(
+        self,
+        item: _Prepared,
+        force: bool,
+        new_namespaces: set[str],
+        known: dict[tuple[str, str, str, str], dict[str, Any] | None] | None = None,
+    ) -> PlanItem:
         ref = item.ref
         live = None
-        if item.resource is not None:
+        if known is not None and ref.key in known:
+            live = known[ref.key]
+        elif item.resource is not None:
             try:
                 live = self._get(item.resource, ref)
             except Exception as exc:

@@ -138,6 +138,30 @@ class Plan(_Dict):
 
 
 @dataclass
+class LiveObject:
+    """A manifest's live counterpart: ``index`` in the manifests given, the resolved reference, the live
+    object (None: absent, or its kind is not served yet)."""
+
+    index: int
+    ref: ObjectRef
+    live: dict[str, Any] | None
+
+
+@dataclass
+class LiveState:
+    """What the cluster holds now for one sync: the live object of each manifest and the objects the sync
+    would prune (with their live state). The reads a plan makes, usable by the policy gate and the plan."""
+
+    objects: list[LiveObject] = field(default_factory=list)
+    prunes: list[tuple[ObjectRef, dict[str, Any]]] = field(default_factory=list)
+    #: prune candidates kept (not owned, annotation, cascading kinds), with the reason, for the plan
+    kept: list[tuple[ObjectRef, dict[str, Any] | None, str]] = field(default_factory=list)
+
+    def by_key(self) -> dict[tuple[str, str, str, str], dict[str, Any] | None]:
+        return {o.ref.key: o.live for o in self.objects}
+
+
+@dataclass
 class ObjectHealth(_Dict):
     ref: ObjectRef
     state: str

@@ -8,9 +8,9 @@ that wiring another implementation is a change in this one file:
 - ``policy_decisions(commit, mapping, targets)``: the policies app's
   ``evaluate_targets`` (bound policies and waivers in force, the configured Rego engine, an Evaluation
   stored per target, audited);
-- ``plan``, ``apply``, ``wait_healthy``, ``drift``: ``clusters.connector.Connector`` over the official
-  ``kubernetes`` client, with credentials and options from ``clusters.services`` (connectors are reused
-  per process, see ``connect``).
+- ``live_state``, ``plan``, ``apply``, ``wait_healthy``, ``drift``: ``clusters.connector.Connector`` over the
+  official ``kubernetes`` client, with credentials and options from ``clusters.services`` (connectors are
+  reused per process, see ``connect``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from django.conf import settings
 
 from clusters.connector import ClusterCredentials, Connector, ConnectorOptions, RetryPolicy
 from clusters.connector.errors import RETRIABLE_STATUS
+from clusters.connector.results import LiveState
 from fleet.sources.services.manifests import CommitNotFound as CommitNotFound  # what render_mapping raises
 from fleet.sources.services.manifests import ManifestsUnavailable as ManifestsUnavailable
 from fleet.sources.services.manifests import RenderFailed as RenderFailed
@@ -53,20 +54,64 @@ class PolicyResult:
 
 
 def policy_decisions(
-    commit: Any, mapping: Any, targets: Sequence[tuple[Any, Sequence[dict[str, Any]]]]
+    commit: Any,
+    mapping: Any,
+    targets: Sequence[tuple[Any, Sequence[Any]]],
+    *,
+    reviews: Any = None,
+    user_info: dict[str, Any] | None = None,
 ) -> dict[int, PolicyResult]:
     """The gate's decision for each (cluster, objects) target of one mapping at one commit: the policies
-    app evaluates the bound policies and waivers in force, stores an Evaluation per target and audits."""
+    app evaluates the bound policies and waivers in force, stores an Evaluation per target and audits.
+
+    ``reviews`` ({cluster id: policies.services.reviews.TargetReview}) says how each target was read;
+    ``user_info`` is the userInfo of the reviews."""
     from policies.services.evaluation import evaluate_targets
 
     namespace = mapping.target_namespace or ""
-    result = evaluate_targets(commit, mapping, [(c, list(objs), namespace) for c, objs in targets])
+    result = evaluate_targets(
+        commit,
+        mapping,
+        [(c, list(objs), namespace) for c, objs in targets],
+        reviews=reviews or {},
+        user_info=user_info,
+    )
     out: dict[int, PolicyResult] = {}
     for target in result.results:
         summary = target.decision.as_dict()
         summary["evaluation_id"] = target.evaluation.pk if target.evaluation is not None else None
         out[target.cluster.pk] = PolicyResult(str(target.decision.outcome), summary)
     return out
+
+
+def review_targets(
+    targets: Sequence[tuple[Any, Sequence[dict[str, Any]], LiveState | str | None]],
+    *,
+    create_only_allowed: bool,
+) -> tuple[list[tuple[Any, list[Any]]], dict[int, Any]]:
+    """The gate's targets from each (cluster, objects, live state or the reason it could not be read):
+    CREATE/UPDATE entries by the live objects plus a DELETE per prune; an unreadable target is reviewed as
+    CREATE when ``create_only_allowed``, else it cannot be reviewed. Returns (targets, reviews)."""
+    from policies.services import reviews as rv
+
+    out: list[tuple[Any, list[Any]]] = []
+    modes: dict[int, Any] = {}
+    for cluster, objects, live in targets:
+        if isinstance(live, LiveState):
+            out.append((cluster, rv.live_entries(list(objects), live)))
+            modes[cluster.pk] = rv.TargetReview(rv.LIVE)
+        else:
+            reason = live or "the live state was not read"
+            out.append((cluster, list(objects)))
+            modes[cluster.pk] = rv.TargetReview.unreadable(reason, create_only_allowed=create_only_allowed)
+    return out, modes
+
+
+def review_user(user: Any, author_email: str) -> dict[str, Any]:
+    """userInfo of the reviews: the user who asked for the rollout, else the commit author."""
+    from policies.services.reviews import user_info
+
+    return user_info(user, author_email)
 
 
 # --------------------------------------------------------------------------------------------- clusters
@@ -153,14 +198,35 @@ def _transient(result: Any) -> bool:
     return (result.message or "").lower().startswith(_TRANSPORT)
 
 
+def live_state(
+    cluster: Any,
+    mapping: Any,
+    objects: Sequence[dict[str, Any]],
+    inventory: Sequence[dict[str, Any]],
+    prune: bool = True,
+) -> LiveState:
+    """What the cluster holds for ``objects`` now, and what a sync would prune: the reads of the plan,
+    for the policy gate's UPDATE and DELETE reviews. Raises when the cluster cannot be read."""
+    with connect(cluster) as kube:
+        return kube.read_live(
+            list(objects),
+            mapping=mapping_key(mapping),
+            default_namespace=mapping.target_namespace or "default",
+            previous_inventory=list(inventory),
+            prune=prune,
+        )
+
+
 def plan(
     cluster: Any,
     mapping: Any,
     objects: Sequence[dict[str, Any]],
     inventory: Sequence[dict[str, Any]],
     prune: bool = True,
+    live: LiveState | None = None,
 ) -> dict[str, Any]:
-    """The server-side dry-run diff of ``objects`` against the live cluster, with counts."""
+    """The server-side dry-run diff of ``objects`` against the live cluster, with counts. ``live`` (from
+    :func:`live_state`, read for the gate) spares reading the live objects a second time."""
     with connect(cluster) as kube:
         result = kube.plan(
             list(objects),
@@ -168,6 +234,7 @@ def plan(
             default_namespace=mapping.target_namespace or "default",
             previous_inventory=list(inventory),
             prune=prune,
+            live=live,
         )
     return result.to_dict()
 

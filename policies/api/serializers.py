@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import APIException, PermissionDenied
 
 from clusters.models import ClusterGroup
-from fleet.core.api.serializers import FleetModelSerializer
+from fleet.core.api.serializers import FleetModelSerializer, StrictCharField
 from fleet.sources.models import PathMapping, Repository
 from policies.choices import Enforcement
 from policies.models import (
@@ -491,10 +491,37 @@ class CheckRequestSerializer(serializers.Serializer):
     manifests = serializers.CharField(
         required=False, trim_whitespace=False, help_text="Multi-document YAML to check instead of a Git ref."
     )
+    operation = serializers.ChoiceField(
+        choices=["CREATE", "UPDATE", "DELETE"],
+        required=False,
+        help_text="Review every object as this admission operation (default CREATE).",
+    )
+    old_manifests = StrictCharField(
+        required=False,
+        trim_whitespace=False,
+        help_text="Multi-document YAML: the old objects of an UPDATE (or DELETE), matched by kind, namespace "
+        "and name.",
+    )
+    live_cluster = StrictCharField(
+        required=False,
+        max_length=63,
+        help_text="Name of a member cluster you may see: review against what it runs now (CREATE or UPDATE "
+        "by its live objects, DELETE for what a sync would prune).",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs.get("mapping") and not attrs.get("repository"):
             raise serializers.ValidationError({"mapping": ["Give a mapping (or a repository)."]})
+        if attrs.get("operation") and attrs.get("live_cluster"):
+            raise serializers.ValidationError(
+                {"live_cluster": ["Give an operation or a live cluster, not both."]}
+            )
+        if attrs.get("old_manifests") and attrs.get("operation") not in ("UPDATE", "DELETE"):
+            raise serializers.ValidationError(
+                {"old_manifests": ["Old objects are used with the UPDATE or DELETE operation."]}
+            )
+        if attrs.get("live_cluster") and not attrs.get("mapping"):
+            raise serializers.ValidationError({"mapping": ["A live cluster is checked for one mapping."]})
         refs = [k for k in ("branch", "commit", "manifests") if attrs.get(k)]
         if len(refs) != 1:
             raise serializers.ValidationError(

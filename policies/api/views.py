@@ -30,7 +30,7 @@ from policies.filtersets import (
     WaiverFilterSet,
 )
 from policies.models import Evaluation, Policy, PolicyBinding, PolicySource, PolicyVersion, Violation, Waiver
-from policies.services.checking import CheckInputError, check_mapping
+from policies.services.checking import CheckInputError, check_mapping, live_cluster_for
 from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
 from policies.services.importing import ImportError_, import_files
 from policies.services.sources import sync_policy_source
@@ -186,6 +186,11 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
             if not visible_groups.covers(m.cluster_group_id):
                 raise PermissionDenied("You may not see the evaluations of this mapping.")
         single = v.get("mapping") is not None
+        try:  # a cluster the caller may not see is answered like an unknown one
+            live = live_cluster_for(v["live_cluster"], request.user) if v.get("live_cluster") else None
+        except CheckInputError as exc:
+            raise ValidationError({exc.field: [exc.message]}) from None
+        old = [("old_manifests", v["old_manifests"])] if v.get("old_manifests") else []
         bodies: list[dict[str, Any]] = []
         for mapping in PathMapping.objects.filter(pk__in=[m.pk for m in mappings]).select_related(
             "repository", "cluster_group"
@@ -196,6 +201,10 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
                     commit=v.get("commit") or "",
                     branch=v.get("branch") or "",
                     manifests=v.get("manifests"),
+                    operation=v.get("operation") or "",
+                    old=old,
+                    live_cluster=live,
+                    user=request.user,
                 )
             except CheckInputError as exc:
                 if single:

@@ -27,6 +27,7 @@ from fleet.sources.services.manifests import (
 from fleet.sources.services.rendering import members
 from policies import gate
 from policies.engine import RegoEngine
+from policies.services import reviews as rv
 from policies.services.evaluation import MappingEvaluation, evaluate_targets, rendered_objects, summary_line
 
 
@@ -216,6 +217,53 @@ def _cluster_dict(cluster: Cluster, decision: gate.Decision, objects: int) -> di
     }
 
 
+def live_cluster_for(name: str, user: Any = None) -> Cluster:
+    """The registered cluster ``name`` for ``--live-cluster``, among those ``user`` may see (any cluster for
+    a command run without a user). The same answer for an unknown and an invisible cluster."""
+    qs = Cluster.objects.restrict(user, "view") if user is not None else Cluster.objects.all()
+    cluster = qs.filter(name=name).first()
+    if cluster is None:
+        raise CheckInputError(f"no cluster {name!r} that you may see", field="live_cluster")
+    return cluster
+
+
+def _live_targets(
+    mapping: PathMapping,
+    targets: Sequence[tuple[Cluster, Sequence[Any], str]],
+    cluster: Cluster,
+) -> tuple[list[tuple[Cluster, Sequence[Any], str]], dict[int, rv.TargetReview]]:
+    """The target of ``cluster`` reviewed against its live state, read as a rollout's prepare reads it
+    (the same connector call, with the mapping's last synced inventory for the prunes)."""
+    from fleet.rollouts import ports
+    from fleet.rollouts.models import SyncedState
+
+    mine = [t for t in targets if t[0].pk == cluster.pk]
+    if not mine:
+        raise CheckInputError(
+            f"cluster {cluster.name} is not a member of {mapping.cluster_group.name}, the group of "
+            f"mapping {mapping.name}",
+            field="live_cluster",
+        )
+    _cluster, objects, namespace = mine[0]
+    inventory = (
+        SyncedState.objects.filter(mapping=mapping, cluster=cluster)
+        .values_list("inventory", flat=True)
+        .first()
+    )
+    group = mapping.cluster_group
+    try:
+        live = ports.live_state(cluster, mapping, [_plain(o) for o in objects], inventory or [], group.prune)
+    except Exception as exc:
+        reason = f"the live state of {cluster.name} could not be read: {type(exc).__name__}: {exc}"[:1000]
+        review = rv.TargetReview.unreadable(reason, create_only_allowed=group.create_only_review)
+        return [(cluster, objects, namespace)], {cluster.pk: review}
+    return [(cluster, rv.live_entries(list(objects), live), namespace)], {cluster.pk: rv.TargetReview()}
+
+
+def _plain(item: Any) -> Any:
+    return item.subject if isinstance(item, gate.RenderedObject) else item
+
+
 def check_mapping(
     mapping: PathMapping,
     *,
@@ -224,8 +272,21 @@ def check_mapping(
     manifests: str | None = None,
     files: Sequence[tuple[str, str]] = (),
     engine: RegoEngine | None = None,
+    operation: str = "",
+    old: Sequence[tuple[str, str]] = (),
+    live_cluster: Cluster | None = None,
+    user: Any = None,
 ) -> CheckReport:
-    """Evaluate the mapping's bound policies for each of its clusters; nothing is stored."""
+    """Evaluate the mapping's bound policies for each of its clusters; nothing is stored.
+
+    ``operation`` reviews every object as CREATE, UPDATE (old versions from the ``old`` files, matched by
+    kind/namespace/name) or DELETE. ``live_cluster`` reviews the target of that member cluster against what
+    it runs now: CREATE/UPDATE by its live objects and a DELETE for each object a sync would prune. The
+    reviews' userInfo is ``user`` (the caller)."""
+    if operation and live_cluster is not None:
+        raise CheckInputError("give an operation or a live cluster, not both", field="operation")
+    if old and operation not in ("UPDATE", "DELETE"):
+        raise CheckInputError("old objects are only used with the UPDATE or DELETE operation", field="old")
     if manifests is not None or files:
         objects: list[gate.RenderedObject] = []
         if manifests is not None:
@@ -241,7 +302,28 @@ def check_mapping(
         ref = f"{branch}@{sha[:10]}" if branch else sha
     else:
         raise CheckInputError("give a branch, a commit or manifests")
-    evaluation = evaluate_targets(None, mapping, targets, engine=engine, store=False, audit=False, sha=sha)
+    reviews: dict[int, rv.TargetReview] = {}
+    if live_cluster is not None:
+        targets, reviews = _live_targets(mapping, targets, live_cluster)  # type: ignore[assignment]
+        ref += f" against the live state of {live_cluster.name}"
+    elif operation:
+        old_objects = [o.subject for name, text in old for o in parse_manifests(text, name)]
+        try:
+            targets = [(c, rv.as_operation(objs, operation, old_objects), ns) for c, objs, ns in targets]
+        except ValueError as exc:
+            raise CheckInputError(str(exc), field="old" if operation == "UPDATE" else "operation") from None
+        reviews = {c.pk: rv.TargetReview(rv.RENDERED, f"reviewed as {operation}") for c, _o, _n in targets}
+    evaluation = evaluate_targets(
+        None,
+        mapping,
+        targets,
+        engine=engine,
+        store=False,
+        audit=False,
+        sha=sha,
+        reviews=reviews,
+        user_info=rv.user_info(user),
+    )
     report = CheckReport(mapping, ref, evaluation)
     record(
         "policy.check",

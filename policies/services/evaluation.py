@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +26,6 @@ from django.utils import timezone
 
 from clusters.models import Cluster
 from fleet.audit.services import record
-from fleet.observability import metrics
 from fleet.sources.git import redact_url
 from fleet.sources.models import Commit, PathMapping, RenderedManifest
 from policies import gate
@@ -34,6 +33,7 @@ from policies.choices import Enforcement
 from policies.engine import RegoEngine
 from policies.models import Evaluation, Policy, PolicyBinding, PolicyVersion, Violation, Waiver
 from policies.services.definitions import definition_of
+from policies.services.reviews import CANNOT_REVIEW, RENDERED, TargetReview
 
 _SEVERITY = {"deny": 2, "warn": 1, "dryrun": 0, "": 3}
 
@@ -197,15 +197,26 @@ class MappingEvaluation:
 
     @property
     def blocked(self) -> list[Cluster]:
-        return [r.cluster for r in self.results if r.decision.outcome is gate.Outcome.BLOCKED]
+        """Targets that may not sync: blocked by policy, or their live state could not be reviewed."""
+        return [r.cluster for r in self.results if r.decision.outcome in BLOCKING_OUTCOMES]
 
     @property
     def counts(self) -> dict[str, int]:
-        c = Counter(str(r.decision.outcome) for r in self.results)
-        return {k: c.get(k, 0) for k in ("passed", "warned", "blocked")}
+        return _counts(Counter(str(r.decision.outcome) for r in self.results))
 
     def by_cluster(self) -> dict[str, TargetResult]:
         return {r.cluster.name: r for r in self.results}
+
+
+BLOCKING_OUTCOMES = frozenset({gate.Outcome.BLOCKED, gate.Outcome.CANNOT_REVIEW})
+
+
+def _counts(counter: Counter[str]) -> dict[str, int]:
+    """passed/warned/blocked, and cannot_review when a target could not be reviewed."""
+    out = {k: counter.get(k, 0) for k in ("passed", "warned", "blocked")}
+    if counter.get("cannot_review"):
+        out["cannot_review"] = counter["cannot_review"]
+    return out
 
 
 def run_target(
@@ -266,6 +277,7 @@ def _store(
         engine=decision.engine[:16],
         duration_ms=int(decision.duration_seconds * 1000),
         policy_versions=bound.versions,
+        review=dict(decision.review),
     )
     rows = []
     for v in decision.violations:
@@ -313,6 +325,8 @@ def _audit(
     }
     sha = commit.sha if commit is not None else ""
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("passed", "warned", "blocked"))
+    if counts.get("cannot_review"):
+        summary += f", {counts['cannot_review']} cannot review"
     record(
         "policy.decision",
         commit if commit is not None else mapping,
@@ -321,7 +335,7 @@ def _audit(
         after={
             "mapping": mapping.name,
             "commit": sha,
-            "counts": {k: counts.get(k, 0) for k in ("passed", "warned", "blocked")},
+            "counts": _counts(counts),
             "clusters": per_cluster,
             "policies": [{"policy": v["policy"], "version": v["version"]} for v in bound.versions],
         },
@@ -364,18 +378,35 @@ def evaluate_targets(
     store: bool = True,
     audit: bool = True,
     sha: str = "",
+    reviews: Mapping[int, TargetReview] | None = None,
+    user_info: Mapping[str, Any] | None = None,
 ) -> MappingEvaluation:
     """Evaluate (cluster, objects, namespace) targets of one mapping with the bindings loaded once.
 
-    ``objects``: Kubernetes object dicts, ``gate.RenderedObject`` (with source file), or
-    RenderedManifest.resources rows as stored (unwrapped, source file kept)."""
+    ``objects``: Kubernetes object dicts, ``gate.RenderedObject`` (with source file and review operation),
+    or RenderedManifest.resources rows as stored (unwrapped, source file kept). ``reviews`` ({cluster id:
+    TargetReview}) says how each target's live state was read (a ``cannot_review`` target is not
+    evaluated: it blocks); ``user_info`` is the userInfo of every review (default: Fleetgate)."""
     now = timezone.now()
     bound = build_bound_set(mapping, now=now)
     results: list[TargetResult] = []
     for cluster, raw_objects, namespace in targets:
         objects = as_gate_objects(raw_objects)
+        review = (reviews or {}).get(cluster.pk)
+        if review is not None and review.mode == CANNOT_REVIEW:
+            if bound.policies or bound.errors:
+                results.append(TargetResult(cluster, gate.cannot_review(review.reason), len(objects)))
+                continue
+            # no policy is bound to the target: there is nothing to review, so nothing to block
+            review = TargetReview(RENDERED, f"{review.reason}; no policy is bound")
         ctx = target_context(mapping, cluster, commit, sha=sha, namespace=namespace)
+        if user_info is not None:
+            ctx = replace(ctx, user_info=dict(user_info))
         decision = run_target(objects, bound, ctx, engine=engine, now=now)
+        if review is not None:
+            decision.review.update(mode=review.mode, reason=review.reason)
+            if review.note():
+                decision.reasons.append(review.note())
         results.append(TargetResult(cluster, decision, len(objects)))
     if store or audit:
         with transaction.atomic():
@@ -384,8 +415,6 @@ def evaluate_targets(
                     r.evaluation = _store(commit, mapping, r.cluster, r.decision, r.object_count, bound)
             if audit:
                 _audit(commit, mapping, results, bound)
-        for r in results:  # gate decisions (a policy check that stores nothing is not one)
-            metrics.gate_decision(str(r.decision.outcome), r.decision.engine, r.decision.duration_seconds)
     return MappingEvaluation(mapping, commit, results, bound.versions)
 
 

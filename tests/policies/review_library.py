@@ -26,8 +26,7 @@ spec:
           old := input.review.oldObject.spec.selector
           new := input.review.object.spec.selector
           old != new
-          msg := sprintf("%v %v: spec.selector is immutable (live %v, rendered %v)",
-            [input.review.kind.kind, input.review.name, old, new])
+          msg := sprintf("%v %v: spec.selector is immutable", [input.review.kind.kind, input.review.name])
         }
 
         violation[{"msg": msg}] {

@@ -147,16 +147,55 @@ def _render(rollout_id: int) -> None:
         transition(rollout, RolloutState.RENDERED, f"{total} object(s) for {len(syncs)} cluster(s)")
 
 
-def _evaluate(rollout_id: int) -> None:
-    rollout = Rollout.objects.select_related("mapping__cluster_group", "commit__repository").get(
-        pk=rollout_id
+def _read_live(rollout: Rollout, syncs: list[ClusterSync]) -> dict[int, ports.LiveState | str]:
+    """Each target's live state (the objects it holds now, what a sync would prune), read in parallel
+    through the connector; the reason instead when it cannot be read. One query for the inventories."""
+    from fleet.rollouts.models import SyncedState
+
+    inventories = dict(
+        SyncedState.objects.filter(
+            mapping=rollout.mapping_id, cluster__in=[s.cluster_id for s in syncs]
+        ).values_list("cluster_id", "inventory")
     )
+    group = rollout.mapping.cluster_group
+
+    def one(cs: ClusterSync) -> ports.LiveState | str:
+        try:
+            return ports.live_state(
+                cs.cluster, rollout.mapping, cs.desired, inventories.get(cs.cluster_id, []), group.prune
+            )
+        except Exception as exc:
+            reason = f"the live state of {cs.cluster.name} could not be read: {type(exc).__name__}: {exc}"
+            return reason[:1000]
+        finally:
+            close_old_connections()
+
+    if not syncs:
+        return {}
+    workers = max(1, min(8, group.max_parallel, len(syncs)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return {cs.cluster_id: live for cs, live in zip(syncs, pool.map(one, syncs), strict=True)}
+
+
+def _evaluate(rollout_id: int) -> None:
+    rollout = Rollout.objects.select_related(
+        "mapping__cluster_group", "commit__repository", "created_by"
+    ).get(pk=rollout_id)
     syncs = list(rollout.syncs.select_related("cluster"))
     blocked: list[str] = []
     warned = 0
+    lives = _read_live(rollout, syncs)
     try:
+        targets, reviews = ports.review_targets(
+            [(cs.cluster, cs.desired, lives.get(cs.cluster_id)) for cs in syncs],
+            create_only_allowed=rollout.mapping.cluster_group.create_only_review,
+        )
         results = ports.policy_decisions(
-            rollout.commit, rollout.mapping, [(cs.cluster, cs.desired) for cs in syncs]
+            rollout.commit,
+            rollout.mapping,
+            targets,
+            reviews=reviews,
+            user_info=ports.review_user(rollout.created_by, rollout.commit.author_email),
         )
     except Exception as exc:  # fail closed
         failure = ports.PolicyResult(
@@ -165,12 +204,15 @@ def _evaluate(rollout_id: int) -> None:
         results = {cs.cluster_id: failure for cs in syncs}
     for cs in syncs:
         result = results.get(cs.cluster_id) or ports.PolicyResult("blocked", {"errors": ["not evaluated"]})
-        cs.decision = result.outcome
+        # "cannot review" blocks the leg like a deny; the summary keeps the outcome and its reason
+        cs.decision = Decision.BLOCKED if result.outcome == CANNOT_REVIEW else result.outcome
         cs.evaluation = result.summary
-        if result.outcome == Decision.BLOCKED:
+        if cs.decision == Decision.BLOCKED:
             blocked.append(cs.cluster.name + _first_message(result.summary))
         elif result.outcome == Decision.WARNED:
             warned += 1
+    _rule, approval, manual = _needs_plan(rollout)
+    planned = _plans_from_live(rollout, syncs, lives) if approval or manual else False
     with atomic():
         rollout = locked_rollout(rollout_id)
         if rollout.state != RolloutState.RENDERED:
@@ -178,7 +220,8 @@ def _evaluate(rollout_id: int) -> None:
         for cs in syncs:
             if cs.decision == Decision.BLOCKED:
                 cs.state = SyncState.BLOCKED
-        ClusterSync.objects.bulk_update(syncs, ["decision", "evaluation", "state"], batch_size=200)
+        fields = ["decision", "evaluation", "state", *(["plan"] if planned else [])]
+        ClusterSync.objects.bulk_update(syncs, fields, batch_size=200)
         reason = f"blocked by policy on {len(blocked)} cluster(s): " + "; ".join(blocked[:5])
         if blocked and len(blocked) == len(syncs):
             transition(rollout, RolloutState.BLOCKED, reason[:2000], decision=Decision.BLOCKED)
@@ -215,6 +258,51 @@ def _first_message(summary: dict[str, Any]) -> str:
     return ""
 
 
+CANNOT_REVIEW = "cannot_review"  # the gate's outcome for a target whose live state could not be read
+
+
+def _needs_plan(rollout: Rollout) -> tuple[Any, bool, bool]:
+    """(approval rule, approval needed, manual sync): a plan is shown before either."""
+    group = rollout.mapping.cluster_group
+    # The strictest group any of the rollout's clusters belongs to decides (services/approval.py).
+    rule = approval_rule.rule_for(rollout)
+    approval = rule.required and not (
+        rollout.trigger == RolloutTrigger.SYNC_NOW and approval_rule.previously_approved(rollout, rule)
+    )
+    manual = group.sync_mode == "manual" and rollout.trigger == RolloutTrigger.COMMIT
+    return rule, approval, manual
+
+
+def _plans_from_live(
+    rollout: Rollout, syncs: list[ClusterSync], lives: dict[int, ports.LiveState | str]
+) -> bool:
+    """Plans for the legs the gate let through, from the live state the gate read (not read again)."""
+    group = rollout.mapping.cluster_group
+    todo = [
+        cs
+        for cs in syncs
+        if cs.decision != Decision.BLOCKED and isinstance(lives.get(cs.cluster_id), ports.LiveState)
+    ]
+
+    def one(cs: ClusterSync) -> dict[str, Any]:
+        live = lives[cs.cluster_id]
+        try:
+            known = live if isinstance(live, ports.LiveState) else None
+            return ports.plan(cs.cluster, rollout.mapping, cs.desired, [], group.prune, live=known)
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"[:1000], "items": [], "counts": {}}
+        finally:
+            close_old_connections()
+
+    if not todo:
+        return False
+    workers = max(1, min(8, group.max_parallel, len(todo)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for cs, plan in zip(todo, pool.map(one, todo), strict=True):
+            cs.plan = plan
+    return True
+
+
 def _plan_all(rollout: Rollout) -> None:
     """The server-side dry-run diff for each target, stored before approval or a manual sync."""
     from fleet.rollouts.models import SyncedState
@@ -248,12 +336,7 @@ def _plan_all(rollout: Rollout) -> None:
 def _after_gate(rollout_id: int) -> str:
     rollout = Rollout.objects.select_related("mapping__cluster_group").get(pk=rollout_id)
     group = rollout.mapping.cluster_group
-    # The strictest group any of the rollout's clusters belongs to decides (services/approval.py).
-    rule = approval_rule.rule_for(rollout)
-    approval = rule.required and not (
-        rollout.trigger == RolloutTrigger.SYNC_NOW and approval_rule.previously_approved(rollout, rule)
-    )
-    manual = group.sync_mode == "manual" and rollout.trigger == RolloutTrigger.COMMIT
+    rule, approval, manual = _needs_plan(rollout)
     if (approval or manual) and not any(cs.get("plan") for cs in rollout.syncs.values("plan")):
         _plan_all(rollout)
     with atomic():

@@ -190,6 +190,7 @@ class GroupForm(forms.ModelForm):
             "health_timeout_seconds",
             "prune",
             "self_heal",
+            "create_only_review",
         ]
 
     def __init__(self, *args: object, **kwargs: object) -> None:

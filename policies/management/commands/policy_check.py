@@ -1,4 +1,5 @@
-"""`manage.py policy_check --mapping ID (--branch B | --commit SHA | --file manifests.yaml ...)`.
+"""`manage.py policy_check --mapping ID (--branch B | --commit SHA | --file manifests.yaml ...)`
+[--operation CREATE|UPDATE|DELETE [--old old.yaml ...] | --live-cluster NAME].
 
 Prints conftest-like output per cluster and exits 1 when any cluster is blocked (for CI before merge)."""
 
@@ -15,7 +16,7 @@ from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
 from fleet.sources.models import PathMapping
 from policies.engine import create_engine
-from policies.services.checking import CheckInputError, check_mapping, format_report
+from policies.services.checking import CheckInputError, check_mapping, format_report, live_cluster_for
 
 
 class Command(BaseCommand):
@@ -31,6 +32,24 @@ class Command(BaseCommand):
         ref.add_argument("--commit")
         ref.add_argument("--file", action="append", help="a multi-document YAML file (repeatable)")
         parser.add_argument("--engine", choices=["regorus", "opa"], help="default: FLEETGATE_REGO_ENGINE")
+        review = parser.add_mutually_exclusive_group()
+        review.add_argument(
+            "--operation",
+            choices=["CREATE", "UPDATE", "DELETE"],
+            help="review every object as this admission operation (default: CREATE)",
+        )
+        review.add_argument(
+            "--live-cluster",
+            metavar="NAME",
+            help="review against the live state of this member cluster: CREATE/UPDATE by what it runs now, "
+            "DELETE for what a sync would prune",
+        )
+        parser.add_argument(
+            "--old",
+            action="append",
+            metavar="FILE",
+            help="the old objects for --operation UPDATE (or DELETE), matched by kind/namespace/name",
+        )
         parser.add_argument("--output", choices=["text", "json"], default="text")
 
     def _mapping(self, ref: str) -> PathMapping:
@@ -55,14 +74,24 @@ class Command(BaseCommand):
                 raise CommandError(f"{name}: no such file")
             files.append((path.name, path.read_text(encoding="utf-8")))
         engine = create_engine(options["engine"]) if options["engine"] else None
+        old = []
+        for name in options["old"] or []:
+            path = Path(name)
+            if not path.is_file():
+                raise CommandError(f"{name}: no such file")
+            old.append((path.name, path.read_text(encoding="utf-8")))
         with acting(change_context=ChangeContext.COMMAND):
             try:
+                live = live_cluster_for(options["live_cluster"]) if options["live_cluster"] else None
                 report = check_mapping(
                     mapping,
                     commit=options["commit"] or "",
                     branch=options["branch"] or "",
                     files=files,
                     engine=engine,
+                    operation=options["operation"] or "",
+                    old=old,
+                    live_cluster=live,
                 )
             except CheckInputError as exc:
                 where = f" ({exc.file}:{exc.line})" if exc.file and exc.line else ""

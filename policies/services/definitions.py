@@ -27,6 +27,7 @@ from policies.engine import EngineError, Module, RegoEngine, TestResult, get_eng
 from policies.formats import FormatError
 from policies.formats import gatekeeper as gk
 from policies.models import Policy, PolicyVersion
+from policies.services.smoke import describe, smoke_errors
 
 
 class PolicyInvalid(DomainError, ValueError):
@@ -293,6 +294,13 @@ def validate_definition(
                 definition.bound("check", "check", None)[0].policy_set()
             except (FormatError, ValueError) as exc:
                 raise PolicyInvalid(str(exc), [_format_error(exc, "modules")], field="modules") from None
+        smoke = smoke_errors(definition.bound("check", "check", None), engine)
+        if smoke:
+            raise PolicyInvalid(
+                f"the policy fails when evaluated on {engine.name}: {describe(smoke[0])}",
+                smoke,
+                field="modules" if style == PolicyStyle.CONFTEST else "template",
+            )
         has_tests = bool(tests) or any("test_" in m.source for m in modules)
         results: list[TestResult] = []
         if has_tests:

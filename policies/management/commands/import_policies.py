@@ -63,10 +63,13 @@ class Command(BaseCommand):
                     allow_failing_tests=options["allow_failing_tests"],
                 )
             except PolicyInvalid as exc:
-                lines = [exc.message] + [
-                    f"  {e.get('path')}:{e.get('line')}:{e.get('column')}: {e.get('message')}"
-                    for e in exc.errors
-                ]
+                lines = [exc.message]
+                for e in exc.errors:  # each error once: the first is usually in the message already
+                    where = f"{e.get('path')}:{e.get('line')}:{e.get('column')}"
+                    text = str(e.get("message"))
+                    text = text if text.startswith(where) else f"{where}: {text}"
+                    if text not in exc.message:
+                        lines.append(f"  {text}")
                 lines += [
                     f"  {t['name']}: {'PASS' if t['passed'] else 'FAIL'} {t['error']}" for t in exc.tests
                 ]

@@ -14,9 +14,11 @@ from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from fleet.access.models import APIToken, RoleBinding
+from fleet.access.oidc import provider as oidc_provider
+from fleet.access.oidc import tokens as oidc_tokens
 from tests.factories import ClusterFactory, ClusterGroupFactory, UserFactory
 from tests.oidc_provider import OIDCProvider
-from tests.sso.conftest import FLEETGATE, OTHER_APP, SHORT_LIVED
+from tests.sso.conftest import FLEETGATE, OTHER_APP, SHORT_LIVED, USERS
 
 pytestmark = pytest.mark.django_db
 
@@ -144,4 +146,27 @@ def test_fleetgate_api_tokens_still_work_beside_provider_tokens(sso: OIDCProvide
 def test_without_single_sign_on_a_provider_token_is_just_an_invalid_token(idp: OIDCProvider) -> None:
     token = id_token(idp, "alice")
     assert refused(bearer(token).get("/api/clusters/")) == "Invalid or expired token."
+    assert not get_user_model().objects.filter(username="alice").exists()
+
+
+def test_a_token_is_refused_when_its_issuer_cannot_be_reached(
+    settings: Any, provider_binary: str, tmp_path: Any
+) -> None:
+    """Fail closed: without the issuer's keys no token is accepted (the discovery document is not cached
+    yet in this process for this issuer)."""
+    with OIDCProvider(provider_binary, tmp_path, [USERS[0]], [FLEETGATE]) as gone:
+        token = id_token(gone, "alice")
+        issuer = gone.issuer
+    settings.FLEETGATE_OIDC_ISSUER = issuer
+    settings.FLEETGATE_OIDC_CLIENT_ID, settings.FLEETGATE_OIDC_CLIENT_SECRET = (
+        FLEETGATE.client_id,
+        FLEETGATE.secret,
+    )
+    oidc_provider.forget()
+    oidc_tokens.forget_keys()
+    detail = refused(bearer(token).get("/api/clusters/"))
+    discovery = f"{issuer}/.well-known/openid-configuration"
+    # the reason follows (the connection refused), as requests words it
+    expected = f"OIDC token not checked: cannot read the OIDC discovery document at {discovery}:"
+    assert detail.startswith(expected)
     assert not get_user_model().objects.filter(username="alice").exists()

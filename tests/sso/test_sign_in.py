@@ -214,3 +214,14 @@ class TestLocalAccountsOff:
         client = Client()
         assert sso_sign_in(client, sso, "alice", "alice-Passw0rd").status_code == 302
         assert client.get("/").status_code == 200
+
+
+def test_a_provider_that_cannot_be_reached_is_reported_on_the_sign_in_page(settings: Any) -> None:
+    settings.FLEETGATE_OIDC_ISSUER = "http://127.0.0.1:1"  # nothing listens there
+    settings.FLEETGATE_OIDC_CLIENT_ID, settings.FLEETGATE_OIDC_CLIENT_SECRET = "fleetgate", "secret"
+    client = Client()
+    response = client.get("/oidc/authenticate/")
+    assert response.status_code == 302 and response["Location"] == "/login/"
+    page = client.get("/login/").content.decode()
+    assert "Single sign-on is unavailable: cannot read the OIDC discovery document at " in page
+    assert "http://127.0.0.1:1/.well-known/openid-configuration" in page

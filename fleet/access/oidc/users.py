@@ -28,6 +28,7 @@ from fleet.core import context
 
 USERNAME_CHARS = re.compile(r"[^\w.@+-]")
 GROUP_NAME_MAX = 150
+LAST_LOGIN_EVERY = 60  # seconds: how fresh ExternalIdentity.last_login is kept
 
 
 class SignInRefused(Exception):
@@ -149,7 +150,10 @@ def sign_in(claims: dict[str, Any]) -> Any:
                     after={"groups": names},
                     message=f"groups from the provider: joined {joined or 'none'}, left {left or 'none'}",
                 )
-        identity.groups = names
-        identity.last_login = timezone.now()
-        identity.save(update_fields=["groups", "last_login"])
+        now = timezone.now()
+        stale = identity.last_login is None or (now - identity.last_login).total_seconds() > LAST_LOGIN_EVERY
+        if identity.groups != names or stale:  # an API client's every request need not write
+            identity.groups = names
+            identity.last_login = now
+            identity.save(update_fields=["groups", "last_login"])
     return user

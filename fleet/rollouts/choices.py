@@ -51,6 +51,7 @@ class RolloutTrigger(models.TextChoices):
 
 class SyncState(models.TextChoices):
     PENDING = "pending", "Pending"
+    WAITING = "waiting", "Waiting for dependencies"  # a mapping it depends on is not ready on the cluster
     BLOCKED = "blocked", "Blocked by policy"
     QUEUED = "queued", "Queued"
     SYNCING = "syncing", "Syncing"
@@ -64,6 +65,8 @@ FINAL_SYNC_STATES = frozenset(
     {SyncState.SYNCED, SyncState.FAILED, SyncState.CANCELLED, SyncState.SUPERSEDED, SyncState.BLOCKED}
 )
 IN_FLIGHT_SYNC_STATES = frozenset({SyncState.QUEUED, SyncState.SYNCING})
+# Legs not dispatched yet: pending, or held back until the mappings they depend on are ready there.
+UNSTARTED_SYNC_STATES = frozenset({SyncState.PENDING, SyncState.WAITING})
 
 
 class Decision(models.TextChoices):

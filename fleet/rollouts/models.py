@@ -91,6 +91,11 @@ class ClusterSync(models.Model):
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, blank=True)
     health_detail = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    waiting_for = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="While waiting: the dependencies not ready on this cluster, each with the reason.",
+    )
     attempts = models.PositiveIntegerField(default=0)
     task_id = models.CharField(max_length=64, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)

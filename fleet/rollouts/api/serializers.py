@@ -38,8 +38,23 @@ class ApprovalSerializer(serializers.ModelSerializer):
         fields = ["id", "user", "decision", "reason", "lapsed", "created"]
 
 
+WAITING_FOR_SCHEMA = {
+    "type": "array",
+    "description": "While the leg waits: the mappings it depends on that are not ready on its cluster.",
+    "items": {
+        "type": "object",
+        "properties": {
+            "mapping": {"type": "string", "description": "repository/mapping"},
+            "mapping_id": {"type": "integer", "nullable": True},
+            "reason": {"type": "string"},
+        },
+    },
+}
+
+
 class ClusterSyncBriefSerializer(serializers.ModelSerializer):
     cluster = NamedBriefSerializer(read_only=True)
+    waiting_for = serializers.SerializerMethodField()
 
     class Meta:
         model = ClusterSync
@@ -53,10 +68,15 @@ class ClusterSyncBriefSerializer(serializers.ModelSerializer):
             "counts",
             "health",
             "error",
+            "waiting_for",
             "attempts",
             "started_at",
             "finished_at",
         ]
+
+    @extend_schema_field(WAITING_FOR_SCHEMA)
+    def get_waiting_for(self, obj: ClusterSync) -> list[dict[str, Any]]:
+        return list(obj.waiting_for or [])
 
 
 class RolloutSerializer(serializers.ModelSerializer):
@@ -128,6 +148,11 @@ class ClusterSyncSerializer(serializers.ModelSerializer):
     cluster = NamedBriefSerializer(read_only=True)
     mapping = serializers.IntegerField(source="rollout.mapping_id", read_only=True)
     commit = serializers.CharField(source="rollout.commit.sha", read_only=True)
+    waiting_for = serializers.SerializerMethodField()
+
+    @extend_schema_field(WAITING_FOR_SCHEMA)
+    def get_waiting_for(self, obj: ClusterSync) -> list[dict[str, Any]]:
+        return list(obj.waiting_for or [])
 
     class Meta:
         model = ClusterSync
@@ -148,6 +173,7 @@ class ClusterSyncSerializer(serializers.ModelSerializer):
             "health",
             "health_detail",
             "error",
+            "waiting_for",
             "attempts",
             "queued_at",
             "started_at",

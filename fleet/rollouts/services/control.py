@@ -171,7 +171,7 @@ def cancel(rollout: Rollout, user: Any) -> Rollout:
         if rollout.state in FINAL_ROLLOUT_STATES:
             raise RolloutError(f"the rollout is already {rollout.state}", conflict=True)
         count = ClusterSync.objects.filter(
-            rollout=rollout, state__in=[SyncState.PENDING, SyncState.QUEUED]
+            rollout=rollout, state__in=[SyncState.PENDING, SyncState.WAITING, SyncState.QUEUED]
         ).update(state=SyncState.CANCELLED, finished_at=timezone.now())
         transition(
             rollout,

@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from clusters.windows import sync_allowed
 from fleet.rollouts import dispatch, tasks
-from fleet.rollouts.choices import FINAL_SYNC_STATES, RolloutState, SyncState
-from fleet.rollouts.models import ClusterSync
+from fleet.rollouts.choices import FINAL_SYNC_STATES, UNSTARTED_SYNC_STATES, RolloutState, SyncState
+from fleet.rollouts.models import ClusterSync, Rollout
+from fleet.rollouts.services import dependencies
 from fleet.rollouts.services.common import (
     atomic,
     lease_from_now,
@@ -84,8 +85,8 @@ def advance(rollout_id: int) -> str:
             return str(rollout.state)
         batch = unfinished[0]
         in_flight = totals[SyncState.QUEUED] + totals[SyncState.SYNCING]
-        pending_here = counts[batch].get(SyncState.PENDING, 0)
-        if not pending_here:
+        unstarted_here = sum(counts[batch].get(s, 0) for s in UNSTARTED_SYNC_STATES)
+        if not unstarted_here:
             return str(rollout.state)  # the batch's legs are all dispatched; their ends call advance again
         if batch != rollout.current_batch and not any(
             counts[batch].get(s)
@@ -134,11 +135,7 @@ def advance(rollout_id: int) -> str:
         slots = group.max_parallel - in_flight
         if slots <= 0:
             return str(rollout.state)
-        picked = list(
-            ClusterSync.objects.select_related("cluster")
-            .filter(rollout=rollout, batch=batch, state=SyncState.PENDING)
-            .order_by("cluster__name")[:slots]
-        )
+        picked = _ready_legs(rollout, batch, slots)
         lease = lease_from_now()
         for cs in picked:
             cs.state = SyncState.QUEUED
@@ -149,9 +146,61 @@ def advance(rollout_id: int) -> str:
             picked, ["state", "queued_at", "lease_until", "task_id"], batch_size=500
         )
         if rollout.state == RolloutState.QUEUED:
-            transition(rollout, RolloutState.SYNCING, f"batch {batch + 1} of {rollout.batch_count} started")
+            started = f"batch {batch + 1} of {rollout.batch_count} started"
+            if rollout.reason.startswith(dependencies.WAITING):
+                started += f"; {rollout.reason}"
+            transition(rollout, RolloutState.SYNCING, started[:2000])
         for cs in picked:
             cs.rollout = rollout
             sync_event(cs, "sync.queued", f"batch {batch + 1}", batch=batch)
             dispatch.send(tasks.sync_cluster, cs.pk, task_id=cs.task_id)
         return str(rollout.state)
+
+
+# The big JSON columns a leg carries (the objects to apply, the plan, the gate's answer): not needed to
+# decide which legs go next; the sync task reads its leg again.
+_HEAVY = ("desired", "plan", "evaluation", "results", "health_detail")
+
+
+def _ready_legs(rollout: Rollout, batch: int, slots: int) -> list[ClusterSync]:
+    """Up to ``slots`` legs of ``batch`` to dispatch now. Where the mapping depends on others, a leg whose
+    dependencies are not ready on its cluster waits (state ``waiting``, with the reasons) and a waiting
+    leg whose dependencies became ready goes on; the rollout's reason says what waits on what."""
+    legs = ClusterSync.objects.select_related("cluster").filter(rollout=rollout, batch=batch)
+    known = dependencies.dependencies_of(rollout.mapping)
+    if not known[0] and not known[1]:
+        return list(legs.filter(state=SyncState.PENDING).order_by("cluster__name")[:slots])
+    unstarted = list(
+        legs.filter(state__in=UNSTARTED_SYNC_STATES).order_by("cluster__name").defer(*_HEAVY)
+    )
+    found = dependencies.waits(rollout.mapping, [cs.cluster_id for cs in unstarted], known)
+    ready: list[ClusterSync] = []
+    changed: list[ClusterSync] = []
+    waiting: list[str] = []
+    for cs in unstarted:
+        cs.rollout = rollout
+        here = found.get(cs.cluster_id) or []
+        if here:
+            waiting_for = [w.to_dict() for w in here]
+            message = dependencies.describe(here, cs.cluster.name)
+            waiting.append(message.removeprefix(dependencies.WAITING))
+            if cs.state != SyncState.WAITING or cs.waiting_for != waiting_for:
+                cs.state, cs.waiting_for = SyncState.WAITING, waiting_for
+                changed.append(cs)
+                sync_event(cs, "sync.waiting", message[:2000], waiting_for=waiting_for)
+            continue
+        if cs.state == SyncState.WAITING:
+            cs.state, cs.waiting_for = SyncState.PENDING, []
+            changed.append(cs)
+            sync_event(cs, "sync.dependencies_ready", "what it depends on is synced and healthy here")
+        ready.append(cs)
+    if changed:
+        ClusterSync.objects.bulk_update(changed, ["state", "waiting_for"], batch_size=500)
+    reason = (dependencies.WAITING + "; ".join(waiting))[:2000] if waiting else ""
+    if reason and rollout.reason != reason:
+        rollout.reason = reason
+        rollout.save(update_fields=["reason", "updated"])
+    elif not reason and dependencies.WAITING in rollout.reason:
+        rollout.reason = "dependencies ready"
+        rollout.save(update_fields=["reason", "updated"])
+    return ready[:slots]

@@ -15,6 +15,7 @@ from clusters.models import Cluster
 from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import (
     SUPERSEDABLE_STATES,
+    UNSTARTED_SYNC_STATES,
     Decision,
     RolloutState,
     RolloutTrigger,
@@ -88,7 +89,7 @@ def supersede_older(newer: Rollout) -> list[int]:
             transition(rollout, RolloutState.SUPERSEDED, reason, superseded_by=newer)
             done.append(pk)
         else:  # syncing or halted: legs not yet started are superseded; in-flight ones finish
-            count = ClusterSync.objects.filter(rollout=rollout, state=SyncState.PENDING).update(
+            count = ClusterSync.objects.filter(rollout=rollout, state__in=UNSTARTED_SYNC_STATES).update(
                 state=SyncState.SUPERSEDED, finished_at=timezone.now()
             )
             if count:

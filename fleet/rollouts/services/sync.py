@@ -23,6 +23,7 @@ from fleet.observability import metrics
 from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import DriftStatus, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, SyncedState
+from fleet.rollouts.services import dependencies
 from fleet.rollouts.services.common import (
     atomic,
     lease_from_now,
@@ -66,6 +67,17 @@ def _claim(cs_id: int) -> tuple[ClusterSync | None, str]:
             sync_event(cs, "sync.deferred", f"the rollout is {'paused' if rollout.paused else rollout.state}")
             return None, "deferred"
         took_over = cs.state == SyncState.SYNCING
+        if not took_over:
+            # Checked again here, not only when the leg was queued: a dependency may have moved since.
+            waits = dependencies.waits(rollout.mapping, [cs.cluster_id]).get(cs.cluster_id)
+            if waits:
+                cs.state, cs.lease_until = SyncState.WAITING, None
+                cs.waiting_for = [w.to_dict() for w in waits]
+                cs.save(update_fields=["state", "lease_until", "waiting_for"])
+                sync_event(cs, "sync.waiting", dependencies.describe(waits, cs.cluster.name)[:2000],
+                           waiting_for=cs.waiting_for)
+                dispatch.send(tasks.advance, rollout.pk)  # its slot is free for another leg
+                return None, "waiting for dependencies"
         cs.state = SyncState.SYNCING
         cs.attempts += 1
         cs.started_at = cs.started_at or now
@@ -144,6 +156,10 @@ def run_cluster_sync(cs_id: int) -> str:
     from fleet.rollouts.services.fanout import advance
 
     advance(rollout.pk)
+    if result in ("synced", "failed"):
+        # Legs of other mappings waiting for this one on this cluster look again (event-driven; the
+        # periodic reconcile advances every active rollout as a safety net).
+        dependencies.wake_dependents(mapping, cs.cluster_id)
     return result
 
 

@@ -14,12 +14,15 @@ from django.views.decorators.http import require_POST
 from fleet.access.restrict import has_permission
 from fleet.rollouts import services
 from fleet.rollouts.api.views import progress_of
-from fleet.rollouts.choices import RolloutState
-from fleet.rollouts.models import Rollout
+from fleet.rollouts.choices import RolloutState, SyncState
+from fleet.rollouts.models import ClusterSync, Rollout
+from fleet.rollouts.services import dependencies
 from fleet.web.views.base import get_visible, paginate, refused, require, visible
 
 # Colours of the progress bar, in the order they are drawn.
-BAR_STATES = ["synced", "syncing", "queued", "pending", "failed", "blocked", "cancelled", "superseded"]
+BAR_STATES = [
+    "synced", "syncing", "queued", "pending", "waiting", "failed", "blocked", "cancelled", "superseded"
+]
 
 ACTIONS = {
     # action: (permission, service call, allowed states)
@@ -120,6 +123,24 @@ def rollout_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def waited_on_by(request: HttpRequest, rollout: Rollout) -> list[dict[str, Any]]:
+    """Legs of other rollouts (that the user may see) waiting for this rollout's mapping, per cluster."""
+    legs = visible(
+        request,
+        ClusterSync.objects.filter(
+            state=SyncState.WAITING, rollout__state__in=(RolloutState.QUEUED, RolloutState.SYNCING)
+        ).select_related("rollout__mapping__repository", "cluster"),
+    ).order_by("rollout_id", "cluster__name")[:200]
+    out = []
+    for cs in legs:
+        for w in cs.waiting_for or []:
+            if w.get("mapping_id") == rollout.mapping_id:
+                mapping = cs.rollout.mapping
+                out.append({"rollout": cs.rollout_id, "mapping": f"{mapping.repository.name}/{mapping.name}",
+                            "cluster": cs.cluster.name, "reason": w.get("reason", "")})
+    return out
+
+
 @login_required
 def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
     rollout = get_visible(
@@ -150,10 +171,14 @@ def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     allowed["pause"] = allowed["pause"] and not rollout.paused
     allowed["resume"] = allowed["resume"] and (rollout.paused or rollout.state == RolloutState.HALTED)
+    depends_on, missing = dependencies.dependencies_of(rollout.mapping)
     context = {
         "rollout": rollout,
+        "depends_on": sorted([f"{m.repository.name}/{m.name}" for m in depends_on] + missing),
+        "waited_on_by": waited_on_by(request, rollout),
         "batches": sorted(batches.items()),
         "syncs": syncs,
+        "waiting": [cs for cs in syncs if cs.state == SyncState.WAITING],
         "progress": progress,
         "bar": _bar(progress),
         "approvals": rollout.approvals.select_related("user").order_by("created"),

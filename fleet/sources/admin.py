@@ -10,7 +10,7 @@ from fleet.core.context import acting
 from fleet.sources.choices import FetchTrigger
 from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
 from fleet.sources.services import request_fetch
-from fleet.sources.services.dependencies import DependencyError, check_dependencies
+from fleet.sources.services.dependencies import DependencyError, check_delete, check_dependencies
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -71,6 +71,14 @@ class PathMappingAdmin(AuditedModelAdmin):
     filter_horizontal = ("depends_on",)
     readonly_fields = ("last_rendered_sha", "last_render_attempt_sha", "config_fingerprint", "watched_paths",
                        "declared_depends_on")
+
+    def delete_model(self, request: Any, obj: Any) -> None:
+        try:
+            check_delete(obj)
+        except DependencyError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        super().delete_model(request, obj)
 
     def get_form(self, request: Any, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)

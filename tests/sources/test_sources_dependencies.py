@@ -161,3 +161,13 @@ def test_admin_refuses_a_cycle_on_the_field(world: dict[str, Any], make_user: An
     form["depends_on"] = []
     response = client.post(f"/admin/sources/pathmapping/{a.pk}/change/", form)
     assert response.status_code == 302
+
+
+def test_a_mapping_others_depend_on_is_not_deleted(world: dict[str, Any], admin_client: Any) -> None:
+    world["b"].depends_on.set([world["a"]])
+    response = admin_client.delete(f"/api/mappings/{world['a'].pk}/")
+    assert response.status_code == 409
+    assert response.json()["detail"] == "apps/b depend(s) on apps/a: remove the dependency first"
+    assert PathMapping.objects.filter(pk=world["a"].pk).exists()
+    assert patch(admin_client, world["b"], []).status_code == 200
+    assert admin_client.delete(f"/api/mappings/{world['a'].pk}/").status_code == 204

@@ -28,6 +28,7 @@ from fleet.sources.api.serializers import (
 from fleet.sources.choices import FetchTrigger, RenderStatus
 from fleet.sources.filtersets import CommitFilterSet, PathMappingFilterSet, RepositoryFilterSet
 from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
+from fleet.sources.services.dependencies import check_delete
 
 TRUE = ("1", "true", "yes", "on")
 
@@ -93,6 +94,10 @@ class PathMappingViewSet(FleetModelViewSet):
     )
     serializer_class = PathMappingSerializer
     filterset_class = PathMappingFilterSet
+
+    def perform_destroy(self, instance: Any) -> None:
+        check_delete(instance)
+        super().perform_destroy(instance)
     search_fields = ["name", "path"]
     ordering_fields = ["name", "created"]
     ordering = ["repository__name", "name"]

@@ -170,3 +170,15 @@ def check_declared(mapping: PathMapping, declared: Sequence[str]) -> list[str] |
     own = mapping_label(mapping)
     declared_edges[own] = set(declared)
     return find_cycle(_merge(set_edges, declared_edges), own)
+
+
+def check_delete(mapping: PathMapping) -> None:
+    """Refuse (409) to delete a mapping that others depend on by the dependencies set on them: the edge
+    would vanish with it and they would sync without waiting. (A fleetgate.yaml naming a deleted mapping
+    keeps its dependents waiting, with the reason "does not exist", as Flux does.)"""
+    dependents = sorted(mapping_label(m) for m in mapping.dependents.select_related("repository"))
+    if dependents:
+        raise DependencyError(
+            f"{', '.join(dependents)} depend(s) on {mapping_label(mapping)}: remove the dependency first",
+            kind=ErrorKind.CONFLICT,
+        )

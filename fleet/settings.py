@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "fleet.sources",
     "policies",
     "fleet.rollouts",
+    "fleet.notifications",
     "fleet.observability",
     "fleet.web",
     "fleet.demo",
@@ -228,6 +229,7 @@ SPECTACULAR_SETTINGS = {
         "GateDecisionEnum": "fleet.rollouts.choices.Decision",
         "ApprovalDecisionEnum": "fleet.rollouts.choices.ApprovalDecision",
         "BindingEnforcementEnum": "policies.choices.BindingEnforcement",
+        "NotificationEventEnum": "fleet.notifications.choices.EventType",
     },
 }
 
@@ -279,6 +281,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "fleet.rollouts.check_drift",
         "schedule": float(env_int("FLEETGATE_DRIFT_INTERVAL", 300)),
     },
+    # Sync windows that opened, waivers about to expire (each recorded once), lost deliveries queued again.
+    "notifications-scan": {
+        "task": "fleet.notifications.scan",
+        "schedule": float(env_int("FLEETGATE_NOTIFY_SCAN_INTERVAL", 60)),
+    },
 }
 
 # Fleetgate's own settings.
@@ -325,6 +332,25 @@ FLEETGATE_SYNC_RETRY_BASE = float(env_str("FLEETGATE_SYNC_RETRY_BASE", "") or 2.
 FLEETGATE_METRICS_TOKEN = env_str("FLEETGATE_METRICS_TOKEN", "")
 FLEETGATE_METRICS_ON_WEB = env_bool("FLEETGATE_METRICS_ON_WEB", True)
 PROMETHEUS_MULTIPROC_DIR = str(multiproc.configure())
+
+# Notifications (docs/operations.md#notifications): the address links in notifications start with, the
+# timeout per attempt (seconds), attempts per delivery, the first pause between attempts (doubling, up to the
+# maximum), and how long before a waiver expires its subscribers hear of it (hours).
+FLEETGATE_NOTIFY_BASE_URL = env_str("FLEETGATE_NOTIFY_BASE_URL", "http://127.0.0.1:8000")
+FLEETGATE_NOTIFY_TIMEOUT = max(1, env_int("FLEETGATE_NOTIFY_TIMEOUT", 10))
+FLEETGATE_NOTIFY_MAX_ATTEMPTS = max(1, env_int("FLEETGATE_NOTIFY_MAX_ATTEMPTS", 6))
+FLEETGATE_NOTIFY_RETRY_BASE = float(env_str("FLEETGATE_NOTIFY_RETRY_BASE", "") or 10.0)
+FLEETGATE_NOTIFY_RETRY_MAX = float(env_str("FLEETGATE_NOTIFY_RETRY_MAX", "") or 3600.0)
+FLEETGATE_NOTIFY_WAIVER_NOTICE_HOURS = env_int("FLEETGATE_NOTIFY_WAIVER_NOTICE_HOURS", 72)
+# Email notifications go through Django's mail backend: SMTP at EMAIL_HOST:EMAIL_PORT.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "fleetgate@localhost")
 
 # The cache shared by every process (web, worker, beat): login limits, API throttling. Redis when
 # FLEETGATE_CACHE_URL names one (redis://, rediss://, unix://), else files under var/cache.

@@ -50,7 +50,9 @@ DESIGN: dict[str, dict[str, Any]] = {
     "rolebinding": {"write": {"admin"}, "scope": "global", "view": {"admin"}, "global_view_only": True},
 }
 # Endpoints that are about the signed-in user, not about fleet objects: every authenticated user gets 200.
-PERSONAL = {"role", "me", "apitoken"}
+# Notification subscriptions and their delivery log are personal too: each user sees only their own, and
+# a subscription reaches only what its owner may see (tests/notifications/test_notifications_api.py).
+PERSONAL = {"role", "me", "apitoken", "subscription", "delivery"}
 
 
 def api_routes() -> list[tuple[str, str, Any]]:

@@ -158,6 +158,11 @@ def world(live_server: Any, tmp_path: Path) -> World:
         ),
         "rolebinding": create("/api/access/bindings/", {"user": admin.pk, "role": "viewer"}),
         "apitoken": APIToken.objects.get(user=admin).pk,
+        "subscription": create(
+            "/api/notifications/subscriptions/",
+            {"name": "st", "events": ["commit_blocked"], "cluster_group": group.pk, "channel": "webhook",
+             "target": "http://127.0.0.1:9/hook"},
+        ),
     }
     return World(key=key, ids=ids, commit_sha=commit.sha)
 
@@ -176,6 +181,7 @@ PATH_KINDS = {
     "/api/repositories/": "repository",
     "/api/waivers/": "waiver",
     "/api/hooks/git/": "repository",
+    "/api/notifications/subscriptions/": "subscription",
 }
 # Body fields that name another object -> its kind.
 REFERENCES = {
@@ -264,6 +270,12 @@ def guide(case: Any, world: World) -> None:
         body.clear()
         body.update(name=f"st-{next(_names)}", cluster_group=world.ids["group"], enforcement="warn")
         body["files"] = {"st/main.rego": module}
+    if path.startswith("/api/notifications/subscriptions/"):
+        # One subject (a group), a webhook channel and a URL Fleetgate may contact.
+        if {"cluster_group", "mapping", "repository"} & set(body) or method == "POST":
+            body.update(cluster_group=world.ids["group"], mapping=None, repository=None)
+        if "channel" in body or "target" in body or method == "POST":
+            body.update(channel="webhook", target="http://127.0.0.1:9/hook")
     if path in ("/api/policies/", "/api/policies/{id}/"):
         body.update(style="conftest", template="", constraints=[], test_modules=[], namespaces=[])
         body["modules"] = [{"path": "main.rego", "source": POLICY_MODULE}]

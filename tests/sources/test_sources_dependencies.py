@@ -144,6 +144,11 @@ def test_fleetgate_yaml_depends_on_must_name_mappings(world: dict[str, Any]) -> 
     render = MappingRender.objects.get(commit__sha=sha, mapping=world["c"])
     assert render.status == "failed"
     assert render.error_message == "dependsOn[0]: 'Not A Name' is not a mapping name or repository/mapping"
+    selector = "dependsOn:\n  - selector: {matchLabels: {a: b}}\n"
+    sha = origin.commit("fleet style", {"apps/c/fleetgate.yaml": selector})
+    fetch_repository(repo)
+    render = MappingRender.objects.get(commit__sha=sha, mapping=world["c"])
+    assert render.error_message == "dependsOn[0]: a label selector is not supported here; name the mapping"
 
 
 def test_admin_refuses_a_cycle_on_the_field(world: dict[str, Any], make_user: Any) -> None:

@@ -204,6 +204,8 @@ def _check_depends_on(raw: Any, file: str) -> None:
     for i, item in enumerate(raw):
         where = f"dependsOn[{i}]"
         if isinstance(item, Mapping):
+            if "selector" in item:
+                raise _err(file, f"{where}: a label selector is not supported here; name the mapping")
             if set(item) - {"name", "repository"} or "name" not in item:
                 raise _err(file, f"{where} takes name and an optional repository")
             if not _dns_label(item["name"]) or ("repository" in item and not _dns_label(item["repository"])):

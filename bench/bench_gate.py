@@ -17,7 +17,13 @@ PolicyBindings in a scratch SQLite database) and the same synthetic objects:
    context, match, inventory, encoding, findings, waivers, decision), not stored; and the same with the
    Evaluation and Violation rows stored (``store``);
 3. scaling: the gate over the same objects split into 1 and 2 targets, one worker process each
-   (multiprocessing, spawn), timed from a barrier after every worker has loaded and prepared.
+   (multiprocessing, spawn), timed from a barrier after every worker has loaded and prepared;
+4. live reads (``--live-objects``, default 2,000): a sandbox cluster in its own process (``python -m
+   clusters.sandbox serve``, so its CPU is the cluster's, not Fleetgate's) holding every other object; the
+   reads a rollout's prepare makes (``fleet.rollouts.ports.live_state``: one GET per object, the prune
+   candidates) timed, with their HTTP requests counted; then raw and gate again on the reviews those reads
+   give (UPDATE with oldObject for the objects that exist, CREATE for the others). The ratio that matters is
+   (reads + gate) / raw, CPU.
 
 The ratio gate/raw is the gate's overhead; for regorus, pool/in-process is the cost of the hard limit.
 CPU seconds count every process doing the work: this one, the OPA server, and the regorus pool's worker
@@ -395,8 +401,12 @@ def _engine(name: str, opa_url: str) -> Any:
 # --------------------------------------------------------------------------------------------- measurements
 
 
-def prepare_work(engine: Any, objects: list[dict[str, Any]]) -> tuple[list[tuple[Any, str, list[str]]], dict]:
-    """The raw work: (prepared set, entry point, pre-encoded inputs) per bound policy, and the target data."""
+def prepare_work(
+    engine: Any, objects: list[dict[str, Any]], entries: list[Any] | None = None
+) -> tuple[list[tuple[Any, str, list[str]]], dict]:
+    """The raw work: (prepared set, entry point, pre-encoded inputs) per bound policy, and the target data.
+    ``entries`` (the gate's RenderedObjects of ``objects``, with operation and old object) make the
+    Gatekeeper inputs the reviews of those operations."""
     from policies.engine.base import to_json
     from policies.formats import conftest as conftest_fmt
     from policies.formats import gatekeeper as gk
@@ -412,7 +422,13 @@ def prepare_work(engine: Any, objects: list[dict[str, Any]]) -> tuple[list[tuple
         oid.name: labels_of(o) for o, oid in zip(objects, ids, strict=True) if oid.kind == "Namespace"
     }
     object_json = [to_json(o) for o in objects]
-    review_json = [to_json(gk.review(o, oid, None)) for o, oid in zip(objects, ids, strict=True)]
+    if entries is None:
+        review_json = [to_json(gk.review(o, oid, None)) for o, oid in zip(objects, ids, strict=True)]
+    else:
+        review_json = [
+            to_json(gk.review(e.obj, oid, None, operation=e.operation, old_object=e.old_object))
+            for e, oid in zip(entries, ids, strict=True)
+        ]
     work = []
     for p in bound.policies:
         prepared = engine.prepare(p.policy_set())
@@ -530,6 +546,111 @@ def measure_gate(engine: Any, objects: list[dict[str, Any]], *, store: bool) -> 
     }
 
 
+class _Requests:
+    """HTTP requests made by this process (every client request goes through urllib3's connection pool)."""
+
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        from urllib3.connectionpool import HTTPConnectionPool
+
+        original = HTTPConnectionPool.urlopen
+
+        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+            cls.count += 1
+            return original(self, *args, **kwargs)
+
+        HTTPConnectionPool.urlopen = counting  # type: ignore[method-assign]
+
+
+def start_live_cluster(objects: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """A sandbox cluster in its own process holding every other object (and their namespaces), registered
+    as the Cluster ``bench-live`` in the bench group."""
+    import secrets
+
+    from bench.bench_connector import start_sandbox
+    from clusters.connector import ClusterCredentials, Connector
+    from clusters.models import Cluster
+
+    token = secrets.token_urlsafe(16)
+    proc, (url,) = start_sandbox(1, token)
+    namespaces = sorted({o["metadata"]["namespace"] for o in objects})
+    seed = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in namespaces]
+    with Connector(ClusterCredentials(name="bench-live", server=url, token=token)) as kube:
+        result = kube.apply(seed + objects[::2], mapping="bench-seed")
+    assert result.ok, [r.message for r in result.results if r.failed][:3]
+    cluster = Cluster.objects.create(
+        name="bench-live", api_url=url, token=token, labels={"bench": "yes", "env": "prod"}
+    )
+    return proc, cluster
+
+
+def measure_reads(cluster: Any, objects: list[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
+    """The prepare step's reads of one cluster's live state (a warm connector, as a worker keeps it)."""
+    from fleet.rollouts import ports
+
+    _commit, mapping, _cluster = _load()
+    before, start, cpu = _Requests.count, time.perf_counter(), _Cpu()
+    live = ports.live_state(cluster, mapping, objects, [], True)
+    seconds = time.perf_counter() - start
+    own, _other = cpu.split()
+    return {"seconds": seconds, "cpu": own, "requests": _Requests.count - before}, live
+
+
+def measure_gate_live(engine: Any, cluster: Any, entries: list[Any]) -> dict[str, Any]:
+    from policies.services.evaluation import evaluate_targets
+    from policies.services.reviews import TargetReview
+
+    commit, mapping, _cluster = _load()
+    reviews = {cluster.pk: TargetReview()}
+    start, meter = time.perf_counter(), _Cpu()
+    result = evaluate_targets(
+        commit, mapping, [(cluster, entries, "")], engine=engine, store=False, audit=False, reviews=reviews
+    )
+    seconds = time.perf_counter() - start
+    own, other = meter.split()
+    d = result.results[0].decision
+    return {"seconds": seconds, "cpu": own + other, "outcome": str(d.outcome), "review": d.review}
+
+
+def measure_live(engine: Any, cluster: Any, objects: list[dict[str, Any]], repeat: int) -> dict[str, Any]:
+    """Reads, then raw and gate on the reviews they give; best of interleaved repeats."""
+    from policies.services.reviews import live_entries
+
+    measure_reads(cluster, objects)  # warm: discovery, the connection pool
+    reads_runs, raws, gates = [], [], []
+    live = None
+    for _ in range(max(1, repeat)):
+        reads, live = measure_reads(cluster, objects)
+        reads_runs.append(reads)
+        entries = live_entries(objects, live)
+        work, target_data = prepare_work(engine, objects, entries)
+        measure_raw(engine, [(p, e, i[:50]) for p, e, i in work], target_data)  # warm the new inputs
+        raws.append(measure_raw(engine, work, target_data))
+        gates.append(measure_gate_live(engine, cluster, entries))
+    reads = {**min(reads_runs, key=lambda r: r["seconds"]), "cpu": min(r["cpu"] for r in reads_runs)}
+    raw = _best(raws)
+    gate = {**min(gates, key=lambda r: r["seconds"]), "cpu": min(r["cpu"] for r in gates)}
+    assert live is not None
+    n = len(objects)
+    return {
+        "objects": n,
+        "updates": sum(1 for o in live.objects if o.live is not None),
+        "reads_ms_per_cluster": round(reads["seconds"] * 1000, 1),
+        "reads_cpu_ms_per_cluster": round(reads["cpu"] * 1000, 1),
+        "reads_requests_per_cluster": reads["requests"],
+        "reads_cpu_ms_per_object": round(reads["cpu"] * 1000 / n, 3),
+        "raw_cpu_seconds": round(raw["cpu"], 3),
+        "gate_cpu_seconds": round(gate["cpu"], 3),
+        "gate_over_raw_cpu": round(gate["cpu"] / raw["cpu"], 2),
+        "reads_and_gate_over_raw_cpu": round((reads["cpu"] + gate["cpu"]) / raw["cpu"], 2),
+        "reads_and_gate_over_raw_wall": round((reads["seconds"] + gate["seconds"]) / raw["seconds"], 2),
+        "gate_review": gate["review"],
+        "gate_outcome": gate["outcome"],
+    }
+
+
 def _worker(args: tuple[str, str, str, int, int, int, Any, Any]) -> None:
     workdir, engine_name, opa_url, n, part, parts, barrier, queue = args
     _setup_django(Path(workdir))
@@ -581,6 +702,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--opa-objects", type=int, default=2_000)
     parser.add_argument("--engines", default="regorus,opa")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved repeats; the best time is kept")
+    parser.add_argument(
+        "--live-objects", type=int, default=2_000, help="objects of the live-read runs (0: none)"
+    )
     args = parser.parse_args(argv or [])
     workdir = Path(tempfile.mkdtemp(prefix="fleetgate-bench-gate-"))
     _setup_django(workdir)
@@ -598,8 +722,14 @@ def main(argv: list[str] | None = None) -> None:
     if "opa" in engines:
         server = OpaServer(build_opa()).start()
         opa_url = server.url
+    live_proc = None
     try:
         populate(_engine(engines[0], opa_url))
+        live_objects = make_objects(args.live_objects) if args.live_objects else []
+        live_cluster = None
+        if live_objects:
+            _Requests.install()
+            live_proc, live_cluster = start_live_cluster(live_objects)
         for name in engines:
             n = args.objects if name == "regorus" else args.opa_objects
             objects = make_objects(n)
@@ -662,6 +792,8 @@ def main(argv: list[str] | None = None) -> None:
                 "processes_objects_per_second": {k: round(n / v) for k, v in scaling.items()},
                 **extra,
             }
+            if live_cluster is not None:
+                results[name]["live"] = measure_live(engine, live_cluster, live_objects, args.repeat)
             print(json.dumps({name: results[name]}), flush=True)
             r = results[name]
             if extra:
@@ -674,9 +806,22 @@ def main(argv: list[str] | None = None) -> None:
                     f"gate/raw {r['overhead_ratio']} wall, {r['overhead_ratio_cpu']} CPU",
                     flush=True,
                 )
+            if live_cluster is not None:
+                lv = r["live"]
+                print(
+                    f"{name}, live reads of {lv['objects']} objects ({lv['updates']} exist): "
+                    f"{lv['reads_ms_per_cluster']} ms wall, {lv['reads_cpu_ms_per_cluster']} ms CPU, "
+                    f"{lv['reads_requests_per_cluster']} HTTP requests per cluster; "
+                    f"gate/raw {lv['gate_over_raw_cpu']} CPU, "
+                    f"(reads + gate)/raw {lv['reads_and_gate_over_raw_cpu']} CPU",
+                    flush=True,
+                )
     finally:
         if server is not None:
             server.stop()
+        if live_proc is not None:
+            live_proc.terminate()
+            live_proc.wait(timeout=30)
     results["load_average_after"] = os.getloadavg()
     print(json.dumps(results, indent=2))
 

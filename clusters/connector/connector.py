@@ -51,6 +51,8 @@ from clusters.connector.results import (
 )
 
 CRD_API = "apiextensions.k8s.io/v1"
+# read_live reads this many or more objects of one kind in one namespace with one LIST instead of GETs
+LIST_READ_THRESHOLD = 4
 # Only metadata is read from lists: ask for PartialObjectMetadataList, accept a full list otherwise.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 RefLike = o.ObjectRef | dict[str, Any]
@@ -135,6 +137,18 @@ class Connector:
         except ResourceNotFoundError:
             return None
         return self._get(resource, r)
+
+    def _list_full(self, resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
+        """Every object of ``resource`` in ``namespace`` by name, as a GET would return it (a list's items
+        carry no apiVersion and kind: they are set)."""
+        dyn = self.client.dyn
+        resp = self.client.call(lambda: dyn.get(resource, namespace=namespace or None, serialize=False))
+        out = {}
+        for item in json.loads(resp.data).get("items") or []:
+            item.setdefault("apiVersion", resource.group_version)
+            item.setdefault("kind", resource.kind)
+            out[str((item.get("metadata") or {}).get("name", ""))] = item
+        return out
 
     def _list_rvs(self, resource: Resource, namespace: str) -> dict[tuple[str, str, str, str], str]:
         dyn = self.client.dyn
@@ -458,8 +472,9 @@ class Connector:
         prune: bool = True,
         prune_cascading: bool = False,
     ) -> LiveState:
-        """The live object of each manifest (one GET each; None when absent or its kind is not served)
-        and what a sync would prune (the plan's prune candidates), without writing anything.
+        """The live object of each manifest (None when absent or its kind is not served) and what a sync
+        would prune (the plan's prune candidates), without writing anything. Objects are read with one GET
+        each, or one LIST per kind and namespace that holds ``LIST_READ_THRESHOLD`` or more of them.
 
         A manifest that is not a valid object is left out (the apply refuses it). Any failure to read
         (unreachable, forbidden, 5xx) raises: the caller cannot know what the cluster holds."""
@@ -467,25 +482,34 @@ class Connector:
         crd_kinds = self._crd_kinds(manifests)
         state = LiveState()
         desired: set[tuple[str, str, str, str]] = set()
+        # (api version, kind, namespace) -> resource and [(index, ref)]: read by one LIST when many
+        batches: dict[tuple[str, str, str], tuple[Resource | None, list[tuple[int, o.ObjectRef]]]] = {}
         for index, manifest in enumerate(manifests):
             try:
                 o.check_manifest(manifest)
             except o.ManifestError:
                 continue
             given = o.ObjectRef.of(manifest)
+            resource: Resource | None
             try:
                 resource = self.client.resource(given.api_version, given.kind)
-            except ResourceNotFoundError:
-                namespaced = crd_kinds.get((given.group, given.kind), True)
-                namespace = (given.namespace or default_namespace) if namespaced else ""
-                ref = o.ObjectRef(given.api_version, given.kind, namespace, given.name)
-                state.objects.append(LiveObject(index, ref, None))
-                desired.add(ref.key)
-                continue
-            namespace = (given.namespace or default_namespace) if resource.namespaced else ""
+                namespaced = bool(resource.namespaced)
+            except ResourceNotFoundError:  # not served (yet): absent
+                resource, namespaced = None, crd_kinds.get((given.group, given.kind), True)
+            namespace = (given.namespace or default_namespace) if namespaced else ""
             ref = o.ObjectRef(given.api_version, given.kind, namespace, given.name)
             desired.add(ref.key)
-            state.objects.append(LiveObject(index, ref, self._get(resource, ref)))
+            batches.setdefault((ref.api_version, ref.kind, namespace), (resource, []))[1].append((index, ref))
+        found: list[LiveObject] = []
+        for (_api, _kind, namespace), (resource, items) in batches.items():
+            if resource is None:
+                found.extend(LiveObject(i, ref, None) for i, ref in items)
+            elif len(items) >= LIST_READ_THRESHOLD:
+                listed = self._list_full(resource, namespace)
+                found.extend(LiveObject(i, ref, listed.get(ref.name)) for i, ref in items)
+            else:
+                found.extend(LiveObject(i, ref, self._get(resource, ref)) for i, ref in items)
+        state.objects = sorted(found, key=lambda lo: lo.index)
         if prune:
             leftovers = [r for r in map(_ref, previous_inventory) if r.key not in desired]
             for ref, _resource, live, why in self.prune_candidates(leftovers, mapping, prune_cascading):

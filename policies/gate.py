@@ -319,6 +319,11 @@ class Decision:
     engine: str
     evaluations: int = 0
     duration_seconds: float = 0.0
+    # conftest ``exception`` rules that excused a rule for an input (conftest's EXCP lines; no waiver needed)
+    exceptions: list[Violation] = field(default_factory=list)
+    # conftest's test count for conftest policies (rule definitions x inputs) plus objects reviewed by
+    # Gatekeeper policies; 0 when unknown (then summaries use ``evaluations``)
+    tests: int = 0
     #: how the target was reviewed: {"operations": {"CREATE": n, "UPDATE": n, "DELETE": n}} and, from the
     #: caller, "mode" ("live", "create_only", "cannot_review", "rendered") with a "reason"
     review: dict[str, Any] = field(default_factory=dict)
@@ -337,6 +342,8 @@ class Decision:
             "violations": [v.as_dict() for v in self.violations],
             "errors": [asdict(e) for e in self.errors],
             "review": dict(self.review),
+            "exceptions": [v.as_dict() for v in self.exceptions],
+            "tests": self.tests,
         }
 
 
@@ -437,21 +444,36 @@ def _evaluate_gatekeeper(
     return out, len(indices)
 
 
-def _conftest_violations(policy: BoundPolicy, result: list[Any], ref: ObjectRef | None) -> list[Violation]:
-    out = []
+def _conftest_result(
+    policy: BoundPolicy, result: list[Any], ref: ObjectRef | None, out: _ConftestOut
+) -> None:
+    assert policy.conftest_policy is not None  # noqa: S101
     base = policy.base_enforcement()
-    for f in conftest_fmt.findings(result[0] if result else {}):
+    checked = conftest_fmt.check(result[0] if result else {}, out.rule_counts)
+    for f in checked.findings:
         level = base if f.level == "failure" else _weakest(base, Enforcement.WARN)
         rule = f.rule if f.namespace == "main" else f"{f.namespace}.{f.rule}"
-        out.append(Violation(policy.id, policy.name, level, rule, f.message, ref, dict(f.details)))
-    return out
+        out.violations.append(Violation(policy.id, policy.name, level, rule, f.message, ref, dict(f.details)))
+    for e in checked.exceptions:
+        rule = e.rule if e.namespace == "main" else f"{e.namespace}.{e.rule}"
+        out.exceptions.append(Violation(policy.id, policy.name, base, rule, e.query, ref))
+    out.tests += checked.tests
+
+
+@dataclass
+class _ConftestOut:
+    rule_counts: dict[str, dict[str, int]]
+    violations: list[Violation] = field(default_factory=list)
+    exceptions: list[Violation] = field(default_factory=list)
+    tests: int = 0
+    evaluations: int = 0
 
 
 def _evaluate_conftest(
     policy: BoundPolicy, prepared: Any, target: _Target, session: EvaluationSession, deadline: _Deadline
-) -> tuple[list[Violation], int]:
+) -> _ConftestOut:
     assert policy.conftest_policy is not None  # noqa: S101
-    out: list[Violation] = []
+    out = _ConftestOut(policy.conftest_policy.rule_counts())
     if policy.conftest_policy.combine:
         files: dict[str, list[Any]] = {}
         for r in target.objects:
@@ -460,7 +482,9 @@ def _evaluate_conftest(
         combined = conftest_fmt.combined_input(list(files.items()))
         deadline.check()
         result = prepared.evaluate(conftest_fmt.ENTRYPOINT, combined, session)
-        return _conftest_violations(policy, result, None), 1
+        _conftest_result(policy, result, None, out)
+        out.evaluations = 1
+        return out
     wrapped = policy.conftest_policy.reads_review
     # a conftest policy sees only the files, unless it reads the review (then also the prunes)
     indices = (
@@ -468,6 +492,7 @@ def _evaluate_conftest(
         if wrapped or not target.has_deletes
         else [i for i, r in enumerate(target.objects) if not r.deleted]
     )
+    out.evaluations = len(indices)
     for start in range(0, len(indices), _CHUNK):
         deadline.check()
         chunk = indices[start : start + _CHUNK]
@@ -480,8 +505,8 @@ def _evaluate_conftest(
         for i, result in zip(
             chunk, prepared.evaluate_many(conftest_fmt.ENTRYPOINT, inputs, session), strict=True
         ):
-            out.extend(_conftest_violations(policy, result, target.ref(i)))
-    return out, len(indices)
+            _conftest_result(policy, result, target.ref(i), out)
+    return out
 
 
 def _as_rendered(objects: Sequence[RenderedObject | Mapping[str, Any]]) -> list[RenderedObject]:
@@ -532,6 +557,8 @@ def evaluate_target(
     violations: list[Violation] = []
     errors: list[PolicyError] = []
     evaluations = 0
+    tests = 0
+    excused: list[Violation] = []
     engine_name = "?"
     try:
         engine = engine or get_engine()
@@ -554,8 +581,12 @@ def evaluate_target(
                     prepared = engine.prepare(policy.policy_set())
                     if policy.style is PolicyStyle.GATEKEEPER:
                         found, count = _evaluate_gatekeeper(policy, prepared, target, session, deadline)
+                        tests += count
                     else:
-                        found, count = _evaluate_conftest(policy, prepared, target, session, deadline)
+                        conftest_out = _evaluate_conftest(policy, prepared, target, session, deadline)
+                        found, count = conftest_out.violations, conftest_out.evaluations
+                        excused.extend(conftest_out.exceptions)
+                        tests += conftest_out.tests
                     violations.extend(found)
                     evaluations += count
                 except Exception as exc:  # fail closed: any failure blocks, with its reason
@@ -588,6 +619,8 @@ def evaluate_target(
         engine_name,
         evaluations,
         time.monotonic() - started,
+        exceptions=excused,
+        tests=tests,
         review={"operations": _operations(rendered)},
     )
 

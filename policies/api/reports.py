@@ -4,12 +4,13 @@ may view (404 otherwise); results come only from the Evaluations the user may vi
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -28,6 +29,39 @@ class OpenReportsRenderer(JSONRenderer):
     """``?format=openreports``: openreports.io/v1alpha1 Report / ClusterReport."""
 
     format = "openreports"
+
+
+class _TextRenderer(BaseRenderer):
+    """Renders a report already written as text; any other body (DRF's error shape) as JSON, labelled so."""
+
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        if isinstance(data, str):
+            return data.encode("utf-8")
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
+        return json.dumps(data).encode("utf-8")
+
+
+class JUnitRenderer(_TextRenderer):
+    """``?format=junit`` on the check: JUnit XML."""
+
+    media_type = "application/xml"
+    format = "junit"
+
+
+class SarifRenderer(_TextRenderer):
+    """``?format=sarif`` on the check: SARIF 2.1.0."""
+
+    media_type = "application/sarif+json"
+    format = "sarif"
+
+
+CHECK_RENDERERS = [JSONRenderer, JUnitRenderer, SarifRenderer]
 
 
 class PolicyReportViewSet(RestrictedViewSetMixin, viewsets.GenericViewSet):

@@ -3,6 +3,7 @@ import and check-before-merge. Every queryset is narrowed by its model's ``restr
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.db import transaction
@@ -22,6 +23,7 @@ from fleet.core.api.parsers import JSONParser
 from fleet.core.api.viewsets import FleetModelViewSet, FleetReadOnlyViewSet
 from fleet.sources.models import PathMapping
 from policies.api import serializers as s
+from policies.api.reports import CHECK_RENDERERS
 from policies.filtersets import (
     EvaluationFilterSet,
     PolicyBindingFilterSet,
@@ -30,9 +32,11 @@ from policies.filtersets import (
     WaiverFilterSet,
 )
 from policies.models import Evaluation, Policy, PolicyBinding, PolicySource, PolicyVersion, Violation, Waiver
-from policies.services.checking import CheckInputError, check_mapping, live_cluster_for
+from policies.services import reports
+from policies.services.checking import CheckInputError, CheckReport, check_mapping, live_cluster_for
 from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
 from policies.services.importing import ImportError_, import_files
+from policies.services.reports import MappingError
 from policies.services.sources import sync_policy_source
 from policies.services.waivers import authored_by, expire_waiver, save_waiver
 
@@ -165,10 +169,11 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
         responses={200: s.CheckResponseSerializer},
         description=(
             "Check before merge: the decisions for the mapping's clusters at a branch, a commit or uploaded "
-            "manifests, in conftest's shape. Nothing is stored (the check is audited)."
+            "manifests, in conftest's shape. Nothing is stored (the check is audited). ?format=junit answers "
+            "JUnit XML (a testsuite per mapping/cluster), ?format=sarif SARIF 2.1.0 (a run per mapping)."
         ),
     )
-    @action(detail=False, methods=["post"])
+    @action(detail=False, methods=["post"], renderer_classes=CHECK_RENDERERS)
     def check(self, request: Request) -> Response:
         req = s.CheckRequestSerializer(data=request.data, context={"request": request})
         req.is_valid(raise_exception=True)
@@ -192,6 +197,7 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
             raise ValidationError({exc.field: [exc.message]}) from None
         old = [("old_manifests", v["old_manifests"])] if v.get("old_manifests") else []
         bodies: list[dict[str, Any]] = []
+        checked: list[CheckReport | MappingError] = []
         for mapping in PathMapping.objects.filter(pk__in=[m.pk for m in mappings]).select_related(
             "repository", "cluster_group"
         ):
@@ -225,8 +231,16 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
                         "policies": [],
                     }
                 )
+                checked.append(MappingError(mapping.name, exc.message))
                 continue
             bodies.append({**report.as_dict(), "error": ""})
+            checked.append(report)
+        fmt = getattr(request.accepted_renderer, "format", "json")
+        if fmt == "junit":
+            return Response(reports.junit_many(checked))
+        if fmt == "sarif":
+            lines = [reports.report_lines(r) if isinstance(r, CheckReport) else None for r in checked]
+            return Response(json.dumps(reports.sarif_many(checked, lines), indent=2))
         body = {"blocked": any(b["blocked"] for b in bodies), "mappings": bodies}
         return Response(body)
 

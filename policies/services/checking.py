@@ -8,7 +8,7 @@ line "N tests, N passed, N warnings, N failures, N exceptions".
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusters.models import Cluster
@@ -29,6 +29,7 @@ from policies import gate
 from policies.engine import RegoEngine
 from policies.services import reviews as rv
 from policies.services.evaluation import MappingEvaluation, evaluate_targets, rendered_objects, summary_line
+from policies.services.reports import target_objects
 
 
 class CheckInputError(ValueError):
@@ -131,6 +132,11 @@ class CheckReport:
     mapping: PathMapping
     ref: str
     evaluation: MappingEvaluation
+    # for the report formats (policies.services.reports): the objects checked per cluster id, with their
+    # document index; the commit checked; the uploaded files (name, text)
+    objects: dict[int, list[tuple[gate.ObjectRef, int]]] = field(default_factory=dict)
+    sha: str = ""
+    files: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def blocked(self) -> bool:
@@ -191,12 +197,13 @@ def _cluster_dict(cluster: Cluster, decision: gate.Decision, objects: int) -> di
         _finding(v) for v in decision.violations if v.enforcement is gate.Enforcement.WARN and not v.waived_by
     ]
     exceptions = [_finding(v) for v in decision.violations if v.waived_by]
+    exceptions += [_finding(v) for v in decision.exceptions]  # conftest `exception` rules
     dryrun = [
         _finding(v)
         for v in decision.violations
         if v.enforcement is gate.Enforcement.DRYRUN and not v.waived_by
     ]
-    tests = max(decision.evaluations, len(failures) + len(warnings) + len(exceptions))
+    tests = max(decision.tests or decision.evaluations, len(failures) + len(warnings) + len(exceptions))
     return {
         "cluster": cluster.name,
         "decision": str(decision.outcome),
@@ -287,6 +294,7 @@ def check_mapping(
         raise CheckInputError("give an operation or a live cluster, not both", field="operation")
     if old and operation not in ("UPDATE", "DELETE"):
         raise CheckInputError("old objects are only used with the UPDATE or DELETE operation", field="old")
+    uploaded = [*([("manifests.yaml", manifests)] if manifests is not None else []), *files]
     if manifests is not None or files:
         objects: list[gate.RenderedObject] = []
         if manifests is not None:
@@ -324,7 +332,7 @@ def check_mapping(
         reviews=reviews,
         user_info=rv.user_info(user),
     )
-    report = CheckReport(mapping, ref, evaluation)
+    report = CheckReport(mapping, ref, evaluation, target_objects(targets), sha, uploaded)
     record(
         "policy.check",
         mapping,

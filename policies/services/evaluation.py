@@ -464,8 +464,8 @@ def summary_line(decision: gate.Decision) -> str:
     warnings = sum(
         1 for v in decision.violations if v.enforcement is gate.Enforcement.WARN and not v.waived_by
     )
-    exceptions = sum(1 for v in decision.violations if v.waived_by)
-    tests = max(decision.evaluations, failures + warnings + exceptions)
+    exceptions = sum(1 for v in decision.violations if v.waived_by) + len(decision.exceptions)
+    tests = max(decision.tests or decision.evaluations, failures + warnings + exceptions)
     passed = max(0, tests - failures - warnings - exceptions)
     return (
         f"{tests} tests, {passed} passed, {warnings} warnings, {failures} failures, {exceptions} exceptions"

@@ -5,7 +5,6 @@ Prints conftest-like output per cluster and exits 1 when any cluster is blocked 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
 from fleet.sources.models import PathMapping
 from policies.engine import create_engine
-from policies.services.checking import CheckInputError, check_mapping, format_report, live_cluster_for
+from policies.services import reports
+from policies.services.checking import CheckInputError, check_mapping, live_cluster_for
 
 
 class Command(BaseCommand):
@@ -50,7 +50,12 @@ class Command(BaseCommand):
             metavar="FILE",
             help="the old objects for --operation UPDATE (or DELETE), matched by kind/namespace/name",
         )
-        parser.add_argument("--output", choices=["text", "json"], default="text")
+        parser.add_argument(
+            "--output",
+            choices=reports.FORMATS,
+            default="text",
+            help="text (conftest-like), json, junit (JUnit XML) or sarif (SARIF 2.1.0)",
+        )
 
     def _mapping(self, ref: str) -> PathMapping:
         qs = PathMapping.objects.select_related("repository", "cluster_group")
@@ -97,9 +102,7 @@ class Command(BaseCommand):
                 where = f" ({exc.file}:{exc.line})" if exc.file and exc.line else ""
                 self.stderr.write(f"error: {exc.message}{where}")
                 sys.exit(2)
-        if options["output"] == "json":
-            self.stdout.write(json.dumps(report.as_dict(), indent=2))
-        else:
-            self.stdout.write(format_report(report), ending="")
+        lines = reports.report_lines(report) if options["output"] == "sarif" else None
+        self.stdout.write(reports.render(report, options["output"], lines=lines), ending="")
         if report.blocked:
             sys.exit(1)

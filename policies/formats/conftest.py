@@ -27,6 +27,7 @@ One entry point evaluates every rule (and ``exception``) of every namespace in o
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ RULE_NAME = re.compile(r"^(deny|violation|warn)(_[A-Za-z0-9_]+)?$")
 _REVIEW_WORD = re.compile(r"\breview\b")
 
 
+@functools.lru_cache(maxsize=1024)  # per module source; evaluated for every target
 def rule_definitions(source: str) -> dict[str, int]:
     """Top-level rule name -> number of definitions (bodies), as OPA counts ``module.Rules``: each head
     counts, a v0 body that starts a line right after another (``p[x] { a }\n{ b }``) counts again, and an
@@ -125,7 +127,7 @@ class ConftestPolicy:
             if not self.all_namespaces and package not in self.namespaces:
                 continue
             per_ns = counts.setdefault(package, {})
-            for name, n in rule_definitions(module.source).items():
+            for name, n in rule_definitions(module.source).items():  # cached: do not modify
                 if RULE_NAME.match(name):
                     per_ns[name] = per_ns.get(name, 0) + n
         return counts

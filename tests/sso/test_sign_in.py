@@ -225,3 +225,20 @@ def test_a_provider_that_cannot_be_reached_is_reported_on_the_sign_in_page(setti
     page = client.get("/login/").content.decode()
     assert "Single sign-on is unavailable: cannot read the OIDC discovery document at " in page
     assert "http://127.0.0.1:1/.well-known/openid-configuration" in page
+
+
+def test_a_replayed_or_foreign_callback_is_refused(sso: OIDCProvider) -> None:
+    client = Client()
+    start = client.get("/oidc/authenticate/")
+    back = urlparse(sso.sign_in(start["Location"], "alice", "alice-Passw0rd"))
+    callback = f"{back.path}?{back.query}"
+    stranger = Client()  # another browser presenting the same code and state
+    assert stranger.get(callback)["Location"] == "/login/"
+    assert (
+        "was not started in this browser session, or was already used"
+        in stranger.get("/login/").content.decode()
+    )
+    assert client.get(callback)["Location"] == "/"  # the browser that started it signs in
+    assert client.get(callback)["Location"] == "/login/"  # and cannot use it twice (its state is spent)
+    assert get_user_model().objects.filter(username="alice").count() == 1
+    assert AuditEvent.objects.filter(action="user.login_failed").count() == 2

@@ -42,6 +42,15 @@ class CallbackView(OIDCAuthenticationCallbackView):
     def get(self, request: HttpRequest) -> HttpResponse:
         if not oidc_provider.enabled():
             raise Http404("single sign-on is not configured")
+        state = request.GET.get("state")
+        if "code" in request.GET and state not in request.session.get("oidc_states", {}):
+            # A replayed callback, one from another browser, or one whose session has ended: the state
+            # (with its nonce and PKCE verifier) is used once and kept only in the session that started it.
+            request._fleetgate_oidc_failure = (  # type: ignore[attr-defined]
+                "this sign-in was not started in this browser session, or was already used"
+            )
+            self.request = request
+            return self.login_failure()
         return super().get(request)
 
     @property

@@ -170,3 +170,15 @@ def test_a_token_is_refused_when_its_issuer_cannot_be_reached(
     expected = f"OIDC token not checked: cannot read the OIDC discovery document at {discovery}:"
     assert detail.startswith(expected)
     assert not get_user_model().objects.filter(username="alice").exists()
+
+
+def test_a_provider_token_is_exchanged_for_a_fleetgate_api_token(sso: OIDCProvider) -> None:
+    """CI signs in with a short-lived provider token once and keeps a Fleetgate token of its own user."""
+    created = bearer(id_token(sso, "alice")).post("/api/access/tokens/", {"description": "ci", "days": 7})
+    assert created.status_code == 201, created.content
+    key = created.json()["key"]
+    assert key.startswith("fgt_")
+    alice = get_user_model().objects.get(username="alice")
+    assert APIToken.objects.get(user=alice).description == "ci"
+    me = bearer(key).get("/api/access/me/")
+    assert me.status_code == 200 and me.json()["username"] == "alice"

@@ -131,16 +131,20 @@ def test_metrics_server_serves_the_shared_metrics_on_its_own_port(tmp_path: Path
     port = closed_port()
     server = subprocess.Popen(
         [sys.executable, "manage.py", "metrics_server", "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert server.stdout is not None
         assert "metrics on" in server.stdout.readline()  # listening
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
             text = response.read().decode()
-        missing = urllib.request.Request(f"http://127.0.0.1:{port}/other")  # noqa: S310
+        missing = urllib.request.Request(f"http://127.0.0.1:{port}/other")
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(missing, timeout=30)  # noqa: S310
+            urllib.request.urlopen(missing, timeout=30)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -24,6 +24,7 @@ from django.utils import timezone
 from policies.engine import RegoEngine
 from policies.models import Waiver
 from tests.policies import policy_library as lib
+from tests.sources.origin import Origin
 
 pytestmark = pytest.mark.django_db
 
@@ -403,3 +404,36 @@ def test_check_api_answers_junit_and_sarif(
     assert bad.status_code == 400
     assert bad["Content-Type"] == "application/json"
     assert json.loads(bad.content) == {"non_field_errors": ["Give exactly one of branch, commit, manifests."]}
+
+
+def test_sarif_of_a_branch_points_at_the_file_and_line_in_the_repository(
+    tmp_path: Path, settings: Any, fleet: dict[str, Any], policies: dict[str, Any]
+) -> None:
+    settings.FLEETGATE_GIT_CACHE = tmp_path / "git-cache"
+    origin = Origin(tmp_path / "origin")
+    repo = fleet["repo"]
+    repo.url = origin.url
+    repo.save()
+    text = "# the web app\n" + yaml.safe_dump_all(
+        [lib.deployment("web"), lib.deployment("unlabelled", labels={})], explicit_start=True
+    )
+    origin.commit("apps", {"apps/web/deploy.yaml": text})
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command(
+            "policy_check", "--mapping", "apps/web", "--branch", "main", "--output", "sarif", stdout=out
+        )
+    assert exit_info.value.code == 1
+    log = json.loads(out.getvalue())
+    jsonschema.Draft7Validator(SARIF, format_checker=jsonschema.FormatChecker()).validate(log)
+    failing = next(
+        r
+        for r in log["runs"][0]["results"]
+        if r.get("level") == "error" and r["properties"]["cluster"] == "prod-eu-1" and r.get("ruleId")
+    )
+    assert failing["ruleId"] == "required-labels"
+    second = [i for i, line in enumerate(text.splitlines(), start=1) if line == "---"][1] + 1
+    assert failing["locations"][0]["physicalLocation"] == {
+        "artifactLocation": {"uri": "apps/web/deploy.yaml"},
+        "region": {"startLine": second},
+    }

@@ -281,6 +281,88 @@ def _constraint_name(text: str, kind: str) -> str:
     return str((doc.get("metadata") or {}).get("name") or kind.lower())
 
 
+def _mapping_value(node: Any, key: str) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def _template_rego_nodes(node: Any) -> tuple[str, list[tuple[str, Any]]] | None:
+    """(template name, [(module path, Rego scalar node)]) of a ConstraintTemplate document node."""
+    kind = _mapping_value(node, "kind")
+    if not isinstance(kind, yaml.ScalarNode) or kind.value != "ConstraintTemplate":
+        return None
+    name_node = _mapping_value(_mapping_value(node, "metadata"), "name")
+    crd_kind = _mapping_value(
+        _mapping_value(_mapping_value(_mapping_value(_mapping_value(node, "spec"), "crd"), "spec"), "names"),
+        "kind",
+    )
+    name = name_node.value if isinstance(name_node, yaml.ScalarNode) else ""
+    if not name and isinstance(crd_kind, yaml.ScalarNode):
+        name = str(crd_kind.value).lower()
+    targets = _mapping_value(_mapping_value(node, "spec"), "targets")
+    if not isinstance(targets, yaml.SequenceNode) or not targets.value:
+        return None
+    target = targets.value[0]
+    rego, libs = _mapping_value(target, "rego"), _mapping_value(target, "libs")
+    code = _mapping_value(target, "code")
+    for entry in code.value if isinstance(code, yaml.SequenceNode) else []:
+        engine = _mapping_value(entry, "engine")
+        if isinstance(engine, yaml.ScalarNode) and str(engine.value).lower() == "rego":
+            source = _mapping_value(entry, "source")
+            rego, libs = _mapping_value(source, "rego"), _mapping_value(source, "libs")
+            break
+    nodes = [(f"{name}/template.rego", rego)]
+    if isinstance(libs, yaml.SequenceNode):
+        nodes += [(f"{name}/lib{i}.rego", lib) for i, lib in enumerate(libs.value)]
+    return name, nodes
+
+
+def template_locations(files: Mapping[str, str]) -> dict[str, tuple[str, int, int]]:
+    """Where each ConstraintTemplate's Rego sits in its YAML file: module path -> (file, line offset, column
+    offset), so that Rego line L, column C is line L + offset, column C + indentation of the file. Only
+    literal block scalars (``rego: |``) are mapped: their lines are the Rego's lines."""
+    out: dict[str, tuple[str, int, int]] = {}
+    for path, text in files.items():
+        if not _is_yaml(path):
+            continue
+        norm = posixpath.normpath(path.replace("\\", "/")).lstrip("/")
+        try:
+            documents = list(yaml.compose_all(text))
+        except yaml.YAMLError:
+            continue
+        lines = text.splitlines()
+        for node in documents:
+            found = _template_rego_nodes(node)
+            for module_path, scalar in found[1] if found else []:
+                if not isinstance(scalar, yaml.ScalarNode) or scalar.style not in ("|", ">"):
+                    continue
+                first = scalar.start_mark.line + 1  # 0-based index of the block's first line
+                body = next((ln for ln in lines[first:] if ln.strip()), "")
+                out[module_path] = (norm, first, len(body) - len(body.lstrip(" ")))
+    return out
+
+
+def _point_at_files(exc: PolicyInvalid, files: Mapping[str, str]) -> None:
+    """Rewrite the errors of a template's Rego (``name/template.rego:L:C``) to name the user's YAML file and
+    line (``gatekeeper/template.yaml:L':C'``), in the error list and in the message."""
+    locations = template_locations(files)
+    for error in exc.errors:
+        where = locations.get(str(error.get("path")))
+        line = int(error.get("line") or 0)
+        if where is None or not line:
+            continue
+        file, offset, indent = where
+        column = int(error.get("column") or 0)
+        old = f"{error['path']}:{line}:{column}"
+        error["rego"] = old
+        error.update(path=file, line=line + offset, column=column + indent if column else 0)
+        exc.message = exc.message.replace(old, f"{file}:{line + offset}:{error['column']}")
+    exc.args = (exc.message,)
+
+
 def import_files(
     files: Mapping[str, str],
     *,
@@ -305,6 +387,8 @@ def import_files(
                 )
             )
         except PolicyInvalid as exc:
+            if definition.style == PolicyStyle.GATEKEEPER:
+                _point_at_files(exc, files)
             exc.message = f"{policy_name}: {exc.message}"
             exc.args = (exc.message,)
             raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -23,6 +24,22 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks (``rego: |``), as the library writes its templates."""
+
+
+_LiteralDumper.add_representer(
+    str,
+    lambda dumper, data: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", data, style="|" if "\n" in data else None
+    ),
+)
+
+
+def _dump(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_LiteralDumper, sort_keys=False)
 
 
 def _script() -> ModuleType:
@@ -314,7 +331,7 @@ def _write_library(root: Path) -> int:
     for name, (template, constraint, cases) in SUITES.items():
         base = root / "library" / "general" / name
         (base / "samples").mkdir(parents=True)
-        (base / "template.yaml").write_text(yaml.safe_dump(template, sort_keys=False))
+        (base / "template.yaml").write_text(_dump(template))
         (base / "samples" / "constraint.yaml").write_text(yaml.safe_dump(constraint))
         suite_cases = []
         for case, (obj, inventory, assertions) in cases.items():
@@ -425,3 +442,26 @@ def test_a_policy_that_fails_at_evaluation_is_refused_at_import(
     from policies.models import Policy
 
     assert not Policy.objects.exists()
+
+
+def test_a_template_error_names_the_line_of_the_yaml_file_once(
+    tmp_path: Path, db: Any, engine_name: str
+) -> None:
+    broken = SECCOMP.replace("allowed(p) {\n", "allowed(p) {\n        x := )\n", 1)
+    root = tmp_path / "policies"
+    root.mkdir()
+    text = _dump(_template("k8sseccompprofiles", "K8sSeccompProfiles", broken))
+    assert "rego: |" in text
+    (root / "template.yaml").write_text(text)
+    with pytest.raises(CommandError) as info:
+        call_command("import_policies", str(root), stdout=io.StringIO())
+    message = str(info.value)
+    yaml_lines = text.splitlines()
+    broken_line = next(i for i, line in enumerate(yaml_lines, 1) if line.strip() == "x := )")
+    # OPA names the broken line, regorus the brace of the rule it breaks (the line before); either way the
+    # line is the YAML file's.
+    found = re.findall(r"template\.yaml:(\d+):\d+", message)
+    assert found, message
+    assert int(found[0]) in (broken_line - 1, broken_line)
+    assert message.count(f"template.yaml:{found[0]}:") == 1
+    assert "template.rego" not in message

@@ -94,16 +94,20 @@ def save_subscription(user: Any, subscription: Subscription, *, target: str | No
     """Create or change a subscription for ``user`` (its owner); audited. Returns the webhook's signing
     secret when one was made (on creating a generic webhook), else ""."""
     creating = subscription.pk is None
-    before = None if creating else snapshot(Subscription.objects.get(pk=subscription.pk))
+    stored = None if creating else Subscription.objects.get(pk=subscription.pk)
+    before = snapshot(stored) if stored is not None else None
     if creating:
         subscription.owner = user
+    elif stored is not None and stored.channel != subscription.channel:
+        raise DomainError("The channel cannot change; create a new subscription.", field="channel")
     subscription.events = clean_events(subscription.events)
-    check_subject(subscription.owner, subscription)
+    subjects = ("cluster_group_id", "mapping_id", "repository_id")
+    if stored is None or any(getattr(stored, f) != getattr(subscription, f) for f in subjects):
+        # A new subject must be one the owner may see (an unchanged one is checked at each delivery).
+        check_subject(subscription.owner, subscription)
     if target is not None or creating:
         subscription.target = clean_target(subscription.channel, target or "")
         subscription.target_hint = _hint(subscription.channel, subscription.target)
-    elif subscription.channel == Channel.EMAIL or not subscription.target.startswith("http"):
-        subscription.target = clean_target(subscription.channel, subscription.target)
     new_secret = ""
     if subscription.channel == Channel.WEBHOOK and not subscription.secret:
         new_secret = subscription.secret = secrets.token_urlsafe(32)

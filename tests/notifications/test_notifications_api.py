@@ -121,7 +121,11 @@ def test_subscriptions_and_deliveries_are_personal(
     # A change keeps the rules: the subject must stay visible; a renamed subscription is audited.
     assert alice.patch(f"{URL}{mine}/", {"cluster_group": world["prod"].pk}, format="json").status_code == 400
     assert alice.patch(f"{URL}{mine}/", {"name": "renamed"}, format="json").status_code == 200
-    assert AuditEvent.objects.filter(action="subscription.update", target_id=str(mine)).count() == 1
+    assert alice.patch(f"{URL}{mine}/", {"channel": "slack"}, format="json").status_code == 400
+    moved = alice.patch(f"{URL}{mine}/", {"target": "https://hooks.example.test/new"}, format="json")
+    assert moved.status_code == 200 and moved.json()["target_hint"] == "https://hooks.example.test/…"
+    assert AuditEvent.objects.filter(action="subscription.update", target_id=str(mine)).count() == 2
+    assert "hooks.example.test/new" not in json.dumps(list(AuditEvent.objects.values_list("before", "after")))
 
     sub = Subscription.objects.get(pk=mine)
     for n in range(3):

@@ -396,3 +396,29 @@ def test_the_scan_tells_once_of_a_window_that_opened_and_of_a_waiver_about_to_ex
     assert waiver["details"]["waiver"] == soon.pk and waiver["details"]["policy"] == "no-red"
     assert AuditEvent.objects.filter(action="syncwindow.opened", scope_group_id=group.pk).count() == 1
     assert AuditEvent.objects.filter(action="waiver.expiring").count() == 2
+
+
+def test_the_ssrf_guard_is_asked_again_when_a_delivery_connects(
+    tasks: Any, receiver: Any, settings: Any
+) -> None:
+    """A destination allowed when saved but denied when the delivery connects (the address a name resolves
+    to changed, or the deny list did) is not contacted, and not retried."""
+    group = ClusterGroup.objects.create(name="prod", selector={"matchLabels": {"env": "prod"}})
+    sub, _ = subscribe(
+        user("pat", "viewer", group),
+        "webhook",
+        receiver.url.replace("127.0.0.1", "localhost"),
+        ["waiver_expiring"],
+        cluster_group=group,
+    )
+    settings.FLEETGATE_URL_DENY_CIDRS = ["127.0.0.0/8", "::1/128"]
+    policy = save_policy("no-red", PolicyDefinition(style="conftest", modules=(("r.rego", NO_RED),))).policy
+    Waiver.objects.create(
+        policy=policy, cluster_group=group, justification="x", expires_at=timezone.now() + timedelta(hours=1)
+    )
+    services.scan()
+    tasks.drain(include_delayed=True)
+    delivery = Delivery.objects.get(subscription=sub)
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 1, None)
+    assert "denied network" in delivery.error and "localhost" in delivery.error
+    assert receiver.received == []

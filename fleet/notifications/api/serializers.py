@@ -55,8 +55,9 @@ class SubscriptionSerializer(StrictTextSerializerMixin, serializers.ModelSeriali
         if self.instance is None and not attrs.get("target"):
             raise serializers.ValidationError({"target": "This field is required."})
         if self.instance is not None and "channel" in attrs and attrs["channel"] != self.instance.channel:
-            if not attrs.get("target"):
-                raise serializers.ValidationError({"target": "A new channel needs a new target."})
+            raise serializers.ValidationError(
+                {"channel": "The channel cannot change; create a new subscription."}
+            )
         return attrs
 
 

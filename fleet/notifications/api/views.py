@@ -79,8 +79,6 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
         subscription = serializer.instance
         for key, value in data.items():
             setattr(subscription, key, value)
-        if target is None and "channel" in data:
-            target = subscription.target
         services.save_subscription(self.request.user, subscription, target=target)
 
     def perform_destroy(self, instance: Subscription) -> None:

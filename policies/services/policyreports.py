@@ -142,16 +142,20 @@ def _error(evaluation: Evaluation, error: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rendered(evaluation: Evaluation) -> tuple[list[tuple[Mapping[str, Any], ObjectId]], str]:
-    manifest = (
-        RenderedManifest.objects.filter(
-            commit=evaluation.commit, mapping=evaluation.mapping, cluster=evaluation.cluster, status="ok"
-        )
-        .order_by("-id")
-        .first()
-        if evaluation.commit is not None
-        else None
-    )
+def _manifests(evaluations: Sequence[Evaluation]) -> dict[tuple[int, int, int], RenderedManifest]:
+    """The rendered manifest behind each evaluation, keyed (commit, mapping, cluster), in one query."""
+    if not evaluations:
+        return {}
+    rows = RenderedManifest.objects.filter(
+        cluster_id__in={ev.cluster_id for ev in evaluations},
+        commit_id__in={ev.commit_id for ev in evaluations},
+        mapping_id__in={ev.mapping_id for ev in evaluations},
+        status="ok",
+    ).order_by("id")
+    return {(m.commit_id, m.mapping_id, m.cluster_id): m for m in rows}
+
+
+def _rendered(manifest: RenderedManifest | None) -> tuple[list[tuple[Mapping[str, Any], ObjectId]], str]:
     if manifest is None:
         return [], ""
     namespace = manifest.namespace or "default"
@@ -165,10 +169,11 @@ def _rendered(evaluation: Evaluation) -> tuple[list[tuple[Mapping[str, Any], Obj
 
 def _passes(
     evaluation: Evaluation,
+    manifest: RenderedManifest | None,
     versions: Mapping[tuple[int, int], PolicyVersion],
     findings: set[tuple[str, str, str, str]],
 ) -> Iterable[tuple[str, dict[str, Any]]]:
-    objects, _namespace = _rendered(evaluation)
+    objects, _namespace = _rendered(manifest)
     ns_labels = {
         oid.name: labels_of(obj) for obj, oid in objects if oid.kind == "Namespace" and oid.group == ""
     }
@@ -248,6 +253,7 @@ def build_reports(cluster: Cluster, evaluations: Sequence[Evaluation], flavour: 
         for pv in PolicyVersion.objects.filter(policy_id__in=policy_ids).select_related("policy"):
             if (pv.policy_id, pv.number) in keys:
                 versions[(pv.policy_id, pv.number)] = pv
+    manifests = _manifests(evaluations)
     reports: dict[str, _Report] = {}
     for ev in evaluations:
         findings: set[tuple[str, str, str, str]] = set()
@@ -258,7 +264,8 @@ def build_reports(cluster: Cluster, evaluations: Sequence[Evaluation], flavour: 
         for error in ev.errors or []:
             if isinstance(error, Mapping):
                 reports.setdefault("", _Report("")).results.append(_error(ev, error))
-        for namespace, result in _passes(ev, versions, findings):
+        manifest = manifests.get((ev.commit_id or 0, ev.mapping_id, ev.cluster_id))
+        for namespace, result in _passes(ev, manifest, versions, findings):
             reports.setdefault(namespace, _Report(namespace)).results.append(result)
     namespaced, cluster_kind = KINDS[flavour]
     items = []

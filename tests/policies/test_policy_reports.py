@@ -11,13 +11,15 @@ from typing import Any
 
 import jsonschema
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from fleet.sources.models import MappingRender, RenderedManifest
 from policies.engine import RegoEngine
 from policies.models import Policy, Waiver
 from policies.services.evaluation import evaluate_mapping
-from tests.factories import ClusterFactory
+from tests.factories import ClusterFactory, PathMappingFactory
 from tests.policies import policy_library as lib
 
 pytestmark = pytest.mark.django_db
@@ -357,3 +359,44 @@ def test_a_cluster_without_evaluations_has_no_reports(make_user: Any, token_clie
     body = admin.get(f"/api/policy-reports/{cluster.pk}/?format=openreports").json()
     assert body == {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}
     assert json.dumps(body)  # plain JSON
+
+
+def test_the_number_of_queries_does_not_grow_with_mappings(
+    reported: dict[str, Any], make_user: Any, token_client: Any, regorus_engine: RegoEngine
+) -> None:
+    admin = token_client(make_user("root", role="admin"))
+    url = f"/api/policy-reports/{reported['prod'].pk}/"
+    admin.get(url)  # warm up (token lookup caches and the like)
+    with CaptureQueriesContext(connection) as one:
+        first = admin.get(url).json()
+    commit, prod = reported["commit"], reported["prod"]
+    api = PathMappingFactory(
+        repository=reported["repo"], name="api", path="apps/api", cluster_group=reported["web"]
+    )
+    render = MappingRender.objects.create(commit=commit, mapping=api, status="rendered")
+    deployment = lib.deployment("api", labels={})
+    RenderedManifest.objects.create(
+        commit=commit,
+        mapping=api,
+        cluster=prod,
+        mapping_render=render,
+        namespace="apps",
+        resources=[
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": "api",
+                "namespace": "apps",
+                "source": "apps/api/d.yaml",
+                "document": 0,
+                "object": deployment,
+            }
+        ],
+        object_count=1,
+    )
+    evaluate_mapping(commit, api, engine=regorus_engine)
+    with CaptureQueriesContext(connection) as two:
+        second = admin.get(url).json()
+    assert len(_results(second["items"])) > len(_results(first["items"]))  # the new mapping is in
+    assert ("required-labels", "fail", "Deployment", "api") in _results(second["items"])
+    assert len(two) == len(one)

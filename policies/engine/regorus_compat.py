@@ -417,6 +417,8 @@ def _negated_call_args(sc: _Scanner, start: int, end: int) -> list[tuple[int, in
             continue
         if t.kind == "op":
             depth_ops.append(j)
+        elif t.kind == "id" and t.text == "in" and j > start and toks[j - 1].text != ".":
+            return [(start, j), (j + 1, end)]  # x in xs: a call of internal.member_2
         j += 1
     k = 0
     while k < len(depth_ops):

@@ -51,6 +51,8 @@ missing := sprintf("The %v <%v> minReplicas %v is not allowed: %v. Allowed: %5.2
 # users' shape: not of a call whose argument is undefined makes the body fail in OPA.
 NEGATIONS = """package compat
 
+import future.keywords.in
+
 accept(rule, _, _) { rule == "RunAsAny" }
 f(x) { x == 1 }
 nothing = x { x := input.missing }
@@ -66,6 +68,8 @@ rule_arg { not f(nothing) }
 array_side { not [input.missing] == [1] }
 defined { not f(input.obj.x) }
 with_mod { not f(input.missing) with input.other as 1 }
+membership { not input.missing in {"a"} }
+member_defined { not input.obj.x in [2] }
 """
 
 QUERIES: list[tuple[str, str]] = [
@@ -89,6 +93,8 @@ QUERIES: list[tuple[str, str]] = [
             "array_side",
             "defined",
             "with_mod",
+            "membership",
+            "member_defined",
         )
     ],
 ]
@@ -107,6 +113,7 @@ EXPECTED: dict[str, Any] = {
     ),
     "data.compat.equality": True,
     "data.compat.naked": True,
+    "data.compat.member_defined": True,
 }
 
 INPUT = {"params": {"rule": "RunAsAny"}, "minimumReplicaSpread": 1, "min": 1, "max": 3, "obj": {"x": 1}}

@@ -124,6 +124,19 @@ def test_a_commit_blocked_by_a_deny_policy_reaches_a_signed_webhook_of_the_group
     rows = json.dumps(list(AuditEvent.objects.values()), default=str)
     assert_no_secret(rows, [*secrets_of(fleet), secret, receiver.url])
 
+    # Idempotent: the fan-out and the delivery run again (a redelivered task) send nothing twice.
+    decision = AuditEvent.objects.get(action="policy.decision")
+    assert services.fan_out(decision.pk) == 0
+    assert services.deliver(delivery.pk) == "delivered"
+    # A worker that died mid-send leaves a lapsed lease; the scan queues it again and it is sent once.
+    Delivery.objects.filter(pk=delivery.pk).update(status="sending", lease_until=timezone.now())
+    assert services.scan()["redispatched"] == 1
+    tasks.drain(include_delayed=True)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, len(receiver.received)) == ("delivered", 2, 2)
+    ids = {r.headers["X-Fleetgate-Delivery"] for r in receiver.received}
+    assert ids == {str(delivery.pk)}  # at least once: the receiver can drop the repeat by its delivery id
+
     # A receiver that does not know the secret refuses: a wrong key is a 401 and not retried.
     receiver.secret = "not-the-secret"
     git_repo.commit({"apps/web/cm.yaml": configmap("web", {"color": "red", "size": "2"})}, "red again")

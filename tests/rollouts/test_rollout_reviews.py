@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import yaml
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from kubernetes import client as k8s_client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
@@ -232,7 +234,7 @@ def test_a_prune_of_a_volume_claim_is_denied_and_the_claim_stays(
 
 
 def test_an_unreachable_cluster_cannot_be_reviewed_and_is_blocked(
-    git_repo: Any, engine_name: str, tasks: Any, sandbox_server: SandboxServer
+    git_repo: Any, engine_name: str, tasks: Any, sandbox_server: SandboxServer, admin_user: Any
 ) -> None:
     env = f"review-{next(_ids)}"
     dead = Cluster.objects.create(
@@ -259,6 +261,17 @@ def test_an_unreachable_cluster_cannot_be_reviewed_and_is_blocked(
     evaluation = Evaluation.objects.get(commit=rollout.commit, cluster=dead)
     assert evaluation.decision == "cannot_review" and evaluation.evaluations == 0
     assert not evaluation.violations.exists()  # nothing was evaluated, not even as CREATE
+    # the UI says so, with the reason, on the rollout and the commit pages
+    admin_client = Client()
+    admin_client.force_login(admin_user)
+    resp = admin_client.get(reverse("web:rollout-detail", args=[rollout.pk]))
+    assert resp.status_code == 200, (resp.status_code, resp.get("Location"))
+    page = resp.content.decode()
+    assert "cannot review</span> the live state of " + dead.name in page
+    page = admin_client.get(reverse("web:commit-detail", args=[rollout.commit_id])).content.decode()
+    assert ">cannot review</span>" in page
+    response = admin_client.get(f"/api/cluster-syncs/?rollout={rollout.pk}")
+    assert response.json()["results"][0]["evaluation"]["outcome"] == "cannot_review"
 
     # the group allows create-only review: reviewed as CREATE, and the decision says so
     group.create_only_review = True

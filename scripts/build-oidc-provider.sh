@@ -37,7 +37,7 @@ if [[ ! -x "$binary" ]]; then
     echo "build-oidc-provider.sh: the Go toolchain (go) is required to build tools/oidc-provider" >&2
     exit 1
   fi
-  echo "build-oidc-provider.sh: building tools/oidc-provider into $out (about a minute)" >&2
+  echo "build-oidc-provider.sh: building tools/oidc-provider into $out (minutes on a small machine, once)" >&2
   mkdir -p "$out"
   tmp="$(mktemp -d "$out/.build.XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT

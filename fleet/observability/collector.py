@@ -79,18 +79,23 @@ def queue_lengths() -> dict[str, int] | None:
     from fleet.celery import app
 
     names = sorted(app.amqp.queues.keys()) or [app.conf.task_default_queue]
+    lengths: dict[str, int] = {}
     try:
         with app.connection_for_read(connect_timeout=BROKER_TIMEOUT) as connection:
             connection.ensure_connection(
                 max_retries=1, interval_start=0, interval_step=0, timeout=BROKER_TIMEOUT
             )
-            channel = connection.default_channel
-            return {
-                name: int(channel.queue_declare(queue=name, passive=True).message_count) for name in names
-            }
-    except Exception as exc:  # the broker is down or a queue is missing: say so, do not fail the scrape
+            for name in names:
+                # A channel per queue: a passive declare of a missing queue closes its channel (AMQP).
+                with connection.channel() as channel:
+                    try:
+                        lengths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+                    except connection.channel_errors:
+                        lengths[name] = 0  # not declared yet, or (Redis) an empty queue has no list
+    except Exception as exc:  # the broker is down: say so, do not fail the scrape
         log.warning("metrics: queue lengths unavailable: %s", type(exc).__name__)
         return None
+    return lengths
 
 
 class FleetStateCollector(Collector):

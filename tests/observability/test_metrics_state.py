@@ -147,3 +147,22 @@ def test_openmetrics_is_answered_when_asked_for(client: Client) -> None:
     assert response["Content-Type"].startswith("application/openmetrics-text")
     assert response.content.rstrip().endswith(b"# EOF")
     Scrape  # noqa: B018 - the text format parser is for the classic format only
+
+
+def test_queue_length_counts_the_tasks_waiting_in_the_broker(client: Client) -> None:
+    from fleet.celery import app
+    from fleet.core.tasks import ping
+
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge("celery")  # no worker runs here: start from empty
+    empty = scrape(client)
+    assert empty.value("fleetgate_broker_up") == 1
+    assert empty.value("fleetgate_celery_queue_length", queue="celery") == 0
+    try:
+        for i in range(3):
+            ping.delay(f"waiting {i}")
+        waiting = scrape(client)
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge("celery")
+    assert waiting.value("fleetgate_celery_queue_length", queue="celery") == 3

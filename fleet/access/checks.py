@@ -18,7 +18,7 @@ def sign_in_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
     if issuer:
         if not issuer.startswith(("https://", "http://")):
             errors.append(
-                Error(f"FLEETGATE_OIDC_ISSUER must be an https:// URL, not {issuer!r}", id="access.E001")
+                Error(f"FLEETGATE_OIDC_ISSUER must be an http(s):// URL, not {issuer!r}", id="access.E001")
             )
         if not settings.FLEETGATE_OIDC_CLIENT_ID or not settings.FLEETGATE_OIDC_CLIENT_SECRET:
             errors.append(

@@ -16,8 +16,8 @@ import pytest
 from django.test import Client
 
 from policies.engine.opa_server import OpaServer, build_opa
-from tests.observability.scrape import scrape
-from tests.workers import ROOT, child_env
+from tests.observability.scrape import Scrape, scrape
+from tests.workers import ROOT, child_env, wait_for
 
 READYZ = (
     "import django, json; django.setup(); from django.test import Client; "
@@ -161,3 +161,60 @@ def test_metrics_reset_empties_the_directory(tmp_path: Path) -> None:
     assert list(shared.iterdir())
     subprocess.run([sys.executable, "manage.py", "metrics_reset"], cwd=ROOT, env=env, check=True, timeout=60)
     assert shared.is_dir() and not list(shared.iterdir())
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.integration
+def test_gunicorn_workers_count_into_the_shared_directory(tmp_path: Path) -> None:
+    """Requests served by either of two gunicorn workers are all in the scrape, whichever worker answers it
+    (with in-memory values there would be no files, and each worker would count only its own)."""
+    port = closed_port()
+    var = tmp_path / "var"
+    env = child_env(FLEETGATE_VAR_DIR=str(var), FLEETGATE_METRICS_TOKEN="gunicorn-test")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the default: $FLEETGATE_VAR_DIR/metrics
+    log = open(tmp_path / "gunicorn.log", "wb")
+    web = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "fleet.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get(base + "/healthz") is not None, timeout=60, what="gunicorn")
+        for _ in range(20):
+            assert _get(base + "/healthz") == 200
+        texts = []
+        for _ in range(4):
+            request = urllib.request.Request(
+                base + "/metrics", headers={"Authorization": "Bearer gunicorn-test"}
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                texts.append(response.read().decode())
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+        log.close()
+    files = list((var / "metrics").glob("*.db"))
+    assert files, (tmp_path / "gunicorn.log").read_text()[-2000:]
+    for text in texts:
+        served = Scrape(text).total("django_http_responses_total_by_status_view_method_total", view="healthz")
+        assert served >= 21  # the 20 and the wait's first answer, whichever worker served them
+
+
+def _get(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except OSError:
+        return None

@@ -11,7 +11,7 @@ import hmac
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -36,7 +36,7 @@ def exposition(accept: str | None) -> tuple[bytes, str]:
 
 
 @never_cache
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """Alive: the process answers (no database, no broker: a liveness probe must not restart a healthy web
     server because a dependency is down)."""
@@ -44,7 +44,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 @never_cache
-@require_GET
+@require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     results = run_checks()
     ready = all(r.ok for r in results)
@@ -66,7 +66,7 @@ def _bearer_token_matches(request: HttpRequest) -> bool:
 
 
 @never_cache
-@require_GET
+@require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     if not getattr(settings, "FLEETGATE_METRICS_ON_WEB", True):
         raise Http404

@@ -85,3 +85,8 @@ def test_probes_answer_without_authentication() -> None:
             "policy_engine": {"status": "ok"},
         },
     }
+
+
+def test_probes_answer_head_requests_too() -> None:
+    assert Client().head("/healthz").status_code == 200
+    assert Client().post("/healthz").status_code == 405

@@ -156,3 +156,44 @@ def test_check_api_takes_operation_and_live_cluster_within_the_callers_scope(
         format="json",
     )
     assert both.status_code == 400 and "live_cluster" in both.json()
+
+
+def test_create_only_review_is_a_group_setting_with_the_group_rights_and_audited(
+    fleet: dict[str, Any], make_user: Any, token_client: Any, admin_user: Any
+) -> None:
+    from django.test import Client
+
+    from fleet.audit.models import AuditEvent
+
+    web = fleet["web"]
+    assert web.create_only_review is False  # fail closed unless a group says otherwise
+    viewer = token_client(make_user("web-viewer", role="viewer", scope=web))
+    assert (
+        viewer.patch(f"/api/groups/{web.pk}/", {"create_only_review": True}, format="json").status_code == 403
+    )
+    other_admin = token_client(make_user("other-admin", role="cluster-admin", scope=fleet["other"]))
+    refused = other_admin.patch(f"/api/groups/{web.pk}/", {"create_only_review": True}, format="json")
+    assert refused.status_code in (403, 404)
+    web.refresh_from_db()
+    assert web.create_only_review is False
+
+    web_admin = token_client(make_user("web-admin", role="cluster-admin", scope=web))
+    changed = web_admin.patch(f"/api/groups/{web.pk}/", {"create_only_review": True}, format="json")
+    assert changed.status_code == 200 and changed.json()["create_only_review"] is True
+    event = AuditEvent.objects.filter(target_id=str(web.pk), action__endswith=".update").latest("sequence")
+    assert (event.before["create_only_review"], event.after["create_only_review"]) == (False, True)
+
+    browser = Client()
+    browser.force_login(admin_user)
+    page = browser.get(f"/groups/{web.pk}/").content.decode()
+    assert "reviewed as CREATE (create-only review allowed)" in page
+    form = browser.get(f"/groups/{web.pk}/edit/").content.decode()
+    assert 'name="create_only_review"' in form
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/admin/")
+    request.user = admin_user
+    model_admin = admin.site._registry[type(web)]
+    assert "create_only_review" in model_admin.get_form(request, web).base_fields
+    assert "create_only_review" in model_admin.list_display

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,11 @@ def _notification_runners(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Non
     settings.FLEETGATE_NOTIFY_RETRY_BASE = 0.01
     settings.FLEETGATE_NOTIFY_TIMEOUT = 3
     settings.FLEETGATE_NOTIFY_BASE_URL = "https://fleetgate.example.test"
+
+
+# A script entry that makes the receiver answer only after the sender's timeout has passed.
+STALL = 0
+STALL_SECONDS = 3
 
 
 def documented_verify() -> Any:
@@ -81,7 +87,11 @@ class Receiver:
         self.received.append(Received(path, headers, body, ok))
         if ok is False:
             return 401
-        return self.script.pop(0) if self.script else 200
+        code = self.script.pop(0) if self.script else 200
+        if code == STALL:
+            time.sleep(STALL_SECONDS)  # longer than the test's delivery timeout: the sender gives up first
+            return 200
+        return code
 
 
 @pytest.fixture

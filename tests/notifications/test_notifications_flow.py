@@ -435,3 +435,24 @@ def test_the_ssrf_guard_is_asked_again_when_a_delivery_connects(
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 1, None)
     assert "denied network" in delivery.error and "localhost" in delivery.error
     assert receiver.received == []
+
+
+def test_a_receiver_that_does_not_answer_in_time_is_retried(tasks: Any, receiver: Any, settings: Any) -> None:
+    from tests.notifications.conftest import STALL
+
+    settings.FLEETGATE_NOTIFY_TIMEOUT = 1
+    group = ClusterGroup.objects.create(name="prod", selector={"matchLabels": {"env": "prod"}})
+    sub, secret = subscribe(
+        user("pat", "viewer", group), "webhook", receiver.url, ["waiver_expiring"], cluster_group=group
+    )
+    receiver.secret, receiver.script = secret, [STALL]
+    policy = save_policy("no-red", PolicyDefinition(style="conftest", modules=(("r.rego", NO_RED),))).policy
+    Waiver.objects.create(
+        policy=policy, cluster_group=group, justification="x", expires_at=timezone.now() + timedelta(hours=1)
+    )
+    services.scan()
+    tasks.drain(include_delayed=True)
+    delivery = Delivery.objects.get(subscription=sub)
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("delivered", 2, 200)
+    retry = AuditEvent.objects.get(action="notification.retrying")
+    assert retry.after["error"] == "no answer within 1s" and retry.after["response_code"] is None

@@ -243,6 +243,9 @@ def guide(case: Any, world: World) -> None:
         body["api_url"] = "https://127.0.0.1:6443"
     if "path" in body and path.startswith("/api/mappings/"):
         body["path"] = "apps/generated"
+    if "depends_on" in body and path.startswith("/api/mappings/"):
+        # A new mapping may depend on the seeded one; the seeded one on itself would be a cycle (400).
+        body["depends_on"] = [world.ids["mapping"]] if method == "POST" else []
     if "sync_windows" in body:
         body["sync_windows"] = [{"kind": "deny", "schedule": "0 22 * * *", "duration": "1h"}]
     if "expires_at" in body:

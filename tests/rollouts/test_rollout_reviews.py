@@ -171,10 +171,23 @@ def test_updates_are_reviewed_against_the_live_objects(
     ns = target.namespace
     target.put(rl.deployment("web", replicas=10, ns=ns))
     target.put(rl.deployment("api", replicas=2, ns=ns))
+    # five ConfigMaps in one namespace are read with one LIST (four or more), two of them exist
+    config = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"cfg-{i}", "namespace": ns},
+            "data": {"i": str(i)},
+        }
+        for i in range(5)
+    ]
+    target.put(config[0])
+    target.put(config[1])
     mapping, repo = _setup(git_repo, target, engine_name)
     moved_selector = rl.deployment("api", replicas=2, app="api-v2", ns=ns)
     git_repo.commit(
         {
+            **{f"apps/web/cfg-{i}.yaml": _doc(c) for i, c in enumerate(config)},
             "apps/web/web.yaml": _doc(rl.deployment("web", replicas=4, ns=ns)),  # 10 -> 4
             "apps/web/api.yaml": _doc(moved_selector),
             "apps/web/settings.yaml": _doc(
@@ -190,13 +203,30 @@ def test_updates_are_reviewed_against_the_live_objects(
     rollout = Rollout.objects.get(mapping=mapping)
     cs = rollout.syncs.get()
     assert (rollout.state, cs.state, cs.decision) == ("blocked", "blocked", "blocked"), rollout.reason
-    assert _reviews(rollout, target.cluster) == {"web": "UPDATE", "api": "UPDATE", "settings": "CREATE"}
+    assert _reviews(rollout, target.cluster) == {
+        "web": "UPDATE",
+        "api": "UPDATE",
+        "settings": "CREATE",
+        "cfg-0": "UPDATE",
+        "cfg-1": "UPDATE",
+        "cfg-2": "CREATE",
+        "cfg-3": "CREATE",
+        "cfg-4": "CREATE",
+    }
+    echo = Evaluation.objects.get(commit=rollout.commit, cluster=target.cluster).violations
+    old = echo.get(name="cfg-1", policy_name__startswith="echo-").details["review"]["oldObject"]
+    assert (old["apiVersion"], old["kind"], old["metadata"]["name"], old["data"]) == (
+        "v1",
+        "ConfigMap",
+        "cfg-1",
+        {"i": "1"},
+    )
     assert _denials(rollout) == [
         "Deployment api: spec.selector is immutable",
         "Deployment web: scaling down from 10 to 4 replicas removes more than 50%",
     ]
     assert cs.evaluation["review"]["mode"] == "live"
-    assert cs.evaluation["review"]["operations"] == {"CREATE": 1, "UPDATE": 2, "DELETE": 0}
+    assert cs.evaluation["review"]["operations"] == {"CREATE": 4, "UPDATE": 4, "DELETE": 0}
     # nothing was applied: the live objects are as they were
     assert target.get("apps/v1", "Deployment", "web")["spec"]["replicas"] == 10  # type: ignore[index]
     assert target.get("v1", "ConfigMap", "settings") is None

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from clusters.models import Cluster
 from fleet.audit.services import record
+from fleet.observability import metrics
 from fleet.sources.git import redact_url
 from fleet.sources.models import Commit, PathMapping, RenderedManifest
 from policies import gate
@@ -415,6 +416,8 @@ def evaluate_targets(
                     r.evaluation = _store(commit, mapping, r.cluster, r.decision, r.object_count, bound)
             if audit:
                 _audit(commit, mapping, results, bound)
+        for r in results:  # gate decisions (a policy check that stores nothing is not one)
+            metrics.gate_decision(str(r.decision.outcome), r.decision.engine, r.decision.duration_seconds)
     return MappingEvaluation(mapping, commit, results, bound.versions)
 
 

@@ -177,7 +177,10 @@ def _passes(
     ns_labels = {
         oid.name: labels_of(obj) for obj, oid in objects if oid.kind == "Namespace" and oid.group == ""
     }
+    errored = {str(e.get("policy_id")) for e in evaluation.errors or [] if isinstance(e, Mapping)}
     for entry in evaluation.policy_versions or []:
+        if str(entry.get("policy_id")) in errored:
+            continue  # the policy did not run here: its error is the result, never a pass
         try:
             version = versions[(int(entry["policy_id"]), int(entry["version"]))]
             definition = definition_of(version)

@@ -169,6 +169,7 @@ def _junit_suites(root: ET.Element, report: CheckReport, prefix: str, totals: di
         for v in [*decision.violations, *decision.exceptions]:
             by_case.setdefault((v.policy_id, v.object), []).append(v)
         excepted = {id(v) for v in decision.exceptions}
+        errored = {e.policy_id: e for e in decision.errors}
         refs: list[gate.ObjectRef | None] = [ref for ref, _doc in _objects(report, result.cluster.pk)]
         for _pid, ref in by_case:
             if ref not in refs:
@@ -191,7 +192,12 @@ def _junit_suites(root: ET.Element, report: CheckReport, prefix: str, totals: di
                 advisory = [
                     v for v in found if v not in failing and v not in excused
                 ]  # warn and dryrun findings
-                if failing:
+                if pid in errored and not found:  # the policy did not run: no verdict, never a pass
+                    counts["skipped"] += 1
+                    ET.SubElement(
+                        case, "skipped", message=f"not evaluated: engine error: {errored[pid].message}"
+                    )
+                elif failing:
                     counts["failures"] += 1
                     failure = ET.SubElement(case, "failure", type="deny", message=failing[0].message)
                     failure.text = _text(failing, "FAIL")

@@ -318,9 +318,12 @@ def test_junit_one_suite_per_cluster_one_case_per_policy_and_object(
     assert outcome(warned) == "skipped"
     assert (warned.findtext("system-out") or "").startswith("WARN no-latest")
     assert outcome(cases[("numbers", "engine")]) == "error"
+    # a policy that did not run has no verdict on any object: never a pass
+    not_run = cases[("numbers", "Deployment/apps/web")].find("skipped")
+    assert not_run is not None and (not_run.get("message") or "").startswith("not evaluated: engine error")
     assert outcome(cases[("no-latest", "Deployment/apps/web")]) == "passed"
     counts = {k: int(prod.get(k) or 0) for k in ("tests", "failures", "errors", "skipped")}
-    assert counts == {"tests": 25, "failures": 1, "errors": 1, "skipped": 3}
+    assert counts == {"tests": 25, "failures": 1, "errors": 1, "skipped": 3 + 6}
     assert int(root.get("tests") or 0) == sum(int(s.get("tests") or 0) for s in suites.values())
     props = {p.get("name"): p.get("value") for p in prod.iter("property")}
     assert props["decision"] == "blocked"

@@ -332,6 +332,10 @@ def test_engine_errors_are_error_results_in_the_cluster_report(
     assert [(r["policy"], r["severity"]) for r in errors] == [("numbers", "high")]
     assert "engine error" in errors[0]["message"]
     assert cluster_report["summary"]["error"] == 1
+    # the policy did not run: no pass results for it anywhere, the other policies still report
+    results = _results(items)
+    assert not [r for r in results if r[0] == "numbers" and r[1] == "pass"]
+    assert ("no-latest", "pass", "ConfigMap", "x") in results
 
 
 def test_only_users_who_may_see_the_cluster_get_its_reports(

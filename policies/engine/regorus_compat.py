@@ -12,6 +12,12 @@ error still names the user's line):
 * **``sprintf`` with fewer arguments than verbs**: regorus raises, OPA (Go's fmt) prints ``%!v(MISSING)``;
   when the format is a string literal and the arguments an array literal, the surplus verbs are written as
   that literal text;
+* **other ``sprintf`` verbs**: regorus raises on flags, a precision with a width, ``%T``, ``%#v`` and surplus
+  arguments, and prints other text than Go for ``%f``/``%e``/``%g``/``%o``/``%-5s``...; a call whose
+  literal format has a verb but plain ``%v``/``%s``/``%d`` (or surplus arguments) becomes
+  ``__fleetgate_sprintf``, OPA's sprintf (:mod:`policies.engine.gofmt`) registered as a regorus extension.
+  Plain verbs stay on regorus' own: not every value can cross into an extension (a set of objects, a number
+  beyond 64 bits);
 * **``not`` of a call whose argument is undefined**: OPA evaluates the arguments of a negated call (or of a
   comparison other than ``==``) before the ``not`` (compiler stage RewriteDynamicTerms, and nested calls
   hoisted by RewriteExprTerms), so ``not f(input.missing)`` makes the body fail; regorus makes it true. The
@@ -37,6 +43,7 @@ _TERM_AFTER = frozenset(
 _KEYWORDS = frozenset(_TERM_AFTER | {"if", "else"})
 _STATEMENT_KEYWORDS = frozenset({"package", "import", "default"})
 HOIST_PREFIX = "__fleetgate_arg"
+SPRINTF_NAME = "__fleetgate_sprintf"  # OPA's sprintf (policies/engine/gofmt.py), registered by regorus_worker
 
 
 def _operand_end(tok: Token | None) -> bool:
@@ -261,6 +268,12 @@ def _format_verbs(literal: str) -> list[tuple[int, int, str]] | None:
     return out
 
 
+def _regorus_prints_like_go(spec: str) -> bool:
+    """A verb regorus' own sprintf prints as Go does (for values of the verb's type): ``%v``, ``%s``, ``%d``
+    without flags, width or precision. Any other goes to OPA's sprintf (:data:`SPRINTF_NAME`)."""
+    return spec in ("%v", "%s", "%d")
+
+
 def _split_args(sc: _Scanner, open_idx: int) -> list[tuple[int, int]]:
     """Top-level argument token ranges [start, end) of the bracket group opened at ``open_idx``."""
     close = sc.match.get(open_idx)
@@ -299,7 +312,13 @@ def _sprintf_missing(sc: _Scanner, rw: Rewrite) -> None:
         given = len(_split_args(sc, a_start))
         fmt_tok = toks[args[0][0]]
         verbs = _format_verbs(fmt_tok.text)
-        if verbs is None or len(verbs) <= given:
+        if verbs is None:
+            continue
+        if len(verbs) < given or any(
+            not _regorus_prints_like_go(fmt_tok.text[s:e]) for s, e, _ in verbs[:given]
+        ):
+            rw.replace(tok.start, tok.end, SPRINTF_NAME)  # regorus' sprintf would raise or print other text
+        if len(verbs) <= given:
             continue
         text = fmt_tok.text
         for start, end, verb in reversed(verbs[given:]):

@@ -41,7 +41,8 @@ from policies.engine.base import (
     to_json,
 )
 from policies.engine.comprehension_scopes import rename_shadowing_locals
-from policies.engine.regorus_compat import regorus_compatible
+from policies.engine.gofmt import rego_sprintf
+from policies.engine.regorus_compat import SPRINTF_NAME, regorus_compatible
 from policies.engine.regorus_pool import WorkerPool, get_pool
 from policies.engine.sandbox import REGORUS_OVERRIDES, forbidden_calls
 from policies.engine.source import module_version, normalise_for_engine
@@ -218,6 +219,7 @@ class RegorusEngine:
             raise PolicyCompileError(forbidden, engine=self.name)
         engine = regorus.Engine()
         engine.set_rego_v0(True)
+        engine.add_extension(SPRINTF_NAME, 2, rego_sprintf)  # what regorus_compat routes sprintf calls to
         errors: list[CompileError] = []
         for module in policy_set.modules:
             try:

@@ -3,7 +3,9 @@
 regorus has no way to interrupt an evaluation (its Python binding exposes no execution or time limit), so
 evaluations run here, and the parent (:mod:`policies.engine.regorus_pool`) kills this process when one
 overruns. This file runs as a script (``python -I regorus_worker.py <memory MB> <overrides JSON>``) and
-imports nothing of Fleetgate: only the standard library and regorus.
+imports nothing of Fleetgate but ``gofmt.py`` next to it (standard library only, loaded by path): only the
+standard library and regorus. ``__fleetgate_sprintf`` is OPA's ``sprintf`` (:mod:`policies.engine.gofmt`):
+the source rewrite sends it the calls whose format regorus' own ``sprintf`` mishandles.
 
 Protocol on stdin/stdout, every frame a 4-byte big-endian length then the bytes:
 
@@ -35,6 +37,24 @@ for _var in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE"):
     os.environ.pop(_var, None)
 
 import regorus  # noqa: E402 - after the environment is cleaned
+
+
+def _load_sprintf() -> Any:
+    """OPA's sprintf from gofmt.py, next to this file (the worker runs isolated: no package imports)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gofmt.py")
+    spec = importlib.util.spec_from_file_location("fleetgate_gofmt", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.rego_sprintf
+
+
+SPRINTF = _load_sprintf()
+SPRINTF_NAME = "__fleetgate_sprintf"  # policies.engine.regorus_compat.SPRINTF_NAME
 
 MAX_SETS = 128
 MAX_SESSIONS = 16
@@ -79,6 +99,7 @@ class Worker:
         engine.set_rego_v0(True)
         for name, nargs in self.overrides.items():
             engine.add_extension(name, nargs, _Disabled(name))
+        engine.add_extension(SPRINTF_NAME, 2, SPRINTF)
         for path, source in spec["modules"]:
             engine.add_policy(path, source)
         if spec.get("data"):

@@ -158,3 +158,63 @@ def test_an_error_names_the_users_line_once() -> None:
     bad_line = broken.splitlines().index("bad[msg] {") + 1
     assert errors[0].path == "compat.rego"
     assert bad_line <= errors[0].line <= bad_line + 2
+
+
+# sprintf: regorus runs OPA's (policies/engine/gofmt.py) instead of its own, which raised on flags, precision,
+# %T, %#v and surplus arguments and printed other text for %f/%e/%g/%o and mismatched types.
+SPRINTF_CASES: list[tuple[str, list[Any]]] = [
+    ("%v|%g|%e|%f|%.2f|%8.3f|%G", [1234567.5] * 7),
+    ("%v|%g|%e|%f|%.2f|%8.3f|%G", [0.00001] * 7),
+    ("%v|%e|%f", [2.5, 2.5, 2.5]),
+    (
+        "%x|%X|%q|%5s|%-5s|%.2s|%+d|% d|%05d|%o|%O|%b|%c|%U|%#x|%#o",
+        [
+            "hi",
+            "hi",
+            'x"y',
+            "a",
+            "a",
+            "abc",
+            5,
+            5,
+            -5,
+            8,
+            8,
+            5,
+            65,
+            65,
+            255,
+            8,
+        ],
+    ),
+    ("%d|%s|%t|%e|%T|%T|%#v", ["a", 5, True, 1000, 1, 1.5, "a"]),
+    ("%v %v %d", [1]),
+    ("%v", [1, "a", 2.5]),
+    ("%v|%v|%v|%v|%v|%s", [[1, "a"], {"b": 1, "a": None}, True, None, 10, ["x"]]),
+    ("%d%%|%5.1f%%", [50, 99.44]),
+]
+
+
+@pytest.mark.parametrize(("fmt", "args"), SPRINTF_CASES, ids=[f for f, _ in SPRINTF_CASES])
+def test_sprintf_prints_what_opa_prints(
+    regorus_engine: RegoEngine, opa_engine: RegoEngine, fmt: str, args: list[Any]
+) -> None:
+    import json
+
+    source = f"package compat\n\nm := sprintf({json.dumps(fmt)}, {json.dumps(args)})\n"
+    opa = _value(opa_engine, source, "data.compat.m")
+    assert isinstance(opa, str)
+    assert _value(regorus_engine, source, "data.compat.m") == opa
+
+
+def test_plain_verbs_stay_on_regorus_sprintf_for_values_an_extension_cannot_take(
+    regorus_engine: RegoEngine, opa_engine: RegoEngine
+) -> None:
+    source = 'package compat\n\nm := sprintf("%v and %s", [{{"a": 1}, {"b": [2]}}, "x"])\n'
+    assert "__fleetgate_sprintf" not in regorus_compatible(source, v0=True)
+    opa = _value(opa_engine, source, "data.compat.m")
+    assert opa == '{{"a": 1}, {"b": [2]}} and x'
+    assert _value(regorus_engine, source, "data.compat.m") == opa
+    routed = 'package compat\n\nm := sprintf("%-4s|%v", ["a", 1.5])\n'
+    assert "__fleetgate_sprintf(" in regorus_compatible(routed, v0=True)
+    assert _value(regorus_engine, routed, "data.compat.m") == _value(opa_engine, routed, "data.compat.m")

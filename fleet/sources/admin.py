@@ -29,6 +29,8 @@ class RepositoryAdmin(AuditedModelAdmin):
     search_fields = ("name", "url")
     readonly_fields = ("head_sha", "last_fetched", "last_error", "poll_queued_at", "created", "updated")
     actions = ["fetch_now"]
+    # trusted_keys: [{"name": ..., "public_key": ...}]; Repository.clean() checks each key and fills in
+    # kind and fingerprint (docs/sources.md, Verified commits).
 
     @admin.action(description="Fetch now (queue a fetch task)")
     def fetch_now(self, request: Any, queryset: Any) -> None:
@@ -87,8 +89,9 @@ class PathMappingAdmin(AuditedModelAdmin):
 
 @admin.register(Commit)
 class CommitAdmin(ReadOnlyAdmin):
-    list_display = ("short_sha", "repository", "sequence", "author_name", "committed_at", "status", "forced")
-    list_filter = ("status", "forced", "repository")
+    list_display = ("short_sha", "repository", "sequence", "author_name", "committed_at", "status", "forced",
+                    "verification", "signer")
+    list_filter = ("status", "verification", "forced", "repository")
     search_fields = ("sha", "message")
 
 

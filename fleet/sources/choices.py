@@ -21,6 +21,7 @@ class CommitStatus(models.TextChoices):
     BLOCKED = "blocked", "Blocked by policy"
     PASSED = "passed", "Passed the gate"
     SKIPPED = "skipped", "No mapping affected"
+    UNVERIFIED = "unverified", "Refused: signature not verified"
 
 
 class RenderStatus(models.TextChoices):
@@ -53,3 +54,30 @@ class FetchTrigger(models.TextChoices):
     API = "api", "API"
     COMMAND = "command", "Command"
     TASK = "task", "Task"
+
+
+class VerificationMode(models.TextChoices):
+    """Whether a repository's commits must carry a signature by one of its trusted keys."""
+
+    OFF = "off", "Off"
+    REQUIRED = "required", "Required"
+
+
+class KeyKind(models.TextChoices):
+    OPENPGP = "openpgp", "OpenPGP"
+    SSH = "ssh", "SSH"
+
+
+class Verification(models.TextChoices):
+    """The signature check of one commit (values of fleet.sources.git.verify)."""
+
+    UNCHECKED = "unchecked", "Not checked"
+    VERIFIED = "verified", "Verified"
+    UNSIGNED = "unsigned", "Not signed"
+    UNTRUSTED_KEY = "untrusted_key", "Signed by an untrusted key"
+    BAD_SIGNATURE = "bad_signature", "Bad signature"
+    EXPIRED_KEY = "expired_key", "Signed by an expired key"
+    EXPIRED_SIGNATURE = "expired_signature", "Signature expired"
+    REVOKED_KEY = "revoked_key", "Signed by a revoked key"
+    UNSUPPORTED = "unsupported", "Unsupported signature"
+    ERROR = "error", "Verification failed"

@@ -1,7 +1,7 @@
 import django_filters
 
 from fleet.core.filters import FleetFilterSet, UTCDateTimeFilter
-from fleet.sources.choices import CommitStatus, Renderer
+from fleet.sources.choices import CommitStatus, Renderer, Verification
 from fleet.sources.models import Commit, PathMapping, Repository
 
 
@@ -25,6 +25,7 @@ class PathMappingFilterSet(FleetFilterSet):
 class CommitFilterSet(FleetFilterSet):
     sha = django_filters.CharFilter(lookup_expr="startswith")
     status = django_filters.MultipleChoiceFilter(choices=CommitStatus.choices)
+    verification = django_filters.MultipleChoiceFilter(choices=Verification.choices)
     since = UTCDateTimeFilter(field_name="committed_at", lookup_expr="gte")
     until = UTCDateTimeFilter(field_name="committed_at", lookup_expr="lt")
 

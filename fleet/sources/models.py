@@ -17,6 +17,8 @@ from fleet.sources.choices import (
     RenderReason,
     RenderStatus,
     RepoAuth,
+    Verification,
+    VerificationMode,
 )
 from fleet.sources.validators import validate_repo_path, validate_repository_url
 
@@ -47,6 +49,15 @@ class Repository(TimestampedModel):
     poll_queued_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When the poller last queued a fetch."
     )
+    verification_mode = models.CharField(
+        max_length=16, choices=VerificationMode.choices, default=VerificationMode.OFF,
+        help_text="required: only commits signed by a trusted key are rendered and rolled out.",
+    )
+    trusted_keys = models.JSONField(
+        default=list, blank=True,
+        help_text="Public keys whose signatures are trusted: [{name, public_key}] (OpenPGP armored block or "
+        "one SSH public key line); kind and fingerprint are filled in when saved.",
+    )
 
     objects = RestrictedQuerySet.as_manager()
     scope_path = "mappings__cluster_group"
@@ -58,6 +69,16 @@ class Repository(TimestampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from fleet.sources.services.signing import normalize_trusted_keys
+
+        try:
+            self.trusted_keys = normalize_trusted_keys(self.trusted_keys)
+        except ValueError as exc:
+            raise ValidationError({"trusted_keys": str(exc)}) from None
 
 
 class PathMapping(TimestampedModel):
@@ -147,6 +168,17 @@ class Commit(models.Model):
     status = models.CharField(max_length=16, choices=CommitStatus.choices, default=CommitStatus.SEEN)
     forced = models.BooleanField(default=False, help_text="Arrived by a force-push that rewrote history.")
     sequence = models.PositiveIntegerField(default=0, validators=[MinValueValidator(0)])
+    verification = models.CharField(
+        max_length=20, choices=Verification.choices, default=Verification.UNCHECKED,
+        help_text="The signature check (only while the repository requires signed commits).",
+    )
+    verification_reason = models.CharField(max_length=500, blank=True)
+    signature_format = models.CharField(max_length=16, blank=True, help_text="openpgp, ssh, x509 or empty.")
+    signer = models.CharField(max_length=200, blank=True, help_text="OpenPGP user id or SSH key name.")
+    signing_key = models.CharField(max_length=100, blank=True, help_text="Fingerprint of the signing key.")
+    verified_with = models.CharField(
+        max_length=80, blank=True, help_text="Digest of the trusted keys the commit was checked against."
+    )
 
     objects = RestrictedQuerySet.as_manager()
     scope_path = "repository__mappings__cluster_group"

@@ -7,10 +7,35 @@ from rest_framework import serializers
 
 from clusters.models import ClusterGroup
 from fleet.core.api.serializers import FleetModelSerializer, RestrictedPrimaryKeyRelatedField
+from fleet.sources.choices import KeyKind
 from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
 from fleet.sources.services.dependencies import check_dependencies, mapping_label, resolve_label
+from fleet.sources.services.signing import normalize_trusted_keys
 
 SECRET_FIELDS = ("token", "ssh_private_key", "webhook_secret")
+
+
+class TrustedKeySerializer(serializers.Serializer):
+    """One trusted public key (for the schema; TrustedKeysField does the work)."""
+
+    name = serializers.CharField(max_length=100)
+    public_key = serializers.CharField(
+        help_text="An armored OpenPGP public key block (gpg --armor --export FPR) or one SSH public key line."
+    )
+    kind = serializers.ChoiceField(choices=KeyKind.choices, required=False,
+                                   help_text="Filled in from the key when saved.")
+    fingerprint = serializers.CharField(read_only=True, help_text="Filled in from the key when saved.")
+
+
+@extend_schema_field(TrustedKeySerializer(many=True))
+class TrustedKeysField(serializers.JSONField):
+    """The repository's trusted keys: each checked with gpg or ssh-keygen, kind and fingerprint filled in."""
+
+    def to_internal_value(self, data: Any) -> list[dict[str, str]]:
+        try:
+            return normalize_trusted_keys(data)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
 
 
 class RepositorySerializer(FleetModelSerializer):
@@ -21,6 +46,11 @@ class RepositorySerializer(FleetModelSerializer):
     webhook_secret = serializers.CharField(write_only=True, required=False, min_length=16)
     credentials_set = serializers.SerializerMethodField()
     webhook_path = serializers.SerializerMethodField()
+    trusted_keys = TrustedKeysField(
+        required=False,
+        help_text="Keys whose signatures are trusted when verification_mode is required (docs/sources.md, "
+        "Verified commits). Replaces the whole list when written.",
+    )
 
     class Meta:
         model = Repository
@@ -42,6 +72,8 @@ class RepositorySerializer(FleetModelSerializer):
             "last_error",
             "credentials_set",
             "webhook_path",
+            "verification_mode",
+            "trusted_keys",
             "created",
             "updated",
         ]
@@ -204,6 +236,11 @@ class CommitSerializer(serializers.ModelSerializer):
             "status",
             "forced",
             "sequence",
+            "verification",
+            "verification_reason",
+            "signature_format",
+            "signer",
+            "signing_key",
             "renders",
         ]
         read_only_fields = fields

@@ -30,6 +30,7 @@ from fleet.sources.git import (
 )
 from fleet.sources.models import Commit, MappingRender, Repository
 from fleet.sources.services.rendering import MappingRenderOutcome, RenderSession, render_pending
+from fleet.sources.services.signing import check_signature
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +189,11 @@ def fetch_repository(
             commits = _record_update(repo, update)
             if commits:
                 # e.g. a commit's own policies (policy sources in this repository) apply to its manifests.
+                # Not from a head that fails signature verification: nothing of it is used.
                 repo.refresh_from_db()
-                stages.commits_recorded(repo, cache)
+                head = Commit.objects.filter(repository=repo, sha=repo.head_sha).first()
+                if head is None or check_signature(repo, cache, head):
+                    stages.commits_recorded(repo, cache)
             session = RenderSession(on_rendered=stages.mapping_rendered)
             renders = render_pending(repo, cache, session=session) if render else []
     except (GitError, ValueError) as exc:

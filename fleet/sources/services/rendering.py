@@ -56,6 +56,7 @@ from fleet.sources.services.dependencies import (
     mapping_label,
     resolve_label,
 )
+from fleet.sources.services.signing import check_signature
 
 logger = logging.getLogger(__name__)
 
@@ -612,7 +613,9 @@ def render_commit(session: RenderSession, cache: RepositoryCache, commit: Commit
 def render_pending(repo: Repository, cache: RepositoryCache, *, session: RenderSession | None = None
                    ) -> list[MappingRenderOutcome]:
     """Render every commit of the repository not rendered yet (status ``seen``), oldest first, then
-    the head again for mappings that are new or whose configuration changed.  Resumable: a run that died
+    the head again for mappings that are new or whose configuration changed.  Where the repository requires
+    signed commits, each commit is verified first (``signing.check_signature``) and a refused one is not
+    rendered.  Resumable: a run that died
     half-way leaves commits ``seen`` and the next run continues with them."""
     session = session or RenderSession()
     mappings = load_mappings(repo)
@@ -620,8 +623,14 @@ def render_pending(repo: Repository, cache: RepositoryCache, *, session: RenderS
     pending = list(
         Commit.objects.filter(repository=repo, status=CommitStatus.SEEN).order_by("sequence", "id"))
     for commit in pending:
-        outcomes.extend(render_commit(session, cache, commit, mappings))
+        # Verified commits: an unsigned or wrongly signed commit is refused here, never rendered.
+        if check_signature(repo, cache, commit):
+            outcomes.extend(render_commit(session, cache, commit, mappings))
     head = Commit.objects.filter(repository=repo, sha=repo.head_sha).first() if repo.head_sha else None
     if head is not None and mappings and head.pk not in {c.pk for c in pending}:
-        outcomes.extend(render_commit(session, cache, head, mappings, only_config=True))
+        # A head refused earlier is rendered in full once it passes (a key was added, or verification
+        # turned off); any other head only for mappings that are new or whose configuration changed.
+        refused = head.status == CommitStatus.UNVERIFIED
+        if check_signature(repo, cache, head):
+            outcomes.extend(render_commit(session, cache, head, mappings, only_config=not refused))
     return outcomes

@@ -2,7 +2,7 @@
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 FLEETGATE_VAR_DIR=/var/lib/fleetgate
-RUN apt-get update && apt-get install -y --no-install-recommends git openssh-client \
+RUN apt-get update && apt-get install -y --no-install-recommends git openssh-client gnupg \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/fleetgate --create-home fleetgate
 WORKDIR /app

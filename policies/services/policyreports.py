@@ -129,12 +129,13 @@ def _finding(evaluation: Evaluation, v: Violation) -> tuple[str, dict[str, Any]]
 
 def _error(evaluation: Evaluation, error: Mapping[str, Any]) -> dict[str, Any]:
     policy, _, constraint = str(error.get("policy") or "").partition("/")
+    prefix = "" if error.get("kind") == "cannot_review" else "engine error: "
     return {
         "source": SOURCE,
         "policy": policy or "fleetgate",
         "rule": constraint or str(error.get("kind") or "engine"),
         "result": "error",
-        "message": f"engine error: {error.get('message', '')}"[:4000],
+        "message": (prefix + str(error.get("message", "")))[:4000],
         "severity": "high",
         "scored": True,
         "timestamp": _timestamp(evaluation),
@@ -267,6 +268,11 @@ def build_reports(cluster: Cluster, evaluations: Sequence[Evaluation], flavour: 
         for error in ev.errors or []:
             if isinstance(error, Mapping):
                 reports.setdefault("", _Report("")).results.append(_error(ev, error))
+        if ev.decision == "cannot_review":  # nothing was evaluated: one error, and no pass results
+            reason = "; ".join(str(r) for r in ev.reasons or []) or "cannot review"
+            error = {"policy": "fleetgate", "kind": "cannot_review", "message": reason}
+            reports.setdefault("", _Report("")).results.append(_error(ev, error))
+            continue
         manifest = manifests.get((ev.commit_id or 0, ev.mapping_id, ev.cluster_id))
         for namespace, result in _passes(ev, manifest, versions, findings):
             reports.setdefault(namespace, _Report(namespace)).results.append(result)

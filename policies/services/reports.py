@@ -169,7 +169,15 @@ def _junit_suites(root: ET.Element, report: CheckReport, prefix: str, totals: di
         for v in [*decision.violations, *decision.exceptions]:
             by_case.setdefault((v.policy_id, v.object), []).append(v)
         excepted = {id(v) for v in decision.exceptions}
-        errored = {e.policy_id: e for e in decision.errors}
+        errored: dict[str, Any] = {e.policy_id: e.message for e in decision.errors}
+        unreviewed = decision.outcome is gate.Outcome.CANNOT_REVIEW
+        if unreviewed:  # nothing was evaluated on this cluster: one error, and no verdicts
+            reason = "; ".join(decision.reasons) or "cannot review"
+            errored = {pid: reason for pid, _name in policies}
+            case = ET.SubElement(suite, "testcase", classname="fleetgate", name="review")
+            ET.SubElement(case, "error", type="cannot_review", message=reason).text = reason
+            counts["tests"] += 1
+            counts["errors"] += 1
         refs: list[gate.ObjectRef | None] = [ref for ref, _doc in _objects(report, result.cluster.pk)]
         for _pid, ref in by_case:
             if ref not in refs:
@@ -195,7 +203,9 @@ def _junit_suites(root: ET.Element, report: CheckReport, prefix: str, totals: di
                 if pid in errored and not found:  # the policy did not run: no verdict, never a pass
                     counts["skipped"] += 1
                     ET.SubElement(
-                        case, "skipped", message=f"not evaluated: engine error: {errored[pid].message}"
+                        case,
+                        "skipped",
+                        message=f"not evaluated: {'' if unreviewed else 'engine error: '}{errored[pid]}",
                     )
                 elif failing:
                     counts["failures"] += 1
@@ -366,6 +376,16 @@ def sarif_run(report: CheckReport, lines: Lines | None = None) -> dict[str, Any]
                     {"kind": "inSource", "status": "accepted", "justification": f"conftest {v.message}"}
                 ]
             results.append(result)
+        if r.decision.outcome is gate.Outcome.CANNOT_REVIEW:
+            reason = "; ".join(r.decision.reasons) or "cannot review"
+            results.append(
+                {
+                    "level": "error",
+                    "kind": "fail",
+                    "message": {"text": reason},
+                    "properties": {"cluster": cluster, "errorKind": "cannot_review"},
+                }
+            )
         for e in r.decision.errors:
             entry: dict[str, Any] = {
                 "level": "error",

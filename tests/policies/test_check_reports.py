@@ -21,7 +21,9 @@ import yaml
 from django.core.management import call_command
 from django.utils import timezone
 
+from clusters.models import Cluster
 from policies.engine import RegoEngine
+from policies.engine.opa_server import free_port
 from policies.models import Waiver
 from tests.policies import policy_library as lib
 from tests.sources.origin import Origin
@@ -440,3 +442,37 @@ def test_sarif_of_a_branch_points_at_the_file_and_line_in_the_repository(
         "artifactLocation": {"uri": "apps/web/deploy.yaml"},
         "region": {"startLine": second},
     }
+
+
+def test_a_cluster_that_cannot_be_reviewed_has_no_verdicts_in_junit_or_sarif(
+    tmp_path: Path, fleet: dict[str, Any], policies: dict[str, Any]
+) -> None:
+    Cluster.objects.create(
+        name="dead-1",
+        api_url=f"http://127.0.0.1:{free_port()}",
+        auth_method="token",
+        token="tok-dead-secret",
+        labels={"team": "web", "env": "prod"},
+    )
+    apps, _config = _files(tmp_path)
+    base = ["policy_check", "--mapping", "apps/web", "--engine", "regorus", "--file", str(apps)]
+    for output in ("junit", "sarif"):
+        out = io.StringIO()
+        with pytest.raises(SystemExit) as exit_info:
+            call_command(*base, "--live-cluster", "dead-1", "--output", output, stdout=out)
+        assert exit_info.value.code == 1
+        if output == "junit":
+            root = ET.fromstring(out.getvalue())  # noqa: S314 - our own output
+            suite = next(s for s in root.findall("testsuite") if s.get("name") == "dead-1")
+            review = next(c for c in suite.findall("testcase") if c.get("name") == "review")
+            error = review.find("error")
+            assert error is not None and "could not be read" in (error.get("message") or "")
+            others = [c for c in suite.findall("testcase") if c is not review]
+            assert others and all(c.find("skipped") is not None for c in others)  # no pass, no verdict
+            assert (suite.get("errors"), suite.get("failures")) == ("1", "0")
+            assert "tok-dead-secret" not in out.getvalue()
+        else:
+            log = json.loads(out.getvalue())
+            jsonschema.Draft7Validator(SARIF, format_checker=jsonschema.FormatChecker()).validate(log)
+            dead = [r for r in log["runs"][0]["results"] if r["properties"].get("cluster") == "dead-1"]
+            assert [(r["level"], r["properties"]["errorKind"]) for r in dead] == [("error", "cannot_review")]

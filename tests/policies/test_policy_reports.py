@@ -18,7 +18,8 @@ from django.utils import timezone
 from fleet.sources.models import MappingRender, RenderedManifest
 from policies.engine import RegoEngine
 from policies.models import Policy, Waiver
-from policies.services.evaluation import evaluate_mapping
+from policies.services.evaluation import evaluate_mapping, evaluate_targets
+from policies.services.reviews import TargetReview
 from tests.factories import ClusterFactory, PathMappingFactory
 from tests.policies import policy_library as lib
 
@@ -404,3 +405,26 @@ def test_the_number_of_queries_does_not_grow_with_mappings(
     assert len(_results(second["items"])) > len(_results(first["items"]))  # the new mapping is in
     assert ("required-labels", "fail", "Deployment", "api") in _results(second["items"])
     assert len(two) == len(one)
+
+
+def test_a_cluster_that_could_not_be_reviewed_reports_an_error_and_no_passes(
+    reported: dict[str, Any], make_user: Any, token_client: Any, regorus_engine: RegoEngine
+) -> None:
+    commit, mapping, prod = reported["commit"], reported["mapping"], reported["prod"]
+    manifest = prod.rendered_manifests.get(commit=commit, mapping=mapping)
+    reason = "the live state of prod-eu-1 could not be read: ConnectionRefusedError"
+    evaluate_targets(
+        commit,
+        mapping,
+        [(prod, manifest.resources, "apps")],
+        engine=regorus_engine,
+        reviews={prod.pk: TargetReview.unreadable(reason, create_only_allowed=False)},
+    )
+    client = token_client(make_user("root", role="admin"))
+    items = client.get(f"/api/policy-reports/{prod.pk}/").json()["items"]
+    for item in items:
+        _validate(item)
+    results = [r for item in items for r in item["results"]]
+    assert [(r["result"], r["rule"]) for r in results] == [("error", "cannot_review")]
+    assert reason in results[0]["message"]
+    assert items[0]["summary"] == {"pass": 0, "fail": 0, "warn": 0, "error": 1, "skip": 0}

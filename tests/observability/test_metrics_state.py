@@ -166,3 +166,20 @@ def test_queue_length_counts_the_tasks_waiting_in_the_broker(client: Client) -> 
         with app.connection_for_write() as connection:
             connection.default_channel.queue_purge("celery")
     assert waiting.value("fleetgate_celery_queue_length", queue="celery") == 3
+
+
+def test_gate_decisions_are_counted_by_outcome_and_engine(client: Client, settings: Any) -> None:
+    from policies.services.evaluation import evaluate
+
+    mapping = PathMappingFactory()
+    cluster = ClusterFactory()
+    engine = settings.FLEETGATE_REGO_ENGINE
+    before = scrape(client)
+    evaluation = evaluate(None, mapping, cluster, [])  # no policy bound: the gate passes it
+    after = scrape(client)
+    name = "fleetgate_gate_decisions_total"
+    assert after.value(name, outcome=evaluation.decision, engine=engine) == (
+        before.value(name, outcome=evaluation.decision, engine=engine) + 1
+    )
+    seconds = "fleetgate_gate_evaluation_duration_seconds_count"
+    assert after.value(seconds, engine=engine) == before.value(seconds, engine=engine) + 1

@@ -9,8 +9,11 @@ WORKDIR /app
 COPY requirements/ requirements/
 RUN pip install --no-cache-dir --require-hashes -r requirements/base.txt
 COPY . .
+# (The metrics directory of this build step stays out of /var/lib/fleetgate: made by root, the fleetgate user
+# could not write its metrics there.)
 RUN FLEETGATE_SECRET_KEY=build FLEETGATE_ENCRYPTION_KEYS=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \
-    python manage.py collectstatic --noinput
+    PROMETHEUS_MULTIPROC_DIR=/tmp/build-metrics python manage.py collectstatic --noinput \
+    && rm -rf /tmp/build-metrics
 USER fleetgate
 EXPOSE 8000
 # Alive: the web process answers /healthz (no database or broker involved). Worker and beat containers

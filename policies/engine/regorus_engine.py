@@ -78,7 +78,8 @@ def regorus_source(module: Module) -> str:
     """The module as regorus gets it: rewritten where regorus would answer differently from OPA
     (:mod:`policies.engine.regorus_compat`: several bodies, ``(``-lines, ``sprintf`` arity, ``not`` of a call
     with an undefined argument; a comprehension that re-declares an outer variable,
-    :mod:`policies.engine.comprehension_scopes`), and v1 modules with ``import rego.v1``. Lines do not move."""
+    :mod:`policies.engine.comprehension_scopes`), and v1 modules with ``import rego.v1``. Lines do not
+    move."""
     v0 = module_version(module) == "v0"
     text = regorus_compatible(rename_shadowing_locals(module.source), v0=v0)
     if v0:

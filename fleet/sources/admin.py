@@ -10,7 +10,12 @@ from fleet.core.context import acting
 from fleet.sources.choices import FetchTrigger
 from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
 from fleet.sources.services import request_fetch
-from fleet.sources.services.dependencies import DependencyError, check_delete, check_dependencies
+from fleet.sources.services.dependencies import (
+    DependencyError,
+    check_delete,
+    check_dependencies,
+    lock_dependency_graph,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -51,6 +56,7 @@ class PathMappingForm(SecretFieldsForm):
         if repository is None or group is None or not cleaned.get("name"):
             return cleaned  # their own field errors say what is missing
         try:
+            lock_dependency_graph()  # the admin's change view runs in one transaction: held until saved
             check_dependencies(
                 user=self.user,
                 mapping=self.instance if self.instance.pk else None,

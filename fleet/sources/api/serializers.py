@@ -9,7 +9,12 @@ from clusters.models import ClusterGroup
 from fleet.core.api.serializers import FleetModelSerializer, RestrictedPrimaryKeyRelatedField
 from fleet.sources.choices import KeyKind
 from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
-from fleet.sources.services.dependencies import check_dependencies, mapping_label, resolve_label
+from fleet.sources.services.dependencies import (
+    check_dependencies,
+    lock_dependency_graph,
+    mapping_label,
+    resolve_label,
+)
 from fleet.sources.services.signing import normalize_trusted_keys
 
 SECRET_FIELDS = ("token", "ssh_private_key", "webhook_secret")
@@ -147,16 +152,27 @@ class PathMappingSerializer(FleetModelSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs = super().validate(attrs)
+        self._check_dependencies(attrs)
+        return attrs
+
+    def save(self, **kwargs: Any) -> Any:
+        # Checked again under the graph's lock, inside the one audited save's transaction: two saves at once
+        # cannot each add half of a cycle.
+        lock_dependency_graph()
+        self._check_dependencies(self.validated_data)
+        return super().save(**kwargs)
+
+    def _check_dependencies(self, attrs: dict[str, Any]) -> None:
         mapping = self.instance
         touched = {"depends_on", "name", "repository", "cluster_group"} & set(attrs)
         if not touched or (mapping is None and not attrs.get("depends_on")):
-            return attrs
+            return
         request = self.context.get("request")
         repository = attrs.get("repository") or getattr(mapping, "repository", None)
         group = attrs.get("cluster_group") or getattr(mapping, "cluster_group", None)
         name = attrs.get("name") or getattr(mapping, "name", "")
         if repository is None or group is None or not name:
-            return attrs  # required fields missing: their own errors say so
+            return  # required fields missing: their own errors say so
         if "depends_on" in attrs:
             deps = attrs["depends_on"]
         else:
@@ -169,7 +185,6 @@ class PathMappingSerializer(FleetModelSerializer):
             cluster_group_id=group.pk,
             depends_on=deps,
         )
-        return attrs
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_depends_on_names(self, obj: PathMapping) -> list[str]:

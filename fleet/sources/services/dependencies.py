@@ -23,6 +23,8 @@ import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from django.db import connection
+
 from fleet.access.restrict import restrict
 from fleet.core.errors import DomainError, ErrorKind
 from fleet.sources.models import PathMapping
@@ -37,6 +39,19 @@ class DependencyError(DomainError):
                  cycle: Sequence[str] = ()) -> None:
         super().__init__(message, kind=kind, field=FIELD)
         self.cycle = tuple(cycle)
+
+
+# pg_advisory_xact_lock key of the dependency graph ("fgdeps" in ASCII).
+GRAPH_LOCK_KEY = 0x666764657073
+
+
+def lock_dependency_graph() -> None:
+    """Serialize changes of the dependency graph until the current transaction ends, so that a check and the
+    save it allows see the same graph. PostgreSQL: a transaction-level advisory lock; SQLite: writers are
+    serialized already (transactions begin IMMEDIATE, fleet/settings.py)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [GRAPH_LOCK_KEY])
 
 
 def label(repository_name: str, name: str) -> str:

@@ -29,6 +29,7 @@ bodies, object/set literals versus bodies, comprehensions, and ``else`` chains.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -510,3 +511,23 @@ def regorus_compatible(source: str, *, v0: bool) -> str:
     _sprintf_missing(sc, rw)
     _hoist_negations(sc, rw)
     return rw.apply()
+
+
+def original_column(original: str, rewritten: str, line: int, column: int) -> int:
+    """The column in ``original`` of what regorus reports at ``line``:``column`` of ``rewritten`` (1-based).
+
+    Rewrites never move lines but may insert text on one (a repeated head, hoisted arguments), which shifts
+    the columns after it; text regorus reports inside an insertion maps to where it was inserted."""
+    orig_lines, new_lines = original.splitlines(), rewritten.splitlines()
+    if not (0 < line <= len(orig_lines) and line <= len(new_lines)) or column <= 0:
+        return column
+    before, after = orig_lines[line - 1], new_lines[line - 1]
+    if before == after:
+        return column
+    index = column - 1
+    for tag, i1, _i2, j1, j2 in difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes():
+        if j1 <= index < j2 or (index >= j2 and j2 == len(after)):
+            if tag == "equal":
+                return i1 + (index - j1) + 1
+            return i1 + 1
+    return column

@@ -42,7 +42,7 @@ from policies.engine.base import (
 )
 from policies.engine.comprehension_scopes import rename_shadowing_locals
 from policies.engine.gofmt import rego_sprintf
-from policies.engine.regorus_compat import SPRINTF_NAME, regorus_compatible
+from policies.engine.regorus_compat import SPRINTF_NAME, original_column, regorus_compatible
 from policies.engine.regorus_pool import WorkerPool, get_pool
 from policies.engine.sandbox import REGORUS_OVERRIDES, forbidden_calls
 from policies.engine.source import module_version, normalise_for_engine
@@ -223,12 +223,17 @@ class RegorusEngine:
         engine.add_extension(SPRINTF_NAME, 2, rego_sprintf)  # what regorus_compat routes sprintf calls to
         errors: list[CompileError] = []
         for module in policy_set.modules:
+            source = regorus_source(module)
             try:
-                engine.add_policy(module.path, regorus_source(module))
+                engine.add_policy(module.path, source)
             except BaseException as exc:
                 if isinstance(exc, _PASS_THROUGH):
                     raise
-                errors.append(parse_regorus_error(str(exc), module.path, "rego_parse_error"))
+                err = parse_regorus_error(str(exc), module.path, "rego_parse_error")
+                if err.line and source != module.source:  # the user's column, not the rewritten text's
+                    column = original_column(module.source, source, err.line, err.column)
+                    err = CompileError(err.path, err.line, column, err.message, err.code)
+                errors.append(err)
         if errors:
             raise PolicyCompileError(errors, engine=self.name)
         try:

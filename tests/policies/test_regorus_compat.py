@@ -218,3 +218,9 @@ def test_plain_verbs_stay_on_regorus_sprintf_for_values_an_extension_cannot_take
     routed = 'package compat\n\nm := sprintf("%-4s|%v", ["a", 1.5])\n'
     assert "__fleetgate_sprintf(" in regorus_compatible(routed, v0=True)
     assert _value(regorus_engine, routed, "data.compat.m") == _value(opa_engine, routed, "data.compat.m")
+
+
+def test_an_error_on_a_rewritten_line_names_the_users_column() -> None:
+    source = "package p\n\nf(x) { x }\nr { o := input.o; not f(o.a); y := ) }\n"
+    (error,) = RegorusEngine().check([Module("p.rego", source)])
+    assert (error.line, error.column) == (4, source.splitlines()[3].rindex(")") + 1)

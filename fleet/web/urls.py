@@ -20,6 +20,7 @@ urlpatterns = [
     path("groups/<int:pk>/edit/", clusters.group_edit, name="group-edit"),
     path("repositories/", sources.repository_list, name="repository-list"),
     path("repositories/<int:pk>/", sources.repository_detail, name="repository-detail"),
+    path("repositories/<int:pk>/signing/", sources.repository_signing, name="repository-signing"),
     path("commits/<int:pk>/", sources.commit_detail, name="commit-detail"),
     path("rollouts/", rollouts.rollout_list, name="rollout-list"),
     path("rollouts/<int:pk>/", rollouts.rollout_detail, name="rollout-detail"),

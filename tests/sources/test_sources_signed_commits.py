@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from fleet.audit.models import AuditEvent
 from fleet.sources.models import Commit, MappingRender, Repository
@@ -193,3 +194,123 @@ def test_verification_off_renders_anything_and_leaves_commits_unchecked(
     assert fetch_repository(repo).ok
     commit = Commit.objects.get(sha=sha)
     assert commit.status == "rendered" and renders_of(sha) == ["rendered"]
+
+
+# --------------------------------------------------------------------------- API, RBAC, audit, UI
+
+
+@pytest.mark.parametrize(
+    ("role", "scoped", "expected"),
+    [("viewer", False, 403), ("deployer", False, 403), ("approver", False, 403), ("policy-admin", False, 403),
+     ("cluster-admin", True, 403), ("cluster-admin", False, 200), ("admin", False, 200)],
+)
+def test_editing_trusted_keys_needs_repository_change_on_all_clusters(
+        world: dict[str, Any], token_client: Any, tmp_path: Path, role: str, scoped: bool,
+        expected: int) -> None:
+    from tests.sources.test_sources_api import user_with
+
+    repo = world["repo"]
+    bob = SSHKey(tmp_path / "ssh", "bob")
+    user = user_with(role, world["mapping"].cluster_group if scoped else None)
+    response = token_client(user).patch(
+        f"/api/repositories/{repo.pk}/",
+        {"verification_mode": "required", "trusted_keys": [{"name": "bob", "public_key": bob.public_key}]},
+        format="json")
+    assert response.status_code == expected, response.content
+    repo.refresh_from_db()
+    if expected == 200:
+        assert repo.trusted_keys[0]["fingerprint"] == bob.fingerprint
+        assert response.json()["trusted_keys"][0]["fingerprint"] == bob.fingerprint
+    else:
+        assert repo.trusted_keys == []
+        assert not AuditEvent.objects.filter(action="repository.update").exists()
+
+
+def test_keys_through_the_api_are_checked_and_audited_without_secrets(
+        world: dict[str, Any], admin_client: Any, gpg_keys: Any, tmp_path: Path) -> None:
+    repo = world["repo"]
+    Repository.objects.filter(pk=repo.pk).update(auth_method="token", token="ghp-token-secret-123456")
+    alice, bob = gpg_keys("Alice <alice@example.com>"), SSHKey(tmp_path / "ssh", "bob")
+    url = f"/api/repositories/{repo.pk}/"
+    bad = admin_client.patch(url, {"trusted_keys": [{"name": "bob", "public_key": bob.private_key}]},
+                             content_type="application/json")
+    assert bad.status_code == 400
+    assert "private key" in bad.json()["trusted_keys"][0]
+    assert bob.private_key.splitlines()[1] not in bad.content.decode()
+    garbage = admin_client.patch(url, {"trusted_keys": [{"name": "x", "public_key": "nope"}]},
+                                 content_type="application/json")
+    assert garbage.status_code == 400 and "key 'x'" in garbage.json()["trusted_keys"][0]
+    mode = admin_client.patch(url, {"verification_mode": "sometimes"}, content_type="application/json")
+    assert mode.status_code == 400 and "verification_mode" in mode.json()
+
+    ok = admin_client.patch(url, {"trusted_keys": [{"name": "alice", "public_key": alice.public_key},
+                                                   {"name": "bob", "public_key": bob.public_key}]},
+                            content_type="application/json")
+    assert ok.status_code == 200, ok.content
+    assert [(k["name"], k["kind"], k["fingerprint"]) for k in ok.json()["trusted_keys"]] == [
+        ("alice", "openpgp", alice.fingerprint), ("bob", "ssh", bob.fingerprint)]
+    event = AuditEvent.objects.filter(action="repository.update").latest("sequence")
+    row = json.dumps([event.before, event.after, event.message])
+    assert alice.fingerprint in row and bob.fingerprint in row
+    assert "ghp-token-secret-123456" not in row and "PRIVATE" not in row
+
+
+def test_the_commit_api_and_page_say_why_a_commit_was_refused(
+        world: dict[str, Any], admin_client: Any, admin_user: Any, gpg_keys: Any) -> None:
+    repo, origin = world["repo"], world["origin"]
+    alice, mallory = gpg_keys("Alice <alice@example.com>"), gpg_keys("Mallory <m@example.com>")
+    trust(repo, ("alice", alice.public_key))
+    good = commit_signed(origin, alice, "good", "v: 1")
+    assert fetch_repository(repo).ok
+    bad = commit_signed(origin, mallory, "bad", "v: 2")
+    assert fetch_repository(repo).ok
+    body = admin_client.get(f"/api/commits/?repository={repo.pk}&verification=untrusted_key").json()
+    assert [c["sha"] for c in body["results"]] == [bad]
+    refused = body["results"][0]
+    assert (refused["status"], refused["verification"], refused["signing_key"]) == (
+        "unverified", "untrusted_key", mallory.fingerprint)
+    assert "not a trusted key" in refused["verification_reason"] and refused["renders"] == []
+    verified = admin_client.get(f"/api/commits/?sha={good}").json()["results"][0]
+    assert (verified["verification"], verified["signer"]) == ("verified", "Alice <alice@example.com>")
+
+    web = Client()
+    web.force_login(admin_user)
+    page = web.get(f"/commits/{Commit.objects.get(sha=bad).pk}/").content.decode()
+    assert "Signed by an untrusted key" in page and mallory.fingerprint in page
+    assert "Not rendered and not rolled out" in page
+    page = web.get(f"/commits/{Commit.objects.get(sha=good).pk}/").content.decode()
+    assert "Alice &lt;alice@example.com&gt;" in page and alice.fingerprint in page
+    listing = web.get(f"/repositories/{repo.pk}/").content.decode()
+    assert "Signed by an untrusted key" in listing and alice.fingerprint in listing
+
+
+def test_keys_are_edited_in_the_ui_with_the_change_permission_and_audited(
+        world: dict[str, Any], admin_user: Any, tmp_path: Path) -> None:
+    from tests.sources.test_sources_api import user_with
+
+    repo = world["repo"]
+    bob, carol = SSHKey(tmp_path / "ssh", "bob"), SSHKey(tmp_path / "ssh", "carol")
+    url = f"/repositories/{repo.pk}/signing/"
+    viewer = Client()
+    viewer.force_login(user_with("viewer"))
+    assert viewer.get(url).status_code == 403
+    assert viewer.post(url, {"verification_mode": "off"}).status_code == 403
+    assert "signing/" not in viewer.get(f"/repositories/{repo.pk}/").content.decode()
+
+    web = Client()
+    web.force_login(user_with("cluster-admin"))
+    refused = web.post(url, {"verification_mode": "required", "new_key_name": "bob",
+                             "new_public_key": bob.private_key})
+    assert refused.status_code == 200 and "private key" in refused.content.decode()
+    assert bob.private_key.splitlines()[1] not in refused.content.decode()
+    assert web.post(url, {"verification_mode": "required", "new_key_name": "bob",
+                          "new_public_key": bob.public_key}).status_code == 302
+    assert web.post(url, {"verification_mode": "required", "new_key_name": "carol",
+                          "new_public_key": carol.public_key}).status_code == 302
+    assert web.post(url, {"verification_mode": "required", "remove": ["bob"]}).status_code == 302
+    repo.refresh_from_db()
+    assert [(k["name"], k["fingerprint"]) for k in repo.trusted_keys] == [("carol", carol.fingerprint)]
+    events = list(AuditEvent.objects.filter(action="repository.update").order_by("sequence"))
+    assert len(events) == 3 and all(e.actor_name == "cluster-admin-all" for e in events)
+    assert bob.fingerprint in json.dumps(events[-1].before)
+    assert bob.fingerprint not in json.dumps(events[-1].after)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.db.models import Prefetch
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from typing import Any, cast
 
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from fleet.access.restrict import has_permission
+from fleet.access.writes import save_in_scope
+from fleet.audit.redact import snapshot
 from fleet.rollouts.models import ClusterSync, Rollout
+from fleet.sources.choices import VerificationMode
 from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
-from fleet.web.views.base import get_visible, paginate, visible
+from fleet.sources.services.signing import normalize_trusted_keys
+from fleet.web.views.base import get_visible, paginate, require, visible
 
 
 @login_required
@@ -39,8 +50,82 @@ def repository_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {"commit": c, "cells": [by_commit.get(c.pk, {}).get(m.pk, {}) for m in visible_mappings]}
         for c in page
     ]
-    context = {"repository": repository, "mappings": visible_mappings, "page": page, "rows": rows}
+    context = {"repository": repository, "mappings": visible_mappings, "page": page, "rows": rows,
+               "can_change": has_permission(request.user, Repository, "change", repository)}
     return render(request, "web/sources/repository.html", context)
+
+
+class SigningForm(forms.Form):
+    """Verified commits of one repository: the mode, keys to remove, and one key to add."""
+
+    verification_mode = forms.ChoiceField(choices=VerificationMode.choices)
+    remove = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple,
+                                       label="Remove keys")
+    new_key_name = forms.CharField(required=False, max_length=100, label="New key: name")
+    new_public_key = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), strip=False,
+        label="New key: public key",
+        help_text="An OpenPGP public key block (gpg --armor --export FINGERPRINT) or one SSH public key "
+        "line (the .pub file).",
+    )
+
+    def __init__(self, *args: Any, repository: Repository, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.repository = repository
+        self.fields["verification_mode"].initial = repository.verification_mode
+        cast(forms.MultipleChoiceField, self.fields["remove"]).choices = [
+            (k["name"], f"{k['name']} ({k['kind']} {k['fingerprint']})")
+            for k in repository.trusted_keys or []
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        removed = set(cleaned.get("remove") or [])
+        keys: list[dict[str, Any]] = [
+            {"name": k["name"], "public_key": k["public_key"]}
+            for k in self.repository.trusted_keys or [] if k["name"] not in removed
+        ]
+        name, key = cleaned.get("new_key_name", "").strip(), cleaned.get("new_public_key", "")
+        if "PRIVATE KEY" in key:
+            # Refused below; never sent back into the page.
+            data = cast(QueryDict, self.data).copy()
+            data["new_public_key"] = ""
+            self.data = data
+        if bool(name) != bool(key.strip()):
+            raise forms.ValidationError("A new key needs both a name and the public key.")
+        if name:
+            keys.append({"name": name, "public_key": key})
+        try:
+            cleaned["trusted_keys"] = normalize_trusted_keys(keys)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def repository_signing(request: HttpRequest, pk: int) -> HttpResponse:
+    """Verified commits: the mode and the trusted keys, with the permission to change the repository."""
+    repository = get_visible(request, Repository.objects.all(), pk=pk)
+    require(request, Repository, "change", repository)
+    form = SigningForm(request.POST or None, repository=repository)
+    if request.method == "POST" and form.is_valid():
+        before = snapshot(repository)
+        repository.verification_mode = form.cleaned_data["verification_mode"]
+        repository.trusted_keys = form.cleaned_data["trusted_keys"]
+
+        def save() -> Repository:
+            repository.save(update_fields=["verification_mode", "trusted_keys", "updated"])
+            return repository
+
+        try:
+            save_in_scope(request.user, save, before=before)
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Signature verification of {repository.name} saved.")
+            return redirect("web:repository-detail", pk=repository.pk)
+    return render(request, "web/sources/signing.html", {"form": form, "repository": repository})
 
 
 def violations_by_policy(legs: list[ClusterSync]) -> list[dict[str, object]]:

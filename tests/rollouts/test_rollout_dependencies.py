@@ -16,6 +16,7 @@ from django.test import Client
 from clusters.models import ClusterGroup
 from clusters.sandbox import SandboxCluster
 from fleet.audit.models import AuditEvent
+from fleet.rollouts import services
 from fleet.rollouts.models import ClusterSync, Rollout
 from fleet.rollouts.services import dependencies
 from fleet.sources.services import fetch_repository
@@ -207,3 +208,27 @@ def test_the_readiness_check_reads_a_constant_number_of_queries(
     with django_assert_num_queries(5):
         every = dependencies.waits(app, ids)
     assert one == {ids[0]: []} and every == {pk: [] for pk in ids}
+
+
+def test_removing_the_dependency_lets_a_waiting_leg_go_on(git_repo: Any, make_fleet: Any, tasks: Any) -> None:
+    fleet = make_fleet({"c1": {"env": "dep"}})
+    group = make_group("dep", "dep", health_timeout_seconds=5)
+    repo = make_repository(git_repo)
+    app = make_mapping(repo, "app", "app", group)
+    make_mapping(repo, "infra", "infra", group)
+    git_repo.commit({**infra_files(failing=True), "app/cm.yaml": APP_FILES["app/cm.yaml"]}, "broken infra")
+    assert fetch_repository(repo).ok
+    tasks.drain()
+    app.depends_on.set([type(app).objects.get(name="infra")])
+    git_repo.commit({"app/cm.yaml": configmap("web", {"v": "2"})}, "app v2")
+    assert fetch_repository(repo).ok
+    tasks.drain()
+    leg = ClusterSync.objects.filter(rollout__mapping=app).order_by("-rollout_id").first()
+    assert leg is not None and leg.state == "waiting"
+    app.depends_on.clear()  # nothing left to wait for: the next advance (here reconcile's) lets it go
+    services.reconcile()
+    tasks.drain()
+    leg.refresh_from_db()
+    assert leg.state == "synced", leg.waiting_for
+    live = fleet.sandboxes["c1"].get_object("v1", "ConfigMap", "web", "apps")
+    assert live is not None and live["data"] == {"v": "2"}

@@ -135,7 +135,7 @@ def advance(rollout_id: int) -> str:
         slots = group.max_parallel - in_flight
         if slots <= 0:
             return str(rollout.state)
-        picked = _ready_legs(rollout, batch, slots, waiting=counts[batch].get(SyncState.WAITING, 0))
+        picked = _ready_legs(rollout, batch, slots, counts[batch].get(SyncState.WAITING, 0))
         lease = lease_from_now()
         for cs in picked:
             cs.state = SyncState.QUEUED
@@ -162,14 +162,14 @@ def advance(rollout_id: int) -> str:
 _HEAVY = ("desired", "plan", "evaluation", "results", "health_detail")
 
 
-def _ready_legs(rollout: Rollout, batch: int, slots: int, waiting: int = 0) -> list[ClusterSync]:
+def _ready_legs(rollout: Rollout, batch: int, slots: int, waiting_now: int = 0) -> list[ClusterSync]:
     """Up to ``slots`` legs of ``batch`` to dispatch now. Where the mapping depends on others, a leg whose
     dependencies are not ready on its cluster waits (state ``waiting``, with the reasons) and a waiting
     leg whose dependencies became ready (or were removed) goes on; the rollout's reason says what waits on
-    what. ``waiting``: how many legs of the batch wait now."""
+    what. ``waiting_now``: how many legs of the batch wait now."""
     legs = ClusterSync.objects.select_related("cluster").filter(rollout=rollout, batch=batch)
     known = dependencies.dependencies_of(rollout.mapping)
-    if not known[0] and not known[1] and not waiting:
+    if not known[0] and not known[1] and not waiting_now:
         return list(legs.filter(state=SyncState.PENDING).order_by("cluster__name")[:slots])
     unstarted = list(
         legs.filter(state__in=UNSTARTED_SYNC_STATES).order_by("cluster__name").defer(*_HEAVY)

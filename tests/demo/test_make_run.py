@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -47,13 +48,17 @@ class Run:
     def __init__(self, tmp: Path) -> None:
         self.marker = f"FLEETGATE_RUN_MARKER={uuid.uuid4().hex}"
         self.port, self.sandbox_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+        # Its own database, broker and metrics directory under its var/ (make run empties its metrics
+        # directory at start: it must not be this test run's).
+        own = ("DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR")
+        env = {k: v for k, v in os.environ.items() if k not in own}
         env.update(
             FLEETGATE_VAR_DIR=str(tmp / "var"),
             FLEETGATE_PORT=str(self.port),
             FLEETGATE_SANDBOX_PORT=str(self.sandbox_port),
             DJANGO_SETTINGS_MODULE="fleet.settings",
             FLEETGATE_RUN_MARKER=self.marker.split("=", 1)[1],
+            FLEETGATE_METRICS_TOKEN=METRICS_TOKEN,
         )
         self.output: list[str] = []
         self.process = subprocess.Popen(
@@ -92,6 +97,9 @@ class Run:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+METRICS_TOKEN = "make-run-metrics-token"
 
 
 def test_make_run_shows_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
@@ -134,6 +142,21 @@ def test_make_run_shows_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         assert get("/policies/")["count"] >= 1
         blocked = get("/rollouts/?state=blocked")["results"]
         assert {r["mapping"]["name"] for r in blocked} == {"podinfo-prod"}
+        # The probes and the metrics of the running stack: the worker's syncs reach the web's /metrics.
+        root = f"http://127.0.0.1:{run.port}"
+        ready = requests.get(root + "/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        scraped = requests.get(
+            root + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=30
+        )
+        assert scraped.status_code == 200, scraped.text[:500]
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(scraped.text)
+            for s in family.samples
+        }
+        assert samples[("fleetgate_rollouts", (("state", "blocked"),))] == 1
+        assert samples[("fleetgate_cluster_syncs_total", (("result", "synced"),))] >= 4  # dev and staging
         assert "prod needs at least 2" in blocked[0]["reason"]
     finally:
         run.stop()

@@ -196,6 +196,27 @@ def test_verification_off_renders_anything_and_leaves_commits_unchecked(
     assert commit.status == "rendered" and renders_of(sha) == ["rendered"]
 
 
+
+def test_turning_verification_on_checks_the_rendered_head_without_undoing_it(world: dict[str, Any]) -> None:
+    repo, origin, mapping = world["repo"], world["origin"], world["mapping"]
+    Repository.objects.filter(pk=repo.pk).update(verification_mode="off")
+    sha = origin.commit("unsigned", {"apps/web/cm.yaml": configmap("web")})
+    assert fetch_repository(repo).ok
+    assert Commit.objects.get(sha=sha).verification == "unchecked"
+    assert renders_of(sha) == ["rendered"]
+
+    Repository.objects.filter(pk=repo.pk).update(verification_mode="required")
+    assert fetch_repository(repo).ok
+    commit = Commit.objects.get(sha=sha)
+    assert (commit.status, commit.verification) == ("rendered", "unsigned")
+    assert AuditEvent.objects.filter(action="commit.refused", target_id=str(commit.pk)).count() == 1
+    # A changed mapping would re-render the head; a refused head is not rendered again.
+    mapping.values = {"replicas": 2}
+    mapping.save()
+    assert fetch_repository(repo).ok
+    assert list(MappingRender.objects.filter(commit=commit).values_list("reason", flat=True)) == ["new"]
+    assert AuditEvent.objects.filter(action="commit.refused", target_id=str(commit.pk)).count() == 1
+
 # --------------------------------------------------------------------------- API, RBAC, audit, UI
 
 

@@ -104,8 +104,9 @@ def check_signature(repo: Repository, cache: RepositoryCache, commit: Commit) ->
     """May ``commit`` be rendered?  Verifies it (once per set of trusted keys) when the repository requires
     signed commits, stores the outcome on the commit and audits it; True when verified or not required.
 
-    A refused commit gets status ``unverified``; one refused before that now passes (keys changed, or
-    verification turned off) goes back to ``seen`` so that it is rendered.  Call under the git lock."""
+    A refused commit not rendered yet gets status ``unverified``; one refused before that now passes (keys
+    changed, or verification turned off) goes back to ``seen`` so that it is rendered.  Call under the git
+    lock."""
     if repo.verification_mode != VerificationMode.REQUIRED:
         if commit.status == CommitStatus.UNVERIFIED:
             _save(commit, status=CommitStatus.SEEN)
@@ -137,7 +138,11 @@ def check_signature(repo: Repository, cache: RepositoryCache, commit: Commit) ->
                message=f"{commit.short_sha} signed by {outcome.signer or outcome.key_name} "
                        f"({outcome.signature_format} {outcome.fingerprint})")
         return True
-    _save(commit, status=CommitStatus.UNVERIFIED, **fields)
+    if commit.status in (CommitStatus.SEEN, CommitStatus.UNVERIFIED):
+        fields["status"] = CommitStatus.UNVERIFIED
+    # else: rendered before verification was required, or before its key was removed: what it rolled out
+    # stays as it was, it keeps its status, and nothing more is rendered from it.
+    _save(commit, **fields)
     record("commit.refused", commit, repository=repo,
            after={"verification": outcome.status, "reason": outcome.reason,
                   "signature_format": outcome.signature_format, "signing_key": outcome.fingerprint},

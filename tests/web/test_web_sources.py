@@ -45,6 +45,24 @@ def test_repository_page_shows_per_mapping_status(admin_user: Any, repo_world: d
     html = client_for(admin_user).get(f"/repositories/{repo_world['repo'].pk}/").content.decode()
     assert "bump web" in html and "web-staging" in html and "web-prod" in html
     assert 'class="badge synced"' in html and 'class="badge failed"' in html
+    assert "depends-on" not in html
+
+
+def test_repository_page_shows_what_each_mapping_comes_after(
+    admin_user: Any, repo_world: dict[str, Any]
+) -> None:
+    from fleet.sources.models import PathMapping
+
+    repo = repo_world["repo"]
+    staging = PathMapping.objects.get(repository=repo, name="web-staging")
+    prod = PathMapping.objects.get(repository=repo, name="web-prod")
+    prod.depends_on.set([staging])
+    PathMapping.objects.filter(pk=prod.pk).update(declared_depends_on=["crds", "infra/namespaces"])
+    html = client_for(admin_user).get(f"/repositories/{repo.pk}/").content.decode()
+    assert (
+        '<span class="muted small depends-on">after infra/namespaces, platform/crds, platform/web-staging'
+        "</span>" in html
+    )
 
 
 def test_commit_page_shows_render_errors_with_file_and_line(

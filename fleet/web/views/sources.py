@@ -19,6 +19,7 @@ from fleet.audit.redact import snapshot
 from fleet.rollouts.models import ClusterSync, Rollout
 from fleet.sources.choices import VerificationMode
 from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
+from fleet.sources.services.dependencies import mapping_label, resolve_label
 from fleet.sources.services.signing import normalize_trusted_keys
 from fleet.web.views.base import get_visible, paginate, require, visible
 
@@ -33,9 +34,17 @@ def repository_list(request: HttpRequest) -> HttpResponse:
 def repository_detail(request: HttpRequest, pk: int) -> HttpResponse:
     repository = get_visible(request, Repository.objects.all(), pk=pk)
     mappings = visible(
-        request, PathMapping.objects.filter(repository=repository).select_related("cluster_group")
+        request,
+        PathMapping.objects.filter(repository=repository)
+        .select_related("cluster_group")
+        .prefetch_related("depends_on__repository"),
     )
     visible_mappings = list(mappings)
+    for m in visible_mappings:  # what each mapping waits for on a cluster (set and from fleetgate.yaml)
+        m.after = sorted(  # type: ignore[attr-defined]
+            {mapping_label(d) for d in m.depends_on.all()}
+            | {resolve_label(str(d), repository.name) for d in m.declared_depends_on or []}
+        )
     commits = visible(request, Commit.objects.filter(repository=repository)).order_by("-sequence", "-id")
     page = paginate(request, commits)
     commit_ids = [c.pk for c in page]

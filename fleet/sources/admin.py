@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.http import QueryDict
 
 from fleet.core.admin import AuditedModelAdmin, SecretFieldsForm
 from fleet.core.choices import ChangeContext
@@ -28,8 +29,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class RepositoryForm(SecretFieldsForm):
+    """A private key pasted into trusted_keys is refused (Repository.clean) and not shown again."""
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "PRIVATE KEY" in str(self.data.get("trusted_keys", "")):
+            data = cast(QueryDict, self.data).copy()
+            data["trusted_keys"] = "[]"
+            self.data = data
+        return cleaned
+
+
 @admin.register(Repository)
 class RepositoryAdmin(AuditedModelAdmin):
+    form = RepositoryForm
     list_display = ("name", "url", "branch", "enabled", "head_sha", "last_fetched", "last_error")
     search_fields = ("name", "url")
     readonly_fields = ("head_sha", "last_fetched", "last_error", "poll_queued_at", "created", "updated")

@@ -69,6 +69,8 @@ def test_keys_are_checked_and_fingerprinted(gpg_keys: Any, tmp_path: Path) -> No
         "twice": [{"name": "a", "public_key": bob.public_key}, {"name": "b", "public_key": bob.public_key}],
         "wrong kind": [{"name": "x", "public_key": bob.public_key, "kind": "openpgp"}],
         "not a list": {"name": "x"},
+        "control characters": [{"name": "a\x00b", "public_key": bob.public_key}],
+        "NUL in the key": [{"name": "x", "public_key": bob.public_key + "\x00"}],
     }
     for case, value in refusals.items():
         with pytest.raises(ValueError, match=r"\S") as info:
@@ -335,3 +337,26 @@ def test_keys_are_edited_in_the_ui_with_the_change_permission_and_audited(
     assert len(events) == 3 and all(e.actor_name == "cluster-admin-all" for e in events)
     assert bob.fingerprint in json.dumps(events[-1].before)
     assert bob.fingerprint not in json.dumps(events[-1].after)
+
+
+def test_keys_are_checked_in_the_admin(world: dict[str, Any], make_user: Any, tmp_path: Path) -> None:
+    repo = world["repo"]
+    bob = SSHKey(tmp_path / "ssh", "bob")
+    client = Client()
+    client.force_login(make_user("root", role="admin", superuser=True))
+    form = {"name": repo.name, "url": repo.url, "branch": "main", "auth_method": "none", "username": "",
+            "ssh_known_hosts": "", "poll_interval": "60", "enabled": "on", "verification_mode": "required",
+            "trusted_keys": json.dumps([{"name": "bob", "public_key": bob.private_key}])}
+    url = f"/admin/sources/repository/{repo.pk}/change/"
+    response = client.post(url, form)
+    assert response.status_code == 200 and "private key" in response.content.decode()
+    assert bob.private_key.splitlines()[1] not in response.content.decode()
+    repo.refresh_from_db()
+    assert repo.trusted_keys == []
+    form["trusted_keys"] = json.dumps([{"name": "bob", "public_key": bob.public_key}])
+    assert client.post(url, form).status_code == 302
+    repo.refresh_from_db()
+    assert [(k["name"], k["kind"], k["fingerprint"]) for k in repo.trusted_keys] == [
+        ("bob", "ssh", bob.fingerprint)]
+    event = AuditEvent.objects.filter(action="repository.update").latest("sequence")
+    assert bob.fingerprint in json.dumps(event.after)

@@ -57,11 +57,15 @@ def normalize_trusted_keys(value: Any) -> list[dict[str, str]]:
         if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_KEY_NAME:
             raise ValueError(f"{where}: a name of 1 to {MAX_KEY_NAME} characters is required.")
         name = name.strip()
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise ValueError(f"{where}: the name may not contain control characters.")
         where = f"key {name!r}"
         if name in names:
             raise ValueError(f"{where}: the name is used twice.")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{where}: public_key is required.")
+        if "\x00" in text:
+            raise ValueError(f"{where}: public_key may not contain NUL characters.")
         try:
             parsed = gitverify.parse_public_key(text)
         except ValueError as exc:

@@ -2,9 +2,9 @@ from typing import Any
 
 from django.contrib import admin, messages
 
-from clusters import membership_guard, services
-from clusters.models import Cluster, ClusterGroup
-from fleet.access.restrict import restrict
+from clusters import membership_guard, services, tenancy
+from clusters.models import AllowList, Cluster, ClusterGroup
+from fleet.access.restrict import has_permission, restrict
 from fleet.core.admin import AuditedModelAdmin
 from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
@@ -90,3 +90,29 @@ class ClusterGroupAdmin(MembershipGuardedAdmin):
             include=data["include"] if "include" in data else instance.include.all(),
             exclude=data["exclude"] if "exclude" in data else instance.exclude.all(),
         )
+
+
+@admin.register(AllowList)
+class AllowListAdmin(AuditedModelAdmin):
+    """Tenant allow-lists: changed only by the admin role on all clusters (clusters/tenancy.py), audited
+    (allowlist.create/update/delete with before/after) like every admin write."""
+
+    list_display = ("cluster_group", "service_account_namespace", "service_account_name", "updated")
+    readonly_fields = ("created", "updated")
+
+    def get_queryset(self, request: Any) -> Any:
+        groups = restrict(ClusterGroup.objects.all(), request.user, "view")
+        return super().get_queryset(request).filter(cluster_group__in=groups).select_related("cluster_group")
+
+    def has_view_permission(self, request: Any, obj: Any = None) -> bool:
+        user = request.user
+        return tenancy.may_change_allow_lists(user) or has_permission(user, ClusterGroup, "view")
+
+    def has_add_permission(self, request: Any) -> bool:
+        return tenancy.may_change_allow_lists(request.user)
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return tenancy.may_change_allow_lists(request.user)
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return tenancy.may_change_allow_lists(request.user)

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from clusters import kubeconfig, selectors, windows
+from clusters import allowlist, kubeconfig, selectors, windows
 from clusters.choices import AuthMethod, ClusterStatus, SyncMode
 from fleet.access.restrict import RestrictedQuerySet
 from fleet.core import urlguard
@@ -212,3 +212,87 @@ class ClusterGroup(TimestampedModel):
         if cluster.pk in exclude_ids:
             return False
         return cluster.pk in include_ids or selectors.matches(self.selector, cluster.labels)
+
+
+def _validate_sources(value: object) -> None:
+    errors = allowlist.validate_entries(value, "sources", allowlist.SOURCE_KEYS)
+    if errors:
+        raise ValidationError(errors)
+
+
+def _validate_namespaces(value: object) -> None:
+    errors = allowlist.validate_globs(value, "namespaces")
+    if errors:
+        raise ValidationError(errors)
+
+
+def _validate_kinds(value: object) -> None:
+    errors = allowlist.validate_entries(value, "kinds", allowlist.ENTRY_KEYS)
+    if errors:
+        raise ValidationError(errors)
+
+
+class AllowList(TimestampedModel):
+    """A cluster group's tenant allow-list (clusters/allowlist.py, docs/roles.md "Tenant allow-lists"):
+    a group that has one is restricted to the listed sources, namespaces and kinds, and its syncs may
+    impersonate a service account. Seen by whoever sees the group; written only by the admin role on all
+    clusters (clusters/tenancy.py), audited with before/after."""
+
+    cluster_group = models.OneToOneField(ClusterGroup, on_delete=models.CASCADE, related_name="allow_list")
+    sources = models.JSONField(
+        default=list, blank=True, validators=[_validate_sources],
+        help_text='Repositories and paths that may map to the group: [{"repository": glob, "path": glob}] '
+        "(repository: name or URL).",
+    )
+    namespaces = models.JSONField(
+        default=list, blank=True, validators=[_validate_namespaces],
+        help_text='Namespaces objects may land in: globs, "!glob" excludes.',
+    )
+    cluster_resources_allow = models.JSONField(
+        default=list, blank=True, validators=[_validate_kinds],
+        help_text='Cluster-scoped kinds allowed: [{"group": glob, "kind": glob}]. Empty: none.',
+    )
+    cluster_resources_deny = models.JSONField(
+        default=list, blank=True, validators=[_validate_kinds],
+        help_text="Cluster-scoped kinds denied even when allowed above.",
+    )
+    namespace_resources_allow = models.JSONField(
+        default=list, blank=True, validators=[_validate_kinds],
+        help_text="Namespaced kinds allowed. Empty: every namespaced kind.",
+    )
+    namespace_resources_deny = models.JSONField(
+        default=list, blank=True, validators=[_validate_kinds],
+        help_text="Namespaced kinds denied.",
+    )
+    service_account_namespace = models.CharField(max_length=63, blank=True, validators=[dns_label])
+    service_account_name = models.CharField(
+        max_length=253, blank=True,
+        validators=[RegexValidator(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+                                   "A Kubernetes service account name (lower-case DNS subdomain).")],
+        help_text="The service account the group's syncs impersonate (Impersonate-User "
+        "system:serviceaccount:NAMESPACE:NAME), where the cluster supports it. Empty: none.",
+    )
+
+    class Meta:
+        ordering = ["cluster_group__name"]
+        verbose_name = "allow-list"
+
+    def __str__(self) -> str:
+        return f"allow-list of {self.cluster_group.name}" if self.cluster_group_id else "allow-list"
+
+    def clean(self) -> None:
+        if bool(self.service_account_namespace) != bool(self.service_account_name):
+            raise ValidationError(
+                {"service_account_name": "Give both the service account's namespace and name, or neither."})
+
+    def rules(self) -> allowlist.Rules:
+        sa = (f"{self.service_account_namespace}:{self.service_account_name}"
+              if self.service_account_name else "")
+        return allowlist.rules_from(
+            self.cluster_group.name,
+            sources=self.sources or [], namespaces=self.namespaces or [],
+            cluster_allow=self.cluster_resources_allow or [], cluster_deny=self.cluster_resources_deny or [],
+            namespaced_allow=self.namespace_resources_allow or [],
+            namespaced_deny=self.namespace_resources_deny or [],
+            service_account=sa,
+        )

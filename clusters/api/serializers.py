@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from clusters.models import Cluster, ClusterGroup
+from clusters.models import AllowList, Cluster, ClusterGroup
 from fleet.core.api.serializers import BriefSerializer, FleetModelSerializer, RestrictedPrimaryKeyRelatedField
 
 SECRET_FIELDS = ("token", "client_key", "kubeconfig")
@@ -115,3 +115,33 @@ class ClusterGroupSerializer(FleetModelSerializer):
 
     def get_member_count(self, obj: ClusterGroup) -> int:
         return len(obj.members.all())
+
+
+class AllowListSerializer(FleetModelSerializer):
+    """A cluster group's tenant allow-list (docs/roles.md, "Tenant allow-lists")."""
+
+    cluster_group = serializers.IntegerField(source="cluster_group_id", read_only=True)
+    impersonates = serializers.SerializerMethodField(
+        help_text="The user the group's syncs impersonate (Impersonate-User), or empty."
+    )
+
+    class Meta:
+        model = AllowList
+        fields = [
+            "cluster_group",
+            "sources",
+            "namespaces",
+            "cluster_resources_allow",
+            "cluster_resources_deny",
+            "namespace_resources_allow",
+            "namespace_resources_deny",
+            "service_account_namespace",
+            "service_account_name",
+            "impersonates",
+            "created",
+            "updated",
+        ]
+        read_only_fields = ["created", "updated"]
+
+    def get_impersonates(self, obj: AllowList) -> str:
+        return obj.rules().impersonate if obj.cluster_group_id else ""

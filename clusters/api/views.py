@@ -8,10 +8,15 @@ from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from clusters import membership_guard, services
-from clusters.api.serializers import ClusterGroupSerializer, ClusterSerializer, ConnectionTestSerializer
+from clusters import membership_guard, services, tenancy
+from clusters.api.serializers import (
+    AllowListSerializer,
+    ClusterGroupSerializer,
+    ClusterSerializer,
+    ConnectionTestSerializer,
+)
 from clusters.filtersets import ClusterFilterSet, ClusterGroupFilterSet
-from clusters.models import Cluster, ClusterGroup
+from clusters.models import AllowList, Cluster, ClusterGroup
 from fleet.core.api.viewsets import FleetModelViewSet
 
 
@@ -91,3 +96,30 @@ class ClusterGroupViewSet(FleetModelViewSet):
             include=data["include"] if "include" in data else group.include.all(),
             exclude=data["exclude"] if "exclude" in data else group.exclude.all(),
         )
+
+    # The tenant allow-list: seen by whoever sees the group, written only by the admin role on all clusters
+    # (clusters/tenancy.py: 403 otherwise), audited with before/after. 404 when the group has none.
+    @extend_schema(methods=["GET"], request=None, responses=AllowListSerializer)
+    @extend_schema(methods=["PUT"], request=AllowListSerializer, responses=AllowListSerializer)
+    @extend_schema(methods=["DELETE"], request=None, responses={204: None})
+    @action(detail=True, methods=["get", "put", "delete"], url_path="allow-list")
+    def allow_list(self, request: Request, pk: Any = None) -> Response:
+        """The group's tenant allow-list. PUT creates or replaces it (the group becomes restricted),
+        DELETE removes it (unrestricted)."""
+        group = self.get_object()  # 404 out of sight
+        if request.method == "GET":
+            row = AllowList.objects.filter(cluster_group=group).select_related("cluster_group").first()
+            if row is None:
+                raise NotFound("This cluster group has no allow-list (it is unrestricted).")
+            return Response(AllowListSerializer(row).data)
+        if not tenancy.may_change_allow_lists(request.user):  # 403 before any lesson in field rules
+            raise tenancy.AllowListRefused(
+                "Only the admin role on all clusters may change a cluster group's allow-list.")
+        if request.method == "DELETE":
+            if not tenancy.delete_allow_list(request.user, group):
+                raise NotFound("This cluster group has no allow-list (it is unrestricted).")
+            return Response(status=204)
+        serializer = AllowListSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        row = tenancy.save_allow_list(request.user, group, dict(serializer.validated_data))
+        return Response(AllowListSerializer(row).data)

@@ -98,6 +98,10 @@ def build_api_client(creds: ClusterCredentials, options: ConnectorOptions) -> k8
         ssl_context = _client_cert_context(creds)
     api = k8s.ApiClient(config)
     api.user_agent = USER_AGENT
+    if creds.impersonate:
+        # Kubernetes user impersonation: every request (discovery included) acts as this user, and the
+        # cluster's RBAC decides what it may read, dry-run and apply
+        api.set_default_header("Impersonate-User", creds.impersonate)
     networks = options.deny_networks
     if networks is None:
         networks = urlguard.parse_networks(urlguard.DEFAULT_DENY_CIDRS)

@@ -28,6 +28,9 @@ class ClusterCredentials:
     insecure_skip_tls_verify: bool = False
     kubeconfig: str = field(default="", repr=False)
     kubeconfig_context: str = ""
+    # a user name sent as Impersonate-User on every request (a tenant group's service account,
+    # "system:serviceaccount:NS:NAME"; clusters/allowlist.py); the credentials must be allowed to impersonate
+    impersonate: str = ""
 
     def resolved(self) -> ClusterCredentials:
         """The same credentials with a kubeconfig expanded into server, CA, token or client certificate.

@@ -12,6 +12,7 @@ from typing import Any
 from django.db import transaction
 
 from clusters.models import ClusterGroup
+from clusters.tenancy import check_mapping_source
 from fleet.audit.services import record
 from fleet.core.context import acting
 from fleet.demo import repository
@@ -62,6 +63,7 @@ def setup(repo_dir: Path, *, poll_interval: int = 5) -> DemoState:
         )
         for app, path in APPS.items():
             for group_name, group in groups.items():
+                check_mapping_source(group, repo, path)  # a group restricted since: clusters/tenancy.py
                 PathMapping.objects.get_or_create(
                     repository=repo,
                     name=f"{app}-{group_name}",

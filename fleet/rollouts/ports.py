@@ -16,6 +16,7 @@ that wiring another implementation is a change in this one file:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
@@ -145,9 +146,12 @@ KEEP_CONNECTORS = 64  # per process: HTTP pools and discovery of the clusters us
 
 
 @contextlib.contextmanager
-def connect(cluster: Any) -> Iterator[Connector]:
-    """A connector for the cluster, reused within the process (keyed by its address and credentials)."""
+def connect(cluster: Any, impersonate: str = "") -> Iterator[Connector]:
+    """A connector for the cluster, reused within the process (keyed by its address and credentials).
+    ``impersonate``: the user every request acts as (a restricted group's service account)."""
     creds = credentials(cluster)
+    if impersonate:
+        creds = dataclasses.replace(creds, impersonate=impersonate)
     key = (cluster.pk, hashlib.sha256(repr(sorted(vars(creds).items())).encode()).hexdigest())
     with _CONNECTORS_LOCK:
         kube = _CONNECTORS.pop(key, None)
@@ -163,6 +167,14 @@ def connect(cluster: Any) -> Iterator[Connector]:
         while len(_CONNECTORS) > KEEP_CONNECTORS:
             _, old = _CONNECTORS.popitem(last=False)
             old.close()
+
+
+def identity(mapping: Any) -> str:
+    """The user the mapping's reads, dry runs, applies and drift checks impersonate ('' for the cluster's
+    own credentials): its group's allow-list service account (clusters/tenancy.py)."""
+    from clusters.tenancy import impersonation_for
+
+    return impersonation_for(mapping.cluster_group)
 
 
 def mapping_key(mapping: Any) -> str:
@@ -207,7 +219,7 @@ def live_state(
 ) -> LiveState:
     """What the cluster holds for ``objects`` now, and what a sync would prune: the reads of the plan,
     for the policy gate's UPDATE and DELETE reviews. Raises when the cluster cannot be read."""
-    with connect(cluster) as kube:
+    with connect(cluster, identity(mapping)) as kube:
         return kube.read_live(
             list(objects),
             mapping=mapping_key(mapping),
@@ -227,7 +239,7 @@ def plan(
 ) -> dict[str, Any]:
     """The server-side dry-run diff of ``objects`` against the live cluster, with counts. ``live`` (from
     :func:`live_state`, read for the gate) spares reading the live objects a second time."""
-    with connect(cluster) as kube:
+    with connect(cluster, identity(mapping)) as kube:
         result = kube.plan(
             list(objects),
             mapping=mapping_key(mapping),
@@ -247,7 +259,7 @@ def apply(
     prune: bool,
 ) -> ApplyOutcome:
     """Ordered server-side apply, then prune of what left Git (when ``prune``)."""
-    with connect(cluster) as kube:
+    with connect(cluster, identity(mapping)) as kube:
         result = kube.apply(
             list(objects),
             mapping=mapping_key(mapping),
@@ -294,6 +306,6 @@ class DriftOutcome:
 
 
 def drift(cluster: Any, mapping: Any, applied: Sequence[dict[str, Any]]) -> DriftOutcome:
-    with connect(cluster) as kube:
+    with connect(cluster, identity(mapping)) as kube:
         report = kube.drift(list(applied), default_namespace=mapping.target_namespace or "default")
     return DriftOutcome(report.drifted, [o.to_dict() for o in report.objects], list(report.errors))

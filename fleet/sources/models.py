@@ -149,6 +149,12 @@ class PathMapping(TimestampedModel):
 
         if self.values is not None and not isinstance(self.values, dict):
             raise ValidationError({"values": "Values must be an object."})
+        if self.cluster_group_id and self.repository_id and self.path:
+            # A restricted group's allow-list names the repositories and paths that may map to it (API and
+            # admin call clean(); clusters/tenancy.py lists the other doors).
+            from clusters.tenancy import check_mapping_source
+
+            check_mapping_source(self.cluster_group, self.repository, self.path)
 
 
 sha_validator = RegexValidator(r"^[0-9a-f]{40}([0-9a-f]{24})?$", "A full hexadecimal commit SHA.")

@@ -90,6 +90,9 @@ def test_every_api_route_is_in_the_design() -> None:
 EXTRA_ROUTES = {
     "auditevent-verify",
     "cluster-test",  # cluster-test-connection: tests/connector (deployer and cluster-admin in scope)
+    # clustergroup-allow-list: seen with the group, written only by the admin role on all clusters
+    # (tests/rollouts/test_tenant_allow_lists.py)
+    "clustergroup-allow",
     "rollout-sync",  # rollout-sync-now: tests/rollouts/test_rollout_api.py
     "repository-test",
     "repository-rotate-webhook",

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Min, Prefetch
 
+from clusters import allowlist, tenancy
 from clusters.models import Cluster
 from fleet.audit.services import record
 from fleet.sources.choices import CommitStatus, ManifestStatus, RenderReason, RenderStatus
@@ -173,6 +174,9 @@ def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str
         "group": [group.pk, group.name],
         "clusters": sorted([c.pk, c.name, c.labels or {}, _values_of(c)] for c in clusters),
     }
+    allow = tenancy.fingerprint_of(group)
+    if allow is not None:  # only restricted groups: an unrestricted group's fingerprint stays as it was
+        payload["allow_list"] = allow
     return "sha256:" + hashlib.sha256(canonical(payload).encode()).hexdigest()
 
 
@@ -191,7 +195,7 @@ def load_mappings(repo: Repository, mapping_ids: Iterable[int] | None = None) ->
     if mapping_ids is not None:
         qs = qs.filter(pk__in=list(mapping_ids))
     return list(
-        qs.select_related("cluster_group", "repository")
+        qs.select_related("cluster_group", "cluster_group__allow_list", "repository")
         .prefetch_related(
             Prefetch("cluster_group__members",
                      queryset=Cluster.objects.order_by("name").only(*CLUSTER_FIELDS))
@@ -373,6 +377,12 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
         paths = []
     watched = watched_paths(tree, paths)
     declared: list[str] = []
+    rules = tenancy.rules_for(mapping.cluster_group)
+    if mapping_error is None and rules is not None:
+        refusal = allowlist.source_refusal(rules, repository=mapping.repository.name,
+                                           url=mapping.repository.url, path=mapping.path)
+        if refusal:
+            mapping_error = RenderError(f"not allowed: {refusal}")
     if mapping_error is None:
         try:
             declared = declared_dependencies_of(tree, mapping, paths)
@@ -410,9 +420,44 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 session.remember(result)
                 rendered += 1
                 fresh.add(cluster.pk)
+            if rules is not None and result.ok:
+                # after the caches: a result is stored per input hash, whatever allow-list applies to it
+                result = check_allowed(tree, rules, mapping, result)
             per_cluster[cluster.pk] = result
     return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh, existing, known=known,
                   watched=watched, declared=declared, on_rendered=session.on_rendered)
+
+
+def check_allowed(tree: SourceTree, rules: allowlist.Rules, mapping: PathMapping, result: _Result) -> _Result:
+    """The result, or a failed one naming the first object outside the group's allow-list with its file
+    and line (not waivable: the policy gate never sees it)."""
+    refusals = allowlist.object_refusals(
+        rules, result.resources, mapping.target_namespace or "default",
+        cluster_scoped_kinds=allowlist.declared_cluster_kinds(result.resources))
+    if not refusals:
+        return result
+    first = refusals[0]
+    more = f" (and {len(refusals) - 1} more object(s) outside it)" if len(refusals) > 1 else ""
+    error = RenderError(f"not allowed: {first.message}{more}", file=first.source or None,
+                        line=_line_of(tree, first.source, first.document), document=first.document)
+    return _Result(input_hash=result.input_hash, error=error)
+
+
+def _line_of(tree: SourceTree, source: str, document: int | None) -> int | None:
+    """The 1-based line where document ``document`` of ``source`` starts (a plain YAML file or a Helm
+    template's file), or None when the source is not a file of the tree (a kustomization's output)."""
+    if not source or document is None:
+        return None
+    try:
+        path = tree.resolve(source, what="file")
+        if not path.is_file():
+            return None
+        for doc in tree.documents(path):
+            if doc.index == document:
+                return doc.line
+    except (RenderError, OSError, ValueError):
+        return None
+    return None
 
 
 def declared_dependencies_of(tree: SourceTree, mapping: PathMapping, paths: Sequence[str]) -> list[str]:

@@ -30,3 +30,10 @@ class TestStatus(models.TextChoices):
     NONE = "none", "No tests"
     PASSED = "passed", "All tests passed"
     FAILED = "failed", "Some tests failed"
+
+
+class PreviewStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"

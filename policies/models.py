@@ -30,7 +30,14 @@ from django.utils import timezone
 
 from fleet.access.restrict import RestrictedQuerySet, groups_where, restrict, restrict_by_scope
 from fleet.core.models import TimestampedModel
-from policies.choices import BindingEnforcement, Decision, Enforcement, PolicyStyle, TestStatus
+from policies.choices import (
+    BindingEnforcement,
+    Decision,
+    Enforcement,
+    PolicyStyle,
+    PreviewStatus,
+    TestStatus,
+)
 
 MAX_WAIVER_DAYS = 90
 
@@ -201,6 +208,27 @@ class PolicyBinding(TimestampedModel):
         help_text="Evaluate this version instead of the latest.",
     )
     enabled = models.BooleanField(default=True)
+    # Scheduled enforcement (docs/policies.md#scheduled-enforcement): the binding runs as ``enforcement``
+    # (dryrun) until ``enforce_at``, when the periodic task switches it to ``enforce_as`` (audited).
+    enforce_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the scheduled switch happens."
+    )
+    enforce_as = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=Enforcement.choices,
+        editable=False,
+        help_text="The enforcement the binding switches to at enforce_at.",
+    )
+    preview = models.ForeignKey(
+        "PolicyPreview",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The impact preview of the scheduled enforcement.",
+    )
 
     objects = GroupOrGlobalQuerySet.as_manager()
     scope_path = "cluster_group"
@@ -370,3 +398,51 @@ class Violation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.policy_name}: {self.message[:80]}"
+
+
+class PolicyPreview(models.Model):
+    """The impact of a proposed policy change, replayed over what the clusters in scope run now.
+
+    ``proposal``: {policy_id, policy, content (a new version's definition, or null), binding: {id,
+    cluster_group_id, enforcement, pinned_version_id, enabled} or null}. ``report``: see
+    policies/services/preview.py; it is narrowed to the reader's clusters when shown."""
+
+    policy = models.ForeignKey(Policy, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    policy_name = models.CharField(max_length=100)
+    cluster_group = models.ForeignKey(
+        "clusters.ClusterGroup",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The group of the proposed binding (empty: all clusters).",
+    )
+    binding = models.ForeignKey(
+        PolicyBinding, null=True, blank=True, on_delete=models.SET_NULL, related_name="previews"
+    )
+    proposal = models.JSONField(default=dict)
+    description = models.CharField(max_length=300, blank=True)
+    status = models.CharField(max_length=8, choices=PreviewStatus.choices, default=PreviewStatus.PENDING)
+    done = models.PositiveIntegerField(default=0, help_text="Targets replayed so far.")
+    total = models.PositiveIntegerField(default=0, help_text="Targets to replay.")
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField(max_length=150, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    objects = GroupOrGlobalQuerySet.as_manager()
+    scope_path = "cluster_group"
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"preview #{self.pk} of {self.policy_name}"
+
+    @property
+    def audit_scope(self) -> Any:
+        return self.cluster_group

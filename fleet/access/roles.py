@@ -20,6 +20,7 @@ VIEWABLE = (
     "commit",
     "policy",
     "policybinding",
+    "policypreview",
     "waiver",
     "evaluation",
     "rollout",
@@ -60,7 +61,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         }
     ),
     Role.APPROVER: frozenset(_VIEW | {"rollout.approve"}),
-    Role.POLICY_ADMIN: frozenset(_VIEW | _all("policy", "policybinding", "waiver")),
+    # policypreview.add: start an impact preview (docs/policies.md#impact-preview)
+    Role.POLICY_ADMIN: frozenset(_VIEW | _all("policy", "policybinding", "waiver") | {"policypreview.add"}),
     Role.CLUSTER_ADMIN: frozenset(
         _VIEW | _all("cluster", "clustergroup", "repository", "pathmapping") | {"repository.fetch"}
     ),
@@ -79,7 +81,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "rolebinding",
             "user",
         )
-        | {"rolebinding.view", "user.view"}
+        | {"rolebinding.view", "user.view", "policypreview.add"}
     ),
 }
 

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from fleet.access.views import LoginView
-from fleet.web.views import access, audit, clusters, dashboard, policies, rollouts, sources
+from fleet.web.views import access, audit, clusters, dashboard, policies, previews, rollouts, sources
 
 app_name = "web"
 
@@ -30,6 +30,12 @@ urlpatterns = [
     path("policies/new/", policies.policy_edit, name="policy-new"),
     path("policies/<int:pk>/", policies.policy_detail, name="policy-detail"),
     path("policies/<int:pk>/edit/", policies.policy_edit, name="policy-edit"),
+    path("policies/<int:pk>/preview/", previews.preview_start, name="policy-preview"),
+    path(
+        "policies/<int:pk>/bindings/<int:binding_pk>/preview/", previews.preview_start, name="binding-preview"
+    ),
+    path("policies/previews/<int:pk>/", previews.preview_detail, name="preview-detail"),
+    path("policies/bindings/<int:pk>/", previews.binding_detail, name="binding-detail"),
     path("waivers/", policies.waivers, name="waivers"),
     path("waivers/<int:pk>/expire/", policies.waiver_expire, name="waiver-expire"),
     path("audit/", audit.audit_log, name="audit"),

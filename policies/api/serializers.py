@@ -271,6 +271,14 @@ class PolicyBindingSerializer(FleetModelSerializer):
     pinned_version_number = serializers.IntegerField(
         source="pinned_version.number", read_only=True, allow_null=True
     )
+    dryrun_days = serializers.IntegerField(
+        write_only=True,
+        required=False,
+        min_value=1,
+        max_value=90,
+        help_text="With enforcement deny (or warn): start as dryrun for this many days, with the impact "
+        "preview of the enforcement attached, then switch on schedule.",
+    )
 
     class Meta:
         model = PolicyBinding
@@ -284,10 +292,24 @@ class PolicyBindingSerializer(FleetModelSerializer):
             "pinned_version",
             "pinned_version_number",
             "enabled",
+            "dryrun_days",
+            "enforce_at",
+            "enforce_as",
+            "preview",
             "created",
             "updated",
         ]
-        read_only_fields = ["created", "updated"]
+        read_only_fields = ["created", "updated", "enforce_at", "enforce_as", "preview"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if "dryrun_days" in attrs:
+            enforcement = attrs.get("enforcement", getattr(self.instance, "enforcement", "deny"))
+            if enforcement not in ("deny", "warn"):
+                raise serializers.ValidationError(
+                    {"dryrun_days": ["A dry run comes before deny or warn: set enforcement to one of them."]}
+                )
+        return attrs
 
 
 class WaiverSerializer(FleetModelSerializer):

@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from policies.api import reports, views
+from policies.api import preview, reports, views
 
 app_name = "policies-api"
 
@@ -12,5 +12,6 @@ router.register("waivers", views.WaiverViewSet)
 router.register("evaluations", views.EvaluationViewSet)
 router.register("violations", views.ViolationViewSet)
 router.register("policy-sources", views.PolicySourceViewSet)
+router.register("policy-previews", preview.PolicyPreviewViewSet)
 router.register("policy-reports", reports.PolicyReportViewSet, basename="policyreport")
 urlpatterns = router.urls

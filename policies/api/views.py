@@ -37,6 +37,7 @@ from policies.services.checking import CheckInputError, CheckReport, check_mappi
 from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
 from policies.services.importing import ImportError_, import_files
 from policies.services.reports import MappingError
+from policies.services.scheduling import cancel_schedule, schedule_enforcement
 from policies.services.sources import sync_policy_source
 from policies.services.waivers import authored_by, expire_waiver, save_waiver
 
@@ -251,6 +252,27 @@ class PolicyBindingViewSet(OwnRestrictMixin, FleetModelViewSet):
     filterset_class = PolicyBindingFilterSet
     ordering_fields = ["id", "created"]
     ordering = ["id"]
+
+    # The one audited save, then (same transaction) the scheduled enforcement: a binding given deny (or
+    # warn) with dryrun_days runs as dryrun with the preview of the enforcement attached; a binding whose
+    # enforcement is set by hand forgets an earlier schedule (policies/services/scheduling.py).
+    def perform_create(self, serializer: Any) -> None:
+        days = serializer.validated_data.pop("dryrun_days", None)
+        with transaction.atomic():
+            super().perform_create(serializer)
+            if days:
+                binding = serializer.instance
+                schedule_enforcement(binding, days=days, enforce_as=binding.enforcement)
+
+    def perform_update(self, serializer: Any) -> None:
+        days = serializer.validated_data.pop("dryrun_days", None)
+        with transaction.atomic():
+            super().perform_update(serializer)
+            binding = serializer.instance
+            if days:
+                schedule_enforcement(binding, days=days, enforce_as=binding.enforcement)
+            elif "enforcement" in serializer.validated_data:
+                cancel_schedule(binding)
 
 
 class WaiverViewSet(OwnRestrictMixin, FleetModelViewSet):

@@ -61,8 +61,14 @@ def bindings_in_scope(group_id: int | None) -> list[PolicyBinding]:
         .select_related("policy__current", "pinned_version", "cluster_group")
         .order_by("id")
     )
+    return choose_bindings(qs)
+
+
+def choose_bindings(bindings: Iterable[PolicyBinding]) -> list[PolicyBinding]:
+    """Of the enabled bindings that apply to one group's targets (its own and the global ones, in id
+    order), the one per policy that counts: the group's over the global one, else the strictest."""
     chosen: dict[int, PolicyBinding] = {}
-    for b in qs:
+    for b in bindings:
         prev = chosen.get(b.policy_id)
         if prev is None:
             chosen[b.policy_id] = b
@@ -483,6 +489,7 @@ __all__ = [
     "as_gate_objects",
     "bindings_in_scope",
     "build_bound_set",
+    "choose_bindings",
     "evaluate",
     "evaluate_mapping",
     "evaluate_targets",

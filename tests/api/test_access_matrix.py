@@ -109,6 +109,10 @@ EXTRA_ROUTES = {
     # policy-reports/{cluster}: clusters the user may view, results from the evaluations the user may view
     # (tests/policies/test_policy_reports.py)
     "policyreport",
+    # policy-previews: seen like bindings (the group's and the global ones), started with policypreview.add
+    # in the proposal's scope, reports narrowed to the evaluations the user may view
+    # (tests/policies/test_policy_preview.py)
+    "policypreview",
 }
 
 

@@ -20,7 +20,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from clusters.models import ClusterGroup
 from fleet.access.restrict import has_permission
 from fleet.web.views.base import get_visible, require, visible
-from policies.models import Policy, PolicyBinding, Violation, Waiver
+from fleet.web.views.previews import PreviewForm
+from policies.models import Policy, PolicyBinding, PolicyPreview, Violation, Waiver
 from policies.services.waivers import authored_by, expire_waiver, save_waiver
 
 CHART_DAYS = 14
@@ -99,6 +100,12 @@ def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "versions": policy.versions.order_by("-number")[:20],
         "waivers": visible(request, Waiver.objects.filter(policy=policy).select_related("cluster_group")),
         "can_change": has_permission(request.user, Policy, "change", policy),
+        # impact preview (fleet/web/views/previews.py): its bindings and a "Preview impact" form
+        "bindings": visible(
+            request, PolicyBinding.objects.filter(policy=policy).select_related("cluster_group")
+        ),
+        "preview_form": PreviewForm(request=request, initial={"enforcement": "deny", "live": True}),
+        "can_preview": has_permission(request.user, PolicyPreview, "add"),
     }
     return render(request, "web/policies/detail.html", context)
 

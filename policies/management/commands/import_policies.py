@@ -1,4 +1,5 @@
-"""`manage.py import_policies PATH [--name NAME] [--group GROUP] [--enforcement deny|warn|dryrun]`."""
+"""`manage.py import_policies PATH [--name NAME] [--group GROUP] [--enforcement deny|warn|dryrun]`, and with
+`--preview` the impact of the import, printed, nothing stored (docs/policies.md#impact-preview)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from clusters.models import ClusterGroup
+from fleet.audit.services import record
 from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
 from policies.choices import Enforcement
-from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
-from policies.services.importing import ImportError_, import_files, read_directory
+from policies.models import Policy, PolicyBinding
+from policies.services import preview
+from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid, validate_definition
+from policies.services.importing import ImportError_, import_files, plan_import, read_directory
 
 
 class Command(BaseCommand):
@@ -35,6 +39,15 @@ class Command(BaseCommand):
         parser.add_argument("--enforcement", choices=Enforcement.values, help="create bindings with this")
         parser.add_argument("--allow-failing-tests", action="store_true")
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
+        parser.add_argument(
+            "--preview",
+            action="store_true",
+            help="change nothing: print the impact of the import (new policies with --enforcement, new "
+            "versions, bindings) on what every cluster in scope runs now",
+        )
+        parser.add_argument(
+            "--no-live", action="store_true", help="with --preview: do not read the clusters' live objects"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["path"])
@@ -53,6 +66,9 @@ class Command(BaseCommand):
             if group is None:
                 raise CommandError(f"no cluster group named {options['group']!r}")
         name = options["name"] or default_name.lower().replace(" ", "-")
+        if options["preview"]:
+            self._preview(files, name, group, options)
+            return
         with acting(change_context=ChangeContext.COMMAND):
             try:
                 result = import_files(
@@ -95,3 +111,60 @@ class Command(BaseCommand):
             self.stdout.write(f"bound {b['policy']} to {b['group'] or 'all clusters'} ({b['enforcement']})")
         for ignored in data["ignored"]:
             self.stdout.write(f"ignored: {ignored}")
+
+    def _preview(
+        self, files: dict[str, str], name: str, group: ClusterGroup | None, options: dict[str, Any]
+    ) -> None:
+        """The impact of importing ``files``, computed and printed; nothing is stored (the run is audited)."""
+        try:
+            plans, _ignored = plan_import(files, name=name)
+            for _policy_name, definition in plans:
+                validate_definition(definition, allow_failing_tests=options["allow_failing_tests"])
+        except PolicyInvalid as exc:
+            raise CommandError(exc.message) from None
+        except (ImportError_, EngineUnavailableForSave) as exc:
+            raise CommandError(str(exc)) from None
+        reports = []
+        enforcement = options["enforcement"]
+        with acting(change_context=ChangeContext.COMMAND):
+            for policy_name, definition in plans:
+                policy = Policy.objects.filter(name=policy_name).first()
+                binding = None
+                if enforcement is not None:
+                    existing = (
+                        PolicyBinding.objects.filter(policy=policy, cluster_group=group).first()
+                        if policy is not None
+                        else None
+                    )
+                    binding = preview.BindingChange(
+                        existing.pk if existing is not None else None,
+                        group.pk if group is not None else None,
+                        enforcement,
+                        existing.pinned_version_id if existing is not None else None,
+                    )
+                elif policy is None:
+                    raise CommandError(f"{policy_name} is a new policy: give --enforcement to preview it")
+                proposal = preview.Proposal(
+                    policy.pk if policy is not None else None, policy_name, definition.as_content(), binding
+                )
+                try:
+                    preview.validate(proposal)
+                except preview.PreviewError as exc:
+                    raise CommandError(exc.message) from None
+                report = preview.compute(proposal, live=not options["no_live"])
+                record(
+                    "policypreview.run",
+                    policy,
+                    target_type="policy",
+                    scope=group,
+                    after={"policy": policy_name, "counts": report["counts"]},
+                    message=f"import_policies --preview of {policy_name}: "
+                    f"{preview.summary_text(report['counts'])}",
+                )
+                reports.append(report)
+        if options["json"]:
+            self.stdout.write(json.dumps(reports, indent=2))
+            return
+        for report in reports:
+            for line in preview.report_lines(report):
+                self.stdout.write(line)

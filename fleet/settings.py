@@ -281,6 +281,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "fleet.rollouts.check_drift",
         "schedule": float(env_int("FLEETGATE_DRIFT_INTERVAL", 300)),
     },
+    # Bindings whose dry run has ended switch to their scheduled enforcement (docs/policies.md).
+    "policies-enforce-scheduled": {"task": "policies.enforce_scheduled_bindings", "schedule": 60.0},
     # Sync windows that opened, waivers about to expire (each recorded once), lost deliveries queued again.
     "notifications-scan": {
         "task": "fleet.notifications.scan",

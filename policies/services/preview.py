@@ -652,9 +652,11 @@ def validate(proposal: Proposal) -> None:
     if proposal.content is None and proposal.binding is None:
         raise PreviewError("Propose a new version or a binding change.", field="binding")
     if proposal.content is not None:
+        if not isinstance(proposal.content, Mapping):
+            raise PreviewError("The definition must be an object (style, modules, ...).", field="content")
         try:
             PolicyDefinition.from_content(proposal.content)
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:  # any shape of bad input is a 400 on the field
             raise PreviewError(f"The definition does not parse: {exc}", field="content") from None
     b = proposal.binding
     if b is not None:

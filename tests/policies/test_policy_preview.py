@@ -245,6 +245,10 @@ def test_the_report_and_api_show_only_the_clusters_in_the_users_scope(
     assert refused.status_code == 403
     bad = admin_client.post("/api/policy-previews/", {"policy": policy.pk, "enforcement": "x"}, format="json")
     assert bad.status_code == 400 and "enforcement" in bad.json()
+    bad = admin_client.post("/api/policy-previews/", {"policy": policy.pk, "content": "x"}, format="json")
+    assert bad.status_code == 400 and "content" in bad.json(), bad.content
+    listed = admin_client.get("/api/policy-previews/").json()
+    assert [(p["id"], p["report"]) for p in listed["results"]] == [(body["id"], None)]  # no reports
 
 
 def test_a_deny_binding_starts_as_dryrun_and_the_beat_task_switches_it(
@@ -330,6 +334,19 @@ def test_the_preview_page_renders_with_counts(world: dict[str, Any], admin_user:
     text = shown.content.decode()
     assert "new block" in text and "Deployment" in text and 'class="badge bad"' in text
     assert f"preview #{preview.pk}" in text
+
+    # the editor's "Preview impact": the edited source as the next version, nothing saved
+    PolicyBinding.objects.create(policy=policy, cluster_group=world["dev"], enforcement="deny")
+    edited = page.post(
+        f"/policies/{policy.pk}/edit/",
+        {"name": policy.name, "module_path": "no-latest.rego", "source": TEAM_LABEL, "preview": "1"},
+    )
+    assert edited.status_code == 302, edited.content
+    tasks.drain()
+    text = page.get(edited["Location"]).content.decode()
+    assert "new version of no-latest" in text
+    assert text.count("resolved block") == 2 and text.count("new block") >= 2
+    assert policy.versions.count() == 1
 
 
 def test_queries_do_not_grow_with_the_clusters(db: Any) -> None:

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from clusters.models import ClusterGroup
 from fleet.access.restrict import has_permission
+from fleet.web.views import previews
 from fleet.web.views.base import get_visible, require, visible
 from fleet.web.views.previews import PreviewForm
 from policies.models import Policy, PolicyBinding, PolicyPreview, Violation, Waiver
@@ -216,6 +217,10 @@ def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         definition = PolicyDefinition(style="conftest", modules=((data["module_path"], data["source"]),))
+        if "preview" in request.POST and policy is not None:
+            # "Preview impact": this source as the policy's next version, replayed over what its bound
+            # clusters run now (fleet/web/views/previews.py); nothing is saved
+            return previews.preview_version(request, policy, definition)
         try:
             # The service checks scope against the policy it changes (a new one, this one, or the one that
             # already has this name), not "may add somewhere".

@@ -74,6 +74,26 @@ def preview_start(request: HttpRequest, pk: int, binding_pk: int | None = None) 
     return redirect("web:preview-detail", pk=preview.pk)
 
 
+def preview_version(request: HttpRequest, policy: Policy, definition: Any) -> HttpResponse:
+    """The editor's "Preview impact": ``definition`` (compiled first, its tests run) previewed as the next
+    version of ``policy`` on its bindings; nothing is saved. Compile errors come back as a message."""
+    from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid, validate_definition
+
+    require(request, PolicyPreview, "add")
+    back = redirect("web:policy-edit", pk=policy.pk)
+    try:
+        validate_definition(definition)
+    except PolicyInvalid as exc:
+        return refused(request, DomainError(f"Cannot preview: {exc.message}"), back)
+    except EngineUnavailableForSave as exc:
+        return refused(request, DomainError(f"Cannot preview: the policy engine is unavailable: {exc}"), back)
+    try:
+        preview = pv.start(request.user, pv.Proposal(policy.pk, policy.name, definition.as_content()))
+    except DomainError as exc:
+        return refused(request, exc, back)
+    return redirect("web:preview-detail", pk=preview.pk)
+
+
 @login_required
 @require_GET
 def preview_detail(request: HttpRequest, pk: int) -> HttpResponse:

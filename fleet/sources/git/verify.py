@@ -1,6 +1,7 @@
 """Commit signature verification with git itself: ``git verify-commit --raw`` against trusted keys only.
 
-Django-free.  ``verify_commit(repo, sha, keys)`` runs ``git verify-commit --raw`` through GitPython with
+Django-free.  ``verify_commit(repo, sha, keys)`` (or ``Keyring(keys).verify(repo, sha)`` for many commits)
+runs ``git verify-commit --raw`` through GitPython with
 
 * a throwaway ``GNUPGHOME`` holding exactly the trusted OpenPGP public keys (``trust-model always``: a key
   is trusted because it is in this keyring, nothing else is), and
@@ -118,12 +119,13 @@ def _gnupg_home(keys: Sequence[str] = ()) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="fg-gpg-") as home:
         os.chmod(home, 0o700)
         Path(home, "gpg.conf").write_text("trust-model always\nno-auto-key-retrieve\n")
-        for key in keys:
-            result = _run(["gpg", "--batch", "--no-tty", "--import"], env={"GNUPGHOME": home}, stdin=key)
-            if result.returncode != 0:
-                raise KeyError_("gpg could not import the key: "
-                                + _last_line(result.stderr, "unreadable key"))
         try:
+            if keys:  # one import for all of them
+                result = _run(["gpg", "--batch", "--no-tty", "--import"], env={"GNUPGHOME": home},
+                              stdin="\n".join(keys))
+                if result.returncode != 0:
+                    raise KeyError_("gpg could not import the trusted keys: "
+                                    + _last_line(result.stderr, "unreadable key"))
             yield home
         finally:
             # gpg may have started an agent for this home; it exits when told (nothing if none runs).
@@ -191,40 +193,67 @@ def signature_format(signature: str) -> str:
     return "unknown"
 
 
+class Keyring:
+    """Trusted keys made ready for git, once for many commits: the allowed signers file at once, the
+    throwaway GNUPGHOME on the first OpenPGP signature (setting it up costs more than a verification).
+    Use as a context manager; everything is removed on exit."""
+
+    def __init__(self, keys: Sequence[TrustedKey]) -> None:
+        self.openpgp = [k for k in keys if k.kind == KEY_OPENPGP]
+        self.ssh = [k for k in keys if k.kind == KEY_SSH]
+        self._stack = contextlib.ExitStack()
+        self._home: str | None = None
+        self._signers: Path | None = None
+
+    def __enter__(self) -> Keyring:
+        tmp = self._stack.enter_context(tempfile.TemporaryDirectory(prefix="fg-verify-"))
+        self._signers = Path(tmp, "allowed_signers")
+        self._signers.write_text("".join(
+            f'{ssh_principal(k.name)} namespaces="git" {k.public_key.strip()}\n' for k in self.ssh))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _gnupg_home(self) -> str:
+        if self._home is None:
+            self._home = self._stack.enter_context(_gnupg_home([k.public_key for k in self.openpgp]))
+        return self._home
+
+    def verify(self, repo: gitpython.Repo, sha: str) -> Verification:
+        """Verify the signature of commit ``sha`` in ``repo`` against these keys (and nothing else)."""
+        if self._signers is None:
+            raise RuntimeError("use Keyring as a context manager")
+        try:
+            commit = repo.commit(sha)
+        except (ValueError, gitpython.BadName) as exc:
+            raise GitError(f"commit {sha[:12]} is not in the repository: {exc}") from None
+        raw = commit.gpgsig or ""
+        if not raw.strip():
+            return Verification(UNSIGNED, "the commit is not signed")
+        fmt = signature_format(raw)
+        if fmt not in (KEY_OPENPGP, KEY_SSH):
+            what = "an X.509/gitsign (Sigstore)" if fmt == "x509" else "an unknown kind of"
+            return Verification(UNSUPPORTED, f"the commit carries {what} signature, which Fleetgate does "
+                                "not verify (OpenPGP and SSH signatures only)", signature_format=fmt)
+        env = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+        if fmt == KEY_OPENPGP:
+            env["GNUPGHOME"] = self._gnupg_home()
+        status, stdout, stderr = repo.git.execute(
+            ["git", "-c", "gpg.program=gpg", "-c", "gpg.ssh.program=ssh-keygen",
+             "-c", f"gpg.ssh.allowedSignersFile={self._signers}", "-c", "gpg.minTrustLevel=undefined",
+             "verify-commit", "--raw", commit.hexsha],
+            env=env, with_extended_output=True, with_exceptions=False, kill_after_timeout=VERIFY_TIMEOUT)
+        output = f"{stdout}\n{stderr}"
+        if fmt == KEY_OPENPGP:
+            return _openpgp_outcome(status, output, self.openpgp)
+        return _ssh_outcome(status, output, self.ssh)
+
+
 def verify_commit(repo: gitpython.Repo, sha: str, keys: Sequence[TrustedKey]) -> Verification:
     """Verify the signature of commit ``sha`` in ``repo`` against ``keys`` (and nothing else)."""
-    try:
-        commit = repo.commit(sha)
-    except (ValueError, gitpython.BadName) as exc:
-        raise GitError(f"commit {sha[:12]} is not in the repository: {exc}") from None
-    raw = commit.gpgsig or ""
-    if not raw.strip():
-        return Verification(UNSIGNED, "the commit is not signed")
-    fmt = signature_format(raw)
-    if fmt not in (KEY_OPENPGP, KEY_SSH):
-        what = "an X.509/gitsign (Sigstore)" if fmt == "x509" else "an unknown kind of"
-        return Verification(UNSUPPORTED, f"the commit carries {what} signature, which Fleetgate does not "
-                            "verify (OpenPGP and SSH signatures only)", signature_format=fmt)
-    openpgp = [k for k in keys if k.kind == KEY_OPENPGP]
-    ssh = [k for k in keys if k.kind == KEY_SSH]
-    with tempfile.TemporaryDirectory(prefix="fg-verify-") as tmp:
-        signers = Path(tmp, "allowed_signers")
-        signers.write_text("".join(
-            f'{ssh_principal(k.name)} namespaces="git" {k.public_key.strip()}\n' for k in ssh))
-        with _gnupg_home([k.public_key for k in openpgp] if fmt == KEY_OPENPGP else []) as home:
-            try:
-                status, stdout, stderr = repo.git.execute(
-                    ["git", "-c", "gpg.program=gpg", "-c", "gpg.ssh.program=ssh-keygen",
-                     "-c", f"gpg.ssh.allowedSignersFile={signers}", "-c", "gpg.minTrustLevel=undefined",
-                     "verify-commit", "--raw", commit.hexsha],
-                    env={"GNUPGHOME": home, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"},
-                    with_extended_output=True, with_exceptions=False, kill_after_timeout=VERIFY_TIMEOUT)
-            except gitpython.GitCommandError as exc:  # pragma: no cover - with_exceptions=False
-                return Verification(ERROR, f"git verify-commit failed: {exc}", signature_format=fmt)
-    output = f"{stdout}\n{stderr}"
-    if fmt == KEY_OPENPGP:
-        return _openpgp_outcome(status, output, openpgp)
-    return _ssh_outcome(status, output, ssh)
+    with Keyring(keys) as keyring:
+        return keyring.verify(repo, sha)
 
 
 def _openpgp_outcome(status: int, output: str, keys: Sequence[TrustedKey]) -> Verification:

@@ -58,6 +58,7 @@ from fleet.sources.services.dependencies import (
     resolve_label,
 )
 from fleet.sources.services.signing import check_signature
+from fleet.sources.services.signing import keyring as signing_keyring
 
 logger = logging.getLogger(__name__)
 
@@ -667,15 +668,16 @@ def render_pending(repo: Repository, cache: RepositoryCache, *, session: RenderS
     outcomes: list[MappingRenderOutcome] = []
     pending = list(
         Commit.objects.filter(repository=repo, status=CommitStatus.SEEN).order_by("sequence", "id"))
-    for commit in pending:
-        # Verified commits: an unsigned or wrongly signed commit is refused here, never rendered.
-        if check_signature(repo, cache, commit):
-            outcomes.extend(render_commit(session, cache, commit, mappings))
-    head = Commit.objects.filter(repository=repo, sha=repo.head_sha).first() if repo.head_sha else None
-    if head is not None and mappings and head.pk not in {c.pk for c in pending}:
-        # A head refused earlier is rendered in full once it passes (a key was added, or verification
-        # turned off); any other head only for mappings that are new or whose configuration changed.
-        refused = head.status == CommitStatus.UNVERIFIED
-        if check_signature(repo, cache, head):
-            outcomes.extend(render_commit(session, cache, head, mappings, only_config=not refused))
+    with signing_keyring(repo) as keys:
+        for commit in pending:
+            # Verified commits: an unsigned or wrongly signed commit is refused here, never rendered.
+            if check_signature(repo, cache, commit, keys=keys):
+                outcomes.extend(render_commit(session, cache, commit, mappings))
+        head = Commit.objects.filter(repository=repo, sha=repo.head_sha).first() if repo.head_sha else None
+        if head is not None and mappings and head.pk not in {c.pk for c in pending}:
+            # A head refused earlier is rendered in full once it passes (a key was added, or verification
+            # turned off); any other head only for mappings that are new or whose configuration changed.
+            refused = head.status == CommitStatus.UNVERIFIED
+            if check_signature(repo, cache, head, keys=keys):
+                outcomes.extend(render_commit(session, cache, head, mappings, only_config=not refused))
     return outcomes

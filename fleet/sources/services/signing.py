@@ -104,13 +104,19 @@ def key_summary(repo: Repository) -> list[dict[str, str]]:
     return [{"name": k.name, "kind": k.kind, "fingerprint": k.fingerprint} for k in trusted_keys(repo)]
 
 
-def check_signature(repo: Repository, cache: RepositoryCache, commit: Commit) -> bool:
+def keyring(repo: Repository) -> gitverify.Keyring:
+    """The repository's trusted keys made ready for many checks (a context manager; see check_signature)."""
+    return gitverify.Keyring(trusted_keys(repo))
+
+
+def check_signature(repo: Repository, cache: RepositoryCache, commit: Commit, *,
+                    keys: gitverify.Keyring | None = None) -> bool:
     """May ``commit`` be rendered?  Verifies it (once per set of trusted keys) when the repository requires
     signed commits, stores the outcome on the commit and audits it; True when verified or not required.
 
     A refused commit not rendered yet gets status ``unverified``; one refused before that now passes (keys
     changed, or verification turned off) goes back to ``seen`` so that it is rendered.  Call under the git
-    lock."""
+    lock; pass ``keys`` (``with keyring(repo) as keys``) when checking many commits."""
     if repo.verification_mode != VerificationMode.REQUIRED:
         if commit.status == CommitStatus.UNVERIFIED:
             _save(commit, status=CommitStatus.SEEN)
@@ -119,8 +125,12 @@ def check_signature(repo: Repository, cache: RepositoryCache, commit: Commit) ->
     if commit.verified_with == digest and commit.verification != Verification.UNCHECKED:
         return commit.verification == Verification.VERIFIED
     try:
-        outcome = gitverify.verify_commit(cache.repo(), commit.sha, trusted_keys(repo))
-    except (GitError, OSError) as exc:
+        if keys is not None:
+            outcome = keys.verify(cache.repo(), commit.sha)
+        else:
+            with keyring(repo) as once:
+                outcome = once.verify(cache.repo(), commit.sha)
+    except (GitError, OSError, ValueError) as exc:
         logger.warning("verifying %s failed: %s", commit, exc)
         outcome = gitverify.Verification(gitverify.ERROR, f"the signature could not be checked "
                                          f"({type(exc).__name__})")
@@ -160,5 +170,11 @@ def _save(commit: Commit, **fields: Any) -> None:
         setattr(commit, key, value)
 
 
-__all__ = ["check_signature", "key_summary", "keys_digest", "normalize_trusted_keys",
-           "trusted_keys"]
+__all__ = [
+    "check_signature",
+    "key_summary",
+    "keyring",
+    "keys_digest",
+    "normalize_trusted_keys",
+    "trusted_keys",
+]

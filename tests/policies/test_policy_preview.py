@@ -214,6 +214,46 @@ def test_a_new_version_shows_new_and_resolved_blocks(world: dict[str, Any]) -> N
     assert policy.versions.count() == 1  # the new version was not saved
 
 
+def test_a_pinned_version_change_and_a_scope_change(world: dict[str, Any]) -> None:
+    policy = conftest_policy("dev-rules", NO_LATEST)
+    v1 = policy.current
+    v2 = save_policy(
+        "dev-rules", PolicyDefinition(style="conftest", modules=(("dev-rules.rego", TEAM_LABEL),))
+    ).policy.current
+    binding = PolicyBinding.objects.create(
+        policy=policy, cluster_group=world["dev"], enforcement="deny", pinned_version=v1
+    )
+    pin = pv.binding_proposal(
+        binding, policy=policy, cluster_group=world["dev"], enforcement="deny", pinned_version=v2
+    )
+    report = pv.compute(pin, live=False)
+    assert [t["review"] for t in report["targets"]] == ["rendered", "rendered"]
+    assert _blocked_objects(report, "resolved_block") == [
+        ("dev-1", "web-dev", "Deployment", "web"),
+        ("dev-2", "web-dev", "Deployment", "web"),
+    ]
+    assert _blocked_objects(report, "new_block") == [
+        ("dev-1", "web-dev", "Namespace", "apps"),
+        ("dev-2", "web-dev", "Namespace", "apps"),
+    ]
+    assert report["policies"]["today"] == [{"policy": "dev-rules", "version": 1, "enforcement": "deny"}]
+    assert report["policies"]["proposed"] == [{"policy": "dev-rules", "version": 2, "enforcement": "deny"}]
+    # moving the binding (pinned to v1) from dev to prod: dev's blocks resolve, prod's are new
+    move = pv.binding_proposal(
+        binding, policy=policy, cluster_group=world["prod"], enforcement="deny", pinned_version=v1
+    )
+    report = pv.compute(move, live=False)
+    assert _blocked_objects(report, "resolved_block") == [
+        ("dev-1", "web-dev", "Deployment", "web"),
+        ("dev-2", "web-dev", "Deployment", "web"),
+    ]
+    assert _blocked_objects(report, "new_block") == [
+        ("prod-1", "web-prod", "Deployment", "web"),
+        ("prod-2", "web-prod", "Deployment", "web"),
+    ]
+    assert (report["counts"]["newly_blocked"], report["counts"]["unblocked"]) == (2, 2)
+
+
 def test_the_report_and_api_show_only_the_clusters_in_the_users_scope(
     world: dict[str, Any], admin_client: Any, make_user: Any, token_client: Any, tasks: Any
 ) -> None:
@@ -273,6 +313,11 @@ def test_a_deny_binding_starts_as_dryrun_and_the_beat_task_switches_it(
     shown = page.get(f"/policies/bindings/{binding.pk}/")
     assert shown.status_code == 200
     assert b"switches to deny" in shown.content
+    assert f"/policies/previews/{binding.preview.pk}/".encode() in shown.content
+    # the binding page previews a change of its enforcement
+    changed = page.post(f"/policies/{policy.pk}/bindings/{binding.pk}/preview/", {"enforcement": "warn"})
+    assert changed.status_code == 302
+    assert PolicyPreview.objects.filter(binding=binding, proposal__binding__enforcement="warn").exists()
 
     assert policy_tasks.enforce_scheduled_bindings() == []  # not due yet
     PolicyBinding.objects.filter(pk=binding.pk).update(enforce_at=timezone.now() - timedelta(minutes=1))

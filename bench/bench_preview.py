@@ -16,7 +16,9 @@ Measured in one run, on the same targets and objects:
 2. preview: ``policies.services.preview.compute`` (bindings, waivers and renders read from the database in
    chunks, today's and the proposed decisions, the diff, the report), without live reads (``live=False``):
    the live reads are the gate's own (``fleet.rollouts.ports.live_state``), measured per cluster by
-   ``python -m bench gate`` (its "live reads" section); here they would measure the sandbox, not the preview.
+   ``python -m bench gate`` (its "live reads" section), and here on a sample (``--live-clusters``, default
+   10): a second, small fleet of sandbox clusters (in their own process) holding every target's objects,
+   previewed with and without the reads; the difference per target is the reads' cost.
 
 Printed: targets, wall and CPU seconds (this process plus the regorus pool's worker processes), per-target
 cost, and the ratio preview / raw gate. The preview evaluates the unchanged policies once per target and the
@@ -275,11 +277,57 @@ def raw_gate(proposal: Any) -> int:
     return len(decoded)
 
 
+def live_sample(clusters: int, mappings: int, objects: int) -> dict[str, float]:
+    """The live reads' cost: a small fleet of ``clusters`` sandbox clusters (in their own process, so their
+    CPU is the clusters', not Fleetgate's) holding every target's objects, previewed with and without the
+    live reads. Returns ms per target for each and the difference (the reads, per target)."""
+    import secrets
+
+    from bench.bench_connector import start_sandbox
+    from clusters.connector import ClusterCredentials, Connector
+    from clusters.models import Cluster
+    from fleet.rollouts import ports
+    from fleet.sources.models import RenderedManifest
+    from policies.services import preview as pv
+
+    proposal = build_fleet(clusters=clusters, mappings=mappings, prefix="live", objects=objects)
+    token = secrets.token_urlsafe(16)
+    proc, urls = start_sandbox(clusters, token)
+    try:
+        for cluster, url in zip(
+            Cluster.objects.filter(name__startswith="live-").order_by("pk"), urls, strict=True
+        ):
+            cluster.api_url, cluster.token = url, token
+            cluster.save()
+            manifests = RenderedManifest.objects.filter(cluster=cluster).select_related("mapping__repository")
+            with Connector(ClusterCredentials(name=cluster.name, server=url, token=token)) as kube:
+                for m in manifests:
+                    objs = [r["object"] for r in m.resources]
+                    seed = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": m.namespace}}]
+                    result = kube.apply(seed + objs, mapping=ports.mapping_key(m.mapping))
+                    assert result.ok, [r.message for r in result.results if r.failed][:3]
+        pv.compute(proposal, live=True)  # warm: discovery, connection pools
+        out: dict[str, float] = {}
+        for live in (False, True):
+            start = time.perf_counter()
+            report = pv.compute(proposal, live=live)
+            out["live" if live else "stored"] = 1000 * (time.perf_counter() - start) / clusters / mappings
+            assert report["counts"]["unreachable"] == 0, report["counts"]
+        out["reads"] = out["live"] - out["stored"]
+        return out
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench preview")
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--mappings", type=int, default=20)
     parser.add_argument("--objects", type=int, default=5, help="objects per target")
+    parser.add_argument(
+        "--live-clusters", type=int, default=10, help="sandbox clusters for the live reads' sample (0: none)"
+    )
     args = parser.parse_args(argv or [])
     workdir = Path(tempfile.mkdtemp(prefix="fleetgate-bench-preview-"))
     _setup_django(workdir)
@@ -308,6 +356,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"raw gate: {raw_s:.2f}s wall, {raw_cpu:.2f}s CPU, {1000 * raw_s / targets:.2f} ms/target")
     print(f"preview:  {wall:.2f}s wall, {cpu:.2f}s CPU, {1000 * wall / targets:.2f} ms/target")
     print(f"ratio preview/raw gate: {wall / raw_s:.2f} wall, {cpu / raw_cpu if raw_cpu else 0:.2f} CPU")
+    if args.live_clusters:
+        sample = live_sample(args.live_clusters, args.mappings, args.objects)
+        print(
+            f"live reads (sample: {args.live_clusters} sandbox clusters x {args.mappings} mappings, every "
+            f"object present, so each is an UPDATE): preview {sample['live']:.2f} ms/target with the reads, "
+            f"{sample['stored']:.2f} without; the reads {sample['reads']:.2f} ms/target"
+        )
     print(f"load after: {os.getloadavg()}")
 
 

@@ -26,7 +26,7 @@ waiver excuses it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -65,7 +65,6 @@ class Refusal:
     kind: str = ""
     name: str = ""
     namespace: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- validation of the lists

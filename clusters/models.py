@@ -280,6 +280,9 @@ class AllowList(TimestampedModel):
     def __str__(self) -> str:
         return f"allow-list of {self.cluster_group.name}" if self.cluster_group_id else "allow-list"
 
+    def audit_scope(self) -> ClusterGroup:
+        return self.cluster_group
+
     def clean(self) -> None:
         if bool(self.service_account_namespace) != bool(self.service_account_name):
             raise ValidationError(

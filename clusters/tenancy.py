@@ -113,7 +113,7 @@ def save_allow_list(user: Any, group: ClusterGroup, fields: dict[str, Any]) -> A
             setattr(row, name, fields.get(name, default))
         row.full_clean(exclude=["cluster_group"])
         row.save()
-        record_change("allowlist.update" if existing else "allowlist.create", row, before, scope=group,
+        record_change("allowlist.update" if existing else "allowlist.create", row, before,
                       message=f"allow-list of {group.name} {'changed' if existing else 'created'}")
     return row
 
@@ -125,7 +125,7 @@ def delete_allow_list(user: Any, group: ClusterGroup) -> bool:
         row = AllowList.objects.select_for_update().filter(cluster_group=group).first()
         if row is None:
             return False
-        record_change("allowlist.delete", row, snapshot(row), scope=group,
+        record_change("allowlist.delete", row, snapshot(row),
                       message=f"allow-list of {group.name} removed")
         row.delete()
     return True

@@ -117,10 +117,36 @@ class ClusterGroupSerializer(FleetModelSerializer):
         return len(obj.members.all())
 
 
+class SourceEntrySerializer(serializers.Serializer):
+    repository = serializers.CharField(max_length=500, help_text="Glob of repository names or URLs.")
+    path = serializers.CharField(max_length=500, help_text="Glob of mapping paths, e.g. teams/a/*.")
+
+
+class KindEntrySerializer(serializers.Serializer):
+    group = serializers.CharField(max_length=253, allow_blank=True, default="*",
+                                  help_text='Glob of API groups ("" is the core group; default *).')
+    kind = serializers.CharField(max_length=100, help_text="Glob of kinds.")
+
+
+def _kinds(help_text: str) -> serializers.ListField:
+    return serializers.ListField(child=KindEntrySerializer(), required=False, max_length=200,
+                                 help_text=help_text)
+
+
 class AllowListSerializer(FleetModelSerializer):
-    """A cluster group's tenant allow-list (docs/roles.md, "Tenant allow-lists")."""
+    """A cluster group's tenant allow-list (docs/clusters.md, "Tenant allow-lists")."""
 
     cluster_group = serializers.IntegerField(source="cluster_group_id", read_only=True)
+    sources = serializers.ListField(
+        child=SourceEntrySerializer(), required=False, max_length=200,
+        help_text="Repositories and paths that may map to the group. Empty: none.")
+    namespaces = serializers.ListField(
+        child=serializers.CharField(max_length=253), required=False, max_length=200,
+        help_text='Globs of namespaces objects may land in; "!glob" excludes. Empty: none.')
+    cluster_resources_allow = _kinds("Cluster-scoped kinds allowed. Empty: none.")
+    cluster_resources_deny = _kinds("Cluster-scoped kinds denied.")
+    namespace_resources_allow = _kinds("Namespaced kinds allowed. Empty: every namespaced kind.")
+    namespace_resources_deny = _kinds("Namespaced kinds denied.")
     impersonates = serializers.SerializerMethodField(
         help_text="The user the group's syncs impersonate (Impersonate-User), or empty."
     )

@@ -41,6 +41,7 @@ from schemathesis.checks import (
 )
 from schemathesis.config import SchemathesisConfig
 
+from clusters.models import AllowList
 from fleet.access.models import APIToken
 from tests.factories import (
     ClusterFactory,
@@ -119,6 +120,9 @@ def world(live_server: Any, tmp_path: Path) -> World:
     sha = _origin(tmp_path / "origin")
     repository = RepositoryFactory(name="schema-repo", url=(tmp_path / "origin").as_uri())
     mapping = PathMappingFactory(cluster_group=group, repository=repository)
+    # the group's tenant allow-list (GET/PUT/DELETE /api/groups/{id}/allow-list/), allowing everything
+    AllowList.objects.create(cluster_group=group, sources=[{"repository": "*", "path": "*"}],
+                             namespaces=["*"])
     commit = CommitFactory(repository=repository, sha=sha)
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")

@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kubernetes import client as k8s_client
 
+from clusters import allowlist
 from clusters.models import AllowList, Cluster, ClusterGroup
 from clusters.tenancy import save_allow_list
 from fleet.access.choices import Role
@@ -254,7 +257,14 @@ def test_only_an_admin_on_all_clusters_changes_an_allow_list_and_it_is_audited(
     assert events[1].after["namespaces"] == ["team-a"]
     assert events[1].actor_name == "boss" and events[1].scope_group_name == "team-a"
 
+    page = Client()
+    page.force_login(User.objects.get(username="scoped"))
+    shown = page.get(f"/groups/{group.pk}/").content.decode()  # the group page shows it, read-only
+    assert "Tenant allow-list" in shown and "apps:teams/a/*" in shown
+    assert "system:serviceaccount:team-a:deployer" in shown
+
     assert admin.delete(url).status_code == 204
+    assert "None: this group is unrestricted." in page.get(f"/groups/{group.pk}/").content.decode()
     assert AuditEvent.objects.filter(action="allowlist.delete").get().before["namespaces"] == ["team-a"]
     assert admin.get(url).status_code == 404
 
@@ -328,3 +338,83 @@ def test_the_sync_impersonates_the_group_service_account_and_the_api_server_enfo
     finally:
         for ns in (own, other):
             core.delete_namespace(ns)
+
+
+# --------------------------------------------------------------------------- the admin door
+
+
+def test_the_admin_refuses_a_disallowed_mapping_and_a_scoped_admin_s_allow_list_change(
+    git_repo: Any, make_user: Any
+) -> None:
+    group = make_group("team-a", "team-a")
+    row = restrict(group)
+    repo = make_repository(git_repo)
+    root = Client()
+    root.force_login(make_user("root", role=Role.ADMIN, superuser=True))
+    form = {"repository": repo.pk, "name": "b", "path": "teams/b/web", "cluster_group": group.pk,
+            "renderer": "auto", "values": "{}", "target_namespace": "", "enabled": "on"}
+    response = root.post("/admin/sources/pathmapping/add/", form)
+    assert response.status_code == 200  # the form again, with the error on the path
+    assert "is not allowed for cluster group" in response.content.decode()
+    assert not PathMapping.objects.exists()
+    assert root.post("/admin/sources/pathmapping/add/", {**form, "path": "teams/a/web"}).status_code == 302
+
+    scoped = make_user("scoped-admin", role=Role.ADMIN, scope=group)
+    scoped.is_staff = True
+    scoped.save()
+    staff = Client()
+    staff.force_login(scoped)
+    url = f"/admin/clusters/allowlist/{row.pk}/change/"
+    allow_form = {"cluster_group": group.pk, "sources": '[{"repository": "*", "path": "*"}]',
+                  "namespaces": '["*"]', "cluster_resources_allow": '[{"kind": "*"}]',
+                  "cluster_resources_deny": "[]", "namespace_resources_allow": "[]",
+                  "namespace_resources_deny": "[]", "service_account_namespace": "",
+                  "service_account_name": ""}
+    assert staff.post(url, allow_form).status_code == 403
+    row.refresh_from_db()
+    assert row.namespaces == ["team-a", "team-a-*"]
+    assert root.post(url, allow_form).status_code == 302
+    row.refresh_from_db()
+    assert row.namespaces == ["*"]
+    event = AuditEvent.objects.filter(action="allowlist.update").get()
+    assert event.before["namespaces"] == ["team-a", "team-a-*"] and event.after["namespaces"] == ["*"]
+    assert (event.actor_name, event.scope_group_name) == ("root", "team-a")
+
+
+# --------------------------------------------------------------------------- the rules (plain data)
+
+
+def test_the_rules_on_plain_data() -> None:
+    rules = allowlist.rules_from(
+        "g", sources=[{"repository": "https://git.example.com/team-a/*", "path": "apps/*"}],
+        namespaces=["team-a-*", "!team-a-system"], cluster_allow=[{"group": "", "kind": "Namespace"}],
+        cluster_deny=[], namespaced_allow=[], namespaced_deny=[{"group": "rbac.authorization.k8s.io",
+                                                                "kind": "*"}])
+    url = "https://git.example.com/team-a/web.git"
+    assert allowlist.source_refusal(rules, repository="web", url=url, path="apps/web") is None
+    assert allowlist.source_refusal(rules, repository="web", url=url, path="infra/web")
+    assert allowlist.source_refusal(rules, repository="web", url="https://git.example.com/b/x", path="apps/x")
+
+    def obj(kind: str, namespace: str | None, api: str = "v1", name: str = "x") -> dict[str, Any]:
+        return {"apiVersion": api, "kind": kind, "name": name, "namespace": namespace, "source": "f.yaml",
+                "document": 0}
+
+    refused = allowlist.object_refusals(rules, [
+        obj("ConfigMap", "team-a-web"),  # allowed
+        obj("ConfigMap", "team-a-system"),  # excluded by "!"
+        obj("ConfigMap", None),  # lands in the default namespace "team-a-web": allowed
+        obj("Namespace", None),  # a listed cluster-scoped kind
+        obj("ClusterRole", None, "rbac.authorization.k8s.io/v1"),  # cluster-scoped, not listed
+        obj("Role", "team-a-web", "rbac.authorization.k8s.io/v1"),  # a denied namespaced group
+        obj("Widget", None, "example.com/v1"),  # declared Cluster-scoped by a CRD of the same render
+    ], "team-a-web", cluster_scoped_kinds={"Widget"})
+    assert [(r.kind, r.namespace) for r in refused] == [
+        ("ConfigMap", "team-a-system"), ("ClusterRole", None), ("Role", "team-a-web"), ("Widget", None)]
+    assert "cluster-scoped kind example.com/Widget is not allowed" in refused[3].message
+    crd = {"kind": "CustomResourceDefinition", "object": {"spec": {"scope": "Cluster", "names": {
+        "kind": "Widget"}}}}
+    assert allowlist.declared_cluster_kinds([crd, obj("ConfigMap", "a")]) == {"Widget"}
+    assert allowlist.validate_entries([{"kind": 3, "verb": "x"}], "kinds", allowlist.ENTRY_KEYS) == [
+        "kinds[0]: unknown key(s) verb; use group, kind.", "kinds[0].kind must be a string (a glob)."]
+    assert allowlist.validate_globs(["ok", "!", ""], "namespaces") == [
+        "namespaces[1] must be a non-empty string.", "namespaces[2] must be a non-empty string."]

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from clusters import membership_guard
 from clusters.choices import AuthMethod, ClusterStatus
 from clusters.filtersets import filter_by_selector
-from clusters.models import Cluster, ClusterGroup
+from clusters.models import AllowList, Cluster, ClusterGroup
 from clusters.selectors import matches, parse_selector_string, validate_selector
 from fleet.access.restrict import has_permission
 from fleet.web.views.base import get_visible, paginate, require, visible
@@ -149,7 +149,13 @@ def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
     group = get_visible(
         request, ClusterGroup.objects.prefetch_related("members", "include", "exclude"), pk=pk
     )
-    context = {"group": group, "can_change": has_permission(request.user, ClusterGroup, "change", group)}
+    context = {
+        "group": group,
+        "can_change": has_permission(request.user, ClusterGroup, "change", group),
+        # the tenant allow-list, read-only here (changed through the API or the admin by an admin on all
+        # clusters: docs/clusters.md#tenant-allow-lists)
+        "allow_list": AllowList.objects.filter(cluster_group=group).first(),
+    }
     return render(request, "web/groups/detail.html", context)
 
 

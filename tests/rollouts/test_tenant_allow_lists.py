@@ -33,6 +33,7 @@ from fleet.rollouts import ports
 from fleet.rollouts.models import Rollout
 from fleet.sources.models import MappingRender, PathMapping
 from fleet.sources.services import fetch_repository
+from fleet.sources.services.manifests import RenderFailed
 from policies.models import Evaluation, PolicyBinding, Waiver
 from policies.services.definitions import PolicyDefinition, save_policy
 from tests.factories import UserFactory
@@ -174,6 +175,15 @@ def test_objects_outside_the_allow_list_fail_the_render_with_file_and_line_and_n
     for short in ("one", "two"):
         assert fleet.sandbox(short).get_object("v1", "ConfigMap", "ok", "team-a")["data"] == {"a": "1"}
         assert fleet.sandbox(short).get_object("v1", "ConfigMap", "extra", "team-a-x")["data"] == {"c": "3"}
+
+    # the allow-list is tightened afterwards: the stored render of that commit (a rollback or re-sync would
+    # use it) is refused where every deploy takes its manifests, with the object's file and line
+    save_allow_list(_root(), group, {**TEAM_A, "namespaces": ["team-a"]})
+    mapping = PathMapping.objects.get(pk=mapping.pk)
+    with pytest.raises(RenderFailed) as refused:
+        ports.render_mapping(rollout.commit, mapping, list(fleet.clusters.values()))
+    assert (refused.value.file, refused.value.line) == ("teams/a/web/extra.yaml", 1)
+    assert "namespace 'team-a-x' is not allowed" in refused.value.message
 
 
 def test_listed_cluster_kinds_and_denied_namespaced_kinds(git_repo: Any, make_fleet: Any, tasks: Any) -> None:

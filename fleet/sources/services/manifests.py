@@ -9,6 +9,10 @@ and the check before merge (``policies.services.checking``) call it.
 Failures carry a kind: ``CommitNotFound`` (the commit is not in the repository, even after a fetch),
 ``RenderFailed`` (a cluster's render failed, with file and line when known), ``ManifestsUnavailable`` (any
 other git failure: unreachable, credentials, export).
+
+A restricted group's tenant allow-list (clusters/allowlist.py) is checked here again on whatever is about
+to be used, stored or rendered now: a render stored before the allow-list was tightened (a rollback, a
+re-sync, a cluster that joined later) fails like a render outside it, with the object's file and line.
 """
 
 from __future__ import annotations
@@ -17,13 +21,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from clusters import allowlist, tenancy
 from clusters.models import Cluster
 from fleet.sources.choices import ManifestStatus
 from fleet.sources.git import GitCommitNotFoundError, GitError, RepositoryCache
 from fleet.sources.models import Commit, PathMapping, RenderedManifest
 from fleet.sources.render import RenderError, SourceTree
 from fleet.sources.services.fetch import repository_cache
-from fleet.sources.services.rendering import RenderSession, build_requests, expand_paths, render_requests
+from fleet.sources.services.rendering import (
+    RenderSession,
+    build_requests,
+    expand_paths,
+    line_of,
+    render_requests,
+)
 
 
 class ManifestsUnavailable(Exception):
@@ -141,7 +152,38 @@ def mapping_manifests(
     if missing:
         sha = commit.sha if isinstance(commit, Commit) else commit
         found.update(_render_now(mapping, sha, missing))
+    rules = tenancy.rules_for(mapping.cluster_group)
+    if rules is not None:
+        _check_allowed(mapping, rules, commit.sha if isinstance(commit, Commit) else commit, found, clusters)
     return {c.pk: found[c.pk] for c in clusters}
+
+
+def _check_allowed(mapping: PathMapping, rules: allowlist.Rules, sha: str,
+                   found: Mapping[int, ClusterManifests], clusters: Sequence[Cluster]) -> None:
+    """RenderFailed for the first cluster with an object outside the group's allow-list (or for a mapping
+    source it no longer allows)."""
+    refusal = allowlist.source_refusal(rules, repository=mapping.repository.name, url=mapping.repository.url,
+                                       path=mapping.path)
+    if refusal:
+        raise RenderFailed(f"not allowed: {refusal}")
+    for cluster in clusters:
+        resources = found[cluster.pk].resources
+        refused = allowlist.object_refusals(
+            rules, resources, mapping.target_namespace or "default",
+            cluster_scoped_kinds=allowlist.declared_cluster_kinds(resources))
+        if refused:
+            first = refused[0]
+            raise RenderFailed(f"{cluster.name}: not allowed: {first.message}", file=first.source,
+                               line=_line(mapping, sha, first.source, first.document), cluster=cluster.name)
+
+
+def _line(mapping: PathMapping, sha: str, source: str, document: int | None) -> int | None:
+    """The line of a refused object's document (one export, only when something is refused)."""
+    try:
+        with repository_cache(mapping.repository).export(sha) as root:
+            return line_of(SourceTree(root), source, document)
+    except GitError:
+        return None
 
 
 def objects_by_cluster(manifests: Mapping[int, ClusterManifests]) -> dict[int, list[dict[str, Any]]]:

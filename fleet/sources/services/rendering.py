@@ -440,11 +440,11 @@ def check_allowed(tree: SourceTree, rules: allowlist.Rules, mapping: PathMapping
     first = refusals[0]
     more = f" (and {len(refusals) - 1} more object(s) outside it)" if len(refusals) > 1 else ""
     error = RenderError(f"not allowed: {first.message}{more}", file=first.source or None,
-                        line=_line_of(tree, first.source, first.document), document=first.document)
+                        line=line_of(tree, first.source, first.document), document=first.document)
     return _Result(input_hash=result.input_hash, error=error)
 
 
-def _line_of(tree: SourceTree, source: str, document: int | None) -> int | None:
+def line_of(tree: SourceTree, source: str, document: int | None) -> int | None:
     """The 1-based line where document ``document`` of ``source`` starts (a plain YAML file or a Helm
     template's file), or None when the source is not a file of the tree (a kustomization's output)."""
     if not source or document is None:

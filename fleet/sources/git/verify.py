@@ -290,8 +290,14 @@ def _openpgp_outcome(status: int, output: str, keys: Sequence[TrustedKey]) -> Ve
         keyid = (lines.get("NO_PUBKEY") or lines.get("ERRSIG") or [""])[0].split(" ")[0]
         issuer = ""
         if "ERRSIG" in lines:
+            # ERRSIG <keyid> <pkalgo> <hashalgo> <sig_class> <time> <rc> [<fpr>]; rc 9: no public key
             fields = lines["ERRSIG"][0].split()
             issuer = fields[6] if len(fields) >= 7 and len(fields[6]) >= 32 else ""
+            if "NO_PUBKEY" not in lines and (len(fields) < 6 or fields[5] != "9"):
+                code = fields[5] if len(fields) > 5 else "?"
+                return Verification(ERROR, f"gpg cannot check this signature (error code {code}, e.g. an "
+                                    "unsupported algorithm)", signature_format=fmt,
+                                    fingerprint=issuer or keyid)
         return Verification(UNTRUSTED, f"signed by key {issuer or keyid or '?'}, which is not a trusted key "
                             "of this repository", signature_format=fmt, fingerprint=issuer or keyid)
     return Verification(ERROR, "gpg gave no verdict on the signature", signature_format=fmt)

@@ -271,6 +271,9 @@ class PolicyBindingSerializer(FleetModelSerializer):
     pinned_version_number = serializers.IntegerField(
         source="pinned_version.number", read_only=True, allow_null=True
     )
+    enforce_as = serializers.CharField(
+        read_only=True, help_text="The enforcement a scheduled switch sets at enforce_at (empty: none)."
+    )
     dryrun_days = serializers.IntegerField(
         write_only=True,
         required=False,

@@ -283,6 +283,14 @@ def guide(case: Any, world: World) -> None:
             body.update(cluster_group=world.ids["group"], mapping=None, repository=None)
         if "channel" in body or "target" in body or method == "POST":
             body.update(channel="webhook", target="http://127.0.0.1:9/hook")
+    if path.startswith("/api/policy-bindings/") and body.get("dryrun_days") is not None:
+        body["enforcement"] = "deny"  # a dry run comes before deny or warn
+    if path == "/api/policy-previews/":
+        # a new binding of the seeded policy (previews of definitions and of existing bindings are tested
+        # with real ones in tests/policies/test_policy_preview.py)
+        for field in ("binding", "content", "pinned_version"):
+            body.pop(field, None)
+        body["enforcement"] = "deny"
     if path in ("/api/policies/", "/api/policies/{id}/"):
         body.update(style="conftest", template="", constraints=[], test_modules=[], namespaces=[])
         body["modules"] = [{"path": "main.rego", "source": POLICY_MODULE}]

@@ -5,7 +5,8 @@ Modules: ``cache`` (``RepositoryCache``: lock, fetch, commits, diffs, export), `
 URL checks and redaction, secret scrubbing, the environment of a network command, the SSRF check,
 errors from git's output), ``archive`` (safe tar extraction of an export), ``select`` (mapping
 selection with globs), ``results`` (the returned dataclasses) and ``errors``.  Import from the
-package: every public name is re-exported here.
+package: every public name is re-exported here (except ``verify``: commit signature verification with
+``git verify-commit`` against trusted keys, imported as ``fleet.sources.git.verify``).
 
 Django-free: services pass plain values (cache root, repository id, URL, credentials) and get plain
 dataclasses back.  Typical use from a service or Celery task::

@@ -345,6 +345,11 @@ def test_the_sync_impersonates_the_group_service_account_and_the_api_server_enfo
         with pytest.raises(Exception, match=r"(?i)forbidden|403"):
             ports.live_state(cluster, mapping, objects[1:], [])
         ports.live_state(cluster, mapping, objects[:1], [])  # its own namespace reads fine
+        # and so does the plan's server-side dry run
+        refused_plan = ports.plan(cluster, mapping, objects[1:], [])
+        assert not refused_plan["ok"] and refused_plan["counts"]["failed"] == 1
+        assert f'User "system:serviceaccount:{own}:deployer"' in refused_plan["items"][0]["message"]
+        assert ports.plan(cluster, mapping, objects[:1], [])["ok"]
     finally:
         for ns in (own, other):
             core.delete_namespace(ns)

@@ -149,6 +149,10 @@ def test_objects_outside_the_allow_list_fail_the_render_with_file_and_line_and_n
     assert not Rollout.objects.filter(mapping=mapping).exists()
     failed = AuditEvent.objects.filter(action="render.failed").get()
     assert "teams/a/web/cm.yaml:9" in failed.message
+    viewer = Client()
+    viewer.force_login(UserFactory(username="viewer", is_superuser=True))
+    page = viewer.get(f"/commits/{mr.commit_id}/").content.decode()  # the commit page says why, and where
+    assert "teams/a/web/cm.yaml" in page and "namespace &#x27;kube-system&#x27; is not allowed" in page
 
     # a cluster-scoped kind: off by default for a restricted group, whatever a waiver says
     sha = git_repo.commit({"teams/a/web/cm.yaml": configmap("ok", {"a": "1"}, namespace="team-a"),

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -149,6 +150,10 @@ def test_objects_outside_the_allow_list_fail_the_render_with_file_and_line_and_n
     assert not Rollout.objects.filter(mapping=mapping).exists()
     failed = AuditEvent.objects.filter(action="render.failed").get()
     assert "teams/a/web/cm.yaml:9" in failed.message
+    with pytest.raises(CommandError) as preview:  # manage.py render shows what a fetch would store
+        call_command("render", "apps", sha, "web", "--cluster", fleet.clusters["one"].name)
+    assert str(preview.value).startswith(
+        "render failed at teams/a/web/cm.yaml:9: not allowed: ConfigMap sneaky")
     viewer = Client()
     viewer.force_login(UserFactory(username="viewer", is_superuser=True))
     page = viewer.get(f"/commits/{mr.commit_id}/").content.decode()  # the commit page says why, and where

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from clusters import allowlist, tenancy
 from clusters.models import Cluster
 from fleet.sources.git import GitError
 from fleet.sources.models import Commit, PathMapping, Repository
@@ -15,6 +16,7 @@ from fleet.sources.services.fetch import repository_cache
 from fleet.sources.services.rendering import (
     RenderSession,
     build_requests,
+    check_allowed,
     expand_paths,
     render_requests,
 )
@@ -93,6 +95,14 @@ def preview_render(repo: Repository, commit_ref: str, mapping: PathMapping, clus
                 session = RenderSession()
                 result = render_requests(tree, build_requests(mapping, cluster, full, paths), "",
                                          kubectl=session.kubectl)
+                rules = tenancy.rules_for(mapping.cluster_group)  # the group's tenant allow-list
+                if rules is not None and result.ok:
+                    refusal = allowlist.source_refusal(rules, repository=repo.name, url=repo.url,
+                                                       path=mapping.path)
+                    if refusal:
+                        return Preview(full, mapping.name, cluster.name, ok=False,
+                                       error=RenderError(f"not allowed: {refusal}"))
+                    result = check_allowed(tree, rules, mapping, result)
     except GitError as exc:
         raise PreviewError(exc.message) from None
     if result.error is not None:

@@ -328,6 +328,21 @@ def test_a_deny_binding_starts_as_dryrun_and_the_beat_task_switches_it(
     assert (event.before["enforcement"], event.after["enforcement"]) == ("dryrun", "deny")
     assert event.change_context == "task"
     assert policy_tasks.enforce_scheduled_bindings() == []  # once
+    assert AuditEvent.objects.filter(action="policybinding.schedule", target_id=str(binding.pk)).exists()
+
+    # a binding scheduled again, then given an enforcement by hand, forgets the schedule (audited)
+    again = admin_client.patch(
+        f"/api/policy-bindings/{binding.pk}/", {"enforcement": "deny", "dryrun_days": 2}, format="json"
+    )
+    assert again.status_code == 200, again.content
+    assert (again.json()["enforcement"], again.json()["enforce_as"]) == ("dryrun", "deny")
+    by_hand = admin_client.patch(
+        f"/api/policy-bindings/{binding.pk}/", {"enforcement": "warn"}, format="json"
+    )
+    assert (by_hand.json()["enforcement"], by_hand.json()["enforce_at"]) == ("warn", None)
+    assert AuditEvent.objects.filter(action="policybinding.unschedule", target_id=str(binding.pk)).exists()
+    PolicyBinding.objects.filter(pk=binding.pk).update(enforce_at=None)
+    assert policy_tasks.enforce_scheduled_bindings() == []
 
 
 def test_import_policies_preview_prints_the_report_and_changes_nothing(
@@ -405,3 +420,34 @@ def test_queries_do_not_grow_with_the_clusters(db: Any) -> None:
         assert report["counts"]["targets"] == clusters * 2
         counts.append(len(ctx.captured_queries))
     assert counts[0] == counts[1], counts
+
+
+def test_progress_is_reported_per_chunk_and_stored(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.bench_preview import build_fleet
+
+    monkeypatch.setattr(pv, "CHUNK", 2)
+    proposal = build_fleet(clusters=3, mappings=2, prefix="progress")
+    seen: list[tuple[int, int]] = []
+    pv.compute(proposal, live=False, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 6), (2, 6), (4, 6), (6, 6)]
+    preview = PolicyPreview.objects.create(
+        policy_name=proposal.policy_name, proposal={**proposal.as_dict(), "live": False}
+    )
+    stored: list[tuple[str, int, int]] = []
+    original = pv.compute
+
+    def watching(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        report_progress = kwargs["progress"]
+
+        def spy(done: int, total: int) -> None:
+            report_progress(done, total)
+            row = PolicyPreview.objects.get(pk=preview.pk)
+            stored.append((row.status, row.done, row.total))
+
+        return original(*args, **{**kwargs, "progress": spy})
+
+    monkeypatch.setattr(pv, "compute", watching)
+    pv.run(preview.pk)
+    assert stored == [("running", 0, 6), ("running", 2, 6), ("running", 4, 6), ("running", 6, 6)]
+    preview.refresh_from_db()
+    assert (preview.status, preview.done, preview.total) == ("done", 6, 6)

@@ -14,7 +14,8 @@ set-up, then two per chunk of :data:`CHUNK` targets (renders, progress), never p
 
 :func:`start` stores a :class:`~policies.models.PolicyPreview` and queues the background job
 (``policies.tasks.run_preview`` through ``fleet.core.dispatch.send``); :func:`run` is what the job does.
-:func:`report_for` narrows a stored report to the clusters a user may see.
+:func:`report_for` (policies/services/preview_report.py) narrows a stored report to the clusters a user
+may see.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from clusters.models import ClusterGroup
-from fleet.access.restrict import groups_where, has_permission
+from fleet.access.restrict import groups_where
 from fleet.audit.services import record
 from fleet.core.errors import DomainError, ErrorKind
 from fleet.rollouts.models import SyncedState
@@ -39,9 +40,10 @@ from fleet.sources.models import PathMapping, RenderedManifest
 from policies import gate
 from policies.choices import Enforcement, PreviewStatus
 from policies.engine import RegoEngine, get_engine
-from policies.models import Evaluation, Policy, PolicyBinding, PolicyPreview, PolicyVersion, Waiver
+from policies.models import Policy, PolicyBinding, PolicyPreview, PolicyVersion, Waiver
 from policies.services.definitions import PolicyDefinition, definition_of
 from policies.services.evaluation import choose_bindings, gate_waivers, rendered_objects, target_context
+from policies.services.preview_report import report_for, report_lines, summarize, summary_text, whole
 from policies.services.reviews import live_entries, user_info
 
 CHUNK = 200  # targets per chunk: one query for their renders, one progress update
@@ -274,25 +276,6 @@ def _level(v: gate.Violation) -> str:
     return {"deny": "block", "warn": "warning"}.get(str(v.enforcement), "recorded")
 
 
-COUNT_KEYS = (
-    "targets",
-    "blocked_today",
-    "blocked_proposed",
-    "warned_today",
-    "warned_proposed",
-    "newly_blocked",
-    "unblocked",
-    "new_blocks",
-    "resolved_blocks",
-    "unchanged_blocks",
-    "new_warnings",
-    "resolved_warnings",
-    "unchanged_warnings",
-    "waived",
-    "unreachable",
-)
-
-
 def compute(
     proposal: Proposal,
     *,
@@ -393,7 +376,7 @@ def compute(
         if progress is not None:
             progress(done, total)
     group_out = {
-        gid: {"name": g["name"], "counts": _whole(g["counts"]), "clusters": sorted(g["clusters"])}
+        gid: {"name": g["name"], "counts": whole(g["counts"]), "clusters": sorted(g["clusters"])}
         for gid, g in groups.items()
     }
     waivers = {
@@ -422,7 +405,7 @@ def compute(
             "today": _versions(sets, set().union(*(v[0] for v in sides.values())) if sides else set()),
             "proposed": _versions(sets, set().union(*(v[1] for v in sides.values())) if sides else set()),
         },
-        "counts": _summary(group_out, None),
+        "counts": summarize(group_out, None),
         "groups": group_out,
         "targets": report_targets,
         "waivers": waivers,
@@ -434,28 +417,6 @@ def _versions(sets: _PolicySets, keys: Iterable[tuple[Any, ...]]) -> list[dict[s
         (sets.prepared.versions[k] for k in keys if k in sets.prepared.versions),
         key=lambda v: (v["policy"], str(v["version"]), v["enforcement"]),
     )
-
-
-def _whole(counts: Counter[str]) -> dict[str, int]:
-    return {k: int(counts.get(k, 0)) for k in COUNT_KEYS}
-
-
-def _summary(
-    groups: Mapping[str, Mapping[str, Any]], visible: Callable[[int], bool] | None
-) -> dict[str, int]:
-    total: Counter[str] = Counter()
-    clusters: set[int] = set()
-    shown = 0
-    for gid, g in groups.items():
-        if visible is not None and not visible(int(gid)):
-            continue
-        shown += 1
-        total.update(g["counts"])
-        clusters.update(g["clusters"])
-    out = _whole(total)
-    out["clusters"] = len(clusters)
-    out["groups"] = shown
-    return out
 
 
 def _read_live(
@@ -758,58 +719,6 @@ def run(preview_id: int, *, engine: RegoEngine | None = None) -> PolicyPreview:
         message=f"impact preview #{preview.pk}: {summary_text(report['counts'])}",
     )
     return preview
-
-
-def summary_text(counts: Mapping[str, int]) -> str:
-    return (
-        f"{counts.get('targets', 0)} target(s) on {counts.get('clusters', 0)} cluster(s): "
-        f"{counts.get('blocked_proposed', 0)} would be blocked ({counts.get('blocked_today', 0)} today), "
-        f"{counts.get('newly_blocked', 0)} newly, {counts.get('unblocked', 0)} unblocked; "
-        f"{counts.get('new_blocks', 0)} new block(s), {counts.get('resolved_blocks', 0)} resolved, "
-        f"{counts.get('unchanged_blocks', 0)} unchanged; {counts.get('new_warnings', 0)} new warning(s); "
-        f"{counts.get('waived', 0)} waived; {counts.get('unreachable', 0)} unreachable"
-    )
-
-
-def report_lines(report: Mapping[str, Any]) -> list[str]:
-    """The report as text (``import_policies --preview``): the summary, then each target with findings."""
-    lines = [f"Impact preview: {report.get('description', '')}", summary_text(report.get("counts") or {})]
-    for t in report.get("targets") or []:
-        head = f"{t['cluster']} / {t['mapping']} at {str(t.get('commit', ''))[:10]}: "
-        if t["review"] == "unreachable":
-            lines.append(head + f"UNREACHABLE ({t['reason']})")
-            continue
-        lines.append(head + f"{t['today']} -> {t['proposed']} ({t['change']}, reviewed {t['review']})")
-        for f in t["objects"]:
-            where = f"{f['namespace']}/" if f["namespace"] else ""
-            waiver = f" [waiver #{f['waived_by']}]" if f["waived_by"] else ""
-            label = f["status"].replace("_", " ").upper()
-            lines.append(f"  {label}: {f['kind']} {where}{f['name']}: {f['message']} ({f['policy']}){waiver}")
-        lines += [f"  ERROR: {e}" for e in t.get("errors") or []]
-    return lines
-
-
-def report_for(preview: PolicyPreview, user: Any) -> dict[str, Any]:
-    """The stored report narrowed to the clusters ``user`` may see (through their mappings' groups, as
-    evaluations are): targets, groups and counts of the other groups are left out."""
-    report = dict(preview.report or {})
-    if not report:
-        return report
-    scope = groups_where(user, Evaluation, "view")
-    if scope.everywhere:
-        return report
-    groups = {gid: g for gid, g in (report.get("groups") or {}).items() if scope.covers(int(gid))}
-    report["groups"] = groups
-    report["targets"] = [t for t in report.get("targets") or [] if scope.covers(t.get("group_id"))]
-    report["counts"] = _summary(groups, None)
-    shown_waivers = {str(f["waived_by"]) for t in report["targets"] for f in t["objects"] if f["waived_by"]}
-    report["waivers"] = {k: v for k, v in (report.get("waivers") or {}).items() if k in shown_waivers}
-    report["narrowed"] = True
-    return report
-
-
-def may_view(user: Any, preview: PolicyPreview) -> bool:
-    return has_permission(user, PolicyPreview, "view", preview)
 
 
 __all__ = [

@@ -264,6 +264,8 @@ def guide(case: Any, world: World) -> None:
         body["batch_percent"] = None  # a batch size or a percentage, not both
     if path.startswith("/api/repositories/"):
         body.update(auth_method="none", token="", ssh_private_key="", username="")
+        if "trusted_keys" in body:  # keys gpg or ssh-keygen reads: tests/sources/test_sources_signed_commits
+            body["trusted_keys"] = []
     if path.startswith("/api/policy-sources/") and "path" in body:
         body["path"] = f"policies/st-{next(_names)}"
     if path == "/api/policies/check/":  # exactly one of branch, commit, manifests

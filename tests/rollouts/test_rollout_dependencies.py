@@ -55,8 +55,8 @@ FAILING = "\n  annotations:\n    sandbox.fleetgate.io/fail: \"true\""
 
 
 def infra_files(failing: bool = False) -> dict[str, str]:
-    operator = deployment("operator", "example/operator:1.0")
-    if failing:
+    operator = deployment("operator", "example/operator:" + ("1.1-broken" if failing else "1.0"))
+    if failing:  # a new image (a new generation) whose rollout the sandbox fails
         operator = operator.replace("  namespace: apps", "  namespace: apps" + FAILING, 1)
     return {"infra/ns.yaml": NAMESPACE, "infra/crd.yaml": CRD, "infra/operator.yaml": operator}
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class MetricsDirUnusable(RuntimeError):
+    """The metrics directory cannot be made or written: the process must not start (see configure)."""
 
 
 def metrics_dir() -> Path:
@@ -26,9 +31,23 @@ def metrics_dir() -> Path:
 
 def configure() -> Path:
     """Create the directory and export it to this process and its children (before prometheus_client is
-    imported: it chooses between in-memory and file-backed values once)."""
+    imported: it chooses between in-memory and file-backed values once).
+
+    The directory must be writable by this process: prometheus_client opens its file there when the first
+    metric is made (at django.setup()), so an unwritable one failed every process at start with a bare
+    PermissionError from inside prometheus_client. Here it is refused with the directory and what to do."""
     path = metrics_dir()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise MetricsDirUnusable(
+            f"the metrics directory {path} ({ENV}, default $FLEETGATE_VAR_DIR/metrics) cannot be made or "
+            f"written by this process ({type(exc).__name__}: {exc.strerror or exc}): give the user Fleetgate "
+            f"runs as write access to it, or point {ENV} at a directory it can write, shared by web, worker "
+            "and beat (docs/operations.md#several-processes)"
+        ) from exc
     os.environ[ENV] = str(path)
     return path
 

@@ -284,6 +284,11 @@ def _openpgp_outcome(status: int, output: str, keys: Sequence[TrustedKey]) -> Ve
                             signer=uid("EXPSIG"), fingerprint=fingerprint)
     if "GOODSIG" in lines and fingerprint and status == 0:
         name = _openpgp_key_name(fingerprint, keys)
+        if not name:
+            # gpg verified with a key that is not one of ours (its home should hold only ours): untrusted
+            return Verification(UNTRUSTED, f"signed by key {fingerprint}, which is not a trusted key of this "
+                                "repository", signature_format=fmt, signer=uid("GOODSIG"),
+                                fingerprint=fingerprint)
         return Verification(VERIFIED, f"good signature by trusted key {name!r}", signature_format=fmt,
                             signer=uid("GOODSIG"), fingerprint=fingerprint, key_name=name)
     if "NO_PUBKEY" in lines or "ERRSIG" in lines:

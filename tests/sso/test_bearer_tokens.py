@@ -4,13 +4,19 @@ issuer's JWKS (signature, algorithm, issuer, audience, expiry); refusals are 401
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 from typing import Any
 
 import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from jwt.algorithms import RSAAlgorithm
 from rest_framework.test import APIClient
 
 from fleet.access.models import APIToken, RoleBinding
@@ -133,7 +139,15 @@ def test_an_unsigned_token_is_refused(sso: OIDCProvider) -> None:
     claims = unverified_claims(id_token(sso, "alice"))
     unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
     assert refused(bearer(unsigned).get("/api/clusters/")) == (
-        "OIDC token refused: the token is signed with 'none'; accepted: RS256, ES256."
+        "OIDC token refused: the token is signed with 'none', which is never accepted (only asymmetric "
+        "signatures verify against the issuer's published keys); accepted: RS256, ES256."
+    )
+
+
+def test_an_asymmetric_algorithm_left_out_of_the_setting_is_refused(settings: Any, sso: OIDCProvider) -> None:
+    settings.FLEETGATE_OIDC_ALGORITHMS = ["ES256"]
+    assert refused(bearer(id_token(sso, "alice")).get("/api/clusters/")) == (
+        "OIDC token refused: the token is signed with 'RS256'; accepted: ES256."
     )
 
 
@@ -182,3 +196,49 @@ def test_a_provider_token_is_exchanged_for_a_fleetgate_api_token(sso: OIDCProvid
     assert APIToken.objects.get(user=alice).description == "ci"
     me = bearer(key).get("/api/access/me/")
     assert me.status_code == 200 and me.json()["username"] == "alice"
+
+
+def key_confusion_token(idp: OIDCProvider, claims: dict[str, Any]) -> str:
+    """The classic key-confusion forgery: an HS256 token whose HMAC secret is the issuer's *public* key,
+    taken from its real JWKS and written as PEM (what a verifier that lets the token pick the algorithm
+    would use as the HMAC secret)."""
+    jwks = requests.get(idp.discovery()["jwks_uri"], timeout=5).json()
+    jwk = jwks["keys"][0]
+    public_key = RSAAlgorithm.from_jwk(jwk)
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    signing_input = f"{b64({'alg': 'HS256', 'typ': 'JWT', 'kid': jwk['kid']})}.{b64(claims)}"
+    mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize("configured", [["RS256", "HS256"], ["HS256"], ["HS256", "RS256", "none"]])
+def test_hmac_signed_with_the_public_key_is_refused_whatever_the_algorithm_setting(
+    settings: Any, sso: OIDCProvider, configured: list[str]
+) -> None:
+    """gunicorn runs no system checks, so access.E005 alone would not stop a misconfigured HS256."""
+    settings.FLEETGATE_OIDC_ALGORITHMS = configured
+    claims = unverified_claims(id_token(sso, "bob"))
+    claims["groups"] = ["admins"]
+    detail = refused(bearer(key_confusion_token(sso, claims)).get("/api/clusters/"))
+    accepted = ", ".join(alg for alg in configured if alg == "RS256") or "nothing"
+    assert detail == (
+        "OIDC token refused: the token is signed with 'HS256', which is never accepted (only asymmetric "
+        f"signatures verify against the issuer's published keys); accepted: {accepted}."
+    )
+    assert not get_user_model().objects.filter(username="bob").exists()
+    assert not Group.objects.filter(name="admins").exists()
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+def test_an_unsigned_token_is_refused_even_when_none_is_configured(
+    settings: Any, sso: OIDCProvider, alg: str
+) -> None:
+    settings.FLEETGATE_OIDC_ALGORITHMS = ["RS256", alg]
+    claims = unverified_claims(id_token(sso, "alice"))
+    unsigned = f"{b64({'alg': alg, 'typ': 'JWT'})}.{b64(claims)}."
+    assert refused(bearer(unsigned).get("/api/clusters/")) == (
+        f"OIDC token refused: the token is signed with {alg!r}, which is never accepted (only asymmetric "
+        "signatures verify against the issuer's published keys); accepted: RS256."
+    )
+    assert not get_user_model().objects.filter(username="alice").exists()

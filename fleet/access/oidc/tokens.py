@@ -1,7 +1,8 @@
 """Validating a JWT from the OpenID Connect provider against the issuer's published keys (JWKS).
 
 One validation for the browser sign-in's ID token and for API bearer tokens: the algorithm must be one of
-``FLEETGATE_OIDC_ALGORITHMS`` (never ``none`` or an HMAC the client could forge), the issuer must be
+``FLEETGATE_OIDC_ALGORITHMS`` and asymmetric (``none`` and HMACs, which a client could forge, are refused
+here even when the setting names them), the issuer must be
 ``FLEETGATE_OIDC_ISSUER`` (checked before any key is fetched, so that a foreign issuer's token costs
 nothing), the signature must verify with a key from the issuer's JWKS, the audience must include one of the
 accepted audiences, and ``exp``/``iat`` must hold (with ``FLEETGATE_OIDC_LEEWAY`` seconds of clock skew).
@@ -18,6 +19,12 @@ from django.conf import settings
 
 from fleet.access.oidc.provider import get_provider
 
+# The only algorithms a token may name, whatever FLEETGATE_OIDC_ALGORITHMS says. An HMAC (HS*) would be
+# verified with the issuer's *public* key as its secret, which anyone can read from the JWKS (the
+# key-confusion forgery), and ``none`` is no signature at all.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "ES256K", "EdDSA"}
+)
 JWKS_LIFESPAN = 300  # seconds a fetched JWKS is reused; an unknown key id fetches it again
 
 
@@ -58,6 +65,12 @@ def api_audiences() -> list[str]:
     return list(settings.FLEETGATE_OIDC_API_AUDIENCES) or [settings.FLEETGATE_OIDC_CLIENT_ID]
 
 
+def accepted_algorithms() -> list[str]:
+    """FLEETGATE_OIDC_ALGORITHMS without anything outside ``ASYMMETRIC_ALGORITHMS``: the system check
+    access.E005 refuses such a setting, but gunicorn and Celery run no system checks."""
+    return [alg for alg in settings.FLEETGATE_OIDC_ALGORITHMS if alg in ASYMMETRIC_ALGORITHMS]
+
+
 def validate(token: str, *, audiences: list[str], nonce: str | None = None) -> dict[str, Any]:
     """Return the token's claims, or raise ``TokenRejected`` naming the check that failed."""
     if not looks_like_jwt(token):
@@ -68,7 +81,12 @@ def validate(token: str, *, audiences: list[str], nonce: str | None = None) -> d
     except jwt.InvalidTokenError as exc:
         raise TokenRejected(f"the token is not a well-formed JWT: {exc}") from exc
     algorithm = header.get("alg")
-    allowed = list(settings.FLEETGATE_OIDC_ALGORITHMS)
+    allowed = accepted_algorithms()
+    if not isinstance(algorithm, str) or algorithm not in ASYMMETRIC_ALGORITHMS:
+        raise TokenRejected(
+            f"the token is signed with {algorithm!r}, which is never accepted (only asymmetric signatures "
+            f"verify against the issuer's published keys); accepted: {', '.join(allowed) or 'nothing'}"
+        )
     if algorithm not in allowed:
         raise TokenRejected(f"the token is signed with {algorithm!r}; accepted: {', '.join(allowed)}")
     issuer = settings.FLEETGATE_OIDC_ISSUER

@@ -17,6 +17,7 @@ import yaml
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
+from clusters import allowlist
 from clusters.connector import objects as o
 from clusters.connector.client import ConnectorOptions, KubeClient
 from clusters.connector.credentials import ClusterCredentials
@@ -218,6 +219,50 @@ class Connector:
         ref = o.ObjectRef(given.api_version, given.kind, namespace, given.name)
         return _Prepared(ref, resource, o.with_tracking(manifest, mapping, ref)), None
 
+    def _scope_refusals(
+        self,
+        manifests: list[dict[str, Any]],
+        crd_kinds: dict[tuple[str, str], bool],
+        rules: allowlist.Rules,
+        default_namespace: str,
+    ) -> list[ObjectResult]:
+        """The objects a restricted group's allow-list refuses once the cluster's discovery says their kind
+        is cluster-scoped (a kind of a CRD already installed on the cluster, which the render could not
+        know), failed; also a kind whose scope discovery cannot tell (fail closed)."""
+        refused = []
+        for manifest in manifests:
+            if not isinstance(manifest, dict) or not manifest.get("kind") or not manifest.get("apiVersion"):
+                continue  # _prepare reports it
+            given = o.ObjectRef.of(manifest)
+            try:
+                namespaced = bool(self.client.resource(given.api_version, given.kind).namespaced)
+            except ResourceNotFoundError:
+                namespaced = crd_kinds.get((given.group, given.kind), True)  # else _prepare fails it
+            except Exception as exc:
+                failure = self.client.failure(exc)
+                refused.append(ObjectResult(
+                    given, FAILED, f"the scope of kind {given.kind} is unknown, so the tenant allow-list "
+                    f"of cluster group {rules.group!r} cannot be checked: {failure.message}; nothing was "
+                    "applied",
+                    failure.status,
+                ))
+                continue
+            if namespaced:
+                continue
+            why = allowlist.object_refusal(
+                rules,
+                {"apiVersion": given.api_version, "kind": given.kind, "name": given.name, "namespace": None,
+                 "cluster_scoped": True},
+                default_namespace,
+            )
+            if why:
+                ref = o.ObjectRef(given.api_version, given.kind, "", given.name)
+                refused.append(ObjectResult(
+                    ref, FAILED, f"not allowed: {why} (the cluster serves {given.kind} as a cluster-scoped "
+                    "kind); nothing of this mapping was applied",
+                ))
+        return refused
+
     # -- apply ---------------------------------------------------------------------------------------
     def _ssa(
         self, resource: Resource, body: dict[str, Any], ref: o.ObjectRef, force: bool, dry_run: bool
@@ -315,6 +360,7 @@ class Connector:
         previous_inventory: Iterable[RefLike] = (),
         dry_run: bool = False,
         prune_cascading: bool = False,
+        restrict: allowlist.Rules | None = None,
     ) -> SyncResult:
         """Server-side apply ``manifests`` as field manager ``fleetgate``, Namespaces and CRDs first.
 
@@ -323,12 +369,20 @@ class Connector:
         no longer in ``manifests`` are deleted, but only those that still carry this mapping's tracking
         annotation and have not opted out (``fleetgate.io/prune: disabled`` or Argo's ``Prune=false``);
         Namespaces and CRDs only with ``prune_cascading=True``.
+        ``restrict``: the allow-list of a restricted cluster group; an object whose kind the cluster serves
+        as cluster-scoped and the list does not allow fails, and then nothing is applied or pruned.
         The returned ``inventory`` is what the caller stores for the next sync.
         """
         manifests = list(manifests)
         previous = [_ref(r) for r in previous_inventory]
         crd_kinds = self._crd_kinds(manifests)
         result = SyncResult(dry_run=dry_run)
+        if restrict is not None:
+            refused = self._scope_refusals(manifests, crd_kinds, restrict, default_namespace)
+            if refused:
+                result.results.extend(refused)
+                result.inventory = list({r.key: r.to_dict() for r in previous}.values())
+                return result
         first = [m for m in manifests if isinstance(m, dict) and m.get("kind") in o.FIRST_KINDS]
         rest = o.sort_for_apply(
             [m for m in manifests if not (isinstance(m, dict) and m.get("kind") in o.FIRST_KINDS)]
@@ -531,6 +585,7 @@ class Connector:
         prune: bool = True,
         prune_cascading: bool = False,
         live: LiveState | None = None,
+        restrict: allowlist.Rules | None = None,
     ) -> Plan:
         """Server-side dry-run apply of each object, diffed (YAML, unified) against the live object.
 
@@ -541,6 +596,10 @@ class Connector:
         manifests = list(manifests)
         known = live.by_key() if live is not None else None
         crd_kinds = self._crd_kinds(manifests)
+        if restrict is not None:  # what apply() would refuse, as errors (apply would change nothing)
+            refused = self._scope_refusals(manifests, crd_kinds, restrict, default_namespace)
+            if refused:
+                return Plan([PlanItem(r.ref, ERROR, message=r.message) for r in refused])
         new_namespaces = {
             m["metadata"]["name"] for m in manifests if isinstance(m, dict) and m.get("kind") == "Namespace"
         }

@@ -177,6 +177,14 @@ def identity(mapping: Any) -> str:
     return impersonation_for(mapping.cluster_group)
 
 
+def allow_rules(mapping: Any) -> Any:
+    """The mapping's group allow-list rules (plain data, clusters/allowlist.py), or None when unrestricted:
+    the connector checks them again where discovery knows a kind's scope (plan and apply)."""
+    from clusters.tenancy import rules_for
+
+    return rules_for(mapping.cluster_group)
+
+
 def mapping_key(mapping: Any) -> str:
     """The tracking id of a mapping's objects (what prune and drift recognise as ours)."""
     return f"{mapping.repository.name}-{mapping.name}"[:63]
@@ -247,6 +255,7 @@ def plan(
             previous_inventory=list(inventory),
             prune=prune,
             live=live,
+            restrict=allow_rules(mapping),
         )
     return result.to_dict()
 
@@ -267,6 +276,7 @@ def apply(
             prune=prune,
             previous_inventory=list(inventory),
             force=True,
+            restrict=allow_rules(mapping),
         )
     failed = [r for r in result.results if r.failed]
     error = "; ".join(f"{r.ref.kind} {r.ref.name}: {r.message}" for r in failed[:5])

@@ -242,3 +242,28 @@ def test_a_replayed_or_foreign_callback_is_refused(sso: OIDCProvider) -> None:
     assert client.get(callback)["Location"] == "/login/"  # and cannot use it twice (its state is spent)
     assert get_user_model().objects.filter(username="alice").count() == 1
     assert AuditEvent.objects.filter(action="user.login_failed").count() == 2
+
+
+def test_an_id_token_with_another_sign_ins_nonce_is_refused_and_audited(sso: OIDCProvider) -> None:
+    """The provider's ID token carries the nonce of the sign-in it was issued for; a token replayed into
+    another sign-in (here: the session's nonce for this state is not the one the provider was sent) is
+    refused, whatever else about it is valid."""
+    client = Client()
+    start = client.get("/oidc/authenticate/")
+    state = parse_qs(urlparse(start["Location"]).query)["state"][0]
+    back = urlparse(sso.sign_in(start["Location"], "alice", "alice-Passw0rd"))
+    session = client.session
+    session["oidc_states"][state]["nonce"] = "the-nonce-of-another-sign-in"
+    session.save()
+
+    response = client.get(back.path, parse_qs(back.query))
+    assert response.status_code == 302 and response["Location"] == "/login/"
+    reason = "the ID token&#x27;s nonce does not match this sign-in (a replayed token?)"
+    assert f"Single sign-on failed: {reason}." in client.get("/login/").content.decode()
+    assert client.get("/").status_code == 302  # not signed in
+    failed = AuditEvent.objects.get(action="user.login_failed")
+    assert failed.message == (
+        "single sign-on refused: the ID token's nonce does not match this sign-in (a replayed token?)"
+    )
+    assert not get_user_model().objects.filter(username="alice").exists()
+    assert not AuditEvent.objects.filter(action="user.login").exists()

@@ -16,7 +16,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from fleet.access.restrict import groups_where
+from fleet.access.restrict import groups_where, scope_for
 from fleet.audit.redact import snapshot
 from fleet.audit.services import record_change
 from fleet.core.api.parsers import JSONParser
@@ -192,6 +192,15 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
             if not visible_groups.covers(m.cluster_group_id):
                 raise PermissionDenied("You may not see the evaluations of this mapping.")
         single = v.get("mapping") is not None
+        if v.get("live_cluster"):
+            # Reading live objects with the cluster's credentials is what a sync does: it takes the right
+            # to start one (rollout.sync) on the mapping's group, not only the right to view.
+            may_sync = scope_for(request.user, "rollout.sync")
+            if not all(may_sync.covers(m.cluster_group_id) for m in mappings):
+                raise PermissionDenied(
+                    "Reviewing against a live cluster needs the right to start a sync (rollout.sync) on "
+                    "the mapping's cluster group."
+                )
         try:  # a cluster the caller may not see is answered like an unknown one
             live = live_cluster_for(v["live_cluster"], request.user) if v.get("live_cluster") else None
         except CheckInputError as exc:

@@ -10,6 +10,11 @@ and the targets whose live state could not be read.
 * :class:`TargetReview` says how a target was read: ``live``, ``create_only`` (unreadable, and the group
   allows create-only review: every object is reviewed as CREATE, and the decision says so) or
   ``cannot_review`` (unreadable: the target is blocked, nothing is evaluated).
+
+A live Secret is reviewed with its keys but not its values: :func:`live_entries` masks each value of its
+``data`` and ``stringData`` (and its ``last-applied-configuration`` annotation) as ``***`` before the policies
+see it, so no violation message, detail or check answer can carry a value read from a cluster. A policy may
+require or forbid keys; it cannot compare live values (the values in Git, ``object``, are unchanged).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from clusters.connector import objects as kube_objects
 from clusters.connector.results import LiveState
 from policies import gate
 from policies.formats import gatekeeper as gk
@@ -67,19 +73,28 @@ def _entry(item: gate.RenderedObject | Mapping[str, Any]) -> gate.RenderedObject
     return item if isinstance(item, gate.RenderedObject) else gate.RenderedObject(item)
 
 
+def masked_live(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A live object as the policies see it: a Secret's values masked (keys kept), anything else as is."""
+    plain = dict(obj)
+    masked, _ = kube_objects.mask_secret_pair(plain, None)
+    return masked if masked is not None else plain
+
+
 def live_entries(
     objects: Sequence[gate.RenderedObject | Mapping[str, Any]], live: LiveState
 ) -> list[gate.RenderedObject]:
     """The gate's entries for one target: each rendered object as CREATE or UPDATE (by its live object,
-    ``LiveState.objects[].index`` = its position in ``objects``), then a DELETE for each prune."""
-    found = {lo.index: lo.live for lo in live.objects}
+    ``LiveState.objects[].index`` = its position in ``objects``), then a DELETE for each prune. Live Secrets
+    are masked (:func:`masked_live`)."""
+    found = {lo.index: masked_live(lo.live) for lo in live.objects if lo.live is not None}
     out: list[gate.RenderedObject] = []
     for i, item in enumerate(objects):
         entry = _entry(item)
         old = found.get(i)
         out.append(replace(entry, operation="UPDATE", old_object=old) if old is not None else entry)
     out.extend(
-        gate.RenderedObject(None, "", operation="DELETE", old_object=obj) for _ref, obj in live.prunes
+        gate.RenderedObject(None, "", operation="DELETE", old_object=masked_live(obj))
+        for _ref, obj in live.prunes
     )
     return out
 

@@ -4,6 +4,7 @@ cluster over HTTP holds the live objects; policies in gatekeeper-library's style
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from django.core.management import call_command
 
 from clusters.models import Cluster
 from clusters.sandbox import SandboxCluster, SandboxServer
+from fleet.access.models import RoleBinding
 from policies.engine import RegoEngine
 from policies.models import PolicyBinding
 from tests.policies import review_library as rl
@@ -125,7 +127,26 @@ def test_check_api_takes_operation_and_live_cluster_within_the_callers_scope(
     mapping = fleet["mapping"].pk
     manifests = yaml.safe_dump(rl.deployment("web", replicas=4))
     web_viewer = token_client(make_user("web-viewer", role="viewer", scope=fleet["web"]))
-    response = web_viewer.post(
+    # reading live objects with the cluster's credentials takes the right to start a sync there
+    viewing = web_viewer.post(
+        "/api/policies/check/",
+        {"mapping": mapping, "manifests": manifests, "live_cluster": "live-web"},
+        format="json",
+    )
+    assert viewing.status_code == 403, viewing.content
+    assert "rollout.sync" in viewing.json()["detail"]
+    # a deployer elsewhere who views everything may not either
+    other_deployer_user = make_user("other-deployer", role="deployer", scope=fleet["other"])
+    RoleBinding.objects.create(user=other_deployer_user, role="viewer", scope=None)
+    other_deployer = token_client(other_deployer_user)
+    elsewhere = other_deployer.post(
+        "/api/policies/check/",
+        {"mapping": mapping, "manifests": manifests, "live_cluster": "live-web"},
+        format="json",
+    )
+    assert elsewhere.status_code == 403, elsewhere.content
+    web_deployer = token_client(make_user("web-deployer", role="deployer", scope=fleet["web"]))
+    response = web_deployer.post(
         "/api/policies/check/",
         {"mapping": mapping, "manifests": manifests, "live_cluster": "live-web"},
         format="json",
@@ -137,9 +158,9 @@ def test_check_api_takes_operation_and_live_cluster_within_the_callers_scope(
     assert "(requested by" not in result["clusters"][0]["failures"][0]["msg"]
 
     # a cluster outside the caller's scope is answered like an unknown one
-    other_viewer = token_client(make_user("other-viewer", role="viewer", scope=fleet["other"]))
+    other_only = token_client(make_user("other-only", role="deployer", scope=fleet["other"]))
     body = {"mapping": fleet["other_mapping"].pk, "manifests": manifests, "live_cluster": "live-web"}
-    refused = other_viewer.post("/api/policies/check/", body, format="json")
+    refused = other_only.post("/api/policies/check/", body, format="json")
     assert refused.status_code == 400
     assert refused.json()["live_cluster"] == ["no cluster 'live-web' that you may see"]
 
@@ -150,12 +171,122 @@ def test_check_api_takes_operation_and_live_cluster_within_the_callers_scope(
         format="json",
     )
     assert update.status_code == 200 and update.json()["blocked"] is True
-    both = web_viewer.post(
+    both = web_deployer.post(
         "/api/policies/check/",
         {"mapping": mapping, "manifests": manifests, "operation": "UPDATE", "live_cluster": "live-web"},
         format="json",
     )
     assert both.status_code == 400 and "live_cluster" in both.json()
+
+
+LIVE_SECRET_TEMPLATE = """apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: fgsecretquote
+spec:
+  crd:
+    spec:
+      names:
+        kind: FgSecretQuote
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package fgsecretquote
+
+        violation[{"msg": msg, "details": {"old": input.review.oldObject}}] {
+          input.review.operation == "UPDATE"
+          input.review.kind.kind == "Secret"
+          password := input.review.oldObject.data.password
+          msg := sprintf("Secret %v: live password is %v", [input.review.name, password])
+        }
+
+        violation[{"msg": msg}] {
+          input.review.operation == "UPDATE"
+          input.review.kind.kind == "Secret"
+          not input.review.oldObject.data.username
+          msg := sprintf("Secret %v: the live secret has no username key", [input.review.name])
+        }
+"""
+
+LIVE_SECRET_CONSTRAINT = """apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: FgSecretQuote
+metadata:
+  name: secret-quote
+"""
+
+
+def test_a_live_secret_is_reviewed_with_its_keys_but_never_its_values(
+    fleet: dict[str, Any],
+    make_policy: Any,
+    engine: RegoEngine,
+    settings: Any,
+    request: pytest.FixtureRequest,
+    live: tuple[Cluster, SandboxCluster],
+    make_user: Any,
+    token_client: Any,
+    tmp_path: Path,
+) -> None:
+    """A policy that quotes oldObject.data of a live Secret in its message shows the mask, in the check
+    API's answer and in policy_check's output; a policy on the keys still sees them."""
+    settings.FLEETGATE_REGO_ENGINE = engine.name
+    if engine.name == "opa":
+        settings.FLEETGATE_OPA_URL = request.getfixturevalue("opa_server").url
+    policy = make_policy(
+        "secret-quote",
+        engine,
+        style="gatekeeper",
+        template=LIVE_SECRET_TEMPLATE,
+        constraints=[LIVE_SECRET_CONSTRAINT],
+    )
+    PolicyBinding.objects.create(policy=policy, cluster_group=fleet["web"], enforcement="deny")
+    _cluster, box = live
+    value = base64.b64encode(b"hunter2-live-value").decode()
+    box.apply_object(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "apps"},
+            "data": {"password": value},
+        }
+    )
+    manifests = yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "apps"},
+            "stringData": {"password": "from-git"},
+        }
+    )
+    deployer = token_client(make_user("web-deployer", role="deployer", scope=fleet["web"]))
+    response = deployer.post(
+        "/api/policies/check/",
+        {"mapping": fleet["mapping"].pk, "manifests": manifests, "live_cluster": "live-web"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    assert value.encode() not in response.content and b"hunter2" not in response.content
+    (result,) = response.json()["mappings"]
+    messages = sorted(f["msg"] for f in result["clusters"][0]["failures"])
+    assert messages == [
+        "Secret db: live password is ***",
+        "Secret db: the live secret has no username key",
+    ]
+
+    uploaded = tmp_path / "secret.yaml"
+    uploaded.write_text(manifests)
+    for output in ("text", "json"):
+        code, out, _ = _check(
+            "--mapping",
+            str(fleet["mapping"].pk),
+            "--file",
+            str(uploaded),
+            "--live-cluster",
+            "live-web",
+            "--output",
+            output,
+        )
+        assert code == 1 and "Secret db: live password is ***" in out
+        assert value not in out and "hunter2" not in out
 
 
 def test_create_only_review_is_a_group_setting_with_the_group_rights_and_audited(

@@ -249,6 +249,18 @@ class PolicyBinding(TimestampedModel):
         if pinned is not None and self.policy_id and pinned.policy_id != self.policy_id:
             raise ValidationError({"pinned_version": "The pinned version belongs to another policy."})
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Every door (API, Django admin, UI, shell, import) that sets the enforcement by hand cancels a
+        scheduled switch, so the beat task never flips an enforcement someone chose afterwards
+        (``policies.services.scheduling.overridden_schedule``; the scheduling service's own saves name
+        ``enforce_at`` in ``update_fields`` and are left alone)."""
+        from policies.services import scheduling
+
+        cancelled = scheduling.overridden_schedule(self, kwargs)
+        super().save(*args, **kwargs)
+        if cancelled is not None:
+            scheduling.record_unschedule(self, cancelled)
+
 
 class Waiver(TimestampedModel):
     """Excuses violations of one policy on the selected objects, in a scope, until it expires."""

@@ -5,12 +5,15 @@ run by celery beat every minute). Scheduling, the switch and a cancellation are 
 * :func:`schedule_enforcement` (called by the binding's API/UI save inside its transaction);
 * :func:`switch_due` (the beat task): every binding whose ``enforce_at`` has come, switched in its own
   transaction under a row lock, so two beats never switch one twice;
-* :func:`cancel_schedule`: a binding whose enforcement is set by hand keeps what it was given.
+* :func:`cancel_schedule`: a binding whose enforcement is set by hand keeps what it was given;
+  :func:`overridden_schedule` does the same from ``PolicyBinding.save`` itself, so every door (API, Django
+  admin, UI, shell, import) that changes the enforcement cancels the switch.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -67,6 +70,33 @@ def cancel_schedule(binding: PolicyBinding) -> None:
     record_change("policybinding.unschedule", binding, before)
 
 
+def overridden_schedule(binding: PolicyBinding, save_kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """Called by ``PolicyBinding.save`` before it writes. When a scheduled binding's enforcement differs from
+    the stored one (set by hand, through any door), forget the schedule in the same save and return the
+    stored row's snapshot for :func:`record_unschedule`; else None. Saves naming ``enforce_at`` in
+    ``update_fields`` (this module's own) are left alone."""
+    fields = save_kwargs.get("update_fields")
+    if binding._state.adding or binding.pk is None:
+        return None
+    if fields is not None and ("enforce_at" in fields or "enforcement" not in fields):
+        return None
+    stored = PolicyBinding.objects.filter(pk=binding.pk).first()
+    if stored is None or stored.enforce_at is None or stored.enforcement == binding.enforcement:
+        return None
+    binding.enforce_at = None
+    binding.enforce_as = ""
+    if fields is not None:
+        save_kwargs["update_fields"] = [*fields, "enforce_at", "enforce_as"]
+    return snapshot(stored)
+
+
+def record_unschedule(binding: PolicyBinding, before: dict[str, Any]) -> None:
+    """Audit a schedule cancelled by :func:`overridden_schedule` (``policybinding.unschedule``)."""
+    record_change("policybinding.unschedule", binding, before,
+                  message=f"scheduled switch of binding {binding.pk} cancelled: enforcement set by hand to "
+                  f"{binding.enforcement or 'inherit'}")
+
+
 def switch_due(now: datetime | None = None) -> list[int]:
     """Switch every binding whose scheduled time has come to its scheduled enforcement; audited as
     ``policybinding.enforce`` (actor: the scheduler). Returns the ids switched."""
@@ -99,4 +129,11 @@ def switch_due(now: datetime | None = None) -> list[int]:
     return switched
 
 
-__all__ = ["MAX_DRYRUN_DAYS", "cancel_schedule", "schedule_enforcement", "switch_due"]
+__all__ = [
+    "MAX_DRYRUN_DAYS",
+    "cancel_schedule",
+    "overridden_schedule",
+    "record_unschedule",
+    "schedule_enforcement",
+    "switch_due",
+]

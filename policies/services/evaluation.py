@@ -284,7 +284,7 @@ def _store(
         engine=decision.engine[:16],
         duration_ms=int(decision.duration_seconds * 1000),
         policy_versions=bound.versions,
-        review=dict(decision.review),
+        review=_review_with_exceptions(decision),
     )
     rows = []
     for v in decision.violations:
@@ -309,6 +309,30 @@ def _store(
         )
     Violation.objects.bulk_create(rows)
     return evaluation
+
+
+def _review_with_exceptions(decision: gate.Decision) -> dict[str, Any]:
+    """The decision's ``review``, plus ``exceptions``: the findings conftest ``exception`` rules excused
+    (policy, rule, conftest's message for it, the object), which are not Violation rows; PolicyReports
+    show them as ``skip``."""
+    review = dict(decision.review)
+    if decision.exceptions:
+        review["exceptions"] = [
+            {
+                "policy_id": e.policy_id,
+                "policy": e.policy_name,
+                "rule": e.rule,
+                "message": e.message,
+                "enforcement": str(e.enforcement),
+                "api_version": e.object.api_version if e.object else "",
+                "kind": e.object.kind if e.object else "",
+                "namespace": e.object.namespace if e.object else "",
+                "name": e.object.name if e.object else "",
+                "source_file": e.object.source_file if e.object else "",
+            }
+            for e in decision.exceptions
+        ]
+    return review
 
 
 def _audit(

@@ -13,6 +13,8 @@ the latest stored Evaluation (the decision for the last commit evaluated) contri
 
 * one result per finding (``Violation`` row): ``fail`` for a blocking deny, ``warn`` for warn and dryrun
   findings, ``skip`` for a finding a waiver excused;
+* one ``skip`` result per finding a conftest ``exception`` rule excused (stored in ``Evaluation.review``
+  under ``exceptions``), with the rule and conftest's message for the exception;
 * one ``error`` result per engine error of the evaluation;
 * one ``pass`` result per (policy, object) without a finding: every rendered object for a conftest policy, the
   objects a Constraint matches for a Gatekeeper policy (its ``spec.match``, as the gate decides it);
@@ -125,6 +127,27 @@ def _finding(evaluation: Evaluation, v: Violation) -> tuple[str, dict[str, Any]]
     if v.kind and v.name:
         result["resources"] = [_resource(v.api_version, v.kind, v.namespace, v.name)]
     return (v.namespace if v.kind and v.name else ""), result
+
+
+def _excused(evaluation: Evaluation, e: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A finding a conftest ``exception`` rule excused: ``skip``, with the exception as the reason."""
+    result: dict[str, Any] = {
+        "source": SOURCE,
+        "policy": str(e.get("policy") or ""),
+        "rule": str(e.get("rule") or "exception"),
+        "result": "skip",
+        "message": f"excused by the policy's exception rule: {e.get('message', '')}"[:4000],
+        "severity": _BY_ENFORCEMENT.get(str(e.get("enforcement") or ""), "medium"),
+        "scored": True,
+        "timestamp": _timestamp(evaluation),
+        "properties": _properties(
+            evaluation, enforcement=e.get("enforcement"), exception=str(e.get("message", ""))
+        ),
+    }
+    kind, name, namespace = str(e.get("kind") or ""), str(e.get("name") or ""), str(e.get("namespace") or "")
+    if kind and name:
+        result["resources"] = [_resource(str(e.get("api_version") or ""), kind, namespace, name)]
+    return (namespace if kind and name else ""), result
 
 
 def _error(evaluation: Evaluation, error: Mapping[str, Any]) -> dict[str, Any]:
@@ -265,6 +288,19 @@ def build_reports(cluster: Cluster, evaluations: Sequence[Evaluation], flavour: 
             namespace, result = _finding(ev, v)
             reports.setdefault(namespace, _Report(namespace)).results.append(result)
             findings.add((v.policy_name.partition("/")[0], v.kind, v.namespace, v.name))
+        excused = (ev.review or {}).get("exceptions") if isinstance(ev.review, Mapping) else None
+        for e in excused or []:
+            if isinstance(e, Mapping):
+                namespace, result = _excused(ev, e)
+                reports.setdefault(namespace, _Report(namespace)).results.append(result)
+                findings.add(
+                    (
+                        str(e.get("policy") or ""),
+                        str(e.get("kind") or ""),
+                        str(e.get("namespace") or ""),
+                        str(e.get("name") or ""),
+                    )
+                )
         for error in ev.errors or []:
             if isinstance(error, Mapping):
                 reports.setdefault("", _Report("")).results.append(_error(ev, error))

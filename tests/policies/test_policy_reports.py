@@ -428,3 +428,69 @@ def test_a_cluster_that_could_not_be_reviewed_reports_an_error_and_no_passes(
     assert [(r["result"], r["rule"]) for r in results] == [("error", "cannot_review")]
     assert reason in results[0]["message"]
     assert items[0]["summary"] == {"pass": 0, "fail": 0, "warn": 0, "error": 1, "skip": 0}
+
+
+def test_findings_a_conftest_exception_excused_are_skip_results_with_the_exception(
+    fleet: dict[str, Any], make_policy: Any, bind: Any, engine: RegoEngine, make_user: Any, token_client: Any
+) -> None:
+    """conftest ``exception`` rules are no Violation rows: the Evaluation keeps them (``review``), and the
+    cluster's report shows each as ``skip`` with conftest's message for the exception, not as a pass."""
+    policy = make_policy(
+        "host-network",
+        engine,
+        style="conftest",
+        modules=[{"path": "hn.rego", "source": lib.HOST_NETWORK}],
+        data=lib.HOST_NETWORK_DATA,
+    )
+    bind(policy)
+    objects = [
+        lib.deployment("node-agent", host_network=True),
+        lib.deployment("rogue", host_network=True),
+        lib.deployment("web"),
+    ]
+    commit, mapping, prod = fleet["commit"], fleet["mapping"], fleet["prod"]
+    render = MappingRender.objects.create(commit=commit, mapping=mapping, status="rendered")
+    resources = [
+        {
+            "apiVersion": o["apiVersion"],
+            "kind": o["kind"],
+            "name": o["metadata"]["name"],
+            "namespace": o["metadata"].get("namespace"),
+            "source": "apps/web/all.yaml",
+            "document": i,
+            "object": o,
+        }
+        for i, o in enumerate(objects)
+    ]
+    RenderedManifest.objects.create(
+        commit=commit,
+        mapping=mapping,
+        cluster=prod,
+        mapping_render=render,
+        namespace="apps",
+        resources=resources,
+        object_count=len(objects),
+    )
+    evaluate_targets(commit, mapping, [(prod, resources, "apps")], engine=engine)
+    (stored,) = prod.evaluations.filter(commit=commit, mapping=mapping)
+    assert [(e["policy"], e["rule"], e["name"]) for e in stored.review["exceptions"]] == [
+        ("host-network", "deny_host_network", "node-agent")
+    ]
+
+    client = token_client(make_user("vera", role="viewer", scope=fleet["web"]))
+    for fmt in ("wgpolicyk8s", "openreports"):
+        items = client.get(f"/api/policy-reports/{prod.pk}/?format={fmt}").json()["items"]
+        for item in items:
+            _validate(item)
+        assert _results(items) == [
+            ("host-network", "fail", "Deployment", "rogue"),
+            ("host-network", "pass", "Deployment", "web"),
+            ("host-network", "skip", "Deployment", "node-agent"),
+        ]
+        (skipped,) = [r for i in items for r in i["results"] if r["result"] == "skip"]
+        assert skipped["rule"] == "deny_host_network"
+        assert skipped["message"] == (
+            'excused by the policy\'s exception rule: data.main.exception[_][_] == "host_network"'
+        )
+        assert skipped["properties"]["exception"] == 'data.main.exception[_][_] == "host_network"'
+        assert items[-1]["summary"]["skip"] == 1

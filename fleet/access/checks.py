@@ -1,12 +1,15 @@
 """System checks (``manage.py check``) for the sign-in settings: a wrong value fails at start, not at the
-first sign-in."""
+first sign-in. One check needs the database (the role bindings): Django runs it at ``manage.py migrate`` and
+``manage.py check --database default``, not at a plain ``check``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.checks import Warning as CheckWarning
+from django.db import DatabaseError
 
 TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
@@ -58,3 +61,44 @@ def sign_in_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+@register(Tags.database)
+def groups_prefix(app_configs: Any, databases: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Single sign-on without ``FLEETGATE_OIDC_GROUPS_PREFIX`` while role bindings name groups: whoever may
+    make or rename a group at the provider may give anyone those roles, by naming the group the same."""
+    if not databases or not settings.FLEETGATE_OIDC_ISSUER or settings.FLEETGATE_OIDC_GROUPS_PREFIX:
+        return []
+    from fleet.access.models import RoleBinding  # the app registry is ready when checks run
+
+    bound: dict[str, set[str]] = {}
+    for database in databases:
+        try:
+            rows = list(
+                RoleBinding.objects.using(database)
+                .filter(group__isnull=False)
+                .values_list("group__name", "role")
+                .order_by()
+                .distinct()
+            )
+        except DatabaseError:  # not migrated yet: nothing is bound
+            continue
+        for name, role in rows:
+            bound.setdefault(name, set()).add(role)
+    if not bound:
+        return []
+    named = ", ".join(f"{name!r} ({', '.join(sorted(roles))})" for name, roles in sorted(bound.items())[:10])
+    more = f" and {len(bound) - 10} more" if len(bound) > 10 else ""
+    return [
+        CheckWarning(
+            "FLEETGATE_OIDC_GROUPS_PREFIX is empty: every group the OIDC provider names is mapped onto the "
+            f"Django group of the same name, and role bindings name the groups {named}{more}; a provider "
+            "group of one of these names grants its role",
+            hint=(
+                "Set FLEETGATE_OIDC_GROUPS_PREFIX to a prefix under which only the provider's administrators "
+                "make groups (e.g. 'fleetgate-') and bind roles to groups with that prefix "
+                "(docs/operations.md, Single sign-on, Groups and roles)"
+            ),
+            id="access.W001",
+        )
+    ]

@@ -351,7 +351,12 @@ class Decision:
 
 
 class _Target:
-    """Per-target precomputation shared by every policy: identities, JSON encodings, namespace labels."""
+    """Per-target precomputation shared by every policy: identities, JSON encodings, namespace labels,
+    which objects each distinct ``spec.match`` selects, object references.
+
+    Each object (and each live object of an UPDATE) is encoded once; its review is assembled from those
+    texts (:func:`gk.review_json`), not encoded again, and only the references of objects with findings
+    are built."""
 
     def __init__(self, objects: Sequence[RenderedObject], context: TargetContext) -> None:
         self.objects = objects
@@ -366,6 +371,10 @@ class _Target:
         self.namespace_labels = {name: labels_of(obj) for name, obj in self.namespaces.items()}
         self._object_json: list[str | None] = [None] * len(objects)
         self._review_json: list[str | None] = [None] * len(objects)
+        self._namespace_json: dict[str, str] = {}
+        self._user_info_json = gk.user_info_json(context.user_info)
+        self._refs: list[ObjectRef | None] = [None] * len(objects)
+        self._matched: dict[gk.Match, list[int]] = {}
 
     def object_json(self, i: int) -> str:
         text = self._object_json[i]
@@ -373,27 +382,57 @@ class _Target:
             text = self._object_json[i] = to_json(self.objects[i].subject)
         return text
 
+    def _old_object_json(self, i: int) -> str | None:
+        r = self.objects[i]
+        if r.operation == "DELETE":
+            return self.object_json(i)  # the subject of a DELETE is the live object
+        if r.operation == "UPDATE" and r.old_object is not None:
+            return to_json(r.old_object)
+        return None
+
+    def _namespace_object_json(self, namespace: str) -> str | None:
+        obj = self.namespaces.get(namespace) if namespace else None
+        if obj is None:
+            return None
+        text = self._namespace_json.get(namespace)
+        if text is None:
+            text = self._namespace_json[namespace] = to_json(obj)
+        return text
+
     def review_json(self, i: int) -> str:
         text = self._review_json[i]
         if text is None:
             oid = self.ids[i]
-            ns_obj = self.namespaces.get(oid.namespace) if oid.namespace else None
             r = self.objects[i]
-            text = self._review_json[i] = to_json(
-                gk.review(
-                    r.obj,
-                    oid,
-                    ns_obj,
-                    operation=r.operation,
-                    old_object=r.old_object,
-                    user_info=self.context.user_info,
-                )
+            text = self._review_json[i] = gk.review_json(
+                oid,
+                operation=r.operation,
+                object_json=None if r.deleted else self.object_json(i),
+                old_object_json=self._old_object_json(i),
+                user_info_json=self._user_info_json,
+                namespace_object_json=self._namespace_object_json(oid.namespace),
             )
         return text
 
+    def matching(self, match: gk.Match) -> list[int]:
+        """The indices of the objects ``match`` selects (constraints of one template often share one)."""
+        indices = self._matched.get(match)
+        if indices is None:
+            indices = self._matched[match] = [
+                i
+                for i, oid in enumerate(self.ids)
+                if match.matches(self.objects[i].subject, oid, self.namespace_labels)
+            ]
+        return indices
+
     def ref(self, i: int) -> ObjectRef:
-        oid = self.ids[i]
-        return ObjectRef(oid.api_version, oid.kind, oid.namespace, oid.name, self.objects[i].source_file)
+        ref = self._refs[i]
+        if ref is None:
+            oid = self.ids[i]
+            ref = self._refs[i] = ObjectRef(
+                oid.api_version, oid.kind, oid.namespace, oid.name, self.objects[i].source_file
+            )
+        return ref
 
 
 class _Deadline:
@@ -415,11 +454,7 @@ def _evaluate_gatekeeper(
     assert policy.constraint is not None  # noqa: S101 - guaranteed by BoundPolicy.gatekeeper
     constraint = policy.constraint
     enforcement = policy.base_enforcement()
-    indices = [
-        i
-        for i, oid in enumerate(target.ids)
-        if constraint.match.matches(target.objects[i].subject, oid, target.namespace_labels)
-    ]
+    indices = target.matching(constraint.match)
     params = constraint.parameters_json
     out: list[Violation] = []
     for start in range(0, len(indices), _CHUNK):
@@ -445,11 +480,20 @@ def _evaluate_gatekeeper(
 
 
 def _conftest_result(
-    policy: BoundPolicy, result: list[Any], ref: ObjectRef | None, out: _ConftestOut
+    policy: BoundPolicy,
+    checked: conftest_fmt.InputResult,
+    target: _Target | None,
+    i: int,
+    out: _ConftestOut,
 ) -> None:
+    """Add one input's findings; the object's reference (``target.ref(i)``; none for a combined input)
+    is built only when there is something to report."""
     assert policy.conftest_policy is not None  # noqa: S101
+    out.tests += checked.tests
+    if not checked.findings and not checked.exceptions:
+        return
     base = policy.base_enforcement()
-    checked = conftest_fmt.check(result[0] if result else {}, out.rule_counts)
+    ref = target.ref(i) if target is not None else None
     for f in checked.findings:
         level = base if f.level == "failure" else _weakest(base, Enforcement.WARN)
         rule = f.rule if f.namespace == "main" else f"{f.namespace}.{f.rule}"
@@ -457,7 +501,6 @@ def _conftest_result(
     for e in checked.exceptions:
         rule = e.rule if e.namespace == "main" else f"{e.namespace}.{e.rule}"
         out.exceptions.append(Violation(policy.id, policy.name, base, rule, e.query, ref))
-    out.tests += checked.tests
 
 
 @dataclass
@@ -482,7 +525,8 @@ def _evaluate_conftest(
         combined = conftest_fmt.combined_input(list(files.items()))
         deadline.check()
         result = prepared.evaluate(conftest_fmt.ENTRYPOINT, combined, session)
-        _conftest_result(policy, result, None, out)
+        whole = conftest_fmt.check(result[0] if result else {}, out.rule_counts)
+        _conftest_result(policy, whole, None, 0, out)
         out.evaluations = 1
         return out
     wrapped = policy.conftest_policy.reads_review
@@ -502,10 +546,14 @@ def _evaluate_conftest(
             else target.object_json(i)
             for i in chunk
         ]
-        for i, result in zip(
-            chunk, prepared.evaluate_many(conftest_fmt.ENTRYPOINT, inputs, session), strict=True
-        ):
-            _conftest_result(policy, result, target.ref(i), out)
+        results = prepared.evaluate_many(conftest_fmt.ENTRYPOINT, inputs, session)
+        seen: dict[int, conftest_fmt.InputResult] = {}  # an engine may share equal results' values
+        for i, result in zip(chunk, results, strict=True):
+            key = id(result)
+            found = seen.get(key)
+            if found is None:
+                found = seen[key] = conftest_fmt.check(result[0] if result else {}, out.rule_counts)
+            _conftest_result(policy, found, target, i, out)
     return out
 
 

@@ -61,6 +61,7 @@ ENTRY_PATH = "__fleetgate_entry__.rego"
 _LOCATION = re.compile(r"-->\s*(?P<file>.+?):(?P<line>\d+):(?P<col>\d+)")
 _MESSAGE = re.compile(r"^error:\s*(?P<msg>.*)$", re.MULTILINE)
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+_MISSING = object()
 
 
 def parse_regorus_error(text: str, default_path: str = "", code: str = "rego_compile_error") -> CompileError:
@@ -128,7 +129,10 @@ class RegorusPreparedSet:
         self._spec: dict[str, Any] | None = None
 
     def set_spec(self) -> dict[str, Any]:
-        """What a worker needs to build this set: the sources as regorus gets them, data, what it reads."""
+        """What a worker needs to build this set: the sources as regorus gets them, data, what it reads.
+        Built once per set in the engine (the source rewrite is not repeated each time a set is prepared)."""
+        if self._spec is None:
+            self._spec = self._owner.spec_of(self.policy_set.digest)
         if self._spec is None:
             modules = [[m.path, regorus_source(m)] for m in self.policy_set.modules]
             modules.append([ENTRY_PATH, entry_module_source(self.policy_set, self.entry_package)])
@@ -139,6 +143,7 @@ class RegorusPreparedSet:
                 "inventory": self.uses_inventory,
                 "fleetgate": self.uses_fleetgate,
             }
+            self._owner.keep_spec(self.policy_set.digest, self._spec)
         return self._spec
 
     def _session(self, session: Any) -> dict[str, str] | None:
@@ -158,7 +163,16 @@ class RegorusPreparedSet:
             timeout=self._owner.timeout,
             describe=_short,
         )
-        return [json.loads(r) for r in raw]
+        # Most inputs give the same result (no finding): each distinct result text is decoded once and
+        # the value shared between the inputs that gave it, so results are read-only for callers.
+        decoded: dict[bytes, Any] = {}
+        out = []
+        for text in raw:
+            value = decoded.get(text, _MISSING)
+            if value is _MISSING:
+                value = decoded[text] = json.loads(text)
+            out.append(value)
+        return out
 
     def _rule(self, entrypoint: str) -> str:
         if entrypoint not in self.policy_set.entrypoints:
@@ -207,6 +221,7 @@ class RegorusEngine:
         self.workers = workers
         self.memory_mb = memory_mb
         self._compiled: OrderedDict[str, bool] = OrderedDict()
+        self._specs: dict[str, dict[str, Any]] = {}  # of the compiled sets (digest -> set_spec)
         self._lock = threading.Lock()
 
     @property
@@ -257,7 +272,17 @@ class RegorusEngine:
         with self._lock:
             self._compiled[digest] = True
             while len(self._compiled) > self.cache_size:
-                self._compiled.popitem(last=False)
+                old, _ = self._compiled.popitem(last=False)
+                self._specs.pop(old, None)
+
+    def spec_of(self, digest: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._specs.get(digest)
+
+    def keep_spec(self, digest: str, spec: dict[str, Any]) -> None:
+        with self._lock:
+            if digest in self._compiled:
+                self._specs[digest] = spec
 
     # -- protocol
     def check(self, modules: Sequence[Module]) -> list[CompileError]:
@@ -282,3 +307,4 @@ class RegorusEngine:
     def close(self) -> None:
         with self._lock:
             self._compiled.clear()
+            self._specs.clear()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -341,6 +342,61 @@ def review(
     if namespace_object is not None:
         out["namespaceObject"] = namespace_object
     return out
+
+
+def user_info_json(user_info: Mapping[str, Any] | None = None) -> str:
+    """``review.userInfo`` as JSON text (see :func:`review`), encoded once per target."""
+    info = user_info if user_info is not None else DEFAULT_USER_INFO
+    return to_json({"username": str(info.get("username") or ""), "groups": list(info.get("groups") or [])})
+
+
+def review_json(
+    oid: ObjectId,
+    *,
+    operation: str,
+    object_json: str | None,
+    old_object_json: str | None,
+    user_info_json: str,
+    namespace_object_json: str | None = None,
+    dry_run: bool = False,
+) -> str:
+    """:func:`review` as JSON text, assembled from pre-encoded parts (the gate's fast path): the object
+    and the old object are encoded once per target (the conftest input is the same text), ``userInfo``
+    once per target and a namespace object once per namespace. Same document as ``to_json(review(...))``;
+    the keys come in another order."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"review operation {operation!r} is not one of {', '.join(OPERATIONS)}")
+    if operation == "DELETE":
+        if old_object_json is None:
+            raise ValueError("a DELETE review needs the old (live) object")
+        object_json = None
+    elif object_json is None:
+        raise ValueError(f"a {operation} review needs the object")
+    if operation == "CREATE":
+        old_object_json = None
+    elif operation == "UPDATE" and old_object_json is None:
+        raise ValueError("an UPDATE review needs the old (live) object")
+    head: dict[str, Any] = {
+        "operation": operation,
+        "kind": {"group": oid.group, "version": oid.version, "kind": oid.kind},
+        "name": oid.name,
+        "dryRun": dry_run,
+    }
+    if oid.namespace:
+        head["namespace"] = oid.namespace
+    parts = [
+        json.dumps(head)[:-1],
+        ',"object":',
+        object_json or "null",
+        ',"oldObject":',
+        old_object_json or "null",
+        ',"userInfo":',
+        user_info_json,
+    ]
+    if namespace_object_json is not None:
+        parts += [',"namespaceObject":', namespace_object_json]
+    parts.append("}")
+    return "".join(parts)
 
 
 def input_json(review_json: str, parameters_json: str) -> str:

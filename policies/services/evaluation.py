@@ -14,7 +14,9 @@ group, not yet expired. Anything that goes wrong while preparing or evaluating b
 
 from __future__ import annotations
 
-from collections import Counter
+import json
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -82,6 +84,36 @@ def choose_bindings(bindings: Iterable[PolicyBinding]) -> list[PolicyBinding]:
     return sorted(chosen.values(), key=lambda b: b.policy.name)
 
 
+_PARSED: OrderedDict[tuple[str, int, str, str], tuple[gate.BoundPolicy, ...]] = OrderedDict()
+_PARSED_SIZE = 512
+_PARSED_LOCK = threading.Lock()
+
+
+def _bound_policies(
+    version: PolicyVersion, policy: Policy, enforcement: str | None
+) -> list[gate.BoundPolicy]:
+    """The gate's policies of a stored version, parsed (templates and constraints are YAML) once per stored
+    content in this process: keyed by the content itself, so an edited row is parsed again, and bound
+    policies are frozen, so they are shared. A content that does not parse raises each time (fail closed)."""
+    key = (
+        json.dumps(version.content, sort_keys=True, default=str),
+        policy.pk,
+        policy.name,
+        enforcement or "",
+    )
+    with _PARSED_LOCK:
+        found = _PARSED.get(key)
+        if found is not None:
+            _PARSED.move_to_end(key)
+            return list(found)
+    bound = definition_of(version).bound(policy.pk, policy.name, enforcement or None)
+    with _PARSED_LOCK:
+        _PARSED[key] = tuple(bound)
+        while len(_PARSED) > _PARSED_SIZE:
+            _PARSED.popitem(last=False)
+    return bound
+
+
 def build_bound_set(mapping: PathMapping, *, now: datetime | None = None) -> BoundSet:
     out = BoundSet()
     for binding in bindings_in_scope(mapping.cluster_group_id):
@@ -92,7 +124,7 @@ def build_bound_set(mapping: PathMapping, *, now: datetime | None = None) -> Bou
             out.errors.append(gate.PolicyError(pid, policy.name, "the policy has no version", "format"))
             continue
         try:
-            bound = definition_of(version).bound(policy.pk, policy.name, binding.enforcement or None)
+            bound = _bound_policies(version, policy, binding.enforcement or None)
         except (ValueError, TypeError) as exc:  # stored content that no longer parses: fail closed
             out.errors.append(gate.PolicyError(pid, policy.name, str(exc), "format"))
             continue

@@ -282,3 +282,35 @@ def test_rendered_manifest_rows_are_accepted_and_keep_their_source_file(
     assert by["prod-eu-1"].violations.get().source_file == "apps/web/deploy.yaml"
     assert by["staging-eu-1"].violations.get().source_file == ""
     assert by["prod-eu-1"].violations.get().name == by["staging-eu-1"].violations.get().name == "web"
+
+
+def test_parsed_policies_follow_the_stored_content(
+    fleet: dict[str, Any], make_policy: Any, bind: Any, engine: RegoEngine
+) -> None:
+    """The gate keeps parsed templates and constraints between evaluations, keyed by the stored content:
+    a row changed in the database (a constraint's parameters, then YAML that no longer parses) is parsed
+    again, and the broken one blocks (fail closed)."""
+    policy = make_policy(
+        "limits",
+        engine,
+        style="gatekeeper",
+        template=lib.LIMITS_TEMPLATE,
+        constraints=[lib.constraint("K8sLimits", "memory-limits")],
+    )
+    bind(policy, None, "")
+    objects = [lib.deployment("x", limits=False)]
+    first = evaluate(fleet["commit"], fleet["mapping"], fleet["prod"], objects, engine=engine)
+    assert first.decision == "blocked"
+    assert first.violations.get().policy_name == "limits/memory-limits"
+    version = policy.current
+    content = dict(version.content)
+    content["constraints"] = [lib.constraint("K8sLimits", "renamed-limits")]
+    type(version).objects.filter(pk=version.pk).update(content=content)
+    renamed = evaluate(fleet["commit"], fleet["mapping"], fleet["prod"], objects, engine=engine)
+    assert renamed.violations.get().policy_name == "limits/renamed-limits"
+    content["constraints"] = ["kind: [unclosed"]
+    type(version).objects.filter(pk=version.pk).update(content=content)
+    broken = evaluate(fleet["commit"], fleet["mapping"], fleet["prod"], objects, engine=engine)
+    assert broken.decision == "blocked"
+    assert broken.violations.count() == 0
+    assert "constraints[0]" in broken.reasons[0]

@@ -5,6 +5,7 @@ Policies written like gatekeeper-library's (tests/policies/review_library.py).""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -71,6 +72,49 @@ def test_review_shape_follows_gatekeeper_admission_request() -> None:
         gk.review(dep, oid, operation="PATCH")
     with pytest.raises(ValueError, match="DELETE entry has no object"):
         RenderedObject(dep, operation="DELETE")
+
+
+@pytest.mark.parametrize("operation", gk.OPERATIONS)
+@pytest.mark.parametrize("with_namespace", [False, True])
+def test_review_assembled_from_encoded_parts_is_the_review_document(
+    operation: str, with_namespace: bool
+) -> None:
+    """The gate's fast path (review_json from the texts it encoded once) gives the document review() does."""
+    dep = rl.deployment("web")
+    live = rl.deployment("web", replicas=2)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps", "labels": {"a": "b"}}}
+    oid = object_id(dep)
+    obj = None if operation == "DELETE" else dep
+    old = None if operation == "CREATE" else live
+    expected = gk.review(
+        obj, oid, namespace if with_namespace else None, operation=operation, old_object=old, user_info=USER
+    )
+    text = gk.review_json(
+        oid,
+        operation=operation,
+        object_json=None if obj is None else json.dumps(obj),
+        old_object_json=None if old is None else json.dumps(old),
+        user_info_json=gk.user_info_json(USER),
+        namespace_object_json=json.dumps(namespace) if with_namespace else None,
+    )
+    assert json.loads(text) == expected
+    cluster_scoped = object_id({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}})
+    assert "namespace" not in json.loads(
+        gk.review_json(
+            cluster_scoped,
+            operation="CREATE",
+            object_json="{}",
+            old_object_json=None,
+            user_info_json=gk.user_info_json(),
+        )
+    )
+    if operation != "CREATE":
+        with pytest.raises(ValueError, match=f"{operation} review needs the old"):
+            gk.review_json(
+                oid, operation=operation, object_json="{}", old_object_json=None, user_info_json="{}"
+            )
+    with pytest.raises(ValueError, match="not one of"):
+        gk.review_json(oid, operation="PATCH", object_json="{}", old_object_json=None, user_info_json="{}")
 
 
 def test_policies_see_operation_old_object_and_user(engine: RegoEngine) -> None:

@@ -283,6 +283,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Bindings whose dry run has ended switch to their scheduled enforcement (docs/policies.md).
     "policies-enforce-scheduled": {"task": "policies.enforce_scheduled_bindings", "schedule": 60.0},
+    # Impact preview jobs that stopped midway (worker lost) are marked failed (docs/policies.md).
+    "policies-reap-previews": {"task": "policies.reap_stalled_previews", "schedule": 60.0},
     # Sync windows that opened, waivers about to expire (each recorded once), lost deliveries queued again.
     "notifications-scan": {
         "task": "fleet.notifications.scan",
@@ -326,6 +328,12 @@ FLEETGATE_KUBE_RETRIES = env_int("FLEETGATE_KUBE_RETRIES", 3)  # attempts per re
 FLEETGATE_SYNC_LEASE_SECONDS = max(1.0, float(env_str("FLEETGATE_SYNC_LEASE_SECONDS", "") or 60))
 FLEETGATE_SYNC_MAX_ATTEMPTS = max(1, env_int("FLEETGATE_SYNC_MAX_ATTEMPTS", 4))
 FLEETGATE_SYNC_RETRY_BASE = float(env_str("FLEETGATE_SYNC_RETRY_BASE", "") or 2.0)
+# Impact preview jobs (docs/policies.md#impact-preview): the soft time limit of one job (seconds, 0: none),
+# how old a pending/running preview's heartbeat may get before the reaper fails it (seconds), and how many
+# starts a job gets (a redelivered job starts over) before it fails.
+FLEETGATE_PREVIEW_TIME_LIMIT = max(0, env_int("FLEETGATE_PREVIEW_TIME_LIMIT", 3600))
+FLEETGATE_PREVIEW_STALE_SECONDS = max(0, env_int("FLEETGATE_PREVIEW_STALE_SECONDS", 600))
+FLEETGATE_PREVIEW_MAX_ATTEMPTS = max(1, env_int("FLEETGATE_PREVIEW_MAX_ATTEMPTS", 3))
 
 # Metrics (docs/operations.md#metrics). /metrics answers to this bearer token or a staff session (empty: staff
 # sessions only); FLEETGATE_METRICS_ON_WEB=false turns it off on the web port (`manage.py metrics_server`

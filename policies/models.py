@@ -445,6 +445,11 @@ class PolicyPreview(models.Model):
     created_by_name = models.CharField(max_length=150, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # A job killed midway (OOM, SIGKILL) never says so: the job writes a heartbeat with its progress, and the
+    # beat task policies.reap_stalled_previews fails a pending/running preview whose heartbeat is too old;
+    # a redelivered job counts its starts and gives up after FLEETGATE_PREVIEW_MAX_ATTEMPTS.
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the job.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times the job has started.")
 
     objects = GroupOrGlobalQuerySet.as_manager()
     scope_path = "cluster_group"

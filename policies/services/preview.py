@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
@@ -683,13 +684,20 @@ def _audit_proposal(proposal: Proposal) -> dict[str, Any]:
 
 
 def run(preview_id: int, *, engine: RegoEngine | None = None) -> PolicyPreview:
-    """The background job: replay the stored proposal, updating progress; store the report (or the
-    error), audited (``policypreview.finish``). Running it again recomputes it."""
-    preview = PolicyPreview.objects.get(pk=preview_id)
-    PolicyPreview.objects.filter(pk=preview_id).update(status=PreviewStatus.RUNNING, done=0, error="")
+    """The background job: replay the stored proposal, updating progress and heartbeat; store the report
+    (or the error), audited (``policypreview.finish``). Running it again recomputes it; a start past
+    ``FLEETGATE_PREVIEW_MAX_ATTEMPTS`` fails it instead (policies/services/preview_jobs.py)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from policies.services import preview_jobs
+
+    started = preview_jobs.begin(preview_id)
+    if started is None:
+        return PolicyPreview.objects.get(pk=preview_id)
+    preview = started
 
     def progress(done: int, total: int) -> None:
-        PolicyPreview.objects.filter(pk=preview_id).update(done=done, total=total)
+        preview_jobs.beat(preview_id, done, total)
 
     try:
         report = compute(
@@ -700,11 +708,13 @@ def run(preview_id: int, *, engine: RegoEngine | None = None) -> PolicyPreview:
         )
     except Exception as exc:
         preview.refresh_from_db()
-        preview.status = PreviewStatus.FAILED
-        preview.error = f"{type(exc).__name__}: {exc}"[:2000]
-        preview.finished = timezone.now()
-        preview.save(update_fields=["status", "error", "finished"])
-        record("policypreview.fail", preview, scope=preview.cluster_group, message=preview.error[:200])
+        if isinstance(exc, SoftTimeLimitExceeded):
+            limit = getattr(settings, "FLEETGATE_PREVIEW_TIME_LIMIT", 0)
+            error = (f"the job ran longer than its time limit ({limit} s, FLEETGATE_PREVIEW_TIME_LIMIT) and "
+                     f"was stopped after {preview.done} of {preview.total} targets")
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        preview_jobs.fail(preview, error)
         raise
     preview.refresh_from_db()
     preview.status = PreviewStatus.DONE

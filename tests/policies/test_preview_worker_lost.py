@@ -134,8 +134,9 @@ def test_a_preview_job_past_its_soft_time_limit_fails_saying_so(
 ) -> None:
     # the limit travels in the message (Celery's timelimit header, set by whoever queues the job: here this
     # process, which read FLEETGATE_PREVIEW_TIME_LIMIT when it imported the task); the worker's own reading
-    # names it in the error
+    # names it in the error. Celery caches a task's send options on its first send: forget them.
     monkeypatch.setattr(policy_tasks.run_preview, "soft_time_limit", 1)
+    monkeypatch.setattr(policy_tasks.run_preview, "_exec_options", None)
     worker = Worker(tmp_path / "worker.log", FLEETGATE_PREVIEW_TIME_LIMIT="1",
                     FLEETGATE_KUBE_READ_TIMEOUT="3", FLEETGATE_KUBE_RETRIES="1")
     try:

@@ -9,8 +9,10 @@ unrestricted (everything its mappings render may deploy, as before). For a restr
 - **namespaces**: every namespaced object must land (its ``metadata.namespace``, else the mapping's target
   namespace, else ``default``) in a namespace matching a glob of the list and no ``!glob`` of it.
 - **kinds**: a cluster-scoped object (Namespace, ClusterRole, CRDs, ...: ``fleet.sources.render.objects``,
-  and kinds a rendered CRD declares ``Cluster``-scoped) needs an entry in ``cluster_resources_allow``
-  and none in ``cluster_resources_deny``: **cluster-scoped kinds are off unless listed**. A namespaced
+  and kinds a rendered CRD declares ``Cluster``-scoped; at sync, also every kind the cluster's discovery
+  serves as cluster-scoped, e.g. of a CRD installed beforehand: ``clusters.connector.Connector.apply`` and
+  ``plan`` with ``restrict``) needs an entry in ``cluster_resources_allow`` and none in
+  ``cluster_resources_deny``: **cluster-scoped kinds are off unless listed**. A namespaced
   object must match ``namespace_resources_allow`` when that list is not empty and never
   ``namespace_resources_deny``. Entries are ``{"group": glob, "kind": glob}`` (the core group is ``""``).
 - **service account**: when set, the connector impersonates ``system:serviceaccount:NS:NAME`` for the

@@ -7,7 +7,8 @@ Entry points and the function each calls:
   :func:`check_mapping_source`;
 - render (``fleet.sources.services.rendering``): :func:`rules_for` once per mapping, then
   ``allowlist.source_refusal`` and ``allowlist.object_refusals`` per cluster result;
-- sync, plan, live reads, drift (``fleet.rollouts.ports``): :func:`impersonation_for`;
+- sync, plan, live reads, drift (``fleet.rollouts.ports``): :func:`impersonation_for`; sync and plan also
+  pass :func:`rules_for` to the connector, which refuses kinds its discovery says are cluster-scoped;
 - future entry points — the pull-mode agent (issue 18) and ``import_gitops`` (issue 15) — must call
   :func:`check_mapping_source` before creating or changing a mapping and must not apply anything that did
   not pass the render check (they apply RenderedManifest rows, which passed it).

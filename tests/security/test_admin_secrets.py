@@ -167,6 +167,7 @@ def _repository_form(**overrides: Any) -> dict[str, Any]:
         "poll_interval": "60",
         "webhook_secret": "",
         "enabled": "on",
+        "verification_mode": "off",
     }
     data.update(overrides)
     return data

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Model, Prefetch, QuerySet
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -167,7 +168,11 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
 
     @extend_schema(
         request=s.CheckRequestSerializer,
-        responses={200: s.CheckResponseSerializer},
+        responses={
+            (200, "application/json"): s.CheckResponseSerializer,
+            (200, "application/xml"): OpenApiTypes.STR,  # ?format=junit
+            (200, "application/sarif+json"): OpenApiTypes.OBJECT,  # ?format=sarif: a SARIF 2.1.0 log
+        },
         description=(
             "Check before merge: the decisions for the mapping's clusters at a branch, a commit or uploaded "
             "manifests, in conftest's shape. Nothing is stored (the check is audited). ?format=junit answers "

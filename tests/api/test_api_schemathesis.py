@@ -270,8 +270,12 @@ def guide(case: Any, world: World) -> None:
         body["path"] = f"policies/st-{next(_names)}"
     if path == "/api/policies/check/":  # exactly one of branch, commit, manifests
         body.update(mapping=world.ids["mapping"], manifests=MANIFEST)
-        for field in ("repository", "branch", "commit"):
+        # An operation and a live cluster exclude each other, and a live cluster must be a member's name:
+        # tests/policies/test_review_check.py covers them.
+        for field in ("repository", "branch", "commit", "live_cluster", "old_manifests"):
             body.pop(field, None)
+        if body.get("operation") == "UPDATE":  # an UPDATE reviews against the old version of each object
+            body["old_manifests"] = MANIFEST
     if path == "/api/policy-sources/{id}/sync/":  # the seeded repository was never fetched: name a commit
         body["commit"] = world.commit_sha
     if path == "/api/policies/import/":

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
 from fleet.audit.models import AuditEvent
 from fleet.audit.redact import redact
 from fleet.notifications.choices import EventType
+
+if TYPE_CHECKING:
+    from fleet.sources.models import PathMapping
 
 # Audit action -> event type. ``policy.decision`` is a notification only when a cluster was blocked;
 # ``rollout.blocked`` (every cluster blocked) says it too, also when the gate failed closed on an engine error
@@ -66,6 +69,21 @@ class Event:
     all_groups: bool = False  # a global waiver: every group's subscriptions
 
 
+def _mapping_event(audit: AuditEvent, mapping: PathMapping, **fields: Any) -> Event:
+    """An event about a path mapping: its group and repository named, the audit row's message as summary."""
+    return Event(
+        summary=audit.message[:1000],
+        audit_event=audit,
+        group_id=mapping.cluster_group_id,
+        group=mapping.cluster_group.name,
+        mapping_id=mapping.pk,
+        mapping=mapping.name,
+        repository_id=mapping.repository_id,
+        repository=mapping.repository.name,
+        **fields,
+    )
+
+
 def _rollout_event(audit: AuditEvent, kind: EventType) -> Event | None:
     from fleet.rollouts.models import ClusterSync, Rollout
 
@@ -78,18 +96,12 @@ def _rollout_event(audit: AuditEvent, kind: EventType) -> Event | None:
         return None
     mapping = rollout.mapping
     if kind is EventType.COMMIT_BLOCKED:
-        return Event(
+        return _mapping_event(
+            audit,
+            mapping,
             type=kind,
             title=f"Commit {rollout.commit.sha[:10]} blocked by policy in {mapping.name}",
-            summary=audit.message[:1000],
-            audit_event=audit,
             target=rollout,
-            group_id=mapping.cluster_group_id,
-            group=mapping.cluster_group.name,
-            mapping_id=mapping.pk,
-            mapping=mapping.name,
-            repository_id=mapping.repository_id,
-            repository=mapping.repository.name,
             commit=rollout.commit.sha,
             link=f"/rollouts/{rollout.pk}/",
             details={"rollout": rollout.pk, "state": rollout.state, "reason": audit.message[:1000]},
@@ -108,18 +120,12 @@ def _rollout_event(audit: AuditEvent, kind: EventType) -> Event | None:
     details: dict[str, Any] = {"rollout": rollout.pk, "state": rollout.state, "reason": audit.message[:1000]}
     if kind is EventType.APPROVAL_NEEDED:
         details["approvals_required"] = rollout.approvals_required
-    return Event(
+    return _mapping_event(
+        audit,
+        mapping,
         type=kind,
         title=f"Rollout {rollout.pk} of {mapping.name} at {rollout.commit.sha[:10]} {verb}",
-        summary=audit.message[:1000],
-        audit_event=audit,
         target=rollout,
-        group_id=mapping.cluster_group_id,
-        group=mapping.cluster_group.name,
-        mapping_id=mapping.pk,
-        mapping=mapping.name,
-        repository_id=mapping.repository_id,
-        repository=mapping.repository.name,
         commit=rollout.commit.sha,
         link=f"/rollouts/{rollout.pk}/",
         details=details,
@@ -147,18 +153,12 @@ def _blocked(audit: AuditEvent) -> Event | None:
     }
     if commit is not None:
         _add_violations(per_cluster, commit.pk, mapping.pk)
-    return Event(
+    return _mapping_event(
+        audit,
+        mapping,
         type=EventType.COMMIT_BLOCKED,
         title=f"Commit {sha[:10]} blocked by policy in {mapping.name}",
-        summary=audit.message[:1000],
-        audit_event=audit,
         target=commit or mapping,
-        group_id=mapping.cluster_group_id,
-        group=mapping.cluster_group.name,
-        mapping_id=mapping.pk,
-        mapping=mapping.name,
-        repository_id=mapping.repository_id,
-        repository=mapping.repository.name,
         commit=sha,
         link=f"/commits/{commit.pk}/" if commit else f"/repositories/{mapping.repository_id}/",
         details={"counts": after.get("counts", {}), "policies": after.get("policies", [])},
@@ -223,18 +223,12 @@ def _drift(audit: AuditEvent) -> Event | None:
         }
         for o in ((audit.after or {}).get("objects") or [])[:20]
     ]
-    return Event(
+    return _mapping_event(
+        audit,
+        mapping,
         type=EventType.DRIFT_DETECTED,
         title=f"Drift in {mapping.name} on {state.cluster.name}",
-        summary=audit.message[:1000],
-        audit_event=audit,
         target=state,
-        group_id=mapping.cluster_group_id,
-        group=mapping.cluster_group.name,
-        mapping_id=mapping.pk,
-        mapping=mapping.name,
-        repository_id=mapping.repository_id,
-        repository=mapping.repository.name,
         link=f"/clusters/{state.cluster_id}/",
         per_cluster={state.cluster.name: {"objects": objects}},
     )

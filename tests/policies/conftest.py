@@ -6,12 +6,15 @@ runs on both."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from fleet.sources.models import MappingRender, RenderedManifest
 from policies.engine import RegoEngine
-from policies.models import Policy, PolicyBinding
+from policies.models import Policy, PolicyBinding, Waiver
 from policies.services.definitions import PolicyDefinition, save_policy
 from tests.factories import (
     ClusterFactory,
@@ -83,8 +86,7 @@ def library(
         "no-latest": make_policy(
             "no-latest",
             engine,
-            style="conftest",
-            modules=[{"path": "latest.rego", "source": lib.NO_LATEST}],
+            **lib.spec("no-latest"),
             test_modules=[{"path": "latest_test.rego", "source": lib.NO_LATEST_TEST}],
         ),
         "prod-replicas": make_policy(
@@ -93,20 +95,8 @@ def library(
             style="conftest",
             modules=[{"path": "replicas.rego", "source": lib.PROD_REPLICAS}],
         ),
-        "host-network": make_policy(
-            "host-network",
-            engine,
-            style="conftest",
-            modules=[{"path": "hostnet.rego", "source": lib.HOST_NETWORK}],
-            data=lib.HOST_NETWORK_DATA,
-        ),
-        "required-labels": make_policy(
-            "required-labels",
-            engine,
-            style="gatekeeper",
-            template=lib.REQUIRED_LABELS_TEMPLATE,
-            constraints=[lib.REQUIRED_LABELS_CONSTRAINT],
-        ),
+        "host-network": make_policy("host-network", engine, **lib.spec("host-network")),
+        "required-labels": make_policy("required-labels", engine, **lib.spec("required-labels")),
         "privileged": make_policy(
             "privileged",
             engine,
@@ -125,3 +115,47 @@ def library(
     for policy in policies.values():
         bind(policy)
     return policies
+
+
+@pytest.fixture
+def waive_legacy(make_user: Callable[..., Any]) -> Callable[[Policy, Any], Waiver]:
+    """Waives a policy for the group's Deployments named legacy-* for a week, as alice (a policy admin)."""
+
+    def waive(policy: Policy, group: Any) -> Waiver:
+        return Waiver.objects.create(
+            policy=policy,
+            kind="Deployment",
+            name_pattern="legacy-*",
+            cluster_group=group,
+            expires_at=timezone.now() + timedelta(days=7),
+            justification="vendor chart; OPS-12",
+            author=make_user("alice", role="policy-admin"),
+            author_name="alice",
+        )
+
+    return waive
+
+
+@pytest.fixture
+def store_render(db: Any) -> Callable[..., list[dict[str, Any]]]:
+    """Stores a mapping's render at a commit: the same objects (from one file) in each cluster's
+    RenderedManifest, namespace apps. Returns the manifests' resources."""
+
+    def store(
+        commit: Any, mapping: Any, clusters: list[Any], objects: list[dict[str, Any]], source: str
+    ) -> list[dict[str, Any]]:
+        render = MappingRender.objects.create(commit=commit, mapping=mapping, status="rendered")
+        resources = lib.resources(objects, source)
+        for cluster in clusters:
+            RenderedManifest.objects.create(
+                commit=commit,
+                mapping=mapping,
+                cluster=cluster,
+                mapping_render=render,
+                namespace="apps",
+                resources=resources,
+                object_count=len(objects),
+            )
+        return resources
+
+    return store

@@ -212,3 +212,49 @@ def deployment(
             "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
         },
     }
+
+
+# to_number() of an annotation that is not a number: an engine error, not a finding
+ERRORING = """package main
+import rego.v1
+
+deny_number contains "never" if {
+  input.kind == "ConfigMap"
+  to_number(input.metadata.annotations["example.com/n"]) > 1
+}
+"""
+
+
+def spec(name: str) -> dict[str, Any]:
+    """make_policy's keyword arguments for one of this library's policies, by the name the tests give it."""
+    specs: dict[str, dict[str, Any]] = {
+        "no-latest": {"style": "conftest", "modules": [{"path": "latest.rego", "source": NO_LATEST}]},
+        "host-network": {
+            "style": "conftest",
+            "modules": [{"path": "hostnet.rego", "source": HOST_NETWORK}],
+            "data": HOST_NETWORK_DATA,
+        },
+        "required-labels": {
+            "style": "gatekeeper",
+            "template": REQUIRED_LABELS_TEMPLATE,
+            "constraints": [REQUIRED_LABELS_CONSTRAINT],
+        },
+        "numbers": {"style": "conftest", "modules": [{"path": "n.rego", "source": ERRORING}]},
+    }
+    return specs[name]
+
+
+def resources(objects: list[dict[str, Any]], source: str) -> list[dict[str, Any]]:
+    """A RenderedManifest's resources: the objects as the render stores them, documents of one file."""
+    return [
+        {
+            "apiVersion": o["apiVersion"],
+            "kind": o["kind"],
+            "name": o["metadata"]["name"],
+            "namespace": o["metadata"].get("namespace"),
+            "source": source,
+            "document": i,
+            "object": o,
+        }
+        for i, o in enumerate(objects)
+    ]

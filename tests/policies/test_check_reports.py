@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -19,12 +18,10 @@ import jsonschema
 import pytest
 import yaml
 from django.core.management import call_command
-from django.utils import timezone
 
 from clusters.models import Cluster
 from policies.engine import RegoEngine
 from policies.engine.opa_server import free_port
-from policies.models import Waiver
 from tests.policies import policy_library as lib
 from tests.sources.origin import Origin
 
@@ -177,56 +174,17 @@ SARIF = {
 
 # ----------------------------------------------------------------------------- the fleet and the files
 
-ERRORING = """package main
-import rego.v1
-
-deny_number contains "never" if {
-  input.kind == "ConfigMap"
-  to_number(input.metadata.annotations["example.com/n"]) > 1
-}
-"""
-
 
 @pytest.fixture
 def policies(
-    fleet: dict[str, Any], make_policy: Any, bind: Any, make_user: Any, regorus_engine: RegoEngine
+    fleet: dict[str, Any], make_policy: Any, bind: Any, waive_legacy: Any, regorus_engine: RegoEngine
 ) -> dict[str, Any]:
-    engine = regorus_engine
-    made = {
-        "no-latest": make_policy(
-            "no-latest", engine, style="conftest", modules=[{"path": "latest.rego", "source": lib.NO_LATEST}]
-        ),
-        "host-network": make_policy(
-            "host-network",
-            engine,
-            style="conftest",
-            modules=[{"path": "hostnet.rego", "source": lib.HOST_NETWORK}],
-            data=lib.HOST_NETWORK_DATA,
-        ),
-        "required-labels": make_policy(
-            "required-labels",
-            engine,
-            style="gatekeeper",
-            template=lib.REQUIRED_LABELS_TEMPLATE,
-            constraints=[lib.REQUIRED_LABELS_CONSTRAINT],
-        ),
-        "numbers": make_policy(
-            "numbers", engine, style="conftest", modules=[{"path": "n.rego", "source": ERRORING}]
-        ),
-    }
+    names = ("no-latest", "host-network", "required-labels", "numbers")
+    made = {name: make_policy(name, regorus_engine, **lib.spec(name)) for name in names}
     bind(made["no-latest"], fleet["web"], "warn")
     for name in ("host-network", "required-labels", "numbers"):
         bind(made[name])
-    Waiver.objects.create(
-        policy=made["required-labels"],
-        kind="Deployment",
-        name_pattern="legacy-*",
-        cluster_group=fleet["web"],
-        expires_at=timezone.now() + timedelta(days=7),
-        justification="vendor chart; OPS-12",
-        author=make_user("alice", role="policy-admin"),
-        author_name="alice",
-    )
+    waive_legacy(made["required-labels"], fleet["web"])
     return made
 
 

@@ -9,7 +9,6 @@ import pytest
 from django.utils import timezone
 
 from fleet.audit.models import AuditEvent
-from fleet.sources.models import MappingRender, RenderedManifest
 from policies.engine import RegoEngine
 from policies.engine.opa_server import free_port
 from policies.models import Evaluation, Policy, Violation, Waiver
@@ -64,33 +63,12 @@ def test_each_policy_finds_its_violation_and_a_clean_deployment_passes(
 
 
 def test_a_deny_stops_that_cluster_only(
-    fleet: dict[str, Any], library: dict[str, Policy], engine: RegoEngine
+    fleet: dict[str, Any], library: dict[str, Policy], engine: RegoEngine, store_render: Any
 ) -> None:
     """The context rule (replicas >= 2 where env=prod) blocks prod; staging of the same group passes."""
     commit, mapping = fleet["commit"], fleet["mapping"]
-    render = MappingRender.objects.create(commit=commit, mapping=mapping, status="rendered")
     objects = [lib.deployment("web", replicas=1)]
-    for cluster in (fleet["prod"], fleet["staging"]):
-        RenderedManifest.objects.create(
-            commit=commit,
-            mapping=mapping,
-            cluster=cluster,
-            mapping_render=render,
-            namespace="apps",
-            resources=[
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": "web",
-                    "namespace": "apps",
-                    "source": "apps/web/deploy.yaml",
-                    "document": 0,
-                    "object": o,
-                }
-                for o in objects
-            ],
-            object_count=1,
-        )
+    store_render(commit, mapping, [fleet["prod"], fleet["staging"]], objects, "apps/web/deploy.yaml")
     result = evaluate_mapping(commit, mapping, engine=engine)
     decisions = {r.cluster.name: str(r.decision.outcome) for r in result.results}
     assert decisions == {"prod-eu-1": "blocked", "staging-eu-1": "passed"}

@@ -6,16 +6,13 @@ config/crd), only for users who may see the cluster, with no secrets."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 import jsonschema
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
-from fleet.sources.models import MappingRender, RenderedManifest
 from policies.engine import RegoEngine
 from policies.models import Policy, Waiver
 from policies.services.evaluation import evaluate_mapping, evaluate_targets
@@ -146,52 +143,22 @@ def _validate(item: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- the fleet
 
 
-ERRORING = """package main
-import rego.v1
-
-deny_number contains "never" if {
-  input.kind == "ConfigMap"
-  to_number(input.metadata.annotations["example.com/n"]) > 1
-}
-"""
-
-
 @pytest.fixture
 def reported(
-    fleet: dict[str, Any], make_policy: Any, bind: Any, regorus_engine: RegoEngine, make_user: Any
+    fleet: dict[str, Any],
+    make_policy: Any,
+    bind: Any,
+    regorus_engine: RegoEngine,
+    waive_legacy: Any,
+    store_render: Any,
 ) -> dict[str, Any]:
     engine = regorus_engine
-    policies: dict[str, Policy] = {
-        "no-latest": make_policy(
-            "no-latest",
-            engine,
-            style="conftest",
-            modules=[{"path": "latest.rego", "source": lib.NO_LATEST}],
-        ),
-        "required-labels": make_policy(
-            "required-labels",
-            engine,
-            style="gatekeeper",
-            template=lib.REQUIRED_LABELS_TEMPLATE,
-            constraints=[lib.REQUIRED_LABELS_CONSTRAINT],
-        ),
-        "numbers": make_policy(
-            "numbers", engine, style="conftest", modules=[{"path": "n.rego", "source": ERRORING}]
-        ),
-    }
+    names = ("no-latest", "required-labels", "numbers")
+    policies: dict[str, Policy] = {name: make_policy(name, engine, **lib.spec(name)) for name in names}
     for policy in policies.values():
         bind(policy)
     bind(policies["no-latest"], fleet["web"], "warn")  # the group's binding wins: warn on web clusters
-    Waiver.objects.create(
-        policy=policies["required-labels"],
-        kind="Deployment",
-        name_pattern="legacy-*",
-        cluster_group=fleet["web"],
-        expires_at=timezone.now() + timedelta(days=7),
-        justification="vendor chart; OPS-12",
-        author=make_user("alice", role="policy-admin"),
-        author_name="alice",
-    )
+    waive_legacy(policies["required-labels"], fleet["web"])
     objects = [
         lib.deployment("web"),  # passes everything
         lib.deployment("latest", image="nginx:latest"),  # warn (no-latest on web is warn)
@@ -200,28 +167,7 @@ def reported(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}},  # cluster-scoped
     ]
     commit, mapping = fleet["commit"], fleet["mapping"]
-    render = MappingRender.objects.create(commit=commit, mapping=mapping, status="rendered")
-    for cluster in (fleet["prod"], fleet["staging"]):
-        RenderedManifest.objects.create(
-            commit=commit,
-            mapping=mapping,
-            cluster=cluster,
-            mapping_render=render,
-            namespace="apps",
-            resources=[
-                {
-                    "apiVersion": o["apiVersion"],
-                    "kind": o["kind"],
-                    "name": o["metadata"]["name"],
-                    "namespace": o["metadata"].get("namespace"),
-                    "source": "apps/web/all.yaml",
-                    "document": i,
-                    "object": o,
-                }
-                for i, o in enumerate(objects)
-            ],
-            object_count=len(objects),
-        )
+    store_render(commit, mapping, [fleet["prod"], fleet["staging"]], objects, "apps/web/all.yaml")
     evaluate_mapping(commit, mapping, engine=engine)
     return {"policies": policies, **fleet}
 
@@ -367,7 +313,11 @@ def test_a_cluster_without_evaluations_has_no_reports(make_user: Any, token_clie
 
 
 def test_the_number_of_queries_does_not_grow_with_mappings(
-    reported: dict[str, Any], make_user: Any, token_client: Any, regorus_engine: RegoEngine
+    reported: dict[str, Any],
+    make_user: Any,
+    token_client: Any,
+    regorus_engine: RegoEngine,
+    store_render: Any,
 ) -> None:
     admin = token_client(make_user("root", role="admin"))
     url = f"/api/policy-reports/{reported['prod'].pk}/"
@@ -378,27 +328,7 @@ def test_the_number_of_queries_does_not_grow_with_mappings(
     api = PathMappingFactory(
         repository=reported["repo"], name="api", path="apps/api", cluster_group=reported["web"]
     )
-    render = MappingRender.objects.create(commit=commit, mapping=api, status="rendered")
-    deployment = lib.deployment("api", labels={})
-    RenderedManifest.objects.create(
-        commit=commit,
-        mapping=api,
-        cluster=prod,
-        mapping_render=render,
-        namespace="apps",
-        resources=[
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": "api",
-                "namespace": "apps",
-                "source": "apps/api/d.yaml",
-                "document": 0,
-                "object": deployment,
-            }
-        ],
-        object_count=1,
-    )
+    store_render(commit, api, [prod], [lib.deployment("api", labels={})], "apps/api/d.yaml")
     evaluate_mapping(commit, api, engine=regorus_engine)
     with CaptureQueriesContext(connection) as two:
         second = admin.get(url).json()
@@ -431,7 +361,13 @@ def test_a_cluster_that_could_not_be_reviewed_reports_an_error_and_no_passes(
 
 
 def test_findings_a_conftest_exception_excused_are_skip_results_with_the_exception(
-    fleet: dict[str, Any], make_policy: Any, bind: Any, engine: RegoEngine, make_user: Any, token_client: Any
+    fleet: dict[str, Any],
+    make_policy: Any,
+    bind: Any,
+    engine: RegoEngine,
+    make_user: Any,
+    token_client: Any,
+    store_render: Any,
 ) -> None:
     """conftest ``exception`` rules are no Violation rows: the Evaluation keeps them (``review``), and the
     cluster's report shows each as ``skip`` with conftest's message for the exception, not as a pass."""
@@ -449,28 +385,7 @@ def test_findings_a_conftest_exception_excused_are_skip_results_with_the_excepti
         lib.deployment("web"),
     ]
     commit, mapping, prod = fleet["commit"], fleet["mapping"], fleet["prod"]
-    render = MappingRender.objects.create(commit=commit, mapping=mapping, status="rendered")
-    resources = [
-        {
-            "apiVersion": o["apiVersion"],
-            "kind": o["kind"],
-            "name": o["metadata"]["name"],
-            "namespace": o["metadata"].get("namespace"),
-            "source": "apps/web/all.yaml",
-            "document": i,
-            "object": o,
-        }
-        for i, o in enumerate(objects)
-    ]
-    RenderedManifest.objects.create(
-        commit=commit,
-        mapping=mapping,
-        cluster=prod,
-        mapping_render=render,
-        namespace="apps",
-        resources=resources,
-        object_count=len(objects),
-    )
+    resources = store_render(commit, mapping, [prod], objects, "apps/web/all.yaml")
     evaluate_targets(commit, mapping, [(prod, resources, "apps")], engine=engine)
     (stored,) = prod.evaluations.filter(commit=commit, mapping=mapping)
     assert [(e["policy"], e["rule"], e["name"]) for e in stored.review["exceptions"]] == [

@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from bench import isolated
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,17 +47,7 @@ def _child(phase: str, database_url: str, workdir: Path, *args: str) -> dict[str
         "FLEETGATE_VAR_DIR": str(workdir / "var"),
         "FLEETGATE_LOG_LEVEL": "WARNING",
     }
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.bench_audit", "--child", phase, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if run.returncode != 0:
-        raise RuntimeError(f"bench child {phase} failed:\n{run.stdout}\n{run.stderr}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return isolated.run("bench.bench_audit", ["--child", phase, *args], env, f"bench child {phase}")
 
 
 def _reset_postgres(url: str) -> None:

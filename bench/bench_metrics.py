@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import isolated
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_MIDDLEWARE = (
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
@@ -141,17 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         env = _env(workdir)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "child"]
-        run = subprocess.run(
-            [sys.executable, "-m", "bench.bench_metrics", "--child", *forwarded],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if run.returncode != 0:
-            raise RuntimeError(f"bench child failed:\n{run.stdout}\n{run.stderr}")
-        result = json.loads(run.stdout.strip().splitlines()[-1])
+        result = isolated.run("bench.bench_metrics", ["--child", *forwarded], env)
     print(f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}; python {sys.version.split()[0]}")
     print("\n## Metrics middleware on a request (median per request of each round; median and best round)\n")
     print(

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import isolated
+
 ROOT = Path(__file__).resolve().parent.parent
 
 GIT_ENV = {
@@ -208,22 +210,11 @@ def child(paths: int, clusters: int, workdir: Path, receivers: bool) -> dict[str
 def run_child(paths: int, clusters: int, receivers: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fleetgate-bench-render-") as tmp:
         work = Path(tmp)
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}",
-            "DJANGO_SETTINGS_MODULE": "fleet.settings",
-            "FLEETGATE_VAR_DIR": str(work / "var"),
-            "FLEETGATE_GIT_CACHE": str(work / "git"),
-            "FLEETGATE_LOG_LEVEL": "WARNING",
-        }
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.bench_render", "--child", "--paths", str(paths),
-             "--clusters", str(clusters), "--workdir", str(work)]
+        return isolated.run(
+            "bench.bench_render",
+            ["--child", "--paths", str(paths), "--clusters", str(clusters), "--workdir", str(work)]
             + ([] if receivers else ["--sources-only"]),
-            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"bench child failed:\n{proc.stdout}\n{proc.stderr}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+            isolated.env(work))
 
 
 def report(results: list[dict[str, Any]]) -> str:

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import isolated
+
 ROOT = Path(__file__).resolve().parent.parent
 
 GIT_ENV = {
@@ -166,21 +168,9 @@ def child(commits: int, workdir: Path) -> dict[str, Any]:
 def run_child(commits: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fleetgate-bench-signing-") as tmp:
         work = Path(tmp)
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{work / 'bench.sqlite3'}",
-            "DJANGO_SETTINGS_MODULE": "fleet.settings",
-            "FLEETGATE_VAR_DIR": str(work / "var"),
-            "FLEETGATE_GIT_CACHE": str(work / "git"),
-            "FLEETGATE_LOG_LEVEL": "WARNING",
-        }
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.bench_signing", "--child", "--commits", str(commits),
-             "--workdir", str(work)],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"bench child failed:\n{proc.stdout}\n{proc.stderr}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return isolated.run(
+            "bench.bench_signing", ["--child", "--commits", str(commits), "--workdir", str(work)],
+            isolated.env(work))
 
 
 def report(data: dict[str, Any]) -> str:

@@ -354,3 +354,115 @@ def test_live_reads_add_no_queries_per_object(
         assert ops == [{"CREATE": size - updates, "UPDATE": updates, "DELETE": 0}] * 2
         counts.append(len(ctx.captured_queries))
     assert counts[0] == counts[1], counts
+
+
+def test_a_leg_whose_live_state_changed_while_it_waited_for_approval_is_reviewed_again_and_blocked(
+    git_repo: Any, target: Target, engine_name: str, tasks: Any, make_user: Any
+) -> None:
+    """The gate reviewed web as a CREATE (absent), the rollout waited for approval, meanwhile web was
+    created on the cluster with 10 replicas: at sync time the leg sees the split no longer holds, goes
+    through the gate again (an UPDATE from 10 to 4 replicas, which the scale-down policy denies) and blocks
+    without applying anything; recorded and audited with the reason."""
+    from fleet.audit.models import AuditEvent
+    from fleet.rollouts.services import control
+
+    ns = target.namespace
+    mapping, repo = _setup(git_repo, target, engine_name, approval_required=True, approvals_required=1)
+    git_repo.commit(
+        {"apps/web/web.yaml": _doc(rl.deployment("web", replicas=4, ns=ns))}, "web", email="ann@example.com"
+    )
+    assert fetch_repository(repo).ok
+    tasks.drain()
+    rollout = Rollout.objects.get(mapping=mapping)
+    cs = rollout.syncs.get()
+    assert (rollout.state, cs.decision) == ("awaiting_approval", "warned"), rollout.reason  # echo warns
+    assert _reviews(rollout, target.cluster) == {"web": "CREATE"}
+    assert cs.evaluation["reviewed"] == {"create": [["apps", "Deployment", ns, "web"]], "delete": []}
+
+    target.put(rl.deployment("web", replicas=10, ns=ns))  # behind Fleetgate's back, while it waits
+    control.approve(rollout, make_user("carol", role="approver", scope=mapping.cluster_group))
+    tasks.drain()
+
+    rollout.refresh_from_db()
+    cs.refresh_from_db()
+    assert (cs.state, cs.decision) == ("blocked", "blocked"), (cs.state, cs.error)
+    assert rollout.decision == "blocked"
+    reason = (
+        f"live state changed since review: Deployment {ns}/web was reviewed as CREATE and exists now (UPDATE)"
+    )
+    assert cs.evaluation["rereviewed"] == reason
+    assert cs.error == f"blocked by policy after a new review ({reason})"
+    assert _denials(rollout) == ["Deployment web: scaling down from 10 to 4 replicas removes more than 50%"]
+    assert _reviews(rollout, target.cluster) == {"web": "UPDATE"}  # the stored Evaluation is the new one
+    event = AuditEvent.objects.get(action="sync.rereviewed", target_id=str(cs.pk))
+    assert event.after["reason"] == "live state changed since review"
+    assert event.after["decision"] == "blocked"
+    assert "nothing was applied" in event.message
+    assert target.get("apps/v1", "Deployment", "web")["spec"]["replicas"] == 10  # type: ignore[index]
+
+
+def test_a_leg_whose_review_still_holds_syncs_without_a_new_review(
+    git_repo: Any, target: Target, engine_name: str, tasks: Any, make_user: Any
+) -> None:
+    """Approved with the split unchanged (a claim created out of band is not the mapping's: neither
+    applied nor pruned): no second review, the leg syncs."""
+    from fleet.audit.models import AuditEvent
+    from fleet.rollouts.services import control
+
+    ns = target.namespace
+    mapping, repo = _setup(git_repo, target, engine_name, approval_required=True, approvals_required=1)
+    settings_cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": ns}}
+    git_repo.commit({"apps/web/settings.yaml": _doc(settings_cm)}, "settings", email="ann@example.com")
+    assert fetch_repository(repo).ok
+    tasks.drain()
+    rollout = Rollout.objects.get(mapping=mapping)
+    target.put(rl.pvc("scratch", ns=ns))  # not the mapping's: neither applied nor pruned
+    control.approve(rollout, make_user("carol", role="approver", scope=mapping.cluster_group))
+    tasks.drain()
+    rollout.refresh_from_db()
+    assert rollout.state == "synced", rollout.reason
+    assert not AuditEvent.objects.filter(action="sync.rereviewed").exists()
+    assert target.get("v1", "ConfigMap", "settings") is not None
+
+
+def test_a_new_review_at_sync_time_adds_no_queries_per_object(
+    git_repo: Any, tasks: Any, make_fleet: Any, settings: Any, make_user: Any
+) -> None:
+    """A leg whose every object was reviewed as CREATE and exists by sync time is reviewed again: the sync
+    of that leg makes the same number of queries for 3 objects and for 12."""
+    from fleet.rollouts.services import control, sync
+    from fleet.rollouts.services.fanout import advance
+
+    settings.FLEETGATE_REGO_ENGINE = "regorus"
+    repo = make_repository(git_repo)
+    counts = []
+    for size in (3, 12):
+        env = f"s{size}"
+        fleet = make_fleet({"one": {"env": env}})
+        group = ClusterGroup.objects.create(
+            name=env, selector={"matchLabels": {"env": env}}, approval_required=True, approvals_required=1
+        )
+        _bind_library(group, env)
+        (box,) = fleet.sandboxes.values()
+        box.apply_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}})
+        mapping = make_mapping(repo, env, f"apps/{env}", group)
+        git_repo.commit({f"apps/{env}/c{i}.yaml": _doc(rl.pvc(f"c{i}")) for i in range(size)}, env)
+        assert fetch_repository(repo).ok
+        tasks.drain()
+        rollout = Rollout.objects.get(mapping=mapping)
+        assert rollout.state == "awaiting_approval", rollout.reason
+        for i in range(size):  # every claim appears while the rollout waits
+            box.apply_object(rl.pvc(f"c{i}"))
+        control.approve(rollout, make_user(f"approver-{env}", role="approver", scope=group))
+        advance(rollout.pk)  # queues the leg (its task is run here, not by the test queue)
+        tasks.clear()
+        cs = rollout.syncs.get()
+        with CaptureQueriesContext(connection) as ctx:
+            assert sync.run_cluster_sync(cs.pk) == "synced"
+        cs.refresh_from_db()
+        assert cs.evaluation["rereviewed"].startswith(
+            "live state changed since review: PersistentVolumeClaim"
+        )
+        assert cs.evaluation["review"]["operations"] == {"CREATE": 0, "UPDATE": size, "DELETE": 0}
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1], counts

@@ -23,6 +23,7 @@ from fleet.rollouts.choices import (
 )
 from fleet.rollouts.models import Approval, ClusterSync, Rollout
 from fleet.rollouts.services import approval as approval_rule
+from fleet.rollouts.services import rereview
 from fleet.rollouts.services.common import atomic, locked_rollout, note, transition
 from fleet.sources.models import Commit, PathMapping
 
@@ -208,6 +209,9 @@ def _evaluate(rollout_id: int) -> None:
         # "cannot review" blocks the leg like a deny; the summary keeps the outcome and its reason
         cs.decision = Decision.BLOCKED if result.outcome == CANNOT_REVIEW else result.outcome
         cs.evaluation = result.summary
+        live = lives.get(cs.cluster_id)
+        if isinstance(live, ports.LiveState):  # compared again when the leg syncs (services/rereview.py)
+            cs.evaluation["reviewed"] = rereview.reviewed(live)
         if cs.decision == Decision.BLOCKED:
             blocked.append(cs.cluster.name + _first_message(result.summary))
         elif result.outcome == Decision.WARNED:

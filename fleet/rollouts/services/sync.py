@@ -21,9 +21,9 @@ from django.utils import timezone
 from clusters.connector.errors import describe, is_retriable
 from fleet.observability import metrics
 from fleet.rollouts import dispatch, ports, tasks
-from fleet.rollouts.choices import DriftStatus, RolloutState, SyncState
+from fleet.rollouts.choices import Decision, DriftStatus, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, SyncedState
-from fleet.rollouts.services import dependencies
+from fleet.rollouts.services import dependencies, rereview
 from fleet.rollouts.services.common import (
     atomic,
     lease_from_now,
@@ -132,12 +132,22 @@ def run_cluster_sync(cs_id: int) -> str:
     heartbeat.start()
     outcome: ports.ApplyOutcome | None = None
     health: ports.HealthOutcome | None = None
-    error, transient = "", False
+    error, transient, blocked = "", False, False
     try:
         state = SyncedState.objects.filter(mapping=mapping, cluster=cs.cluster_id).first()
         inventory = state.inventory if state else []
-        outcome = ports.apply(cs.cluster, mapping, cs.desired, inventory, prune=group.prune)
-        if not outcome.ok:
+        before = (cs.evaluation or {}).get("reviewed")
+        if isinstance(before, dict):  # a live review: does it still hold? (services/rereview.py)
+            live = ports.live_state(cs.cluster, mapping, cs.desired, inventory, group.prune)
+            changed = rereview.changes(before, live)
+            if changed:
+                again = rereview.review_again(rollout, cs, live)
+                blocked = _record_rereview(cs.pk, attempt, again, changed)
+        if not blocked:
+            outcome = ports.apply(cs.cluster, mapping, cs.desired, inventory, prune=group.prune)
+        if outcome is None:
+            pass  # blocked by a new review: nothing applied
+        elif not outcome.ok:
             error, transient = outcome.error or "apply failed", outcome.transient
         else:
             refs = [r["ref"] for r in outcome.results if r.get("action") not in ("deleted", "failed")]
@@ -150,6 +160,9 @@ def run_cluster_sync(cs_id: int) -> str:
         transient = is_retriable(exc)
     finally:
         heartbeat.stop()
+    if blocked:  # the leg is recorded as blocked (or owned by a newer attempt): nothing to finish
+        advance_rollout(rollout.pk)
+        return "blocked"
     result = _finish(cs.pk, attempt, outcome, health, error, transient)
     metrics.cluster_sync(result if result in _COUNTED_RESULTS else "lost", time.monotonic() - started)
     # Move the rollout on at once (no broker round trip); if this process dies here, reconcile does it.
@@ -161,6 +174,49 @@ def run_cluster_sync(cs_id: int) -> str:
         # periodic reconcile advances every active rollout as a safety net).
         dependencies.wake_dependents(mapping, cs.cluster_id)
     return result
+
+
+def advance_rollout(rollout_id: int) -> None:
+    from fleet.rollouts.services.fanout import advance
+
+    advance(rollout_id)
+
+
+def _record_rereview(cs_id: int, attempt: int, result: ports.PolicyResult, changed: list[str]) -> bool:
+    """Keep the gate's new decision for the leg (reviewed again because its live state changed since
+    review) and audit it; a blocking decision blocks the leg. Returns whether it blocked."""
+    blocked = result.outcome in (Decision.BLOCKED, "cannot_review")
+    with atomic():
+        rollout_id = ClusterSync.objects.filter(pk=cs_id).values_list("rollout_id", flat=True).get()
+        rollout = locked_rollout(rollout_id)
+        cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=cs_id)
+        cs.rollout = rollout
+        if cs.state != SyncState.SYNCING or cs.attempts != attempt:
+            return True  # another attempt owns the leg now: apply nothing here
+        reason = f"{rereview.REASON}: " + "; ".join(changed[:10])
+        if len(changed) > 10:
+            reason += f"; and {len(changed) - 10} more"
+        cs.evaluation = {**result.summary, "rereviewed": reason[:2000]}
+        cs.decision = Decision.BLOCKED if blocked else result.outcome
+        fields = ["evaluation", "decision"]
+        if blocked:
+            cs.state, cs.finished_at, cs.lease_until = SyncState.BLOCKED, timezone.now(), None
+            cs.error = f"blocked by policy after a new review ({reason})"[:2000]
+            fields += ["state", "finished_at", "lease_until", "error"]
+            if rollout.decision != Decision.BLOCKED:
+                rollout.decision = Decision.BLOCKED
+                rollout.save(update_fields=["decision", "updated"])
+        cs.save(update_fields=fields)
+        sync_event(
+            cs,
+            "sync.rereviewed",
+            f"{reason[:1500]}; the gate decided {cs.decision}" + ("; nothing was applied" if blocked else ""),
+            reason=rereview.REASON,
+            changes=changed[:50],
+            decision=cs.decision,
+            evaluation=result.summary.get("evaluation_id"),
+        )
+    return blocked
 
 
 # What _finish answers, as the result label of fleetgate_cluster_syncs (anything else: the lease was lost).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -298,6 +298,32 @@ OPERATIONS = ("CREATE", "UPDATE", "DELETE")
 #: The ``userInfo`` of a review when nobody in particular asked for it.
 DEFAULT_USER_INFO: Mapping[str, Any] = {"username": "fleetgate", "groups": ["system:authenticated"]}
 
+_T = TypeVar("_T")
+
+
+def _operation_objects(operation: str, obj: _T | None, old_object: _T | None) -> tuple[_T | None, _T | None]:
+    """The object and old object a review of ``operation`` carries (CREATE: no old object, DELETE: no
+    object); ValueError for an unknown operation or a missing object."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"review operation {operation!r} is not one of {', '.join(OPERATIONS)}")
+    if operation == "DELETE":
+        if old_object is None:
+            raise ValueError("a DELETE review needs the old (live) object")
+        obj = None
+    elif obj is None:
+        raise ValueError(f"a {operation} review needs the object")
+    if operation == "CREATE":
+        old_object = None
+    elif operation == "UPDATE" and old_object is None:
+        raise ValueError("an UPDATE review needs the old (live) object")
+    return obj, old_object
+
+
+def _user_info(user_info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``review.userInfo``: ``{username, groups}`` (default: the ``fleetgate`` user)."""
+    info = user_info if user_info is not None else DEFAULT_USER_INFO
+    return {"username": str(info.get("username") or ""), "groups": list(info.get("groups") or [])}
+
 
 def review(
     obj: Mapping[str, Any] | None,
@@ -315,26 +341,14 @@ def review(
     rendered object, ``oldObject`` the live one. ``DELETE``: ``object`` is null, ``oldObject`` the live
     object about to be pruned. ``userInfo`` is ``{username, groups}`` (default: the ``fleetgate`` user).
     """
-    if operation not in OPERATIONS:
-        raise ValueError(f"review operation {operation!r} is not one of {', '.join(OPERATIONS)}")
-    if operation == "DELETE":
-        if old_object is None:
-            raise ValueError("a DELETE review needs the old (live) object")
-        obj = None
-    elif obj is None:
-        raise ValueError(f"a {operation} review needs the object")
-    if operation == "CREATE":
-        old_object = None
-    elif operation == "UPDATE" and old_object is None:
-        raise ValueError("an UPDATE review needs the old (live) object")
-    info = user_info if user_info is not None else DEFAULT_USER_INFO
+    obj, old_object = _operation_objects(operation, obj, old_object)
     out: dict[str, Any] = {
         "operation": operation,
         "object": obj,
         "oldObject": old_object,
         "kind": {"group": oid.group, "version": oid.version, "kind": oid.kind},
         "name": oid.name,
-        "userInfo": {"username": str(info.get("username") or ""), "groups": list(info.get("groups") or [])},
+        "userInfo": _user_info(user_info),
         "dryRun": dry_run,
     }
     if oid.namespace:
@@ -346,8 +360,7 @@ def review(
 
 def user_info_json(user_info: Mapping[str, Any] | None = None) -> str:
     """``review.userInfo`` as JSON text (see :func:`review`), encoded once per target."""
-    info = user_info if user_info is not None else DEFAULT_USER_INFO
-    return to_json({"username": str(info.get("username") or ""), "groups": list(info.get("groups") or [])})
+    return to_json(_user_info(user_info))
 
 
 def review_json(
@@ -364,18 +377,7 @@ def review_json(
     and the old object are encoded once per target (the conftest input is the same text), ``userInfo``
     once per target and a namespace object once per namespace. Same document as ``to_json(review(...))``;
     the keys come in another order."""
-    if operation not in OPERATIONS:
-        raise ValueError(f"review operation {operation!r} is not one of {', '.join(OPERATIONS)}")
-    if operation == "DELETE":
-        if old_object_json is None:
-            raise ValueError("a DELETE review needs the old (live) object")
-        object_json = None
-    elif object_json is None:
-        raise ValueError(f"a {operation} review needs the object")
-    if operation == "CREATE":
-        old_object_json = None
-    elif operation == "UPDATE" and old_object_json is None:
-        raise ValueError("an UPDATE review needs the old (live) object")
+    object_json, old_object_json = _operation_objects(operation, object_json, old_object_json)
     head: dict[str, Any] = {
         "operation": operation,
         "kind": {"group": oid.group, "version": oid.version, "kind": oid.kind},

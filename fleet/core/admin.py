@@ -156,3 +156,17 @@ class AuditedModelAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: Any, queryset: Any) -> None:
         for obj in queryset:
             self.delete_model(request, obj)
+
+
+class ReadOnlyModelAdmin(admin.ModelAdmin):
+    """Rows that change only through their services (which check scope and audit): the admin shows them and
+    neither adds, changes nor deletes any."""
+
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False

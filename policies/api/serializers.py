@@ -531,7 +531,8 @@ class CheckRequestSerializer(serializers.Serializer):
         required=False,
         max_length=63,
         help_text="Name of a member cluster you may see: review against what it runs now (CREATE or UPDATE "
-        "by its live objects, DELETE for what a sync would prune).",
+        "by its live objects, DELETE for what a sync would prune). Needs rollout.sync on the mapping's "
+        "group (403 otherwise); live Secret values are masked.",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -33,15 +33,6 @@ from bench import isolated
 
 ROOT = Path(__file__).resolve().parent.parent
 
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_SYSTEM": os.devnull,
-    "GIT_AUTHOR_NAME": "Bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "Bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
-
 DOCS = """apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -80,7 +71,7 @@ spec:
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, env={**os.environ, **GIT_ENV}, check=True,
+    return subprocess.run(["git", *args], cwd=repo, env={**os.environ, **isolated.GIT_ENV}, check=True,
                           capture_output=True, text=True).stdout.strip()
 
 

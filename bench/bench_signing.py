@@ -33,21 +33,12 @@ from bench import isolated
 
 ROOT = Path(__file__).resolve().parent.parent
 
-GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_SYSTEM": os.devnull,
-    "GIT_AUTHOR_NAME": "Bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.com",
-    "GIT_COMMITTER_NAME": "Bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.com",
-}
-
 CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  revision: \"{rev}\"\n"
 
 
 def _run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(list(args), cwd=cwd, env={**os.environ, **GIT_ENV, **(env or {})}, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(list(args), cwd=cwd, env={**os.environ, **isolated.GIT_ENV, **(env or {})},
+                          check=True, capture_output=True, text=True).stdout.strip()
 
 
 class Keys:

@@ -13,6 +13,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# git for a benchmark's own repositories: no user or system configuration, a fixed author and committer
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_SYSTEM": os.devnull,
+    "GIT_AUTHOR_NAME": "Bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "Bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
+
 
 def env(workdir: Path, **extra: str) -> dict[str, str]:
     """The environment of a child working in ``workdir``: its own SQLite database, var directory and git

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from clusters import tenancy
 from clusters.models import AllowList, Cluster, ClusterGroup
 from fleet.core.api.serializers import BriefSerializer, FleetModelSerializer, RestrictedPrimaryKeyRelatedField
 
@@ -153,20 +154,7 @@ class AllowListSerializer(FleetModelSerializer):
 
     class Meta:
         model = AllowList
-        fields = [
-            "cluster_group",
-            "sources",
-            "namespaces",
-            "cluster_resources_allow",
-            "cluster_resources_deny",
-            "namespace_resources_allow",
-            "namespace_resources_deny",
-            "service_account_namespace",
-            "service_account_name",
-            "impersonates",
-            "created",
-            "updated",
-        ]
+        fields = ["cluster_group", *tenancy.FIELDS, "impersonates", "created", "updated"]
         read_only_fields = ["created", "updated"]
 
     def get_impersonates(self, obj: AllowList) -> str:

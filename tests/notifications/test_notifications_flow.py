@@ -411,6 +411,16 @@ def test_the_scan_tells_once_of_a_window_that_opened_and_of_a_waiver_about_to_ex
     assert AuditEvent.objects.filter(action="waiver.expiring").count() == 2
 
 
+def _scan_a_waiver_expiring_within_the_hour(group: ClusterGroup, tasks: Any) -> None:
+    """A waiver of the group that expires in an hour, found by the scan; its deliveries are made."""
+    policy = save_policy("no-red", PolicyDefinition(style="conftest", modules=(("r.rego", NO_RED),))).policy
+    Waiver.objects.create(
+        policy=policy, cluster_group=group, justification="x", expires_at=timezone.now() + timedelta(hours=1)
+    )
+    services.scan()
+    tasks.drain(include_delayed=True)
+
+
 def test_the_ssrf_guard_is_asked_again_when_a_delivery_connects(
     tasks: Any, receiver: Any, settings: Any
 ) -> None:
@@ -425,12 +435,7 @@ def test_the_ssrf_guard_is_asked_again_when_a_delivery_connects(
         cluster_group=group,
     )
     settings.FLEETGATE_URL_DENY_CIDRS = ["127.0.0.0/8", "::1/128"]
-    policy = save_policy("no-red", PolicyDefinition(style="conftest", modules=(("r.rego", NO_RED),))).policy
-    Waiver.objects.create(
-        policy=policy, cluster_group=group, justification="x", expires_at=timezone.now() + timedelta(hours=1)
-    )
-    services.scan()
-    tasks.drain(include_delayed=True)
+    _scan_a_waiver_expiring_within_the_hour(group, tasks)
     delivery = Delivery.objects.get(subscription=sub)
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("failed", 1, None)
     assert "denied network" in delivery.error and "localhost" in delivery.error
@@ -446,12 +451,7 @@ def test_a_receiver_that_does_not_answer_in_time_is_retried(tasks: Any, receiver
         user("pat", "viewer", group), "webhook", receiver.url, ["waiver_expiring"], cluster_group=group
     )
     receiver.secret, receiver.script = secret, [STALL]
-    policy = save_policy("no-red", PolicyDefinition(style="conftest", modules=(("r.rego", NO_RED),))).policy
-    Waiver.objects.create(
-        policy=policy, cluster_group=group, justification="x", expires_at=timezone.now() + timedelta(hours=1)
-    )
-    services.scan()
-    tasks.drain(include_delayed=True)
+    _scan_a_waiver_expiring_within_the_hour(group, tasks)
     delivery = Delivery.objects.get(subscription=sub)
     assert (delivery.status, delivery.attempts, delivery.response_code) == ("delivered", 2, 200)
     retry = AuditEvent.objects.get(action="notification.retrying")

@@ -126,31 +126,27 @@ def test_check_api_takes_operation_and_live_cluster_within_the_callers_scope(
 ) -> None:
     mapping = fleet["mapping"].pk
     manifests = yaml.safe_dump(rl.deployment("web", replicas=4))
+
+    def check_live(client: Any) -> Any:
+        return client.post(
+            "/api/policies/check/",
+            {"mapping": mapping, "manifests": manifests, "live_cluster": "live-web"},
+            format="json",
+        )
+
     web_viewer = token_client(make_user("web-viewer", role="viewer", scope=fleet["web"]))
     # reading live objects with the cluster's credentials takes the right to start a sync there
-    viewing = web_viewer.post(
-        "/api/policies/check/",
-        {"mapping": mapping, "manifests": manifests, "live_cluster": "live-web"},
-        format="json",
-    )
+    viewing = check_live(web_viewer)
     assert viewing.status_code == 403, viewing.content
     assert "rollout.sync" in viewing.json()["detail"]
     # a deployer elsewhere who views everything may not either
     other_deployer_user = make_user("other-deployer", role="deployer", scope=fleet["other"])
     RoleBinding.objects.create(user=other_deployer_user, role="viewer", scope=None)
     other_deployer = token_client(other_deployer_user)
-    elsewhere = other_deployer.post(
-        "/api/policies/check/",
-        {"mapping": mapping, "manifests": manifests, "live_cluster": "live-web"},
-        format="json",
-    )
+    elsewhere = check_live(other_deployer)
     assert elsewhere.status_code == 403, elsewhere.content
     web_deployer = token_client(make_user("web-deployer", role="deployer", scope=fleet["web"]))
-    response = web_deployer.post(
-        "/api/policies/check/",
-        {"mapping": mapping, "manifests": manifests, "live_cluster": "live-web"},
-        format="json",
-    )
+    response = check_live(web_deployer)
     assert response.status_code == 200, response.content
     (result,) = response.json()["mappings"]
     assert result["blocked"] is True and [c["cluster"] for c in result["clusters"]] == ["live-web"]

@@ -159,6 +159,13 @@ def test_a_failed_dependency_keeps_the_dependent_waiting_with_the_reason_until_i
     assert 'id="depends-on"' in page
     page = web.get(f"/rollouts/{infra_rollout.pk}/").content.decode()
     assert 'id="waited-on-by"' in page and f"<code>apps/app</code></td><td>{cluster}</td>" in page
+    # A wait recorded by label only (a fleetgate.yaml dependency named before the mapping existed) is the
+    # same wait: the page lists what the dependency service wakes.
+    by_label = [{k: v for k, v in w.items() if k != "mapping_id"} for w in leg.waiting_for]
+    ClusterSync.objects.filter(pk=leg.pk).update(waiting_for=by_label)
+    assert [w["mapping"] for w in dependencies.waits_for(by_label, infra)] == ["apps/infra"]
+    page = web.get(f"/rollouts/{infra_rollout.pk}/").content.decode()
+    assert 'id="waited-on-by"' in page and f"<code>apps/app</code></td><td>{cluster}</td>" in page
 
     # The operator is fixed: the dependency's new rollout syncs, and its sync wakes the waiting leg.
     git_repo.commit(infra_files(), "operator fixed")

@@ -138,24 +138,26 @@ def describe(waits_here: list[Wait], cluster_name: str) -> str:
     return WAITING + "; ".join(parts)
 
 
+def waits_for(waiting_for: list[dict[str, Any]] | None, mapping: PathMapping) -> list[dict[str, Any]]:
+    """The entries of a leg's ``waiting_for`` that name ``mapping``: by id, or by its label (a dependency
+    declared in fleetgate.yaml before the mapping existed)."""
+    own = label(mapping.repository.name, mapping.name)
+    return [w for w in waiting_for or [] if w.get("mapping_id") == mapping.pk or w.get("mapping") == own]
+
+
 def wake_dependents(mapping: PathMapping, cluster_id: int) -> list[int]:
     """The rollouts with a leg on ``cluster_id`` waiting for ``mapping``: ``advance`` is queued for each (a
     leg of ``mapping`` there just finished). One query; nothing polls."""
     from fleet.rollouts import dispatch, tasks
     from fleet.rollouts.choices import RolloutState
 
-    own = label(mapping.repository.name, mapping.name)
     rows = ClusterSync.objects.filter(
         state=SyncState.WAITING,
         cluster_id=cluster_id,
         rollout__state__in=(RolloutState.QUEUED, RolloutState.SYNCING),
         rollout__paused=False,
     ).values_list("rollout_id", "waiting_for")
-    woken = sorted({
-        rollout_id
-        for rollout_id, waiting_for in rows
-        if any(w.get("mapping_id") == mapping.pk or w.get("mapping") == own for w in waiting_for or [])
-    })
+    woken = sorted({rollout_id for rollout_id, waiting_for in rows if waits_for(waiting_for, mapping)})
     for rollout_id in woken:
         dispatch.send(tasks.advance, rollout_id)
     return woken

@@ -123,21 +123,26 @@ def rollout_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+WAITED_ON_SHOWN = 200  # rows of the "waiting for this mapping" table
+
+
 def waited_on_by(request: HttpRequest, rollout: Rollout) -> list[dict[str, Any]]:
-    """Legs of other rollouts (that the user may see) waiting for this rollout's mapping, per cluster."""
+    """Legs of other rollouts (that the user may see) waiting for this rollout's mapping, per cluster: the
+    legs the dependency service wakes (``dependencies.waits_for``), the first WAITED_ON_SHOWN of them."""
     legs = visible(
         request,
         ClusterSync.objects.filter(
             state=SyncState.WAITING, rollout__state__in=(RolloutState.QUEUED, RolloutState.SYNCING)
         ).select_related("rollout__mapping__repository", "cluster"),
-    ).order_by("rollout_id", "cluster__name")[:200]
-    out = []
-    for cs in legs:
-        for w in cs.waiting_for or []:
-            if w.get("mapping_id") == rollout.mapping_id:
-                mapping = cs.rollout.mapping
-                out.append({"rollout": cs.rollout_id, "mapping": f"{mapping.repository.name}/{mapping.name}",
-                            "cluster": cs.cluster.name, "reason": w.get("reason", "")})
+    ).order_by("rollout_id", "cluster__name")
+    out: list[dict[str, Any]] = []
+    for cs in legs.iterator():
+        mapping = cs.rollout.mapping
+        for w in dependencies.waits_for(cs.waiting_for, rollout.mapping):
+            out.append({"rollout": cs.rollout_id, "mapping": f"{mapping.repository.name}/{mapping.name}",
+                        "cluster": cs.cluster.name, "reason": w.get("reason", "")})
+            if len(out) >= WAITED_ON_SHOWN:
+                return out
     return out
 
 

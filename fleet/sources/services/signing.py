@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from fleet.audit.services import record
@@ -104,8 +105,11 @@ def key_summary(repo: Repository) -> list[dict[str, str]]:
     return [{"name": k.name, "kind": k.kind, "fingerprint": k.fingerprint} for k in trusted_keys(repo)]
 
 
-def keyring(repo: Repository) -> gitverify.Keyring:
-    """The repository's trusted keys made ready for many checks (a context manager; see check_signature)."""
+def keyring(repo: Repository) -> AbstractContextManager[gitverify.Keyring | None]:
+    """The repository's trusted keys made ready for many checks (a context manager; see check_signature);
+    nothing is written (None) when the repository does not require signed commits."""
+    if repo.verification_mode != VerificationMode.REQUIRED:
+        return nullcontext(None)
     return gitverify.Keyring(trusted_keys(repo))
 
 
@@ -128,7 +132,7 @@ def check_signature(repo: Repository, cache: RepositoryCache, commit: Commit, *,
         if keys is not None:
             outcome = keys.verify(cache.repo(), commit.sha)
         else:
-            with keyring(repo) as once:
+            with gitverify.Keyring(trusted_keys(repo)) as once:
                 outcome = once.verify(cache.repo(), commit.sha)
     except (GitError, OSError, ValueError) as exc:
         logger.warning("verifying %s failed: %s", commit, exc)

@@ -143,6 +143,10 @@ class PolicyPreviewViewSet(OwnRestrictMixin, FleetReadOnlyViewSet):
     ordering_fields = ["id", "created"]
     ordering = ["-id"]
 
+    def get_queryset(self) -> Any:
+        qs = super().get_queryset()
+        return qs.defer("report") if self.action == "list" else qs  # the list leaves reports out: not read
+
     def get_serializer_context(self) -> dict[str, Any]:
         context = dict(super().get_serializer_context())
         context["brief"] = self.action == "list"  # the list leaves reports out

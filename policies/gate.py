@@ -658,7 +658,7 @@ def evaluate_target(
             v.message,
         )
     )
-    outcome, reasons = _decide(violations, errors)
+    outcome, reasons = decide(violations, errors)
     return Decision(
         outcome,
         violations,
@@ -721,7 +721,11 @@ def _apply_waivers(
     return out
 
 
-def _decide(violations: list[Violation], errors: list[PolicyError]) -> tuple[Outcome, list[str]]:
+def decide(
+    violations: Sequence[Violation], errors: Sequence[PolicyError]
+) -> tuple[Outcome, list[str]]:
+    """The outcome of one target's findings (what blocks, what warns), with its reasons: the gate's and the
+    impact preview's one rule."""
     reasons = [f"engine error: {e.policy_name or e.policy_id}: {e.message}" for e in errors]
     deny = [v for v in violations if v.waived_by is None and v.enforcement is Enforcement.DENY]
     warn = [v for v in violations if v.waived_by is None and v.enforcement is Enforcement.WARN]

@@ -251,14 +251,6 @@ class _PolicySets:
 # --------------------------------------------------------------------------------------------- replay
 
 
-def _decide(violations: Sequence[gate.Violation], errors: Sequence[gate.PolicyError]) -> str:
-    if errors or any(v.enforcement is gate.Enforcement.DENY and not v.waived_by for v in violations):
-        return str(gate.Outcome.BLOCKED)
-    if any(v.enforcement is gate.Enforcement.WARN and not v.waived_by for v in violations):
-        return str(gate.Outcome.WARNED)
-    return str(gate.Outcome.PASSED)
-
-
 def _finding_key(v: gate.Violation) -> tuple[str, ...]:
     ref = v.object
     return (
@@ -535,7 +527,8 @@ def _replay(
         unchanged_warnings=status_counts["unchanged_warning"],
         waived=status_counts["waived"],
     )
-    today_outcome, proposed_outcome = _decide(today_v, today_e), _decide(prop_v, prop_e)
+    today_outcome = str(gate.decide(today_v, today_e)[0])
+    proposed_outcome = str(gate.decide(prop_v, prop_e)[0])
     blocked = str(gate.Outcome.BLOCKED)
     warned = str(gate.Outcome.WARNED)
     counts.update(

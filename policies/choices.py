@@ -4,6 +4,8 @@ from django.db import models
 class PolicyStyle(models.TextChoices):
     CONFTEST = "conftest", "conftest (deny/warn/violation rules)"
     GATEKEEPER = "gatekeeper", "Gatekeeper ConstraintTemplate"
+    VAP = "vap", "ValidatingAdmissionPolicy (CEL) with its binding"
+    KYVERNO = "kyverno", "Kyverno ClusterPolicy/Policy (validate rules)"
 
 
 class Enforcement(models.TextChoices):

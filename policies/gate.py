@@ -29,20 +29,24 @@ Rules:
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
+
+import yaml
 
 from policies.engine import EngineError, EngineTimeout, Module, PolicyCompileError, RegoEngine, get_engine
 from policies.engine.base import EvaluationSession, PolicySet, to_json
 from policies.formats import FormatError
 from policies.formats import conftest as conftest_fmt
 from policies.formats import gatekeeper as gk
-from policies.formats.kube import ObjectId, build_inventory, labels_of, object_id
+from policies.formats.admission import AdmissionInput, Finding, ParamsLookup
+from policies.formats.kube import LabelSelector, ObjectId, build_inventory, labels_of, object_id
 
 
 class Enforcement(StrEnum):
@@ -61,6 +65,41 @@ def _weakest(a: Enforcement, b: Enforcement) -> Enforcement:
 class PolicyStyle(StrEnum):
     CONFTEST = "conftest"
     GATEKEEPER = "gatekeeper"
+    VAP = "vap"  # Kubernetes ValidatingAdmissionPolicy + one ValidatingAdmissionPolicyBinding (CEL)
+    KYVERNO = "kyverno"  # Kyverno ClusterPolicy / Policy validate rules
+
+
+#: The language each style is written in, as results name it (rollouts, commit page, policy_check, the check
+#: API, PolicyReports, the audit log, /metrics).
+LANGUAGES: dict[str, str] = {
+    PolicyStyle.CONFTEST: "Rego/conftest",
+    PolicyStyle.GATEKEEPER: "Rego/Gatekeeper",
+    PolicyStyle.VAP: "VAP (CEL)",
+    PolicyStyle.KYVERNO: "Kyverno",
+}
+
+ADMISSION_STYLES = frozenset({PolicyStyle.VAP, PolicyStyle.KYVERNO})
+
+
+def language_of(style: str) -> str:
+    """The language a policy of ``style`` is written in (the style itself when unknown)."""
+    return LANGUAGES.get(style, style)
+
+
+class AdmissionPolicy(Protocol):
+    """A compiled VAP (``policies.formats.vap.CompiledVap``) or Kyverno policy, as the gate calls it."""
+
+    def evaluate(self, inputs: Sequence[AdmissionInput], params: ParamsLookup) -> Sequence[Finding]: ...
+
+
+class _KyvernoAdapter:
+    """Kyverno policies take no params: ``evaluate(inputs)``."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def evaluate(self, inputs: Sequence[AdmissionInput], params: ParamsLookup) -> Sequence[Finding]:
+        return list(self.policy.evaluate(inputs))
 
 
 class Outcome(StrEnum):
@@ -154,6 +193,15 @@ class BoundPolicy:
     conftest_policy: conftest_fmt.ConftestPolicy | None = None
     template: gk.ConstraintTemplate | None = None
     constraint: gk.Constraint | None = None
+    #: VAP and Kyverno: the compiled policy (compiled once, when the BoundPolicy is built; the services
+    #: cache BoundPolicy objects per stored version, so a version is compiled once per process)
+    admission: AdmissionPolicy | None = None
+    #: Kyverno: the mutate/generate rules the gate does not apply, by name
+    not_applied: tuple[str, ...] = ()
+
+    @property
+    def language(self) -> str:
+        return language_of(self.style)
 
     @classmethod
     def conftest(
@@ -212,6 +260,52 @@ class BoundPolicy:
             constraint=con,
         )
 
+    @classmethod
+    def vap(
+        cls,
+        id: str | int,
+        name: str,
+        policy: str | Mapping[str, Any],
+        binding: str | Mapping[str, Any],
+        *,
+        enforcement: Enforcement | str | None = None,
+    ) -> BoundPolicy:
+        """A ValidatingAdmissionPolicy with one of its bindings (the binding's ``validationActions`` give
+        each finding's action; ``enforcement``, a Fleetgate binding's, overrides them)."""
+        vap_fmt = importlib.import_module("policies.formats.vap")  # engineer 17a's evaluator
+        compiled = vap_fmt.compile(
+            vap_fmt.parse_policy(_document(policy)), vap_fmt.parse_binding(_document(binding))
+        )
+        return cls(
+            str(id),
+            name,
+            PolicyStyle.VAP,
+            Enforcement(enforcement) if enforcement else None,
+            admission=compiled,
+        )
+
+    @classmethod
+    def kyverno(
+        cls,
+        id: str | int,
+        name: str,
+        policy: str | Mapping[str, Any],
+        *,
+        enforcement: Enforcement | str | None = None,
+    ) -> BoundPolicy:
+        """A Kyverno ClusterPolicy or Policy: its validate rules (each finding's action from the rule's
+        ``failureAction`` or the policy's ``validationFailureAction``; ``enforcement`` overrides them)."""
+        kyverno_fmt = importlib.import_module("policies.formats.kyverno")  # engineer 17b's evaluator
+        parsed = kyverno_fmt.parse_policy(_document(policy))
+        return cls(
+            str(id),
+            name,
+            PolicyStyle.KYVERNO,
+            Enforcement(enforcement) if enforcement else None,
+            admission=_KyvernoAdapter(parsed),
+            not_applied=tuple(getattr(parsed, "not_applied", ()) or ()),
+        )
+
     def policy_set(self) -> PolicySet:
         if self.style is PolicyStyle.CONFTEST and self.conftest_policy is not None:
             return self.conftest_policy.policy_set()
@@ -225,6 +319,21 @@ class BoundPolicy:
         if self.constraint is not None:
             return Enforcement(self.constraint.enforcement_action)
         return Enforcement.DENY
+
+
+def _document(doc: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """One YAML/JSON document as a mapping (FormatError when it is not one)."""
+    if isinstance(doc, Mapping):
+        return doc
+    try:
+        loaded = yaml.safe_load(doc)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise FormatError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(loaded, Mapping):
+        raise FormatError("the document must be a mapping")
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -244,6 +353,8 @@ class Waiver:
     cluster: str | None = None
     group: str | None = None
     expires_at: datetime | None = None
+    #: the finding's rule (a Kyverno rule name, e.g. from a PolicyException's ``ruleNames``; empty: any)
+    rule: str | None = None
 
     def active(self, now: datetime) -> bool:
         return self.expires_at is None or _aware(self.expires_at) > now
@@ -254,6 +365,8 @@ class Waiver:
         if self.cluster and not fnmatch.fnmatchcase(context.cluster, self.cluster):
             return False
         if self.group and self.group != context.group:
+            return False
+        if self.rule and self.rule != violation.rule:
             return False
         has_selector = bool(self.kind or self.namespace or self.name or self.labels)
         if violation.object is None:
@@ -294,6 +407,7 @@ class Violation:
     object: ObjectRef | None
     details: Mapping[str, Any] = field(default_factory=dict)
     waived_by: str | None = None
+    language: str = ""  # "Rego/conftest", "Rego/Gatekeeper", "VAP (CEL)", "Kyverno" (see LANGUAGES)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -375,6 +489,67 @@ class _Target:
         self._user_info_json = gk.user_info_json(context.user_info)
         self._refs: list[ObjectRef | None] = [None] * len(objects)
         self._matched: dict[gk.Match, list[int]] = {}
+        self._admission: list[AdmissionInput] | None = None
+        self._params: dict[tuple[str, str], list[tuple[ObjectId, Mapping[str, Any]]]] | None = None
+
+    # ---- the admission-style languages (VAP, Kyverno)
+
+    def _live_namespace(self, namespace: str) -> Mapping[str, Any] | None:
+        for r, oid in zip(self.objects, self.ids, strict=True):
+            if oid.kind == "Namespace" and oid.group == "" and oid.name == namespace and r.old_object:
+                return r.old_object
+        return None
+
+    def admission_inputs(self) -> list[AdmissionInput]:
+        """One :class:`AdmissionInput` per entry (built once per target, shared by every policy):
+        the operation, object and old object of the entry, the object's Namespace (rendered, else the live
+        one the review read), and the target's userInfo."""
+        if self._admission is None:
+            namespaces: dict[str, Mapping[str, Any] | None] = {}
+            out = []
+            for r, oid in zip(self.objects, self.ids, strict=True):
+                ns = oid.namespace
+                if ns and ns not in namespaces:
+                    namespaces[ns] = self.namespaces.get(ns) or self._live_namespace(ns)
+                out.append(
+                    AdmissionInput(
+                        r.operation,
+                        oid,
+                        r.obj,
+                        r.old_object if r.operation != "CREATE" else None,
+                        namespaces.get(ns) if ns else None,
+                        self.context.user_info,
+                        r.source_file,
+                    )
+                )
+            self._admission = out
+        return self._admission
+
+    def params(
+        self, api_version: str, kind: str, namespace: str, name: str, selector: Mapping[str, Any] | None
+    ) -> list[Mapping[str, Any]]:
+        """:data:`ParamsLookup` of this target: the objects rendered for it first, then the live objects its
+        review read (the old objects of its UPDATEs and DELETEs) that the render does not hold."""
+        if self._params is None:
+            index: dict[tuple[str, str], list[tuple[ObjectId, Mapping[str, Any]]]] = {}
+            seen: set[ObjectId] = set()
+            for r, oid in zip(self.objects, self.ids, strict=True):
+                if r.obj is not None:
+                    index.setdefault((oid.api_version, oid.kind), []).append((oid, r.obj))
+                    seen.add(oid)
+            for r, oid in zip(self.objects, self.ids, strict=True):
+                if r.old_object is not None and oid not in seen:
+                    index.setdefault((oid.api_version, oid.kind), []).append((oid, r.old_object))
+                    seen.add(oid)
+            self._params = index
+        wanted = LabelSelector.parse(selector, "paramRef.selector") if selector is not None else None
+        return [
+            obj
+            for oid, obj in self._params.get((api_version, kind), [])
+            if (not namespace or oid.namespace == namespace)
+            and (not name or name == "*" or oid.name == name)
+            and (wanted is None or wanted.matches(labels_of(obj)))
+        ]
 
     def object_json(self, i: int) -> str:
         text = self._object_json[i]
@@ -474,9 +649,49 @@ def _evaluate_gatekeeper(
                         msg if isinstance(msg, str) else json.dumps(msg, sort_keys=True),
                         target.ref(i),
                         details if isinstance(details, Mapping) else {},
+                        language=policy.language,
                     )
                 )
     return out, len(indices)
+
+
+def _evaluate_admission(
+    policy: BoundPolicy, target: _Target, deadline: _Deadline
+) -> tuple[list[Violation], list[PolicyError], int]:
+    """A VAP or Kyverno policy on every entry of the target. Its findings become violations (their action,
+    unless the Fleetgate binding sets the enforcement); an ``error`` finding (e.g. VAP ``failurePolicy:
+    Fail``) becomes a policy error, which blocks like an engine error."""
+    assert policy.admission is not None  # noqa: S101 - guaranteed by BoundPolicy.vap / .kyverno
+    deadline.check()
+    inputs = target.admission_inputs()
+    findings = policy.admission.evaluate(inputs, target.params)
+    deadline.check()
+    out: list[Violation] = []
+    errors: list[PolicyError] = []
+    for f in findings:
+        where = target.ref(f.index) if 0 <= f.index < len(inputs) else None
+        if f.error:
+            subject = (
+                f" on {where.kind} {where.namespace + '/' if where.namespace else ''}{where.name}"
+                if where
+                else ""
+            )
+            errors.append(PolicyError(policy.id, policy.name, f"{f.rule}{subject}: {f.message}", "engine"))
+            continue
+        enforcement = policy.enforcement or Enforcement(f.action)
+        out.append(
+            Violation(
+                policy.id,
+                policy.name,
+                enforcement,
+                f.rule,
+                f.message,
+                where,
+                dict(f.details),
+                language=policy.language,
+            )
+        )
+    return out, errors, len(inputs)
 
 
 def _conftest_result(
@@ -494,13 +709,16 @@ def _conftest_result(
         return
     base = policy.base_enforcement()
     ref = target.ref(i) if target is not None else None
+    language = policy.language
     for f in checked.findings:
         level = base if f.level == "failure" else _weakest(base, Enforcement.WARN)
         rule = f.rule if f.namespace == "main" else f"{f.namespace}.{f.rule}"
-        out.violations.append(Violation(policy.id, policy.name, level, rule, f.message, ref, dict(f.details)))
+        out.violations.append(
+            Violation(policy.id, policy.name, level, rule, f.message, ref, dict(f.details), language=language)
+        )
     for e in checked.exceptions:
         rule = e.rule if e.namespace == "main" else f"{e.namespace}.{e.rule}"
-        out.exceptions.append(Violation(policy.id, policy.name, base, rule, e.query, ref))
+        out.exceptions.append(Violation(policy.id, policy.name, base, rule, e.query, ref, language=language))
 
 
 @dataclass
@@ -626,6 +844,13 @@ def evaluate_target(
             for policy in policies:
                 try:
                     deadline.check()
+                    if policy.admission is not None:
+                        found, failed, count = _evaluate_admission(policy, target, deadline)
+                        errors.extend(failed)
+                        tests += count
+                        violations.extend(found)
+                        evaluations += count
+                        continue
                     prepared = engine.prepare(policy.policy_set())
                     if policy.style is PolicyStyle.GATEKEEPER:
                         found, count = _evaluate_gatekeeper(policy, prepared, target, session, deadline)
@@ -711,19 +936,11 @@ def _apply_waivers(
     for v in violations:
         labels = labels_by_ref.get((v.object.kind, v.object.namespace, v.object.name), {}) if v.object else {}
         waiver = next((w for w in active if w.matches(v, labels, context)), None)
-        out.append(
-            v
-            if waiver is None
-            else Violation(
-                v.policy_id, v.policy_name, v.enforcement, v.rule, v.message, v.object, v.details, waiver.id
-            )
-        )
+        out.append(v if waiver is None else replace(v, waived_by=waiver.id))
     return out
 
 
-def decide(
-    violations: Sequence[Violation], errors: Sequence[PolicyError]
-) -> tuple[Outcome, list[str]]:
+def decide(violations: Sequence[Violation], errors: Sequence[PolicyError]) -> tuple[Outcome, list[str]]:
     """The outcome of one target's findings (what blocks, what warns), with its reasons: the gate's and the
     impact preview's one rule."""
     reasons = [f"engine error: {e.policy_name or e.policy_id}: {e.message}" for e in errors]

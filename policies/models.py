@@ -279,6 +279,17 @@ class Waiver(TimestampedModel):
         help_text="Empty: all clusters.",
     )
     cluster_pattern = models.CharField(max_length=63, blank=True, help_text="Cluster name glob (empty: any).")
+    rule = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The rule it excuses (e.g. a Kyverno rule name; empty: any rule of the policy).",
+    )
+    origin = models.CharField(
+        max_length=300,
+        blank=True,
+        editable=False,
+        help_text="Where it was imported from, e.g. kyverno PolicyException team-a/legacy (empty: by hand).",
+    )
     expires_at = models.DateTimeField()
     justification = models.TextField()
     author = models.ForeignKey(
@@ -299,7 +310,8 @@ class Waiver(TimestampedModel):
 
     def __str__(self) -> str:
         what = "/".join(x for x in (self.kind, self.namespace, self.name_pattern) if x) or "any object"
-        return f"waiver #{self.pk} of {self.policy.name} for {what}"
+        rule = f" (rule {self.rule})" if self.rule else ""
+        return f"waiver #{self.pk} of {self.policy.name}{rule} for {what}"
 
     @property
     def audit_scope(self) -> Any:
@@ -391,6 +403,9 @@ class Violation(models.Model):
     policy_version = models.PositiveIntegerField(null=True, blank=True)
     enforcement = models.CharField(max_length=8, choices=Enforcement.choices)
     rule = models.CharField(max_length=200, blank=True)
+    language = models.CharField(
+        max_length=32, blank=True, help_text="Rego/conftest, Rego/Gatekeeper, VAP (CEL) or Kyverno."
+    )
     message = models.TextField()
     api_version = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=100, blank=True)

@@ -163,6 +163,7 @@ def gate_waivers(waivers: Iterable[Waiver], group_name: str) -> list[gate.Waiver
             cluster=w.cluster_pattern or None,
             group=group_name if w.cluster_group_id else None,
             expires_at=w.expires_at,
+            rule=w.rule or None,
         )
         for w in waivers
     ]
@@ -329,6 +330,7 @@ def _store(
                 policy_version=bound.version_of.get(v.policy_id),
                 enforcement=str(v.enforcement),
                 rule=v.rule[:200],
+                language=v.language[:32],
                 message=v.message,
                 api_version=(ref.api_version if ref else "")[:200],
                 kind=(ref.kind if ref else "")[:100],

@@ -28,11 +28,12 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -827,8 +828,10 @@ def evaluate_target(
     excused: list[Violation] = []
     engine_name = "?"
     try:
-        engine = engine or get_engine()
-        engine_name = engine.name
+        # VAP and Kyverno policies are evaluated in-process: the Rego engine is needed only for Rego ones
+        needs_engine = any(p.admission is None for p in policies)
+        engine = engine or (get_engine() if needs_engine else None)
+        engine_name = engine.name if engine is not None else "in-process"
         target = _Target(rendered, context)
         deadline = _Deadline(time_budget)
         needs_inventory = any(p.style is PolicyStyle.GATEKEEPER for p in policies)
@@ -840,7 +843,7 @@ def evaluate_target(
             else {},
             "fleetgate": {"context": context.as_data()},
         }
-        with engine.open_session(target_data) as session:
+        with engine.open_session(target_data) if engine is not None else _no_session() as session:
             for policy in policies:
                 try:
                     deadline.check()
@@ -851,6 +854,7 @@ def evaluate_target(
                         violations.extend(found)
                         evaluations += count
                         continue
+                    assert engine is not None  # noqa: S101 - a Rego policy makes needs_engine true
                     prepared = engine.prepare(policy.policy_set())
                     if policy.style is PolicyStyle.GATEKEEPER:
                         found, count = _evaluate_gatekeeper(policy, prepared, target, session, deadline)
@@ -896,6 +900,11 @@ def evaluate_target(
         tests=tests,
         review={"operations": _operations(rendered)},
     )
+
+
+@contextlib.contextmanager
+def _no_session() -> Iterator[Any]:
+    yield None
 
 
 def _operations(rendered: Sequence[RenderedObject]) -> dict[str, int]:

@@ -6,6 +6,11 @@ A definition is the content of one :class:`~policies.models.PolicyVersion`::
      "namespaces": ["main"], "all_namespaces": false, "combine": false}
     {"style": "gatekeeper", "template": "<ConstraintTemplate YAML>", "constraints": ["<YAML>", ...],
      "test_modules": [...]}
+    {"style": "vap", "policy": "<ValidatingAdmissionPolicy YAML>", "binding": "<its Binding YAML>"}
+    {"style": "kyverno", "policy": "<ClusterPolicy or Policy YAML>"}
+
+VAP and Kyverno policies are evaluated in-process (CEL, Kyverno's patterns and JMESPath), not by the Rego
+engine: they are compiled (and smoke-evaluated) when saved, and the errors name the document and field.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from django.db import transaction
 
 from fleet.access.restrict import groups_where, has_permission
@@ -26,6 +32,7 @@ from policies.choices import PolicyStyle, TestStatus
 from policies.engine import EngineError, Module, RegoEngine, TestResult, get_engine
 from policies.formats import FormatError
 from policies.formats import gatekeeper as gk
+from policies.gate import ADMISSION_STYLES
 from policies.models import Policy, PolicyVersion
 from policies.services.smoke import describe, smoke_errors
 
@@ -97,6 +104,13 @@ class PolicyDefinition:
     combine: bool = False
     template: str = ""
     constraints: tuple[str, ...] = ()
+    policy: str = ""  # vap: the ValidatingAdmissionPolicy; kyverno: the ClusterPolicy/Policy (YAML)
+    binding: str = ""  # vap: the ValidatingAdmissionPolicyBinding (YAML)
+
+    @property
+    def admission(self) -> bool:
+        """VAP or Kyverno: evaluated in-process, not by the Rego engine."""
+        return self.style in ADMISSION_STYLES
 
     # ---- conversion
 
@@ -137,6 +151,16 @@ class PolicyDefinition:
         template = content.get("template") or ""
         if not isinstance(template, str):
             raise PolicyInvalid("template must be ConstraintTemplate YAML text", field="template")
+        policy = content.get("policy") or ""
+        binding = content.get("binding") or ""
+        if style in ADMISSION_STYLES:
+            what = "ValidatingAdmissionPolicy" if style == PolicyStyle.VAP else "Kyverno ClusterPolicy/Policy"
+            if not isinstance(policy, str) or not policy.strip():
+                raise PolicyInvalid(f"policy must be the {what} as YAML text", field="policy")
+            if style == PolicyStyle.VAP and (not isinstance(binding, str) or not binding.strip()):
+                raise PolicyInvalid(
+                    "binding must be the ValidatingAdmissionPolicyBinding as YAML text", field="binding"
+                )
         return cls(
             style=style,
             modules=mods("modules"),
@@ -147,6 +171,8 @@ class PolicyDefinition:
             combine=bool(content.get("combine", False)),
             template=template,
             constraints=tuple(constraints),
+            policy=policy if isinstance(policy, str) else "",
+            binding=binding if isinstance(binding, str) and style == PolicyStyle.VAP else "",
         )
 
     def as_content(self) -> dict[str, Any]:
@@ -162,6 +188,10 @@ class PolicyDefinition:
                 all_namespaces=self.all_namespaces,
                 combine=self.combine,
             )
+        elif self.style == PolicyStyle.VAP:
+            base.update(policy=self.policy, binding=self.binding)
+        elif self.style == PolicyStyle.KYVERNO:
+            base.update(policy=self.policy)
         else:
             base.update(template=self.template, constraints=list(self.constraints))
         return base
@@ -212,11 +242,34 @@ class PolicyDefinition:
         return [Module(p, s) for p, s in self.test_modules]
 
     def kind(self) -> str:
-        return self.parsed_template().kind if self.style == PolicyStyle.GATEKEEPER else ""
+        if self.style == PolicyStyle.GATEKEEPER:
+            return self.parsed_template().kind
+        if self.admission:
+            doc = _yaml_mapping(self.policy, "policy")
+            return str(doc.get("kind") or "")[:100]
+        return ""
 
     def bound(self, policy_id: str | int, name: str, enforcement: str | None) -> list[gate.BoundPolicy]:
-        """The gate's BoundPolicy objects (a Gatekeeper policy gives one per Constraint)."""
+        """The gate's BoundPolicy objects (a Gatekeeper policy gives one per Constraint; VAP and Kyverno
+        policies are compiled here: a CEL or pattern error raises PolicyInvalid naming the field)."""
         enforcement = enforcement or None
+        if self.style == PolicyStyle.VAP:
+            policy_doc = _yaml_mapping(self.policy, "policy")
+            binding_doc = _yaml_mapping(self.binding, "binding")
+            try:
+                return [
+                    gate.BoundPolicy.vap(policy_id, name, policy_doc, binding_doc, enforcement=enforcement)
+                ]
+            except FormatError as exc:
+                raise PolicyInvalid(
+                    str(exc), [_format_error(exc, _vap_field(exc))], field=_vap_field(exc)
+                ) from None
+        if self.style == PolicyStyle.KYVERNO:
+            policy_doc = _yaml_mapping(self.policy, "policy")
+            try:
+                return [gate.BoundPolicy.kyverno(policy_id, name, policy_doc, enforcement=enforcement)]
+            except FormatError as exc:
+                raise PolicyInvalid(str(exc), [_format_error(exc, "policy")], field="policy") from None
         if self.style == PolicyStyle.CONFTEST:
             return [
                 gate.BoundPolicy.conftest(
@@ -237,6 +290,35 @@ class PolicyDefinition:
             )
             for con in self.parsed_constraints(template)
         ]
+
+
+def _yaml_mapping(text: str, field: str) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PolicyInvalid(
+            f"{field}: invalid YAML{where}: {getattr(exc, 'problem', exc)}",
+            [
+                {
+                    "path": field,
+                    "line": mark.line + 1 if mark else 0,
+                    "column": 0,
+                    "message": str(exc),
+                    "code": "yaml_error",
+                }
+            ],
+            field=field,
+        ) from None
+    if not isinstance(doc, dict):
+        raise PolicyInvalid(f"{field} must be one YAML mapping", field=field)
+    return doc
+
+
+def _vap_field(exc: Exception) -> str:
+    """Which document of a VAP definition an error is about: the binding's errors say so."""
+    return "binding" if "binding" in str(exc).lower() else "policy"
 
 
 def _format_error(exc: Exception, path: str) -> dict[str, Any]:
@@ -264,6 +346,8 @@ def validate_definition(
 ) -> Validated:
     """Parse, compile (on the configured engine) and run the ``test_*`` rules. Raises PolicyInvalid with the
     engine's messages and lines, or EngineUnavailableForSave when the engine cannot be reached."""
+    if definition.admission:
+        return _validate_admission(definition)
     try:
         engine = engine or get_engine()
     except ValueError as exc:
@@ -321,6 +405,29 @@ def validate_definition(
         )
     status = TestStatus.NONE if not test_dicts else (TestStatus.FAILED if failed else TestStatus.PASSED)
     return Validated(definition, kind, test_dicts, status, engine.name)
+
+
+#: what compiled a VAP or Kyverno version (PolicyVersion.engine)
+ADMISSION_ENGINES: dict[str, str] = {PolicyStyle.VAP: "cel", PolicyStyle.KYVERNO: "kyverno"}
+
+
+def _validate_admission(definition: PolicyDefinition) -> Validated:
+    """A VAP or Kyverno definition: parsed and compiled (CEL expressions, patterns, JMESPath), then
+    evaluated once on small objects of the kinds it matches (an evaluation error there is refused)."""
+    if definition.test_modules:
+        raise PolicyInvalid(
+            "a VAP or Kyverno policy has no Rego test modules (Kyverno tests: manage.py policy_test)",
+            field="test_modules",
+        )
+    bound = definition.bound("check", "check", None)
+    smoke = smoke_errors(bound, None)
+    if smoke:
+        raise PolicyInvalid(
+            f"the policy fails when evaluated: {describe(smoke[0])}",
+            smoke,
+            field=smoke[0].get("path") or "policy",
+        )
+    return Validated(definition, definition.kind(), [], TestStatus.NONE, ADMISSION_ENGINES[definition.style])
 
 
 def _actor_name(user: Any) -> str:

@@ -64,10 +64,57 @@ def describe(error: dict[str, Any]) -> str:
     return str(error["message"])
 
 
-def smoke_errors(policies: Sequence[gate.BoundPolicy], engine: RegoEngine) -> list[dict[str, Any]]:
+#: Small objects a VAP or Kyverno policy is smoke-evaluated on (its own match picks the ones it reviews)
+ADMISSION_OBJECTS: tuple[dict[str, Any], ...] = (
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SMOKE_NAMESPACE}},
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": SMOKE_NAME, "namespace": SMOKE_NAMESPACE}},
+    {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": SMOKE_NAME, "namespace": SMOKE_NAMESPACE},
+        "spec": {"containers": [{"name": "main", "image": "registry.example/app:1.0"}]},
+    },
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": SMOKE_NAME, "namespace": SMOKE_NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": SMOKE_NAME}},
+            "template": {
+                "metadata": {"labels": {"app": SMOKE_NAME}},
+                "spec": {"containers": [{"name": "main", "image": "registry.example/app:1.0"}]},
+            },
+        },
+    },
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": SMOKE_NAME, "namespace": SMOKE_NAMESPACE},
+        "spec": {"ports": [{"port": 80}]},
+    },
+)
+
+
+def _admission_errors(policy: gate.BoundPolicy) -> list[dict[str, Any]]:
+    """A VAP or Kyverno policy that raises when evaluated (not a finding, nor a CEL runtime error on a
+    field the small objects lack, which its failurePolicy answers for)."""
+    rendered = [gate.RenderedObject(obj, "smoke.yaml", i) for i, obj in enumerate(ADMISSION_OBJECTS)]
+    decision = gate.evaluate_target(rendered, [policy])
+    return [
+        {"path": "policy", "line": 0, "column": 0, "message": err.message, "code": "evaluation_error"}
+        for err in decision.errors
+        if err.kind in ("internal", "format")
+    ]
+
+
+def smoke_errors(policies: Sequence[gate.BoundPolicy], engine: RegoEngine | None) -> list[dict[str, Any]]:
     """Engine errors of ``policies`` on small objects they match (empty: the policy evaluates cleanly)."""
     errors: list[dict[str, Any]] = []
     for policy in policies:
+        if policy.admission is not None:
+            errors.extend(_admission_errors(policy))
+            continue
         if policy.constraint is not None:
             objects = _objects_for(policy.constraint)
         else:

@@ -99,6 +99,13 @@ class PathMapping(TimestampedModel):
         help_text="Namespace for namespaced objects that name none (default: 'default').",
     )
     enabled = models.BooleanField(default=True)
+    postbuild = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Flux postBuild.substitute variables ({name: value}) substituted into the rendered objects "
+        "as kustomize-controller does (plain and Kustomize); empty: no post-build substitution.",
+    )
     depends_on = models.ManyToManyField(
         "self",
         symmetrical=False,
@@ -149,6 +156,13 @@ class PathMapping(TimestampedModel):
 
         if self.values is not None and not isinstance(self.values, dict):
             raise ValidationError({"values": "Values must be an object."})
+        if self.postbuild is not None:
+            from fleet.sources.render.postbuild import validate_variables
+
+            try:
+                self.postbuild = validate_variables(self.postbuild)
+            except ValueError as exc:
+                raise ValidationError({"postbuild": str(exc)}) from None
         if self.cluster_group_id and self.repository_id and self.path:
             # A restricted group's allow-list names the repositories and paths that may map to it (API and
             # admin call clean(); clusters/tenancy.py lists the other doors).

@@ -136,6 +136,7 @@ class PathMappingSerializer(FleetModelSerializer):
             "values",
             "target_namespace",
             "enabled",
+            "postbuild",
             "depends_on",
             "declared_depends_on",
             "depends_on_names",

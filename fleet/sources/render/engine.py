@@ -27,6 +27,7 @@ from .helm import render_helm
 from .kustomize import kustomization_graph, render_kustomize
 from .objects import RawObject, RenderedObject, canonical_json, flatten_lists, normalize
 from .plain import render_plain
+from .postbuild import substitute_objects
 from .tree import KUSTOMIZATION_FILES, SourceTree, check_name
 from .yamlsafe import load_one
 
@@ -47,6 +48,8 @@ class RenderRequest:
     values: Sequence[Mapping[str, Any]] = ()
     namespace: str | None = None
     release_name: str | None = None
+    # Flux postBuild.substitute variables (None: no post-build step; render/postbuild.py)
+    postbuild: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,7 @@ def _hash(plan: _Plan) -> str:
         "values": list(req.values),
         "namespace": req.namespace,
         "release_name": req.release_name,
+        **({"postbuild": dict(req.postbuild)} if req.postbuild is not None else {}),
         # the cluster context only matters when something can reference it
         "context": req.cluster.as_dict(plan.path) if uses_vars else None,
     }
@@ -336,6 +340,8 @@ def render(
                 raise RenderError(exc.message, file=raw.source, document=raw.document, line=raw.line,
                                   renderer=plan.renderer) from None
         raws = out
+    if plan.renderer in ("plain", "kustomize") and request.postbuild:
+        raws = substitute_objects(raws, request.postbuild)
     if custom.patches:
         raws = _apply_patches(raws, custom, plan)
     objects = normalize(raws, namespace_override=plan.namespace if plan.namespace_forced else None)

@@ -171,6 +171,7 @@ def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str
         "values": mapping.values or {},
         "group_values": _values_of(group),
         "namespace": mapping.target_namespace,
+        **({"postbuild": mapping.postbuild} if mapping.postbuild is not None else {}),
         "repository": redact_url(mapping.repository.url),
         "group": [group.pk, group.name],
         "clusters": sorted([c.pk, c.name, c.labels or {}, _values_of(c)] for c in clusters),
@@ -270,7 +271,7 @@ def build_requests(mapping: PathMapping, cluster: Cluster, commit_sha: str,
     values = tuple(v for v in (mapping.values, _values_of(mapping.cluster_group), _values_of(cluster)) if v)
     return [
         RenderRequest(path=p, cluster=ctx, renderer=mapping.renderer, values=values,
-                      namespace=mapping.target_namespace or None)
+                      namespace=mapping.target_namespace or None, postbuild=mapping.postbuild)
         for p in paths
     ]
 

@@ -339,11 +339,12 @@ def test_input_hash_is_stable_and_changes_with_inputs(tmp_path: Path) -> None:
     assert h_eu != compute_input_hash(SourceTree(tmp_path), RenderRequest(path="plain", cluster=EU))
 
 
-def test_nested_kustomization_in_a_plain_directory_is_refused(tmp_path: Path) -> None:
-    write(tmp_path, {"p/a.yaml": cm("a"), "p/sub/kustomization.yaml": "resources: []\n"})
+def test_nested_chart_in_a_plain_directory_is_refused(tmp_path: Path) -> None:
+    # (a nested kustomization is built as a base: test_sources_render_layouts.py)
+    write(tmp_path, {"p/a.yaml": cm("a"), "p/sub/Chart.yaml": "apiVersion: v2\nname: sub\nversion: 0.1.0\n"})
     with pytest.raises(RenderError, match="map p/sub on its own") as err:
         render(tmp_path, RenderRequest(path="p", cluster=EU, renderer="plain"))
-    assert err.value.file == "p/sub/kustomization.yaml"
+    assert err.value.file == "p/sub/Chart.yaml"
 
 
 def test_glob_mapping_paths_expand_to_directories(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from .errors import RenderError
 from .helm import helm_hook_phases
 from .kustomize import find_kubectl, kustomization_graph
 from .objects import CLUSTER_SCOPED_KINDS, RenderedObject
+from .plain import DirectoryOptions, scan
 from .tree import SourceTree
 from .yamlsafe import MAX_DOCUMENT_BYTES, MAX_FILE_BYTES, load_documents
 
@@ -42,7 +43,14 @@ def kustomize_dependencies(tree: SourceTree | str, path: str) -> list[str]:
     """Repository-relative directories a Kustomize mapping reads (itself first), for
     ``fleet.sources.git.affected_mappings(dependencies=...)``."""
     t = tree if isinstance(tree, SourceTree) else SourceTree(tree)
-    return [t.rel(d) for d in kustomization_graph(t, t.resolve(path, what="mapping path"))]
+    directory = t.resolve(path, what="mapping path")
+    if t.kustomization_file(directory) is None and directory.is_dir():
+        # a plain directory (Flux's layout): the bases of its nested kustomizations
+        found = [t.rel(directory)]
+        for base in scan(t, directory).bases:
+            found.extend(r for r in (t.rel(d) for d in kustomization_graph(t, base)) if r not in found)
+        return found
+    return [t.rel(d) for d in kustomization_graph(t, directory)]
 
 
 __all__ = [
@@ -51,6 +59,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "RENDER_FORMAT_VERSION",
     "ClusterContext",
+    "DirectoryOptions",
     "FleetgateFile",
     "RenderError",
     "RenderRequest",

@@ -26,12 +26,12 @@ from .errors import RenderError
 from .helm import render_helm
 from .kustomize import kustomization_graph, render_kustomize
 from .objects import RawObject, RenderedObject, canonical_json, flatten_lists, normalize
-from .plain import render_plain
+from .plain import DirectoryOptions, render_plain, scan
 from .postbuild import substitute_objects
 from .tree import KUSTOMIZATION_FILES, SourceTree, check_name
 from .yamlsafe import load_one
 
-RENDER_FORMAT_VERSION = 1  # bump when the output of the same inputs changes, to invalidate caches
+RENDER_FORMAT_VERSION = 2  # bump when the output of the same inputs changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class RenderRequest:
     renderer: str = "auto"
     values: Sequence[Mapping[str, Any]] = ()
     namespace: str | None = None
+    # Argo CD directory options for plain directories: recurse, include/exclude globs (render/plain.py)
+    directory: DirectoryOptions = field(default_factory=DirectoryOptions)
     release_name: str | None = None
     # Flux postBuild.substitute variables (None: no post-build step; render/postbuild.py)
     postbuild: Mapping[str, str] | None = None
@@ -232,8 +234,17 @@ def _input_files(plan: _Plan) -> list[Path]:
         files.extend(tree.walk(plan.directory))
     else:
         files = list(tree.walk(plan.directory))
+        if plan.renderer == "plain":  # nested kustomizations may read bases outside the directory
+            for base in _nested_bases(tree, plan.entry, plan.request.directory):
+                for d in kustomization_graph(tree, base):
+                    files.extend(tree.walk(d))
     files.extend(plan.values_files)
     return sorted(set(files))
+
+
+def _nested_bases(tree: SourceTree, directory: Path, options: DirectoryOptions) -> list[Path]:
+    """Subdirectories of a plain directory holding their own kustomization (outermost only)."""
+    return scan(tree, directory, options=options).bases
 
 
 def _hash(plan: _Plan) -> str:
@@ -260,6 +271,7 @@ def _hash(plan: _Plan) -> str:
         "values": list(req.values),
         "namespace": req.namespace,
         "release_name": req.release_name,
+        "directory": asdict(req.directory),
         **({"postbuild": dict(req.postbuild)} if req.postbuild is not None else {}),
         # the cluster context only matters when something can reference it
         "context": req.cluster.as_dict(plan.path) if uses_vars else None,
@@ -313,7 +325,13 @@ def render(
                     exclude.add(tree.resolve(vf, base=plan.directory, allow_parent=True))
                 except RenderError:
                     pass
-        raws = render_plain(tree, plan.entry, exclude=exclude)
+        layout = scan(tree, plan.entry, options=request.directory, exclude=exclude)
+        raws = render_plain(tree, plan.entry, layout=layout)
+        for base in layout.bases:  # Flux: a subdirectory with its own kustomization is a Kustomize base
+            base_raws, base_warnings = render_kustomize(tree, base, kubectl=kubectl,
+                                                        timeout=kustomize_timeout)
+            raws.extend(base_raws)
+            warnings.extend(base_warnings)
     elif plan.renderer == "kustomize":
         raws, warnings = render_kustomize(tree, plan.entry, kubectl=kubectl, timeout=kustomize_timeout)
     else:

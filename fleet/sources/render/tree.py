@@ -14,6 +14,7 @@ from .errors import RenderError
 from .yamlsafe import MAX_FILE_BYTES, YamlDocument, load_documents
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+SKIP_RENDERING_MARKER = b"+argocd:skip-file-rendering"  # Argo CD skips a directory file holding it
 
 
 def check_name(name: str, rel_parent: str) -> None:
@@ -38,6 +39,7 @@ class SourceTree:
         self._inside: dict[Path, bool] = {}
         self._rel: dict[Path, str] = {}
         self._has_vars: dict[Path, bool] = {}
+        self._skip: dict[Path, bool] = {}
 
     def __repr__(self) -> str:
         return f"SourceTree({str(self.root)!r})"
@@ -158,16 +160,24 @@ class SourceTree:
             if not self.inside(path):
                 raise RenderError("file resolves outside the repository", file=self.rel(path))
             h = hashlib.sha256()
-            has_vars = False
+            has_vars = skip = False
             tail = b""
             with open(path, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 16), b""):
                     h.update(chunk)
-                    has_vars = has_vars or b"${" in tail + chunk
-                    tail = chunk[-1:]
+                    window = tail + chunk
+                    has_vars = has_vars or b"${" in window
+                    skip = skip or SKIP_RENDERING_MARKER in window
+                    tail = chunk[-len(SKIP_RENDERING_MARKER):]
             self._digests[path] = h.hexdigest()
             self._has_vars[path] = has_vars
+            self._skip[path] = skip
         return self._digests[path]
+
+    def skip_marked(self, path: Path) -> bool:
+        """Does the file hold Argo CD's ``+argocd:skip-file-rendering`` marker (cached with the digest)?"""
+        self.digest(path)
+        return self._skip[path]
 
     def has_variables(self, path: Path) -> bool:
         self.digest(path)

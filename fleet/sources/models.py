@@ -20,7 +20,7 @@ from fleet.sources.choices import (
     Verification,
     VerificationMode,
 )
-from fleet.sources.validators import validate_repo_path, validate_repository_url
+from fleet.sources.validators import validate_directory_glob, validate_repo_path, validate_repository_url
 
 
 def new_webhook_secret() -> str:
@@ -99,6 +99,25 @@ class PathMapping(TimestampedModel):
         help_text="Namespace for namespaced objects that name none (default: 'default').",
     )
     enabled = models.BooleanField(default=True)
+    # Argo CD's directory source options, for plain directories (fleet/sources/render/plain.py)
+    directory_recurse = models.BooleanField(
+        default=True,
+        help_text="Plain directories: read subdirectories too (Fleet and Flux do; Argo CD's default is off).",
+    )
+    directory_include = models.CharField(
+        max_length=1000,
+        blank=True,
+        validators=[validate_directory_glob],
+        help_text="Plain directories: only files whose path under the mapped directory matches this glob, as "
+        "Argo CD's directory.include ('{a.yaml,b/*.yaml}'; '*' also matches '/').",
+    )
+    directory_exclude = models.CharField(
+        max_length=1000,
+        blank=True,
+        validators=[validate_directory_glob],
+        help_text="Plain directories: leave out files whose path under the mapped directory matches this glob "
+        "(Argo CD's directory.exclude; it wins over include).",
+    )
     postbuild = models.JSONField(
         null=True,
         blank=True,

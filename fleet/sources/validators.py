@@ -68,3 +68,16 @@ def validate_repo_path(value: str) -> None:
     normalized = posixpath.normpath(value)
     if normalized.startswith("../") or normalized == "..":
         raise ValidationError("The path must stay inside the repository.")
+
+
+def validate_directory_glob(value: str) -> None:
+    """An Argo CD directory include/exclude glob (``{a.yaml,b/*.yaml}``), checked as rendering reads it."""
+    from fleet.sources.render.errors import RenderError
+    from fleet.sources.render.plain import validate_glob
+
+    if value != value.strip():
+        raise ValidationError("The glob may not start or end with white space.")
+    try:
+        validate_glob(value)
+    except RenderError as exc:
+        raise ValidationError(exc.message) from None

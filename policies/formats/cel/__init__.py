@@ -1,0 +1,189 @@
+"""CEL for the admission-style policy languages (ValidatingAdmissionPolicy, Kyverno ``validate.cel``).
+
+Built on ``common-expression-language`` (the Rust ``cel`` crate; measured against ``cel-python`` in
+docs/benchmarks.md), with the Kubernetes CEL libraries it lacks written once in this package (see
+docs/policies.md for the list of what is and is not available).
+
+API::
+
+    program = compile_expression("object.spec.replicas <= params.max", ["object", "params"])
+    program.evaluate({"object": {...}, "params": {...}})        # -> Python value (bool, str, int, ...)
+
+- :func:`compile_expression` ``(source, variables, lazy=())`` parses the expression and checks that every
+  variable and function it names exists; it raises :class:`CelError` (a ``policies.formats.FormatError``)
+  with ``line``/``column`` (1-based) for a syntax error, an undeclared variable or function, or the
+  ``authorizer`` variable (authorization checks need an API server; the gate has none).
+- ``lazy`` names variables whose value is a mapping computed on demand: ``variables.x`` in the source reads
+  ``activation["variables"]["x"]`` only when the evaluation reaches it (VAP ``variables`` are lazy).
+- :meth:`Program.evaluate` ``(activation)`` takes plain Python values (dicts, lists, str, int, float, bool,
+  None) and returns the result; a runtime failure (no such key, no such overload, a bad quantity...)
+  raises :class:`CelEvalError` with cel-go-like wording. Quantities, URLs, IPs and CIDRs come back as the
+  tagged maps of :mod:`policies.formats.cel.values`; ``optional`` values as ``cel.OptionalValue``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+from policies.formats import FormatError
+from policies.formats.cel import _syntax
+from policies.formats.cel.library import BUILTINS, FUNCTIONS, NAMESPACES
+from policies.formats.cel.values import CelRuntimeError
+
+# The crate logs a warning for every exception a Python function raises; those are reported to the caller
+# as CelEvalError already (and a policy may fail on every object of a render), so only errors are logged.
+logging.getLogger("cel").setLevel(logging.ERROR)
+
+__all__ = ["CelError", "CelEvalError", "Program", "compile_expression"]
+
+#: cel-go namespaces whose functions the gate does not provide (a clear message instead of "undeclared").
+_MISSING_LIBRARIES = {"math", "sets", "base64", "lists", "semver", "format", "encoders"}
+_PARSE_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
+_PY_FAILURE = re.compile(r"Python function call failed: (\w+): (.*?)\. Check function arguments", re.DOTALL)
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_SHORT_NAMES: dict[str, list[str]] = {}
+for _name in FUNCTIONS:
+    _SHORT_NAMES.setdefault(_name.rpartition(".")[2], []).append(_name)
+
+
+class CelError(FormatError):
+    """The expression does not compile; ``line`` and ``column`` (1-based) point into its source."""
+
+    def __init__(self, message: str, line: int = 0, column: int = 0) -> None:
+        self.reason = message
+        self.line = line
+        self.column = column
+        super().__init__(f"{message} (line {line}, column {column})" if line else message)
+
+
+class CelEvalError(Exception):
+    """The expression failed while running (cel-go would return an error value)."""
+
+
+def _undeclared(source: str, name: str, message: str) -> CelError:
+    line, column = _syntax.first_position(source, name) or (0, 0)
+    return CelError(message, line, column)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled expression; evaluate it as often as needed (thread-safe)."""
+
+    source: str
+    variables: frozenset[str]
+    _program: Any = field(repr=False)
+    _functions: Mapping[str, Callable[..., Any]] = field(repr=False)
+    _lazy: frozenset[str] = field(repr=False, default=frozenset())
+    _materialize: frozenset[str] = field(repr=False, default=frozenset())
+
+    def evaluate(self, activation: Mapping[str, Any]) -> Any:
+        values: dict[str, Any] = {}
+        for name in self.variables:
+            if name in activation:
+                value = activation[name]
+                if name in self._materialize and isinstance(value, Mapping):
+                    value = {k: value[k] for k in value}
+                values[name] = value
+        functions = self._functions
+        if self._lazy:
+
+            def lazy(namespace: str, name: str) -> Any:
+                holder = activation.get(namespace)
+                if not isinstance(holder, Mapping) or name not in holder:
+                    raise CelRuntimeError(f"no such key: {name}")
+                return holder[name]
+
+            functions = {**functions, "k8sLazy": lazy}
+        try:
+            return self._program.execute(cel.Context(values, dict(functions)))
+        except CelEvalError:
+            raise
+        except Exception as exc:
+            raise CelEvalError(_runtime_message(exc)) from None
+
+
+def _runtime_message(exc: BaseException) -> str:
+    text = str(exc)
+    m = _PY_FAILURE.search(text)
+    if m:
+        if m.group(1) in ("CelRuntimeError", "CelEvalError"):
+            return m.group(2)
+        if m.group(1) == "KeyError":
+            return f"no such key: {m.group(2).strip(chr(39))}"
+        return f"{m.group(1)}: {m.group(2)}"
+    if isinstance(exc, KeyError):
+        return f"no such key: {exc.args[0] if exc.args else ''}"
+    if isinstance(exc, IndexError):
+        return f"index out of range: {text}"
+    if isinstance(exc, ZeroDivisionError):
+        return "division by zero"
+    if "Undefined variable or function" in text:
+        m2 = re.search(r"'([^']+)'", text)
+        return f"undeclared reference to '{m2.group(1) if m2 else '?'}'"
+    return text.split(". CEL does not coerce")[0].split(". Check ")[0]
+
+
+def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str] = ()) -> Program:
+    """Compile ``source`` with the declared top-level ``variables`` (see the module docstring)."""
+    if not isinstance(source, str) or not source.strip():
+        raise CelError("the expression is empty")
+    declared = frozenset(variables)
+    lazy_names = frozenset(lazy) & declared
+    try:
+        cel.compile(_syntax.blanked(source))
+    except ValueError as exc:
+        m = _PARSE_ERROR.search(str(exc))
+        if m:
+            raise CelError(m.group(3).strip(), int(m.group(1)), int(m.group(2))) from None
+        raise CelError(str(exc)) from None
+    try:
+        rewritten = _syntax.rewrite(source, lazy_names)
+        program = cel.compile(rewritten)
+    except (ValueError, IndexError) as exc:
+        raise CelError(f"the gate cannot parse this expression: {exc}") from None
+    refs = program.references()
+    bound = _syntax.bound_names(source)
+    top: set[str] = set()
+    for name in refs["variables"]:
+        if name == "authorizer":
+            raise _undeclared(
+                source,
+                name,
+                "'authorizer' is not available: the gate evaluates policies without an API server, "
+                "so authorization checks cannot run",
+            )
+        if name in declared:
+            top.add(name)
+        elif name in bound or name in NAMESPACES:
+            continue
+        elif name in _MISSING_LIBRARIES:
+            raise _undeclared(
+                source, name, f"the CEL library '{name}' is not available in the gate (see docs/policies.md)"
+            )
+        else:
+            raise _undeclared(source, name, f"undeclared reference to '{name}'")
+    used_functions: dict[str, Callable[..., Any]] = {}
+    for fn in refs["functions"]:
+        if not _IDENTIFIER.match(fn) or fn in BUILTINS or fn == "k8sLazy":
+            continue
+        if fn not in _SHORT_NAMES:
+            raise _undeclared(
+                source, fn, f"undeclared reference to '{fn}' (no such function in the gate's CEL)"
+            )
+        for full in _SHORT_NAMES[fn]:
+            used_functions[full] = FUNCTIONS[full]
+    rewritten_tokens = {t.text for t in _syntax.tokens(rewritten)}
+    return Program(
+        source=source,
+        variables=frozenset(top),
+        _program=program,
+        _functions=used_functions,
+        _lazy=lazy_names if "k8sLazy" in rewritten_tokens else frozenset(),
+        _materialize=frozenset(n for n in lazy_names if n in top),
+    )

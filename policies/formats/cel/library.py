@@ -1,0 +1,477 @@
+"""The Kubernetes CEL libraries the Rust ``cel`` crate does not ship, as Python functions.
+
+lists (k8s library/lists.go): ``isSorted``, ``sum``, ``min``, ``max``, ``indexOf``, ``lastIndexOf``;
+regex (regex.go): ``find``, ``findAll`` (``matches`` is the crate's own); cel-go's strings extension:
+``charAt``, ``indexOf``, ``lastIndexOf``, ``lowerAscii``, ``upperAscii``, ``replace``, ``split``,
+``substring``, ``trim``, ``join``, ``reverse``, ``strings.quote``, ``format``; plus the quantity, URL,
+IP and CIDR libraries (quantity.py, net.py) and the helpers the source rewrite calls (optional selection
+and indexing, ``string()`` of the opaque types). A function name several libraries share (``indexOf``
+on strings and lists, ``ip`` as conversion and as ``cidr.ip()``, ``add``...) dispatches on its
+receiver.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+import cel
+
+from policies.formats.cel import net, quantity
+from policies.formats.cel.values import TAG, CelRuntimeError, opaque_type, type_name
+
+# ---------------------------------------------------------------- helpers
+
+
+def _comparable(items: list[Any], what: str) -> None:
+    kinds = {type_name(i) for i in items}
+    if kinds - {"int", "double"} and len(kinds) > 1:
+        raise CelRuntimeError(f"{what}: list elements must be of one comparable type")
+    if kinds & {"map", "list", "null_type", "bool"} - ({"bool"} if kinds == {"bool"} else set()):
+        raise CelRuntimeError(f"{what}: no such overload for {sorted(kinds)[0]}")
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise CelRuntimeError(f"no such overload: {what} expects a list, got {type_name(value)}")
+    return list(value)
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise CelRuntimeError(f"no such overload: {what} expects a string, got {type_name(value)}")
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CelRuntimeError(f"no such overload: {what} expects an int, got {type_name(value)}")
+    return value
+
+
+# ---------------------------------------------------------------- lists
+
+
+def is_sorted(items: Any) -> bool:
+    values = _list(items, "isSorted")
+    _comparable(values, "isSorted")
+    return all(a <= b for a, b in pairwise(values))
+
+
+def list_sum(items: Any) -> Any:
+    values = _list(items, "sum")
+    if not values:
+        return 0
+    kinds = {type_name(v) for v in values}
+    if len(kinds) > 1 or (
+        not kinds <= {"int", "double", "duration"} and not (all(isinstance(v, timedelta) for v in values))
+    ):
+        raise CelRuntimeError("sum: list elements must be all int, all uint, all double or all duration")
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total
+
+
+def _extreme(items: Any, what: str, pick: Callable[..., Any]) -> Any:
+    values = _list(items, what)
+    if not values:
+        raise CelRuntimeError(f"{what} called on empty list")
+    _comparable(values, what)
+    return pick(values)
+
+
+def list_min(items: Any, *more: Any) -> Any:
+    if more:  # cel-go core min(a, b, ...) is not a Kubernetes function; keep the list form only
+        raise CelRuntimeError("min() takes a list: [a, b].min()")
+    return _extreme(items, "min", min)
+
+
+def list_max(items: Any, *more: Any) -> Any:
+    if more:
+        raise CelRuntimeError("max() takes a list: [a, b].max()")
+    return _extreme(items, "max", max)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) or (
+        isinstance(a, int | float)
+        and isinstance(b, int | float)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    )
+
+
+def index_of(receiver: Any, item: Any, *start: Any) -> int:
+    if isinstance(receiver, str):
+        return _string_index_of(receiver, item, *start)
+    values = _list(receiver, "indexOf")
+    for i, v in enumerate(values):
+        if _same(v, item) and v == item:
+            return i
+    return -1
+
+
+def last_index_of(receiver: Any, item: Any, *start: Any) -> int:
+    if isinstance(receiver, str):
+        return _string_last_index_of(receiver, item, *start)
+    values = _list(receiver, "lastIndexOf")
+    for i in range(len(values) - 1, -1, -1):
+        if _same(values[i], item) and values[i] == item:
+            return i
+    return -1
+
+
+# ---------------------------------------------------------------- strings (cel-go ext.Strings)
+
+
+def _string_index_of(text: str, sub: Any, *start: Any) -> int:
+    sub = _str(sub, "indexOf")
+    offset = _int(start[0], "indexOf") if start else 0
+    if offset < 0 or offset > len(text):
+        raise CelRuntimeError(f"index out of range: {offset}")
+    return text.find(sub, offset)
+
+
+def _string_last_index_of(text: str, sub: Any, *start: Any) -> int:
+    sub = _str(sub, "lastIndexOf")
+    if start:
+        offset = _int(start[0], "lastIndexOf")
+        if offset < 0 or offset >= max(len(text), 1):
+            raise CelRuntimeError(f"index out of range: {offset}")
+        return text.rfind(sub, 0, offset + len(sub))
+    return text.rfind(sub)
+
+
+def char_at(text: Any, index: Any) -> str:
+    text, index = _str(text, "charAt"), _int(index, "charAt")
+    if index < 0 or index > len(text):
+        raise CelRuntimeError(f"index out of range: {index}")
+    return text[index : index + 1]
+
+
+def lower_ascii(text: Any) -> str:
+    return "".join(c.lower() if c.isascii() else c for c in _str(text, "lowerAscii"))
+
+
+def upper_ascii(text: Any) -> str:
+    return "".join(c.upper() if c.isascii() else c for c in _str(text, "upperAscii"))
+
+
+def replace(text: Any, old: Any, new: Any, *limit: Any) -> str:
+    count = _int(limit[0], "replace") if limit else -1
+    return _str(text, "replace").replace(_str(old, "replace"), _str(new, "replace"), count)
+
+
+def split(text: Any, sep: Any, *limit: Any) -> list[str]:
+    text, sep = _str(text, "split"), _str(sep, "split")
+    n = _int(limit[0], "split") if limit else -1
+    if n == 0:
+        return []
+    if sep == "":
+        parts = list(text)
+        if n > 0 and len(parts) > n:
+            parts = [*parts[: n - 1], "".join(parts[n - 1 :])]
+        return parts
+    return text.split(sep, n - 1 if n > 0 else -1)
+
+
+def substring(text: Any, start: Any, *end: Any) -> str:
+    text, begin = _str(text, "substring"), _int(start, "substring")
+    stop = _int(end[0], "substring") if end else len(text)
+    if begin < 0 or begin > len(text) or stop < 0 or stop > len(text):
+        raise CelRuntimeError(f"index out of range: {begin if begin < 0 or begin > len(text) else stop}")
+    if begin > stop:
+        raise CelRuntimeError(f"invalid substring range. start: {begin}, end: {stop}")
+    return text[begin:stop]
+
+
+def trim(text: Any) -> str:
+    return _str(text, "trim").strip()
+
+
+def join(items: Any, *sep: Any) -> str:
+    values = _list(items, "join")
+    if not all(isinstance(v, str) for v in values):
+        raise CelRuntimeError("join: list elements must be strings")
+    return (_str(sep[0], "join") if sep else "").join(values)
+
+
+def reverse(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[::-1]
+    return _list(value, "reverse")[::-1]
+
+
+def quote(text: Any) -> str:
+    escaped = _str(text, "strings.quote").encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+# ---------------------------------------------------------------- format (cel-go ext.Strings format)
+
+_VERB = re.compile(r"%(?:\.(\d+))?([sdfeEbxXo%])")
+
+
+def _format_value(value: Any, verb: str, precision: str | None) -> str:
+    if verb == "s":
+        return to_string(value, for_format=True)
+    if verb == "d":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not value.is_integer())
+        ):
+            raise CelRuntimeError(
+                "error during formatting: decimal clause can only be used on integers, "
+                f"was given {type_name(value)}"
+            )
+        return str(int(value))
+    if verb in "fe" or verb == "E":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CelRuntimeError(
+                "error during formatting: fixed-point clause can only be used on doubles, "
+                f"was given {type_name(value)}"
+            )
+        digits = int(precision) if precision is not None else 6
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return f"{value:.{digits}{verb}}"
+    if verb in "xXob":
+        if isinstance(value, str):
+            out = value.encode().hex() if verb in "xX" else None
+            if out is None:
+                raise CelRuntimeError(f"error during formatting: only integers can be formatted as {verb}")
+            return out.upper() if verb == "X" else out
+        if isinstance(value, bytes):
+            return value.hex().upper() if verb == "X" else value.hex()
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CelRuntimeError(
+                f"error during formatting: only integers, strings and bytes can be formatted as {verb}"
+            )
+        sign = "-" if value < 0 else ""
+        return sign + format(abs(value), {"x": "x", "X": "X", "o": "o", "b": "b"}[verb])
+    raise CelRuntimeError(f"error during formatting: unrecognized formatting clause %{verb}")
+
+
+def format_string(text: Any, args: Any) -> str:
+    template, values = _str(text, "format"), _list(args, "format")
+    out: list[str] = []
+    pos = used = 0
+    for m in _VERB.finditer(template):
+        out.append(template[pos : m.start()])
+        pos = m.end()
+        if m.group(2) == "%":
+            out.append("%")
+            continue
+        if used >= len(values):
+            raise CelRuntimeError(f"index {used} out of range")
+        out.append(_format_value(values[used], m.group(2), m.group(1)))
+        used += 1
+    out.append(template[pos:])
+    return "".join(out)
+
+
+def to_string(value: Any, for_format: bool = False) -> str:
+    """``string(x)`` and ``%s``: CEL's text of a value, and the opaque types' own text."""
+    kind = opaque_type(value)
+    if kind:
+        raw = str(value[TAG]).partition("|")[2]
+        if kind == quantity.TYPE:
+            raise CelRuntimeError("no such overload: string(Quantity)")
+        return raw
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if not value.is_integer() or abs(value) >= 1e21 else str(int(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if value is None and for_format:
+        return "null"
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+        return f"{seconds:g}s"
+    if for_format and isinstance(value, list | tuple):
+        return "[" + ", ".join(to_string(v, True) for v in value) + "]"
+    if for_format and isinstance(value, dict):
+        return "{" + ", ".join(f"{to_string(k, True)}:{to_string(v, True)}" for k, v in value.items()) + "}"
+    raise CelRuntimeError(f"no such overload: string({type_name(value)})")
+
+
+def string_arg(value: Any) -> Any:
+    """Rewrite of ``string(x)`` is ``string(k8sStr(x))``: opaque values become their text first."""
+    if opaque_type(value):
+        return to_string(value)
+    return value
+
+
+# ---------------------------------------------------------------- regex (k8s library/regex.go)
+
+
+def _compile_regex(pattern: Any) -> re.Pattern[str]:
+    try:
+        return re.compile(_str(pattern, "find"))
+    except re.error as exc:
+        raise CelRuntimeError(f"error parsing regexp: {exc}: `{pattern}`") from exc
+
+
+def find(text: Any, pattern: Any) -> str:
+    m = _compile_regex(pattern).search(_str(text, "find"))
+    return m.group(0) if m else ""
+
+
+def find_all(text: Any, pattern: Any, *limit: Any) -> list[str]:
+    n = _int(limit[0], "findAll") if limit else -1
+    if n == 0:
+        return []
+    found = [m.group(0) for m in _compile_regex(pattern).finditer(_str(text, "findAll"))]
+    return found[:n] if n > 0 else found
+
+
+# ---------------------------------------------------------------- optional syntax helpers
+
+
+def opt_select(value: Any, field: str) -> cel.OptionalValue:
+    if isinstance(value, cel.OptionalValue):
+        if not value.has_value():
+            return value
+        value = value.value()
+    if isinstance(value, dict):
+        return cel.OptionalValue.of(value[field]) if field in value else cel.OptionalValue.none()
+    raise CelRuntimeError(f"no such overload: optional field selection on {type_name(value)}")
+
+
+def opt_index(value: Any, key: Any) -> cel.OptionalValue:
+    if isinstance(value, cel.OptionalValue):
+        if not value.has_value():
+            return value
+        value = value.value()
+    if isinstance(value, dict):
+        return cel.OptionalValue.of(value[key]) if key in value else cel.OptionalValue.none()
+    if isinstance(value, list | tuple):
+        if isinstance(key, bool) or not isinstance(key, int | float):
+            raise CelRuntimeError(f"no such overload: optional index of a list with {type_name(key)}")
+        i = int(key)
+        return cel.OptionalValue.of(value[i]) if 0 <= i < len(value) else cel.OptionalValue.none()
+    raise CelRuntimeError(f"no such overload: optional index on {type_name(value)}")
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def _by_receiver(
+    name: str, options: dict[str, Callable[..., Any]], default: Callable[..., Any] | None
+) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        kind = opaque_type(args[0]) if args else None
+        fn = options.get(kind or "", default)
+        if fn is None:
+            raise CelRuntimeError(f"no such overload: {name}({', '.join(type_name(a) for a in args)})")
+        return fn(*args)
+
+    call.__name__ = name
+    return call
+
+
+def _ip_or_cidr_ip(*args: Any) -> Any:
+    if len(args) == 1 and isinstance(args[0], str):
+        return net.ip(args[0])
+    if len(args) == 1 and opaque_type(args[0]) == net.CIDR:
+        return net.CIDR_IP(args[0])
+    raise CelRuntimeError(f"no such overload: ip({', '.join(type_name(a) for a in args)})")
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    **quantity.FUNCTIONS,
+    **net.FUNCTIONS,
+    "ip": _ip_or_cidr_ip,
+    "isSorted": is_sorted,
+    "sum": list_sum,
+    "min": list_min,
+    "max": list_max,
+    "indexOf": index_of,
+    "lastIndexOf": last_index_of,
+    "charAt": char_at,
+    "lowerAscii": lower_ascii,
+    "upperAscii": upper_ascii,
+    "replace": replace,
+    "split": split,
+    "substring": substring,
+    "trim": trim,
+    "join": join,
+    "reverse": reverse,
+    "strings.quote": quote,
+    "format": format_string,
+    "find": find,
+    "findAll": find_all,
+    "k8sOptSelect": opt_select,
+    "k8sOptIndex": opt_index,
+    "k8sStr": string_arg,
+}
+# compareTo / add / sub / sign / isGreaterThan / isLessThan belong to Quantity (semver is not provided)
+for _name in (
+    "compareTo",
+    "add",
+    "sub",
+    "sign",
+    "isGreaterThan",
+    "isLessThan",
+    "isInteger",
+    "asInteger",
+    "asApproximateFloat",
+):
+    _options: dict[str, Callable[..., Any]] = {quantity.TYPE: quantity.FUNCTIONS[_name]}
+    FUNCTIONS[_name] = _by_receiver(_name, _options, None)
+
+#: Functions and macros the Rust crate provides itself (last name component, as Program.references gives).
+BUILTINS = frozenset(
+    {
+        "size",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bytes",
+        "bool",
+        "dyn",
+        "type",
+        "duration",
+        "timestamp",
+        "matches",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "has",
+        "getFullYear",
+        "getMonth",
+        "getDayOfYear",
+        "getDayOfMonth",
+        "getDate",
+        "getDayOfWeek",
+        "getHours",
+        "getMinutes",
+        "getSeconds",
+        "getMilliseconds",
+        "of",
+        "none",
+        "ofNonZeroValue",
+        "hasValue",
+        "value",
+        "or",
+        "orValue",
+        "optMap",
+        "optFlatMap",
+    }
+)
+#: Namespaces the function names live in (the crate reports ``optional.of`` as a variable ``optional``).
+NAMESPACES = frozenset({"optional", "strings", "ip"})

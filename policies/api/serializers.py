@@ -11,6 +11,7 @@ from clusters.models import ClusterGroup
 from fleet.core.api.serializers import FleetModelSerializer, StrictCharField
 from fleet.sources.models import PathMapping, Repository
 from policies.choices import Enforcement
+from policies.gate import language_of
 from policies.models import (
     Evaluation,
     Policy,
@@ -106,6 +107,8 @@ DEFINITION_DEFAULTS: dict[str, Any] = {
     "combine": False,
     "template": "",
     "constraints": [],
+    "policy": "",
+    "binding": "",
 }
 
 DEFINITION_FIELDS = (
@@ -117,6 +120,8 @@ DEFINITION_FIELDS = (
     "combine",
     "template",
     "constraints",
+    "policy",
+    "binding",
 )
 
 
@@ -146,8 +151,23 @@ class PolicySerializer(serializers.ModelSerializer):
         required=False,
         help_text="Gatekeeper: Constraint YAML documents of the template's kind.",
     )
+    policy = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="vap: the ValidatingAdmissionPolicy YAML; kyverno: the ClusterPolicy or Policy YAML.",
+    )
+    binding = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="vap: the ValidatingAdmissionPolicyBinding YAML (one policy per binding).",
+    )
     allow_failing_tests = serializers.BooleanField(
         required=False, write_only=True, default=False, help_text="Save even when test_* rules fail."
+    )
+    language = serializers.SerializerMethodField(
+        help_text="Rego/conftest, Rego/Gatekeeper, VAP (CEL) or Kyverno."
     )
     version = serializers.IntegerField(source="current.number", read_only=True, allow_null=True)
     test_status = serializers.CharField(source="current.test_status", read_only=True, allow_null=True)
@@ -162,6 +182,7 @@ class PolicySerializer(serializers.ModelSerializer):
             "name",
             "description",
             "style",
+            "language",
             "kind",
             "version",
             *DEFINITION_FIELDS,
@@ -175,6 +196,9 @@ class PolicySerializer(serializers.ModelSerializer):
             "updated",
         ]
         read_only_fields = ["kind", "source", "created", "updated"]
+
+    def get_language(self, obj: Policy) -> str:
+        return language_of(obj.style)
 
     def get_constraint_count(self, obj: Policy) -> int:
         return len((obj.current.content.get("constraints") or []) if obj.current else [])
@@ -479,7 +503,8 @@ class ImportRequestSerializer(serializers.Serializer):
     documents = serializers.CharField(
         required=False,
         trim_whitespace=False,
-        help_text="Multi-document YAML: ConstraintTemplate(s), Constraint(s).",
+        help_text="Multi-document YAML: ConstraintTemplate(s), Constraint(s), ValidatingAdmissionPolicy(s) "
+        "and their bindings, Kyverno ClusterPolicy/Policy and PolicyException(s).",
     )
     name = serializers.CharField(required=False, allow_blank=True, help_text="Name of the conftest policy.")
     cluster_group = VisibleRelatedField(
@@ -503,6 +528,14 @@ class ImportRequestSerializer(serializers.Serializer):
 class ImportResultSerializer(serializers.Serializer):
     policies = serializers.ListField(child=serializers.DictField())
     bindings = serializers.ListField(child=serializers.DictField())
+    waivers = serializers.ListField(
+        child=serializers.DictField(), help_text="Waivers made of Kyverno PolicyExceptions."
+    )
+    reported = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the gate does not apply: Kyverno mutate/generate rules by name, a "
+        "ValidatingAdmissionPolicy without a binding.",
+    )
     ignored = serializers.ListField(child=serializers.CharField())
 
 

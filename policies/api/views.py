@@ -36,7 +36,7 @@ from policies.models import Evaluation, Policy, PolicyBinding, PolicySource, Pol
 from policies.services import reports
 from policies.services.checking import CheckInputError, CheckReport, check_mapping, live_cluster_for
 from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid
-from policies.services.importing import ImportError_, import_files
+from policies.services.importing import ImportError_, holds_exceptions, import_files
 from policies.services.reports import MappingError
 from policies.services.scheduling import cancel_schedule, schedule_enforcement
 from policies.services.sources import sync_policy_source
@@ -146,6 +146,13 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
                     if group is not None
                     else "Only a role on all clusters may bind policies to all clusters."
                 )
+        if holds_exceptions(files) and not groups_where(request.user, Waiver, "add").covers(
+            group.pk if group else None
+        ):
+            raise PermissionDenied(
+                "Kyverno PolicyExceptions become waivers: you may not waive policies "
+                + ("in this group." if group is not None else "on all clusters.")
+            )
         try:
             result = import_files(
                 files,
@@ -162,7 +169,6 @@ class PolicyViewSet(OwnRestrictMixin, FleetModelViewSet):
         except EngineUnavailableForSave as exc:
             raise s.EngineUnavailableError(str(exc)) from None
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
-
 
     import_policies.body_required = True  # type: ignore[attr-defined]
 

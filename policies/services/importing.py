@@ -10,6 +10,8 @@ Git policy path at a commit) and:
 * every ``.rego`` file is a module of ONE conftest policy (named ``name``); ``*_test.rego`` files are its
   unit tests; ``.json`` files and YAML files under a ``data/`` directory are its data (merged); the
   namespaces are the packages that declare ``deny``/``warn``/``violation`` rules;
+* ValidatingAdmissionPolicies with their bindings, Kyverno ClusterPolicies/Policies and PolicyExceptions:
+  see ``policies.services.admission_import`` (one VAP policy per binding; exceptions become waivers);
 * with ``group``/``enforcement``, each imported policy without a binding there gets one.
 
 Each policy is validated (compiled, tested) before anything is stored; one refusal stores nothing.
@@ -27,6 +29,7 @@ from typing import Any
 
 import yaml
 from django.db import transaction
+from django.utils import timezone
 
 from clusters.models import ClusterGroup
 from fleet.access.writes import save_in_scope
@@ -35,7 +38,8 @@ from policies.engine import RegoEngine
 from policies.engine.source import package_of, rule_heads
 from policies.formats import conftest as conftest_fmt
 from policies.formats import gatekeeper as gk
-from policies.models import Policy, PolicyBinding
+from policies.models import Policy, PolicyBinding, Waiver
+from policies.services import admission_import as admission
 from policies.services.definitions import (
     PolicyDefinition,
     PolicyInvalid,
@@ -43,6 +47,7 @@ from policies.services.definitions import (
     save_policy,
     validate_definition,
 )
+from policies.services.waivers import expire_waiver
 
 MAX_FILES = 2000
 MAX_FILE_BYTES = 1024 * 1024
@@ -57,6 +62,9 @@ class ImportResult:
     saved: list[SaveResult] = field(default_factory=list)
     bindings: list[PolicyBinding] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    waivers: list[Waiver] = field(default_factory=list)
+    #: what the gate does not apply (Kyverno mutate/generate rules by name, VAPs without a binding)
+    reported: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +90,21 @@ class ImportResult:
                 }
                 for b in self.bindings
             ],
+            "waivers": [
+                {
+                    "id": w.pk,
+                    "policy": w.policy.name,
+                    "rule": w.rule,
+                    "kind": w.kind,
+                    "namespace": w.namespace,
+                    "name_pattern": w.name_pattern,
+                    "labels": dict(w.labels or {}),
+                    "expires_at": w.expires_at.isoformat(),
+                    "origin": w.origin,
+                }
+                for w in self.waivers
+            ],
+            "reported": self.reported,
             "ignored": self.ignored,
         }
 
@@ -141,10 +164,86 @@ def _conftest_namespaces(modules: list[tuple[str, str]]) -> list[str]:
     return sorted(found) or ["main"]
 
 
+@dataclass
+class _AdmissionDocs:
+    vaps: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # name -> (path, doc)
+    bindings: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    kyverno: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    exceptions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, what: str, norm: str, doc: dict[str, Any]) -> None:
+        if what == "vap":
+            name = admission.name_of(doc)
+            if not name or name in self.vaps:
+                raise PolicyInvalid(
+                    f"{norm}: ValidatingAdmissionPolicy {name!r} without a name or twice", field="files"
+                )
+            self.vaps[name] = (norm, doc)
+        elif what == "vap-binding":
+            self.bindings.append((norm, doc))
+        elif what == "kyverno":
+            self.kyverno.append((norm, doc))
+        else:
+            self.exceptions.append((norm, doc))
+
+    def plans(self) -> tuple[list[tuple[str, PolicyDefinition]], list[str]]:
+        plans: list[tuple[str, PolicyDefinition]] = []
+        reported: list[str] = []
+        bound: set[str] = set()
+        for norm, doc in self.bindings:
+            name = admission.name_of(doc)
+            spec = doc.get("spec") if isinstance(doc.get("spec"), Mapping) else {}
+            target = str((spec or {}).get("policyName") or "")
+            if not name or not target:
+                raise PolicyInvalid(
+                    f"{norm}: a ValidatingAdmissionPolicyBinding needs a name and spec.policyName",
+                    field="files",
+                )
+            found = self.vaps.get(target)
+            policy_text = _dump(found[1]) if found else admission.stored_vap(target)
+            if not policy_text:
+                raise PolicyInvalid(
+                    f"{norm}: binding {name} names the ValidatingAdmissionPolicy {target!r}, which is "
+                    "neither in the import nor stored",
+                    field="files",
+                )
+            bound.add(target)
+            plans.append(
+                (name, PolicyDefinition(style=PolicyStyle.VAP, policy=policy_text, binding=_dump(doc)))
+            )
+        for target, (norm, _doc) in sorted(self.vaps.items()):
+            if target not in bound:
+                reported.append(
+                    f"{norm}: ValidatingAdmissionPolicy {target} has no ValidatingAdmissionPolicyBinding: "
+                    "not imported (Kubernetes does not evaluate it either)"
+                )
+        for _norm, doc in self.kyverno:
+            name = admission.kyverno_policy_name(doc)
+            reported += admission.not_applied(doc, name)
+            plans.append((name, PolicyDefinition(style=PolicyStyle.KYVERNO, policy=_dump(doc))))
+        return plans, reported
+
+
+@dataclass
+class ImportPlan:
+    plans: list[tuple[str, PolicyDefinition]]
+    ignored: list[str]
+    reported: list[str] = field(default_factory=list)
+    exceptions: list[admission.ExceptionPlan] = field(default_factory=list)
+
+
 def plan_import(
     files: Mapping[str, str], *, name: str = ""
 ) -> tuple[list[tuple[str, PolicyDefinition]], list[str]]:
     """What the files hold, as (policy name, definition) pairs, without storing anything."""
+    plan = plan_files(files, name=name)
+    return plan.plans, plan.ignored
+
+
+def plan_files(
+    files: Mapping[str, str], *, name: str = "", exception_days: int = admission.DEFAULT_EXCEPTION_DAYS
+) -> ImportPlan:
+    """What the files hold: the policies, what is ignored, what the gate does not apply, the exceptions."""
     if len(files) > MAX_FILES:
         raise ImportError_(f"too many files ({len(files)}; at most {MAX_FILES})")
     templates: dict[str, tuple[str, dict[str, Any]]] = {}  # kind -> (name, doc)
@@ -154,6 +253,7 @@ def plan_import(
     data: dict[str, Any] = {}
     ignored: list[str] = []
     other_yaml: list[tuple[str, dict[str, Any]]] = []
+    admission_docs = _AdmissionDocs()
     for path in sorted(files):
         text = files[path]
         norm = posixpath.normpath(path.replace("\\", "/")).lstrip("/")
@@ -189,6 +289,8 @@ def plan_import(
             for doc in docs:
                 if not isinstance(doc, dict):
                     ignored.append(f"{norm}: not a mapping")
+                elif admission.classify(doc):
+                    admission_docs.add(admission.classify(doc), norm, doc)
                 elif doc.get("kind") == "ConstraintTemplate":
                     try:
                         tpl = gk.parse_constraint_template(doc)
@@ -268,9 +370,18 @@ def plan_import(
         )
     elif tests:
         ignored.extend(p for p, _ in tests)
-    if not plans:
-        raise ImportError_("no ConstraintTemplate, Constraint or .rego policy found")
-    return plans, ignored
+    admission_plans, reported = admission_docs.plans()
+    plans += admission_plans
+    exceptions = [
+        admission.exception_plan(doc, norm, default_days=exception_days)
+        for norm, doc in admission_docs.exceptions
+    ]
+    if not plans and not exceptions:
+        raise ImportError_(
+            "no ConstraintTemplate, Constraint, .rego policy, ValidatingAdmissionPolicyBinding or Kyverno "
+            "policy found"
+        )
+    return ImportPlan(plans, ignored, reported, exceptions)
 
 
 def _constraint_name(text: str, kind: str) -> str:
@@ -374,8 +485,25 @@ def import_files(
     source: Any = None,
     engine: RegoEngine | None = None,
     allow_failing_tests: bool = False,
+    exception_days: int = admission.DEFAULT_EXCEPTION_DAYS,
 ) -> ImportResult:
-    plans, ignored = plan_import(files, name=name)
+    """Validate every policy of the files, then store them (and their bindings, and the waivers of Kyverno
+    PolicyExceptions) in one transaction; a refusal stores nothing."""
+    plan = plan_files(files, name=name, exception_days=exception_days)
+    plans, ignored = plan.plans, plan.ignored
+    planned = {policy_name: definition.style for policy_name, definition in plans}
+    for exc_plan in plan.exceptions:  # every exception names a Kyverno policy of the import or stored
+        for spec in exc_plan.waivers:
+            style = (
+                planned.get(spec.policy)
+                or Policy.objects.filter(name=spec.policy).values_list("style", flat=True).first()
+            )
+            if style != PolicyStyle.KYVERNO:
+                raise PolicyInvalid(
+                    f"{exc_plan.origin}: policy {spec.policy!r} is not a Kyverno policy of the import "
+                    "or stored",
+                    field="files",
+                )
     checked = []
     for policy_name, definition in plans:
         try:
@@ -392,7 +520,7 @@ def import_files(
             exc.message = f"{policy_name}: {exc.message}"
             exc.args = (exc.message,)
             raise
-    result = ImportResult(ignored=ignored)
+    result = ImportResult(ignored=ignored, reported=list(plan.reported))
     with transaction.atomic():
         for policy_name, definition, validated in checked:
             result.saved.append(
@@ -418,7 +546,73 @@ def import_files(
                     )
                     binding = save_in_scope(None, create, before=None)
                 result.bindings.append(binding)
+        for exc_plan in plan.exceptions:
+            result.waivers += _exception_waivers(exc_plan, user=user, group=group)
     return result
+
+
+def _exception_waivers(
+    plan: admission.ExceptionPlan, *, user: Any, group: ClusterGroup | None
+) -> list[Waiver]:
+    """Store the waivers of one PolicyException (in ``group``, else global): the ones already in force
+    unchanged are kept, the others of the same exception are expired (audited), the new ones created
+    (audited, authored by ``user``). The caller checked the user may waive in ``group``."""
+    policies = {p.name: p for p in Policy.objects.filter(name__in={w.policy for w in plan.waivers})}
+    existing = list(
+        Waiver.objects.filter(
+            origin=plan.origin, cluster_group=group, expires_at__gt=timezone.now()
+        ).select_related("policy")
+    )
+
+    def key(policy: str, rule: str, kind: str, ns: str, name: str, labels: Any) -> tuple[Any, ...]:
+        return (policy, rule, kind, ns, name, tuple(sorted(dict(labels).items())))
+
+    current = {
+        key(w.policy.name, w.rule, w.kind, w.namespace, w.name_pattern, w.labels or {}): w for w in existing
+    }
+    wanted = [(key(s.policy, s.rule, s.kind, s.namespace, s.name_pattern, s.labels), s) for s in plan.waivers]
+    out: list[Waiver] = []
+    for k, spec in wanted:
+        found = current.pop(k, None)
+        if found is not None:
+            out.append(found)
+            continue
+        create = partial(
+            Waiver.objects.create,
+            policy=policies[spec.policy],
+            rule=spec.rule,
+            kind=spec.kind,
+            namespace=spec.namespace,
+            name_pattern=spec.name_pattern,
+            labels=dict(spec.labels),
+            cluster_group=group,
+            expires_at=plan.expires_at,
+            justification=plan.justification,
+            origin=plan.origin[:300],
+            author=user if user is not None and getattr(user, "pk", None) else None,
+            author_name=user.get_username()[:150]
+            if user is not None and getattr(user, "pk", None)
+            else "system",
+        )
+        out.append(save_in_scope(None, create, before=None))
+    for stale in current.values():
+        expire_waiver(stale)
+    return out
+
+
+def holds_exceptions(files: Mapping[str, str]) -> bool:
+    """Whether the files hold a Kyverno PolicyException (its import makes waivers: the caller checks the
+    user may waive in the import's group). Unreadable YAML is left to :func:`import_files` to refuse."""
+    for path, text in files.items():
+        if not _is_yaml(path) or "PolicyException" not in text:
+            continue
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError:
+            continue
+        if any(isinstance(d, dict) and admission.classify(d) == "kyverno-exception" for d in docs):
+            return True
+    return False
 
 
 def read_directory(root: Path) -> dict[str, str]:

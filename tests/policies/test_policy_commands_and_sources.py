@@ -89,8 +89,8 @@ def test_import_policies_command_reads_a_directory(tmp_path: Path, fleet: dict[s
     out = io.StringIO()
     call_command("import_policies", str(root), "--group", "web", "--enforcement", "deny", stdout=out)
     text = out.getvalue()
-    assert "k8srequiredlabels (gatekeeper K8sRequiredLabels): v1 created" in text
-    assert "platform (conftest): v1 created, 2/2 tests passed" in text
+    assert "k8srequiredlabels (Rego/Gatekeeper K8sRequiredLabels): v1 created" in text
+    assert "platform (Rego/conftest): v1 created, 2/2 tests passed" in text
     assert "bound platform to web (deny)" in text
     assert set(Policy.objects.values_list("name", flat=True)) == {
         "k8srequiredlabels",

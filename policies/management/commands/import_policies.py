@@ -14,8 +14,10 @@ from fleet.audit.services import record
 from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
 from policies.choices import Enforcement
-from policies.models import Policy, PolicyBinding
+from policies.gate import language_of
+from policies.models import MAX_WAIVER_DAYS, Policy, PolicyBinding
 from policies.services import preview
+from policies.services.admission_import import DEFAULT_EXCEPTION_DAYS, EXPIRES_ANNOTATION
 from policies.services.definitions import EngineUnavailableForSave, PolicyInvalid, validate_definition
 from policies.services.importing import ImportError_, import_files, plan_import, read_directory
 
@@ -24,7 +26,8 @@ class Command(BaseCommand):
     help = (
         "Import policies from a directory as they are: Gatekeeper ConstraintTemplates and Constraints "
         "(YAML), conftest .rego files (one policy; *_test.rego are its tests) and data files "
-        "(.json, data/*.yaml). "
+        "(.json, data/*.yaml), ValidatingAdmissionPolicies with their bindings (one policy per binding), "
+        "Kyverno ClusterPolicies/Policies and PolicyExceptions (waivers). "
         "With --enforcement, each imported policy is bound to --group (default: all clusters)."
     )
 
@@ -38,6 +41,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--enforcement", choices=Enforcement.values, help="create bindings with this")
         parser.add_argument("--allow-failing-tests", action="store_true")
+        parser.add_argument(
+            "--exception-days",
+            type=int,
+            default=DEFAULT_EXCEPTION_DAYS,
+            help="Kyverno PolicyExceptions: days their waivers last unless the exception's "
+            f"{EXPIRES_ANNOTATION} annotation says (at most {MAX_WAIVER_DAYS})",
+        )
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
         parser.add_argument(
             "--preview",
@@ -66,6 +76,8 @@ class Command(BaseCommand):
             if group is None:
                 raise CommandError(f"no cluster group named {options['group']!r}")
         name = options["name"] or default_name.lower().replace(" ", "-")
+        if not 1 <= options["exception_days"] <= MAX_WAIVER_DAYS:
+            raise CommandError(f"--exception-days must be between 1 and {MAX_WAIVER_DAYS}")
         if options["preview"]:
             self._preview(files, name, group, options)
             return
@@ -77,6 +89,7 @@ class Command(BaseCommand):
                     group=group,
                     enforcement=options["enforcement"],
                     allow_failing_tests=options["allow_failing_tests"],
+                    exception_days=options["exception_days"],
                 )
             except PolicyInvalid as exc:
                 lines = [exc.message]
@@ -104,11 +117,20 @@ class Command(BaseCommand):
                 else ""
             )
             self.stdout.write(
-                f"{p['name']} ({p['style']}{' ' + p['kind'] if p['kind'] else ''}): "
+                f"{p['name']} ({language_of(p['style'])}{' ' + p['kind'] if p['kind'] else ''}): "
                 f"v{p['version']} {state}{tests}"
             )
         for b in data["bindings"]:
             self.stdout.write(f"bound {b['policy']} to {b['group'] or 'all clusters'} ({b['enforcement']})")
+        for w in data["waivers"]:
+            what = "/".join(x for x in (w["kind"], w["namespace"], w["name_pattern"]) if x) or "any object"
+            labels = "".join(f" {k}={v}" for k, v in sorted(w["labels"].items()))
+            self.stdout.write(
+                f"waiver #{w['id']} of {w['policy']} rule {w['rule']} for {what}{labels} until "
+                f"{w['expires_at']} ({w['origin']})"
+            )
+        for line in data["reported"]:
+            self.stdout.write(f"reported: {line}")
         for ignored in data["ignored"]:
             self.stdout.write(f"ignored: {ignored}")
 

@@ -40,6 +40,8 @@ class ClusterContext:
     group: str = ""
     repository: str = ""  # repository URL (redacted, no credentials)
     commit: str = ""  # commit sha being rendered
+    group_labels: Mapping[str, str] = field(default_factory=dict)  # fleet.yaml clusterGroupSelector
+    values: Mapping[str, Any] = field(default_factory=dict)  # the cluster's own values (.ClusterValues)
 
     def as_dict(self, mapping_path: str = "") -> dict[str, Any]:
         return {

@@ -90,6 +90,21 @@ class Customization:
     patches: tuple[Patch, ...] = ()
     do_not_deploy: bool = False
     target_name: str | None = None  # name (or index) of the matched targetCustomization
+    # Rancher Fleet's fleet.yaml (fleetbundle.py); their defaults change nothing for fleetgate.yaml
+    default_namespace: str | None = None
+    namespace_labels: Mapping[str, Any] = field(default_factory=dict)
+    namespace_annotations: Mapping[str, Any] = field(default_factory=dict)
+    create_namespace: bool = True
+    delete_namespace: bool = False
+    yaml_overlays: tuple[str, ...] = ()
+    helm_chart: str | None = None
+    helm_repo: str | None = None
+    helm_version: str | None = None
+    compare_patches: tuple[Mapping[str, Any], ...] = ()
+    paused: bool = False
+    notes: tuple[str, ...] = ()  # keys read but not honoured, reported as render warnings
+    source_format: str = "fleetgate"  # or "fleet"
+    origin: str | None = None  # the file the settings come from (fleet.yaml's path, for sources and errors)
 
 
 @dataclass(frozen=True)

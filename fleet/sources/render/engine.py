@@ -23,6 +23,14 @@ from .customize import (
     strategic_merge,
 )
 from .errors import RenderError
+from .fleetbundle import (
+    FleetBundle,
+    chart_entry,
+    finish_bundle,
+    load_fleet_yaml,
+    render_raw_bundle,
+    select_for,
+)
 from .helm import render_helm
 from .kustomize import kustomization_graph, render_kustomize
 from .objects import RawObject, RenderedObject, canonical_json, flatten_lists, normalize
@@ -64,6 +72,7 @@ class RenderResult:
     target: str | None  # the matched targetCustomization, if any
     skipped: bool = False  # doNotDeploy: nothing to deploy to this cluster
     warnings: tuple[str, ...] = ()
+    paused: bool = False  # fleet.yaml paused: rendered, not rolled out
     values: Mapping[str, Any] = field(default_factory=dict)  # effective values (after merge/substitution)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +84,7 @@ class RenderResult:
             "target": self.target,
             "skipped": self.skipped,
             "warnings": list(self.warnings),
+            "paused": self.paused,
             "objects": [o.to_dict() for o in self.objects],
         }
 
@@ -93,7 +103,7 @@ class _Plan:
     namespace_forced: bool
     release_name: str | None
     values_files: list[Path]
-    fleetgate_file: FleetgateFile | None
+    fleetgate_file: FleetgateFile | FleetBundle | None
 
 
 def normalize_path(path: str) -> str:
@@ -145,7 +155,10 @@ def _detect(directory: Path) -> str:
     return "plain"
 
 
-def _load_fleetgate(tree: SourceTree, directory: Path) -> FleetgateFile | None:
+def _load_fleetgate(tree: SourceTree, directory: Path) -> FleetgateFile | FleetBundle | None:
+    fleet = load_fleet_yaml(tree, directory, FLEETGATE_FILES)  # Rancher Fleet's fleet.yaml (fleetbundle.py)
+    if fleet is not None:
+        return fleet
     for name in FLEETGATE_FILES:
         f = directory / name
         if f.is_file():
@@ -180,7 +193,10 @@ def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
     if not directory.is_dir():
         raise RenderError(f"mapping path {path or '.'!r} is not a directory in this commit")
     fg = _load_fleetgate(tree, directory)
-    custom = fg.select(request.cluster) if fg else Customization()
+    if isinstance(fg, FleetBundle):
+        custom = select_for(tree, directory, fg, request.cluster)
+    else:
+        custom = fg.select(request.cluster) if fg else Customization()
     entry = directory
     if custom.kustomize_dir:
         entry = tree.resolve(custom.kustomize_dir, base=directory, what="kustomize.dir", allow_parent=True)
@@ -188,6 +204,9 @@ def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
             raise RenderError(f"kustomize.dir {custom.kustomize_dir!r} is not a directory",
                               file=fg.file if fg else None)
     renderer = request.renderer
+    if fg is not None and (custom.helm_chart or custom.helm_repo):  # fleet.yaml helm.chart / helm.repo
+        entry = chart_entry(tree, directory, custom, fg.file)
+        renderer = "helm" if renderer == "auto" else renderer
     if renderer == "auto":
         renderer = custom.renderer if custom.renderer and custom.renderer != "auto" else (
             "kustomize" if custom.kustomize_dir else _detect(directory))
@@ -208,7 +227,7 @@ def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
     except RenderError as exc:
         raise RenderError(exc.message, file=fg.file if fg else None) from None
     forced = custom.namespace
-    namespace = forced or request.namespace
+    namespace = forced or request.namespace or custom.default_namespace
     release = request.release_name or custom.helm_release_name
     return _Plan(tree, request, path, directory, custom, renderer, entry, values, namespace, bool(forced),
                  release, values_files, fg)
@@ -311,13 +330,18 @@ def render(
                ) -> RenderResult:
         return RenderResult(plan.renderer, objects, input_hash=input_hash, namespace=plan.namespace,
                             namespace_forced=plan.namespace_forced, target=custom.target_name,
-                            skipped=skipped, warnings=warnings, values=plan.values)
+                            skipped=skipped, warnings=tuple(dict.fromkeys((*custom.notes, *warnings))),
+                            values=plan.values, paused=custom.paused)
 
     if custom.do_not_deploy:
         return result((), ("doNotDeploy for this cluster",), skipped=True)
     warnings: list[str] = []
     ctx = request.cluster
-    if plan.renderer == "plain":
+    if plan.renderer == "plain" and isinstance(plan.fleetgate_file, FleetBundle):
+        raws, warnings = render_raw_bundle(
+            tree, plan.entry, overlays=custom.yaml_overlays, file=plan.fleetgate_file.file,
+            exclude=_values_files_of(tree, plan))
+    elif plan.renderer == "plain":
         exclude = set(plan.values_files)
         if plan.fleetgate_file:
             for vf in plan.fleetgate_file.all_values_files():
@@ -362,8 +386,23 @@ def render(
         raws = substitute_objects(raws, request.postbuild)
     if custom.patches:
         raws = _apply_patches(raws, custom, plan)
+    if isinstance(plan.fleetgate_file, FleetBundle):
+        raws, more = finish_bundle(raws, custom, plan.namespace)
+        warnings = [*warnings, *more]
     objects = normalize(raws, namespace_override=plan.namespace if plan.namespace_forced else None)
     return result(tuple(objects), tuple(warnings))
+
+
+def _values_files_of(tree: SourceTree, plan: _Plan) -> set[Path]:
+    """The values files a fleetgate.yaml/fleet.yaml names: never manifests."""
+    exclude: set[Path] = set(plan.values_files)
+    if plan.fleetgate_file:
+        for vf in plan.fleetgate_file.all_values_files():
+            try:
+                exclude.add(tree.resolve(vf, base=plan.directory, allow_parent=True))
+            except RenderError:
+                pass
+    return exclude
 
 
 def _apply_patches(raws: list[RawObject], custom: Customization, plan: _Plan) -> list[RawObject]:

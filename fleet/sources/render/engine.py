@@ -9,7 +9,10 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from fleet.sources.charts.errors import ChartError
+from fleet.sources.charts.spec import ChartSpec, ResolvedChart
 
 from .context import ClusterContext, Substituter, merge_layers
 from .customize import (
@@ -31,13 +34,16 @@ from .fleetbundle import (
     render_raw_bundle,
     select_for,
 )
-from .helm import render_helm
+from .helm import ChartInputs, chart_inputs, remote_chart, render_helm, render_helm_archive
 from .kustomize import kustomization_graph, render_kustomize
 from .objects import RawObject, RenderedObject, canonical_json, flatten_lists, normalize
 from .plain import DirectoryOptions, render_plain, scan
 from .postbuild import substitute_objects
 from .tree import KUSTOMIZATION_FILES, SourceTree, check_name
 from .yamlsafe import load_one
+
+if TYPE_CHECKING:
+    from fleet.sources.charts.fetcher import ChartFetcher
 
 RENDER_FORMAT_VERSION = 2  # bump when the output of the same inputs changes, to invalidate caches
 
@@ -104,6 +110,10 @@ class _Plan:
     release_name: str | None
     values_files: list[Path]
     fleetgate_file: FleetgateFile | FleetBundle | None
+    chart: ChartSpec | None = None  # a chart outside the repository (helm.chart/repo/version/digest)
+    charts: ChartFetcher | None = None  # resolves and fetches it, and a chart's remote dependencies
+    chart_inputs: ChartInputs | None = None  # a repository chart's dependencies to put into charts/
+    resolved: ResolvedChart | None = None
 
 
 def normalize_path(path: str) -> str:
@@ -204,7 +214,10 @@ def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
             raise RenderError(f"kustomize.dir {custom.kustomize_dir!r} is not a directory",
                               file=fg.file if fg else None)
     renderer = request.renderer
-    if fg is not None and (custom.helm_chart or custom.helm_repo):  # fleet.yaml helm.chart / helm.repo
+    chart = remote_chart(custom, fg.file) if fg is not None else None
+    if chart is not None:  # a chart from a Helm repository, an OCI registry or an archive URL
+        renderer = "helm" if renderer == "auto" else renderer
+    elif fg is not None and (custom.helm_chart or custom.helm_repo):  # fleet.yaml helm.chart / helm.repo
         entry = chart_entry(tree, directory, custom, fg.file)
         renderer = "helm" if renderer == "auto" else renderer
     if renderer == "auto":
@@ -230,7 +243,7 @@ def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
     namespace = forced or request.namespace or custom.default_namespace
     release = request.release_name or custom.helm_release_name
     return _Plan(tree, request, path, directory, custom, renderer, entry, values, namespace, bool(forced),
-                 release, values_files, fg)
+                 release, values_files, fg, chart)
 
 
 @functools.lru_cache(maxsize=1)
@@ -266,9 +279,33 @@ def _nested_bases(tree: SourceTree, directory: Path, options: DirectoryOptions) 
     return scan(tree, directory, options=options).bases
 
 
-def _hash(plan: _Plan) -> str:
+def _charts(plan: _Plan, charts: ChartFetcher | None) -> dict[str, Any]:
+    """Resolve what the Helm render will fetch (the chart, or a repository chart's dependencies): their
+    digests are inputs.  Network (once per fetcher and repository), or a ChartError."""
+    plan.charts = charts
+    if plan.renderer != "helm":
+        return {}
+    if plan.chart is not None:
+        file = plan.fleetgate_file.file if plan.fleetgate_file else None
+        if charts is None:
+            raise ChartError("network_required", f"{plan.chart.describe()} is outside the repository and no "
+                             "chart fetcher is configured", file=file)
+        plan.resolved = r = charts.resolve(plan.chart, file=file)
+        return {"chart": [r.spec.kind, r.spec.repository, r.name, r.version, r.archive_digest]}
+    if not (plan.entry / "Chart.yaml").is_file():
+        return {}
+    plan.chart_inputs = chart_inputs(plan.tree, plan.entry, charts)
+    if not plan.chart_inputs.needs_assembly:
+        return {}
+    return {"chart_dependencies": plan.chart_inputs.hash_payload(plan.tree)}
+
+
+def _hash(plan: _Plan, charts: ChartFetcher | None = None) -> str:
     tree = plan.tree
+    chart_payload = _charts(plan, charts)
     files = _input_files(plan)
+    if plan.chart_inputs is not None:
+        files = sorted(set(files) | set(plan.chart_inputs.files(tree)))
     uses_vars = plan.renderer == "helm"
     entries = []
     for f in files:
@@ -294,20 +331,24 @@ def _hash(plan: _Plan) -> str:
         **({"postbuild": dict(req.postbuild)} if req.postbuild is not None else {}),
         # the cluster context only matters when something can reference it
         "context": req.cluster.as_dict(plan.path) if uses_vars else None,
+        **chart_payload,
     }
     return "sha256:" + hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-def compute_input_hash(tree: SourceTree | str | os.PathLike[str], request: RenderRequest) -> str:
+def compute_input_hash(tree: SourceTree | str | os.PathLike[str], request: RenderRequest, *,
+                       charts: ChartFetcher | None = None) -> str:
     """A content hash of everything a render of ``request`` reads: files under the path (and, for
     Kustomize, every kustomization directory it reaches), the values, the matched customization, the
     tool versions and, when anything can reference it (``${`` in an input, or Helm), the cluster context.
 
     Equal hashes mean equal render results, so a caller can look a result up before rendering.  Raises
     RenderError for the same bad inputs that rendering would refuse (bad paths, symlinks, fleetgate.yaml).
+    A Helm chart from outside the repository (or a dependency that is not vendored) is resolved through
+    ``charts`` (its digest is an input), which asks the repository (``fleet.sources.charts``).
     """
     tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
-    return _hash(_plan(tree, request))
+    return _hash(_plan(tree, request), charts)
 
 
 def render(
@@ -316,6 +357,7 @@ def render(
     *,
     kubectl: str | None = None,
     kustomize_timeout: float = 60.0,
+    charts: ChartFetcher | None = None,
 ) -> RenderResult:
     """Render ``request.path`` of an exported tree for ``request.cluster``.
 
@@ -323,7 +365,7 @@ def render(
     """
     tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
     plan = _plan(tree, request)
-    input_hash = _hash(plan)
+    input_hash = _hash(plan, charts)
     custom = plan.custom
 
     def result(objects: tuple[RenderedObject, ...], warnings: tuple[str, ...], skipped: bool = False
@@ -359,18 +401,25 @@ def render(
     elif plan.renderer == "kustomize":
         raws, warnings = render_kustomize(tree, plan.entry, kubectl=kubectl, timeout=kustomize_timeout)
     else:
-        if not (plan.entry / "Chart.yaml").is_file():
+        if plan.resolved is None and not (plan.entry / "Chart.yaml").is_file():
             raise RenderError(f"no Chart.yaml in {plan.path or '.'}", renderer="helm")
         helm_values = dict(plan.values)
         fg_ctx = ctx.as_dict(plan.path)
         helm_values["fleetgate"] = fg_ctx
         glob = helm_values.get("global")
         helm_values["global"] = {**(glob if isinstance(glob, Mapping) else {}), "fleetgate": fg_ctx}
-        chart_name = str((load_one(tree.read_bytes(plan.entry / "Chart.yaml"),
-                                   file=tree.rel(plan.entry / "Chart.yaml")) or {}).get("name", ""))
-        release = plan.release_name or chart_name
-        raws, warnings = render_helm(tree, plan.entry, values=helm_values, release_name=release,
-                                     namespace=plan.namespace or "default")
+        if plan.resolved is not None and charts is not None:  # a chart from a repository or registry
+            archive = charts.fetch(plan.resolved)
+            raws, warnings = render_helm_archive(
+                archive, plan.resolved, values=helm_values,
+                release_name=plan.release_name or plan.resolved.name, namespace=plan.namespace or "default")
+        else:
+            chart_name = str((load_one(tree.read_bytes(plan.entry / "Chart.yaml"),
+                                       file=tree.rel(plan.entry / "Chart.yaml")) or {}).get("name", ""))
+            release = plan.release_name or chart_name
+            raws, warnings = render_helm(tree, plan.entry, values=helm_values, release_name=release,
+                                         namespace=plan.namespace or "default", charts=charts,
+                                         inputs=plan.chart_inputs)
     raws = flatten_lists(raws)
     if plan.renderer in ("plain", "kustomize") and custom.substitute:
         sub = Substituter(ctx, plan.path, plan.values)

@@ -1,0 +1,132 @@
+"""``validate.cel`` of a Kyverno rule (and ``celPreconditions``), on the CEL environment of
+:mod:`policies.formats.cel`: ``object``, ``oldObject``, ``request``, ``namespaceObject`` and lazy
+``variables``. ``paramKind``/``paramRef`` are refused (parameters would have to come from the cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from policies.formats import FormatError
+
+_VARS = ("object", "oldObject", "request", "namespaceObject", "variables")
+
+
+class _Lazy(Mapping[str, Any]):
+    def __init__(self, programs: Mapping[str, Any], activation: dict[str, Any]) -> None:
+        self._programs = programs
+        self._activation = activation
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._cache:
+            self._cache[key] = self._programs[key].evaluate(self._activation)
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._programs)
+
+    def __len__(self) -> int:
+        return len(self._programs)
+
+
+@dataclass
+class CelRule:
+    validations: list[tuple[Any, str, Any]]  # (program, message, messageExpression program)
+    variables: dict[str, Any]
+    preconditions: list[tuple[str, Any]]
+
+    def evaluate(self, rule_name: str, ctx: Any) -> Any:
+        from policies.formats.cel import CelEvalError
+        from policies.formats.kyverno.policy import RuleResult
+
+        data = ctx.data
+        req = data.get("request") or {}
+        activation: dict[str, Any] = {
+            "object": req.get("object"),
+            "oldObject": req.get("oldObject"),
+            "request": {
+                "operation": req.get("operation"),
+                "userInfo": req.get("userInfo") or {},
+                "namespace": req.get("namespace"),
+                "name": req.get("name"),
+                "kind": req.get("kind"),
+            },
+            "namespaceObject": data.get("namespaceObject"),
+        }
+        activation["variables"] = _Lazy(self.variables, activation)
+        try:
+            for name, program in self.preconditions:
+                if program.evaluate(activation) is not True:
+                    return RuleResult(rule_name, "skip", f"cel preconditions not met: {name}")
+            for program, message, message_program in self.validations:
+                result = program.evaluate(activation)
+                if result is True:
+                    continue
+                if result is not False:
+                    return RuleResult(
+                        rule_name, "error", f"expression {program.source!r} did not return a bool"
+                    )
+                text = message
+                if message_program is not None:
+                    try:
+                        produced = message_program.evaluate(activation)
+                        if isinstance(produced, str) and produced.strip():
+                            text = produced
+                    except CelEvalError:
+                        pass
+                return RuleResult(rule_name, "fail", text or f"failed expression: {program.source}")
+        except CelEvalError as exc:
+            return RuleResult(rule_name, "error", f"CEL evaluation failed: {exc}")
+        return RuleResult(rule_name, "pass", f"validation rule '{rule_name}' passed.")
+
+
+def compile_cel(raw: Any, preconditions: Any, where: str) -> CelRule:
+    from policies.formats.cel import CelError, compile_expression
+
+    if not isinstance(raw, Mapping):
+        raise FormatError(f"{where} must be a mapping")
+    if raw.get("paramKind") is not None or raw.get("paramRef") is not None:
+        raise FormatError(f"{where}.paramKind/paramRef: parameters are not supported for Kyverno CEL rules")
+    variables: dict[str, Any] = {}
+    for i, var in enumerate(raw.get("variables") or []):
+        if not isinstance(var, Mapping) or not var.get("name") or not var.get("expression"):
+            raise FormatError(f"{where}.variables[{i}] needs name and expression")
+        try:
+            variables[str(var["name"])] = compile_expression(
+                str(var["expression"]), _VARS, lazy=("variables",)
+            )
+        except CelError as exc:
+            raise FormatError(f"{where}.variables[{i}].expression: {exc}") from exc
+    expressions = raw.get("expressions")
+    if not isinstance(expressions, list) or not expressions:
+        raise FormatError(f"{where}.expressions must be a non-empty list")
+    validations = []
+    for i, e in enumerate(expressions):
+        if not isinstance(e, Mapping) or not e.get("expression"):
+            raise FormatError(f"{where}.expressions[{i}].expression is required")
+        try:
+            program = compile_expression(str(e["expression"]), _VARS, lazy=("variables",))
+            mprog = (
+                compile_expression(str(e["messageExpression"]), _VARS, lazy=("variables",))
+                if e.get("messageExpression")
+                else None
+            )
+        except CelError as exc:
+            raise FormatError(f"{where}.expressions[{i}]: {exc}") from exc
+        validations.append((program, str(e.get("message") or ""), mprog))
+    pre = []
+    for i, c in enumerate(preconditions or []):
+        if not isinstance(c, Mapping) or not c.get("expression"):
+            raise FormatError(f"celPreconditions[{i}].expression is required")
+        try:
+            pre.append(
+                (
+                    str(c.get("name") or i),
+                    compile_expression(str(c["expression"]), _VARS, lazy=("variables",)),
+                )
+            )
+        except CelError as exc:
+            raise FormatError(f"celPreconditions[{i}].expression: {exc}") from exc
+    return CelRule(validations, variables, pre)

@@ -1,0 +1,534 @@
+"""Evaluating a parsed Kyverno policy: the JSON context, one rule on one request, findings for the gate."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.formats import FormatError
+from policies.formats.admission import AdmissionInput, Finding
+from policies.formats.kyverno.conditions import SubstitutionError, evaluate_conditions, query, substitute
+from policies.formats.kyverno.jmes import JMESPathError, NotFound, search
+from policies.formats.kyverno.match import Request, selector_matches
+from policies.formats.kyverno.pattern import match_pattern
+from policies.formats.kyverno.policy import (
+    API_VERSIONS,
+    CLUSTER_CONTEXT,
+    EvalContext,
+    Rule,
+    RuleResult,
+    _load,
+    _parse_rule,
+    autogen_rules,
+)
+from policies.formats.kyverno.values import wildcard_match
+
+
+class RuleError(Exception):
+    """The rule cannot be evaluated (Kyverno's ``error`` status)."""
+
+
+# ------------------------------------------------------------------------------------------ the policy
+
+
+@dataclass
+class KyvernoPolicy:
+    name: str
+    namespace: str  # "" for a ClusterPolicy
+    kind: str
+    rules: list[Rule]
+    not_applied: list[
+        tuple[str, str]
+    ]  # (rule name, "mutate" | "generate" | "verifyImages" | "validate.podSecurity" ...)
+    failure_action: str = "Audit"
+    emit_warning: bool = False
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """How kyverno test names it: ``name`` or ``namespace/name`` for a Policy."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def needs_cluster(self) -> dict[str, list[str]]:
+        return {r.name: r.needs_cluster() for r in self.rules if r.needs_cluster()}
+
+    # -- the gate's contract ---------------------------------------------------------------------------
+
+    def evaluate(self, inputs: Sequence[AdmissionInput], exceptions: Sequence[Any] = ()) -> list[Finding]:
+        findings: list[Finding] = []
+        for index, inp in enumerate(inputs):
+            for result in self.apply(inp, exceptions=exceptions):
+                if result.status == "fail":
+                    findings.append(Finding(index, result.rule, result.message, result.action))
+                elif result.status == "error":
+                    findings.append(Finding(index, result.rule, result.message, result.action, error=True))
+        return findings
+
+    # -- one request -----------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        inp: AdmissionInput,
+        *,
+        values: Mapping[str, Any] | None = None,
+        rule_values: Mapping[str, Mapping[str, Any]] | None = None,
+        exceptions: Sequence[Any] = (),
+    ) -> list[RuleResult]:
+        """The responses of the rules that match ``inp`` (rules that do not match give none)."""
+        resource = inp.object if inp.object is not None else inp.old_object
+        if resource is None:
+            return []
+        req = build_request(inp)
+        if self.namespace and req.namespace != self.namespace:
+            return []
+        out: list[RuleResult] = []
+        for rule in self.rules:
+            if not rule.match.matches(req):
+                continue
+            if rule.exclude is not None and rule.exclude.excludes(req):
+                continue
+            action = self._action(rule, req)
+            if any(ex.matches(self, rule.name, inp) for ex in exceptions):
+                out.append(RuleResult(rule.name, "skip", "rule is skipped due to policy exceptions", action))
+                continue
+            data = build_context(inp, values or {}, (rule_values or {}).get(rule.name, {}))
+            ctx = EvalContext(data, req, resource, inp, (rule_values or {}).get(rule.name, {}))
+            try:
+                result = evaluate_rule(self, rule, ctx)
+            except RuleError as exc:
+                result = RuleResult(rule.name, "error", str(exc))
+            except RecursionError:
+                result = RuleResult(rule.name, "error", "evaluation too deep")
+            if result is None:
+                continue
+            result.action = action
+            out.append(result)
+        return out
+
+    def _action(self, rule: Rule, req: Request) -> str:
+        action = str(rule.validate.get("failureAction") or self.failure_action)
+        for ov in rule.validate.get("failureActionOverrides") or self.overrides:
+            nss = ov.get("namespaces") or []
+            sel = ov.get("namespaceSelector")
+            if (nss and any(wildcard_match(n, req.namespace) for n in nss)) or (
+                sel is not None and selector_matches(sel, req.namespace_labels or {})
+            ):
+                action = str(ov.get("action") or action)
+                break
+        if action.lower() == "enforce":
+            return "deny"
+        return "warn" if self.emit_warning else "dryrun"
+
+
+def parse_policy(doc: str | bytes | Mapping[str, Any]) -> KyvernoPolicy:
+    data = _load(doc, "Kyverno policy")
+    kind = data.get("kind")
+    if kind not in ("ClusterPolicy", "Policy"):
+        raise FormatError(f"Kyverno policy: kind is {kind!r}, expected ClusterPolicy or Policy")
+    if data.get("apiVersion") not in API_VERSIONS:
+        raise FormatError(
+            f"Kyverno policy: apiVersion {data.get('apiVersion')!r} is not one of {', '.join(API_VERSIONS)}"
+        )
+    meta = data.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise FormatError("Kyverno policy: metadata.name is required")
+    spec = data.get("spec")
+    if not isinstance(spec, Mapping):
+        raise FormatError("Kyverno policy: spec is required")
+    raw_rules = spec.get("rules")
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise FormatError("Kyverno policy: spec.rules must be a non-empty list")
+    action = str(spec.get("validationFailureAction") or "Audit")
+    if action.lower() not in ("enforce", "audit"):
+        raise FormatError("Kyverno policy: spec.validationFailureAction must be Enforce or Audit")
+    overrides = spec.get("validationFailureActionOverrides") or []
+    if not isinstance(overrides, list):
+        raise FormatError("Kyverno policy: spec.validationFailureActionOverrides must be a list")
+    rules: list[Rule] = []
+    not_applied: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_rules):
+        rule, skipped = _parse_rule(raw, i, name)
+        rname = rule.name if rule else skipped[0]  # type: ignore[index]
+        if rname in seen:
+            raise FormatError(f"Kyverno policy: spec.rules[{i}].name {rname!r} is used twice")
+        seen.add(rname)
+        if rule is not None:
+            rules.append(rule)
+        elif skipped is not None:
+            not_applied.append(skipped)
+    annotations = (meta.get("annotations") or {}) if isinstance(meta, Mapping) else {}
+    applied_raw = [
+        r for r in raw_rules if isinstance(r, Mapping) and r.get("name") in {x.name for x in rules}
+    ]
+    for j, gen in enumerate(autogen_rules(raw_rules, annotations)):
+        if gen["name"] in seen:
+            continue
+        if gen["name"].split("-", 2)[-1] not in {r.name for r in rules} and not any(
+            gen["name"] in (f"autogen-{r.name}"[:63], f"autogen-cronjob-{r.name}"[:63]) for r in rules
+        ):
+            continue
+        rule, _ = _parse_rule(gen, len(raw_rules) + j, name)
+        if rule is not None:
+            rule.autogen_of = gen["name"]
+            rules.append(rule)
+    del applied_raw
+    return KyvernoPolicy(
+        name=name,
+        namespace=str(meta.get("namespace") or "") if kind == "Policy" else "",
+        kind=kind,
+        rules=rules,
+        not_applied=not_applied,
+        failure_action=action,
+        emit_warning=bool(spec.get("emitWarning")),
+        overrides=[dict(o) for o in overrides if isinstance(o, Mapping)],
+        raw=data,
+    )
+
+
+# ----------------------------------------------------------------------------------------- the context
+
+
+def build_request(inp: AdmissionInput) -> Request:
+    resource = inp.object if inp.object is not None else inp.old_object or {}
+    meta = resource.get("metadata") or {}
+    ns_obj = inp.namespace_object
+    ns_labels = None
+    if ns_obj is not None:
+        ns_labels = {str(k): str(v) for k, v in ((ns_obj.get("metadata") or {}).get("labels") or {}).items()}
+    ui = inp.user_info or {}
+    return Request(
+        api_version=str(resource.get("apiVersion") or inp.id.api_version),
+        kind=str(resource.get("kind") or inp.id.kind),
+        name=str(meta.get("name") or meta.get("generateName") or inp.id.name),
+        namespace=str(meta.get("namespace") or inp.id.namespace or ""),
+        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+        annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+        operation=inp.operation,
+        namespace_labels=ns_labels,
+        username=str(ui.get("username") or ""),
+        groups=tuple(str(g) for g in ui.get("groups") or ()),
+        roles=tuple(str(r) for r in ui.get("roles") or ()),
+        cluster_roles=tuple(str(r) for r in ui.get("clusterRoles") or ()),
+    )
+
+
+def _image_info(image: str) -> dict[str, str]:
+    name_part, _, digest = image.partition("@")
+    tag = ""
+    last = name_part.rsplit("/", 1)[-1]
+    if ":" in last:
+        name_part, tag = name_part.rsplit(":", 1)
+    first = name_part.split("/", 1)[0]
+    if "/" in name_part and ("." in first or ":" in first or first == "localhost"):
+        registry, path = name_part.split("/", 1)
+    else:
+        registry, path = "docker.io", name_part
+    if not tag and not digest:
+        tag = "latest"
+    ref = f"{registry}/{path}" + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+    return {
+        "registry": registry,
+        "name": path.rsplit("/", 1)[-1],
+        "path": path,
+        "tag": tag,
+        "digest": digest,
+        "reference": ref,
+        "referenceWithTag": f"{registry}/{path}:{tag}" if tag else ref,
+    }
+
+
+def _images(resource: Mapping[str, Any]) -> dict[str, Any]:
+    def dig(doc: Any, *path: str) -> Any:
+        for p in path:
+            doc = doc.get(p) if isinstance(doc, Mapping) else None
+        return doc
+
+    kind = resource.get("kind")
+    if kind == "CronJob":
+        spec = dig(resource, "spec", "jobTemplate", "spec", "template", "spec")
+    elif kind == "Pod":
+        spec = dig(resource, "spec")
+    else:
+        spec = dig(resource, "spec", "template", "spec")
+    out: dict[str, Any] = {}
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        items = spec.get(key) if isinstance(spec, Mapping) else None
+        if isinstance(items, list):
+            block = {
+                str(c.get("name")): _image_info(str(c["image"]))
+                for c in items
+                if isinstance(c, Mapping) and isinstance(c.get("image"), str)
+            }
+            if block:
+                out[key] = block
+    return out
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def build_context(
+    inp: AdmissionInput, values: Mapping[str, Any], rule_values: Mapping[str, Any]
+) -> dict[str, Any]:
+    resource = inp.object if inp.object is not None else inp.old_object or {}
+    meta = resource.get("metadata") or {}
+    api_version = str(resource.get("apiVersion") or "")
+    group, _, version = api_version.rpartition("/")
+    ui = dict(inp.user_info or {})
+    user_info = {k: v for k, v in ui.items() if k not in ("roles", "clusterRoles")}
+    request: dict[str, Any] = {
+        "operation": inp.operation,
+        "object": copy.deepcopy(dict(inp.object)) if inp.object is not None else None,
+        "oldObject": copy.deepcopy(dict(inp.old_object)) if inp.old_object is not None else None,
+        "userInfo": user_info,
+        "roles": list(ui.get("roles") or []),
+        "clusterRoles": list(ui.get("clusterRoles") or []),
+        "namespace": str(meta.get("namespace") or inp.id.namespace or ""),
+        "name": str(meta.get("name") or ""),
+        "kind": {"group": group, "version": version, "kind": str(resource.get("kind") or "")},
+        "dryRun": False,
+    }
+    data: dict[str, Any] = {"request": request}
+    username = str(user_info.get("username") or "")
+    if username.startswith("system:serviceaccount:"):
+        parts = username.split(":")
+        if len(parts) >= 4:
+            data["serviceAccountNamespace"], data["serviceAccountName"] = parts[2], parts[3]
+    else:
+        data["serviceAccountName"], data["serviceAccountNamespace"] = "", ""
+    images = _images(resource)
+    if images:
+        data["images"] = images
+    if inp.namespace_object is not None:
+        data["namespaceObject"] = dict(inp.namespace_object)
+    for source in (values, rule_values):
+        for k, v in source.items():
+            _set_path(data, str(k), copy.deepcopy(v))
+    return data
+
+
+def load_context(entries: Sequence[Mapping[str, Any]], ctx: EvalContext) -> None:
+    for entry in entries:
+        name = str(entry["name"])
+        if name in ctx.values:
+            _set_path(ctx.data, name, copy.deepcopy(ctx.values[name]))
+            continue
+        if "variable" not in entry:
+            kind = next(k for k in CLUSTER_CONTEXT if k in entry)
+            raise RuleError(
+                f"failed to load context: context entry {name!r} uses {kind}, which needs the cluster; "
+                "the gate evaluates offline (give its value in the test's values file)"
+            )
+        var = entry["variable"]
+        value: Any = None
+        try:
+            if "value" in var:
+                value = substitute(copy.deepcopy(var["value"]), ctx.data)
+            if var.get("jmesPath"):
+                expr = substitute(var["jmesPath"], ctx.data)
+                try:
+                    value = search(str(expr), value if "value" in var else ctx.data)
+                except NotFound:
+                    value = None
+        except (SubstitutionError, JMESPathError) as exc:
+            if "default" not in var:
+                raise RuleError(f"failed to load context: {exc}") from exc
+            value = None
+        if value is None and "default" in var:
+            value = substitute(copy.deepcopy(var["default"]), ctx.data)
+        if value is None and "default" not in var and "value" not in var:
+            raise RuleError(f"failed to load context: variable {name!r}: the JMESPath gave no value")
+        _set_path(ctx.data, name, value)
+
+
+# -------------------------------------------------------------------------------------------- one rule
+
+
+def _msg(rule_message: Any, ctx: EvalContext) -> str:
+    if not rule_message:
+        return ""
+    try:
+        out = substitute(str(rule_message), ctx.data)
+    except (SubstitutionError, JMESPathError):
+        return str(rule_message)
+    return out if isinstance(out, str) else str(out)
+
+
+def evaluate_rule(policy: Any, rule: Rule, ctx: EvalContext) -> RuleResult | None:
+    return _validate(rule, rule.validate, ctx, rule.context, rule.preconditions, nesting=0, element=None)
+
+
+def _validate(
+    rule: Rule,
+    v: Mapping[str, Any],
+    ctx: EvalContext,
+    context_entries: Sequence[Mapping[str, Any]],
+    preconditions: Any,
+    nesting: int,
+    element: Mapping[str, Any] | None,
+) -> RuleResult | None:
+    load_context(context_entries, ctx)
+    try:
+        ok, pmsg = evaluate_conditions(preconditions, ctx.data)
+    except (SubstitutionError, JMESPathError) as exc:
+        raise RuleError(f"failed to evaluate preconditions: {exc}") from exc
+    if not ok:
+        return RuleResult(rule.name, "skip", "; ".join(x for x in ("preconditions not met", pmsg) if x))
+    message = rule.validate.get("message")
+    if v.get("deny") is not None:
+        try:
+            deny, dmsg = evaluate_conditions(v["deny"].get("conditions"), ctx.data)
+        except (SubstitutionError, JMESPathError) as exc:
+            raise RuleError(f"failed to check deny conditions: {exc}") from exc
+        if deny:
+            text = "; ".join(x for x in (str(message or ""), dmsg) if x)
+            return RuleResult(
+                rule.name, "fail", _msg(text, ctx) or f"validation error: rule {rule.name} failed"
+            )
+        return RuleResult(rule.name, "pass", f"validation rule '{rule.name}' passed.")
+    if v.get("pattern") is not None or v.get("anyPattern") is not None:
+        target = element if element is not None else ctx.resource
+        if ctx.input.operation == "DELETE" and element is None:
+            return None
+        return _patterns(rule, v, target, ctx, message)
+    if v.get("foreach") is not None:
+        return _foreach(rule, v["foreach"], ctx, nesting)
+    if v.get("cel") is not None and rule._cel is not None:
+        return rule._cel.evaluate(rule.name, ctx)
+    return RuleResult(rule.name, "pass", "")
+
+
+def _patterns(rule: Rule, v: Mapping[str, Any], target: Any, ctx: EvalContext, message: Any) -> RuleResult:
+    try:
+        pattern = substitute(copy.deepcopy(v["pattern"]), ctx.data) if v.get("pattern") is not None else None
+        any_patterns = (
+            substitute(copy.deepcopy(v["anyPattern"]), ctx.data) if v.get("anyPattern") is not None else None
+        )
+    except (SubstitutionError, JMESPathError) as exc:
+        raise RuleError(f"variable substitution failed: {exc}") from exc
+    user_msg = _msg(message, ctx)
+    if pattern is not None:
+        res = match_pattern(target, pattern)
+        if res.ok:
+            return RuleResult(rule.name, "pass", f"validation rule '{rule.name}' passed.")
+        if res.skip:
+            return RuleResult(rule.name, "skip", res.message)
+        if not res.path:
+            raise RuleError(_fail_message(rule, user_msg, "") + f": {res.message}")
+        return RuleResult(rule.name, "fail", _fail_message(rule, user_msg, res.path))
+    failed: list[str] = []
+    skipped: list[str] = []
+    for i, p in enumerate(any_patterns or []):
+        res = match_pattern(target, p)
+        if res.ok:
+            return RuleResult(rule.name, "pass", f"validation rule '{rule.name}' anyPattern[{i}] passed.")
+        if res.skip:
+            skipped.append(f"rule {rule.name}[{i}] skipped: {res.message}")
+        elif res.path:
+            failed.append(f"rule {rule.name}[{i}] failed at path {res.path}")
+        else:
+            failed.append(f"rule {rule.name}[{i}] failed: {res.message}")
+    if skipped and not failed:
+        return RuleResult(rule.name, "skip", " ".join(skipped))
+    head = f"validation error: {user_msg}" if user_msg else "validation error"
+    return RuleResult(rule.name, "fail", f"{head}. " + " ".join(failed))
+
+
+def _fail_message(rule: Rule, user_msg: str, path: str) -> str:
+    if not user_msg:
+        return f"validation error: rule {rule.name} failed at path {path}"
+    if not user_msg.endswith("."):
+        user_msg += "."
+    return f"validation error: {user_msg} rule {rule.name} failed at path {path}"
+
+
+def _foreach(
+    rule: Rule, loops: Sequence[Mapping[str, Any]], ctx: EvalContext, nesting: int
+) -> RuleResult | None:
+    applied = 0
+    list_error: Exception | None = None
+    for fe in loops:
+        try:
+            expr = substitute(fe["list"], ctx.data)
+            elements = query(ctx.data, str(expr))
+        except SubstitutionError as exc:
+            if "Unknown key" in str(exc):
+                continue
+            list_error = exc
+            continue
+        if elements is None:
+            elements = []
+        if not isinstance(elements, list):
+            elements = [elements]
+        result, count = _elements(rule, fe, elements, ctx, nesting)
+        if result.status != "pass":
+            return result
+        applied += count
+    if applied == 0:
+        if list_error is not None:
+            raise RuleError(f"failed to evaluate list: {list_error}")
+        return None
+    return RuleResult(rule.name, "pass", "rule passed")
+
+
+def _elements(
+    rule: Rule, fe: Mapping[str, Any], elements: list[Any], ctx: EvalContext, nesting: int
+) -> tuple[RuleResult, int]:
+    applied = 0
+    saved = copy.copy(ctx.data)
+    try:
+        for index, element in enumerate(elements):
+            if element is None:
+                continue
+            ctx.data = copy.copy(saved)
+            ctx.data["element"] = element
+            ctx.data["elementIndex"] = index
+            ctx.data[f"element{nesting}"] = element
+            ctx.data[f"elementIndex{nesting}"] = index
+            scope = fe.get("elementScope")
+            scoped = isinstance(element, Mapping) if scope is None else bool(scope)
+            if scope and not isinstance(element, Mapping):
+                return RuleResult(
+                    rule.name,
+                    "error",
+                    "cannot use elementScope=true foreach rules for elements that are not maps",
+                ), applied
+            sub = {
+                k: fe.get(k) for k in ("pattern", "anyPattern", "deny", "foreach") if fe.get(k) is not None
+            }
+            try:
+                r = _validate(
+                    rule,
+                    sub,
+                    ctx,
+                    fe.get("context") or [],
+                    fe.get("preconditions"),
+                    nesting + 1,
+                    element if scoped else None,
+                )
+            except RuleError as exc:
+                if "failed to evaluate preconditions" in str(exc):
+                    continue
+                return RuleResult(rule.name, "error", f"validation failure: {exc}"), applied
+            if r is None or r.status == "skip":
+                continue
+            if r.status != "pass":
+                return RuleResult(rule.name, r.status, f"validation failure: {r.message}"), applied
+            applied += 1
+    finally:
+        ctx.data = saved
+    return RuleResult(rule.name, "pass", ""), applied

@@ -423,6 +423,7 @@ class PolicyError:
     message: str
     kind: str = "engine"  # "engine", "timeout", "compile", "format", "internal"
     compile_errors: tuple[dict[str, Any], ...] = ()
+    language: str = ""  # of the policy (see LANGUAGES)
 
 
 @dataclass
@@ -677,7 +678,15 @@ def _evaluate_admission(
                 if where
                 else ""
             )
-            errors.append(PolicyError(policy.id, policy.name, f"{f.rule}{subject}: {f.message}", "engine"))
+            errors.append(
+                PolicyError(
+                    policy.id,
+                    policy.name,
+                    f"{f.rule}{subject}: {f.message}",
+                    "engine",
+                    language=policy.language,
+                )
+            )
             continue
         enforcement = policy.enforcement or Enforcement(f.action)
         out.append(
@@ -789,6 +798,10 @@ def _as_rendered(objects: Sequence[RenderedObject | Mapping[str, Any]]) -> list[
 
 
 def _error_for(policy: BoundPolicy, exc: Exception) -> PolicyError:
+    return replace(_error_kind(policy, exc), language=policy.language)
+
+
+def _error_kind(policy: BoundPolicy, exc: Exception) -> PolicyError:
     if isinstance(exc, PolicyCompileError):
         return PolicyError(
             policy.id, policy.name, str(exc), "compile", tuple(e.as_dict() for e in exc.errors)

@@ -39,6 +39,12 @@ GATE_SECONDS = Histogram(
     ["engine"],
     buckets=GATE_BUCKETS,
 )
+GATE_FINDINGS = Counter(
+    "fleetgate_gate_findings",
+    "Policy findings of stored gate decisions, by policy language (Rego/conftest, Rego/Gatekeeper, "
+    "VAP (CEL), Kyverno) and effect (deny, warn, dryrun, waived, error).",
+    ["language", "effect"],
+)
 WEBHOOK_DELIVERIES = Counter(
     "fleetgate_webhook_deliveries",
     "Git webhook deliveries received, by result (queued, ping, ignored, rejected, not_found, throttled, "
@@ -72,6 +78,10 @@ def gate_decision(outcome: str, engine: str, seconds: float) -> None:
     engine = engine or "none"
     GATE_DECISIONS.labels(outcome=outcome, engine=engine).inc()
     GATE_SECONDS.labels(engine=engine).observe(seconds)
+
+
+def gate_findings(language: str, effect: str, count: int = 1) -> None:
+    GATE_FINDINGS.labels(language=language or "unknown", effect=effect).inc(count)
 
 
 def webhook_delivery(result: str, code: int) -> None:

@@ -169,6 +169,7 @@ def _finding(v: gate.Violation) -> dict[str, Any]:
     return {
         "msg": v.message,
         "policy": v.policy_name,
+        "language": v.language,
         "rule": v.rule,
         "enforcement": str(v.enforcement),
         "filename": ref.source_file if ref else "",
@@ -185,6 +186,7 @@ def _cluster_dict(cluster: Cluster, decision: gate.Decision, objects: int) -> di
         {
             "msg": f"engine error: {e.message}",
             "policy": e.policy_name,
+            "language": e.language,
             "rule": e.kind,
             "enforcement": "deny",
             "filename": "",
@@ -359,7 +361,8 @@ def format_report(report: CheckReport) -> str:
                 where = f["filename"] or "-"
                 obj = f" - {f['object']}" if f["object"] else ""
                 waiver = f" (waiver #{f['waiver']})" if f["waiver"] else ""
-                lines.append(f"{label} - {c['cluster']} - {where}{obj} - {f['policy']} - {f['msg']}{waiver}")
+                policy = f"{f['policy']} ({f['language']})" if f.get("language") else f["policy"]
+                lines.append(f"{label} - {c['cluster']} - {where}{obj} - {policy} - {f['msg']}{waiver}")
         lines.append(f"{c['cluster']}: {c['decision']} - {c['summary']}")
     lines.append("")
     lines.append(data["summary"])

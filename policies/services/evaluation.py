@@ -136,6 +136,8 @@ def build_bound_set(mapping: PathMapping, *, now: datetime | None = None) -> Bou
                 "policy": policy.name,
                 "version": version.number,
                 "content_hash": version.content_hash,
+                "style": policy.style,
+                "language": gate.language_of(policy.style),
                 "enforcement": binding.enforcement or "inherit",
                 "binding_id": binding.pk,
                 "group": binding.cluster_group.name if binding.cluster_group is not None else None,
@@ -305,6 +307,7 @@ def _store(
                 "kind": e.kind,
                 "message": e.message,
                 "compile_errors": list(e.compile_errors),
+                "language": e.language,
             }
             for e in decision.errors
         ],
@@ -402,7 +405,11 @@ def _audit(
             "commit": sha,
             "counts": _counts(counts),
             "clusters": per_cluster,
-            "policies": [{"policy": v["policy"], "version": v["version"]} for v in bound.versions],
+            "policies": [
+                {"policy": v["policy"], "version": v["version"], "language": v["language"]}
+                for v in bound.versions
+            ],
+            "findings": _findings_by_language(results),
         },
         message=f"{mapping.name} at {sha[:10] or '(no commit)'}: {summary}",
     )
@@ -432,6 +439,17 @@ def _audit(
             message=f"waiver #{wid} excused {entry['violations']} violation(s) of {waiver.policy.name} "
             f"in {mapping.name} at {sha[:10]}",
         )
+
+
+def _findings_by_language(results: Sequence[TargetResult]) -> dict[str, dict[str, int]]:
+    """{language: {deny|warn|dryrun|waived|error: count}} over the targets' findings and errors."""
+    out: dict[str, Counter[str]] = {}
+    for r in results:
+        for v in r.decision.violations:
+            out.setdefault(v.language, Counter())["waived" if v.waived_by else str(v.enforcement)] += 1
+        for e in r.decision.errors:
+            out.setdefault(e.language, Counter())["error"] += 1
+    return {language or "unknown": dict(sorted(c.items())) for language, c in sorted(out.items())}
 
 
 def evaluate_targets(
@@ -482,6 +500,9 @@ def evaluate_targets(
                 _audit(commit, mapping, results, bound)
         for r in results:  # gate decisions (a policy check that stores nothing is not one)
             metrics.gate_decision(str(r.decision.outcome), r.decision.engine, r.decision.duration_seconds)
+        for language, effects in _findings_by_language(results).items():
+            for effect, count in effects.items():
+                metrics.gate_findings(language, effect, count)
     return MappingEvaluation(mapping, commit, results, bound.versions)
 
 

@@ -147,7 +147,8 @@ def _text(findings: list[gate.Violation], label: str) -> str:
     for v in findings:
         rule = f" [{v.rule}]" if v.rule else ""
         via = f" (waiver #{v.waived_by})" if v.waived_by else ""
-        lines.append(f"{label} {v.policy_name}{rule}: {v.message}{via}")
+        language = f" ({v.language})" if v.language else ""
+        lines.append(f"{label} {v.policy_name}{language}{rule}: {v.message}{via}")
     return "\n".join(lines)
 
 
@@ -341,6 +342,7 @@ def sarif_run(report: CheckReport, lines: Lines | None = None) -> dict[str, Any]
                 "policyId": pid,
                 "version": meta.get("version"),
                 "enforcement": meta.get("enforcement") or "inherit",
+                "language": meta.get("language") or "",
             },
         }
         rules.append(rule)
@@ -360,6 +362,7 @@ def sarif_run(report: CheckReport, lines: Lines | None = None) -> dict[str, Any]
                 "properties": {
                     "cluster": cluster,
                     "policy": v.policy_name,
+                    "language": v.language,
                     "rule": v.rule,
                     "enforcement": str(v.enforcement),
                     "object": object_label(v.object),
@@ -391,7 +394,12 @@ def sarif_run(report: CheckReport, lines: Lines | None = None) -> dict[str, Any]
                 "level": "error",
                 "kind": "fail",
                 "message": {"text": f"engine error ({e.kind}): {e.message}"},
-                "properties": {"cluster": cluster, "policy": e.policy_name, "errorKind": e.kind},
+                "properties": {
+                    "cluster": cluster,
+                    "policy": e.policy_name,
+                    "language": e.language,
+                    "errorKind": e.kind,
+                },
             }
             if e.policy_id in rule_index:
                 entry["ruleId"] = policies[rule_index[e.policy_id]][1]

@@ -128,7 +128,7 @@ def test_policy_check_command_prints_conftest_output_and_exits_1_when_blocked(
     assert exit_info.value.code == 1
     text = out.getvalue()
     assert (
-        "FAIL - prod-eu-1 - bad.yaml - Deployment/apps/web - prod-replicas - "
+        "FAIL - prod-eu-1 - bad.yaml - Deployment/apps/web - prod-replicas (Rego/conftest) - "
         "web needs at least 2 replicas on production cluster prod-eu-1"
     ) in text
     assert "prod-eu-1: blocked - 1 tests, 0 passed, 0 warnings, 1 failures, 0 exceptions" in text

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import importlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,6 +45,8 @@ from policies.engine.base import EvaluationSession, PolicySet, to_json
 from policies.formats import FormatError
 from policies.formats import conftest as conftest_fmt
 from policies.formats import gatekeeper as gk
+from policies.formats import kyverno as kyverno_fmt
+from policies.formats import vap as vap_fmt
 from policies.formats.admission import AdmissionInput, Finding, ParamsLookup
 from policies.formats.kube import LabelSelector, ObjectId, build_inventory, labels_of, object_id
 
@@ -197,8 +198,8 @@ class BoundPolicy:
     #: VAP and Kyverno: the compiled policy (compiled once, when the BoundPolicy is built; the services
     #: cache BoundPolicy objects per stored version, so a version is compiled once per process)
     admission: AdmissionPolicy | None = None
-    #: Kyverno: the mutate/generate rules the gate does not apply, by name
-    not_applied: tuple[str, ...] = ()
+    #: Kyverno: the rules the gate does not apply, as (rule name, "mutate" | "generate" | ...)
+    not_applied: tuple[tuple[str, str], ...] = ()
 
     @property
     def language(self) -> str:
@@ -273,7 +274,6 @@ class BoundPolicy:
     ) -> BoundPolicy:
         """A ValidatingAdmissionPolicy with one of its bindings (the binding's ``validationActions`` give
         each finding's action; ``enforcement``, a Fleetgate binding's, overrides them)."""
-        vap_fmt = importlib.import_module("policies.formats.vap")  # engineer 17a's evaluator
         compiled = vap_fmt.compile(
             vap_fmt.parse_policy(_document(policy)), vap_fmt.parse_binding(_document(binding))
         )
@@ -296,7 +296,6 @@ class BoundPolicy:
     ) -> BoundPolicy:
         """A Kyverno ClusterPolicy or Policy: its validate rules (each finding's action from the rule's
         ``failureAction`` or the policy's ``validationFailureAction``; ``enforcement`` overrides them)."""
-        kyverno_fmt = importlib.import_module("policies.formats.kyverno")  # engineer 17b's evaluator
         parsed = kyverno_fmt.parse_policy(_document(policy))
         return cls(
             str(id),

@@ -1,0 +1,551 @@
+"""Kyverno evaluator: pattern anchors and operators, condition operators, JMESPath functions, match fields,
+autogen, failure actions and PolicyExceptions (policies/formats/kyverno)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from policies.formats import FormatError
+from policies.formats.admission import AdmissionInput
+from policies.formats.kube import object_id
+from policies.formats.kyverno import parse_exception, parse_policy
+from policies.formats.kyverno.conditions import evaluate_operator, substitute
+from policies.formats.kyverno.jmes import JMESPathError, NotFound, search
+from policies.formats.kyverno.pattern import match_pattern, validate_value
+
+
+def pod(
+    name: str = "p", labels: dict[str, str] | None = None, ns: str = "default", **spec: Any
+) -> dict[str, Any]:
+    spec.setdefault("containers", [{"name": "c", "image": "nginx:1.25"}])
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "spec": spec,
+    }
+
+
+def review(obj: dict[str, Any], operation: str = "CREATE", **kw: Any) -> AdmissionInput:
+    return AdmissionInput(operation=operation, id=object_id(obj, ""), object=obj, old_object=None, **kw)
+
+
+def policy(rules: list[dict[str, Any]], action: str = "Enforce", **meta: Any) -> Any:
+    return parse_policy(
+        {
+            "apiVersion": "kyverno.io/v1",
+            "kind": "ClusterPolicy",
+            "metadata": {"name": "p", **meta},
+            "spec": {"validationFailureAction": action, "rules": rules},
+        }
+    )
+
+
+def pattern_rule(pattern: Any, kinds: tuple[str, ...] = ("Pod",), **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "r",
+        "match": {"any": [{"resources": {"kinds": list(kinds)}}]},
+        "validate": {"message": "m {{ request.object.metadata.name }}", "pattern": pattern},
+        **extra,
+    }
+
+
+def statuses(pol: Any, obj: dict[str, Any], **kw: Any) -> dict[str, str]:
+    return {r.rule: r.status for r in pol.apply(review(obj, **kw))}
+
+
+# ------------------------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern", "expected"),
+    [
+        ("nginx:1.2", "!*:latest", True),
+        ("nginx:latest", "!*:latest", False),
+        ("abc", "a?c", True),
+        ("abbc", "a?c", False),
+        ("x", "?*", True),
+        ("", "?*", False),
+        (5, ">3", True),
+        (2, ">3", False),
+        (3, ">=3", True),
+        ("500m", "<=1", True),
+        ("2Gi", "<1Gi", False),
+        ("2Gi", "1Gi-4Gi", True),
+        (11, "1-10", False),
+        (11, "1!-10", True),
+        (5, "1!-10", False),
+        ("1h", ">30m", True),
+        ("10m", ">30m", False),
+        ("Always", "Always | IfNotPresent", True),
+        ("Never", "Always | IfNotPresent", False),
+        (5, ">1 & <10", True),
+        (15, ">1 & <10", False),
+        (None, None, True),
+        ("", None, True),
+        (0, None, True),
+        ("x", None, False),
+        (True, False, False),
+        (80, 80, True),
+        ("80", 80, True),
+        (1.5, 1.5, True),
+        ({"a": 1}, {}, True),
+    ],
+)
+def test_pattern_values(value: Any, pattern: Any, expected: bool) -> None:
+    assert validate_value(value, pattern) is expected
+
+
+# ------------------------------------------------------------------------------------------- anchors
+
+
+def test_plain_key_must_match_every_list_element() -> None:
+    pattern = {"spec": {"containers": [{"image": "!*:latest"}]}}
+    ok = pod(containers=[{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:2"}])
+    bad = pod(containers=[{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:latest"}])
+    assert match_pattern(ok, pattern).ok
+    res = match_pattern(bad, pattern)
+    assert not res.ok and not res.skip and res.path == "/spec/containers/1/image/"
+
+
+def test_equality_anchor_checks_only_when_present() -> None:
+    pattern = {"spec": {"=(hostNetwork)": False}}
+    assert match_pattern(pod(), pattern).ok
+    assert not match_pattern(pod(hostNetwork=True), pattern).ok
+    assert match_pattern(pod(hostNetwork=True), {"spec": {"?(hostNetwork)": True}}).ok
+
+
+def test_negation_anchor_forbids_the_key() -> None:
+    pattern = {"spec": {"X(hostPID)": "null"}}
+    assert match_pattern(pod(), pattern).ok
+    res = match_pattern(pod(hostPID=True), pattern)
+    assert not res.ok and "not allowed" in res.message
+
+
+def test_conditional_anchor_skips_or_applies() -> None:
+    pattern = {"spec": {"containers": [{"(name)": "web", "image": "*:1.*"}]}}
+    assert match_pattern(pod(containers=[{"name": "web", "image": "x:1.2"}]), pattern).ok
+    assert not match_pattern(pod(containers=[{"name": "web", "image": "x:2.0"}]), pattern).ok
+    skipped = match_pattern(pod(containers=[{"name": "db", "image": "x:2.0"}]), pattern)
+    assert skipped.skip
+
+
+def test_global_anchor_skips_the_whole_rule() -> None:
+    pattern = {
+        "spec": {"containers": [{"<(image)": "registry.corp/*"}], "imagePullSecrets": [{"name": "?*"}]}
+    }
+    other = pod(containers=[{"name": "a", "image": "docker.io/x"}])
+    assert match_pattern(other, pattern).skip
+    corp = pod(containers=[{"name": "a", "image": "registry.corp/x"}])
+    assert not match_pattern(corp, pattern).ok
+    corp["spec"]["imagePullSecrets"] = [{"name": "s"}]
+    assert match_pattern(corp, pattern).ok
+
+
+def test_existence_anchor_needs_one_matching_element() -> None:
+    pattern = {"spec": {"^(containers)": [{"image": "nginx:*"}]}}
+    assert match_pattern(pod(containers=[{"image": "a"}, {"image": "nginx:1"}]), pattern).ok
+    assert not match_pattern(pod(containers=[{"image": "a"}]), pattern).ok
+
+
+def test_wildcard_label_keys_expand_against_the_resource() -> None:
+    pattern = {"metadata": {"labels": {"app.kubernetes.io/*": "?*"}}}
+    assert match_pattern(pod(labels={"app.kubernetes.io/name": "x"}), pattern).ok
+
+
+# ---------------------------------------------------------------------------------------- operators
+
+
+@pytest.mark.parametrize(
+    ("op", "key", "value", "expected"),
+    [
+        ("Equals", "abc", "a*", True),
+        ("Equals", "1Gi", "1024Mi", True),
+        ("Equals", "1h", "60m", True),
+        ("Equals", 3, "3", True),
+        ("NotEquals", "x", "y", True),
+        ("AnyIn", ["a", "b"], ["b", "c"], True),
+        ("AnyIn", ["a"], ["b"], False),
+        ("AllIn", ["a", "b"], ["a", "b", "c"], True),
+        ("AllIn", ["a", "z"], ["a", "b"], False),
+        ("AnyNotIn", ["a", "z"], ["a", "b"], True),
+        ("AllNotIn", ["x", "y"], ["a", "b"], True),
+        ("AllNotIn", ["x", "a"], ["a", "b"], False),
+        ("AnyIn", "CREATE", ["CREATE", "UPDATE"], True),
+        ("AnyNotIn", "DELETE", ["CREATE", "UPDATE"], True),
+        ("AnyIn", 5, "1-10", True),
+        ("AnyIn", "ns-1", ["ns-*"], True),
+        ("In", "a", ["a", "b"], True),
+        ("NotIn", "c", ["a", "b"], True),
+        ("GreaterThan", 5, 3, True),
+        ("GreaterThan", "2Gi", "1Gi", True),
+        ("GreaterThanOrEquals", "1", 1, True),
+        ("LessThan", "500m", "1", True),
+        ("LessThanOrEquals", "1.2.3", "1.10.0", True),
+        ("DurationGreaterThan", "2h", "90m", True),
+        ("DurationLessThanOrEquals", "30s", 30, True),
+        ("DurationLessThan", "2h", "1h", False),
+    ],
+)
+def test_condition_operators(op: str, key: Any, value: Any, expected: bool) -> None:
+    assert evaluate_operator(op, key, value) is expected
+
+
+# ----------------------------------------------------------------------------------------- JMESPath
+
+
+def test_missing_key_is_an_error_unless_defaulted() -> None:
+    data = {"request": {"object": {"metadata": {"labels": {"a": "b"}}}}}
+    with pytest.raises(NotFound):
+        search("request.object.metadata.labels.z", data)
+    assert search("request.object.metadata.labels.z || 'dflt'", data) == "dflt"
+    assert search("length(request.object.metadata.missing || `[]`)", data) == 0
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("to_upper('abc')", "ABC"),
+        ("to_lower('ABC')", "abc"),
+        ("trim('  x ', ' ')", "x"),
+        ("split('a,b', ',')", ["a", "b"]),
+        ("regex_match('^ng', 'nginx')", True),
+        ("regex_replace_all('([a-z]+)-([0-9]+)', 'app-12', '$2')", "12"),
+        ('label_match(`{"a":"1"}`, `{"a":"1","b":"2"}`)', True),
+        ("parse_json('{\"a\": [1]}').a[0]", 1),
+        ("parse_yaml('a: b').a", "b"),
+        ("base64_decode(base64_encode('hi'))", "hi"),
+        ("compare('a', 'b')", -1),
+        ("equal_fold('Ab', 'aB')", True),
+        ("replace('aaa', 'a', 'b', `2`)", "bba"),
+        ("replace_all('aaa', 'a', 'b')", "bbb"),
+        ("truncate('abcdef', `3`)", "abc"),
+        ("semver_compare('1.2.3', '>=1.0.0 <2.0.0')", True),
+        ("add(`1`, `2`)", 3),
+        ("add('1Gi', '512Mi')", "1536Mi"),
+        ("subtract('1h', '30s')", "59m30s"),
+        ("multiply('500m', `2`)", "1"),
+        ("divide('2Gi', '1Gi')", 2.0),
+        ("modulo(`7`, `3`)", 1.0),
+        ("items(`{\"b\":1,\"a\":2}`, 'k', 'v')[0].k", "a"),
+        ("object_from_lists(['a','b'], [`1`,`2`]).b", 2),
+        ("lookup(`{\"a\":1}`, 'a')", 1),
+        ("pattern_match('nginx:*', 'nginx:1')", True),
+        ("time_add('2024-01-01T00:00:00Z', '1h')", "2024-01-01T01:00:00Z"),
+        ("time_diff('2024-01-01T00:00:00Z', '2024-01-01T02:00:00Z')", "2h0m0s"),
+        ("time_before('2024-01-01T00:00:00Z', '2024-01-02T00:00:00Z')", True),
+        ("image_normalize('nginx')", "docker.io/library/nginx:latest"),
+        ("sha256('a')", "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"),
+    ],
+)
+def test_kyverno_functions(expression: str, expected: Any) -> None:
+    assert search(expression, {}) == expected
+
+
+def test_a_failing_function_is_an_error() -> None:
+    with pytest.raises(JMESPathError):
+        search("divide(`1`, `0`)", {})
+    with pytest.raises(JMESPathError):
+        search("random('[a-z]{4}')", {})
+
+
+def test_substitution_types_and_strings() -> None:
+    ctx = {"request": {"object": {"metadata": {"name": "x", "labels": {"a": "b"}}}}}
+    assert substitute("{{ request.object.metadata.labels }}", ctx) == {"a": "b"}
+    assert substitute("n={{request.object.metadata.name}}", ctx) == "n=x"
+    assert substitute("\\{{ literal }}", ctx) == "{{ literal }}"
+
+
+# -------------------------------------------------------------------------------------------- match
+
+
+def match_policy(match: dict[str, Any], exclude: dict[str, Any] | None = None) -> Any:
+    rule = {"name": "r", "match": match, "validate": {"pattern": {"metadata": {"name": "?*"}}}}
+    if exclude:
+        rule["exclude"] = exclude
+    return policy([rule])
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({"kinds": ["Pod"]}, True),
+        ({"kinds": ["v1/Pod"]}, True),
+        ({"kinds": ["apps/v1/Deployment"]}, False),
+        ({"kinds": ["*"]}, True),
+        ({"kinds": ["Pod"], "names": ["web-*"]}, True),
+        ({"kinds": ["Pod"], "name": "db"}, False),
+        ({"kinds": ["Pod"], "namespaces": ["prod-*"]}, True),
+        ({"kinds": ["Pod"], "namespaces": ["dev"]}, False),
+        ({"kinds": ["Pod"], "annotations": {"team": "a*"}}, True),
+        ({"kinds": ["Pod"], "selector": {"matchLabels": {"app": "web"}}}, True),
+        (
+            {
+                "kinds": ["Pod"],
+                "selector": {"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]},
+            },
+            False,
+        ),
+        ({"kinds": ["Pod"], "namespaceSelector": {"matchLabels": {"env": "prod"}}}, True),
+        ({"kinds": ["Pod"], "namespaceSelector": {"matchLabels": {"env": "dev"}}}, False),
+        ({"kinds": ["Pod"], "operations": ["UPDATE"]}, False),
+        ({"kinds": ["Pod"], "operations": ["CREATE"]}, True),
+    ],
+)
+def test_match_resource_fields(resources: dict[str, Any], expected: bool) -> None:
+    obj = pod("web-1", {"app": "web"}, ns="prod-eu")
+    obj["metadata"]["annotations"] = {"team": "alpha"}
+    ns = {"metadata": {"name": "prod-eu", "labels": {"env": "prod"}}}
+    pol = match_policy({"any": [{"resources": resources}]})
+    assert bool(pol.apply(review(obj, namespace_object=ns))) is expected
+
+
+def test_match_all_and_exclude_and_user_info() -> None:
+    obj = pod("web-1", {"app": "web"})
+    user = {"username": "system:serviceaccount:ci:deployer", "groups": ["devs"], "clusterRoles": ["admin"]}
+    all_pol = match_policy({"all": [{"resources": {"kinds": ["Pod"]}}, {"resources": {"names": ["db*"]}}]})
+    assert not all_pol.apply(review(obj))
+    excl = match_policy(
+        {"any": [{"resources": {"kinds": ["Pod"]}}]},
+        {"any": [{"subjects": [{"kind": "Group", "name": "devs"}]}]},
+    )
+    assert not excl.apply(review(obj, user_info=user))
+    assert excl.apply(review(obj, user_info={"username": "alice", "groups": ["ops"]}))
+    sa = match_policy(
+        {
+            "any": [
+                {
+                    "resources": {"kinds": ["Pod"]},
+                    "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"}],
+                }
+            ]
+        }
+    )
+    assert sa.apply(review(obj, user_info=user))
+    assert not sa.apply(review(obj, user_info={"username": "bob"}))
+    roles = match_policy({"any": [{"resources": {"kinds": ["Pod"]}, "clusterRoles": ["admin"]}]})
+    assert roles.apply(review(obj, user_info=user))
+    assert not roles.apply(review(obj, user_info={"username": "bob", "clusterRoles": ["view"]}))
+
+
+# ---------------------------------------------------------------------------------------- whole rules
+
+
+def test_pattern_rule_fail_message_and_actions() -> None:
+    pol = policy([pattern_rule({"metadata": {"labels": {"team": "?*"}}})])
+    [res] = pol.apply(review(pod("web")))
+    assert res.status == "fail" and res.action == "deny"
+    assert res.message == "validation error: m web. rule r failed at path /metadata/labels/team/"
+    findings = pol.evaluate([review(pod("ok", {"team": "a"})), review(pod("web"))])
+    assert [(f.index, f.rule, f.action) for f in findings] == [(1, "r", "deny")]
+    audit = policy([pattern_rule({"metadata": {"labels": {"team": "?*"}}})], action="Audit")
+    assert [f.action for f in audit.evaluate([review(pod())])] == ["dryrun"]
+    per_rule = pattern_rule({"metadata": {"labels": {"team": "?*"}}})
+    per_rule["validate"]["failureAction"] = "Audit"
+    assert [f.action for f in policy([per_rule]).evaluate([review(pod())])] == ["dryrun"]
+
+
+def test_autogen_rules_for_pod_controllers() -> None:
+    pol = policy([pattern_rule({"spec": {"containers": [{"image": "!*:latest"}]}})])
+    assert [r.name for r in pol.rules] == ["r", "autogen-r", "autogen-cronjob-r"]
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "default"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x:latest"}]}}},
+    }
+    assert statuses(pol, deploy) == {"autogen-r": "fail"}
+    none = policy(
+        [pattern_rule({"spec": {"containers": [{"image": "!*:latest"}]}})],
+        annotations={"pod-policies.kyverno.io/autogen-controllers": "none"},
+    )
+    assert [r.name for r in none.rules] == ["r"]
+
+
+def test_deny_preconditions_and_foreach() -> None:
+    deny = {
+        "name": "no-host-ports",
+        "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+        "preconditions": {
+            "all": [{"key": "{{ request.operation }}", "operator": "NotEquals", "value": "DELETE"}]
+        },
+        "validate": {
+            "message": "ports",
+            "deny": {
+                "conditions": {
+                    "any": [
+                        {
+                            "key": "{{ request.object.spec.containers[].ports[].hostPort || `[]` }}",
+                            "operator": "AnyNotIn",
+                            "value": ["0"],
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    foreach = {
+        "name": "images",
+        "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+        "validate": {
+            "message": "image {{ element.image }}",
+            "foreach": [
+                {
+                    "list": "request.object.spec.containers",
+                    "deny": {
+                        "conditions": {
+                            "any": [{"key": "{{ element.image }}", "operator": "Equals", "value": "*:latest"}]
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    pol = policy([deny, foreach])
+    good = pod(containers=[{"name": "c", "image": "x:1"}])
+    bad = pod(containers=[{"name": "c", "image": "x:latest", "ports": [{"hostPort": 80}]}])
+    assert statuses(pol, good) == {"no-host-ports": "pass", "images": "pass"}
+    assert statuses(pol, bad) == {"no-host-ports": "fail", "images": "fail"}
+    assert statuses(pol, good, operation="DELETE")["no-host-ports"] == "skip"
+
+
+def test_context_variables_and_cluster_entries() -> None:
+    rule = pattern_rule({"metadata": {"labels": {"team": "{{ wanted }}"}}})
+    rule["context"] = [
+        {"name": "wanted", "variable": {"jmesPath": "request.object.metadata.labels.owner", "default": "x"}}
+    ]
+    pol = policy([rule])
+    assert statuses(pol, pod(labels={"owner": "a", "team": "a"})) == {"r": "pass"}
+    assert statuses(pol, pod(labels={"team": "x"})) == {"r": "pass"}
+    cluster = pattern_rule({"metadata": {"name": "?*"}})
+    cluster["context"] = [{"name": "cm", "configMap": {"name": "c", "namespace": "d"}}]
+    pol = policy([cluster])
+    [res] = pol.apply(review(pod()))
+    assert res.status == "error" and "needs the cluster" in res.message
+    assert pol.evaluate([review(pod())])[0].error
+    assert pol.needs_cluster() == {
+        "r": ["cm (configMap)"],
+        "autogen-r": ["cm (configMap)"],
+        "autogen-cronjob-r": ["cm (configMap)"],
+    }
+
+
+def test_validate_cel_rule() -> None:
+    rule = {
+        "name": "replicas",
+        "match": {"any": [{"resources": {"kinds": ["Deployment"]}}]},
+        "validate": {
+            "cel": {
+                "expressions": [
+                    {
+                        "expression": "object.spec.replicas <= 3",
+                        "messageExpression": "'too many: ' + string(object.spec.replicas)",
+                    }
+                ]
+            }
+        },
+    }
+    pol = policy([rule])
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "x"},
+        "spec": {"replicas": 5},
+    }
+    [res] = pol.apply(review(deploy))
+    assert (res.status, res.message) == ("fail", "too many: 5")
+
+
+def test_mutate_and_generate_are_listed_not_applied() -> None:
+    pol = policy(
+        [
+            pattern_rule({"metadata": {"name": "?*"}}),
+            {
+                "name": "add",
+                "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                "mutate": {"patchStrategicMerge": {}},
+            },
+            {
+                "name": "gen",
+                "match": {"any": [{"resources": {"kinds": ["Namespace"]}}]},
+                "generate": {"kind": "ConfigMap"},
+            },
+        ]
+    )
+    assert pol.not_applied == [("add", "mutate"), ("gen", "generate")]
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        (
+            [
+                {
+                    "name": "a",
+                    "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                    "validate": {"pattern": "x"},
+                }
+            ],
+            "spec.rules[0].validate.pattern",
+        ),
+        ([{"name": "a", "validate": {"pattern": {}}}], "spec.rules[0].match"),
+        (
+            [
+                {
+                    "name": "a",
+                    "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                    "validate": {
+                        "deny": {"conditions": {"any": [{"key": 1, "operator": "Bigger", "value": 2}]}}
+                    },
+                }
+            ],
+            "spec.rules[0].validate.deny.conditions.any[0].operator",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "match": {"any": [{"resources": {"kinds": ["Pod"], "operations": ["PATCH"]}}]},
+                    "validate": {"pattern": {}},
+                }
+            ],
+            "spec.rules[0].match.any[0].resources.operations",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                    "validate": {"cel": {"expressions": [{"expression": "object.("}]}},
+                }
+            ],
+            "spec.rules[0].validate.cel.expressions[0]",
+        ),
+    ],
+)
+def test_malformed_policies_name_the_field(rules: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(FormatError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        policy(rules)
+
+
+def test_policy_exception_excuses_named_rules() -> None:
+    pol = policy([pattern_rule({"metadata": {"labels": {"team": "?*"}}})])
+    exc = parse_exception(
+        {
+            "apiVersion": "kyverno.io/v2",
+            "kind": "PolicyException",
+            "metadata": {"name": "e", "namespace": "kyverno"},
+            "spec": {
+                "exceptions": [{"policyName": "p", "ruleNames": ["r", "autogen-*"]}],
+                "match": {"any": [{"resources": {"kinds": ["Pod"], "names": ["legacy-*"]}}]},
+            },
+        }
+    )
+    assert exc.matches(pol, "r", review(pod("legacy-1")))
+    assert not exc.matches(pol, "r", review(pod("new-1")))
+    assert not exc.matches(pol, "other", review(pod("legacy-1")))
+    assert pol.evaluate([review(pod("legacy-1"))], exceptions=[exc]) == []
+    with pytest.raises(FormatError, match=r"spec\.exceptions"):
+        parse_exception({"apiVersion": "kyverno.io/v2", "kind": "PolicyException", "spec": {"match": {}}})

@@ -19,7 +19,7 @@ class PathMappingFilterSet(FleetFilterSet):
 
     class Meta:
         model = PathMapping
-        fields = ["name", "repository", "cluster_group", "renderer", "enabled"]
+        fields = ["name", "repository", "cluster_group", "renderer", "enabled", "directory_recurse"]
 
 
 class CommitFilterSet(FleetFilterSet):

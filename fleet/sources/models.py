@@ -108,15 +108,15 @@ class PathMapping(TimestampedModel):
         max_length=1000,
         blank=True,
         validators=[validate_directory_glob],
-        help_text="Plain directories: only files whose path under the mapped directory matches this glob, as "
-        "Argo CD's directory.include ('{a.yaml,b/*.yaml}'; '*' also matches '/').",
+        help_text="Plain directories: only files whose path under the mapped directory matches this glob, "
+        "as Argo CD's directory.include ('{a.yaml,b/*.yaml}'; '*' also matches '/').",
     )
     directory_exclude = models.CharField(
         max_length=1000,
         blank=True,
         validators=[validate_directory_glob],
-        help_text="Plain directories: leave out files whose path under the mapped directory matches this glob "
-        "(Argo CD's directory.exclude; it wins over include).",
+        help_text="Plain directories: leave out files whose path under the mapped directory matches this "
+        "glob (Argo CD's directory.exclude; it wins over include).",
     )
     postbuild = models.JSONField(
         null=True,

@@ -192,3 +192,27 @@ def test_rendered_shows_a_failed_mapping_with_its_error(world: dict[str, Any], a
     response = admin_client.get(f"/api/commits/{commit.pk}/rendered/", {"mapping": world["api"].pk,
                                                                         "cluster": "st-1"})
     assert response.status_code == 404 and "not rendered at this commit" in response.json()["detail"]
+
+
+def test_mapping_directory_options_through_the_api_change_the_render(world: dict[str, Any],
+                                                                     admin_client: Any) -> None:
+    repo, origin, web = world["repo"], world["origin"], world["web"]
+    origin.commit("nested", {"apps/web/sub/extra.yaml": configmap("extra"),
+                             "apps/web/skip.yaml": configmap("skip")})
+    fetch_repository(repo)
+    url = f"/api/mappings/{web.pk}/"
+    assert admin_client.get(url).json()["directory_recurse"] is True  # Fleet's and Flux's default
+    bad = admin_client.patch(url, {"directory_include": "{a.yaml,b/[.yaml}"}, format="json")
+    assert bad.status_code == 400 and "directory_include" in bad.json()
+    body = admin_client.patch(url, {"directory_recurse": False, "directory_exclude": "{skip,other}.yaml"},
+                              format="json")
+    assert body.status_code == 200, body.json()
+    saved = body.json()
+    assert (saved["directory_recurse"], saved["directory_exclude"]) == (False, "{skip,other}.yaml")
+    assert AuditEvent.objects.filter(action="pathmapping.update", target_id=str(web.pk)).exists()
+    fetch_repository(repo)  # the changed configuration re-renders the mapping at the head
+    head = repo.commits.get(sha=origin.git("rev-parse", "HEAD"))
+    rendered = admin_client.get(f"/api/commits/{head.pk}/rendered/", {"mapping": web.pk, "cluster": "eu-1"})
+    assert [o["name"] for o in rendered.json()["objects"]] == ["web"]
+    listed = admin_client.get("/api/mappings/", {"directory_recurse": "false"}).json()
+    assert [m["name"] for m in listed["results"]] == ["web"]

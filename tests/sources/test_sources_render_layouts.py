@@ -296,3 +296,21 @@ def test_jsonnet_excluded_by_the_mapping_or_outside_its_scope_is_not_an_error(tm
         assert [o.name for o in run(root, "app", directory=options).objects] == ["x"]
     with pytest.raises(RenderError, match="unsupported renderer: Jsonnet"):
         run(root, "app")
+
+
+def test_fleetgate_yaml_sets_directory_options_unless_the_mapping_does(tmp_path: Path) -> None:
+    root = write(tmp_path, {
+        "app/fleetgate.yaml": "directory:\n  recurse: false\n  exclude: 'b.yaml'\n",
+        "app/a.yaml": cm("a"), "app/b.yaml": cm("b"), "app/sub/c.yaml": cm("c"),
+    })
+    assert [o.name for o in run(root, "app").objects] == ["a"]
+    # the mapping's own options (anything but the defaults) win over the file's
+    assert [o.name for o in run(root, "app", directory=DirectoryOptions(include="{a,sub/c}.yaml")).objects] \
+        == ["a", "c"]
+    for bad, message in (("directory: {recurse: 'no'}", "recurse must be true or false"),
+                         ("directory: {depth: 2}", "recurse, include and/or exclude"),
+                         ("directory: {include: 3}", "include must be a glob string")):
+        write(root, {"app/fleetgate.yaml": bad + "\n"})
+        with pytest.raises(RenderError, match=message) as err:
+            run(root, "app")
+        assert err.value.file == "app/fleetgate.yaml"

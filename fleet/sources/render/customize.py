@@ -56,13 +56,14 @@ from clusters.labelmatch import selector_matches
 
 from .context import ClusterContext, deep_merge
 from .errors import RenderError
+from .plain import directory_from_fleetgate
 
 FLEETGATE_FILES = ("fleetgate.yaml", "fleetgate.yml")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 RENDERERS = ("auto", "plain", "kustomize", "helm")
 
 _TOP_KEYS = {"renderer", "namespace", "substitute", "kustomize", "helm", "patches", "targetCustomizations",
-             "dependsOn"}
+             "dependsOn", "directory"}  # directory: Argo CD's options for plain directories (plain.py)
 _TARGET_KEYS = {"name", "clusterSelector", "clusterName", "clusterGroup", "namespace", "doNotDeploy",
                 "kustomize", "helm", "patches"}
 _HELM_KEYS = {"releaseName", "values", "valuesFiles"}
@@ -179,6 +180,7 @@ def parse_fleetgate(data: Any, file: str) -> FleetgateFile:
     _check_str(data.get("namespace"), "namespace", file)
     _check_block(data, file, "")
     _check_depends_on(data.get("dependsOn"), file)
+    directory_from_fleetgate(data.get("directory"), file)
     targets = data.get("targetCustomizations") or []
     if not isinstance(targets, list):
         raise _err(file, "targetCustomizations must be a list")

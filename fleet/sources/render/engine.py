@@ -37,7 +37,7 @@ from .fleetbundle import (
 from .helm import ChartInputs, chart_inputs, remote_chart, render_helm, render_helm_archive
 from .kustomize import kustomization_graph, render_kustomize
 from .objects import RawObject, RenderedObject, canonical_json, flatten_lists, normalize
-from .plain import DirectoryOptions, render_plain, scan
+from .plain import DirectoryOptions, directory_from_fleetgate, render_plain, scan
 from .postbuild import substitute_objects
 from .tree import KUSTOMIZATION_FILES, SourceTree, check_name
 from .yamlsafe import load_one
@@ -267,11 +267,21 @@ def _input_files(plan: _Plan) -> list[Path]:
     else:
         files = list(tree.walk(plan.directory))
         if plan.renderer == "plain":  # nested kustomizations may read bases outside the directory
-            for base in _nested_bases(tree, plan.entry, plan.request.directory):
+            for base in _nested_bases(tree, plan.entry, _directory(plan)):
                 for d in kustomization_graph(tree, base):
                     files.extend(tree.walk(d))
     files.extend(plan.values_files)
     return sorted(set(files))
+
+
+def _directory(plan: _Plan) -> DirectoryOptions:
+    """The mapping's directory options, or a fleetgate.yaml's ``directory`` when the mapping keeps the
+    defaults."""
+    options = plan.request.directory
+    fg = plan.fleetgate_file
+    if options.is_default and isinstance(fg, FleetgateFile):
+        return directory_from_fleetgate(fg.data.get("directory"), fg.file) or options
+    return options
 
 
 def _nested_bases(tree: SourceTree, directory: Path, options: DirectoryOptions) -> list[Path]:
@@ -391,7 +401,7 @@ def render(
                     exclude.add(tree.resolve(vf, base=plan.directory, allow_parent=True))
                 except RenderError:
                     pass
-        layout = scan(tree, plan.entry, options=request.directory, exclude=exclude)
+        layout = scan(tree, plan.entry, options=_directory(plan), exclude=exclude)
         raws = render_plain(tree, plan.entry, layout=layout)
         for base in layout.bases:  # Flux: a subdirectory with its own kustomization is a Kustomize base
             base_raws, base_warnings = render_kustomize(tree, base, kubectl=kubectl,

@@ -94,10 +94,30 @@ def glob_match(pattern: str, rel: str) -> bool:
 
 
 def validate_glob(pattern: str) -> str:
-    """Check an include/exclude glob when it is saved; returns it stripped."""
+    """Check an include/exclude glob when it is saved; returns it stripped.  Unbalanced ``{}`` and ``[]``
+    are refused: gobwas/glob does not compile them, and Argo CD then matches nothing."""
     pattern = (pattern or "").strip()
     if pattern:
         DirectoryOptions(include=pattern)
+        depth, i = 0, 0
+        while i < len(pattern):
+            c = pattern[i]
+            if c == "\\":
+                i += 1
+            elif c == "[":
+                end = pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("!", "]") else i + 1)
+                if end < 0:
+                    raise RenderError(f"directory glob {pattern!r} is not valid: '[' is not closed")
+                i = end
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth < 0:
+                    raise RenderError(f"directory glob {pattern!r} is not valid: '}}' without '{{'")
+            i += 1
+        if depth:
+            raise RenderError(f"directory glob {pattern!r} is not valid: '{{' is not closed")
         glob_match(pattern, "probe.yaml")
     return pattern
 
@@ -289,3 +309,24 @@ def render_plain(tree: SourceTree, directory: Path, *, exclude: Iterable[Path] =
                 continue
             raws.append(RawObject(doc.data, rel, doc.index, doc.line))
     return raws
+
+
+def directory_from_fleetgate(data: Any, file: str) -> DirectoryOptions | None:
+    """``directory: {recurse, include, exclude}`` of a fleetgate.yaml (None when absent)."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or set(data) - {"recurse", "include", "exclude"}:
+        raise RenderError("directory must be a mapping with recurse, include and/or exclude", file=file)
+    recurse = data.get("recurse", True)
+    if not isinstance(recurse, bool):
+        raise RenderError("directory.recurse must be true or false", file=file)
+    globs = {}
+    for key in ("include", "exclude"):
+        value = data.get(key) or ""
+        if not isinstance(value, str):
+            raise RenderError(f"directory.{key} must be a glob string", file=file)
+        try:
+            globs[key] = validate_glob(value)
+        except RenderError as exc:
+            raise RenderError(f"directory.{key}: {exc.message}", file=file) from None
+    return DirectoryOptions(recurse=recurse, **globs)

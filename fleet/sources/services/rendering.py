@@ -41,6 +41,7 @@ from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedMan
 from fleet.sources.render import (
     RENDER_FORMAT_VERSION,
     ClusterContext,
+    DirectoryOptions,
     RenderError,
     RenderRequest,
     SourceTree,
@@ -172,6 +173,9 @@ def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str
         "group_values": _values_of(group),
         "namespace": mapping.target_namespace,
         **({"postbuild": mapping.postbuild} if mapping.postbuild is not None else {}),
+        **({"directory": [mapping.directory_recurse, mapping.directory_include, mapping.directory_exclude]}
+           if (not mapping.directory_recurse or mapping.directory_include or mapping.directory_exclude)
+           else {}),
         "repository": redact_url(mapping.repository.url),
         "group": [group.pk, group.name],
         "clusters": sorted([c.pk, c.name, c.labels or {}, _values_of(c)] for c in clusters),
@@ -271,9 +275,16 @@ def build_requests(mapping: PathMapping, cluster: Cluster, commit_sha: str,
     values = tuple(v for v in (mapping.values, _values_of(mapping.cluster_group), _values_of(cluster)) if v)
     return [
         RenderRequest(path=p, cluster=ctx, renderer=mapping.renderer, values=values,
-                      namespace=mapping.target_namespace or None, postbuild=mapping.postbuild)
+                      namespace=mapping.target_namespace or None, postbuild=mapping.postbuild,
+                      directory=directory_options(mapping))
         for p in paths
     ]
+
+
+def directory_options(mapping: PathMapping) -> DirectoryOptions:
+    """The mapping's Argo CD directory options (recurse, include/exclude) for plain directories."""
+    return DirectoryOptions(recurse=mapping.directory_recurse, include=mapping.directory_include,
+                            exclude=mapping.directory_exclude)
 
 
 def expand_paths(tree: SourceTree, mapping: PathMapping) -> list[str]:

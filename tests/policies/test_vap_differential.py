@@ -1,0 +1,514 @@
+"""Differential test: the gate's ValidatingAdmissionPolicy evaluator against the real kube-apiserver.
+
+Each case's policy and binding (validationActions [Deny]) are created on the API server of the test
+suite; the same object is then sent through the official client (dry-run create / update / delete) and
+the API server's answer (allowed, or denied with its message) is compared with what
+policies.formats.vap answers for the same policy, binding, object, old object, namespace and params.
+Every case's policy only matches objects labelled with its own ``vap-case`` value, so the cases do not
+see each other. The API server enforces a new binding a moment after it is created, so each policy is
+polled with a probe object (a validation every case policy carries) until it is enforced.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from policies.formats.admission import AdmissionInput
+from policies.formats.kube import LabelSelector, object_id
+from policies.formats.vap import compile, parse_binding, parse_policy
+from tests.kube_backends import KubeApiServer, kube_apiserver, kube_apiserver_bin_dir  # noqa: F401
+
+pytestmark = pytest.mark.kube_apiserver
+
+PROBE = {"expression": "!object.metadata.name.startsWith('fg-probe')", "message": "probe"}
+CM_RULE = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}
+
+
+@dataclass
+class Case:
+    id: str
+    validations: list[dict[str, Any]]
+    data: dict[str, str]
+    operation: str = "CREATE"
+    old_data: dict[str, str] | None = None
+    name: str = ""  # default: s-<id>
+    namespace: str = "prod"  # prod (labelled env=prod) or dev
+    policy: dict[str, Any] = field(default_factory=dict)  # extra spec fields
+    binding: dict[str, Any] = field(default_factory=dict)  # extra spec fields
+    rules: list[dict[str, Any]] | None = None
+    kind: str = "ConfigMap"
+
+
+def _rule(*ops: str) -> list[dict[str, Any]]:
+    return [{**CM_RULE, "operations": list(ops)}]
+
+
+PARAMS = {"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"}}
+REPLICAS = [{"expression": "int(object.data.replicas) <= 5"}]
+CASES = [
+    Case("replicas-ok", REPLICAS, {"replicas": "3"}),
+    Case("replicas-deny", REPLICAS, {"replicas": "7"}),
+    Case(
+        "message",
+        [{"expression": "int(object.data.replicas) <= 5", "message": "at most five"}],
+        {"replicas": "9"},
+    ),
+    Case(
+        "message-expression",
+        [
+            {
+                "expression": "int(object.data.replicas) <= 5",
+                "messageExpression": "'replicas ' + object.data.replicas + ' > 5'",
+            }
+        ],
+        {"replicas": "9"},
+    ),
+    Case(
+        "format",
+        [
+            {
+                "expression": "size(object.data) < 2",
+                "messageExpression": "'%s has %d keys'.format([object.metadata.name, size(object.data)])",
+            }
+        ],
+        {"a": "1", "b": "2"},
+    ),
+    Case(
+        "variables",
+        [{"expression": "variables.total < 10", "messageExpression": "'total ' + string(variables.total)"}],
+        {"a": "4", "b": "7"},
+        policy={"variables": [{"name": "total", "expression": "int(object.data.a) + int(object.data.b)"}]},
+    ),
+    Case(
+        "optional-missing",
+        [{"expression": "object.?data.?team.orValue('') != ''", "message": "team required"}],
+        {"x": "1"},
+    ),
+    Case(
+        "optional-present",
+        [{"expression": "object.?data.?team.orValue('') != ''", "message": "team required"}],
+        {"team": "a"},
+    ),
+    Case(
+        "quantity-deny",
+        [{"expression": "quantity(object.data.mem).compareTo(quantity('1Gi')) <= 0"}],
+        {"mem": "2Gi"},
+    ),
+    Case(
+        "quantity-ok",
+        [{"expression": "quantity(object.data.mem).isLessThan(quantity('1Gi'))"}],
+        {"mem": "512Mi"},
+    ),
+    Case(
+        "quantity-add",
+        [{"expression": "quantity(object.data.a).add(quantity(object.data.b)).asInteger() <= 1000"}],
+        {"a": "600", "b": "0.5k"},
+    ),
+    Case("regex-matches", [{"expression": "object.metadata.name.matches('^team-[a-z]+-')"}], {"x": "1"}),
+    Case(
+        "regex-find",
+        [{"expression": "object.data.image.find('[0-9]+[.][0-9]+') != ''"}],
+        {"image": "app:latest"},
+    ),
+    Case("regex-find-all", [{"expression": "object.data.s.findAll('[0-9]').size() == 2"}], {"s": "a1b2c3"}),
+    Case(
+        "url",
+        [{"expression": "url(object.data.endpoint).getScheme() == 'https'", "message": "https only"}],
+        {"endpoint": "http://x.example.com/"},
+    ),
+    Case(
+        "url-host",
+        [{"expression": "url(object.data.endpoint).getHostname().endsWith('.example.com')"}],
+        {"endpoint": "https://a.example.com:8443/p"},
+    ),
+    Case("cidr", [{"expression": "cidr('10.0.0.0/8').containsIP(object.data.ip)"}], {"ip": "192.168.1.1"}),
+    Case("ip-family", [{"expression": "ip(object.data.ip).family() == 4"}], {"ip": "2001:db8::1"}),
+    Case(
+        "lists",
+        [{"expression": "object.data.ports.split(',').map(p, int(p)).isSorted()"}],
+        {"ports": "80,443,8080"},
+    ),
+    Case(
+        "lists-sum",
+        [{"expression": "object.data.ports.split(',').map(p, int(p)).sum() < 1000"}],
+        {"ports": "80,443,8080"},
+    ),
+    Case(
+        "strings", [{"expression": "object.data.owner.lowerAscii() == object.data.owner"}], {"owner": "Alice"}
+    ),
+    Case("ns-selector-match", REPLICAS, {"replicas": "9"}, policy={"ns": {"matchLabels": {"env": "prod"}}}),
+    Case(
+        "ns-selector-miss",
+        REPLICAS,
+        {"replicas": "9"},
+        namespace="dev",
+        policy={"ns": {"matchLabels": {"env": "prod"}}},
+    ),
+    Case(
+        "namespace-object", [{"expression": "namespaceObject.metadata.labels['env'] != 'prod'"}], {"x": "1"}
+    ),
+    Case(
+        "match-condition-off",
+        REPLICAS,
+        {"replicas": "9", "enforce": "false"},
+        policy={
+            "matchConditions": [
+                {"name": "opt-in", "expression": "object.data.?enforce.orValue('') == 'true'"}
+            ]
+        },
+    ),
+    Case(
+        "match-condition-on",
+        REPLICAS,
+        {"replicas": "9", "enforce": "true"},
+        policy={
+            "matchConditions": [
+                {"name": "opt-in", "expression": "object.data.?enforce.orValue('') == 'true'"}
+            ]
+        },
+    ),
+    Case(
+        "params-ok",
+        [
+            {
+                "expression": "int(object.data.replicas) <= int(params.data.max)",
+                "messageExpression": "'max is ' + params.data.max",
+            }
+        ],
+        {"replicas": "2"},
+        policy=PARAMS,
+        binding={"paramRef": {"name": "limits", "parameterNotFoundAction": "Deny"}},
+    ),
+    Case(
+        "params-deny",
+        [
+            {
+                "expression": "int(object.data.replicas) <= int(params.data.max)",
+                "messageExpression": "'max is ' + params.data.max",
+            }
+        ],
+        {"replicas": "4"},
+        policy=PARAMS,
+        binding={"paramRef": {"name": "limits", "parameterNotFoundAction": "Deny"}},
+    ),
+    Case(
+        "params-selector",
+        [
+            {
+                "expression": "int(object.data.replicas) <= int(params.data.max)",
+                "messageExpression": "'max is ' + params.data.max",
+            }
+        ],
+        {"replicas": "4"},
+        policy=PARAMS,
+        binding={
+            "paramRef": {"selector": {"matchLabels": {"role": "limits"}}, "parameterNotFoundAction": "Deny"}
+        },
+    ),
+    Case(
+        "params-not-found-deny",
+        [{"expression": "true"}],
+        {"x": "1"},
+        policy=PARAMS,
+        binding={"paramRef": {"name": "missing", "parameterNotFoundAction": "Deny"}},
+    ),
+    Case(
+        "params-not-found-allow",
+        [{"expression": "false"}],
+        {"x": "1"},
+        policy=PARAMS,
+        binding={"paramRef": {"name": "missing", "parameterNotFoundAction": "Allow"}},
+    ),
+    Case(
+        "update-scale-down",
+        [
+            {
+                "expression": "int(object.data.replicas) >= int(oldObject.data.replicas)",
+                "message": "no scale down",
+            }
+        ],
+        {"replicas": "2"},
+        operation="UPDATE",
+        old_data={"replicas": "3"},
+        rules=_rule("UPDATE"),
+    ),
+    Case(
+        "update-scale-up",
+        [
+            {
+                "expression": "int(object.data.replicas) >= int(oldObject.data.replicas)",
+                "message": "no scale down",
+            }
+        ],
+        {"replicas": "4"},
+        operation="UPDATE",
+        old_data={"replicas": "3"},
+        rules=_rule("UPDATE"),
+    ),
+    Case(
+        "delete-protected",
+        [
+            {
+                "expression": "object == null && oldObject.data.?protected.orValue('') != 'true'",
+                "message": "protected",
+            }
+        ],
+        {},
+        operation="DELETE",
+        old_data={"protected": "true"},
+        rules=_rule("DELETE"),
+    ),
+    Case("fail-on-error", [{"expression": "object.data.nothere == 'x'"}], {"x": "1"}),
+    Case(
+        "ignore-on-error",
+        [{"expression": "object.data.nothere == 'x'"}],
+        {"x": "1"},
+        policy={"failurePolicy": "Ignore"},
+    ),
+    Case(
+        "request",
+        [
+            {
+                "expression": "request.operation == 'CREATE' && request.resource.resource == 'configmaps' "
+                "&& request.name == 'other'"
+            }
+        ],
+        {"x": "1"},
+    ),
+    Case("reason-forbidden", [{"expression": "false", "message": "nope", "reason": "Forbidden"}], {"x": "1"}),
+    Case(
+        "exclude-by-name",
+        [{"expression": "false"}],
+        {"x": "1"},
+        policy={"excludeResourceRules": [{**CM_RULE, "resourceNames": ["s-exclude-by-name"]}]},
+    ),
+    Case(
+        "deployment-replicas",
+        [
+            {
+                "expression": "object.spec.replicas <= 2",
+                "messageExpression": "'replicas: ' + string(object.spec.replicas)",
+            }
+        ],
+        {},
+        kind="Deployment",
+        rules=[
+            {
+                "apiGroups": ["apps"],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE"],
+                "resources": ["deployments"],
+            }
+        ],
+    ),
+]
+
+
+def _subject(case: Case, namespace: str, data: Mapping[str, str], name: str | None = None) -> dict[str, Any]:
+    meta = {
+        "name": name or case.name or f"s-{case.id}",
+        "namespace": namespace,
+        "labels": {"vap-case": case.id},
+    }
+    if case.kind == "Deployment":
+        labels = {"app": "web"}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+                },
+            },
+        }
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(data)}
+
+
+def _documents(case: Case, suffix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    extra = dict(case.policy)
+    ns_selector = extra.pop("ns", None)
+    exclude = extra.pop("excludeResourceRules", None)
+    constraints: dict[str, Any] = {
+        "resourceRules": case.rules or _rule("CREATE"),
+        "objectSelector": {"matchLabels": {"vap-case": case.id}},
+    }
+    if ns_selector:
+        constraints["namespaceSelector"] = ns_selector
+    if exclude:
+        constraints["excludeResourceRules"] = exclude
+    name = f"fg-vapdiff-{case.id}-{suffix}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {"matchConstraints": constraints, "validations": [*case.validations, PROBE], **extra},
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"], **case.binding},
+    }
+    return policy, binding
+
+
+def _denial(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body).get("message", ""))
+    except (ValueError, TypeError):
+        return str(exc.body)
+
+
+@pytest.fixture
+def namespaces(kube_apiserver: KubeApiServer) -> Iterator[dict[str, str]]:  # noqa: F811
+    suffix = secrets.token_hex(3)
+    names = {"prod": f"fg-vap-prod-{suffix}", "dev": f"fg-vap-dev-{suffix}"}
+    with kube_apiserver.api_client() as api:
+        core = k8s.CoreV1Api(api)
+        for env, name in names.items():
+            core.create_namespace({"metadata": {"name": name, "labels": {"env": env}}})
+        try:
+            yield names
+        finally:
+            for name in names.values():
+                core.delete_namespace(name)
+
+
+def test_the_evaluator_answers_as_the_api_server_does(
+    kube_apiserver: KubeApiServer,  # noqa: F811 - the fixture imported above
+    namespaces: dict[str, str],
+) -> None:
+    assert len(CASES) >= 25
+    suffix = secrets.token_hex(3)
+    with kube_apiserver.api_client() as api:
+        core, apps, reg = k8s.CoreV1Api(api), k8s.AppsV1Api(api), k8s.AdmissionregistrationV1Api(api)
+        for ns in namespaces.values():
+            core.create_namespaced_config_map(
+                ns, {"metadata": {"name": "limits", "labels": {"role": "limits"}}, "data": {"max": "3"}}
+            )
+        documents = {case.id: _documents(case, suffix) for case in CASES}
+        # old objects first (the case policies only match the operation under test)
+        for case in CASES:
+            if case.old_data is not None:
+                core.create_namespaced_config_map(
+                    namespaces[case.namespace], _subject(case, namespaces[case.namespace], case.old_data)
+                )
+        try:
+            for policy, binding in documents.values():
+                reg.create_validating_admission_policy(policy)
+                reg.create_validating_admission_policy_binding(binding)
+
+            def send(case: Case, obj: dict[str, Any]) -> str | None:
+                ns = obj["metadata"]["namespace"]
+                try:
+                    if case.kind == "Deployment":
+                        apps.create_namespaced_deployment(ns, obj, dry_run="All")
+                    elif case.operation == "CREATE":
+                        core.create_namespaced_config_map(ns, obj, dry_run="All")
+                    elif case.operation == "UPDATE":
+                        core.replace_namespaced_config_map(obj["metadata"]["name"], ns, obj, dry_run="All")
+                    else:
+                        core.delete_namespaced_config_map(obj["metadata"]["name"], ns, dry_run="All")
+                except ApiException as exc:
+                    if exc.status not in (400, 403, 422):
+                        raise
+                    return _denial(exc)
+                return None
+
+            # enforced yet? a probe named fg-probe-* is denied by every case policy once it is loaded
+            deadline = time.monotonic() + 60
+            # (in the prod namespace, opted in; a binding that allows missing params cannot be probed)
+            pending = [c for c in CASES if c.operation == "CREATE" and "missing" not in json.dumps(c.binding)]
+            while pending and time.monotonic() < deadline:
+                pending = [
+                    c
+                    for c in pending
+                    if send(
+                        c, _subject(c, namespaces["prod"], {**c.data, "enforce": "true"}, name="fg-probe-x")
+                    )
+                    is None
+                ]
+                if pending:
+                    time.sleep(0.2)
+            assert not pending, f"policies never enforced: {[c.id for c in pending]}"
+
+            def lookup(
+                api_version: str, kind: str, namespace: str, name: str, selector: Mapping[str, Any] | None
+            ) -> list[dict[str, Any]]:
+                assert (api_version, kind) == ("v1", "ConfigMap")
+                items = api.sanitize_for_serialization(core.list_namespaced_config_map(namespace).items)
+                chosen = LabelSelector.parse(selector, "selector") if selector is not None else None
+                return [
+                    {"apiVersion": "v1", "kind": "ConfigMap", **i}
+                    for i in items
+                    if (not name or i["metadata"]["name"] == name)
+                    and (chosen is None or chosen.matches(i["metadata"].get("labels") or {}))
+                ]
+
+            results = []
+            for case in CASES:
+                ns = namespaces[case.namespace]
+                ns_obj = {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    **api.sanitize_for_serialization(core.read_namespace(ns)),
+                }
+                old = None
+                if case.old_data is not None:
+                    live = core.read_namespaced_config_map(f"s-{case.id}", ns)
+                    old = {"apiVersion": "v1", "kind": "ConfigMap", **api.sanitize_for_serialization(live)}
+                obj: dict[str, Any] | None = _subject(case, ns, case.data)
+                if case.operation == "UPDATE":
+                    assert old is not None and obj is not None
+                    obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+                if case.operation == "DELETE":
+                    obj = None
+                server = send(
+                    case, obj if obj is not None else {"metadata": {"name": f"s-{case.id}", "namespace": ns}}
+                )
+                subject = obj if obj is not None else old
+                assert subject is not None
+                item = AdmissionInput(
+                    operation=case.operation,
+                    id=object_id(subject),
+                    object=obj,
+                    old_object=old,
+                    namespace_object=ns_obj,
+                    user_info={
+                        "username": "fleetgate-test",
+                        "groups": ["system:masters", "system:authenticated"],
+                    },
+                )
+                policy, binding = documents[case.id]
+                findings = compile(parse_policy(policy), parse_binding(binding)).evaluate([item], lookup)
+                results.append((case.id, server, findings))
+        finally:
+            for policy, binding in documents.values():
+                reg.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+                reg.delete_validating_admission_policy(policy["metadata"]["name"])
+    disagreements = []
+    for case_id, server, findings in results:
+        ours_denied = any(f.action == "deny" or f.error for f in findings)
+        if ours_denied != (server is not None):
+            disagreements.append(
+                (case_id, "allowed" if server is None else f"denied: {server}", [f.message for f in findings])
+            )
+        elif server is not None and not any(f.message in server for f in findings):
+            disagreements.append((case_id, server, [f.message for f in findings]))
+    assert disagreements == []
+    # both answers are exercised: the table holds allowed and denied cases
+    denied = [case_id for case_id, server, _ in results if server is not None]
+    assert 20 <= len(denied) < len(results)

@@ -18,6 +18,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from clusters import allowlist
+from clusters.connector import hooks, ordered
 from clusters.connector import objects as o
 from clusters.connector.client import ConnectorOptions, KubeClient
 from clusters.connector.credentials import ClusterCredentials
@@ -361,6 +362,7 @@ class Connector:
         dry_run: bool = False,
         prune_cascading: bool = False,
         restrict: allowlist.Rules | None = None,
+        wave_timeout: float | None = None,
     ) -> SyncResult:
         """Server-side apply ``manifests`` as field manager ``fleetgate``, Namespaces and CRDs first.
 
@@ -372,70 +374,61 @@ class Connector:
         ``restrict``: the allow-list of a restricted cluster group; an object whose kind the cluster serves
         as cluster-scoped and the list does not allow fails, and then nothing is applied or pruned.
         The returned ``inventory`` is what the caller stores for the next sync.
+
+        Objects run in their sync steps (``ordered``, rules in ``hooks``): Namespaces and CRDs first, then
+        the PreSync, Sync and PostSync phases wave by wave, each step waiting (``wave_timeout`` seconds at
+        most; the CRD timeout when None) for the health of the one before; hooks and objects named by the
+        server are created, never in the inventory or ``applied``; a failed step stops the later ones and
+        runs the SyncFail hooks.
         """
         manifests = list(manifests)
         previous = [_ref(r) for r in previous_inventory]
         crd_kinds = self._crd_kinds(manifests)
-        result = SyncResult(dry_run=dry_run)
         if restrict is not None:
             refused = self._scope_refusals(manifests, crd_kinds, restrict, default_namespace)
             if refused:
+                result = SyncResult(dry_run=dry_run)
                 result.results.extend(refused)
                 result.inventory = list({r.key: r.to_dict() for r in previous}.values())
                 return result
-        first = [m for m in manifests if isinstance(m, dict) and m.get("kind") in o.FIRST_KINDS]
-        rest = o.sort_for_apply(
-            [m for m in manifests if not (isinstance(m, dict) and m.get("kind") in o.FIRST_KINDS)]
-        )
-        desired: list[o.ObjectRef] = []
-        for phase, batch in enumerate((o.sort_for_apply(first), rest)):
-            prepared: list[_Prepared] = []
-            for manifest in batch:
-                item, failure = self._prepare(manifest, mapping, default_namespace, crd_kinds)
-                if failure is not None:
-                    result.results.append(failure)
-                    if failure.ref.name and failure.ref.kind:
-                        desired.append(failure.ref)
-                    continue
-                if item is not None:
-                    prepared.append(item)
-                    desired.append(item.ref)
-            known: dict[tuple[str, str, str, str], str] = {}
-            if not dry_run:
-                for resource, namespace in {(p.resource, p.ref.namespace) for p in prepared if p.resource}:
-                    try:
-                        known.update(self._list_rvs(resource, namespace))
-                    except Exception:  # noqa: S112 - only used to tell "unchanged" from "configured"
-                        continue
-            for item in prepared:
-                outcome = self._apply_one(item, force, dry_run, known)
-                result.results.append(outcome)
-                if not outcome.failed:
-                    result.applied.append(item.body)
-            if phase == 0 and not dry_run:
-                crds = [
-                    p.body
-                    for p in prepared
-                    if p.ref.kind == "CustomResourceDefinition"
-                    and not result.result("CustomResourceDefinition", p.ref.name).failed
-                ]
-                if crds:
-                    deadline = time.monotonic() + self.options.crd_timeout
-                    for name, error in self._wait_crds(crds, deadline).items():
-                        result.result("CustomResourceDefinition", name).message = error
-        desired_keys = {r.key for r in desired}
+        install = True
+        if hooks.uses_helm_hooks(m for m in manifests if isinstance(m, dict)):
+            install = ordered.helm_install(self, manifests, default_namespace)
+        tasks, skipped, unreadable = ordered.classify_all(manifests, install)
+        if unreadable:  # the order cannot be known: nothing is applied
+            result = SyncResult(dry_run=dry_run)
+            result.results.extend(unreadable)
+            result.inventory = list({r.key: r.to_dict() for r in previous}.values())
+            return result
+        run = ordered.SyncRun(self, mapping=mapping, default_namespace=default_namespace, force=force,
+                              dry_run=dry_run, crd_kinds=crd_kinds,
+                              wave_timeout=self.options.crd_timeout if wave_timeout is None else wave_timeout)
+        result = run.result
+        result.results.extend(skipped)
+        # skipped objects are not pruned for it (Argo CD's Skip)
+        run.desired.extend(run.resolve(r.ref) for r in skipped if r.ref.name and not r.step.get("hook"))
+        pruned: list[ObjectResult] = []
+        ran = [False]
+
+        def prune_now() -> None:
+            ran[0] = True
+            if prune:
+                desired_keys = {r.key for r in run.desired}
+                leftovers = [r for r in previous if r.key not in desired_keys]
+                pruned.extend(self._prune(leftovers, mapping, dry_run, prune_cascading))
+                result.results.extend(pruned)
+
+        run.run(tasks, prune_now)
+        desired_keys = {r.key for r in run.desired}
         leftovers = [r for r in previous if r.key not in desired_keys]
         kept: list[o.ObjectRef] = []
-        if prune:
-            for outcome in self._prune(leftovers, mapping, dry_run, prune_cascading):
-                result.results.append(outcome)
-                # still ours: a failed delete (retried next time), a namespace or CRD kept by policy
-                if outcome.action == FAILED or outcome.kept:
-                    kept.append(outcome.ref)
+        if prune and ran[0]:
+            # still ours: a failed delete (retried next time), a namespace or CRD kept by policy
+            kept = [outcome.ref for outcome in pruned if outcome.action == FAILED or outcome.kept]
         else:
             kept = leftovers
         seen: set[tuple[str, str, str, str]] = set()
-        for ref in [*desired, *kept]:
+        for ref in [*run.desired, *kept]:
             if ref.key not in seen:
                 seen.add(ref.key)
                 result.inventory.append(ref.to_dict())
@@ -543,6 +536,8 @@ class Connector:
                 o.check_manifest(manifest)
             except o.ManifestError:
                 continue
+            if hooks.created(manifest):
+                continue  # created anew by the sync: nothing live to read (the gate reviews a CREATE)
             given = o.ObjectRef.of(manifest)
             resource: Resource | None
             try:
@@ -604,16 +599,35 @@ class Connector:
             m["metadata"]["name"] for m in manifests if isinstance(m, dict) and m.get("kind") == "Namespace"
         }
         plan = Plan()
+        install = True
+        if hooks.uses_helm_hooks(m for m in manifests if isinstance(m, dict)):
+            install = (ordered.install_from_live(manifests, live) if live is not None
+                       else ordered.helm_install(self, manifests, default_namespace))
+            plan.helm_operation = "install" if install else "upgrade"
+        tasks, skipped, unreadable = ordered.classify_all(manifests, install)
+        if unreadable:
+            return Plan([PlanItem(r.ref, ERROR, message=r.message) for r in unreadable])
         desired: set[tuple[str, str, str, str]] = set()
-        for manifest in o.sort_for_apply(manifests):
+        for step, manifest, first in ordered.plan_order(tasks):
             item, failure = self._prepare(manifest, mapping, default_namespace, crd_kinds)
+            shown = {**step.to_dict(), **({"first": True} if first else {})}
             if failure is not None:
-                plan.items.append(PlanItem(failure.ref, ERROR, message=failure.message))
+                plan.items.append(PlanItem(failure.ref, ERROR, message=failure.message, step=shown))
                 continue
             if item is None:
                 continue
-            desired.add(item.ref.key)
-            plan.items.append(self._plan_one(item, force, new_namespaces, known))
+            if step.created:
+                planned = self._plan_create(item, step)
+            else:
+                desired.add(item.ref.key)
+                planned = self._plan_one(item, force, new_namespaces, known)
+            planned.step = shown
+            plan.items.append(planned)
+        for r in skipped:
+            plan.items.append(PlanItem(r.ref, NOOP, message=r.message, step=r.step))
+            if r.ref.name and not r.step.get("hook"):
+                given, _ = self._prepare_ref(r.ref, default_namespace, crd_kinds)
+                desired.add(given.key)
         if prune:
             candidates: list[tuple[o.ObjectRef, Resource | None, dict[str, Any] | None, str]]
             if live is not None:
@@ -674,6 +688,48 @@ class Connector:
             )
         )
         return PlanItem(ref, CREATE if live is None else UPDATE, diff, note)
+
+    def _prepare_ref(
+        self, ref: o.ObjectRef, default_namespace: str, crd_kinds: dict[tuple[str, str], bool]
+    ) -> tuple[o.ObjectRef, bool]:
+        """``ref`` with the namespace an apply gives it, and whether its kind is served."""
+        try:
+            namespaced, served = bool(self.client.resource(ref.api_version, ref.kind).namespaced), True
+        except Exception:
+            namespaced, served = crd_kinds.get((ref.group, ref.kind), True), False
+        namespace = (ref.namespace or default_namespace) if namespaced else ""
+        return o.ObjectRef(ref.api_version, ref.kind, namespace, ref.name), served
+
+    def _plan_create(self, item: _Prepared, step: hooks.Step) -> PlanItem:
+        """A hook or an object named by the server: created on every sync, so shown as a create of the
+        object (a server-side dry-run create where the server can check it) and never diffed against a
+        live one."""
+        ref = item.ref
+        if step.generated:
+            ref = o.ObjectRef(ref.api_version, ref.kind, ref.namespace, hooks.generate_name(item.body))
+        note = hooks.describe(step)
+        if step.hook:
+            note += "; created on every sync; delete policy " + ", ".join(step.delete_policies)
+        after: dict[str, Any] | None = item.body
+        if item.resource is not None:
+            dyn = self.client.dyn
+            resource = item.resource
+            try:
+                resp = self.client.call(lambda: dyn.create(
+                    resource, body=item.body, namespace=item.ref.namespace or None, field_manager=o.MANAGER,
+                    dry_run="All", serialize=False))
+                after = json.loads(resp.data)
+                if step.generated:  # the dry run's name is not the one a sync will get
+                    after.get("metadata", {}).pop("name", None)
+            except Exception as exc:
+                failure = self.client.failure(exc)
+                if failure.status not in (404, 409):  # 409: the last sync's hook (deleted first); 404: new ns
+                    return PlanItem(ref, ERROR, message=failure.message)
+        after_m = o.mask_secret_pair(None, o.normalize(after))[1]
+        diff = "".join(
+            difflib.unified_diff([], _yaml(after_m), f"live/{_path(ref)}", f"desired/{_path(ref)}")
+        )
+        return PlanItem(ref, CREATE, diff, note)
 
     # -- health ----------------------------------------------------------------------------------------
     def health(self, refs: Iterable[RefLike]) -> HealthReport:

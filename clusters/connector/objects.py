@@ -138,8 +138,14 @@ def check_manifest(obj: Any) -> None:
         if not isinstance(obj.get(key), str) or not obj.get(key):
             raise ManifestError(f"the object has no {key}")
     meta = obj.get("metadata")
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta.get("name"):
-        raise ManifestError(f"the {obj['kind']} has no metadata.name")
+    if not isinstance(meta, dict):
+        raise ManifestError(f"the {obj['kind']} has no metadata")
+    name, generate = meta.get("name"), meta.get("generateName")
+    if isinstance(name, str) and name:
+        return
+    if name is None and isinstance(generate, str) and generate:
+        return  # named by the server when it is created (hooks.py)
+    raise ManifestError(f"the {obj['kind']} has no metadata.name")
 
 
 def rank(obj: dict[str, Any]) -> int:

@@ -65,6 +65,8 @@ class ObjectResult(_Dict):
     status: int | None = None
     conflicts: list[FieldConflict] = field(default_factory=list)
     kept: bool = False  # a prune skipped by policy: the object stays in the inventory
+    #: where the object ran in the sync (hooks.Step.to_dict: phase, wave, hook, delete policies, generated)
+    step: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -106,11 +108,15 @@ class PlanItem(_Dict):
     diff: str = ""
     message: str = ""
     conflicts: list[FieldConflict] = field(default_factory=list)
+    #: where the object runs in the sync (hooks.Step.to_dict); empty for a delete (prune)
+    step: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Plan(_Dict):
     items: list[PlanItem] = field(default_factory=list)
+    #: Helm hooks: "install" or "upgrade" (which of the chart's hooks run); "" without Helm hooks
+    helm_operation: str = ""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -133,8 +139,39 @@ class Plan(_Dict):
                 return i
         raise KeyError(f"no plan item for {kind} {name}")
 
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        """The sync's steps in the order they run: ``{phase, wave, objects: [str], hooks: n}`` per phase
+        and wave (Namespaces and CRDs, applied before everything else, are a first step of their own,
+        ``first: true``); prunes are the last step of the Sync phase."""
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+        order = {"PreSync": 0, "Sync": 1, "PostSync": 3, "SyncFail": 4}
+        for item in self.items:
+            step = item.step
+            if item.action == DELETE and not step:
+                key: tuple[Any, ...] = (2, 0, "prune")
+                group = groups.setdefault(key, {"phase": "Sync", "wave": None, "prune": True, "objects": []})
+            elif step.get("phase"):
+                first = bool(step.get("first"))
+                key = (-1, 0, "first") if first else (order[step["phase"]], step["wave"], "")
+                group = groups.setdefault(key, {
+                    "phase": step["phase"], "wave": None if first else step["wave"], "objects": [],
+                    **({"first": True} if first else {}),
+                })
+            else:
+                continue
+            group["objects"].append(str(item.ref))
+            if step.get("hook"):
+                group["hooks"] = group.get("hooks", 0) + 1
+        return [groups[k] for k in sorted(groups)]
+
     def to_dict(self) -> dict[str, Any]:
-        return {"items": _plain(self.items), "counts": self.counts, "ok": self.ok}
+        out = {"items": _plain(self.items), "counts": self.counts, "ok": self.ok}
+        if any(i.step.get("hook") or i.step.get("generated") or i.step.get("wave") for i in self.items):
+            out["steps"] = self.steps
+        if self.helm_operation:
+            out["helm_operation"] = self.helm_operation
+        return out
 
 
 @dataclass

@@ -266,8 +266,10 @@ def apply(
     objects: Sequence[dict[str, Any]],
     inventory: Sequence[dict[str, Any]],
     prune: bool,
+    wave_timeout: float | None = None,
 ) -> ApplyOutcome:
-    """Ordered server-side apply, then prune of what left Git (when ``prune``)."""
+    """Ordered server-side apply in sync phases and waves (hooks created and waited for, each wave at most
+    ``wave_timeout`` seconds), then prune of what left Git (when ``prune``)."""
     with connect(cluster, identity(mapping)) as kube:
         result = kube.apply(
             list(objects),
@@ -277,6 +279,7 @@ def apply(
             previous_inventory=list(inventory),
             force=True,
             restrict=allow_rules(mapping),
+            wave_timeout=wave_timeout,
         )
     failed = [r for r in result.results if r.failed]
     error = "; ".join(f"{r.ref.kind} {r.ref.name}: {r.message}" for r in failed[:5])

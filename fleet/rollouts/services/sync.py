@@ -144,13 +144,16 @@ def run_cluster_sync(cs_id: int) -> str:
                 again = rereview.review_again(rollout, cs, live)
                 blocked = _record_rereview(cs.pk, attempt, again, changed)
         if not blocked:
-            outcome = ports.apply(cs.cluster, mapping, cs.desired, inventory, prune=group.prune)
+            outcome = ports.apply(cs.cluster, mapping, cs.desired, inventory, prune=group.prune,
+                                  wave_timeout=float(group.health_timeout_seconds))
         if outcome is None:
             pass  # blocked by a new review: nothing applied
         elif not outcome.ok:
             error, transient = outcome.error or "apply failed", outcome.transient
         else:
-            refs = [r["ref"] for r in outcome.results if r.get("action") not in ("deleted", "failed")]
+            # hooks ran to their end inside the apply (and may be deleted by their policy): not waited for
+            refs = [r["ref"] for r in outcome.results
+                    if r.get("action") not in ("deleted", "failed", "skipped") and not _hook(r)]
             health = ports.wait_healthy(cs.cluster, refs, timeout=float(group.health_timeout_seconds))
             if not health.healthy:
                 error = f"not healthy: {health.reason or health.state}"
@@ -174,6 +177,10 @@ def run_cluster_sync(cs_id: int) -> str:
         # periodic reconcile advances every active rollout as a safety net).
         dependencies.wake_dependents(mapping, cs.cluster_id)
     return result
+
+
+def _hook(result: dict[str, Any]) -> bool:
+    return bool((result.get("step") or {}).get("hook"))
 
 
 def advance_rollout(rollout_id: int) -> None:

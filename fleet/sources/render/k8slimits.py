@@ -160,8 +160,11 @@ def check_object(obj: Mapping[str, Any]) -> None:
     if not isinstance(meta, Mapping):
         return
     name = meta.get("name")
-    if isinstance(name, str):
+    if isinstance(name, str) and name:
         check_name(kind, name)
+    elif isinstance(meta.get("generateName"), str):
+        # the server appends 5 characters (and shortens a long prefix): the prefix plus "x" must be a name
+        check_name(kind, meta["generateName"][:58] + "x")
     namespace = meta.get("namespace")
     if isinstance(namespace, str) and namespace:
         check_namespace(namespace)

@@ -41,6 +41,8 @@ class RenderedObject:
     source: str
     document: int
     body: dict[str, Any]
+    #: ``metadata.generateName`` of an object without a name: the server names it when it is created
+    generate_name: str = ""
 
     @property
     def group(self) -> str:
@@ -48,7 +50,13 @@ class RenderedObject:
 
     @property
     def key(self) -> tuple[str, str, str, str]:
-        """Identity of the object in a cluster: (group, kind, namespace or '', name)."""
+        """Identity of the object in a cluster: (group, kind, namespace or '', name). An object named by
+        the server (``generateName``) has no identity before it is created: each document is its own
+        object (two documents with the same ``generateName`` are two objects), so its key is the prefix
+        followed by ``*`` and where it came from, never a valid Kubernetes name."""
+        if not self.name:
+            return (self.group, self.kind, self.namespace or "",
+                    f"{self.generate_name}*{self.source}#{self.document}")
         return (self.group, self.kind, self.namespace or "", self.name)
 
     def sort_key(self) -> tuple[str, ...]:
@@ -59,6 +67,7 @@ class RenderedObject:
             "apiVersion": self.api_version,
             "kind": self.kind,
             "name": self.name,
+            **({"generateName": self.generate_name} if self.generate_name else {}),
             "namespace": self.namespace,
             "source": self.source,
             "document": self.document,
@@ -80,14 +89,20 @@ def validate_object(raw: RawObject) -> None:
     meta = d.get("metadata")
     if not isinstance(meta, dict):
         raise err(f"{d['kind']} has no metadata")
-    if not isinstance(meta.get("name"), str) or not meta["name"]:
-        hint = ""
-        if "generateName" in meta:
-            hint = " (generateName is not supported: objects are applied by name)"
-        raise err(f"{d['kind']} has no metadata.name{hint}")
+    name = meta.get("name")
+    generate = meta.get("generateName")
+    if name is not None and not isinstance(name, str):
+        raise err(f"{d['kind']}: metadata.name must be a string")
+    if not name:
+        # The API server names such an object when it is created (POST); the connector creates it
+        # instead of applying it by name (clusters/connector/hooks.py).
+        if generate is None:
+            raise err(f"{d['kind']} has no metadata.name (nor metadata.generateName)")
+        if not isinstance(generate, str) or not generate:
+            raise err(f"{d['kind']}: metadata.generateName must be a non-empty string")
     ns = meta.get("namespace")
     if ns is not None and not isinstance(ns, str):
-        raise err(f"{d['kind']} {meta['name']}: metadata.namespace must be a string")
+        raise err(f"{d['kind']} {name or generate}: metadata.namespace must be a string")
 
 
 def flatten_lists(raws: Iterable[RawObject]) -> list[RawObject]:
@@ -143,12 +158,13 @@ def normalize(raws: Iterable[RawObject], *, namespace_override: str | None = Non
         try:
             check_object(d)
         except LimitError as exc:
-            raise RenderError(f"{d['kind']} {meta['name'][:80]}: {exc}", file=raw.source,
+            raise RenderError(f"{d['kind']} {(meta.get('name') or meta['generateName'])[:80]}: {exc}",
+                              file=raw.source,
                               document=raw.document, line=raw.line) from None
         obj = RenderedObject(
-            api_version=d["apiVersion"], kind=d["kind"], name=meta["name"],
+            api_version=d["apiVersion"], kind=d["kind"], name=meta.get("name") or "",
             namespace=meta.get("namespace") or None, source=raw.source, document=raw.document,
-            body=d,
+            body=d, generate_name="" if meta.get("name") else str(meta["generateName"]),
         )
         if obj.key in seen:
             first = seen[obj.key]

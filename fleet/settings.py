@@ -300,6 +300,14 @@ FLEETGATE_REGO_TIMEOUT = env_int("FLEETGATE_REGO_TIMEOUT", 10)  # seconds per ev
 FLEETGATE_REGO_WORKERS = env_int("FLEETGATE_REGO_WORKERS", os.cpu_count() or 2)
 FLEETGATE_REGO_MEMORY_MB = env_int("FLEETGATE_REGO_MEMORY_MB", 1024)
 FLEETGATE_GIT_CACHE = Path(env_str("FLEETGATE_GIT_CACHE", str(VAR_DIR / "git")))
+# Helm charts from index repositories and OCI registries (fleet/sources/charts): the cache keyed by digest,
+# limits, an extra CA file trusted for every chart repository, and a switch that forbids fetching at all.
+FLEETGATE_CHART_CACHE = Path(env_str("FLEETGATE_CHART_CACHE", str(VAR_DIR / "charts")))
+FLEETGATE_CHART_MAX_BYTES = env_int("FLEETGATE_CHART_MAX_BYTES", 20 * 1024 * 1024)
+FLEETGATE_CHART_INDEX_MAX_BYTES = env_int("FLEETGATE_CHART_INDEX_MAX_BYTES", 64 * 1024 * 1024)
+FLEETGATE_CHART_TIMEOUT = env_int("FLEETGATE_CHART_TIMEOUT", 30)  # seconds per connection/read
+FLEETGATE_CHART_CA_FILE = env_str("FLEETGATE_CHART_CA_FILE", "")
+FLEETGATE_CHART_OFFLINE = env_bool("FLEETGATE_CHART_OFFLINE", False)
 FLEETGATE_API_TOKEN_DAYS = env_int("FLEETGATE_API_TOKEN_DAYS", 90)
 FLEETGATE_AUDIT_RETENTION_DAYS = env_int("FLEETGATE_AUDIT_RETENTION_DAYS", 365)
 FLEETGATE_ALLOW_FILE_REPOSITORIES = env_bool("FLEETGATE_ALLOW_FILE_REPOSITORIES", True)

@@ -20,7 +20,13 @@ from fleet.sources.choices import (
     Verification,
     VerificationMode,
 )
-from fleet.sources.validators import validate_directory_glob, validate_repo_path, validate_repository_url
+from fleet.sources.validators import (
+    validate_chart_repository_url,
+    validate_directory_glob,
+    validate_release_name,
+    validate_repo_path,
+    validate_repository_url,
+)
 
 
 def new_webhook_secret() -> str:
@@ -99,6 +105,13 @@ class PathMapping(TimestampedModel):
         help_text="Namespace for namespaced objects that name none (default: 'default').",
     )
     enabled = models.BooleanField(default=True)
+    helm_release_name = models.CharField(
+        max_length=53,
+        blank=True,
+        validators=[validate_release_name],
+        help_text="Helm charts: the release name (.Release.Name); empty: helm.releaseName of fleetgate.yaml "
+        "or fleet.yaml, else the chart's name. The release namespace is target_namespace.",
+    )
     # Argo CD's directory source options, for plain directories (fleet/sources/render/plain.py)
     directory_recurse = models.BooleanField(
         default=True,
@@ -326,3 +339,47 @@ class RenderedManifest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mapping_id}@{self.commit_id} for {self.cluster_id}"
+
+
+class ChartRepository(TimestampedModel):
+    """Credentials (and a CA) for Helm chart repositories and OCI registries that charts are fetched from.
+
+    A chart whose repository URL starts with ``url`` (the longest match wins) is fetched with these
+    credentials; charts from repositories without an entry are fetched anonymously.  The password is
+    encrypted at rest and never shown (docs/sources.md, Helm charts from repositories)."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[dns_label])
+    url = models.CharField(
+        "URL", max_length=500, unique=True, validators=[validate_chart_repository_url],
+        help_text="https://host/path of an index repository, or oci://host[/path] of a registry: every chart "
+        "under it uses these credentials.",
+    )
+    username = models.CharField(max_length=200, blank=True)
+    password = EncryptedTextField(help_text="Password or token (encrypted at rest, never shown).")
+    ca_bundle = models.TextField(
+        blank=True, help_text="PEM certificates trusted for this repository besides the system's."
+    )
+    description = models.CharField(max_length=500, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    scope_path = None  # every cluster group's charts may come from it: only roles on all clusters
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "chart repositories"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from fleet.sources.charts.errors import ChartError
+        from fleet.sources.charts.http import ssl_context
+
+        self.url = self.url.rstrip("/")
+        if self.ca_bundle.strip():
+            try:
+                ssl_context(self.ca_bundle)
+            except ChartError:
+                raise ValidationError({"ca_bundle": "Not PEM certificates."}) from None

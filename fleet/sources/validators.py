@@ -81,3 +81,40 @@ def validate_directory_glob(value: str) -> None:
         validate_glob(value)
     except RenderError as exc:
         raise ValidationError(exc.message) from None
+
+
+RELEASE_NAME_MESSAGE = ("A Helm release name: lower-case letters, digits, '-' and '.', starting and ending "
+                        "with a letter or digit, at most 53 characters.")
+_RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def validate_release_name(value: str) -> None:
+    """Helm's own rule for release names (``helm_python.validate_release_name`` at render time)."""
+    if value and (len(value) > 53 or not _RELEASE_NAME.match(value)):
+        raise ValidationError(RELEASE_NAME_MESSAGE, code="release_name")
+
+
+def validate_chart_repository_url(value: str) -> None:
+    """A chart repository's URL: ``https://`` (an index repository or archive URLs under it) or ``oci://``
+    (a registry host and optional path), without credentials, outside the denied networks."""
+    from fleet.sources.charts.spec import redact
+
+    if value != value.strip() or any(ord(c) < 33 or c == "\x7f" for c in value):
+        raise ValidationError("The URL may not contain spaces or control characters.")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValidationError("The URL is not valid (check the host and port).") from None
+    if parts.scheme not in ("https", "http", "oci") or not parts.hostname:
+        raise ValidationError("Use an https:// (chart repository) or oci:// (registry) URL.")
+    if parts.username or parts.password:
+        raise ValidationError("Put the user name and password in their own fields, not in the URL.",
+                              code="credentials_in_url")
+    if parts.query or parts.fragment:
+        raise ValidationError(f"The URL may not have a query or fragment ({redact(value)}).")
+    try:
+        urlguard.check_url(value.replace("oci://", "https://", 1), urlguard.deny_networks(),
+                           what="chart repository URL")
+    except urlguard.URLRefused as exc:
+        raise ValidationError(str(exc), code="denied_address") from None

@@ -64,14 +64,16 @@ class OciClient:
         self.timeout = timeout
         self.ca_file = ca_file
         self.plain_http_hosts = tuple(plain_http_hosts)
-        self._tmp = tempfile.TemporaryDirectory(prefix="fleetgate-oci-")
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._registries: dict[tuple[str, str, str], Any] = {}
 
     def close(self) -> None:
         for reg in self._registries.values():
             reg.session.close()
         self._registries.clear()
-        self._tmp.cleanup()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def _ca_path(self, creds: RepoCredentials) -> str | bool:
         if not creds.ca_bundle.strip() and not self.ca_file:
@@ -82,6 +84,8 @@ class OciClient:
         if self.ca_file:
             parts.append(Path(self.ca_file).read_text())
         parts.append(creds.ca_bundle)
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fleetgate-oci-")
         path = Path(self._tmp.name) / f"ca-{hashlib.sha256(''.join(parts).encode()).hexdigest()[:16]}.pem"
         path.write_text("\n".join(parts))
         return str(path)

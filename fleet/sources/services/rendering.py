@@ -28,6 +28,7 @@ from django.db.models import Min, Prefetch
 from clusters import allowlist, tenancy
 from clusters.models import Cluster
 from fleet.audit.services import record
+from fleet.sources.charts import ChartFetcher
 from fleet.sources.choices import CommitStatus, ManifestStatus, RenderReason, RenderStatus
 from fleet.sources.git import (
     ChangedPath,
@@ -132,11 +133,23 @@ class RenderSession:
     ``on_rendered``, called with each MappingRender stored (inside its transaction; the pipeline)."""
 
     def __init__(self, *, kubectl: str | None = None,
-                 on_rendered: Callable[[MappingRender], None] | None = None) -> None:
+                 on_rendered: Callable[[MappingRender], None] | None = None,
+                 charts: ChartFetcher | None = None) -> None:
         self.kubectl = kubectl if kubectl is not None else getattr(settings, "FLEETGATE_KUBECTL", None)
         self.on_rendered = on_rendered
         self.results: dict[str, _Result] = {}
         self.stats = RenderStats()
+        self._charts = charts
+
+    @property
+    def charts(self) -> ChartFetcher:
+        """The run's chart fetcher (Helm charts from repositories and registries; services/charts.py):
+        each repository index is asked once per run, archives come from the cache keyed by digest."""
+        if self._charts is None:
+            from fleet.sources.services.charts import build_fetcher
+
+            self._charts = build_fetcher()
+        return self._charts
 
     def remember(self, result: _Result) -> None:
         if len(self.results) >= MEMORY_CACHE_ENTRIES:
@@ -172,6 +185,7 @@ def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str
         "values": mapping.values or {},
         "group_values": _values_of(group),
         "namespace": mapping.target_namespace,
+        **({"helm_release_name": mapping.helm_release_name} if mapping.helm_release_name else {}),
         **({"postbuild": mapping.postbuild} if mapping.postbuild is not None else {}),
         **({"directory": [mapping.directory_recurse, mapping.directory_include, mapping.directory_exclude]}
            if (not mapping.directory_recurse or mapping.directory_include or mapping.directory_exclude)
@@ -276,7 +290,7 @@ def build_requests(mapping: PathMapping, cluster: Cluster, commit_sha: str,
     return [
         RenderRequest(path=p, cluster=ctx, renderer=mapping.renderer, values=values,
                       namespace=mapping.target_namespace or None, postbuild=mapping.postbuild,
-                      directory=directory_options(mapping))
+                      directory=directory_options(mapping), release_name=mapping.helm_release_name or None)
         for p in paths
     ]
 
@@ -314,7 +328,8 @@ def watched_paths(tree: SourceTree, paths: Sequence[str]) -> list[str]:
 
 
 def render_requests(tree: SourceTree, requests: Sequence[RenderRequest], input_hash: str,
-                    *, kubectl: str | None = None, stats: RenderStats | None = None) -> _Result:
+                    *, kubectl: str | None = None, stats: RenderStats | None = None,
+                    charts: ChartFetcher | None = None) -> _Result:
     """Render every request of one cluster and combine the objects (a glob's directories)."""
     objects: list[RenderedObject] = []
     warnings: list[str] = []
@@ -326,7 +341,7 @@ def render_requests(tree: SourceTree, requests: Sequence[RenderRequest], input_h
         for request in requests:
             if stats is not None:
                 stats.renders += 1
-            result = render(tree, request, kubectl=kubectl)
+            result = render(tree, request, kubectl=kubectl, charts=charts)
             renderers.append(result.renderer)
             namespace = namespace or (result.namespace or "")
             skipped = skipped and result.skipped
@@ -405,7 +420,7 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
         for cluster in clusters:
             reqs = build_requests(mapping, cluster, commit.sha, paths)
             try:
-                key = _combined_hash([compute_input_hash(tree, r) for r in reqs])
+                key = _combined_hash([compute_input_hash(tree, r, charts=session.charts) for r in reqs])
             except RenderError as exc:
                 per_cluster[cluster.pk] = _Result(input_hash="", error=exc)
                 continue
@@ -428,7 +443,7 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 session.stats.reused_db += 1
             else:
                 result = render_requests(tree, requests[cluster.pk], key, kubectl=session.kubectl,
-                                         stats=session.stats)
+                                         stats=session.stats, charts=session.charts)
                 session.stats.results += 1
                 session.remember(result)
                 rendered += 1

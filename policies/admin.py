@@ -70,13 +70,15 @@ class WaiverAdmin(AuditedModelAdmin):
         "kind",
         "namespace",
         "name_pattern",
+        "rule",
         "cluster_group",
         "expires_at",
         "author_name",
+        "origin",
     ]
     list_filter = ["cluster_group"]
-    search_fields = ["policy__name", "justification", "name_pattern"]
-    readonly_fields = ["author_name"]
+    search_fields = ["policy__name", "justification", "name_pattern", "rule", "origin"]
+    readonly_fields = ["author_name", "origin"]
 
     def save_model(self, request: Any, obj: Any, form: Any, change: bool) -> None:
         if not change:
@@ -95,7 +97,17 @@ class ViolationInline(admin.TabularInline):
     model = Violation
     extra = 0
     can_delete = False
-    fields = ("policy_name", "enforcement", "kind", "namespace", "name", "message", "waived_by")
+    fields = (
+        "policy_name",
+        "language",
+        "enforcement",
+        "rule",
+        "kind",
+        "namespace",
+        "name",
+        "message",
+        "waived_by",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: Any, obj: Any = None) -> bool:
@@ -111,6 +123,6 @@ class EvaluationAdmin(ReadOnlyAdmin):
 
 @admin.register(Violation)
 class ViolationAdmin(ReadOnlyAdmin):
-    list_display = ["id", "policy_name", "enforcement", "kind", "namespace", "name", "waived_by"]
-    list_filter = ["enforcement"]
+    list_display = ["id", "policy_name", "language", "enforcement", "kind", "namespace", "name", "waived_by"]
+    list_filter = ["enforcement", "language"]
     search_fields = ["message", "policy_name", "name"]

@@ -267,16 +267,22 @@ class BoundPolicy:
         cls,
         id: str | int,
         name: str,
-        policy: str | Mapping[str, Any],
-        binding: str | Mapping[str, Any],
+        policy: str | Mapping[str, Any] | vap_fmt.CompiledVap,
+        binding: str | Mapping[str, Any] | None = None,
         *,
         enforcement: Enforcement | str | None = None,
     ) -> BoundPolicy:
-        """A ValidatingAdmissionPolicy with one of its bindings (the binding's ``validationActions`` give
-        each finding's action; ``enforcement``, a Fleetgate binding's, overrides them)."""
-        compiled = vap_fmt.compile(
-            vap_fmt.parse_policy(_document(policy)), vap_fmt.parse_binding(_document(binding))
-        )
+        """A ValidatingAdmissionPolicy with one of its bindings (documents, or compiled together by
+        ``vap.compile``): the binding's ``validationActions`` give each finding's action; ``enforcement``,
+        a Fleetgate binding's, overrides them."""
+        if isinstance(policy, vap_fmt.CompiledVap):
+            compiled = policy
+        else:
+            if binding is None:
+                raise FormatError("a ValidatingAdmissionPolicy is evaluated with one of its bindings")
+            compiled = vap_fmt.compile(
+                vap_fmt.parse_policy(_document(policy)), vap_fmt.parse_binding(_document(binding))
+            )
         return cls(
             str(id),
             name,
@@ -290,13 +296,17 @@ class BoundPolicy:
         cls,
         id: str | int,
         name: str,
-        policy: str | Mapping[str, Any],
+        policy: str | Mapping[str, Any] | kyverno_fmt.KyvernoPolicy,
         *,
         enforcement: Enforcement | str | None = None,
     ) -> BoundPolicy:
         """A Kyverno ClusterPolicy or Policy: its validate rules (each finding's action from the rule's
         ``failureAction`` or the policy's ``validationFailureAction``; ``enforcement`` overrides them)."""
-        parsed = kyverno_fmt.parse_policy(_document(policy))
+        parsed = (
+            policy
+            if isinstance(policy, kyverno_fmt.KyvernoPolicy)
+            else kyverno_fmt.parse_policy(_document(policy))
+        )
         return cls(
             str(id),
             name,

@@ -367,6 +367,8 @@ class WaiverSerializer(FleetModelSerializer):
             "cluster_group",
             "cluster_group_name",
             "cluster_pattern",
+            "rule",
+            "origin",
             "expires_at",
             "justification",
             "author_name",
@@ -375,7 +377,7 @@ class WaiverSerializer(FleetModelSerializer):
             "created",
             "updated",
         ]
-        read_only_fields = ["author_name", "created", "updated"]
+        read_only_fields = ["author_name", "origin", "created", "updated"]
 
 
 class WaiverBriefSerializer(serializers.ModelSerializer):
@@ -405,6 +407,7 @@ class ViolationSerializer(serializers.ModelSerializer):
             "policy_version",
             "enforcement",
             "rule",
+            "language",
             "message",
             "api_version",
             "kind",

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from django.db import transaction
@@ -32,9 +32,13 @@ from policies.choices import PolicyStyle, TestStatus
 from policies.engine import EngineError, Module, RegoEngine, TestResult, get_engine
 from policies.formats import FormatError
 from policies.formats import gatekeeper as gk
+from policies.formats import kyverno as kyverno_fmt
+from policies.formats import vap as vap_fmt
 from policies.gate import ADMISSION_STYLES
 from policies.models import Policy, PolicyVersion
 from policies.services.smoke import describe, smoke_errors
+
+_T = TypeVar("_T")
 
 
 class PolicyInvalid(DomainError, ValueError):
@@ -254,22 +258,13 @@ class PolicyDefinition:
         policies are compiled here: a CEL or pattern error raises PolicyInvalid naming the field)."""
         enforcement = enforcement or None
         if self.style == PolicyStyle.VAP:
-            policy_doc = _yaml_mapping(self.policy, "policy")
-            binding_doc = _yaml_mapping(self.binding, "binding")
-            try:
-                return [
-                    gate.BoundPolicy.vap(policy_id, name, policy_doc, binding_doc, enforcement=enforcement)
-                ]
-            except FormatError as exc:
-                raise PolicyInvalid(
-                    str(exc), [_format_error(exc, _vap_field(exc))], field=_vap_field(exc)
-                ) from None
+            parsed_policy = _parsed(vap_fmt.parse_policy, _yaml_mapping(self.policy, "policy"), "policy")
+            parsed_binding = _parsed(vap_fmt.parse_binding, _yaml_mapping(self.binding, "binding"), "binding")
+            compiled = _parsed(lambda _: vap_fmt.compile(parsed_policy, parsed_binding), None, "binding")
+            return [gate.BoundPolicy.vap(policy_id, name, compiled, enforcement=enforcement)]
         if self.style == PolicyStyle.KYVERNO:
-            policy_doc = _yaml_mapping(self.policy, "policy")
-            try:
-                return [gate.BoundPolicy.kyverno(policy_id, name, policy_doc, enforcement=enforcement)]
-            except FormatError as exc:
-                raise PolicyInvalid(str(exc), [_format_error(exc, "policy")], field="policy") from None
+            parsed = _parsed(kyverno_fmt.parse_policy, _yaml_mapping(self.policy, "policy"), "policy")
+            return [gate.BoundPolicy.kyverno(policy_id, name, parsed, enforcement=enforcement)]
         if self.style == PolicyStyle.CONFTEST:
             return [
                 gate.BoundPolicy.conftest(
@@ -316,9 +311,13 @@ def _yaml_mapping(text: str, field: str) -> dict[str, Any]:
     return doc
 
 
-def _vap_field(exc: Exception) -> str:
-    """Which document of a VAP definition an error is about: the binding's errors say so."""
-    return "binding" if "binding" in str(exc).lower() else "policy"
+def _parsed(parse: Callable[[Any], _T], doc: Any, field: str) -> _T:
+    """``parse(doc)``, or PolicyInvalid naming the definition's field (``policy``/``binding``) and the
+    document's own field the evaluator names (``spec.validations[0].expression: ...``)."""
+    try:
+        return parse(doc)
+    except FormatError as exc:
+        raise PolicyInvalid(f"{field}: {exc}", [_format_error(exc, field)], field=field) from None
 
 
 def _format_error(exc: Exception, path: str) -> dict[str, Any]:

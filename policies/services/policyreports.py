@@ -19,11 +19,14 @@ the latest stored Evaluation (the decision for the last commit evaluated) contri
 * one ``pass`` result per (policy, object) without a finding: every rendered object for a conftest policy, the
   objects a Constraint matches for a Gatekeeper policy (its ``spec.match``, as the gate decides it);
 
-with ``policy`` = the Fleetgate policy, ``rule`` = the rule (``deny_latest``) or the Constraint, ``source``
-"fleetgate", ``severity`` from the finding's ``severity`` detail when it is one of the CRD's values, else by
+with ``policy`` = the Fleetgate policy, ``rule`` = the rule (``deny_latest``), the Constraint, the Kyverno
+rule or the VAP validation (``validations[0]``), ``source`` by language ("fleetgate" for Rego, "kyverno" for
+Kyverno, "ValidatingAdmissionPolicy" for a VAP, as Kyverno's reports name them), ``severity`` from the
+finding's ``severity`` detail when it is one of the CRD's values, else by
 enforcement (deny: high, warn: medium, dryrun: low), ``resources`` = the object, ``timestamp`` = when it was
-evaluated, and ``properties`` = cluster, mapping, commit, evaluation id, enforcement, waiver. ``summary``
-counts the results.
+evaluated, and ``properties`` = cluster, mapping, commit, evaluation id, enforcement, waiver, language.
+``summary`` counts the results. VAP and Kyverno policies give no ``pass`` results (the gate records their
+findings, not which objects their own match selected).
 
 Only what the user may see: the caller passes a cluster the user may view and the Evaluations are narrowed by
 ``evaluation.view``. Nothing secret is in a report (no credentials; the objects are referred to, not copied).
@@ -92,6 +95,14 @@ def _properties(evaluation: Evaluation, **extra: Any) -> dict[str, str]:
     return props
 
 
+#: the ``source`` of a result by the policy's language (Rego results keep Fleetgate's own)
+SOURCES = {"VAP (CEL)": "ValidatingAdmissionPolicy", "Kyverno": "kyverno"}
+
+
+def _source(language: str) -> str:
+    return SOURCES.get(language, SOURCE)
+
+
 def _severity(violation: Violation) -> str:
     declared = (violation.details or {}).get("severity") if isinstance(violation.details, Mapping) else None
     if isinstance(declared, str) and declared.lower() in SEVERITIES:
@@ -107,8 +118,10 @@ def _finding(evaluation: Evaluation, v: Violation) -> tuple[str, dict[str, Any]]
     else:
         status = "warn"
     policy, _, constraint = v.policy_name.partition("/")
+    if v.language in SOURCES:  # VAP and Kyverno policy names are whole (no Constraint after a slash)
+        policy, constraint = v.policy_name, ""
     result: dict[str, Any] = {
-        "source": SOURCE,
+        "source": _source(v.language),
         "policy": policy,
         "rule": constraint or v.rule or "violation",
         "result": status,
@@ -122,6 +135,7 @@ def _finding(evaluation: Evaluation, v: Violation) -> tuple[str, dict[str, Any]]
             waiver=v.waived_by_id,
             policyVersion=v.policy_version,
             sourceFile=v.source_file,
+            language=v.language or None,
         ),
     }
     if v.kind and v.name:
@@ -152,9 +166,12 @@ def _excused(evaluation: Evaluation, e: Mapping[str, Any]) -> tuple[str, dict[st
 
 def _error(evaluation: Evaluation, error: Mapping[str, Any]) -> dict[str, Any]:
     policy, _, constraint = str(error.get("policy") or "").partition("/")
+    language = str(error.get("language") or "")
+    if language in SOURCES:
+        policy, constraint = str(error.get("policy") or ""), ""
     prefix = "" if error.get("kind") == "cannot_review" else "engine error: "
     return {
-        "source": SOURCE,
+        "source": _source(language),
         "policy": policy or "fleetgate",
         "rule": constraint or str(error.get("kind") or "engine"),
         "result": "error",
@@ -162,7 +179,7 @@ def _error(evaluation: Evaluation, error: Mapping[str, Any]) -> dict[str, Any]:
         "severity": "high",
         "scored": True,
         "timestamp": _timestamp(evaluation),
-        "properties": _properties(evaluation, errorKind=error.get("kind")),
+        "properties": _properties(evaluation, errorKind=error.get("kind"), language=language or None),
     }
 
 
@@ -211,6 +228,8 @@ def _passes(
         except (KeyError, TypeError, ValueError):
             continue
         policy = str(entry.get("policy") or version.policy_id)
+        if definition.admission:
+            continue  # VAP and Kyverno: findings only (their own match is not recorded)
         if definition.style == "gatekeeper":
             try:
                 template = definition.parsed_template()

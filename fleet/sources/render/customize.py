@@ -9,6 +9,10 @@ Schema (every key optional)::
       dir: overlays/default                      # relative to the mapped path, must stay in the repo
     helm:
       releaseName: web
+      chart: web                                 # a chart outside the repository (docs/sources.md, Helm):
+      repo: https://charts.example.com           #   index repository; or chart: oci://host/path/web,
+      version: ^1.2.0                            #   or chart: https://host/web-1.2.0.tgz; version: exact,
+      digest: sha256:...                         #   a constraint or empty (newest); digest pins it
       values: {replicas: 2}
       valuesFiles: [values-common.yaml]          # relative to the mapped path; excluded from plain rendering
     patches: [...]                               # as below, applied to every target
@@ -66,7 +70,7 @@ _TOP_KEYS = {"renderer", "namespace", "substitute", "kustomize", "helm", "patche
              "dependsOn", "directory"}  # directory: Argo CD's options for plain directories (plain.py)
 _TARGET_KEYS = {"name", "clusterSelector", "clusterName", "clusterGroup", "namespace", "doNotDeploy",
                 "kustomize", "helm", "patches"}
-_HELM_KEYS = {"releaseName", "values", "valuesFiles"}
+_HELM_KEYS = {"releaseName", "values", "valuesFiles", "chart", "repo", "version", "digest"}
 _PATCH_TARGET_KEYS = {"kind", "name", "namespace", "apiVersion", "group", "labelSelector"}
 
 
@@ -101,6 +105,7 @@ class Customization:
     helm_chart: str | None = None
     helm_repo: str | None = None
     helm_version: str | None = None
+    helm_digest: str | None = None  # pins a chart from outside the repository (fleetgate.yaml helm.digest)
     compare_patches: tuple[Mapping[str, Any], ...] = ()
     paused: bool = False
     notes: tuple[str, ...] = ()  # keys read but not honoured, reported as render warnings
@@ -148,12 +153,21 @@ class FleetgateFile:
             kustomize_dir=((chosen.get("kustomize") or {}).get("dir")
                            or (top.get("kustomize") or {}).get("dir")),
             helm_release_name=t_helm.get("releaseName") or top_helm.get("releaseName"),
+            helm_chart=t_helm.get("chart") or top_helm.get("chart"),
+            helm_repo=t_helm.get("repo") or top_helm.get("repo"),
+            helm_version=_version(t_helm.get("version") or top_helm.get("version")),
+            helm_digest=t_helm.get("digest") or top_helm.get("digest"),
             helm_values=values,
             helm_values_files=files,
             patches=patches,
             do_not_deploy=bool(chosen.get("doNotDeploy", False)),
             target_name=chosen_name,
         )
+
+
+def _version(value: Any) -> str | None:
+    """``version: 1.2`` is read by YAML as a number: the text is meant."""
+    return None if value is None else str(value)
 
 
 def _err(file: str, msg: str) -> RenderError:
@@ -251,6 +265,10 @@ def _check_block(block: Mapping[str, Any], file: str, where: str) -> None:
         if vf is not None and (not isinstance(vf, list) or not all(isinstance(x, str) for x in vf)):
             raise _err(file, f"{where}helm.valuesFiles must be a list of paths")
         _check_str(h.get("releaseName"), f"{where}helm.releaseName", file)
+        for key in ("chart", "repo", "digest"):
+            _check_str(h.get(key), f"{where}helm.{key}", file)
+        if h.get("version") is not None and not isinstance(h["version"], str | int | float):
+            raise _err(file, f"{where}helm.version must be a string")
     list(_patches(block.get("patches"), file, where))
 
 

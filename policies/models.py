@@ -106,6 +106,13 @@ class Policy(TimestampedModel):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def language(self) -> str:
+        """The language the policy is written in: Rego/conftest, Rego/Gatekeeper, VAP (CEL) or Kyverno."""
+        from policies.gate import language_of
+
+        return language_of(self.style)
+
 
 class PolicyVersion(models.Model):
     """One immutable version of a policy's definition. Never updated after it is created."""

@@ -135,20 +135,23 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
         raise CelError("the expression is empty")
     declared = frozenset(variables)
     lazy_names = frozenset(lazy) & declared
+    source_tokens = _syntax.tokens(source)
+    blanked = _syntax.blanked(source, source_tokens)
     try:
-        cel.compile(_syntax.blanked(source))
+        program = cel.compile(blanked)
     except ValueError as exc:
         m = _PARSE_ERROR.search(str(exc))
         if m:
             raise CelError(m.group(3).strip(), int(m.group(1)), int(m.group(2))) from None
         raise CelError(str(exc)) from None
     try:
-        rewritten = _syntax.rewrite(source, lazy_names)
-        program = cel.compile(rewritten)
+        rewritten = _syntax.rewrite(source, lazy_names, source_tokens)
+        if rewritten != blanked:
+            program = cel.compile(rewritten)
     except (ValueError, IndexError) as exc:
         raise CelError(f"the gate cannot parse this expression: {exc}") from None
     refs = program.references()
-    bound = _syntax.bound_names(source)
+    bound = _syntax.bound_names(source, source_tokens)
     top: set[str] = set()
     for name in refs["variables"]:
         if name == "authorizer":
@@ -178,7 +181,7 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
             )
         for full in _SHORT_NAMES[fn]:
             used_functions[full] = FUNCTIONS[full]
-    rewritten_tokens = {t.text for t in _syntax.tokens(rewritten)}
+    rewritten_tokens = {t.text for t in (source_tokens if rewritten == source else _syntax.tokens(rewritten))}
     return Program(
         source=source,
         variables=frozenset(top),

@@ -46,19 +46,19 @@ def tokens(source: str) -> list[Token]:
     return out
 
 
-def blanked(source: str) -> str:
+def blanked(source: str, toks: list[Token] | None = None) -> str:
     """The source with ``.?`` and ``[?`` made plain (``. ``, ``[ ``): same length, same columns."""
     chars = list(source)
-    toks = tokens(source)
+    toks = tokens(source) if toks is None else toks
     for a, b in pairwise(toks):
         if a.text in (".", "[") and b.text == "?" and b.start == a.start + 1:
             chars[b.start] = " "
     return "".join(chars)
 
 
-def bound_names(source: str) -> set[str]:
+def bound_names(source: str, toks: list[Token] | None = None) -> set[str]:
     """Names bound by comprehension macros and ``cel.bind`` (the first argument of each)."""
-    toks = tokens(source)
+    toks = tokens(source) if toks is None else toks
     names: set[str] = set()
     for i, t in enumerate(toks):
         if (
@@ -219,8 +219,11 @@ def _rewrite_bind(toks: list[Token]) -> str | None:
     return None
 
 
-def rewrite(source: str, lazy: frozenset[str] = frozenset()) -> str:
+def rewrite(source: str, lazy: frozenset[str] = frozenset(), toks: list[Token] | None = None) -> str:
     """The source in the dialect the Rust parser takes (see the module docstring)."""
+    texts = {t.text for t in (tokens(source) if toks is None else toks)}
+    if not texts & ({"?", "bind", "string"} | lazy):
+        return source  # nothing to rewrite (most expressions)
     text = source
     for step in (_rewrite_once, _rewrite_bind):
         for _ in range(1000):

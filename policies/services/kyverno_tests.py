@@ -11,6 +11,7 @@ resource, the way ``kyverno test`` does: a resource the rule does not apply to c
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -165,6 +166,33 @@ def _expected(raw: Mapping[str, Any], i: int) -> tuple[str, str, list[str], str,
     return policy, str(raw.get("rule") or ""), names, str(raw.get("kind") or ""), result
 
 
+def _set(doc: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        nxt = doc.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            doc[part] = nxt
+        doc = nxt
+    doc[path[-1]] = value
+
+
+def _shape(
+    res: Mapping[str, Any], operation: str, values: Mapping[str, Any]
+) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """The request's object and old object as ``kyverno test`` shapes them: UPDATE reviews the resource
+    against a copy of itself, DELETE has only the old object; values under ``request.object.`` and
+    ``request.oldObject.`` change them."""
+    new: dict[str, Any] | None = copy.deepcopy(dict(res)) if operation != "DELETE" else None
+    old: dict[str, Any] | None = copy.deepcopy(dict(res)) if operation in ("UPDATE", "DELETE") else None
+    for key, value in values.items():
+        parts = str(key).split(".")
+        if parts[:2] == ["request", "object"] and len(parts) > 2 and new is not None:
+            _set(new, parts[2:], copy.deepcopy(value))
+        elif parts[:2] == ["request", "oldObject"] and len(parts) > 2 and old is not None:
+            _set(old, parts[2:], copy.deepcopy(value))
+    return new, old
+
+
 def _defaulted(resource: Mapping[str, Any]) -> Mapping[str, Any]:
     """Like ``kyverno test``: a namespaced resource without a namespace is in ``default``."""
     meta = resource.get("metadata")
@@ -244,9 +272,7 @@ def _run(test: Mapping[str, Any], base: Path, outcome: TestOutcome) -> None:
             rule_values.setdefault(pname, {})[str(rv.get("name"))] = dict(rv.get("values") or {})
         for rv in pv.get("resources") or []:
             resource_values[(pname, str(rv.get("name")))] = dict(rv.get("values") or {})
-    operation = str(global_values.get("request.operation") or "CREATE").upper()
 
-    responses: dict[str, dict[str, list[Any]]] = {}  # resource key -> policy key -> [RuleResult]
     keys: list[tuple[str, str, Mapping[str, Any]]] = []
     for res in resources:
         meta = res.get("metadata") or {}
@@ -259,30 +285,45 @@ def _run(test: Mapping[str, Any], base: Path, outcome: TestOutcome) -> None:
             )
         )
         keys.append((key, str(meta.get("name") or ""), res))
+
+    cache: dict[tuple[str, str], dict[str, list[Any]]] = {}
+
+    def responses(key: str, res: Mapping[str, Any], forced: str) -> dict[str, list[Any]]:
+        """The rule responses per policy for one resource, under the test's (or a result's) operation."""
+        if (key, forced) in cache:
+            return cache[(key, forced)]
+        meta = res.get("metadata") or {}
         ns = str(meta.get("namespace") or "")
         ns_obj = {"metadata": {"name": ns, "labels": ns_labels[ns]}} if ns in ns_labels else None
         per_policy: dict[str, list[Any]] = {}
         for pkey, pol in policies.items():
             vals = dict(global_values)
             vals.update(resource_values.get((pol.name, str(meta.get("name") or "")), {}))
-            op = str(vals.get("request.operation") or operation).upper()
+            if forced:
+                vals["request.operation"] = forced
+            op = str(vals.get("request.operation") or "CREATE").upper()
+            new, old = _shape(res, op, vals)
             inp = AdmissionInput(
                 operation=op,
                 id=object_id(res, ""),
-                object=res if op != "DELETE" else None,
-                old_object=res if op in ("DELETE",) else None,
+                object=new,
+                old_object=old,
                 namespace_object=ns_obj,
                 user_info=user_info,
             )
             per_policy[pkey] = pol.apply(
                 inp, values=vals, rule_values=rule_values.get(pol.name, {}), exceptions=exceptions
             )
-        responses[key] = per_policy
+        cache[(key, forced)] = per_policy
+        return per_policy
 
     for i, raw in enumerate(test.get("results") or []):
         if not isinstance(raw, Mapping):
             raise TestFileError(f"results[{i}] must be a mapping")
         pname, rule, names, _kind, expected = _expected(raw, i)
+        operation = str(raw.get("operation") or "").upper()
+        if operation and operation not in ("CREATE", "UPDATE", "DELETE", "CONNECT"):
+            raise TestFileError(f"results[{i}].operation must be CREATE, UPDATE, DELETE or CONNECT")
         matched: list[tuple[str, str]] = []
         for name in names:
             ns, _, short = name.rpartition("/")
@@ -305,7 +346,7 @@ def _run(test: Mapping[str, Any], base: Path, outcome: TestOutcome) -> None:
                 continue
             results = [
                 r
-                for r in responses[key].get(pkey, [])
+                for r in responses(key, next(x for k, _, x in keys if k == key), operation).get(pkey, [])
                 if not rule or r.rule in (rule, f"autogen-{rule}", f"autogen-cronjob-{rule}")
             ]
             if not results:

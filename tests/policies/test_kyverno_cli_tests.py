@@ -334,3 +334,82 @@ def test_conformance_script_over_a_checkout(suite: Path) -> None:
     vpol = "not a kyverno.io policy: policies.kyverno.io/v1alpha1 ValidatingPolicy"
     assert f"| other-vpol/x | no | yes | fail | {vpol}" in proc.stdout
     assert "validate-only and offline: 0, of which 0 pass and 0 fail" in proc.stdout
+
+
+def test_update_reviews_against_a_copy_and_result_operations(tmp_path: Path) -> None:
+    changed = {
+        "apiVersion": "kyverno.io/v1",
+        "kind": "ClusterPolicy",
+        "metadata": {"name": "immutable"},
+        "spec": {
+            "rules": [
+                {
+                    "name": "same-labels",
+                    "match": {"any": [{"resources": {"kinds": ["Pod"], "operations": ["UPDATE"]}}]},
+                    "validate": {
+                        "message": "labels changed",
+                        "deny": {
+                            "conditions": {
+                                "any": [
+                                    {
+                                        "key": "{{ request.object.metadata.labels }}",
+                                        "operator": "NotEquals",
+                                        "value": "{{ request.oldObject.metadata.labels }}",
+                                    }
+                                ]
+                            }
+                        },
+                    },
+                }
+            ]
+        },
+    }
+    write(tmp_path / "policy.yaml", changed)
+    write(tmp_path / "resources.yaml", pod("a", labels={"x": "1"}), pod("b", labels={"x": "1"}))
+    write(
+        tmp_path / "values.yaml",
+        {
+            "policies": [
+                {
+                    "name": "immutable",
+                    "resources": [
+                        {
+                            "name": "b",
+                            "values": {
+                                "request.operation": "UPDATE",
+                                "request.object.metadata.labels.x": "2",
+                            },
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+    write(
+        tmp_path / "kyverno-test.yaml",
+        {
+            "apiVersion": "cli.kyverno.io/v1alpha1",
+            "kind": "Test",
+            "metadata": {"name": "update"},
+            "policies": ["policy.yaml"],
+            "resources": ["resources.yaml"],
+            "variables": "values.yaml",
+            "results": [
+                {
+                    "policy": "immutable",
+                    "rule": "same-labels",
+                    "resources": ["a"],
+                    "result": "pass",
+                    "operation": "UPDATE",
+                },
+                {"policy": "immutable", "rule": "same-labels", "resources": ["b"], "result": "fail"},
+            ],
+        },
+    )
+    code, out = run(str(tmp_path), "--output", "json")
+    rows = json.loads(out)["tests"][0]["rows"]
+    assert [(r["resource"], r["actual"]) for r in rows] == [
+        ("v1/Pod/default/a", "pass"),
+        ("v1/Pod/default/b", "fail"),
+    ]
+    assert code == 0

@@ -549,3 +549,34 @@ def test_policy_exception_excuses_named_rules() -> None:
     assert pol.evaluate([review(pod("legacy-1"))], exceptions=[exc]) == []
     with pytest.raises(FormatError, match=r"spec\.exceptions"):
         parse_exception({"apiVersion": "kyverno.io/v2", "kind": "PolicyException", "spec": {"match": {}}})
+
+
+def test_cel_errors_deny_and_the_namespace_is_known_by_name() -> None:
+    rule = {
+        "name": "ns",
+        "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+        "validate": {
+            "message": "not in default",
+            "cel": {"expressions": [{"expression": "namespaceObject.metadata.name != 'default'"}]},
+        },
+    }
+    pol = policy([rule])
+    assert [(r.status, r.message) for r in pol.apply(review(pod(ns="default")))] == [
+        ("fail", "not in default")
+    ]
+    assert [r.status for r in pol.apply(review(pod(ns="apps")))] == ["pass"]
+    broken = {
+        **rule,
+        "validate": {"cel": {"expressions": [{"expression": "object.spec.missing.size() > 0"}]}},
+    }
+    [res] = policy([broken]).apply(review(pod()))
+    assert res.status == "fail" and "CEL evaluation failed" in res.message
+
+
+def test_context_entries_given_from_outside_are_not_loaded() -> None:
+    rule = pattern_rule({"metadata": {"labels": {"team": "{{ teams.data.allowed }}"}}})
+    rule["context"] = [{"name": "teams", "configMap": {"name": "teams", "namespace": "kyverno"}}]
+    pol = policy([rule])
+    obj = pod(labels={"team": "a"})
+    results = pol.apply(review(obj), rule_values={"r": {"teams.data.allowed": "a | b"}})
+    assert [(r.rule, r.status) for r in results] == [("r", "pass")]

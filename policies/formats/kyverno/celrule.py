@@ -37,7 +37,7 @@ class CelRule:
     variables: dict[str, Any]
     preconditions: list[tuple[str, Any]]
 
-    def evaluate(self, rule_name: str, ctx: Any) -> Any:
+    def evaluate(self, rule_name: str, ctx: Any, default_message: str = "") -> Any:
         from policies.formats.cel import CelEvalError
         from policies.formats.kyverno.policy import RuleResult
 
@@ -55,6 +55,18 @@ class CelRule:
             },
             "namespaceObject": data.get("namespaceObject"),
         }
+        ns = str(req.get("namespace") or "")
+        if (
+            activation["namespaceObject"] is None
+            and ns
+            and (req.get("kind") or {}).get("kind") != "Namespace"
+        ):
+            # what Kyverno gives offline: the namespace by name only
+            activation["namespaceObject"] = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns},
+            }
         activation["variables"] = _Lazy(self.variables, activation)
         try:
             for name, program in self.preconditions:
@@ -68,7 +80,7 @@ class CelRule:
                     return RuleResult(
                         rule_name, "error", f"expression {program.source!r} did not return a bool"
                     )
-                text = message
+                text = message or default_message
                 if message_program is not None:
                     try:
                         produced = message_program.evaluate(activation)
@@ -78,7 +90,8 @@ class CelRule:
                         pass
                 return RuleResult(rule_name, "fail", text or f"failed expression: {program.source}")
         except CelEvalError as exc:
-            return RuleResult(rule_name, "error", f"CEL evaluation failed: {exc}")
+            # Kyverno runs these with failurePolicy Fail: an evaluation error denies (a fail, not an error)
+            return RuleResult(rule_name, "fail", f"CEL evaluation failed: {exc}")
         return RuleResult(rule_name, "pass", f"validation rule '{rule_name}' passed.")
 
 

@@ -95,7 +95,8 @@ class KyvernoPolicy:
                 out.append(RuleResult(rule.name, "skip", "rule is skipped due to policy exceptions", action))
                 continue
             data = build_context(inp, values or {}, (rule_values or {}).get(rule.name, {}))
-            ctx = EvalContext(data, req, resource, inp, (rule_values or {}).get(rule.name, {}))
+            supplied = {**(values or {}), **(rule_values or {}).get(rule.name, {})}
+            ctx = EvalContext(data, req, resource, inp, supplied)
             try:
                 result = evaluate_rule(self, rule, ctx)
             except RuleError as exc:
@@ -324,9 +325,8 @@ def build_context(
 def load_context(entries: Sequence[Mapping[str, Any]], ctx: EvalContext) -> None:
     for entry in entries:
         name = str(entry["name"])
-        if name in ctx.values:
-            _set_path(ctx.data, name, copy.deepcopy(ctx.values[name]))
-            continue
+        if any(str(k) == name or str(k).startswith(name + ".") for k in ctx.values):
+            continue  # supplied from outside (kyverno test's values): already in the context
         if "variable" not in entry:
             kind = next(k for k in CLUSTER_CONTEXT if k in entry)
             raise RuleError(
@@ -408,7 +408,7 @@ def _validate(
     if v.get("foreach") is not None:
         return _foreach(rule, v["foreach"], ctx, nesting)
     if v.get("cel") is not None and rule._cel is not None:
-        return rule._cel.evaluate(rule.name, ctx)
+        return rule._cel.evaluate(rule.name, ctx, str(rule.validate.get("message") or ""))
     return RuleResult(rule.name, "pass", "")
 
 

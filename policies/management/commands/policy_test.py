@@ -14,6 +14,7 @@ from policies.services.kyverno_tests import TestFileError, find_tests, run_test
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # reads files only; no database, URLs or models involved
     help = (
         "Run Kyverno test files (kyverno-test.yaml: policies, resources, expected results) through the "
         "gate's Kyverno evaluator. Exit status 1 on any mismatch."

@@ -1,0 +1,473 @@
+"""Argo CD ``Application`` and ``ApplicationSet`` (argoproj.io/v1alpha1) -> repositories, groups, mappings.
+
+An Application is one source (repository, revision, path, and its directory, Helm or Kustomize options)
+deployed to one destination (a cluster by ``name`` or ``server``, and a namespace). An ApplicationSet's
+generators are evaluated here, as its controller does at that moment: git directory and file generators
+over the repository's tree, the cluster generator over the clusters registered in Fleetgate (Fleetgate's
+clusters are Argo CD's cluster secrets: ``name``, ``server`` = the API URL, ``metadata.labels``), the list
+generator, and a matrix of two. The template is filled in per parameter set with fasttemplate's ``{{...}}``
+(``{{path}}``, ``{{path.basename}}``, ``{{path[0]}}``, ``{{name}}``, ``{{server}}``,
+``{{metadata.labels.x}}``, a files generator's keys), and the generated Applications that differ only by
+cluster become one mapping whose group is the cluster generator's selector (or the clusters by name).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .environment import ClusterInfo, Environment, TreeUnavailable
+from .model import GroupSpec, MappingSpec, Plan, RepositorySpec, Source, slug, walk_unknown
+
+IN_CLUSTER = "https://kubernetes.default.svc"
+APP_SPEC = {"project", "source", "sources", "destination", "syncPolicy", "info", "revisionHistoryLimit"}
+SOURCE_KEYS = {"repoURL", "path", "targetRevision", "directory", "helm", "kustomize", "chart"}
+DIRECTORY_KEYS = {"recurse", "include", "exclude"}
+HELM_KEYS = {"releaseName", "valueFiles", "values", "valuesObject", "parameters"}
+SYNC_KEYS = {"automated", "syncOptions"}
+
+
+@dataclass
+class ConcreteApp:
+    """One generated (or written) Application, resolved: what a mapping needs, and its cluster."""
+
+    name: str
+    url: str
+    branch: str
+    path: str
+    namespace: str
+    cluster: str | None  # None: the import's target group (in-cluster destination)
+    values: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    prune: bool = False
+    self_heal: bool = False
+
+    def key(self) -> str:
+        return json.dumps([self.url, self.branch, self.path, self.namespace, self.values, self.options,
+                           self.prune, self.self_heal], sort_keys=True, default=str)
+
+
+# --------------------------------------------------------------------------- Application
+
+
+def parse_application(doc: dict[str, Any], src: Source, env: Environment, plan: Plan) -> None:
+    app = concrete_app(doc.get("spec") or {}, src, env, plan)
+    if app is not None:
+        _add(plan, env, src, [app], selector=None)
+
+
+def concrete_app(spec: dict[str, Any], src: Source, env: Environment, plan: Plan,
+                 app_name: str = "") -> ConcreteApp | None:
+    walk_unknown(plan, src, spec, APP_SPEC, "spec")
+    if spec.get("project") not in (None, "", "default"):
+        plan.note(src, "spec.project", f"AppProject {spec['project']!r} is not imported: its restrictions "
+                  "are a tenant allow-list on the cluster group in Fleetgate (docs/clusters.md)")
+    source = spec.get("source")
+    if spec.get("sources"):
+        sources = spec["sources"]
+        if not source and isinstance(sources, list) and len(sources) == 1:
+            source = sources[0]
+        else:
+            plan.skip(src, "spec.sources", "several sources in one Application cannot be one mapping")
+            return None
+    if not isinstance(source, dict) or not source.get("repoURL"):
+        plan.skip(src, "spec.source", "no source.repoURL")
+        return None
+    walk_unknown(plan, src, source, SOURCE_KEYS, "spec.source")
+    if source.get("chart"):
+        plan.skip(src, "spec.source.chart", f"a chart from the Helm repository {source['repoURL']!r}: "
+                  "not yet expressible as a mapping (mappings read charts from a Git path)")
+        return None
+    url = str(source["repoURL"])
+    revision = str(source.get("targetRevision") or "HEAD")
+    branch, tree = _branch_and_tree(url, revision, src, env, plan)
+    if branch is None:
+        return None
+    path = str(source.get("path") or ".").strip().strip("/") or "."
+    dest = spec.get("destination") or {}
+    cluster = _destination(dest, src, env, plan)
+    if cluster is False:
+        return None
+    app = ConcreteApp(app_name or src.name, url, branch, path, str(dest.get("namespace") or ""),
+                      cluster if isinstance(cluster, str) else None)
+    kind = _source_kind(tree, path, source)
+    if kind == "directory":
+        _directory(source.get("directory") or {}, tree, path, app, src, plan)
+    elif source.get("directory"):
+        plan.unsupported_(src, "spec.source.directory", f"the path is a {kind} source: directory options "
+                          "do not apply")
+    if source.get("helm"):
+        _helm(source["helm"], app, src, plan)
+    if kind == "helm":
+        # Argo CD's release name is the Application's name unless helm.releaseName says otherwise.
+        app.options.setdefault("release_name", app.name)
+    if source.get("kustomize"):
+        kust = source["kustomize"]
+        for key in (kust if isinstance(kust, dict) else {}):
+            plan.unsupported_(src, f"spec.source.kustomize.{key}", "Kustomize options on the Application "
+                              "are not expressible on a mapping; put them in the kustomization.yaml")
+    _sync_policy(spec.get("syncPolicy") or {}, app, src, plan)
+    return app
+
+
+def _branch_and_tree(url: str, revision: str, src: Source, env: Environment, plan: Plan
+                     ) -> tuple[str | None, Path | None]:
+    branch = "" if revision in ("HEAD", "") else revision
+    if env.tree is None:
+        return (branch or "main"), None
+    try:
+        name, tree = env.tree(url, branch)
+    except TreeUnavailable as exc:
+        if branch:
+            plan.note(src, "spec.source", f"the repository could not be read ({exc}); source type and "
+                      f"directories not checked")
+            return branch, None
+        plan.skip(src, "spec.source.targetRevision", f"HEAD: the repository's default branch could not be "
+                  f"read ({exc})")
+        return None, None
+    return name, tree
+
+
+def _destination(dest: dict[str, Any], src: Source, env: Environment, plan: Plan) -> str | bool | None:
+    """The cluster's name; None for the import's target group (in-cluster); False when unresolvable."""
+    name, server = dest.get("name"), dest.get("server")
+    cluster: ClusterInfo | None = None
+    if name and name != "in-cluster":
+        cluster = env.cluster_by_name(str(name))
+        if cluster is None:
+            plan.skip(src, "spec.destination.name", f"no cluster named {name!r} in Fleetgate")
+            return False
+        return cluster.name
+    if server and str(server).rstrip("/") != IN_CLUSTER:
+        cluster = env.cluster_by_server(str(server))
+        if cluster is None:
+            plan.skip(src, "spec.destination.server", f"no cluster with API URL {server!r} in Fleetgate")
+            return False
+        return cluster.name
+    if not env.target_group:
+        plan.skip(src, "spec.destination", "the in-cluster destination names no Fleetgate cluster: give the "
+                  "target group (--group / \"group\")")
+        return False
+    return None
+
+
+def _source_kind(tree: Path | None, path: str, source: dict[str, Any]) -> str:
+    if source.get("helm"):
+        return "helm"
+    if source.get("kustomize"):
+        return "kustomize"
+    if tree is not None:
+        d = tree / path if path != "." else tree
+        if any((d / n).is_file() for n in ("kustomization.yaml", "kustomization.yml", "Kustomization")):
+            return "kustomize"
+        if (d / "Chart.yaml").is_file():
+            return "helm"
+    return "directory"
+
+
+def _directory(directory: dict[str, Any], tree: Path | None, path: str, app: ConcreteApp, src: Source,
+               plan: Plan) -> None:
+    if not isinstance(directory, dict):
+        return
+    walk_unknown(plan, src, directory, DIRECTORY_KEYS | {"jsonnet"}, "spec.source.directory")
+    if directory.get("jsonnet"):
+        plan.unsupported_(src, "spec.source.directory.jsonnet", "Jsonnet is not rendered by Fleetgate")
+    # Argo CD reads only the top directory unless recurse is on (Fleetgate's default is on, as Fleet's).
+    app.options["recurse"] = bool(directory.get("recurse", False))
+    for key in ("include", "exclude"):
+        if directory.get(key):
+            app.options[key] = str(directory[key])
+
+
+def _helm(helm: dict[str, Any], app: ConcreteApp, src: Source, plan: Plan) -> None:
+    if not isinstance(helm, dict):
+        return
+    walk_unknown(plan, src, helm, HELM_KEYS, "spec.source.helm")
+    values: dict[str, Any] = {}
+    if helm.get("values"):
+        loaded = helm["values"] if isinstance(helm["values"], dict) else yaml.safe_load(str(helm["values"]))
+        if isinstance(loaded, dict):
+            values = loaded
+        else:
+            plan.unsupported_(src, "spec.source.helm.values", "not a YAML mapping")
+    if isinstance(helm.get("valuesObject"), dict):
+        from fleet.sources.render.context import deep_merge
+
+        values = deep_merge(values, helm["valuesObject"])
+    for i, param in enumerate(helm.get("parameters") or []):
+        if not isinstance(param, dict) or not param.get("name"):
+            plan.unsupported_(src, f"spec.source.helm.parameters[{i}]", "a parameter needs a name")
+            continue
+        if not _set_value(values, str(param["name"]), param.get("value", ""),
+                          bool(param.get("forceString"))):
+            plan.unsupported_(src, f"spec.source.helm.parameters[{i}]", f"{param['name']!r}: list indexes "
+                              "and escaped dots are not expressible as values")
+    app.values = values
+    if helm.get("releaseName"):
+        app.options["release_name"] = str(helm["releaseName"])
+    if helm.get("valueFiles"):
+        app.options["value_files"] = [str(v) for v in helm["valueFiles"]]
+
+
+def _set_value(values: dict[str, Any], name: str, value: Any, force_string: bool) -> bool:
+    """Helm's ``--set name=value`` (a.b.c; no list indexes): typed like Helm unless forceString."""
+    if "[" in name or "\\" in name:
+        return False
+    parts = name.split(".")
+    node = values
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = node[part] = {}
+        node = nxt
+    text = str(value)
+    if force_string:
+        node[parts[-1]] = text
+    elif text in ("true", "false"):
+        node[parts[-1]] = text == "true"
+    elif text == "null":
+        node[parts[-1]] = None
+    elif re.fullmatch(r"-?[0-9]+", text) and not (len(text) > 1 and text.lstrip("-").startswith("0")):
+        node[parts[-1]] = int(text)
+    else:
+        node[parts[-1]] = text
+    return True
+
+
+def _sync_policy(policy: dict[str, Any], app: ConcreteApp, src: Source, plan: Plan) -> None:
+    if not isinstance(policy, dict):
+        return
+    walk_unknown(plan, src, policy, SYNC_KEYS, "spec.syncPolicy")
+    automated = policy.get("automated")
+    if automated is None:
+        plan.note(src, "spec.syncPolicy.automated", "manual sync in Argo CD; Fleetgate syncs a commit that "
+                  "passed the gate as the group's sync mode says")
+    elif isinstance(automated, dict):
+        app.prune = bool(automated.get("prune", False))
+        app.self_heal = bool(automated.get("selfHeal", False))
+        for key in automated:
+            if key not in ("prune", "selfHeal", "enabled"):
+                plan.unsupported_(src, f"spec.syncPolicy.automated.{key}", "not expressible in Fleetgate")
+    for option in policy.get("syncOptions") or []:
+        if str(option) == "ServerSideApply=true":
+            plan.note(src, "spec.syncPolicy.syncOptions", "ServerSideApply=true: Fleetgate always applies "
+                      "server-side")
+        else:
+            plan.unsupported_(src, f"spec.syncPolicy.syncOptions[{option}]", "not expressible in Fleetgate")
+
+
+def _add(plan: Plan, env: Environment, src: Source, apps: list[ConcreteApp], selector: dict[str, Any] | None,
+         selector_clusters: set[str] | None = None, name_prefix: str = "") -> None:
+    """Mappings for resolved Applications: those equal but for their cluster share one mapping."""
+    by_key: dict[str, list[ConcreteApp]] = {}
+    for app in apps:
+        by_key.setdefault(app.key(), []).append(app)
+    for same in by_key.values():
+        first = same[0]
+        repo = plan.add_repository(RepositorySpec(slug(_repo_name(first.url)), first.url, first.branch,
+                                                  source=str(src)))
+        clusters = sorted({a.cluster for a in same if a.cluster})
+        if any(a.cluster is None for a in same):
+            group = plan.add_group(GroupSpec(env.target_group, existing=True, source=str(src)))
+            if clusters:
+                plan.note(src, "spec.destination", "in-cluster and named destinations mixed: the in-cluster "
+                          "ones go to the target group")
+        elif selector is not None and selector_clusters is not None and set(clusters) == selector_clusters:
+            group = plan.add_group(GroupSpec(slug(src.name, "clusters"), selector=selector, prune=first.prune,
+                                             self_heal=first.self_heal, source=str(src)))
+        else:
+            group = plan.add_group(GroupSpec(slug(src.name if len(clusters) > 1 else clusters[0]),
+                                             include=clusters, prune=first.prune, self_heal=first.self_heal,
+                                             source=str(src)))
+        name = slug(name_prefix, first.path) if name_prefix else slug(first.name)
+        plan.add_mapping(MappingSpec(name, repo.name, first.path, group.name, values=first.values,
+                                     target_namespace=first.namespace, options=dict(first.options),
+                                     source=str(src)))
+
+
+def _repo_name(url: str) -> str:
+    tail = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return tail[:-4] if tail.endswith(".git") else tail
+
+
+# --------------------------------------------------------------------------- ApplicationSet
+
+
+APPSET_SPEC = {"generators", "template", "goTemplate", "syncPolicy"}
+
+
+def parse_applicationset(doc: dict[str, Any], src: Source, env: Environment, plan: Plan) -> None:
+    spec = doc.get("spec") or {}
+    walk_unknown(plan, src, spec, APPSET_SPEC, "spec")
+    if spec.get("goTemplate"):
+        plan.skip(src, "spec.goTemplate", "Go templates are not evaluated by the import; use fasttemplate "
+                  "({{path}}) or import the generated Applications")
+        return
+    generators = spec.get("generators") or []
+    template = spec.get("template")
+    if not isinstance(generators, list) or len(generators) != 1 or not isinstance(template, dict):
+        plan.skip(src, "spec.generators", "one generator (a matrix for two) and a template are needed")
+        return
+    selector: dict[str, Any] | None = None
+    try:
+        params, selector = _generate(generators[0], src, env, plan)
+    except _Unsupported as exc:
+        plan.skip(src, exc.setting, exc.reason)
+        return
+    apps: list[ConcreteApp] = []
+    for p in params:
+        filled = _fill(template, p)
+        meta = filled.get("metadata") or {}
+        app = concrete_app(filled.get("spec") or {}, src, env, plan, str(meta.get("name") or src.name))
+        if app is not None:
+            apps.append(app)
+    if not apps:
+        plan.skip(src, "spec.generators", "the generators produced no Application")
+        return
+    matched = {c.name for c in env.matching(selector)} if selector is not None else None
+    _add(plan, env, src, apps, selector, matched, name_prefix=src.name)
+
+
+class _Unsupported(Exception):
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(reason)
+        self.setting, self.reason = setting, reason
+
+
+def _generate(gen: Any, src: Source, env: Environment, plan: Plan
+              ) -> tuple[list[dict[str, str]], dict[str, Any] | None]:
+    """Parameter sets of one generator, and the cluster selector when a cluster generator takes part."""
+    if not isinstance(gen, dict) or len([k for k in gen if k not in ("selector", "template")]) != 1:
+        raise _Unsupported("spec.generators", "a generator must be one of list, clusters, git, matrix")
+    kind = next(k for k in gen if k not in ("selector", "template"))
+    body = gen[kind] or {}
+    if gen.get("selector") or gen.get("template"):
+        raise _Unsupported(f"spec.generators.{kind}", "generator-level selector/template overrides are not "
+                           "evaluated")
+    if kind == "list":
+        return [_flat(e) for e in body.get("elements") or []], None
+    if kind == "clusters":
+        selector = body.get("selector") or {}
+        out = []
+        for c in env.matching(selector):
+            p = {"name": c.name, "nameNormalized": c.name, "server": c.api_url, "_cluster": c.name}
+            for k, v in c.labels.items():
+                p[f"metadata.labels.{k}"] = v
+            for k, v in (body.get("values") or {}).items():
+                p[f"values.{k}"] = str(v)
+            out.append(p)
+        return out, {k: v for k, v in selector.items() if k in ("matchLabels", "matchExpressions") and v}
+    if kind == "git":
+        return _git(body, src, env, plan), None
+    if kind == "matrix":
+        gens = body.get("generators") or []
+        if len(gens) != 2:
+            raise _Unsupported("spec.generators.matrix", "a matrix needs two generators")
+        a, sel_a = _generate(gens[0], src, env, plan)
+        b, sel_b = _generate(gens[1], src, env, plan)
+        return [{**x, **y} for x in a for y in b], sel_a or sel_b
+    raise _Unsupported(f"spec.generators.{kind}", f"the {kind} generator is not evaluated by the import")
+
+
+def _git(body: dict[str, Any], src: Source, env: Environment, plan: Plan) -> list[dict[str, str]]:
+    url = str(body.get("repoURL") or "")
+    revision = str(body.get("revision") or "HEAD")
+    if not url or env.tree is None:
+        raise _Unsupported("spec.generators.git", "the git generator needs repoURL and a readable repository")
+    try:
+        _, tree = env.tree(url, "" if revision == "HEAD" else revision)
+    except TreeUnavailable as exc:
+        raise _Unsupported("spec.generators.git", f"cannot read {url}: {exc}") from None
+    if body.get("pathParamPrefix"):
+        raise _Unsupported("spec.generators.git.pathParamPrefix", "not evaluated by the import")
+    if body.get("directories"):
+        dirs = sorted(str(p.relative_to(tree)) for p in tree.rglob("*")
+                      if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(tree).parts))
+        chosen: list[str] = []
+        for entry in body["directories"]:
+            pattern = str(entry.get("path", ""))
+            hits = [d for d in dirs if _match(pattern, d)]
+            if entry.get("exclude"):
+                chosen = [d for d in chosen if d not in hits]
+            else:
+                chosen += [d for d in hits if d not in chosen]
+        excluded = [str(e.get("path")) for e in body["directories"] if e.get("exclude")]
+        chosen = [d for d in chosen if not any(_match(x, d) for x in excluded)]
+        return [_path_params(d) for d in sorted(chosen)]
+    if body.get("files"):
+        out = []
+        for entry in body["files"]:
+            pattern = str(entry.get("path", ""))
+            for f in sorted(tree.rglob("*")):
+                rel = str(f.relative_to(tree))
+                if f.is_file() and _match(pattern, rel, doublestar=True):
+                    data = yaml.safe_load(f.read_text()) if f.suffix in (".yaml", ".yml") else json.loads(
+                        f.read_text())
+                    for item in data if isinstance(data, list) else [data]:
+                        params = _flat(item if isinstance(item, dict) else {})
+                        parent = str(Path(rel).parent)
+                        params.update(_path_params(parent))
+                        params["path.filename"] = f.name
+                        params["path.filenameNormalized"] = slug(f.name)
+                        out.append(params)
+        return out
+    raise _Unsupported("spec.generators.git", "a git generator needs directories or files")
+
+
+def _match(pattern: str, path: str, *, doublestar: bool = False) -> bool:
+    """Go's path.Match (directories): ``*`` and ``?`` stay within one path segment; with ``doublestar``
+    (the files generator) ``**/`` also matches any number of directories."""
+    regex = ""
+    for part in re.split(r"(\*\*/|\*|\?|\[[^\]]*\])", pattern):
+        if part == "**/" and doublestar:
+            regex += "(?:.*/)?"
+        elif part == "**/":
+            regex += "[^/]*[^/]*/"
+        elif part == "*":
+            regex += "[^/]*"
+        elif part == "?":
+            regex += "[^/]"
+        elif part.startswith("[") and part.endswith("]") and len(part) > 2:
+            regex += "[" + ("^" + part[2:-1] if part[1] in "!^" else part[1:-1]) + "]"
+        else:
+            regex += re.escape(part)
+    return re.fullmatch(regex, path) is not None
+
+
+def _path_params(path: str) -> dict[str, str]:
+    base = path.rsplit("/", 1)[-1]
+    params = {"path": path, "path.path": path, "path.basename": base, "path.basenameNormalized": slug(base)}
+    for i, seg in enumerate(path.split("/")):
+        params[f"path[{i}]"] = seg
+    return params
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = "" if v is None else (json.dumps(v) if isinstance(v, list) else str(v).lower()
+                                             if isinstance(v, bool) else str(v))
+    return out
+
+
+_TAG = re.compile(r"\{\{(.*?)\}\}")
+
+
+def _fill(data: Any, params: dict[str, str]) -> Any:
+    """fasttemplate as Argo CD uses it: ``{{ key }}`` (trimmed) replaced, unknown keys left as they are."""
+    if isinstance(data, str):
+        return _TAG.sub(lambda m: params.get(m.group(1).strip(), m.group(0)), data)
+    if isinstance(data, dict):
+        return {_fill(k, params): _fill(v, params) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_fill(v, params) for v in data]
+    return data

@@ -1,0 +1,123 @@
+"""From YAML documents to a Plan: read each file, send each object to its tool's parser, then decide which
+of the settings that need mapping fields exist in this Fleetgate (others are "not yet expressible")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fleet.sources.render import RenderError
+from fleet.sources.render.yamlsafe import load_documents
+
+from .argocd import parse_application, parse_applicationset
+from .environment import Environment
+from .flux import FluxDocuments
+from .model import ImportError_, Plan, Source
+from .rancher import parse_gitrepo
+
+# (API group, kind) the import reads.
+KINDS: dict[tuple[str, str], str] = {
+    ("fleet.cattle.io", "GitRepo"): "fleet",
+    ("argoproj.io", "Application"): "argocd",
+    ("argoproj.io", "ApplicationSet"): "argocd",
+    ("source.toolkit.fluxcd.io", "GitRepository"): "flux",
+    ("source.toolkit.fluxcd.io", "HelmRepository"): "flux",
+    ("source.toolkit.fluxcd.io", "OCIRepository"): "flux",
+    ("source.toolkit.fluxcd.io", "HelmChart"): "flux",
+    ("source.toolkit.fluxcd.io", "Bucket"): "flux",
+    ("kustomize.toolkit.fluxcd.io", "Kustomization"): "flux",
+    ("helm.toolkit.fluxcd.io", "HelmRelease"): "flux",
+}
+
+# Settings a parser puts in MappingSpec.options, and the PathMapping fields that can hold them (the first
+# that exists is used); other engineers add these fields (issue 15), so this is checked at each import.
+OPTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "recurse": ("directory_recurse", "recurse"),
+    "include": ("directory_include", "include"),
+    "exclude": ("directory_exclude", "exclude"),
+    "release_name": ("release_name", "helm_release_name"),
+    "value_files": ("values_files", "value_files", "helm_values_files"),
+    "force_namespace": ("force_namespace", "namespace_forced"),
+}
+OPTION_SETTINGS = {
+    "recurse": "directory recurse (Argo CD reads only the top directory unless recurse is on)",
+    "include": "directory include glob",
+    "exclude": "directory exclude glob",
+    "release_name": "Helm release name",
+    "value_files": "Helm value files",
+    "force_namespace": "targetNamespace forced onto every namespaced object",
+}
+
+
+def option_field(option: str) -> str | None:
+    from fleet.sources.models import PathMapping
+
+    names = {f.name for f in PathMapping._meta.get_fields()}
+    return next((f for f in OPTION_FIELDS.get(option, ()) if f in names), None)
+
+
+def read_documents(files: Sequence[tuple[str, str | bytes]]) -> list[tuple[dict[str, Any], Source]]:
+    """Every object of ``files`` ((name, content) pairs) with its source; ImportError_ (400) for malformed
+    YAML, a document that is not an object, or a kind the import does not read, naming file and line."""
+    found: list[tuple[dict[str, Any], Source]] = []
+    errors: list[str] = []
+    for name, content in files:
+        try:
+            docs = load_documents(content, file=name)
+        except RenderError as exc:
+            where = f"{name}:{exc.line}" if exc.line else name
+            errors.append(f"{where}: {exc.message}")
+            continue
+        for doc in docs:
+            if doc.data is None:
+                continue
+            where = f"{name}:{doc.line}"
+            data = doc.data
+            if not isinstance(data, dict) or not data.get("kind") or not data.get("apiVersion"):
+                errors.append(f"{where}: not a Kubernetes object (apiVersion and kind are needed)")
+                continue
+            group = str(data["apiVersion"]).rpartition("/")[0]
+            if (group, str(data["kind"])) not in KINDS:
+                errors.append(f"{where}: unknown kind {data['kind']} ({data['apiVersion']}): the import "
+                              "reads Fleet GitRepo, Argo CD Application/ApplicationSet and Flux "
+                              "GitRepository, Kustomization and HelmRelease")
+                continue
+            meta = data.get("metadata") or {}
+            if not isinstance(meta, dict) or not meta.get("name"):
+                errors.append(f"{where}: {data['kind']} without metadata.name")
+                continue
+            found.append((data, Source(str(data["kind"]), str(meta["name"]), name)))
+    if errors:
+        raise ImportError_("; ".join(errors[:20]), field="documents", errors=errors)
+    if not found:
+        raise ImportError_("no documents to import", field="documents")
+    return found
+
+
+def make_plan(files: Sequence[tuple[str, str | bytes]], env: Environment) -> Plan:
+    plan = Plan()
+    flux = FluxDocuments()
+    for data, src in read_documents(files):
+        group = str(data["apiVersion"]).rpartition("/")[0]
+        tool = KINDS[(group, src.kind)]
+        if tool == "fleet":
+            parse_gitrepo(data, src, env, plan)
+        elif src.kind == "Application":
+            parse_application(data, src, env, plan)
+        elif tool == "argocd":
+            parse_applicationset(data, src, env, plan)
+        else:
+            flux.add(data, src)
+    flux.plan(env, plan)
+    _resolve_options(plan)
+    return plan
+
+
+def _resolve_options(plan: Plan) -> None:
+    for mapping in plan.mappings:
+        for option, value in list(mapping.options.items()):
+            if option_field(option) is None:
+                del mapping.options[option]
+                plan.unsupported_(mapping.source, OPTION_SETTINGS.get(option, option),
+                                  f"not yet expressible: {value!r} (mapping {mapping.name!r} renders "
+                                  "without it)")

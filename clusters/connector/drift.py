@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 from typing import Any
@@ -118,9 +119,52 @@ def owners(live: dict[str, Any], path: str) -> list[str]:
     return found
 
 
+# JSON pointers (RFC 6901) of fields that are not drift, a JSON list in this annotation of the applied object
+# (fleet.yaml diff.comparePatches, set by fleet/sources/render/fleetbundle.py); ["*"]: the whole object.
+COMPARE_IGNORE_ANNOTATION = "fleetgate.io/compare-ignore"
+
+
+def compare_ignored(applied: dict[str, Any]) -> list[str]:
+    raw = ((applied.get("metadata") or {}).get("annotations") or {}).get(COMPARE_IGNORE_ANNOTATION)
+    try:
+        pointers = json.loads(raw) if isinstance(raw, str) else []
+    except ValueError:
+        return []
+    return [p for p in pointers if isinstance(p, str)] if isinstance(pointers, list) else []
+
+
+def _without(doc: Any, pointer: str) -> None:
+    """Remove the field at ``pointer`` from ``doc`` in place, when it is there."""
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")] if pointer else []
+    node = doc
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, dict) and part in node:
+            if last:
+                del node[part]
+                return
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            if last:
+                del node[int(part)]
+                return
+            node = node[int(part)]
+        else:
+            return
+
+
 def changed_fields(applied: dict[str, Any], live: dict[str, Any]) -> list[FieldDrift]:
     out: list[FieldDrift] = []
-    _compare("", intent_of(applied), live, out)
+    ignored = compare_ignored(applied)
+    if "*" in ignored:
+        return out
+    intent = intent_of(applied)
+    if ignored:
+        intent, live = copy.deepcopy(intent), copy.deepcopy(live)
+        for pointer in ignored:
+            _without(intent, pointer)
+            _without(live, pointer)
+    _compare("", intent, live, out)
     for d in out:
         d.managers = owners(live, d.path)
     if is_secret(applied):

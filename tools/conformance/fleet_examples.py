@@ -60,14 +60,15 @@ def fleet_yaml_unread() -> Iterator[None]:
     """The engine as it was before fleet.yaml was read: no bundle file, fleet.yaml a manifest."""
     from fleet.sources.render import engine, plain
 
-    saved_load, saved_not = engine.load_fleet_yaml, plain.NOT_MANIFESTS
+    saved = engine.load_fleet_yaml, plain.NOT_MANIFESTS, getattr(plain, "FLEET_BUNDLE_FILES", ())
     engine.load_fleet_yaml = lambda *a, **k: None  # type: ignore[assignment]
-    plain.NOT_MANIFESTS = tuple(n for n in saved_not if not n.startswith("fleet."))
+    plain.NOT_MANIFESTS = tuple(n for n in saved[1] if not n.startswith("fleet."))
+    plain.FLEET_BUNDLE_FILES = ()  # type: ignore[assignment]
     try:
         yield
     finally:
-        engine.load_fleet_yaml = saved_load  # type: ignore[assignment]
-        plain.NOT_MANIFESTS = saved_not
+        engine.load_fleet_yaml, plain.NOT_MANIFESTS = saved[0], saved[1]  # type: ignore[assignment]
+        plain.FLEET_BUNDLE_FILES = saved[2]  # type: ignore[assignment]
 
 
 def render_env(tree: Any, path: str, env: str) -> tuple[Any, str]:
@@ -131,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             before = [render_env(SourceTree(root), path, env) for env in ENVS]
         after = [render_env(SourceTree(root), path, env) for env in ENVS]
         b = "ok" if all(r for r, _ in before) else "fails: " + next(e for r, e in before if not r)[:90]
+        if all(r for r, _ in before):
+            verdicts = [compare_fixture(r, root / "tests" / "expected" / path / f"{env}-output.yaml")
+                        for env, (r, _) in zip(ENVS, before, strict=True)
+                        if (root / "tests" / "expected" / path / f"{env}-output.yaml").is_file()]
+            if verdicts:
+                b += f" ({sum(v == 'same' for v in verdicts)} of {len(verdicts)} as Fleet's fixtures)"
         counts, fixtures, warnings = [], [], set()
         for env, (res, _err) in zip(ENVS, after, strict=True):
             if res is None:

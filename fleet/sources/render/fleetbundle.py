@@ -375,6 +375,8 @@ def parse_fleet_yaml(data: Any, file: str) -> FleetBundle:
     if not isinstance(targets, list):
         raise _err(file, "targetCustomizations must be a list")
     notes = _reported(data, "")
+    if data.get("paused"):
+        notes.append("fleet.yaml paused: rendered and checked, not rolled out until paused is removed")
     if any(d.get("acceptedStates") not in (None, [], ["Ready"]) for d in data.get("dependsOn") or []):
         notes.append("fleet.yaml dependsOn.acceptedStates is not honoured: a dependency must be synced and "
                      "healthy")
@@ -672,6 +674,77 @@ def custom_file(custom: Customization) -> str:
     return custom.origin or "fleet.yaml"
 
 
+# ------------------------------------------------------------------------- dependsOn and paused, per mapping
+
+FLEET_DEPENDENCY_PREFIXES = ("fleet:", "fleet-selector:")
+
+
+def fleet_bundle_name(repository: str, path: str) -> str:
+    """Fleet's generated bundle name for a GitRepo path (names.HelmReleaseName of ``<gitrepo>/<path>``, the
+    Fleetgate repository standing for the GitRepo), without the hash Fleet appends to names it had to
+    change."""
+    text = f"{repository}/{path}".strip("/").replace("/", "-").lower()
+    return re.sub(r"-+", "-", re.sub(r"[^-a-z0-9.]", "-", text)).strip("-")
+
+
+def _bundle_at(tree: Any, path: str) -> FleetBundle | None:
+    from .customize import FLEETGATE_FILES
+    from .engine import normalize_path
+
+    try:
+        directory = tree.resolve(normalize_path(path), what="mapping path")
+    except RenderError:
+        return None
+    return load_fleet_yaml(tree, directory, FLEETGATE_FILES) if directory.is_dir() else None
+
+
+def fleet_candidates(tree: Any, repository: str, mappings: Sequence[tuple[str, str]]
+                     ) -> list[tuple[str, set[str], dict[str, str]]]:
+    """For each (mapping name, path) of a repository: the names a fleet.yaml ``dependsOn`` may call it by and
+    its bundle labels.  A mapping path that is a glob or has no fleet.yaml is known by its names only."""
+    out = []
+    for name, path in mappings:
+        names = {name, fleet_bundle_name(repository, path)}
+        labels: dict[str, str] = {}
+        if not any(c in path for c in "*?["):
+            try:
+                bundle = _bundle_at(tree, path)
+            except RenderError:
+                bundle = None
+            if bundle is not None:
+                labels = bundle.labels
+                if bundle.name:
+                    names.add(bundle.name)
+        out.append((name, names, labels))
+    return out
+
+
+def match_fleet_dependency(entry: str, candidates: Sequence[tuple[str, set[str], dict[str, str]]]
+                           ) -> list[str]:
+    """The mapping names a ``fleet:``/``fleet-selector:`` entry names (a bundle name matching none stays)."""
+    if entry.startswith("fleet:"):
+        wanted = entry[len("fleet:"):]
+        found = [name for name, names, _ in candidates if wanted in names]
+        return found[:1] or [wanted if _dns(wanted) else f"missing-{fleet_bundle_name('', wanted)}"[:63]]
+    selector = json.loads(entry[len("fleet-selector:"):])
+    return sorted(name for name, _, labels in candidates
+                  if labels and selector_matches(selector or {}, labels))
+
+
+def _dns(text: str) -> bool:
+    return bool(re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", text))
+
+
+def paused_bundle(tree: Any, paths: Sequence[str]) -> str | None:
+    """The fleet.yaml (of a mapping's paths) that says ``paused: true``, or None: such a mapping is rendered
+    and gated on each commit but not rolled out, as Fleet does not deploy a paused bundle's changes."""
+    for path in paths:
+        bundle = _bundle_at(tree, path)
+        if bundle is not None and bundle.paused:
+            return bundle.file
+    return None
+
+
 # --------------------------------------------------------------------------- raw YAML bundles (yaml.overlays)
 
 PLAIN_SUFFIXES = (".yaml", ".yml", ".json")
@@ -768,6 +841,7 @@ def render_raw_bundle(tree: Any, directory: Any, *, overlays: Sequence[str] = ()
 
 __all__ = [
     "COMPARE_ANNOTATION",
+    "FLEET_DEPENDENCY_PREFIXES",
     "FLEET_FILES",
     "FleetBundle",
     "Patch",
@@ -776,9 +850,13 @@ __all__ = [
     "compare_ignores",
     "decode_values",
     "finish_bundle",
+    "fleet_bundle_name",
+    "fleet_candidates",
     "load_fleet_yaml",
+    "match_fleet_dependency",
     "namespace_object",
     "parse_fleet_yaml",
+    "paused_bundle",
     "render_raw_bundle",
     "select_for",
 ]

@@ -45,6 +45,9 @@ from .yamlsafe import MAX_RENDER_BYTES
 
 PLAIN_SUFFIXES = (".yaml", ".yml", ".json")
 NOT_MANIFESTS = ("fleetgate.yaml", "fleetgate.yml")
+# Rancher Fleet: fleet.yaml is a bundle's options, never a manifest; a subdirectory holding one is a bundle of
+# its own (Fleet leaves it out of its parent's bundle), so a plain render leaves it out too (fleetbundle.py).
+FLEET_BUNDLE_FILES = ("fleet.yaml", "fleet.yml")
 # Flux source-controller's default exclusions that do not start with a dot (sourceignore.ExcludeCI).
 FLUX_CI_FILES = frozenset({"appveyor.yml", "cloudbuild.yaml", "codeship-services.yml", "codeship-steps.yml"})
 SOURCEIGNORE = ".sourceignore"
@@ -206,6 +209,8 @@ def scan(tree: SourceTree, directory: Path, *, options: DirectoryOptions = Direc
     if not options.recurse:
         kdirs = set()
 
+    bundles = {f.parent for f in walked if f.name in FLEET_BUNDLE_FILES and f.parent != directory}
+
     def base_of(f: Path) -> Path | None:
         for parent in f.parents:
             if parent == directory or parent == tree.root:
@@ -218,6 +223,9 @@ def scan(tree: SourceTree, directory: Path, *, options: DirectoryOptions = Direc
     unsupported: dict[str, list[str]] = {}
     bases: set[Path] = set()
     for f in walked:
+        if (f.name in FLEET_BUNDLE_FILES and f.parent == directory) or (
+                bundles and any(parent in bundles for parent in f.parents)):
+            continue
         base = base_of(f)
         if base is not None:
             # a base's directory is in scope when its kustomization file is (include/exclude, ignores)

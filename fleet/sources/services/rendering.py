@@ -52,6 +52,12 @@ from fleet.sources.render import (
     kustomize_dependencies,
     render,
 )
+from fleet.sources.render.fleetbundle import (
+    FLEET_DEPENDENCY_PREFIXES,
+    fleet_candidates,
+    match_fleet_dependency,
+    paused_bundle,
+)
 from fleet.sources.render.objects import RenderedObject
 from fleet.sources.services.dependencies import (
     check_declared,
@@ -279,6 +285,8 @@ def _context(mapping: PathMapping, cluster: Cluster, commit_sha: str) -> Cluster
         group=mapping.cluster_group.name,
         repository=redact_url(mapping.repository.url),
         commit=commit_sha,
+        values=_values_of(cluster),
+        group_labels=dict(getattr(mapping.cluster_group, "labels", None) or {}),
     )
 
 
@@ -411,9 +419,11 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                                            url=mapping.repository.url, path=mapping.path)
         if refusal:
             mapping_error = RenderError(f"not allowed: {refusal}")
+    paused: str | None = None
     if mapping_error is None:
         try:
             declared = declared_dependencies_of(tree, mapping, paths)
+            paused = paused_bundle(tree, paths)
         except RenderError as exc:
             mapping_error = exc
     if mapping_error is None:
@@ -453,7 +463,7 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 result = check_allowed(tree, rules, mapping, result)
             per_cluster[cluster.pk] = result
     return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh, existing, known=known,
-                  watched=watched, declared=declared, on_rendered=session.on_rendered)
+                  watched=watched, declared=declared, on_rendered=session.on_rendered, paused=paused)
 
 
 def check_allowed(tree: SourceTree, rules: allowlist.Rules, mapping: PathMapping, result: _Result) -> _Result:
@@ -493,7 +503,9 @@ def declared_dependencies_of(tree: SourceTree, mapping: PathMapping, paths: Sequ
     (on the file) when they would close a dependency cycle, named.  Mappings without dependsOn cost no
     query."""
     names, file = declared_dependencies(tree, paths)
-    labels = [resolve_label(name, mapping.repository.name) for name in names]
+    if any(name.startswith(FLEET_DEPENDENCY_PREFIXES) for name in names):
+        names = tuple(resolve_fleet_dependencies(tree, mapping, names))
+    labels = list(dict.fromkeys(resolve_label(name, mapping.repository.name) for name in names))
     if labels:
         cycle = check_declared(mapping, labels)
         if cycle:
@@ -501,11 +513,30 @@ def declared_dependencies_of(tree: SourceTree, mapping: PathMapping, paths: Sequ
     return labels
 
 
+def resolve_fleet_dependencies(tree: SourceTree, mapping: PathMapping, names: Sequence[str]) -> list[str]:
+    """fleet.yaml ``dependsOn`` entries (``fleet:<bundle>``, ``fleet-selector:<selector>``) as the labels of
+    the mappings of the same repository they name: by mapping name, by the bundle's fleet.yaml ``name`` or
+    Fleet's generated bundle name (``<repository>-<path>``), or by the bundle ``labels`` a selector matches.
+    A name that matches no mapping stays a name (the dependent waits: "does not exist", as Fleet waits).
+    One query for the repository's mappings."""
+    siblings = list(PathMapping.objects.filter(repository_id=mapping.repository_id).exclude(pk=mapping.pk)
+                    .values_list("name", "path"))
+    candidates = fleet_candidates(tree, mapping.repository.name, siblings)
+    out: list[str] = []
+    for name in names:
+        if name.startswith(FLEET_DEPENDENCY_PREFIXES):
+            out.extend(match_fleet_dependency(name, candidates))
+        else:
+            out.append(name)
+    return out
+
+
 def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendered: int, reused: int,
            mapping_error: RenderError | None, fresh: set[int] | None = None,
            existing: MappingRender | None = None, *, known: bool = False,
            watched: Sequence[str] = (), declared: Sequence[str] = (),
-           on_rendered: Callable[[MappingRender], None] | None = None) -> MappingRenderOutcome:
+           on_rendered: Callable[[MappingRender], None] | None = None,
+           paused: str | None = None) -> MappingRenderOutcome:
     """Write one mapping's outcome at a commit.  ``known``: the caller already looked up the existing
     MappingRender of (commit, mapping) and passes it as ``existing`` (None when there is none).
     ``on_rendered(render)`` is called once the MappingRender is saved (in this transaction)."""
@@ -542,7 +573,7 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
         mr.error_cluster = error_cluster
         mr.config_fingerprint = plan.fingerprint
         mr.save()  # one save per (commit, mapping)
-        if on_rendered is not None:
+        if on_rendered is not None and not paused:
             on_rendered(mr)  # the pipeline: a rendered mapping starts its rollout after this commits
         if not created:
             RenderedManifest.objects.filter(mapping_render=mr).delete()
@@ -598,7 +629,8 @@ def _store(commit: Commit, plan: _Plan, per_cluster: dict[int, _Result], rendere
                    after={"status": status, "reason": plan.reason, "clusters": len(clusters),
                           "objects": object_count, "rendered": rendered, "reused": reused},
                    message=f"{mapping.name} at {short}: {counts}"
-                           + ("" if clusters else " (the group has no clusters)"))
+                           + ("" if clusters else " (the group has no clusters)")
+                           + (f" (paused by {paused}: not rolled out)" if paused else ""))
     return MappingRenderOutcome(
         commit=commit.sha, mapping_id=mapping.pk, mapping=mapping.name, status=status, reason=plan.reason,
         clusters=len(clusters), objects=object_count, rendered=rendered, reused=reused,

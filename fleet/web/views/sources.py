@@ -18,7 +18,7 @@ from fleet.access.writes import save_in_scope
 from fleet.audit.redact import snapshot
 from fleet.rollouts.models import ClusterSync, Rollout
 from fleet.sources.choices import VerificationMode
-from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
+from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
 from fleet.sources.services.dependencies import mapping_label, resolve_label
 from fleet.sources.services.signing import normalize_trusted_keys
 from fleet.web.views.base import get_visible, paginate, require, visible
@@ -166,5 +166,13 @@ def commit_detail(request: HttpRequest, pk: int) -> HttpResponse:
     shown = list(rollouts)
     for rollout in shown:
         rollout.by_policy = violations_by_policy(rollout.legs)
-    context = {"commit": commit, "renders": renders, "rollouts": shown}
+    shown_renders = list(renders)
+    warnings: dict[int, list[str]] = {}  # render warnings (fleet.yaml keys reported by name), once each
+    for render_id, texts in RenderedManifest.objects.filter(mapping_render__in=shown_renders).exclude(
+            warnings=[]).values_list("mapping_render_id", "warnings"):
+        seen = warnings.setdefault(render_id, [])
+        seen.extend(t for t in texts or [] if t not in seen)
+    for r in shown_renders:
+        setattr(r, "warning_list", warnings.get(r.pk, []))  # noqa: B010 - a template-only attribute
+    context = {"commit": commit, "renders": shown_renders, "rollouts": shown}
     return render(request, "web/sources/commit.html", context)

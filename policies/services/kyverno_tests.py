@@ -349,6 +349,14 @@ def _run(test: Mapping[str, Any], base: Path, outcome: TestOutcome) -> None:
                 for r in responses(key, next(x for k, _, x in keys if k == key), operation).get(pkey, [])
                 if not rule or r.rule in (rule, f"autogen-{rule}", f"autogen-cronjob-{rule}")
             ]
+            base_rule = rule.removeprefix("autogen-cronjob-").removeprefix("autogen-")
+            skipped_kind = next((k for n, k in policies[pkey].not_applied if n in (rule, base_rule)), "")
+            if not results and skipped_kind:
+                reason = f"{skipped_kind} rules are not applied by the gate"
+                outcome.rows.append(
+                    Row(outcome.name, pname, rule, label, expected, "not applied", False, reason)
+                )
+                continue
             if not results:
                 outcome.rows.append(
                     Row(outcome.name, pname, rule, label, expected, "excluded", True, "Excluded")

@@ -413,3 +413,18 @@ def test_update_reviews_against_a_copy_and_result_operations(tmp_path: Path) -> 
         ("v1/Pod/default/b", "fail"),
     ]
     assert code == 0
+
+
+def test_results_of_rules_the_gate_does_not_apply_do_not_pass(suite: Path) -> None:
+    test = next(suite.rglob("kyverno-test.yaml"))
+    doc = yaml.safe_load(test.read_text())
+    doc["results"].append(
+        {"policy": "require-team", "rule": "add-default", "kind": "Pod", "resources": ["good"], "result": "pass"}
+    )
+    test.write_text(yaml.safe_dump(doc))
+    code, out = run(str(test), "--output", "json")
+    bad = [r for r in json.loads(out)["tests"][0]["rows"] if not r["ok"]]
+    assert code == 1
+    assert [(r["rule"], r["actual"], r["reason"]) for r in bad] == [
+        ("add-default", "not applied", "mutate rules are not applied by the gate")
+    ]

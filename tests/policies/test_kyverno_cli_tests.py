@@ -419,7 +419,13 @@ def test_results_of_rules_the_gate_does_not_apply_do_not_pass(suite: Path) -> No
     test = next(suite.rglob("kyverno-test.yaml"))
     doc = yaml.safe_load(test.read_text())
     doc["results"].append(
-        {"policy": "require-team", "rule": "add-default", "kind": "Pod", "resources": ["good"], "result": "pass"}
+        {
+            "policy": "require-team",
+            "rule": "add-default",
+            "kind": "Pod",
+            "resources": ["good"],
+            "result": "pass",
+        }
     )
     test.write_text(yaml.safe_dump(doc))
     code, out = run(str(test), "--output", "json")

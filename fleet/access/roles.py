@@ -17,6 +17,7 @@ VIEWABLE = (
     "clustergroup",
     "repository",
     "pathmapping",
+    "chartrepository",
     "commit",
     "policy",
     "policybinding",
@@ -64,7 +65,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     # policypreview.add: start an impact preview (docs/policies.md#impact-preview)
     Role.POLICY_ADMIN: frozenset(_VIEW | _all("policy", "policybinding", "waiver") | {"policypreview.add"}),
     Role.CLUSTER_ADMIN: frozenset(
-        _VIEW | _all("cluster", "clustergroup", "repository", "pathmapping") | {"repository.fetch"}
+        _VIEW | _all("cluster", "clustergroup", "repository", "pathmapping", "chartrepository")
+        | {"repository.fetch"}
     ),
     Role.ADMIN: frozenset(
         _VIEW
@@ -73,6 +75,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "clustergroup",
             "repository",
             "pathmapping",
+            "chartrepository",
             "commit",
             "policy",
             "policybinding",

@@ -9,7 +9,14 @@ from fleet.core.admin import AuditedModelAdmin, SecretFieldsForm
 from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
 from fleet.sources.choices import FetchTrigger
-from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
+from fleet.sources.models import (
+    ChartRepository,
+    Commit,
+    MappingRender,
+    PathMapping,
+    RenderedManifest,
+    Repository,
+)
 from fleet.sources.services import request_fetch
 from fleet.sources.services.dependencies import (
     DependencyError,
@@ -82,6 +89,16 @@ class PathMappingForm(SecretFieldsForm):
         except DependencyError as exc:
             self.add_error("depends_on", exc.message)
         return cleaned
+
+
+@admin.register(ChartRepository)
+class ChartRepositoryAdmin(AuditedModelAdmin):
+    """Chart repository credentials: the password renders empty (blank keeps it), audited without it."""
+
+    form = SecretFieldsForm
+    list_display = ("name", "url", "username", "updated")
+    search_fields = ("name", "url")
+    readonly_fields = ("created", "updated")
 
 
 @admin.register(PathMapping)

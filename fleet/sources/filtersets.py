@@ -2,7 +2,7 @@ import django_filters
 
 from fleet.core.filters import FleetFilterSet, UTCDateTimeFilter
 from fleet.sources.choices import CommitStatus, Renderer, Verification
-from fleet.sources.models import Commit, PathMapping, Repository
+from fleet.sources.models import ChartRepository, Commit, PathMapping, Repository
 
 
 class RepositoryFilterSet(FleetFilterSet):
@@ -11,6 +11,15 @@ class RepositoryFilterSet(FleetFilterSet):
     class Meta:
         model = Repository
         fields = ["name", "enabled", "auth_method", "branch"]
+
+
+class ChartRepositoryFilterSet(FleetFilterSet):
+    name = django_filters.CharFilter(lookup_expr="icontains")
+    url = django_filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = ChartRepository
+        fields = ["name", "url", "username"]
 
 
 class PathMappingFilterSet(FleetFilterSet):

@@ -15,6 +15,7 @@ from fleet.access.choices import Role
 from fleet.access.models import RoleBinding
 from fleet.audit.services import record
 from fleet.rollouts.models import ClusterSync, Rollout, SyncedState
+from fleet.sources.models import ChartRepository
 from tests.factories import (
     ClusterFactory,
     ClusterGroupFactory,
@@ -41,6 +42,13 @@ DESIGN: dict[str, dict[str, Any]] = {
     },
     "repository": {"write": {"cluster-admin", "admin"}, "scope": "global", "view": set(ROLES)},
     "pathmapping": {"write": {"cluster-admin", "admin"}, "scope": "scoped", "view": set(ROLES)},
+    # chart repository credentials serve every group: seen and changed only with a role on all clusters
+    "chartrepository": {
+        "write": {"cluster-admin", "admin"},
+        "scope": "global",
+        "view": set(ROLES),
+        "global_view_only": True,
+    },
     "commit": {"write": set(), "scope": "none", "view": set(ROLES)},
     "auditevent": {"write": set(), "scope": "none", "view": set(ROLES)},
     # Rollouts change only through their actions (tests/rollouts/test_rollout_api.py covers those).
@@ -128,6 +136,9 @@ def world() -> dict[str, Any]:
             "cluster": ClusterFactory(name=f"c-{env}", labels={"env": env}),
             "repository": repo,
             "pathmapping": PathMappingFactory(name=f"m-{env}", repository=repo, cluster_group=group),
+            "chartrepository": ChartRepository.objects.create(
+                name=f"charts-{env}", url=f"https://charts-{env}.example.com", username="u", password="pw"
+            ),
             "commit": CommitFactory(repository=repo),
             "auditevent": record("test.event", group, message=f"in {env}"),
         }
@@ -147,6 +158,7 @@ URLS = {
     "clustergroup": "/api/groups/",
     "repository": "/api/repositories/",
     "pathmapping": "/api/mappings/",
+    "chartrepository": "/api/chart-repositories/",
     "commit": "/api/commits/",
     "auditevent": "/api/audit/events/",
     "rollout": "/api/rollouts/",
@@ -159,6 +171,7 @@ PATCHES = {
     "clustergroup": {"description": "changed"},
     "repository": {"branch": "changed"},
     "pathmapping": {"enabled": False},
+    "chartrepository": {"description": "changed"},
     "commit": {"message": "x"},
     "auditevent": {"message": "x"},
     "rollout": {"state": "synced"},
@@ -232,6 +245,7 @@ CREATE_BODIES = {
         "repository": w["in"]["repository"].pk,
         "cluster_group": w["staging"].pk,
     },
+    "chartrepository": lambda w: {"name": "new-cr", "url": "oci://registry.example.com/charts"},
     "rolebinding": lambda w: {
         "user": w["in"]["rolebinding"].user_id,
         "role": "approver",

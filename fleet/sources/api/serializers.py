@@ -8,7 +8,7 @@ from rest_framework import serializers
 from clusters.models import ClusterGroup
 from fleet.core.api.serializers import FleetModelSerializer, RestrictedPrimaryKeyRelatedField
 from fleet.sources.choices import KeyKind
-from fleet.sources.models import Commit, MappingRender, PathMapping, Repository
+from fleet.sources.models import ChartRepository, Commit, MappingRender, PathMapping, Repository
 from fleet.sources.services.dependencies import (
     check_dependencies,
     lock_dependency_graph,
@@ -104,6 +104,35 @@ class RepositorySerializer(FleetModelSerializer):
         return f"/api/hooks/git/{obj.pk}/"
 
 
+class ChartRepositorySerializer(FleetModelSerializer):
+    """Credentials and a CA for Helm chart repositories and OCI registries (docs/sources.md, Helm charts from
+    repositories). The password is write-only: answers say only whether one is set."""
+
+    password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False,
+        help_text="Password or token (encrypted at rest, never returned); empty on update keeps the stored "
+        "one.",
+    )
+    password_set = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChartRepository
+        fields = ["id", "name", "url", "username", "password", "password_set", "ca_bundle", "description",
+                  "created", "updated"]
+        read_only_fields = ["created", "updated"]
+        derived_fields = ["url"]  # ChartRepository.clean() drops a trailing slash
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("password") == "" and self.instance is not None:
+            attrs.pop("password")
+        if attrs.get("password") and not attrs.get("username", getattr(self.instance, "username", "")):
+            raise serializers.ValidationError({"username": "A password needs a user name."})
+        return super().validate(attrs)
+
+    def get_password_set(self, obj: ChartRepository) -> bool:
+        return bool(obj.password)
+
+
 class PathMappingSerializer(FleetModelSerializer):
     repository = RestrictedPrimaryKeyRelatedField(queryset=Repository.objects.all())
     cluster_group = RestrictedPrimaryKeyRelatedField(queryset=ClusterGroup.objects.all())
@@ -135,6 +164,7 @@ class PathMappingSerializer(FleetModelSerializer):
             "renderer",
             "values",
             "target_namespace",
+            "helm_release_name",
             "enabled",
             "directory_recurse",
             "directory_include",

@@ -9,6 +9,7 @@ app_name = "sources-api"
 router = DefaultRouter()
 router.register("repositories", views.RepositoryViewSet)
 router.register("mappings", views.PathMappingViewSet)
+router.register("chart-repositories", views.ChartRepositoryViewSet)
 router.register("commits", views.CommitViewSet)
 urlpatterns = [
     path("hooks/git/<int:repository_id>/", hook_views.GitWebhookView.as_view(), name="git-webhook"),

@@ -15,6 +15,7 @@ from fleet.access.restrict import restrict
 from fleet.core.api.viewsets import FleetModelViewSet, FleetReadOnlyViewSet
 from fleet.sources import services
 from fleet.sources.api.serializers import (
+    ChartRepositorySerializer,
     CommitSerializer,
     ConnectionCheckSerializer,
     FetchOutcomeSerializer,
@@ -26,8 +27,20 @@ from fleet.sources.api.serializers import (
     WebhookSecretSerializer,
 )
 from fleet.sources.choices import FetchTrigger, RenderStatus
-from fleet.sources.filtersets import CommitFilterSet, PathMappingFilterSet, RepositoryFilterSet
-from fleet.sources.models import Commit, MappingRender, PathMapping, RenderedManifest, Repository
+from fleet.sources.filtersets import (
+    ChartRepositoryFilterSet,
+    CommitFilterSet,
+    PathMappingFilterSet,
+    RepositoryFilterSet,
+)
+from fleet.sources.models import (
+    ChartRepository,
+    Commit,
+    MappingRender,
+    PathMapping,
+    RenderedManifest,
+    Repository,
+)
 from fleet.sources.services.dependencies import check_delete
 
 TRUE = ("1", "true", "yes", "on")
@@ -86,6 +99,19 @@ class RepositoryViewSet(FleetModelViewSet):
         repo = self.get_object()
         secret = services.rotate_webhook_secret(repo)
         return Response({"webhook_secret": secret, "webhook_path": f"/api/hooks/git/{repo.pk}/"})
+
+
+class ChartRepositoryViewSet(FleetModelViewSet):
+    """Chart repositories and OCI registries charts are fetched from: credentials and CA per URL prefix.
+    Seen and changed only with a role on all clusters (every group's charts may use them); audited, the
+    password never shown."""
+
+    queryset = ChartRepository.objects.all()
+    serializer_class = ChartRepositorySerializer
+    filterset_class = ChartRepositoryFilterSet
+    search_fields = ["name", "url"]
+    ordering_fields = ["name", "created"]
+    ordering = ["name"]
 
 
 class PathMappingViewSet(FleetModelViewSet):

@@ -1,0 +1,134 @@
+"""Chart repository credentials through the API (encrypted at rest, never in answers or audit rows), their
+look-up by URL prefix, and the mapping's Helm release name."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from fleet.audit.models import AuditEvent
+from fleet.sources.charts import RepoCredentials
+from fleet.sources.models import ChartRepository
+from fleet.sources.services.charts import CredentialTable, matches
+
+pytestmark = pytest.mark.django_db
+SECRET = "chart-repo-p4ssword-value"
+
+
+def test_credentials_are_write_only_encrypted_and_audited_without_them(admin_client: Any) -> None:
+    response = admin_client.post(
+        "/api/chart-repositories/",
+        {
+            "name": "internal",
+            "url": "https://charts.example.com/stable/",
+            "username": "robot",
+            "password": SECRET,
+            "description": "team charts",
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert "password" not in body and body["password_set"] is True
+    assert body["url"] == "https://charts.example.com/stable"  # normalized without the trailing slash
+    repo = ChartRepository.objects.get(name="internal")
+    assert repo.password == SECRET
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT password FROM sources_chartrepository WHERE id = %s", [repo.pk])
+        raw = cursor.fetchone()[0]
+    assert raw.startswith("fernet:") and SECRET not in raw
+
+    # an update without the password keeps it
+    assert (
+        admin_client.patch(
+            f"/api/chart-repositories/{repo.pk}/", {"password": "", "description": "x"}, format="json"
+        ).status_code
+        == 200
+    )
+    repo.refresh_from_db()
+    assert repo.password == SECRET
+    listed = admin_client.get("/api/chart-repositories/")
+    assert SECRET not in listed.content.decode()
+    events = AuditEvent.objects.filter(action__startswith="chartrepository.")
+    assert {e.action for e in events} == {"chartrepository.create", "chartrepository.update"}
+    for event in events:
+        assert SECRET not in json.dumps([event.before, event.after, event.message])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("file:///srv/charts", "https://"),
+        ("https://robot:pw@charts.example.com", "not in the URL"),
+        ("https://169.254.169.254/charts", "denied network"),
+        ("oci://", "https://"),
+    ],
+)
+def test_bad_repository_urls_are_refused(admin_client: Any, url: str, message: str) -> None:
+    response = admin_client.post("/api/chart-repositories/", {"name": "bad", "url": url}, format="json")
+    assert response.status_code == 400
+    assert message in json.dumps(response.json())
+
+
+def test_a_password_needs_a_user_name_and_the_ca_must_be_pem(admin_client: Any) -> None:
+    response = admin_client.post(
+        "/api/chart-repositories/",
+        {"name": "x", "url": "oci://registry.example.com", "password": SECRET},
+        format="json",
+    )
+    assert response.status_code == 400 and "username" in response.json()
+    assert SECRET not in response.content.decode()
+    response = admin_client.post(
+        "/api/chart-repositories/",
+        {"name": "x", "url": "oci://registry.example.com", "ca_bundle": "not a certificate"},
+        format="json",
+    )
+    assert response.status_code == 400 and "ca_bundle" in response.json()
+
+
+def test_credentials_are_found_by_the_longest_url_prefix() -> None:
+    ChartRepository.objects.create(name="host", url="oci://registry.example.com", username="all")
+    ChartRepository.objects.create(name="team", url="oci://registry.example.com/team", username="team")
+    ChartRepository.objects.create(name="index", url="https://charts.example.com/stable", username="idx")
+    table = CredentialTable()
+    found = {
+        url: (table(url) or RepoCredentials()).username
+        for url in (
+            "oci://registry.example.com/team/web",
+            "oci://registry.example.com/teams/web",
+            "oci://registry.example.com/other/web",
+            "https://charts.example.com/stable",
+            "https://charts.example.com/stable/web-1.0.0.tgz",
+            "https://charts.example.com/stablex",
+            "https://charts.example.com:8443/stable",
+            "http://charts.example.com/stable",
+        )
+    }
+    assert found == {
+        "oci://registry.example.com/team/web": "team",
+        "oci://registry.example.com/teams/web": "all",
+        "oci://registry.example.com/other/web": "all",
+        "https://charts.example.com/stable": "idx",
+        "https://charts.example.com/stable/web-1.0.0.tgz": "idx",
+        "https://charts.example.com/stablex": "",
+        "https://charts.example.com:8443/stable": "",
+        "http://charts.example.com/stable": "",
+    }
+    assert matches("oci://Registry.Example.com/", "oci://registry.example.com/x")
+
+
+def test_the_mapping_helm_release_name_is_validated(
+    admin_client: Any, make_mapping: Any, make_repository: Any, origin: Any, fleet: dict[str, Any]
+) -> None:
+    origin.commit("initial", {"apps/web/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"})
+    mapping = make_mapping(make_repository(origin), "web", "apps/web", fleet["prod"])
+    url = f"/api/mappings/{mapping.pk}/"
+    response = admin_client.patch(url, {"helm_release_name": "Not_Valid"}, format="json")
+    assert response.status_code == 400 and "helm_release_name" in response.json()
+    response = admin_client.patch(url, {"helm_release_name": "x" * 54}, format="json")
+    assert response.status_code == 400
+    response = admin_client.patch(url, {"helm_release_name": "shop.v2"}, format="json")
+    assert response.status_code == 200 and response.json()["helm_release_name"] == "shop.v2"

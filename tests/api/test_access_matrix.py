@@ -121,6 +121,9 @@ EXTRA_ROUTES = {
     # in the proposal's scope, reports narrowed to the evaluations the user may view
     # (tests/policies/test_policy_preview.py)
     "policypreview",
+    # import/gitops: creates repositories, groups and mappings through their own scope checks
+    # (repository.add on all clusters, pathmapping.add in the group): tests/sources/test_import_gitops_api.py
+    "gitops",
 }
 
 

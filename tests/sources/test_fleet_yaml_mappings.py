@@ -4,9 +4,11 @@ the API; a fleet.yaml is never a manifest."""
 
 from __future__ import annotations
 
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 
 from fleet.rollouts.models import Rollout
@@ -74,3 +76,14 @@ def test_paused_renders_and_is_not_rolled_out_and_warnings_are_shown(
     api = admin_client.get(f"/api/commits/{ops_render.commit_id}/rendered/",
                            {"mapping": ops.pk, "cluster": "eu-1"}).json()
     assert any("paused" in w for w in api["warnings"])
+
+
+def test_manage_py_render_prints_the_reported_keys(world: dict[str, Any]) -> None:
+    origin, repo = world["origin"], world["repo"]
+    sha = origin.commit("ops", {"apps/ops/fleet.yaml": "defaultNamespace: tools\nkeepResources: true\n"})
+    assert fetch_repository(repo).ok
+    out, err = StringIO(), StringIO()
+    call_command("render", "apps", sha, "ops", "--cluster", "eu-1", stdout=out, stderr=err)
+    assert "warning: fleet.yaml keepResources is not honoured" in err.getvalue()
+    assert "kind: Namespace" in out.getvalue() and "name: tools" in out.getvalue()
+    assert "fleet.yaml" not in out.getvalue().replace("# Source: apps/ops/fleet.yaml", "")

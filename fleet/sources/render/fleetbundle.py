@@ -152,6 +152,9 @@ class FleetBundle:
         """The effective settings for ``cluster``.  ``read_values(path)`` loads a values file (relative to
         the mapped directory); ``values_from(kind, name, namespace, key)`` resolves a valuesFrom entry."""
         notes = list(self.notes)
+        if not cluster.group_labels and any(t.get("clusterGroupSelector") for t in self._targets()):
+            notes.append("fleet.yaml clusterGroupSelector: this cluster's group has no labels, so only an "
+                         "empty selector matches it (select by clusterGroup, the group's name, instead)")
         matched = self.matching(cluster)
         top = self.data
         blocks: list[Mapping[str, Any]] = [top] + [t for _, t in matched]

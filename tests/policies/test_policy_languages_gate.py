@@ -14,11 +14,15 @@ import pytest
 from fleet.audit.models import AuditEvent
 from policies import gate
 from policies.engine import RegoEngine
-from policies.models import Evaluation, Policy, PolicyBinding, Violation, Waiver
-from policies.services.evaluation import evaluate, evaluate_targets
+from policies.models import Evaluation, Policy, PolicyBinding, PolicySource, Violation, Waiver
+from policies.services.evaluation import build_bound_set, evaluate, evaluate_targets
 from policies.services.importing import import_files
+from policies.services.sources import sync_policy_source
 from tests.policies import language_library as ll
 from tests.policies import policy_library as lib
+from tests.policies.test_policy_commands_and_sources import Origin, origin
+
+__all__ = ["origin"]  # the fixture: a local Git origin the test commits policies to
 
 pytestmark = pytest.mark.django_db
 
@@ -274,3 +278,75 @@ def test_queries_do_not_grow_with_the_number_of_vap_and_kyverno_policies(
     run()
     with django_assert_max_num_queries(len(few.captured_queries)):
         run()
+
+
+def test_a_repository_policy_path_syncs_vaps_kyverno_policies_and_exceptions(
+    origin: Origin, fleet: dict[str, Any]
+) -> None:
+    repo = fleet["repo"]
+    repo.url = origin.path.as_uri()
+    repo.save()
+    vap = (
+        ll.REPLICA_LIMIT_VAP
+        + "---\n"
+        + ll.vap_binding("replica-limit", "replica-limit.example.com", ["Deny"])
+    )
+    sha1 = origin.commit(
+        {
+            "policies/vap.yaml": vap,
+            "policies/kyverno/require-team.yaml": ll.REQUIRE_TEAM_KYVERNO,
+            "policies/kyverno/exception.yaml": ll.legacy_exception(["legacy-*"], ["check-team"]),
+        }
+    )
+    source = PolicySource.objects.create(
+        repository=repo,
+        path="policies/",
+        name="team-policies",
+        bind_group=fleet["web"],
+        bind_enforcement="warn",
+    )
+    outcome = sync_policy_source(source, sha1)
+    assert outcome.ok, outcome.error
+    assert outcome.result is not None
+    assert outcome.result.reported == [
+        "require-team-label: rule add-managed-by (mutate) is not applied by the gate"
+    ]
+    synced = {p.name: (p.style, p.current.commit_sha, p.source_id) for p in Policy.objects.all()}
+    assert synced == {
+        "replica-limit": ("vap", sha1, source.pk),
+        "require-team-label": ("kyverno", sha1, source.pk),
+    }
+    assert set(PolicyBinding.objects.values_list("policy__name", "cluster_group", "enforcement")) == {
+        ("replica-limit", fleet["web"].pk, "warn"),
+        ("require-team-label", fleet["web"].pk, "warn"),
+    }
+    assert list(Waiver.objects.values_list("rule", "name_pattern", "cluster_group")) == [
+        ("check-team", "legacy-*", fleet["web"].pk)
+    ]
+    # a commit whose CEL does not compile stores nothing and says where
+    sha2 = origin.commit({"policies/vap.yaml": vap.replace("<= 5", "<=")})
+    outcome = sync_policy_source(source, sha2)
+    assert not outcome.ok
+    assert "replica-limit: policy: spec.validations[0].expression: Syntax error" in outcome.error
+    assert Policy.objects.get(name="replica-limit").current.commit_sha == sha1
+
+
+def test_a_stored_version_is_compiled_once_and_shared_by_every_evaluation(
+    fleet: dict[str, Any], bind: Callable[..., PolicyBinding]
+) -> None:
+    policies = _import(
+        vap=ll.REPLICA_LIMIT_VAP + "---\n" + ll.vap_binding("b", "replica-limit.example.com", ["Deny"]),
+        kyverno=ll.REQUIRE_TEAM_KYVERNO,
+    )
+    for p in policies.values():
+        bind(p, enforcement="")
+    first = build_bound_set(fleet["mapping"]).policies
+    again = build_bound_set(fleet["mapping"]).policies
+    assert [p.language for p in first] == ["VAP (CEL)", "Kyverno"]
+    assert all(a.admission is b.admission for a, b in zip(first, again, strict=True))
+    # a new version is compiled anew
+    new = import_files({"k.yaml": ll.REQUIRE_TEAM_KYVERNO.replace("is required", "must be set")}).saved[0]
+    assert new.version.number == 2
+    changed = build_bound_set(fleet["mapping"]).policies
+    assert changed[0].admission is first[0].admission
+    assert changed[1].admission is not first[1].admission

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from fleet.access import schema  # noqa: F401  (registers the token schemes with drf-spectacular)
 from fleet.access.views import admin_login
 from fleet.observability.views import healthz, metrics, readyz
 

@@ -10,9 +10,10 @@ class AccessConfig(AppConfig):
         from django.conf import settings
         from django.db.models.signals import post_delete, post_save
 
+        # (the token schemes are registered with drf-spectacular by fleet/urls.py, which the schema
+        # generator loads first: a process that serves no URL, such as a command, does not import it)
         from fleet.access import (
             checks,  # noqa: F401  (registers the sign-in settings checks)
-            schema,  # noqa: F401  (registers the token schemes with drf-spectacular)
             sessions,
         )
 

@@ -28,17 +28,21 @@ from django.db import transaction
 
 from fleet.rollouts.choices import RolloutTrigger
 from fleet.rollouts.models import Rollout
-from fleet.rollouts.services import create_rollout
 from fleet.sources.choices import RenderReason, RenderStatus
 from fleet.sources.git import RepositoryCache
 from fleet.sources.models import MappingRender, Repository
 from fleet.sources.services.fetch import FetchStages, set_fetch_stages
-from policies.services.sources import sync_sources_for_head
+
+# The steps' services (rollouts, policies, and through them the Kubernetes client) are imported when a step
+# runs, not when the app loads: every process loads this module from RolloutsConfig.ready, and a command
+# such as ``manage.py render`` never runs a step (docs/benchmarks.md, render command start-up).
 
 
 def commits_recorded(repo: Repository, cache: RepositoryCache) -> None:
     """Step 1 -> 2: new commits were recorded; import the head's policy sources before rendering (the fetch
     hands on the repository freshly read)."""
+    from policies.services.sources import sync_sources_for_head
+
     sync_sources_for_head(repo, cache=cache)
 
 
@@ -64,6 +68,8 @@ def start_rollout(mapping_render_id: int) -> Rollout | None:
         return None
     if render.reason != RenderReason.CONFIG and rollouts.exists():
         return None
+    from fleet.rollouts.services import create_rollout
+
     return create_rollout(render.commit, render.mapping)
 
 

@@ -9,36 +9,48 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_ready
 
-from fleet.rollouts import dispatch, services
+from fleet.rollouts import dispatch
 
 
 @shared_task(name=dispatch.PREPARE)
 def prepare(rollout_id: int) -> str:
+    from fleet.rollouts import services  # imported by the task, not by every process that loads apps
+
     return services.prepare(rollout_id)
 
 
 @shared_task(name=dispatch.ADVANCE)
 def advance(rollout_id: int) -> str:
+    from fleet.rollouts import services  # imported by the task, not by every process that loads apps
+
     return services.advance(rollout_id)
 
 
 @shared_task(name=dispatch.SYNC_CLUSTER)
 def sync_cluster(cluster_sync_id: int) -> str:
+    from fleet.rollouts import services  # imported by the task, not by every process that loads apps
+
     return services.run_cluster_sync(cluster_sync_id)
 
 
 @shared_task(name=dispatch.RECONCILE)
 def reconcile(follow: bool = False) -> dict[str, Any]:
+    from fleet.rollouts import services  # imported by the task, not by every process that loads apps
+
     return services.reconcile(follow=follow)
 
 
 @shared_task(name=dispatch.CHECK_DRIFT)
 def check_drift() -> int:
+    from fleet.rollouts import services  # imported by the task, not by every process that loads apps
+
     return services.check_all_drift()
 
 
 @shared_task(name=dispatch.CHECK_DRIFT_ONE)
 def check_drift_one(synced_state_id: int) -> str:
+    from fleet.rollouts import services  # imported by the task, not by every process that loads apps
+
     return services.check_drift(synced_state_id)
 
 

@@ -82,3 +82,35 @@ def test_fetch_repository_command_prints_new_commits_and_renders(
     with pytest.raises(CommandError, match="unreachable") as info:
         run("fetch_repository", "apps")
     assert info.value.returncode == 1
+
+
+def test_render_offline_renders_a_local_directory_without_any_database_row(
+        tmp_path: Any, db: Any, django_assert_num_queries: Any) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / ".git").mkdir(parents=True)  # the enclosing work tree is the repository root
+    files = {
+        "clusters/staging/apps.yaml": (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: apps\ndata:\n"
+            "  cluster: ${cluster.name}\n  region: ${cluster.labels.region:-none}\n"),
+        "clusters/staging/flux-system/kustomization.yaml": "resources: [cm.yaml]\nnamePrefix: flux-\n",
+        "clusters/staging/flux-system/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sys\n",
+        "clusters/staging/sub/deep.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: deep\n",
+    }
+    for rel, text in files.items():
+        (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / rel).write_text(text)
+    target = str(checkout / "clusters/staging")
+    with django_assert_num_queries(0):
+        out = run("render", "--dir", target, "--cluster", "eu-1", "--label", "region=eu")
+    assert "# Source: clusters/staging/apps.yaml\n" in out and "cluster: eu-1" in out and "region: eu" in out
+    assert "name: flux-sys" in out and "# Source: clusters/staging/flux-system\n" in out
+    assert "name: deep" in out
+    out = run("render", "--dir", target, "--no-recurse")
+    assert "name: deep" not in out and "flux-sys" not in out and "cluster: local" in out
+    (checkout / "clusters/staging/gen.jsonnet").write_text("{}\n")
+    with pytest.raises(CommandError, match=r"render failed at clusters/staging/gen\.jsonnet: unsupported"):
+        run("render", "--dir", target)
+    with pytest.raises(CommandError, match="--label 'x': write KEY=VALUE"):
+        run("render", "--dir", target, "--label", "x")
+    with pytest.raises(CommandError, match="give no repository"):
+        run("render", "apps", "--dir", target)

@@ -413,13 +413,14 @@ class Connector:
         def prune_now() -> None:
             ran[0] = True
             if prune:
-                desired_keys = {r.key for r in run.desired}
+                # a named hook is never pruned by name, even one that was an ordinary object before
+                desired_keys = {r.key for r in run.desired} | run.hook_keys()
                 leftovers = [r for r in previous if r.key not in desired_keys]
                 pruned.extend(self._prune(leftovers, mapping, dry_run, prune_cascading))
                 result.results.extend(pruned)
 
         run.run(tasks, prune_now)
-        desired_keys = {r.key for r in run.desired}
+        desired_keys = {r.key for r in run.desired} | run.hook_keys()
         leftovers = [r for r in previous if r.key not in desired_keys]
         kept: list[o.ObjectRef] = []
         if prune and ran[0]:

@@ -107,6 +107,14 @@ def assess(ref: ObjectRef, obj: dict[str, Any] | None) -> ObjectHealth:
         return _daemonset(ref, obj)
     if group == "batch" and kind == "Job":
         return _job(ref, obj)
+    if group == "" and kind == "Pod":  # a Pod that runs to completion (a hook): its phase says how it ended
+        phase = (obj.get("status") or {}).get("phase")
+        if phase == "Succeeded":
+            return ObjectHealth(ref, HEALTHY, "Completed", "")
+        if phase == "Failed":
+            status = obj.get("status") or {}
+            reason = str(status.get("reason") or "Failed")
+            return ObjectHealth(ref, DEGRADED, reason, str(status.get("message", "")))
     ready = _conditions(obj).get("Ready")
     if ready is not None:
         if ready.get("status") == "True":

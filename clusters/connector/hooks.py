@@ -181,7 +181,8 @@ def classify(obj: Mapping[str, Any], *, install: bool = True) -> list[Step]:
             weight = notes.get(HELM_WEIGHT)
             wave = _int(weight, HELM_WEIGHT) if weight not in (None, "") else 0
         policies = _policies(_csv(notes.get(HELM_DELETE_POLICY)), HELM_DELETE_POLICY, _HELM_POLICIES)
-        return [Step(p, wave, "helm", policies, generated) for p in sorted(phases, key=lambda p: _PHASE_ORDER[p])]
+        phases.sort(key=lambda p: _PHASE_ORDER[p])
+        return [Step(p, wave, "helm", policies, generated) for p in phases]
     wave = _int(wave_text, ARGO_WAVE) if wave_text is not None else 0
     return [Step(SYNC, wave, "", (), generated)]
 

@@ -122,6 +122,7 @@ class SyncRun:
         self.desired: list[o.ObjectRef] = []
         self.failed = False  # something failed: SyncFail hooks run
         self.stopped = ""  # why later steps did not run
+        self.tasks: list[tuple[h.Step, dict[str, Any]]] = []
 
     # -- one step --------------------------------------------------------------------------------------
     def _prepare(self, batch: list[tuple[h.Step, dict[str, Any]]]) -> list[tuple[h.Step, _Prepared]]:
@@ -294,6 +295,7 @@ class SyncRun:
     # -- the whole sync ---------------------------------------------------------------------------------
     def run(self, tasks: list[tuple[h.Step, dict[str, Any]]], prune: Any) -> None:
         """Every step in order, ``prune()`` after the Sync phase, SyncFail hooks when something failed."""
+        self.tasks = tasks
 
         ordered = plan_order(tasks)
         first = [(s, m) for s, m, f in ordered if f]
@@ -320,6 +322,10 @@ class SyncRun:
             for _key, batch in _groups(sync_fail):
                 self.run_step(batch, wait=False)
             self.failed = True
+
+    def hook_keys(self) -> set[tuple[str, str, str, str]]:
+        """The keys of the named hooks of this sync (created, never pruned by name)."""
+        return {self.resolve(ref_of(m)).key for s, m in self.tasks if s.hook and not s.generated}
 
     def resolve(self, ref: o.ObjectRef) -> o.ObjectRef:
         """``ref`` with the namespace the apply would give it (the default one, or none: cluster-scoped)."""

@@ -48,7 +48,9 @@ def now() -> str:
 
 
 def generated_name(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_GEN_CHARS) for _ in range(5))
+    """``metadata.generateName`` plus 5 random characters; a prefix longer than 58 characters is cut to 58
+    first, as the API server's name generator does (so the name fits a 63-character label)."""
+    return prefix[:58] + "".join(secrets.choice(_GEN_CHARS) for _ in range(5))
 
 
 def validate_name(rt: ResourceType, name: Any) -> None:

@@ -359,3 +359,25 @@ def test_a_bad_wave_fails_before_anything_is_applied(backend: Backend) -> None:
     assert result.result("ConfigMap", "b").message == (
         "argocd.argoproj.io/sync-wave must be an integer, not 'first'; nothing was applied")
     assert backend.get("v1", "ConfigMap", "a", backend.namespace) is None
+
+
+def test_generated_names_are_assigned_by_the_server_and_a_long_prefix_is_cut(backend: Backend) -> None:
+    prefix = "a-very-long-generate-name-prefix-" * 3  # 99 characters: the server keeps 58 of them
+    result = _sync(backend, [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": prefix},
+                              "data": {"a": "b"}}])
+    assert result.ok, [r.to_dict() for r in result.results]
+    name = result.results[0].ref.name
+    assert len(name) == 63 and name.startswith(prefix[:58]) and name != prefix[:63]
+    assert backend.get("v1", "ConfigMap", name, backend.namespace) is not None
+    assert result.inventory == []
+
+
+def test_an_object_that_became_a_hook_is_not_pruned_by_name(backend: Backend) -> None:
+    first = _sync(backend, [config_map("settings"), config_map("app")], prune=True)
+    assert first.ok
+    second = _sync(backend, [config_map("settings", **{ARGO_HOOK: "PreSync"}), config_map("app")], prune=True,
+                   previous_inventory=first.inventory)
+    assert second.ok, [r.to_dict() for r in second.results]
+    assert not [r for r in second.results if r.action == "deleted"]
+    assert backend.get("v1", "ConfigMap", "settings", backend.namespace) is not None  # re-created as a hook
+    assert [r["name"] for r in second.inventory] == ["app"]

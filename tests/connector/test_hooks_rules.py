@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from clusters.connector import hooks as h
+from clusters.connector.health import assess
+from clusters.connector.objects import ObjectRef
 from fleet.sources.render.errors import RenderError
 from fleet.sources.render.objects import RawObject, normalize
 
@@ -85,3 +87,11 @@ def test_the_render_keeps_generate_name_objects_each_document_its_own() -> None:
     bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": 3}}
     with pytest.raises(RenderError, match=r"metadata\.generateName must be a non-empty string"):
         normalize([RawObject(bad, "a.yaml", 0)])
+
+
+def test_a_pod_hook_is_judged_by_its_phase() -> None:
+    ref = ObjectRef("v1", "Pod", "ns", "check")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"}}
+    assert assess(ref, {**pod, "status": {"phase": "Succeeded"}}).state == "Healthy"
+    failed = assess(ref, {**pod, "status": {"phase": "Failed", "reason": "Error", "message": "exit 1"}})
+    assert (failed.state, failed.reason, failed.message) == ("Degraded", "Error", "exit 1")

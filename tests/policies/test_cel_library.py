@@ -168,3 +168,80 @@ def test_runtime_errors(source: str, message: str) -> None:
     with pytest.raises(CelEvalError) as caught:
         run(source)
     assert message in str(caught.value)
+
+
+# The validation expression examples of the Kubernetes documentation (validating-admission-policy.md), on
+# objects written for them here; each is checked on a passing and a failing object.
+DOC_EXAMPLES = [
+    (
+        "object.minReplicas <= object.replicas && object.replicas <= object.maxReplicas",
+        {"minReplicas": 1, "replicas": 2, "maxReplicas": 3},
+        {"minReplicas": 1, "replicas": 5, "maxReplicas": 3},
+    ),
+    ("'Available' in object.stateCounts", {"stateCounts": {"Available": 1}}, {"stateCounts": {"Ready": 1}}),
+    (
+        "(size(object.list1) == 0) != (size(object.list2) == 0)",
+        {"list1": [1], "list2": []},
+        {"list1": [1], "list2": [2]},
+    ),
+    (
+        "!('MY_KEY' in object.map1) || object['MY_KEY'].matches('^[a-zA-Z]*$')",
+        {"map1": {}, "MY_KEY": "1"},
+        {"map1": {"MY_KEY": 1}, "MY_KEY": "a1"},
+    ),
+    (
+        "object.envars.filter(e, e.name == 'MY_ENV').all(e, e.value.matches('^[a-zA-Z]*$'))",
+        {"envars": [{"name": "MY_ENV", "value": "abc"}]},
+        {"envars": [{"name": "MY_ENV", "value": "a-b"}]},
+    ),
+    ("object.health.startsWith('ok')", {"health": "ok: fine"}, {"health": "bad"}),
+    (
+        "object.widgets.exists(w, w.key == 'x' && w.foo < 10)",
+        {"widgets": [{"key": "x", "foo": 3}]},
+        {"widgets": [{"key": "x", "foo": 30}]},
+    ),
+    ("type(object) == string ? object == '100%' : object == 1000", "100%", 999),
+    (
+        "object.metadata.name.startsWith(object.prefix)",
+        {"metadata": {"name": "team-a-web"}, "prefix": "team-a"},
+        {"metadata": {"name": "web"}, "prefix": "team-a"},
+    ),
+    ("object.set1.all(e, !(e in object.set2))", {"set1": [1, 2], "set2": [3]}, {"set1": [1, 2], "set2": [2]}),
+    (
+        "size(object.names) == size(object.details) && object.names.all(n, n in object.details)",
+        {"names": ["a"], "details": {"a": 1}},
+        {"names": ["a"], "details": {"b": 1}},
+    ),
+    (
+        "size(object.clusters.filter(c, c.name == object.primary)) == 1",
+        {"clusters": [{"name": "a"}, {"name": "b"}], "primary": "a"},
+        {"clusters": [{"name": "a"}, {"name": "a"}], "primary": "a"},
+    ),
+    (
+        "!has(params.optionalNumber) || (params.optionalNumber >= 5 && params.optionalNumber <= 10)",
+        {},
+        {"optionalNumber": 11},
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "passing", "failing"), DOC_EXAMPLES)
+def test_documentation_expression_examples(source: str, passing: object, failing: object) -> None:
+    program = compile_expression(source, ["object", "params"])
+    name = "params" if source.startswith("!has(params") else "object"
+    assert program.evaluate({name: passing}) is True
+    assert program.evaluate({name: failing}) is False
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("[1].all(k, v, v > 0)", "two-variable comprehensions (all(k, v, ...)) are not available"),
+        ("{'a': 1, ?'b': optional.of(1)}", "optional entries in list and map literals"),
+        ("[?optional.none(), 1]", "optional entries in list and map literals"),
+    ],
+)
+def test_unsupported_syntax_is_refused_by_name(source: str, message: str) -> None:
+    with pytest.raises(CelError) as caught:
+        compile_expression(source, ["object"])
+    assert message in str(caught.value)

@@ -580,3 +580,103 @@ def test_context_entries_given_from_outside_are_not_loaded() -> None:
     obj = pod(labels={"team": "a"})
     results = pol.apply(review(obj), rule_values={"r": {"teams.data.allowed": "a | b"}})
     assert [(r.rule, r.status) for r in results] == [("r", "pass")]
+
+
+def pss_policy(level: str, exclude: list[dict[str, Any]] | None = None) -> Any:
+    return policy(
+        [
+            {
+                "name": "pss",
+                "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                "validate": {"podSecurity": {"level": level, "version": "latest", "exclude": exclude or []}},
+            }
+        ]
+    )
+
+
+RESTRICTED_OK = {
+    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [
+        {
+            "name": "c",
+            "image": "nginx:1",
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("level", "spec", "status"),
+    [
+        ("baseline", {}, "pass"),
+        ("baseline", {"hostNetwork": True}, "fail"),
+        (
+            "baseline",
+            {"containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]},
+            "fail",
+        ),
+        (
+            "baseline",
+            {
+                "containers": [
+                    {"name": "c", "image": "x", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}
+                ]
+            },
+            "fail",
+        ),
+        (
+            "baseline",
+            {
+                "containers": [
+                    {"name": "c", "image": "x", "securityContext": {"capabilities": {"add": ["CHOWN"]}}}
+                ]
+            },
+            "pass",
+        ),
+        ("baseline", {"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}, "fail"),
+        (
+            "baseline",
+            {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80, "hostPort": 80}]}]},
+            "fail",
+        ),
+        ("baseline", {"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}, "fail"),
+        ("baseline", {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}, "fail"),
+        ("restricted", {}, "fail"),
+        ("restricted", RESTRICTED_OK, "pass"),
+        (
+            "restricted",
+            {**RESTRICTED_OK, "volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}]},
+            "fail",
+        ),
+        ("restricted", {**RESTRICTED_OK, "securityContext": {"runAsNonRoot": True}}, "fail"),
+    ],
+)
+def test_pod_security_levels(level: str, spec: dict[str, Any], status: str) -> None:
+    obj = pod(**spec) if spec else pod()
+    assert statuses(pss_policy(level), obj)["pss"] == status
+
+
+def test_pod_security_exclusions_by_control_and_image() -> None:
+    spec = {
+        **RESTRICTED_OK,
+        "containers": [
+            {**RESTRICTED_OK["containers"][0], "securityContext": {"allowPrivilegeEscalation": False}}
+        ],
+    }
+    pol = pss_policy("restricted", [{"controlName": "Capabilities", "images": ["nginx*"]}])
+    assert statuses(pol, pod(**spec))["pss"] == "pass"
+    other = pss_policy("restricted", [{"controlName": "Capabilities", "images": ["redis*"]}])
+    [res] = [r for r in other.apply(review(pod(**spec))) if r.rule == "pss"]
+    assert res.status == "fail" and "Capabilities" in res.message
+    pod_level = pss_policy("baseline", [{"controlName": "Host Namespaces"}])
+    assert statuses(pod_level, pod(hostNetwork=True))["pss"] == "pass"
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "x"},
+        "spec": {"template": {"spec": {"hostPID": True, "containers": [{"name": "c", "image": "x"}]}}},
+    }
+    assert statuses(pss_policy("baseline"), deploy) == {"autogen-pss": "fail"}
+    with pytest.raises(FormatError, match="controlName"):
+        pss_policy("baseline", [{"controlName": "Nope"}])

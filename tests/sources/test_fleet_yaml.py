@@ -505,3 +505,30 @@ def test_remote_charts_without_a_fetcher_are_a_clear_network_error(tmp_path: Pat
 def test_bundle_names_as_fleet_generates_them() -> None:
     assert fleet_bundle_name("fleet-examples", "single-cluster/helm") == "fleet-examples-single-cluster-helm"
     assert fleet_bundle_name("Repo", "a_b/C") == "repo-a-b-c"
+
+
+def test_helm_kustomize_the_charts_output_post_rendered_by_kustomize_dir(tmp_path: Path) -> None:
+    """helm-kustomize: a chart (here vendored: helm.chart names its directory) whose output the kustomization
+    of kustomize.dir patches, per target, as Fleet's helmdeployer does (fleet-manifests.yaml first)."""
+    write(tmp_path, CHART, "hk/chart")
+    write(tmp_path, {
+        "overlays/dev/kustomization.yaml": "patches:\n- path: slave.yaml\n- path: frontend.yaml\n",
+        "overlays/dev/slave.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: redis-slave}\n"
+                                   "spec: {selector: {role: master}}\n",
+        "overlays/dev/frontend.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: frontend}\n"
+                                      "spec: {replicas: 0}\n",
+        "fleet.yaml": """\
+            namespace: fleet-mc-helm-kustomize-example
+            helm: {chart: ./chart}
+            targetCustomizations:
+            - name: dev
+              clusterSelector: {matchLabels: {env: dev}}
+              kustomize: {dir: overlays/dev}
+            """}, "hk")
+    dev = run(tmp_path, "hk", "dev")
+    assert dev.renderer == "helm"
+    assert body(dev, "Deployment", "frontend")["spec"]["replicas"] == 0
+    assert body(dev, "Service", "redis-slave")["spec"]["selector"] == {"role": "master"}
+    assert body(dev, "Service", "frontend")["metadata"]["namespace"] == "fleet-mc-helm-kustomize-example"
+    prod = run(tmp_path, "hk", "prod")  # no kustomize.dir for prod: the chart as it renders
+    assert body(prod, "Deployment", "frontend")["spec"]["replicas"] == 1

@@ -30,6 +30,7 @@ from .fleetbundle import (
     FleetBundle,
     chart_entry,
     finish_bundle,
+    kustomize_post_render,
     load_fleet_yaml,
     render_raw_bundle,
     select_for,
@@ -219,6 +220,9 @@ def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
         renderer = "helm" if renderer == "auto" else renderer
     elif fg is not None and (custom.helm_chart or custom.helm_repo):  # fleet.yaml helm.chart / helm.repo
         entry = chart_entry(tree, directory, custom, fg.file)
+        renderer = "helm" if renderer == "auto" else renderer
+    elif isinstance(fg, FleetBundle) and custom.kustomize_dir and (directory / "Chart.yaml").is_file():
+        entry = directory  # Fleet: the chart renders, kustomize.dir post-renders its output
         renderer = "helm" if renderer == "auto" else renderer
     if renderer == "auto":
         renderer = custom.renderer if custom.renderer and custom.renderer != "auto" else (
@@ -431,6 +435,10 @@ def render(
                                          namespace=plan.namespace or "default", charts=charts,
                                          inputs=plan.chart_inputs)
     raws = flatten_lists(raws)
+    if plan.renderer == "helm" and isinstance(plan.fleetgate_file, FleetBundle) and custom.kustomize_dir:
+        raws, more = kustomize_post_render(tree, plan.directory, custom.kustomize_dir, raws, kubectl=kubectl,
+                                           timeout=kustomize_timeout, file=plan.fleetgate_file.file)
+        warnings = [*warnings, *more]
     if plan.renderer in ("plain", "kustomize") and custom.substitute:
         sub = Substituter(ctx, plan.path, plan.values)
         out = []

@@ -615,10 +615,6 @@ def chart_entry(tree: Any, directory: Any, custom: Customization, file: str) -> 
     """The chart directory that ``helm.chart``/``helm.repo`` name: a directory of the repository, or a remote
     chart (Helm repository, https URL, ``oci://``) that only a chart fetcher can bring."""
     chart, repo = custom.helm_chart or "", custom.helm_repo or ""
-    if custom.kustomize_dir:
-        raise RenderError("helm.chart with kustomize.dir (Kustomize post-rendering the chart's output) is "
-                          "not supported: render the chart, or the kustomization, in a mapping of its own",
-                          file=file)
     remote = bool(repo) or chart.startswith(("oci://", "https://", "http://", "git::", "github.com/"))
     if not remote:
         path = tree.resolve(chart, base=directory, what="helm.chart", allow_parent=True)
@@ -748,6 +744,52 @@ def paused_bundle(tree: Any, paths: Sequence[str]) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- Helm post-rendered by Kustomize
+
+MANIFESTS_YAML = "fleet-manifests.yaml"  # Fleet's name for the chart's output inside the kustomization
+
+
+def kustomize_post_render(tree: Any, directory: Any, kustomize_dir: str, raws: list[Any], *,
+                          kubectl: str | None, timeout: float, file: str) -> tuple[list[Any], list[str]]:
+    """Fleet's Helm + ``kustomize.dir``: the chart's output becomes ``fleet-manifests.yaml``, the first
+    resource of the kustomization in ``kustomize.dir`` (helmdeployer/kustomize), built over a copy of the
+    bundle's files (a kustomization can read only inside the bundle, as in Fleet)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from .kustomize import render_kustomize
+    from .objects import RawObject
+    from .tree import KUSTOMIZATION_FILES, SourceTree
+
+    target = tree.resolve(kustomize_dir, base=directory, what="kustomize.dir")
+    rel = Path(tree.rel(target)).relative_to(tree.rel(directory) or ".") if tree.rel(directory) else \
+        Path(tree.rel(target))
+    with tempfile.TemporaryDirectory(prefix="fleetgate-fleet-kustomize-") as tmp:
+        copy = Path(tmp) / "bundle"
+        shutil.copytree(directory, copy, symlinks=False, ignore=shutil.ignore_patterns(".git"))
+        kdir = copy / rel
+        kfile = next((kdir / n for n in KUSTOMIZATION_FILES if (kdir / n).is_file()), None)
+        if kfile is None:
+            raise RenderError(f"kustomize.dir {kustomize_dir!r} has no kustomization.yaml", file=file)
+        data = yaml.safe_load(kfile.read_text()) or {}
+        if not isinstance(data, dict):
+            raise RenderError(f"{kustomize_dir}/{kfile.name} must be a mapping", file=file)
+        resources = list(data.get("resources") or [])
+        if MANIFESTS_YAML not in resources:
+            data["resources"] = [MANIFESTS_YAML, *resources]
+        kfile.write_text(yaml.safe_dump(data, sort_keys=False))
+        (kdir / MANIFESTS_YAML).write_text(yaml.safe_dump_all([r.data for r in raws], sort_keys=False))
+        sub = SourceTree(tmp)
+        out, warnings = render_kustomize(sub, kdir, kubectl=kubectl, timeout=timeout)
+    base = tree.rel(directory)
+    fixed = [RawObject(r.data, (f"{base}/{r.source[len('bundle/'):]}" if base else r.source[len("bundle/"):])
+                       if r.source.startswith("bundle/") else r.source, r.document, r.line) for r in out]
+    return fixed, warnings
+
+
 # --------------------------------------------------------------------------- raw YAML bundles (yaml.overlays)
 
 PLAIN_SUFFIXES = (".yaml", ".yml", ".json")
@@ -855,6 +897,7 @@ __all__ = [
     "finish_bundle",
     "fleet_bundle_name",
     "fleet_candidates",
+    "kustomize_post_render",
     "load_fleet_yaml",
     "match_fleet_dependency",
     "namespace_object",

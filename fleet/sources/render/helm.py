@@ -189,10 +189,6 @@ def remote_chart(custom: Any, file: str | None) -> ChartSpec | None:
     repo = str(getattr(custom, "helm_repo", None) or "").strip()
     if not repo and "://" not in chart and not chart.startswith(("git::", "github.com/")):
         return None
-    if getattr(custom, "kustomize_dir", None):
-        raise RenderError("helm.chart with kustomize.dir (Kustomize post-rendering the chart's output) is "
-                          "not supported: render the chart, or the kustomization, in a mapping of its own",
-                          file=file, renderer="helm")
     if chart.startswith(("git::", "github.com/")):
         raise ChartError("invalid", f"helm.chart {chart!r} is a go-getter source: add its Git repository to "
                          "Fleetgate and point helm.chart at the chart's directory", file=file)

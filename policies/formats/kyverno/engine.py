@@ -407,21 +407,6 @@ def _validate(
         return _patterns(rule, v, target, ctx, message)
     if v.get("foreach") is not None:
         return _foreach(rule, v["foreach"], ctx, nesting)
-    if v.get("podSecurity") is not None and rule._pss is not None:
-        found = rule._pss.violations(ctx.resource)
-        if found is None:
-            return RuleResult(rule.name, "skip", "no pod spec")
-        if not found:
-            return RuleResult(rule.name, "pass", f"validation rule '{rule.name}' passed.")
-        head = _msg(message, ctx) or f"Validation rule '{rule.name}' failed."
-        controls = sorted({f.control for f in found})
-        details = "; ".join(f.describe() for f in found)
-        return RuleResult(
-            rule.name,
-            "fail",
-            f'{head} It violates PodSecurity "{rule._pss.level}:{rule._pss.version}": '
-            f"{', '.join(controls)} ({details})",
-        )
     if v.get("cel") is not None and rule._cel is not None:
         return rule._cel.evaluate(rule.name, ctx, str(rule.validate.get("message") or ""))
     return RuleResult(rule.name, "pass", "")

@@ -147,7 +147,6 @@ class Rule:
     cel_preconditions: list[dict[str, Any]] = field(default_factory=list)
     autogen_of: str = ""
     _cel: Any = None
-    _pss: Any = None
 
     def needs_cluster(self) -> list[str]:
         out = [f"{e['name']} ({k})" for e in self.context for k in CLUSTER_CONTEXT if k in e]
@@ -188,7 +187,7 @@ def _parse_rule(raw: Any, i: int, policy_name: str) -> tuple[Rule | None, tuple[
             f"{where}.validate needs exactly one of pattern, anyPattern, deny, foreach, cel, podSecurity"
         )
     form = forms[0]
-    if form in ("manifests", "assert"):
+    if form in ("manifests", "podSecurity", "assert"):
         return None, (name, f"validate.{form}")
     v = dict(validate)
     if form == "pattern" and not isinstance(v["pattern"], (Mapping, list)):
@@ -216,10 +215,6 @@ def _parse_rule(raw: Any, i: int, policy_name: str) -> tuple[Rule | None, tuple[
         raw=raw,
         cel_preconditions=list(raw.get("celPreconditions") or []),
     )
-    if form == "podSecurity":
-        from policies.formats.kyverno.podsecurity import parse_pod_security
-
-        rule._pss = parse_pod_security(v["podSecurity"], f"{where}.validate.podSecurity")
     if form == "cel":
         from policies.formats.kyverno.celrule import compile_cel
 

@@ -208,3 +208,58 @@ spec:
         deploy = rendered(mapping_of(origin.url, "helm-guestbook", cluster), cluster)[
             ("Deployment", "web", f"gb-{cluster}-helm-guestbook")]
         assert deploy["spec"]["template"]["spec"]["containers"][0]["image"] == f"gb-frontend:{cluster}"
+
+
+def test_applicationset_files_and_list_generators(origin: Origin, clusters: dict[str, Cluster],
+                                                  admin_user: Any) -> None:
+    origin.commit("examples", {
+        **LAYOUT,
+        # the git files generator: one config file per environment, its keys become parameters
+        "cluster-config/prod/config.json": '{"cluster": {"name": "east", "tag": "v7"}}',
+        "cluster-config/lab/config.json": '{"cluster": {"name": "lab", "tag": "v1"}}',
+    })
+    files = f"""apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {{name: by-config}}
+spec:
+  generators:
+    - git:
+        repoURL: {origin.url}
+        revision: HEAD
+        files: [{{path: "cluster-config/**/config.json"}}]
+  template:
+    metadata: {{name: 'gb-{{{{cluster.name}}}}'}}
+    spec:
+      source:
+        repoURL: {origin.url}
+        targetRevision: HEAD
+        path: helm-guestbook
+        helm: {{releaseName: guestbook, parameters: [{{name: image.tag, value: '{{{{cluster.tag}}}}'}}]}}
+      destination: {{name: '{{{{cluster.name}}}}', namespace: '{{{{path.basename}}}}'}}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {{name: listed}}
+spec:
+  generators:
+    - list:
+        elements:
+          - {{cluster: west, app: billing}}
+  template:
+    metadata: {{name: '{{{{app}}}}'}}
+    spec:
+      source: {{repoURL: {origin.url}, targetRevision: main, path: 'apps/{{{{app}}}}'}}
+      destination: {{name: '{{{{cluster}}}}', namespace: '{{{{app}}}}'}}
+"""
+    outcome = import_gitops(admin_user, [("sets.yaml", files)])
+    assert sorted(outcome.created["mappings"]) == [
+        f"{origin.path.name}/by-config-helm-guestbook", f"{origin.path.name}/by-config-helm-guestbook-2",
+        f"{origin.path.name}/listed-apps-billing"]
+    east = rendered(mapping_of(origin.url, "helm-guestbook", "east"), "east")
+    assert east[("Deployment", "prod", "guestbook-helm-guestbook")]["spec"]["template"]["spec"][
+        "containers"][0]["image"] == "gb-frontend:v7"
+    lab = rendered(mapping_of(origin.url, "helm-guestbook", "lab"), "lab")
+    assert lab[("Deployment", "lab", "guestbook-helm-guestbook")]["spec"]["template"]["spec"][
+        "containers"][0]["image"] == "gb-frontend:v1"
+    assert set(rendered(mapping_of(origin.url, "apps/billing", "west"), "west")) == {
+        ("Deployment", "billing", "billing")}

@@ -64,7 +64,8 @@ def test_gitrepo_targets_become_groups_and_mappings_that_render_what_fleet_deplo
       matchExpressions: [{key: env, operator: In, values: [prod]}]
   - name: one
     clusterName: test-1
-""", extra="  pollingInterval: 1m30s\n  clientSecretName: git-auth\n  keepResources: true\n")
+""", extra="  pollingInterval: 1m30s\n  clientSecretName: git-auth\n  keepResources: true\n"
+          "  correctDrift: {enabled: true}\n")
     outcome = import_gitops(admin_user, [("simple.yaml", doc)])
 
     assert outcome.created["repositories"] == ["simple"]
@@ -77,6 +78,7 @@ def test_gitrepo_targets_become_groups_and_mappings_that_render_what_fleet_deplo
     assert ClusterGroup.objects.get(name="simple-prod").selector == {
         "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]}
     assert PathMapping.objects.filter(repository=repo).count() == 3
+    assert all(g.self_heal for g in ClusterGroup.objects.filter(name__startswith="simple-"))  # correctDrift
     # Never silently dropped: the unknown key and the secret are listed by name.
     assert [(f.setting, f.source) for f in outcome.plan.unsupported] == [
         ("spec.keepResources", "GitRepo/simple (simple.yaml)")]
@@ -154,3 +156,60 @@ def test_dry_run_creates_nothing_and_a_second_import_creates_nothing_new(
     assert again.nothing_new and again.message().startswith("nothing new")
     assert again.existing["mappings"] == ["simple/simple-simple", "simple/simple-multi-cluster-manifests"]
     assert PathMapping.objects.count() == 2 and Repository.objects.count() == 1
+
+
+MULTI = {
+    # multi-cluster/kustomize of fleet-examples: a base, overlays per environment, fleet.yaml picking one
+    "multi-cluster/kustomize/base/kustomization.yaml": "resources: [frontend-deployment.yaml, "
+                                                       "frontend-service.yaml]\n",
+    "multi-cluster/kustomize/base/frontend-deployment.yaml": deployment("frontend", "guestbook:v5"),
+    "multi-cluster/kustomize/base/frontend-service.yaml": service("frontend"),
+    "multi-cluster/kustomize/overlays/dev/kustomization.yaml": "resources: [../../base]\n",
+    "multi-cluster/kustomize/overlays/prod/kustomization.yaml": """resources: [../../base]
+patches:
+  - target: {kind: Deployment, name: frontend}
+    patch: '[{"op": "replace", "path": "/spec/replicas", "value": 3}]'
+  - target: {kind: Service, name: frontend}
+    patch: '[{"op": "add", "path": "/spec/type", "value": "LoadBalancer"}]'
+""",
+    "multi-cluster/kustomize/fleet.yaml": """namespace: fleet-mc-kustomize-example
+targetCustomizations:
+- name: dev
+  clusterSelector: {matchLabels: {env: dev}}
+  kustomize: {dir: overlays/dev}
+- name: prod
+  clusterSelector: {matchLabels: {env: prod}}
+  kustomize: {dir: overlays/prod}
+""",
+    # multi-cluster/manifests: plain manifests with a fleet.yaml of its own
+    "multi-cluster/manifests/fleet.yaml": "namespace: fleet-mc-manifest-example\n",
+    "multi-cluster/manifests/frontend-service.yaml": service("frontend"),
+    "multi-cluster/README.md": "# examples\n",
+}
+
+
+def test_nested_bundles_of_a_path_become_mappings_that_render_their_fleet_yaml(
+        origin: Origin, clusters: dict[str, Cluster], admin_user: Any) -> None:
+    origin.commit("multi-cluster", MULTI)
+    doc = gitrepo(origin, "multi", ["multi-cluster"], """  - name: dev
+    clusterSelector: {matchLabels: {env: dev}}
+  - name: prod
+    clusterSelector: {matchLabels: {env: prod}}
+""")
+    outcome = import_gitops(admin_user, [("multi.yaml", doc)])
+    # Fleet makes a bundle of each directory holding a fleet.yaml; multi-cluster itself holds no manifest.
+    assert sorted(outcome.created["mappings"]) == [
+        "multi/multi-multi-cluster-kustomize-1", "multi/multi-multi-cluster-kustomize-2",
+        "multi/multi-multi-cluster-manifests-1", "multi/multi-multi-cluster-manifests-2"]
+    dev = rendered(mapping_of(origin.url, "multi-cluster/kustomize", "multi-dev"), "dev-1")
+    ns = "fleet-mc-kustomize-example"
+    # the bundle's namespace is created, as Fleet does
+    assert set(dev) == {("Namespace", "", ns), ("Deployment", ns, "frontend"), ("Service", ns, "frontend")}
+    assert dev[("Deployment", ns, "frontend")]["spec"]["replicas"] == 1
+    for cluster in ("prod-1", "prod-2"):
+        prod = rendered(mapping_of(origin.url, "multi-cluster/kustomize", "multi-prod"), cluster)
+        assert prod[("Deployment", ns, "frontend")]["spec"]["replicas"] == 3
+        assert prod[("Service", ns, "frontend")]["spec"]["type"] == "LoadBalancer"
+    manifests = rendered(mapping_of(origin.url, "multi-cluster/manifests", "multi-prod"), "prod-1")
+    assert set(manifests) == {("Namespace", "", "fleet-mc-manifest-example"),
+                              ("Service", "fleet-mc-manifest-example", "frontend")}

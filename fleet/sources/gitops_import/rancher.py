@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .environment import Environment
+from .environment import Environment, TreeUnavailable
 from .model import GroupSpec, MappingSpec, Plan, RepositorySpec, Source, slug, walk_unknown
 
 HANDLED_SPEC = {
@@ -52,21 +52,18 @@ def parse_gitrepo(doc: dict[str, Any], src: Source, env: Environment, plan: Plan
     if not isinstance(paths, list):
         plan.skip(src, "spec.paths", "must be a list of paths")
         return
-    groups = _targets(spec, src, env, plan)
     correct = spec.get("correctDrift") or {}
-    for group in groups:
-        if isinstance(correct, dict) and correct.get("enabled"):
-            if group.existing:
-                plan.note(src, "spec.correctDrift", f"self-heal is a setting of group {group.name!r}; "
-                          "the existing group keeps its own")
-            else:
-                group.self_heal = True
+    heal = True if isinstance(correct, dict) and correct.get("enabled") else None
+    groups = _targets(spec, src, env, plan, heal)
+    if heal and any(g.existing for g in groups):
+        plan.note(src, "spec.correctDrift",
+                  "self-heal is a setting of the group: existing groups keep theirs")
     for raw in paths:
-        path = str(raw).strip().strip("/") or "."
-        for i, group in enumerate(groups):
-            mname = slug(name, "" if path == "." else path, str(i + 1) if len(groups) > 1 else "")
-            plan.add_mapping(MappingSpec(mname, repo.name, path, group.name, enabled=not spec.get("paused"),
-                                         source=str(src)))
+        for path in _bundles(env, url, branch, str(raw).strip().strip("/") or ".", src, plan):
+            for i, group in enumerate(groups):
+                mname = slug(name, "" if path == "." else path, str(i + 1) if len(groups) > 1 else "")
+                plan.add_mapping(MappingSpec(mname, repo.name, path, group.name,
+                                             enabled=not spec.get("paused"), source=str(src)))
     if spec.get("paused"):
         plan.note(src, "spec.paused", "imported as disabled mappings (nothing is rendered or synced "
                   "until enabled)")
@@ -75,7 +72,47 @@ def parse_gitrepo(doc: dict[str, Any], src: Source, env: Environment, plan: Plan
                   "receives the bundle from both mappings (Fleet deploys it once)")
 
 
-def _targets(spec: dict[str, Any], src: Source, env: Environment, plan: Plan) -> list[GroupSpec]:
+BUNDLE_FILES = ("fleet.yaml", "fleet.yml")
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _bundles(env: Environment, url: str, branch: str, path: str, src: Source, plan: Plan) -> list[str]:
+    """The bundles Fleet makes of one GitRepo path: every directory under it holding a ``fleet.yaml`` (or a
+    chart not inside another one) is a bundle of its own, left out of its parent's; the path itself is one
+    when it holds a fleet.yaml or files of its own (or nothing else is found)."""
+    if env.tree is None:
+        return [path]
+    try:
+        _, tree = env.tree(url, branch)
+    except TreeUnavailable as exc:
+        plan.note(src, "spec.paths", f"the repository could not be read ({exc}): nested bundles (directories "
+                  "with their own fleet.yaml) were not looked for")
+        return [path]
+    root = tree / path if path != "." else tree
+    if not root.is_dir():
+        plan.skip(src, "spec.paths", f"{path!r} is not a directory on branch {branch!r}")
+        return []
+    found: list[str] = []
+    for d in sorted(p for p in root.rglob("*") if p.is_dir()):
+        rel = d.relative_to(tree)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        inside = [d.relative_to(root).parents[i] for i in range(len(d.relative_to(root).parts) - 1)]
+        in_chart = (root / "Chart.yaml").is_file() or any((root / a / "Chart.yaml").is_file() for a in inside)
+        if any((d / f).is_file() for f in BUNDLE_FILES) or ((d / "Chart.yaml").is_file() and not in_chart):
+            found.append(str(rel))
+    own = any((root / f).is_file() for f in BUNDLE_FILES) or (root / "Chart.yaml").is_file() or any(
+        f.is_file() and f.suffix in MANIFEST_SUFFIXES and not any(
+            str(f.relative_to(tree)).startswith(b + "/") for b in found)
+        for f in root.rglob("*") if not any(part.startswith(".") for part in f.relative_to(tree).parts))
+    if found:
+        plan.note(src, "spec.paths", f"{path}: bundles of their own (own fleet.yaml or chart): "
+                  + ", ".join(found))
+    return ([path] if own or not found else []) + found
+
+
+def _targets(spec: dict[str, Any], src: Source, env: Environment, plan: Plan, heal: bool | None
+             ) -> list[GroupSpec]:
     targets = spec.get("targets")
     if not targets:
         targets = [{"name": "default", "clusterGroup": "default"}]
@@ -120,12 +157,14 @@ def _targets(spec: dict[str, Any], src: Source, env: Environment, plan: Plan) ->
                 plan.skip(src, where, f"cluster {cname!r} does not match the target's clusterSelector: "
                           "the target selects nothing")
                 continue
-            groups.append(plan.add_group(GroupSpec(slug(src.name, tname), include=[cname], source=str(src))))
+            groups.append(plan.add_group(GroupSpec(slug(src.name, tname), include=[cname], self_heal=heal,
+                                                   source=str(src))))
             continue
         if selector is None:
             plan.skip(src, where, "a target without clusterSelector, clusterGroup or clusterName")
             continue
         groups.append(plan.add_group(GroupSpec(slug(src.name, tname), selector=_selector(selector),
+                                               self_heal=heal,
                                                source=str(src))))
     return groups
 

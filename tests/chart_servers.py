@@ -3,8 +3,9 @@
 * ``LocalCA``: a certificate authority made with ``cryptography`` and a server certificate for 127.0.0.1 and
   localhost (the servers speak HTTPS; the fetcher trusts the CA through a chart repository's ``ca_bundle``).
 * ``ChartRepoServer``: an HTTPS server in a thread serving a directory (``index.yaml`` + ``.tgz``, as
-  ``helm repo index`` writes them), optionally behind HTTP basic auth; it counts the requests per path, so a
-  test sees what was downloaded.  ``stop()`` closes the port: the same URL is then unreachable (offline).
+  ``helm repo index`` writes them), optionally behind HTTP basic auth and with ETags (304 Not Modified); it
+  counts the requests per path, so a test sees what was downloaded.  ``stop()`` closes the port: the same
+  URL is then unreachable (offline).
 * ``OciRegistry``: CNCF Distribution (``registry``, built from Go modules by scripts/build-registry.sh,
   cached in $FLEETGATE_CACHE_DIR) started with a config file on 127.0.0.1 over TLS, optionally with htpasswd
   authentication.  Charts are pushed with oras in ``helm push``'s layout.
@@ -165,11 +166,15 @@ def sha256_file(path: Path) -> str:
 class ChartRepoServer:
     """An HTTPS chart repository (``index.yaml`` and archives) in a thread on 127.0.0.1."""
 
-    def __init__(self, root: Path, ca: LocalCA, *, auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, ca: LocalCA, *, auth: tuple[str, str] | None = None, etags: bool = False
+    ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.auth = auth
+        self.etags = etags
         self.hits: Counter[str] = Counter()
+        self.not_modified: Counter[str] = Counter()
         self.auth_headers: list[str] = []
         server = self
 
@@ -200,8 +205,17 @@ class ChartRepoServer:
                     self.end_headers()
                     return
                 body = target.read_bytes()
+                etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+                if server.etags and self.headers.get("If-None-Match") == etag:
+                    server.not_modified[path] += 1
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
+                if server.etags:
+                    self.send_header("ETag", etag)
                 self.end_headers()
                 self.wfile.write(body)
 

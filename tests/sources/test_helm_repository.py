@@ -245,15 +245,67 @@ def test_refused_addresses_and_limits(tmp_path: Path, ca: LocalCA, server: Chart
             render(tree, RenderRequest(path="apps/web", cluster=EU), charts=charts)
 
 
-def test_an_archive_url_is_fetched_once_while_unchanged(
+def test_an_archive_url_and_the_index_are_not_downloaded_again_while_unchanged(
+    tmp_path: Path, ca: LocalCA
+) -> None:
+    server = ChartRepoServer(tmp_path / "served", ca, etags=True)
+    try:
+        src = make_chart(tmp_path / "src", "web", "1.0.0")
+        server.publish(src)
+        url = server.url + "/web-1.0.0.tgz"
+        tree = mapped(tmp_path, {"chart": url, "releaseName": "direct"})
+        request = RenderRequest(path="apps/web", cluster=EU)
+        with fetcher(tmp_path / "cache", ca) as charts:
+            first = render(tree, request, charts=charts)
+            assert charts.stats.chart_downloads == 1
+        assert ("ConfigMap", "direct-web") in objects(first)
+        with fetcher(tmp_path / "cache", ca) as charts:  # the server answers 304: the cached digest holds
+            second = render(tree, request, charts=charts)
+            assert charts.stats.chart_downloads == 0
+        assert server.not_modified["/charts/web-1.0.0.tgz"] == 1 and second.input_hash == first.input_hash
+        # the archive changes at the same URL: a new ETag, a new digest, a new render
+        (src / "values.yaml").write_text("greeting: new\n")
+        server.publish(src)
+        with fetcher(tmp_path / "cache", ca) as charts:
+            third = render(tree, request, charts=charts)
+            assert charts.stats.chart_downloads == 1
+        assert third.input_hash != first.input_hash
+        assert objects(third)[("ConfigMap", "direct-web")]["data"]["greeting"] == "new"
+        # an index repository's index.yaml is not downloaded again while unchanged either
+        indexed = mapped(tmp_path, {"chart": "web", "repo": server.url, "version": "1.0.0"})
+        for _ in range(2):
+            with fetcher(tmp_path / "cache", ca) as charts:
+                render(indexed, request, charts=charts)
+        assert server.hits["/charts/index.yaml"] == 2 and server.not_modified["/charts/index.yaml"] == 1
+    finally:
+        server.stop()
+
+
+def test_a_fleet_yaml_chart_from_a_helm_repository(
     tmp_path: Path, ca: LocalCA, server: ChartRepoServer
 ) -> None:
     server.publish(make_chart(tmp_path / "src", "web", "1.0.0"))
-    url = server.url + "/web-1.0.0.tgz"
-    tree = mapped(tmp_path, {"chart": url, "releaseName": "direct"})
+    d = tmp_path / "tree" / "fleet" / "web"
+    d.mkdir(parents=True)
+    (d / "fleet.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "defaultNamespace": "guestbook",
+                "helm": {
+                    "chart": "web",
+                    "repo": server.url,
+                    "version": "1.0.0",
+                    "releaseName": "guest",
+                    "values": {"greeting": "from fleet.yaml"},
+                },
+            }
+        )
+    )
     with fetcher(tmp_path / "cache", ca) as charts:
-        result = render(tree, RenderRequest(path="apps/web", cluster=EU), charts=charts)
-    assert ("ConfigMap", "direct-web") in objects(result)
+        result = render(tmp_path / "tree", RenderRequest(path="fleet/web", cluster=EU), charts=charts)
+    cm = objects(result)[("ConfigMap", "guest-web")]
+    assert cm["metadata"]["namespace"] == "guestbook"
+    assert cm["data"]["release"] == "guest" and cm["data"]["greeting"] == "from fleet.yaml"
 
 
 # ---------------------------------------------------------------------------------------- dependencies

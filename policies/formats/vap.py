@@ -26,7 +26,7 @@ from typing import Any
 
 from policies.formats import FormatError
 from policies.formats.admission import AdmissionInput, Finding, ParamsLookup, no_params
-from policies.formats.cel import CelError, CelEvalError, Program, compile_expression
+from policies.formats.cel import CelError, CelEvalError, Program, compile_expression, member_references
 from policies.formats.kube import CLUSTER_SCOPED_KINDS, LabelSelector, labels_of
 
 API_VERSIONS = ("admissionregistration.k8s.io/v1", "admissionregistration.k8s.io/v1beta1")
@@ -100,13 +100,21 @@ def _strings(raw: Any, where: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _compile(source: Any, where: str, lazy: bool = True) -> Program:
+def _compile(source: Any, where: str, defined: Sequence[str]) -> Program:
+    """Compile one expression; ``variables.x`` must name one of ``defined`` (the variables before it)."""
     if not isinstance(source, str) or not source.strip():
         raise FormatError(f"{where} is required (a CEL expression)")
     try:
-        return compile_expression(source, VARIABLES, lazy=("variables",) if lazy else ())
+        program = compile_expression(source, VARIABLES, lazy=("variables",))
     except CelError as exc:
         raise FormatError(f"{where}: {exc}") from None
+    for name, line, column in member_references(source, "variables"):
+        if name not in defined:
+            raise FormatError(
+                f"{where}: undefined variable '{name}' (an expression can use the variables defined "
+                f"before it: {', '.join(defined) or 'none'}) (line {line}, column {column})"
+            )
+    return program
 
 
 @dataclass(frozen=True)
@@ -301,13 +309,20 @@ def parse_policy(doc: Any) -> Policy:
     constraints = MatchResources.parse(spec.get("matchConstraints"), "spec.matchConstraints")
     if not constraints.resource_rules:
         raise FormatError("spec.matchConstraints.resourceRules is required")
+    defined: list[str] = []
+    variables_list = []
+    for i, n, v in _named(spec.get("variables"), "spec.variables", "name"):
+        where = f"spec.variables[{i}].expression"
+        variables_list.append((n, _compile(v.get("expression"), where, defined)))
+        defined.append(n)
+    variables = tuple(variables_list)
+
+    def compiled(source: Any, where: str) -> Program:
+        return _compile(source, where, defined)
+
     conditions = tuple(
-        (n, _compile(c.get("expression"), f"spec.matchConditions[{i}].expression"))
+        (n, compiled(c.get("expression"), f"spec.matchConditions[{i}].expression"))
         for i, n, c in _named(spec.get("matchConditions"), "spec.matchConditions", "name")
-    )
-    variables = tuple(
-        (n, _compile(v.get("expression"), f"spec.variables[{i}].expression"))
-        for i, n, v in _named(spec.get("variables"), "spec.variables", "name")
     )
     validations = []
     for i, raw in enumerate(_list(spec.get("validations"), "spec.validations")):
@@ -325,16 +340,16 @@ def parse_policy(doc: Any) -> Policy:
         validations.append(
             Validation(
                 i,
-                _compile(raw.get("expression"), f"spec.validations[{i}].expression"),
+                compiled(raw.get("expression"), f"spec.validations[{i}].expression"),
                 message,
-                _compile(msg_expr, f"spec.validations[{i}].messageExpression")
+                compiled(msg_expr, f"spec.validations[{i}].messageExpression")
                 if msg_expr is not None
                 else None,
                 str(reason),
             )
         )
     annotations = tuple(
-        (k, _compile(a.get("valueExpression"), f"spec.auditAnnotations[{i}].valueExpression"))
+        (k, compiled(a.get("valueExpression"), f"spec.auditAnnotations[{i}].valueExpression"))
         for i, k, a in _named(spec.get("auditAnnotations"), "spec.auditAnnotations", "key")
     )
     if not validations and not annotations:
@@ -559,8 +574,10 @@ class CompiledVap:
                 errors.append(f"matchCondition {name!r} must evaluate to bool")
         if errors:
             return self._failure(index, "matchConditions", "; ".join(errors), **extra)
-        annotations = self._audit_annotations(activation)
+        annotations, failed = self._audit_annotations(activation)
         findings: list[Finding] = []
+        for key, message in failed:
+            findings.extend(self._failure(index, f"auditAnnotations[{key}]", message, **extra))
         for v in self.policy.validations:
             rule = f"validations[{v.index}]"
             source = v.expression.source
@@ -622,17 +639,24 @@ class CompiledVap:
         policy = self.policy.name
         return f"ValidatingAdmissionPolicy '{policy}' with binding '{binding}' denied request: {message}"
 
-    def _audit_annotations(self, activation: Mapping[str, Any]) -> dict[str, str]:
+    def _audit_annotations(
+        self, activation: Mapping[str, Any]
+    ) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        """The annotations (``<policy>/<key>``; a null value leaves the key out) and the failures."""
         out: dict[str, str] = {}
+        failed: list[tuple[str, str]] = []
         for key, program in self.policy.audit_annotations:
+            source = program.source
             try:
                 value = program.evaluate(activation)
             except CelEvalError as exc:
-                out[key] = f"error: {exc}"
+                failed.append((key, f"expression '{source}' resulted in error: {exc}"))
                 continue
             if isinstance(value, str):
                 out[f"{self.policy.name}/{key}"] = value
-        return out
+            elif value is not None:
+                failed.append((key, f"valueExpression '{source}' must evaluate to a string or null"))
+        return out, failed
 
 
 _NAMESPACED_PARAM_KINDS = frozenset({"ConfigMap", "Secret"})

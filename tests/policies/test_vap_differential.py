@@ -292,6 +292,38 @@ CASES = [
         policy={"excludeResourceRules": [{**CM_RULE, "resourceNames": ["s-exclude-by-name"]}]},
     ),
     Case(
+        "audit-annotation-error",
+        [{"expression": "true"}],
+        {"x": "1"},
+        policy={"auditAnnotations": [{"key": "k", "valueExpression": "string(object.data.nothere)"}]},
+    ),
+    Case(
+        "message-multiline",
+        [{"expression": "false", "message": "static", "messageExpression": "'line one\\nline two'"}],
+        {"x": "1"},
+    ),
+    Case(
+        "variables-chain",
+        [
+            {
+                "expression": "variables.doubled < 10",
+                "messageExpression": "'doubled ' + string(variables.doubled)",
+            }
+        ],
+        {"n": "6"},
+        policy={
+            "variables": [
+                {"name": "n", "expression": "int(object.data.n)"},
+                {"name": "doubled", "expression": "variables.n * 2"},
+            ]
+        },
+    ),
+    Case(
+        "int-or-string",
+        [{"expression": "type(object.data.v) == string ? object.data.v == '100%' : false"}],
+        {"v": "50%"},
+    ),
+    Case(
         "deployment-replicas",
         [
             {
@@ -400,6 +432,7 @@ def test_the_evaluator_answers_as_the_api_server_does(
                 ns, {"metadata": {"name": "limits", "labels": {"role": "limits"}}, "data": {"max": "3"}}
             )
         documents = {case.id: _documents(case, suffix) for case in CASES}
+        created: list[tuple[str, str]] = []
         # old objects first (the case policies only match the operation under test)
         for case in CASES:
             if case.old_data is not None:
@@ -409,7 +442,9 @@ def test_the_evaluator_answers_as_the_api_server_does(
         try:
             for policy, binding in documents.values():
                 reg.create_validating_admission_policy(policy)
+                created.append(("policy", policy["metadata"]["name"]))
                 reg.create_validating_admission_policy_binding(binding)
+                created.append(("binding", binding["metadata"]["name"]))
 
             def send(case: Case, obj: dict[str, Any]) -> str | None:
                 ns = obj["metadata"]["namespace"]
@@ -496,9 +531,11 @@ def test_the_evaluator_answers_as_the_api_server_does(
                 findings = compile(parse_policy(policy), parse_binding(binding)).evaluate([item], lookup)
                 results.append((case.id, server, findings))
         finally:
-            for policy, binding in documents.values():
-                reg.delete_validating_admission_policy_binding(binding["metadata"]["name"])
-                reg.delete_validating_admission_policy(policy["metadata"]["name"])
+            for what, name in reversed(created):
+                if what == "binding":
+                    reg.delete_validating_admission_policy_binding(name)
+                else:
+                    reg.delete_validating_admission_policy(name)
     disagreements = []
     for case_id, server, findings in results:
         ours_denied = any(f.action == "deny" or f.error for f in findings)
@@ -508,7 +545,7 @@ def test_the_evaluator_answers_as_the_api_server_does(
             )
         elif server is not None and not any(f.message in server for f in findings):
             disagreements.append((case_id, server, [f.message for f in findings]))
-    assert disagreements == []
+    assert disagreements == [], json.dumps(disagreements, indent=1)
     # both answers are exercised: the table holds allowed and denied cases
     denied = [case_id for case_id, server, _ in results if server is not None]
     assert 20 <= len(denied) < len(results)

@@ -434,3 +434,33 @@ def test_results_of_rules_the_gate_does_not_apply_do_not_pass(suite: Path) -> No
     assert [(r["rule"], r["actual"], r["reason"]) for r in bad] == [
         ("add-default", "not applied", "mutate rules are not applied by the gate")
     ]
+
+
+def test_unscored_policies_report_warn(tmp_path: Path) -> None:
+    pol = {
+        **POLICY,
+        "metadata": {"name": "require-team", "annotations": {"policies.kyverno.io/scored": "false"}},
+    }
+    write(tmp_path / "policy.yaml", pol)
+    write(tmp_path / "resources.yaml", pod("bad"))
+    write(
+        tmp_path / "values.yaml",
+        {
+            "policies": [
+                {"name": "require-team", "rules": [{"name": "check-team", "values": {"allowed": "a"}}]}
+            ]
+        },
+    )
+    write(
+        tmp_path / "kyverno-test.yaml",
+        {
+            "policies": ["policy.yaml"],
+            "resources": ["resources.yaml"],
+            "variables": "values.yaml",
+            "results": [
+                {"policy": "require-team", "rule": "check-team", "resources": ["bad"], "result": "warn"}
+            ],
+        },
+    )
+    code, out = run(str(tmp_path))
+    assert code == 0, out

@@ -580,3 +580,175 @@ def test_context_entries_given_from_outside_are_not_loaded() -> None:
     obj = pod(labels={"team": "a"})
     results = pol.apply(review(obj), rule_values={"r": {"teams.data.allowed": "a | b"}})
     assert [(r.rule, r.status) for r in results] == [("r", "pass")]
+
+
+def pss_policy(level: str, exclude: list[dict[str, Any]] | None = None) -> Any:
+    return policy(
+        [
+            {
+                "name": "pss",
+                "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                "validate": {"podSecurity": {"level": level, "version": "latest", "exclude": exclude or []}},
+            }
+        ]
+    )
+
+
+RESTRICTED_OK = {
+    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [
+        {
+            "name": "c",
+            "image": "nginx:1",
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("level", "spec", "status"),
+    [
+        ("baseline", {}, "pass"),
+        ("baseline", {"hostNetwork": True}, "fail"),
+        (
+            "baseline",
+            {"containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]},
+            "fail",
+        ),
+        (
+            "baseline",
+            {
+                "containers": [
+                    {"name": "c", "image": "x", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}
+                ]
+            },
+            "fail",
+        ),
+        (
+            "baseline",
+            {
+                "containers": [
+                    {"name": "c", "image": "x", "securityContext": {"capabilities": {"add": ["CHOWN"]}}}
+                ]
+            },
+            "pass",
+        ),
+        ("baseline", {"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}, "fail"),
+        (
+            "baseline",
+            {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80, "hostPort": 80}]}]},
+            "fail",
+        ),
+        ("baseline", {"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}, "fail"),
+        ("baseline", {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}, "fail"),
+        ("restricted", {}, "fail"),
+        ("restricted", RESTRICTED_OK, "pass"),
+        (
+            "restricted",
+            {**RESTRICTED_OK, "volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}]},
+            "fail",
+        ),
+        ("restricted", {**RESTRICTED_OK, "securityContext": {"runAsNonRoot": True}}, "fail"),
+    ],
+)
+def test_pod_security_levels(level: str, spec: dict[str, Any], status: str) -> None:
+    obj = pod(**spec) if spec else pod()
+    assert statuses(pss_policy(level), obj)["pss"] == status
+
+
+def test_pod_security_exclusions_by_control_and_image() -> None:
+    spec = {
+        **RESTRICTED_OK,
+        "containers": [
+            {**RESTRICTED_OK["containers"][0], "securityContext": {"allowPrivilegeEscalation": False}}
+        ],
+    }
+    pol = pss_policy("restricted", [{"controlName": "Capabilities", "images": ["nginx*"]}])
+    assert statuses(pol, pod(**spec))["pss"] == "pass"
+    other = pss_policy("restricted", [{"controlName": "Capabilities", "images": ["redis*"]}])
+    [res] = [r for r in other.apply(review(pod(**spec))) if r.rule == "pss"]
+    assert res.status == "fail" and "Capabilities" in res.message
+    pod_level = pss_policy("baseline", [{"controlName": "Host Namespaces"}])
+    assert statuses(pod_level, pod(hostNetwork=True))["pss"] == "pass"
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "x"},
+        "spec": {"template": {"spec": {"hostPID": True, "containers": [{"name": "c", "image": "x"}]}}},
+    }
+    assert statuses(pss_policy("baseline"), deploy) == {"autogen-pss": "fail"}
+    with pytest.raises(FormatError, match="controlName"):
+        pss_policy("baseline", [{"controlName": "Nope"}])
+
+
+def test_evaluation_leaves_inputs_and_policy_untouched() -> None:
+    import copy as _copy
+
+    rule = pattern_rule({"metadata": {"labels": {"team": "{{ request.object.metadata.name }}"}}})
+    rule["context"] = [{"name": "x.y", "variable": {"value": {"a": 1}}}]
+    pol = policy([rule])
+    obj = pod("web", {"team": "web"})
+    before_obj, before_rules = _copy.deepcopy(obj), _copy.deepcopy([r.validate for r in pol.rules])
+    assert statuses(pol, obj) == {"r": "pass"}
+    assert statuses(pol, obj) == {"r": "pass"}
+    assert obj == before_obj
+    assert [r.validate for r in pol.rules] == before_rules
+    with pytest.raises(FormatError, match="reserved"):
+        bad = pattern_rule({"metadata": {"name": "?*"}})
+        bad["context"] = [{"name": "request.object", "variable": {"value": 1}}]
+        policy([bad])
+
+
+def test_legacy_preconditions_list_and_failure_action_overrides() -> None:
+    rule = pattern_rule({"metadata": {"labels": {"team": "?*"}}})
+    rule["preconditions"] = [
+        {"key": "{{ request.object.metadata.name }}", "operator": "Equals", "value": "web*"}
+    ]
+    rule["validate"]["failureActionOverrides"] = [{"action": "Audit", "namespaces": ["dev-*"]}]
+    pol = policy([rule])
+    assert statuses(pol, pod("db")) == {"r": "skip"}
+    assert [f.action for f in pol.evaluate([review(pod("web", ns="prod"))])] == ["deny"]
+    assert [f.action for f in pol.evaluate([review(pod("web", ns="dev-1"))])] == ["dryrun"]
+    warn = parse_policy(
+        {
+            "apiVersion": "kyverno.io/v1",
+            "kind": "ClusterPolicy",
+            "metadata": {"name": "w"},
+            "spec": {
+                "validationFailureAction": "Audit",
+                "emitWarning": True,
+                "rules": [pattern_rule({"metadata": {"labels": {"team": "?*"}}})],
+            },
+        }
+    )
+    assert [f.action for f in warn.evaluate([review(pod())])] == ["warn"]
+
+
+def test_x509_decode() -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetgate-test")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(42)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    out = search("x509_decode(@)", pem)
+    assert out["Subject"]["CommonName"] == "fleetgate-test"
+    assert out["SerialNumber"] == 42 and out["NotAfter"] == "2026-01-02T00:00:00Z"
+    with pytest.raises(JMESPathError):
+        search("x509_decode('not a certificate')", {})

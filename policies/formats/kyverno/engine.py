@@ -9,7 +9,13 @@ from typing import Any
 
 from policies.formats import FormatError
 from policies.formats.admission import AdmissionInput, Finding
-from policies.formats.kyverno.conditions import SubstitutionError, evaluate_conditions, query, substitute
+from policies.formats.kyverno.conditions import (
+    SubstitutionError,
+    evaluate_conditions,
+    has_variables,
+    query,
+    substitute,
+)
 from policies.formats.kyverno.jmes import JMESPathError, NotFound, search
 from policies.formats.kyverno.match import Request, selector_matches
 from policies.formats.kyverno.pattern import match_pattern
@@ -85,6 +91,7 @@ class KyvernoPolicy:
         if self.namespace and req.namespace != self.namespace:
             return []
         out: list[RuleResult] = []
+        base: dict[str, Any] | None = None
         for rule in self.rules:
             if not rule.match.matches(req):
                 continue
@@ -94,7 +101,14 @@ class KyvernoPolicy:
             if any(ex.matches(self, rule.name, inp) for ex in exceptions):
                 out.append(RuleResult(rule.name, "skip", "rule is skipped due to policy exceptions", action))
                 continue
-            data = build_context(inp, values or {}, (rule_values or {}).get(rule.name, {}))
+            own_values = (rule_values or {}).get(rule.name, {})
+            if values or own_values:
+                data = build_context(inp, values or {}, own_values)
+            else:
+                # the objects are only read; each rule gets its own top level for its context entries
+                if base is None:
+                    base = build_context(inp, {}, {}, copy_objects=False)
+                data = {**base, "request": dict(base["request"])}
             supplied = {**(values or {}), **(rule_values or {}).get(rule.name, {})}
             ctx = EvalContext(data, req, resource, inp, supplied)
             try:
@@ -283,7 +297,11 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def build_context(
-    inp: AdmissionInput, values: Mapping[str, Any], rule_values: Mapping[str, Any]
+    inp: AdmissionInput,
+    values: Mapping[str, Any],
+    rule_values: Mapping[str, Any],
+    *,
+    copy_objects: bool = True,
 ) -> dict[str, Any]:
     resource = inp.object if inp.object is not None else inp.old_object or {}
     meta = resource.get("metadata") or {}
@@ -293,8 +311,8 @@ def build_context(
     user_info = {k: v for k, v in ui.items() if k not in ("roles", "clusterRoles")}
     request: dict[str, Any] = {
         "operation": inp.operation,
-        "object": copy.deepcopy(dict(inp.object)) if inp.object is not None else None,
-        "oldObject": copy.deepcopy(dict(inp.old_object)) if inp.old_object is not None else None,
+        "object": _copied(inp.object, copy_objects),
+        "oldObject": _copied(inp.old_object, copy_objects),
         "userInfo": user_info,
         "roles": list(ui.get("roles") or []),
         "clusterRoles": list(ui.get("clusterRoles") or []),
@@ -320,6 +338,12 @@ def build_context(
         for k, v in source.items():
             _set_path(data, str(k), copy.deepcopy(v))
     return data
+
+
+def _copied(obj: Mapping[str, Any] | None, deep: bool) -> Any:
+    if obj is None:
+        return None
+    return copy.deepcopy(dict(obj)) if deep else obj
 
 
 def load_context(entries: Sequence[Mapping[str, Any]], ctx: EvalContext) -> None:
@@ -407,6 +431,21 @@ def _validate(
         return _patterns(rule, v, target, ctx, message)
     if v.get("foreach") is not None:
         return _foreach(rule, v["foreach"], ctx, nesting)
+    if v.get("podSecurity") is not None and rule._pss is not None:
+        found = rule._pss.violations(ctx.resource)
+        if found is None:
+            return RuleResult(rule.name, "skip", "no pod spec")
+        if not found:
+            return RuleResult(rule.name, "pass", f"validation rule '{rule.name}' passed.")
+        head = _msg(message, ctx) or f"Validation rule '{rule.name}' failed."
+        controls = sorted({f.control for f in found})
+        details = "; ".join(f.describe() for f in found)
+        return RuleResult(
+            rule.name,
+            "fail",
+            f'{head} It violates PodSecurity "{rule._pss.level}:{rule._pss.version}": '
+            f"{', '.join(controls)} ({details})",
+        )
     if v.get("cel") is not None and rule._cel is not None:
         return rule._cel.evaluate(rule.name, ctx, str(rule.validate.get("message") or ""))
     return RuleResult(rule.name, "pass", "")
@@ -414,10 +453,8 @@ def _validate(
 
 def _patterns(rule: Rule, v: Mapping[str, Any], target: Any, ctx: EvalContext, message: Any) -> RuleResult:
     try:
-        pattern = substitute(copy.deepcopy(v["pattern"]), ctx.data) if v.get("pattern") is not None else None
-        any_patterns = (
-            substitute(copy.deepcopy(v["anyPattern"]), ctx.data) if v.get("anyPattern") is not None else None
-        )
+        pattern = _substituted(v.get("pattern"), ctx)
+        any_patterns = _substituted(v.get("anyPattern"), ctx)
     except (SubstitutionError, JMESPathError) as exc:
         raise RuleError(f"variable substitution failed: {exc}") from exc
     user_msg = _msg(message, ctx)
@@ -446,6 +483,22 @@ def _patterns(rule: Rule, v: Mapping[str, Any], target: Any, ctx: EvalContext, m
         return RuleResult(rule.name, "skip", " ".join(skipped))
     head = f"validation error: {user_msg}" if user_msg else "validation error"
     return RuleResult(rule.name, "fail", f"{head}. " + " ".join(failed))
+
+
+_HAS_VARIABLES: dict[int, tuple[Any, bool]] = {}
+
+
+def _substituted(document: Any, ctx: EvalContext) -> Any:
+    """``document`` with its ``{{ }}`` variables replaced (a new structure; the policy's is not touched)."""
+    if document is None:
+        return None
+    cached = _HAS_VARIABLES.get(id(document))
+    if cached is None or cached[0] is not document:
+        if len(_HAS_VARIABLES) > 4096:
+            _HAS_VARIABLES.clear()
+        cached = (document, has_variables(document))
+        _HAS_VARIABLES[id(document)] = cached
+    return substitute(document, ctx.data) if cached[1] else document
 
 
 def _fail_message(rule: Rule, user_msg: str, path: str) -> str:

@@ -34,6 +34,17 @@ POD_CONTROLLERS = (
 )
 CLUSTER_CONTEXT = ("apiCall", "configMap", "imageRegistry", "globalReference")
 AUTOGEN_ANNOTATION = "pod-policies.kyverno.io/autogen-controllers"
+_RESERVED = {
+    "request",
+    "serviceAccountName",
+    "serviceAccountNamespace",
+    "element",
+    "elementIndex",
+    "images",
+    "image",
+    "namespaceObject",
+    "@",
+}
 _RULE_TYPES = ("validate", "mutate", "generate", "verifyImages")
 _VALIDATE_FIELDS = {
     "message",
@@ -124,6 +135,8 @@ def _context_entries(raw: Any, where: str) -> list[dict[str, Any]]:
         w = f"{where}[{i}]"
         if not isinstance(entry, Mapping) or not entry.get("name"):
             raise FormatError(f"{w} needs a name")
+        if str(entry["name"]).split(".")[0] in _RESERVED:
+            raise FormatError(f"{w}.name {entry['name']!r} is reserved (request, element, images, ...)")
         kinds = [k for k in ("variable", *CLUSTER_CONTEXT) if k in entry]
         if len(kinds) != 1:
             raise FormatError(f"{w} needs exactly one of variable, {', '.join(CLUSTER_CONTEXT)}")
@@ -147,6 +160,7 @@ class Rule:
     cel_preconditions: list[dict[str, Any]] = field(default_factory=list)
     autogen_of: str = ""
     _cel: Any = None
+    _pss: Any = None
 
     def needs_cluster(self) -> list[str]:
         out = [f"{e['name']} ({k})" for e in self.context for k in CLUSTER_CONTEXT if k in e]
@@ -187,7 +201,7 @@ def _parse_rule(raw: Any, i: int, policy_name: str) -> tuple[Rule | None, tuple[
             f"{where}.validate needs exactly one of pattern, anyPattern, deny, foreach, cel, podSecurity"
         )
     form = forms[0]
-    if form in ("manifests", "podSecurity", "assert"):
+    if form in ("manifests", "assert"):
         return None, (name, f"validate.{form}")
     v = dict(validate)
     if form == "pattern" and not isinstance(v["pattern"], (Mapping, list)):
@@ -215,6 +229,10 @@ def _parse_rule(raw: Any, i: int, policy_name: str) -> tuple[Rule | None, tuple[
         raw=raw,
         cel_preconditions=list(raw.get("celPreconditions") or []),
     )
+    if form == "podSecurity":
+        from policies.formats.kyverno.podsecurity import parse_pod_security
+
+        rule._pss = parse_pod_security(v["podSecurity"], f"{where}.validate.podSecurity")
     if form == "cel":
         from policies.formats.kyverno.celrule import compile_cel
 

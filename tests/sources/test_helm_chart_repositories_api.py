@@ -132,3 +132,53 @@ def test_the_mapping_helm_release_name_is_validated(
     assert response.status_code == 400
     response = admin_client.patch(url, {"helm_release_name": "shop.v2"}, format="json")
     assert response.status_code == 200 and response.json()["helm_release_name"] == "shop.v2"
+
+
+CHART = "apiVersion: v2\nname: {name}\nversion: 0.1.0\n"
+LIB_CM = (
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-lib\n"
+    "data:\n  value: {{ .Values.value | quote }}\n"
+)
+
+
+def test_a_file_dependency_outside_the_path_is_watched_and_the_release_name_is_the_mappings(
+    origin: Any, make_repository: Any, make_mapping: Any, fleet: dict[str, Any]
+) -> None:
+    from fleet.sources.models import RenderedManifest
+    from fleet.sources.services import fetch_repository
+
+    app_chart = CHART.format(name="app") + (
+        "dependencies:\n  - name: lib\n    version: 0.1.0\n    repository: file://../../libs/lib\n"
+    )
+    origin.commit(
+        "initial",
+        {
+            "charts/app/Chart.yaml": app_chart,
+            "charts/app/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+            "  name: {{ .Release.Name }}-app\n"
+            "  namespace: {{ .Release.Namespace }}\n",
+            "libs/lib/Chart.yaml": CHART.format(name="lib"),
+            "libs/lib/values.yaml": "value: one\n",
+            "libs/lib/templates/cm.yaml": LIB_CM,
+            "other/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n",
+        },
+    )
+    repo = make_repository(origin)
+    app = make_mapping(repo, "app", "charts/app", fleet["prod"])
+    app.helm_release_name = "shop"
+    app.target_namespace = "store"
+    app.save()
+    make_mapping(repo, "other", "other", fleet["prod"])
+    fetch_repository(repo)
+    app.refresh_from_db()
+    assert app.watched_paths == ["libs/lib"]
+    row = RenderedManifest.objects.filter(mapping=app).first()
+    objects = {o["name"]: o for o in row.resources}
+    assert set(objects) == {"shop-app", "shop-lib"}
+    assert objects["shop-app"]["namespace"] == "store" and row.namespace == "store"
+
+    changed = origin.commit("lib change", {"libs/lib/values.yaml": "value: two\n"})
+    outcome = fetch_repository(repo)
+    assert [(r.mapping, r.commit, r.reason) for r in outcome.renders] == [("app", changed, "paths")]
+    row = RenderedManifest.objects.filter(mapping=app, commit__sha=changed).first()
+    assert next(o for o in row.resources if o["name"] == "shop-lib")["object"]["data"] == {"value": "two"}

@@ -200,6 +200,45 @@ def remote_chart(custom: Any, file: str | None) -> ChartSpec | None:
     return ChartSpec(chart=chart, repo=repo, version=version, digest=digest).check(file=file)
 
 
+def local_dependencies(tree: SourceTree, chart_dir: Path) -> list[Path]:
+    """The repository directories a chart reads through ``file://`` dependencies missing from ``charts/``
+    (recursively), for the mapping's watched paths: a change there re-renders it.  Tolerant: what cannot
+    be read is left out (the render reports it)."""
+    found: list[Path] = []
+
+    def visit(directory: Path) -> None:
+        try:
+            deps = _dependency_list(tree, directory)
+        except RenderError:
+            return
+        for dep in deps:
+            repo = str(dep.get("repository") or "")
+            if dep.get("status") != "missing" or not repo.startswith("file://"):
+                continue
+            try:
+                target = tree.resolve(repo[len("file://"):], base=directory, what="dependency",
+                                      allow_parent=True)
+            except RenderError:
+                continue
+            if (target / "Chart.yaml").is_file() and target not in found and target != chart_dir:
+                found.append(target)
+                visit(target)
+
+    visit(chart_dir)
+    return found
+
+
+def chart_dependencies(tree: SourceTree, path: str) -> list[str]:
+    """``local_dependencies`` of the chart at a mapping path (repository-relative), [] when it is none."""
+    try:
+        directory = tree.resolve(path, what="mapping path")
+    except RenderError:
+        return []
+    if not (directory / "Chart.yaml").is_file():
+        return []
+    return [tree.rel(d) for d in local_dependencies(tree, directory)]
+
+
 def check_dependencies(tree: SourceTree, chart_dir: Path) -> None:
     """Every dependency vendored, or resolvable without the network (``file://``)."""
     chart_inputs(tree, chart_dir, None)

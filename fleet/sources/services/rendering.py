@@ -58,6 +58,7 @@ from fleet.sources.render.fleetbundle import (
     match_fleet_dependency,
     paused_bundle,
 )
+from fleet.sources.render.helm import chart_dependencies
 from fleet.sources.render.objects import RenderedObject
 from fleet.sources.services.dependencies import (
     check_declared,
@@ -321,8 +322,8 @@ def expand_paths(tree: SourceTree, mapping: PathMapping) -> list[str]:
 
 
 def watched_paths(tree: SourceTree, paths: Sequence[str]) -> list[str]:
-    """Directories outside ``paths`` that their Kustomize builds read (bases, components): a change there
-    affects the mapping."""
+    """Directories outside ``paths`` that their Kustomize builds read (bases, components), or their Helm
+    charts read through ``file://`` dependencies: a change there affects the mapping."""
     watched: set[str] = set()
     for path in paths:
         if not path:
@@ -330,7 +331,8 @@ def watched_paths(tree: SourceTree, paths: Sequence[str]) -> list[str]:
         try:
             deps = kustomize_dependencies(tree, path)
         except RenderError:
-            continue  # not a Kustomize directory (or a broken one: the render reports it)
+            deps = []  # not a Kustomize directory (or a broken one: the render reports it)
+        deps += chart_dependencies(tree, path)
         watched.update(d for d in deps if d != path and not d.startswith(path + "/"))
     return sorted(watched)
 

@@ -156,3 +156,19 @@ def test_command(origin_with_app: Origin, groups: dict[str, Any], tmp_path: Path
     make_user("viewer", "viewer")
     with pytest.raises(CommandError, match="may not create path mappings"):
         call_command("import_gitops", str(path), "--group", "staging", "--user", "viewer")
+
+
+def test_a_password_in_a_source_url_is_refused_and_never_echoed(groups: dict[str, Any],
+                                                                admin_client: Any) -> None:
+    doc = """apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: leaky}
+spec:
+  source: {repoURL: "https://bot:hunter2-secret@git.example.com/org/apps.git", path: apps}
+  destination: {name: st-1}
+"""
+    answer = admin_client.post(URL, {"documents": doc, "dry_run": True}, format="json")
+    assert answer.status_code == 400
+    assert "holds a password" in answer.json()["documents"][0]
+    assert "hunter2" not in answer.content.decode()
+    assert not AuditEvent.objects.filter(message__contains="hunter2").exists()

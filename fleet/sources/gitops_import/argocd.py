@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .environment import ClusterInfo, Environment, TreeUnavailable
-from .model import GroupSpec, MappingSpec, Plan, RepositorySpec, Source, slug, walk_unknown
+from .model import GroupSpec, MappingSpec, Plan, RepositorySpec, Source, refuse_password, slug, walk_unknown
 
 IN_CLUSTER = "https://kubernetes.default.svc"
 APP_SPEC = {"project", "source", "sources", "destination", "syncPolicy", "info", "revisionHistoryLimit"}
@@ -84,6 +84,7 @@ def concrete_app(spec: dict[str, Any], src: Source, env: Environment, plan: Plan
                   "not yet expressible as a mapping (mappings read charts from a Git path)")
         return None
     url = str(source["repoURL"])
+    refuse_password(url, src)
     revision = str(source.get("targetRevision") or "HEAD")
     branch, tree = _branch_and_tree(url, revision, src, env, plan)
     if branch is None:
@@ -308,6 +309,9 @@ def parse_applicationset(doc: dict[str, Any], src: Source, env: Environment, pla
         plan.skip(src, "spec.goTemplate", "Go templates are not evaluated by the import; use fasttemplate "
                   "({{path}}) or import the generated Applications")
         return
+    for key in (spec.get("syncPolicy") or {}):
+        plan.unsupported_(src, f"spec.syncPolicy.{key}", "how the ApplicationSet controller manages its "
+                          "Applications; Fleetgate's mappings are managed by people or by importing again")
     generators = spec.get("generators") or []
     template = spec.get("template")
     if not isinstance(generators, list) or len(generators) != 1 or not isinstance(template, dict):
@@ -320,6 +324,10 @@ def parse_applicationset(doc: dict[str, Any], src: Source, env: Environment, pla
         plan.skip(src, exc.setting, exc.reason)
         return
     apps: list[ConcreteApp] = []
+    for key in (template.get("metadata") or {}):
+        if key != "name":
+            plan.note(src, f"spec.template.metadata.{key}", "metadata of the Application object itself; "
+                      "nothing is deployed from it")
     for p in params:
         filled = _fill(template, p)
         meta = filled.get("metadata") or {}
@@ -376,6 +384,7 @@ def _generate(gen: Any, src: Source, env: Environment, plan: Plan
 
 def _git(body: dict[str, Any], src: Source, env: Environment, plan: Plan) -> list[dict[str, str]]:
     url = str(body.get("repoURL") or "")
+    refuse_password(url, src)
     revision = str(body.get("revision") or "HEAD")
     if not url or env.tree is None:
         raise _Unsupported("spec.generators.git", "the git generator needs repoURL and a readable repository")

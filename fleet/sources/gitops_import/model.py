@@ -117,6 +117,7 @@ class Plan:
         _once(self.secrets, SecretReference(str(source), setting, name, use))
 
     def add_repository(self, spec: RepositorySpec) -> RepositorySpec:
+        refuse_password(spec.url, spec.source)
         for known in self.repositories:
             if same_url(known.url, spec.url) and known.branch == spec.branch:
                 return known
@@ -153,6 +154,15 @@ class Plan:
             "secrets": [asdict(s) for s in self.secrets],
             "skipped": [asdict(f) for f in self.skipped],
         }
+
+
+def refuse_password(url: str, source: Any) -> None:
+    """A source URL with a password is refused before anything reads it, and never echoed."""
+    from fleet.sources.validators import CREDENTIALS_MESSAGE, url_has_password
+
+    if url_has_password(url):
+        raise ImportError_(f"{source}: the repository URL holds a password. {CREDENTIALS_MESSAGE}",
+                           field="documents")
 
 
 def _once(items: list[Any], item: Any) -> None:

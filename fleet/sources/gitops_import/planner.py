@@ -56,11 +56,13 @@ def option_field(option: str) -> str | None:
     return next((f for f in OPTION_FIELDS.get(option, ()) if f in names), None)
 
 
-def read_documents(files: Sequence[tuple[str, str | bytes]]) -> list[tuple[dict[str, Any], Source]]:
+def read_documents(files: Sequence[tuple[str, str | bytes]]
+                   ) -> tuple[list[tuple[dict[str, Any], Source]], list[tuple[Source, str]]]:
     """Every object of ``files`` ((name, content) pairs) with its source; ImportError_ (400) for malformed
     YAML, a document that is not an object, or a kind the import does not read, naming file and line."""
     found: list[tuple[dict[str, Any], Source]] = []
     errors: list[str] = []
+    notes: list[tuple[Source, str]] = []
     for name, content in files:
         try:
             docs = load_documents(content, file=name)
@@ -87,17 +89,23 @@ def read_documents(files: Sequence[tuple[str, str | bytes]]) -> list[tuple[dict[
                 errors.append(f"{where}: {data['kind']} without metadata.name")
                 continue
             found.append((data, Source(str(data["kind"]), str(meta["name"]), name)))
+            for key in ("finalizers", "labels", "annotations"):
+                if meta.get(key):
+                    notes.append((found[-1][1], key))
     if errors:
         raise ImportError_("; ".join(errors[:20]), field="documents", errors=errors)
     if not found:
         raise ImportError_("no documents to import", field="documents")
-    return found
+    return found, notes
 
 
 def make_plan(files: Sequence[tuple[str, str | bytes]], env: Environment) -> Plan:
     plan = Plan()
     flux = FluxDocuments()
-    for data, src in read_documents(files):
+    documents, notes = read_documents(files)
+    for src, key in notes:
+        plan.note(src, f"metadata.{key}", "metadata of the source object itself; nothing is deployed from it")
+    for data, src in documents:
         group = str(data["apiVersion"]).rpartition("/")[0]
         tool = KINDS[(group, src.kind)]
         if tool == "fleet":

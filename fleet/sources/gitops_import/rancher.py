@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .environment import Environment, TreeUnavailable
-from .model import GroupSpec, MappingSpec, Plan, RepositorySpec, Source, slug, walk_unknown
+from .model import GroupSpec, MappingSpec, Plan, RepositorySpec, Source, refuse_password, slug, walk_unknown
 
 HANDLED_SPEC = {
     "repo", "branch", "revision", "paths", "targets", "paused", "pollingInterval", "disablePolling",
@@ -27,6 +27,7 @@ def parse_gitrepo(doc: dict[str, Any], src: Source, env: Environment, plan: Plan
     if not isinstance(url, str) or not url:
         plan.skip(src, "spec.repo", "a GitRepo needs spec.repo")
         return
+    refuse_password(url, src)
     branch = spec.get("branch") or "master"
     if spec.get("revision"):
         plan.unsupported_(src, "spec.revision", f"pinned to {spec['revision']!r}: Fleetgate follows the head "

@@ -398,6 +398,12 @@ def test_compare_patches_become_the_drift_annotation(tmp_path: Path) -> None:
     (tmp_path / "mon/fleet.yaml").write_text("diff: {comparePatches: [{kind: X, operations: [{op: add}]}]}\n")
     with pytest.raises(RenderError, match="op must be remove or ignore"):
         run(tmp_path, "mon")
+    # namespace (not defaultNamespace) with a cluster-scoped object: Fleet fails the deployment, so does this
+    (tmp_path / "mon/fleet.yaml").write_text("namespace: cattle-monitoring-system\n")
+    with pytest.raises(RenderError, match="MutatingWebhookConfiguration rancher-monitoring-admission is "
+                                          "cluster-scoped") as err:
+        run(tmp_path, "mon")
+    assert err.value.file == "mon/hook.yaml"
 
 
 # --------------------------------------------------------------------------- reporting, refusals

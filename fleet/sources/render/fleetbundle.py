@@ -642,6 +642,17 @@ def finish_bundle(raws: list[Any], custom: Customization, namespace: str | None
     from .objects import RawObject
 
     warnings: list[str] = []
+    if custom.namespace:  # Fleet: "if any cluster scoped resource exists the deployment will fail"
+        from .objects import cluster_scoped_kinds
+
+        scoped = cluster_scoped_kinds(raws)
+        for raw in raws:
+            if isinstance(raw.data, dict) and raw.data.get("kind") in scoped:
+                what = f"{raw.data.get('kind')} {(raw.data.get('metadata') or {}).get('name')}"
+                raise RenderError(f"fleet.yaml namespace {custom.namespace} puts every object in that "
+                                  f"namespace, and {what} is cluster-scoped: Fleet fails such a deployment "
+                                  "too; use defaultNamespace", file=raw.source,
+                                  document=raw.document, line=raw.line)
     if custom.compare_patches:
         out = []
         for raw in raws:

@@ -182,3 +182,42 @@ def test_a_file_dependency_outside_the_path_is_watched_and_the_release_name_is_t
     assert [(r.mapping, r.commit, r.reason) for r in outcome.renders] == [("app", changed, "paths")]
     row = RenderedManifest.objects.filter(mapping=app, commit__sha=changed).first()
     assert next(o for o in row.resources if o["name"] == "shop-lib")["object"]["data"] == {"value": "two"}
+
+
+def test_the_admin_never_renders_the_password_and_blank_keeps_it() -> None:
+    import re
+
+    from django.test import Client
+    from django.urls import reverse
+
+    from fleet.core.fields import secret_field_names
+    from tests.factories import UserFactory
+
+    assert secret_field_names(ChartRepository) == {"password"}
+    repo = ChartRepository.objects.create(
+        name="internal", url="oci://registry.example.com", username="robot", password=SECRET
+    )
+    client = Client()
+    client.force_login(UserFactory(username="root", is_superuser=True, is_staff=True))
+    change = reverse("admin:sources_chartrepository_change", args=[repo.pk])
+    for url in (change, reverse("admin:sources_chartrepository_changelist")):
+        html = client.get(url).content.decode()
+        assert "internal" in html and SECRET not in html
+    tag = re.search(r'<input[^>]*name="password"[^>]*>', client.get(change).content.decode())
+    assert tag and 'type="password"' in tag.group(0) and "value=" not in tag.group(0)
+    response = client.post(
+        change,
+        {
+            "name": "internal",
+            "url": "oci://registry.example.com",
+            "username": "robot",
+            "password": "",
+            "ca_bundle": "",
+            "description": "x",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:1000]
+    repo.refresh_from_db()
+    assert repo.password == SECRET and repo.description == "x"
+    event = AuditEvent.objects.filter(action__startswith="chartrepository.").latest("sequence")
+    assert SECRET not in json.dumps([event.before, event.after, event.message])

@@ -228,6 +228,10 @@ def test_refused_addresses_and_limits(tmp_path: Path, ca: LocalCA, server: Chart
     with fetcher(tmp_path / "cache", ca) as charts:
         with pytest.raises(ChartError, match=r"refused: .*denied network 169.254.0.0/16"):
             render(tree, RenderRequest(path="apps/web", cluster=EU), charts=charts)
+    tree = mapped(tmp_path, {"chart": "oci://169.254.169.254/charts/web", "version": "1.0.0"})
+    with fetcher(tmp_path / "cache", ca) as charts:  # an OCI registry goes through the same guard
+        with pytest.raises(ChartError, match=r"refused: .*denied network 169.254.0.0/16"):
+            render(tree, RenderRequest(path="apps/web", cluster=EU), charts=charts)
     server.publish(make_chart(tmp_path / "src", "web", "1.0.0"))
     tree = mapped(tmp_path, {"chart": "web", "repo": server.url, "version": "1.0.0"})
     with fetcher(tmp_path / "cache", ca, max_chart_bytes=100) as charts:

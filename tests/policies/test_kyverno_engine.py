@@ -752,3 +752,22 @@ def test_x509_decode() -> None:
     assert out["SerialNumber"] == 42 and out["NotAfter"] == "2026-01-02T00:00:00Z"
     with pytest.raises(JMESPathError):
         search("x509_decode('not a certificate')", {})
+
+
+def test_namespace_selector_sees_the_metadata_name_label() -> None:
+    pol = match_policy(
+        {
+            "any": [
+                {
+                    "resources": {
+                        "kinds": ["Pod"],
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prod"}},
+                    }
+                }
+            ]
+        }
+    )
+    assert pol.apply(review(pod(ns="prod"), namespace_object={"metadata": {"name": "prod"}}))
+    assert not pol.apply(review(pod(ns="dev"), namespace_object={"metadata": {"name": "dev"}}))
+    [finding] = pol.evaluate([review(pod("", ns="prod"), namespace_object={"metadata": {"name": "prod"}})])
+    assert finding.details == {"policy": "p", "kind": "ClusterPolicy"}

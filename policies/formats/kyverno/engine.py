@@ -67,10 +67,13 @@ class KyvernoPolicy:
         findings: list[Finding] = []
         for index, inp in enumerate(inputs):
             for result in self.apply(inp, exceptions=exceptions):
+                details = {"policy": self.key, "kind": self.kind}
                 if result.status == "fail":
-                    findings.append(Finding(index, result.rule, result.message, result.action))
+                    findings.append(Finding(index, result.rule, result.message, result.action, details))
                 elif result.status == "error":
-                    findings.append(Finding(index, result.rule, result.message, result.action, error=True))
+                    findings.append(
+                        Finding(index, result.rule, result.message, result.action, details, error=True)
+                    )
         return findings
 
     # -- one request -----------------------------------------------------------------------------------
@@ -214,7 +217,11 @@ def build_request(inp: AdmissionInput) -> Request:
     ns_obj = inp.namespace_object
     ns_labels = None
     if ns_obj is not None:
-        ns_labels = {str(k): str(v) for k, v in ((ns_obj.get("metadata") or {}).get("labels") or {}).items()}
+        ns_meta = ns_obj.get("metadata") or {}
+        ns_labels = {str(k): str(v) for k, v in (ns_meta.get("labels") or {}).items()}
+        # the API server puts this label on every namespace; a rendered Namespace may not carry it yet
+        if ns_meta.get("name"):
+            ns_labels.setdefault("kubernetes.io/metadata.name", str(ns_meta["name"]))
     ui = inp.user_info or {}
     return Request(
         api_version=str(resource.get("apiVersion") or inp.id.api_version),

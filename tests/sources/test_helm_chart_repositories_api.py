@@ -221,3 +221,30 @@ def test_the_admin_never_renders_the_password_and_blank_keeps_it() -> None:
     assert repo.password == SECRET and repo.description == "x"
     event = AuditEvent.objects.filter(action__startswith="chartrepository.").latest("sequence")
     assert SECRET not in json.dumps([event.before, event.after, event.message])
+
+
+def test_offline_the_mapping_fails_with_network_required_naming_chart_and_repository(
+    origin: Any, make_repository: Any, make_mapping: Any, fleet: dict[str, Any], admin_client: Any
+) -> None:
+    from fleet.sources.models import MappingRender
+    from fleet.sources.services import fetch_repository
+    from tests.chart_servers import free_port
+
+    url = f"https://127.0.0.1:{free_port()}/charts"  # nothing listens there: the repository is unreachable
+    origin.commit(
+        "initial", {"apps/web/fleetgate.yaml": f"helm: {{chart: web, repo: '{url}', version: 1.0.0}}\n"}
+    )
+    repo = make_repository(origin)
+    web = make_mapping(repo, "web", "apps/web", fleet["prod"])
+    fetch_repository(repo)
+    render = MappingRender.objects.get(mapping=web)
+    assert render.status == "failed"
+    assert render.error_message.startswith(f"network_required: chart 'web' version 1.0.0 from {url}: ")
+    assert "cannot be reached" in render.error_message
+    assert render.error_file == "apps/web/fleetgate.yaml"
+    shown = admin_client.get(f"/api/commits/{render.commit_id}/rendered/?mapping={web.pk}&cluster=eu-1")
+    assert shown.status_code == 200
+    assert shown.json()["status"] == "failed"
+    assert shown.json()["error"]["message"].startswith(
+        f"network_required: chart 'web' version 1.0.0 from {url}"
+    )

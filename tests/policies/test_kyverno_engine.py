@@ -771,3 +771,20 @@ def test_namespace_selector_sees_the_metadata_name_label() -> None:
     assert not pol.apply(review(pod(ns="dev"), namespace_object={"metadata": {"name": "dev"}}))
     [finding] = pol.evaluate([review(pod("", ns="prod"), namespace_object={"metadata": {"name": "prod"}})])
     assert finding.details == {"policy": "p", "kind": "ClusterPolicy"}
+
+
+def test_enforced_rules_allow_existing_violations_on_update() -> None:
+    pol = policy([pattern_rule({"metadata": {"labels": {"team": "?*"}}})])
+    old_bad, new_bad, good = pod("web"), pod("web", {"x": "1"}), pod("web", {"team": "a"})
+
+    def update(new: dict[str, Any], old: dict[str, Any], p: Any = pol) -> list[str]:
+        inp = AdmissionInput("UPDATE", object_id(new, ""), new, old)
+        return [r.status for r in p.apply(inp)]
+
+    assert update(new_bad, old_bad) == ["skip"]  # it violated before: not blocked now
+    assert update(new_bad, good) == ["fail"]  # a new violation
+    strict_rule = pattern_rule({"metadata": {"labels": {"team": "?*"}}})
+    strict_rule["validate"]["allowExistingViolations"] = False
+    assert update(new_bad, old_bad, policy([strict_rule])) == ["fail"]
+    audit = policy([pattern_rule({"metadata": {"labels": {"team": "?*"}}})], action="Audit")
+    assert update(new_bad, old_bad, audit) == ["fail"]  # only enforced rules let them pass

@@ -122,9 +122,51 @@ class KyvernoPolicy:
                 result = RuleResult(rule.name, "error", "evaluation too deep")
             if result is None:
                 continue
+            if (
+                result.status == "fail"
+                and action == "deny"
+                and self._existing_violation(rule, inp, values, rule_values)
+            ):
+                result = RuleResult(
+                    rule.name, "skip", "skipping the rule evaluation as pre-existing violations are allowed"
+                )
             result.action = action
             out.append(result)
         return out
+
+    def _existing_violation(
+        self,
+        rule: Rule,
+        inp: AdmissionInput,
+        values: Mapping[str, Any] | None,
+        rule_values: Mapping[str, Mapping[str, Any]] | None,
+    ) -> bool:
+        """Kyverno's ``allowExistingViolations`` (default true) for an enforced rule on an UPDATE: the
+        rule is skipped when the old object, reviewed as if it were created, fails it too."""
+        if inp.operation != "UPDATE" or inp.old_object is None:
+            return False
+        if rule.validate.get("allowExistingViolations") is False:
+            return False
+        old = AdmissionInput(
+            operation="CREATE",
+            id=inp.id,
+            object=inp.old_object,
+            old_object=None,
+            namespace_object=inp.namespace_object,
+            user_info=inp.user_info,
+            source_file=inp.source_file,
+        )
+        req = build_request(old)
+        if not rule.match.matches(req) or (rule.exclude is not None and rule.exclude.excludes(req)):
+            return False
+        own = (rule_values or {}).get(rule.name, {})
+        vals = {k: v for k, v in (values or {}).items() if k != "request.operation"}
+        data = build_context(old, vals, own)
+        try:
+            prior = evaluate_rule(self, rule, EvalContext(data, req, old.object or {}, old, {**vals, **own}))
+        except RuleError:
+            return False
+        return prior is not None and prior.status == "fail"
 
     def _action(self, rule: Rule, req: Request) -> str:
         action = str(rule.validate.get("failureAction") or self.failure_action)

@@ -87,3 +87,19 @@ def test_manage_py_render_prints_the_reported_keys(world: dict[str, Any]) -> Non
     assert "warning: fleet.yaml keepResources is not honoured" in err.getvalue()
     assert "kind: Namespace" in out.getvalue() and "name: tools" in out.getvalue()
     assert "fleet.yaml" not in out.getvalue().replace("# Source: apps/ops/fleet.yaml", "")
+
+
+def test_a_commit_rolls_out_a_fleet_dependency_before_its_dependent(
+    world: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    """cache (first by name) depends on web's bundle by selector: web's rollout of the commit comes first."""
+    origin, repo, cache, web = world["origin"], world["repo"], world["cache"], world["web"]
+    sha = origin.commit("cache needs web", {
+        "apps/web/fleet.yaml": "labels: {role: frontend}\n",
+        "apps/cache/fleet.yaml": "dependsOn: [{selector: {matchLabels: {role: frontend}}}]\n",
+    })
+    with django_capture_on_commit_callbacks(execute=True):
+        assert fetch_repository(repo).ok
+    order = list(Rollout.objects.filter(commit__sha=sha, mapping__in=[cache, web]).order_by("pk")
+                 .values_list("mapping__name", flat=True))
+    assert order == ["web", "cache"]

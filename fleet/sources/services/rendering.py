@@ -661,6 +661,8 @@ def dependencies_first(tree: SourceTree, plans: list[_Plan]) -> list[_Plan]:
     for name, plan in by_label.items():
         try:
             names, _ = declared_dependencies(tree, expand_paths(tree, plan.mapping))
+            if any(n.startswith(FLEET_DEPENDENCY_PREFIXES) for n in names):  # fleet.yaml names, selectors
+                names = tuple(resolve_fleet_dependencies(tree, plan.mapping, names))
         except RenderError:
             continue  # rendering the mapping reports it
         graph[name].update(d for d in (resolve_label(n, plan.mapping.repository.name) for n in names)

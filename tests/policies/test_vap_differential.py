@@ -23,9 +23,11 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from policies.formats.admission import AdmissionInput
+from policies.formats.cel import compile_expression
 from policies.formats.kube import LabelSelector, object_id
 from policies.formats.vap import compile, parse_binding, parse_policy
 from tests.kube_backends import KubeApiServer, kube_apiserver, kube_apiserver_bin_dir  # noqa: F401
+from tests.policies.test_cel_library import FUNCTION_RESULTS
 
 pytestmark = pytest.mark.kube_apiserver
 
@@ -549,3 +551,83 @@ def test_the_evaluator_answers_as_the_api_server_does(
     # both answers are exercised: the table holds allowed and denied cases
     denied = [case_id for case_id, server, _ in results if server is not None]
     assert 20 <= len(denied) < len(results)
+
+
+def _cel_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_cel_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_cel_literal(k)}: {_cel_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+def test_the_cel_libraries_answer_as_the_api_server_does(
+    kube_apiserver: KubeApiServer,  # noqa: F811 - the fixture imported above
+    namespaces: dict[str, str],
+) -> None:
+    """Every library result of tests/policies/test_cel_library.py that needs no object, as ``(expr) ==
+    expected``: true in the gate, and true on the API server too (one policy per check, each denies an
+    object of its own when the check is false or fails there; an unknown function refuses the policy)."""
+    checks = [
+        f"({source}) == {_cel_literal(expected)}"
+        for source, expected in FUNCTION_RESULTS
+        if "object" not in source
+    ]
+    assert len(checks) >= 50
+    for check in checks:
+        assert compile_expression(check, ["object"]).evaluate({"object": {}}) is True, check
+    cases = [
+        Case(f"lib-{i}", [{"expression": c, "message": "false"}], {"x": "1"}) for i, c in enumerate(checks)
+    ]
+    suffix = secrets.token_hex(3)
+    ns = namespaces["prod"]
+    refused: list[str] = []
+    answers: dict[str, str | None] = {}
+    created: list[tuple[str, str]] = []
+    with kube_apiserver.api_client() as api:
+        core, reg = k8s.CoreV1Api(api), k8s.AdmissionregistrationV1Api(api)
+
+        def denial(case: Case, name: str) -> str | None:
+            try:
+                core.create_namespaced_config_map(ns, _subject(case, ns, case.data, name=name), dry_run="All")
+            except ApiException as exc:
+                if exc.status not in (400, 403, 422):
+                    raise
+                return _denial(exc)
+            return None
+
+        try:
+            enforced = []
+            for case, check in zip(cases, checks, strict=True):
+                policy, binding = _documents(case, suffix)
+                try:
+                    reg.create_validating_admission_policy(policy)
+                except ApiException as exc:
+                    refused.append(f"{check}: {_denial(exc)}")
+                    continue
+                created.append(("policy", policy["metadata"]["name"]))
+                reg.create_validating_admission_policy_binding(binding)
+                created.append(("binding", binding["metadata"]["name"]))
+                enforced.append(case)
+            deadline = time.monotonic() + 60
+            pending = list(enforced)
+            while pending and time.monotonic() < deadline:
+                pending = [c for c in pending if denial(c, "fg-probe-x") is None]
+            assert not pending, "policies never enforced"
+            for case, check in zip(cases, checks, strict=True):
+                if case in enforced:
+                    answers[check] = denial(case, f"s-{case.id}")
+        finally:
+            for what, name in reversed(created):
+                if what == "binding":
+                    reg.delete_validating_admission_policy_binding(name)
+                else:
+                    reg.delete_validating_admission_policy(name)
+    assert refused == []
+    assert {check: answer for check, answer in answers.items() if answer is not None} == {}

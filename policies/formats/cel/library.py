@@ -12,10 +12,12 @@ receiver.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
@@ -212,52 +214,152 @@ def quote(text: Any) -> str:
     return f'"{escaped}"'
 
 
-# ---------------------------------------------------------------- format (cel-go ext.Strings format)
+# ---------------------------------------------------------------- string() and format (cel-go ext.Strings)
+# The texts below are cel-go's as the kube-apiserver of the test suite prints them (checked by
+# tests/policies/test_vap_differential.py): Go's %g for doubles, seconds for durations, RFC 3339 for
+# timestamps; inside a list or map %s quotes strings and prints doubles with six decimals.
 
 _VERB = re.compile(r"%(?:\.(\d+))?([sdfeEbxXo%])")
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def _go_g(value: float) -> str:
+    """Go's ``%g`` (shortest digits; exponent form below 1e-4 and from 1e6)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if math.copysign(1, value) < 0 else "0"
+    sign, digits, exp = Decimal(repr(value)).as_tuple()
+    text = "".join(map(str, digits)).rstrip("0") or "0"
+    assert isinstance(exp, int)  # noqa: S101 - finite above
+    point = len(digits) + exp  # position of the decimal point in the digit string
+    exponent = point - 1
+    prefix = "-" if sign else ""
+    if exponent < -4 or exponent >= 6:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{prefix}{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+    if point <= 0:
+        return f"{prefix}0.{'0' * -point}{text}"
+    if point >= len(text):
+        return prefix + text + "0" * (point - len(text))
+    return f"{prefix}{text[:point]}.{text[point:]}"
+
+
+def _seconds(value: timedelta) -> str:
+    total = Decimal(value.days * 86400 + value.seconds) + Decimal(value.microseconds) / Decimal(10**6)
+    text = format(total.normalize(), "f")
+    return f"{text}s"
+
+
+def _timestamp(value: datetime) -> str:
+    text = value.isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def to_string(value: Any) -> str:
+    """``string(x)`` and top-level ``%s``."""
+    kind = opaque_type(value)
+    if kind:
+        if kind == quantity.TYPE:
+            raise CelRuntimeError("no such overload: string(Quantity)")
+        return str(value[TAG]).partition("|")[2]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return str(value)
+    if isinstance(value, float):
+        return _go_g(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CelRuntimeError("invalid UTF-8 in bytes, cannot convert to string") from exc
+    if isinstance(value, timedelta):
+        return _seconds(value)
+    if isinstance(value, datetime):
+        return _timestamp(value)
+    raise CelRuntimeError(f"no such overload: string({type_name(value)})")
+
+
+def _inner(value: Any) -> str:
+    """An element of a list or map under ``%s``."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float):
+        return _fixed(value, 6)
+    if value is None:
+        return "null"
+    if isinstance(value, bytes):
+        return "b" + json.dumps(value.decode("utf-8", errors="replace"), ensure_ascii=False)
+    if isinstance(value, timedelta):
+        return f'duration("{_seconds(value)}")'
+    if isinstance(value, datetime):
+        return f'timestamp("{_timestamp(value)}")'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_inner(v) for v in value) + "]"
+    if isinstance(value, dict) and not opaque_type(value):
+        entries = sorted(f"{_inner(k)}:{_inner(v)}" for k, v in value.items())  # cel-go sorts them
+        return "{" + ", ".join(entries) + "}"
+    return to_string(value)
+
+
+def _fixed(value: float, digits: int) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.{digits}f}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _format_value(value: Any, verb: str, precision: str | None) -> str:
+    given = type_name(value)
     if verb == "s":
-        return to_string(value, for_format=True)
+        if isinstance(value, list | tuple) or (isinstance(value, dict) and not opaque_type(value)):
+            return _inner(value)
+        if value is None:
+            return "null"
+        return to_string(value)
     if verb == "d":
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or (isinstance(value, float) and not value.is_integer())
-        ):
+        if not _is_int(value):
             raise CelRuntimeError(
-                "error during formatting: decimal clause can only be used on integers, "
-                f"was given {type_name(value)}"
+                f"error during formatting: decimal clause can only be used on integers, was given {given}"
             )
-        return str(int(value))
-    if verb in "fe" or verb == "E":
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if verb == "f":
+        if not isinstance(value, float):
             raise CelRuntimeError(
-                "error during formatting: fixed-point clause can only be used on doubles, "
-                f"was given {type_name(value)}"
+                f"error during formatting: fixed-point clause can only be used on doubles, was given {given}"
             )
-        digits = int(precision) if precision is not None else 6
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return f"{value:.{digits}{verb}}"
-    if verb in "xXob":
-        if isinstance(value, str):
-            out = value.encode().hex() if verb in "xX" else None
-            if out is None:
-                raise CelRuntimeError(f"error during formatting: only integers can be formatted as {verb}")
-            return out.upper() if verb == "X" else out
-        if isinstance(value, bytes):
-            return value.hex().upper() if verb == "X" else value.hex()
-        if isinstance(value, bool) or not isinstance(value, int):
+        return _fixed(value, int(precision) if precision is not None else 6)
+    if verb in "eE":
+        if not isinstance(value, float):
             raise CelRuntimeError(
-                f"error during formatting: only integers, strings and bytes can be formatted as {verb}"
+                f"error during formatting: scientific clause can only be used on doubles, was given {given}"
             )
-        sign = "-" if value < 0 else ""
-        return sign + format(abs(value), {"x": "x", "X": "X", "o": "o", "b": "b"}[verb])
-    raise CelRuntimeError(f"error during formatting: unrecognized formatting clause %{verb}")
+        if math.isnan(value) or math.isinf(value):
+            return _fixed(value, 6)
+        mantissa, _, exponent = f"{value:.6e}".partition("e")  # cel-go ignores the precision here
+        power = int(exponent)
+        return f"{mantissa}×10" + f"{'-' if power < 0 else ''}{abs(power):02d}".translate(_SUPERSCRIPT)
+    # x X o b
+    if isinstance(value, bool) and verb == "b":
+        return "1" if value else "0"
+    if isinstance(value, str | bytes) and verb in "xX":
+        raw = value.encode() if isinstance(value, str) else value
+        return raw.hex().upper() if verb == "X" else raw.hex()
+    if not _is_int(value):
+        raise CelRuntimeError(
+            f"error during formatting: only integers, byte buffers, and strings can be formatted as {verb}, "
+            f"was given {given}"
+        )
+    sign = "-" if value < 0 else ""
+    return sign + format(abs(value), verb)
 
 
 def format_string(text: Any, args: Any) -> str:
@@ -278,41 +380,11 @@ def format_string(text: Any, args: Any) -> str:
     return "".join(out)
 
 
-def to_string(value: Any, for_format: bool = False) -> str:
-    """``string(x)`` and ``%s``: CEL's text of a value, and the opaque types' own text."""
-    kind = opaque_type(value)
-    if kind:
-        raw = str(value[TAG]).partition("|")[2]
-        if kind == quantity.TYPE:
-            raise CelRuntimeError("no such overload: string(Quantity)")
-        return raw
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | str):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if not value.is_integer() or abs(value) >= 1e21 else str(int(value))
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if value is None and for_format:
-        return "null"
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-        return f"{seconds:g}s"
-    if for_format and isinstance(value, list | tuple):
-        return "[" + ", ".join(to_string(v, True) for v in value) + "]"
-    if for_format and isinstance(value, dict):
-        return "{" + ", ".join(f"{to_string(k, True)}:{to_string(v, True)}" for k, v in value.items()) + "}"
-    raise CelRuntimeError(f"no such overload: string({type_name(value)})")
-
-
 def string_arg(value: Any) -> Any:
-    """Rewrite of ``string(x)`` is ``string(k8sStr(x))``: opaque values become their text first."""
-    if opaque_type(value):
-        return to_string(value)
-    return value
+    """Rewrite of ``string(x)`` is ``string(k8sStr(x))``: the text is made here, as cel-go makes it."""
+    if isinstance(value, str):
+        return value
+    return to_string(value)
 
 
 # ---------------------------------------------------------------- regex (k8s library/regex.go)

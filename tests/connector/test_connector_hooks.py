@@ -24,6 +24,7 @@ from kubernetes import watch
 
 from clusters.connector import hooks
 from clusters.sandbox.controller import FAIL_ANNOTATION
+from fleet.sources.render import ClusterContext, RenderRequest, SourceTree, render
 from tests.connector.conftest import Backend
 
 ARGO_HOOK, ARGO_POLICY, WAVE = hooks.ARGO_HOOK, hooks.ARGO_DELETE_POLICY, hooks.ARGO_WAVE
@@ -63,6 +64,71 @@ def job(name: str = "", *, generate: str = "", fail: bool = False, **notes: str)
             },
         },
     }
+
+
+# A Helm chart with weighted hooks (also synced by a Celery worker in tests/rollouts/test_rollout_hooks.py)
+CHART = {
+    "chart/Chart.yaml": "apiVersion: v2\nname: shop\nversion: 0.1.0\n",
+    "chart/values.yaml": "color: blue\n",
+    "chart/templates/app.yaml": """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-app
+data:
+  color: {{ .Values.color | quote }}
+""",
+    "chart/templates/hooks.yaml": """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-settings
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade
+    helm.sh/hook-weight: "-5"
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-db-init
+  annotations:
+    helm.sh/hook: pre-install
+    helm.sh/hook-weight: "5"
+    helm.sh/hook-delete-policy: hook-succeeded
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: run, image: "busybox:1.36", command: ["true"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-db-migrate
+  annotations:
+    helm.sh/hook: pre-upgrade
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: run, image: "busybox:1.36", command: ["true"]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  generateName: {{ .Release.Name }}-notify-
+  annotations:
+    helm.sh/hook: post-install,post-upgrade
+    helm.sh/hook-weight: "1"
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: run, image: "busybox:1.36", command: ["true"]}]
+""",
+}
 
 
 def _now() -> str:
@@ -381,3 +447,29 @@ def test_an_object_that_became_a_hook_is_not_pruned_by_name(backend: Backend) ->
     assert not [r for r in second.results if r.action == "deleted"]
     assert backend.get("v1", "ConfigMap", "settings", backend.namespace) is not None  # re-created as a hook
     assert [r["name"] for r in second.inventory] == ["app"]
+
+
+def test_a_rendered_helm_chart_runs_its_weighted_hooks_install_then_upgrade(
+    backend: Backend, observer: Observer, tmp_path: Any
+) -> None:
+    for rel, text in CHART.items():
+        (tmp_path / "repo" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "repo" / rel).write_text(text)
+    cluster = ClusterContext(name="c1", labels={}, group="g", repository="file:///repo", commit="c" * 40)
+    rendered = render(SourceTree(tmp_path / "repo"), RenderRequest(path="chart", cluster=cluster,
+                                                                   namespace=backend.namespace))
+    manifests = [o.body for o in rendered.objects]
+    install = _sync(backend, manifests)
+    assert install.ok, [r.to_dict() for r in install.results]
+    added = [a.split("/")[1] for a in observer.added(4)]
+    assert [a[:-5] if "notify" in a else a for a in added] == [
+        "shop-settings", "shop-db-init", "shop-app", "shop-notify-"]
+    assert observer.first("MODIFIED", "Job", "shop-db-init", "Complete") < observer.first(
+        "ADDED", "ConfigMap", "shop-app")
+    upgrade = _sync(backend, manifests, previous_inventory=install.inventory)
+    assert upgrade.ok, [r.to_dict() for r in upgrade.results]
+    later = [a.split("/")[1] for a in observer.added(7)[4:]]
+    assert [a[:-5] if "notify" in a else a for a in later] == ["shop-settings", "shop-db-migrate",
+                                                               "shop-notify-"]
+    jobs = _live_names(backend, "batch/v1", "Job")
+    assert len(jobs) == 2 and all(j.startswith("shop-notify-") for j in jobs)  # hook-succeeded: the others

@@ -19,6 +19,7 @@ from fleet.sources.models import Commit
 from fleet.sources.services import fetch_repository
 from policies.models import PolicyBinding
 from policies.services.definitions import PolicyDefinition, save_policy
+from tests.connector.test_connector_hooks import CHART
 from tests.rollouts.conftest import NAMESPACE, configmap, make_group, make_mapping, make_repository
 from tests.workers import Worker, wait_for
 
@@ -190,70 +191,6 @@ def test_argo_hooks_and_waves_through_gate_plan_sync_drift_and_rollback(
     assert blocked is not None and blocked.state == "blocked"
     assert "hook debug- may not run here" in blocked.reason
     assert box.get_object("v1", "ConfigMap", "web", "apps")["data"] == {"color": "blue"}
-
-
-CHART = {
-    "chart/Chart.yaml": "apiVersion: v2\nname: shop\nversion: 0.1.0\n",
-    "chart/values.yaml": "color: blue\n",
-    "chart/templates/app.yaml": """apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ .Release.Name }}-app
-data:
-  color: {{ .Values.color | quote }}
-""",
-    "chart/templates/hooks.yaml": """apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ .Release.Name }}-settings
-  annotations:
-    helm.sh/hook: pre-install,pre-upgrade
-    helm.sh/hook-weight: "-5"
----
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {{ .Release.Name }}-db-init
-  annotations:
-    helm.sh/hook: pre-install
-    helm.sh/hook-weight: "5"
-    helm.sh/hook-delete-policy: hook-succeeded
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers: [{name: run, image: "busybox:1.36", command: ["true"]}]
----
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {{ .Release.Name }}-db-migrate
-  annotations:
-    helm.sh/hook: pre-upgrade
-    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers: [{name: run, image: "busybox:1.36", command: ["true"]}]
----
-apiVersion: batch/v1
-kind: Job
-metadata:
-  generateName: {{ .Release.Name }}-notify-
-  annotations:
-    helm.sh/hook: post-install,post-upgrade
-    helm.sh/hook-weight: "1"
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers: [{name: run, image: "busybox:1.36", command: ["true"]}]
-""",
-}
 
 
 @pytest.mark.integration

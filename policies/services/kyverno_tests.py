@@ -24,6 +24,7 @@ from policies.formats import FormatError
 from policies.formats.admission import AdmissionInput
 from policies.formats.kube import CLUSTER_SCOPED_KINDS, object_id
 from policies.formats.kyverno import KyvernoPolicy, parse_exception, parse_policy
+from policies.formats.kyverno.match import selector_matches
 
 TEST_FILE = "kyverno-test.yaml"
 RESULTS = ("pass", "fail", "skip", "warn", "error")
@@ -193,6 +194,29 @@ def _shape(
     return new, old
 
 
+def _params_lookup(objects: Sequence[Mapping[str, Any]]) -> Any:
+    """Parameter objects for CEL rules from the test's resources and ``paramResources``."""
+
+    def lookup(
+        api_version: str, kind: str, namespace: str, name: str, selector: Mapping[str, Any] | None
+    ) -> list[Mapping[str, Any]]:
+        out = []
+        for obj in objects:
+            meta = obj.get("metadata") or {}
+            if obj.get("apiVersion") != api_version or obj.get("kind") != kind:
+                continue
+            if namespace and kind not in CLUSTER_SCOPED_KINDS and meta.get("namespace") != namespace:
+                continue
+            if name and meta.get("name") != name:
+                continue
+            if selector is not None and not selector_matches(selector, meta.get("labels") or {}):
+                continue
+            out.append(obj)
+        return out
+
+    return lookup
+
+
 def _defaulted(resource: Mapping[str, Any]) -> Mapping[str, Any]:
     """Like ``kyverno test``: a namespaced resource without a namespace is in ``default``."""
     meta = resource.get("metadata")
@@ -257,6 +281,10 @@ def _run(test: Mapping[str, Any], base: Path, outcome: TestOutcome) -> None:
     for file in _files(test, "resources", base):
         resources.extend(_defaulted(d) for d in _documents(file) if d.get("kind"))
     values = _values(test, base)
+    param_objects = list(resources)
+    for file in _files(test, "paramResources", base):
+        param_objects.extend(_defaulted(d) for d in _documents(file) if d.get("kind"))
+    params = _params_lookup(param_objects)
     user_info = _user_info(test, base)
     global_values = dict(values.get("globalValues") or {})
     ns_labels = {
@@ -312,7 +340,11 @@ def _run(test: Mapping[str, Any], base: Path, outcome: TestOutcome) -> None:
                 user_info=user_info,
             )
             per_policy[pkey] = pol.apply(
-                inp, values=vals, rule_values=rule_values.get(pol.name, {}), exceptions=exceptions
+                inp,
+                values=vals,
+                rule_values=rule_values.get(pol.name, {}),
+                exceptions=exceptions,
+                params=params,
             )
         cache[(key, forced)] = per_policy
         return per_policy

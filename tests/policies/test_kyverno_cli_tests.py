@@ -464,3 +464,58 @@ def test_unscored_policies_report_warn(tmp_path: Path) -> None:
     )
     code, out = run(str(tmp_path))
     assert code == 0, out
+
+
+def test_cel_params_come_from_the_tests_param_resources(tmp_path: Path) -> None:
+    pol = {
+        "apiVersion": "kyverno.io/v1",
+        "kind": "ClusterPolicy",
+        "metadata": {"name": "max-replicas"},
+        "spec": {
+            "rules": [
+                {
+                    "name": "max",
+                    "match": {"any": [{"resources": {"kinds": ["Deployment"]}}]},
+                    "validate": {
+                        "cel": {
+                            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                            "paramRef": {"name": "limits", "namespace": "kyverno"},
+                            "expressions": [{"expression": "object.spec.replicas <= int(params.data.max)"}],
+                        }
+                    },
+                }
+            ]
+        },
+    }
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "big"},
+        "spec": {"replicas": 9},
+    }
+    small = {**deploy, "metadata": {"name": "small"}, "spec": {"replicas": 1}}
+    write(tmp_path / "policy.yaml", pol)
+    write(tmp_path / "resources.yaml", deploy, small)
+    write(
+        tmp_path / "params.yaml",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "limits", "namespace": "kyverno"},
+            "data": {"max": "3"},
+        },
+    )
+    write(
+        tmp_path / "kyverno-test.yaml",
+        {
+            "policies": ["policy.yaml"],
+            "resources": ["resources.yaml"],
+            "paramResources": ["params.yaml"],
+            "results": [
+                {"policy": "max-replicas", "rule": "max", "resources": ["big"], "result": "fail"},
+                {"policy": "max-replicas", "rule": "max", "resources": ["small"], "result": "pass"},
+            ],
+        },
+    )
+    code, out = run(str(tmp_path))
+    assert code == 0, out

@@ -788,3 +788,46 @@ def test_enforced_rules_allow_existing_violations_on_update() -> None:
     assert update(new_bad, old_bad, policy([strict_rule])) == ["fail"]
     audit = policy([pattern_rule({"metadata": {"labels": {"team": "?*"}}})], action="Audit")
     assert update(new_bad, old_bad, audit) == ["fail"]  # only enforced rules let them pass
+
+
+def test_validate_cel_with_params() -> None:
+    rule = {
+        "name": "priority",
+        "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+        "validate": {
+            "cel": {
+                "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+                "paramRef": {"name": "allowed", "parameterNotFoundAction": "Deny"},
+                "variables": [{"name": "cls", "expression": "object.spec.?priorityClassName.orValue('')"}],
+                "expressions": [
+                    {
+                        "expression": "variables.cls in params.data.classes.split(',')",
+                        "messageExpression": "'class ' + variables.cls + ' is not allowed'",
+                    }
+                ],
+            }
+        },
+    }
+    pol = policy([rule])
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "allowed", "namespace": "apps"},
+        "data": {"classes": "low,high"},
+    }
+    asked: list[tuple[str, ...]] = []
+
+    def lookup(api_version: str, kind: str, namespace: str, name: str, selector: Any) -> list[Any]:
+        asked.append((api_version, kind, namespace, name))
+        return [cm] if (kind, namespace, name) == ("ConfigMap", "apps", "allowed") else []
+
+    ok, bad = pod(ns="apps", priorityClassName="low"), pod(ns="apps", priorityClassName="urgent")
+    assert pol.evaluate([review(ok)], lookup) == []
+    [finding] = pol.evaluate([review(bad)], lookup)
+    assert finding.message == "class urgent is not allowed" and not finding.error
+    assert asked[0] == ("v1", "ConfigMap", "apps", "allowed")
+    [missing] = pol.evaluate([review(pod(ns="other", priorityClassName="low"))], lookup)
+    assert missing.error and "no ConfigMap allowed found" in missing.message
+    assert pol.evaluate([review(ok)]) != []  # no lookup given: no params, Deny
+    with pytest.raises(FormatError, match="paramRef needs exactly one of name and selector"):
+        policy([{**rule, "validate": {"cel": {**rule["validate"]["cel"], "paramRef": {}}}}])

@@ -1,11 +1,12 @@
 """``validate.cel`` of a Kyverno rule (and ``celPreconditions``), on the CEL environment of
 :mod:`policies.formats.cel`: ``object``, ``oldObject``, ``request``, ``namespaceObject`` and lazy
-``variables``. ``paramKind``/``paramRef`` are refused (parameters would have to come from the cluster)."""
+``variables``, and ``params`` when the rule has ``paramKind``/``paramRef`` (the objects come from the
+evaluation's :data:`~policies.formats.admission.ParamsLookup`: rendered for the target, then live)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from policies.formats import FormatError
@@ -36,9 +37,10 @@ class CelRule:
     validations: list[tuple[Any, str, Any]]  # (program, message, messageExpression program)
     variables: dict[str, Any]
     preconditions: list[tuple[str, Any]]
+    param_kind: dict[str, Any] = field(default_factory=dict)
+    param_ref: dict[str, Any] = field(default_factory=dict)
 
     def evaluate(self, rule_name: str, ctx: Any, default_message: str = "") -> Any:
-        from policies.formats.cel import CelEvalError
         from policies.formats.kyverno.policy import RuleResult
 
         data = ctx.data
@@ -67,6 +69,36 @@ class CelRule:
                 "kind": "Namespace",
                 "metadata": {"name": ns},
             }
+        if not self.param_kind:
+            return self._run(rule_name, activation, default_message)
+        ref = self.param_ref
+        found = ctx.params(
+            str(self.param_kind["apiVersion"]),
+            str(self.param_kind["kind"]),
+            str(ref.get("namespace") or ns),
+            str(ref.get("name") or ""),
+            ref.get("selector"),
+        )
+        if not found:
+            if (ref.get("parameterNotFoundAction") or "Deny") == "Allow":
+                return RuleResult(rule_name, "pass", f"no {self.param_kind['kind']} parameters; allowed")
+            return RuleResult(
+                rule_name,
+                "error",
+                f"error in parameterized resource: no {self.param_kind['kind']} "
+                f"{ref.get('name') or ref.get('selector')} found (rendered for the target or live)",
+            )
+        for param in found:
+            result = self._run(rule_name, {**activation, "params": param}, default_message)
+            if result.status != "pass":
+                return result
+        return result
+
+    def _run(self, rule_name: str, activation: dict[str, Any], default_message: str) -> Any:
+        from policies.formats.cel import CelEvalError
+        from policies.formats.kyverno.policy import RuleResult
+
+        activation = dict(activation)
         activation["variables"] = _Lazy(self.variables, activation)
         try:
             for name, program in self.preconditions:
@@ -100,8 +132,24 @@ def compile_cel(raw: Any, preconditions: Any, where: str) -> CelRule:
 
     if not isinstance(raw, Mapping):
         raise FormatError(f"{where} must be a mapping")
-    if raw.get("paramKind") is not None or raw.get("paramRef") is not None:
-        raise FormatError(f"{where}.paramKind/paramRef: parameters are not supported for Kyverno CEL rules")
+    param_kind, param_ref = raw.get("paramKind"), raw.get("paramRef")
+    if (param_kind is None) != (param_ref is None):
+        raise FormatError(f"{where}: paramKind and paramRef go together")
+    if param_kind is not None:
+        if (
+            not isinstance(param_kind, Mapping)
+            or not param_kind.get("apiVersion")
+            or not param_kind.get("kind")
+        ):
+            raise FormatError(f"{where}.paramKind needs apiVersion and kind")
+        if not isinstance(param_ref, Mapping) or (param_ref.get("name") is None) == (
+            param_ref.get("selector") is None
+        ):
+            raise FormatError(f"{where}.paramRef needs exactly one of name and selector")
+        action = param_ref.get("parameterNotFoundAction") or "Deny"
+        if action not in ("Allow", "Deny"):
+            raise FormatError(f"{where}.paramRef.parameterNotFoundAction must be Allow or Deny")
+    declared = _VARS + (("params",) if param_kind is not None else ())
     variables: dict[str, Any] = {}
     for i, var in enumerate(raw.get("variables") or []):
         if not isinstance(var, Mapping) or not var.get("name") or not var.get("expression"):
@@ -120,9 +168,9 @@ def compile_cel(raw: Any, preconditions: Any, where: str) -> CelRule:
         if not isinstance(e, Mapping) or not e.get("expression"):
             raise FormatError(f"{where}.expressions[{i}].expression is required")
         try:
-            program = compile_expression(str(e["expression"]), _VARS, lazy=("variables",))
+            program = compile_expression(str(e["expression"]), declared, lazy=("variables",))
             mprog = (
-                compile_expression(str(e["messageExpression"]), _VARS, lazy=("variables",))
+                compile_expression(str(e["messageExpression"]), declared, lazy=("variables",))
                 if e.get("messageExpression")
                 else None
             )
@@ -137,9 +185,9 @@ def compile_cel(raw: Any, preconditions: Any, where: str) -> CelRule:
             pre.append(
                 (
                     str(c.get("name") or i),
-                    compile_expression(str(c["expression"]), _VARS, lazy=("variables",)),
+                    compile_expression(str(c["expression"]), declared, lazy=("variables",)),
                 )
             )
         except CelError as exc:
             raise FormatError(f"celPreconditions[{i}].expression: {exc}") from exc
-    return CelRule(validations, variables, pre)
+    return CelRule(validations, variables, pre, dict(param_kind or {}), dict(param_ref or {}))

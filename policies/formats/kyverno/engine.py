@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.formats import FormatError
-from policies.formats.admission import AdmissionInput, Finding
+from policies.formats.admission import AdmissionInput, Finding, ParamsLookup, no_params
 from policies.formats.kyverno.conditions import (
     SubstitutionError,
     evaluate_conditions,
@@ -63,10 +63,17 @@ class KyvernoPolicy:
 
     # -- the gate's contract ---------------------------------------------------------------------------
 
-    def evaluate(self, inputs: Sequence[AdmissionInput], exceptions: Sequence[Any] = ()) -> list[Finding]:
+    def evaluate(
+        self,
+        inputs: Sequence[AdmissionInput],
+        params: ParamsLookup | None = None,
+        exceptions: Sequence[Any] = (),
+    ) -> list[Finding]:
+        """Findings for the gate: one per failed rule (``error=True`` for a rule that cannot be evaluated).
+        ``params`` finds the parameter objects of ``validate.cel`` rules with ``paramKind``/``paramRef``."""
         findings: list[Finding] = []
         for index, inp in enumerate(inputs):
-            for result in self.apply(inp, exceptions=exceptions):
+            for result in self.apply(inp, exceptions=exceptions, params=params):
                 details = {"policy": self.key, "kind": self.kind}
                 if result.status == "fail":
                     findings.append(Finding(index, result.rule, result.message, result.action, details))
@@ -85,6 +92,7 @@ class KyvernoPolicy:
         values: Mapping[str, Any] | None = None,
         rule_values: Mapping[str, Mapping[str, Any]] | None = None,
         exceptions: Sequence[Any] = (),
+        params: ParamsLookup | None = None,
     ) -> list[RuleResult]:
         """The responses of the rules that match ``inp`` (rules that do not match give none)."""
         resource = inp.object if inp.object is not None else inp.old_object
@@ -113,7 +121,7 @@ class KyvernoPolicy:
                     base = build_context(inp, {}, {}, copy_objects=False)
                 data = {**base, "request": dict(base["request"])}
             supplied = {**(values or {}), **(rule_values or {}).get(rule.name, {})}
-            ctx = EvalContext(data, req, resource, inp, supplied)
+            ctx = EvalContext(data, req, resource, inp, supplied, params or no_params)
             try:
                 result = evaluate_rule(self, rule, ctx)
             except RuleError as exc:

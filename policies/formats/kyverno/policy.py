@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from policies.formats import FormatError
-from policies.formats.admission import AdmissionInput
+from policies.formats.admission import AdmissionInput, ParamsLookup, no_params
 from policies.formats.kyverno.conditions import (
     normalize_operator,
 )
@@ -80,6 +80,8 @@ class EvalContext:
     input: AdmissionInput
     # values supplied from outside for context entries (kyverno test's values.yaml), by name
     values: Mapping[str, Any] = field(default_factory=dict)
+    # parameter objects for validate.cel paramKind/paramRef (rendered for the target, then live)
+    params: ParamsLookup = no_params
 
 
 def _load(doc: str | bytes | Mapping[str, Any], what: str) -> Mapping[str, Any]:

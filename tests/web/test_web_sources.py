@@ -122,3 +122,17 @@ def test_commit_page_groups_policy_results_by_policy(admin_user: Any, repo_world
     html = client_for(admin_user).get(f"/commits/{repo_world['commit'].pk}/").content.decode()
     assert "Policy results: web-staging" in html
     assert html.count("<h3>no-latest") == 1 and "latest on c-a" in html and "latest on c-b" in html
+
+
+def test_repository_page_shows_a_mappings_directory_options(
+    admin_user: Any, repo_world: dict[str, Any]
+) -> None:
+    from fleet.sources.models import PathMapping
+
+    repo = repo_world["repo"]
+    PathMapping.objects.filter(repository=repo, name="web-prod").update(
+        directory_recurse=False, directory_include="{a,b/*}.yaml", directory_exclude="<x>.yaml")
+    html = client_for(admin_user).get(f"/repositories/{repo.pk}/").content.decode()
+    assert ('<span class="muted small directory-options" title="Argo CD directory options (docs/sources.md)">'
+            "not recursive; include {a,b/*}.yaml; exclude &lt;x&gt;.yaml</span>") in html
+    assert html.count("directory-options") == 1  # the other mapping keeps the defaults

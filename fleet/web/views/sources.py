@@ -30,6 +30,16 @@ def repository_list(request: HttpRequest) -> HttpResponse:
     return render(request, "web/sources/repositories.html", {"repositories": repositories})
 
 
+def directory_note(mapping: PathMapping) -> str:
+    """A mapping's Argo CD directory options, when not the defaults (recursive, no globs)."""
+    parts = [] if mapping.directory_recurse else ["not recursive"]
+    if mapping.directory_include:
+        parts.append(f"include {mapping.directory_include}")
+    if mapping.directory_exclude:
+        parts.append(f"exclude {mapping.directory_exclude}")
+    return "; ".join(parts)
+
+
 @login_required
 def repository_detail(request: HttpRequest, pk: int) -> HttpResponse:
     repository = get_visible(request, Repository.objects.all(), pk=pk)
@@ -45,6 +55,7 @@ def repository_detail(request: HttpRequest, pk: int) -> HttpResponse:
             {mapping_label(d) for d in m.depends_on.all()}
             | {resolve_label(str(d), repository.name) for d in m.declared_depends_on or []}
         )
+        m.directory = directory_note(m)  # type: ignore[attr-defined]
     commits = visible(request, Commit.objects.filter(repository=repository)).order_by("-sequence", "-id")
     page = paginate(request, commits)
     commit_ids = [c.pk for c in page]

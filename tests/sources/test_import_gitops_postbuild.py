@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,41 @@ def test_without_postbuild_nothing_is_substituted(tmp_path: Path) -> None:
     assert plain.objects[0].body["data"] == {"env": "${cluster_env}"}
     assert with_vars.objects[0].body["data"] == {"env": "dev"}
     assert plain.input_hash != with_vars.input_hash
+
+
+def test_variables_may_name_the_cluster_and_flux_escapes_survive(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n"
+        "data:\n  who: ${cluster}\n  env: ${env}\n  raw: $${cluster}\n")
+    variables = {"cluster": "${cluster.name}", "env": "${cluster.labels.env}"}
+    result = render(tmp_path, RenderRequest(path="p", cluster=CTX, postbuild=variables))
+    assert result.objects[0].body["data"] == {"who": "staging-1", "env": "staging", "raw": "${cluster}"}
+    prod = ClusterContext(name="prod-1", labels={"env": "prod"})
+    other = render(tmp_path, RenderRequest(path="p", cluster=prod, postbuild=variables))
+    assert other.objects[0].body["data"]["who"] == "prod-1"
+    assert other.input_hash != result.input_hash
+
+
+@pytest.mark.django_db
+def test_the_mapping_option_through_the_api_and_the_render_pipeline(
+        origin: Any, fleet: dict[str, Any], make_repository: Any, admin_client: Any) -> None:
+    from fleet.sources.models import RenderedManifest
+    from fleet.sources.services.fetch import fetch_repository
+
+    origin.commit("cm", {"cm/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+                                       "data: {env: '${cluster_env:=dev}', raw: '$${cluster_env}'}\n"})
+    repo = make_repository(origin)
+    created = admin_client.post("/api/mappings/", {
+        "repository": repo.pk, "name": "cm", "path": "cm", "cluster_group": fleet["staging"].pk,
+        "postbuild": {"cluster-env": "x"}}, format="json")
+    assert created.status_code == 400
+    assert "var name is invalid" in str(created.json()["postbuild"])
+    created = admin_client.post("/api/mappings/", {
+        "repository": repo.pk, "name": "cm", "path": "cm", "cluster_group": fleet["staging"].pk,
+        "postbuild": {"cluster_env": "staging"}}, format="json")
+    assert created.status_code == 201, created.json()
+    assert created.json()["postbuild"] == {"cluster_env": "staging"}
+    assert fetch_repository(repo).ok
+    row = RenderedManifest.objects.get(mapping_id=created.json()["id"], cluster__name="st-1")
+    assert row.resources[0]["object"]["data"] == {"env": "staging", "raw": "${cluster_env}"}

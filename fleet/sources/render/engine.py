@@ -328,7 +328,7 @@ def _hash(plan: _Plan, charts: ChartFetcher | None = None) -> str:
             uses_vars = True
     req = plan.request
     values_json = canonical_json(list(req.values))
-    if "${" in values_json:
+    if "${" in values_json or (req.postbuild and "${" in canonical_json(dict(req.postbuild))):
         uses_vars = True
     payload = {
         "format": RENDER_FORMAT_VERSION,
@@ -439,7 +439,10 @@ def render(
         raws, more = kustomize_post_render(tree, plan.directory, custom.kustomize_dir, raws, kubectl=kubectl,
                                            timeout=kustomize_timeout, file=plan.fleetgate_file.file)
         warnings = [*warnings, *more]
-    if plan.renderer in ("plain", "kustomize") and custom.substitute:
+    # A Flux mapping (postbuild variables) is substituted as kustomize-controller does, and only so:
+    # Fleetgate's own pass would consume Flux's $${...} escapes. Its variables may name Fleetgate's
+    # context (``{"cluster": "${cluster.name}"}``), filled in per cluster first.
+    if plan.renderer in ("plain", "kustomize") and custom.substitute and request.postbuild is None:
         sub = Substituter(ctx, plan.path, plan.values)
         out = []
         for raw in raws:
@@ -450,7 +453,11 @@ def render(
                                   renderer=plan.renderer) from None
         raws = out
     if plan.renderer in ("plain", "kustomize") and request.postbuild:
-        raws = substitute_objects(raws, request.postbuild)
+        try:
+            variables = Substituter(ctx, plan.path, plan.values).walk(dict(request.postbuild), "postbuild")
+        except RenderError as exc:
+            raise RenderError(exc.message, renderer=plan.renderer) from None
+        raws = substitute_objects(raws, variables)
     if custom.patches:
         raws = _apply_patches(raws, custom, plan)
     if isinstance(plan.fleetgate_file, FleetBundle):

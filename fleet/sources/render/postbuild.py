@@ -120,6 +120,7 @@ def substitute_objects(raws: list[RawObject], variables: Mapping[str, str] | Non
     """Every object of a render after Flux's post-build substitution with ``variables``."""
     if not variables:
         return raws
+    variables = {k: str(v).replace("\n", "") for k, v in variables.items()}
     out: list[RawObject] = []
     for raw in raws:
         if not isinstance(raw.data, Mapping) or _disabled(raw.data):

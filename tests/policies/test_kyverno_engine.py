@@ -831,3 +831,32 @@ def test_validate_cel_with_params() -> None:
     assert pol.evaluate([review(ok)]) != []  # no lookup given: no params, Deny
     with pytest.raises(FormatError, match="paramRef needs exactly one of name and selector"):
         policy([{**rule, "validate": {"cel": {**rule["validate"]["cel"], "paramRef": {}}}}])
+
+
+def test_policy_exceptions_exempting_pod_security_controls() -> None:
+    pol = pss_policy("baseline")
+
+    def exception(pod_security: list[dict[str, Any]] | None) -> Any:
+        spec: dict[str, Any] = {
+            "exceptions": [{"policyName": "p", "ruleNames": ["pss"]}],
+            "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+        }
+        if pod_security is not None:
+            spec["podSecurity"] = pod_security
+        return parse_exception(
+            {
+                "apiVersion": "kyverno.io/v2",
+                "kind": "PolicyException",
+                "metadata": {"name": "e"},
+                "spec": spec,
+            }
+        )
+
+    host = pod(hostNetwork=True)
+    both = pod(hostNetwork=True, volumes=[{"name": "h", "hostPath": {"path": "/"}}])
+    only_ns = exception([{"controlName": "Host Namespaces"}])
+    assert [r.status for r in pol.apply(review(host), exceptions=[only_ns])] == ["skip"]
+    [res] = pol.apply(review(both), exceptions=[only_ns])
+    assert res.status == "fail" and "HostPath Volumes" in res.message and "Host Namespaces" not in res.message
+    assert [r.status for r in pol.apply(review(both), exceptions=[exception(None)])] == ["skip"]
+    assert [r.status for r in pol.apply(review(pod()), exceptions=[only_ns])] == ["pass"]

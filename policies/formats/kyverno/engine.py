@@ -109,9 +109,16 @@ class KyvernoPolicy:
             if rule.exclude is not None and rule.exclude.excludes(req):
                 continue
             action = self._action(rule, req)
-            if any(ex.matches(self, rule.name, inp) for ex in exceptions):
-                out.append(RuleResult(rule.name, "skip", "rule is skipped due to policy exceptions", action))
-                continue
+            matched = [ex for ex in exceptions if ex.matches(self, rule.name, inp)]
+            pss_excludes: tuple[Any, ...] = ()
+            if matched:
+                # exceptions that only exempt Pod Security controls narrow a podSecurity rule instead
+                if rule._pss is None or not all(getattr(ex, "pod_security", ()) for ex in matched):
+                    out.append(
+                        RuleResult(rule.name, "skip", "rule is skipped due to policy exceptions", action)
+                    )
+                    continue
+                pss_excludes = tuple(e for ex in matched for e in ex.pod_security)
             own_values = (rule_values or {}).get(rule.name, {})
             if values or own_values:
                 data = build_context(inp, values or {}, own_values)
@@ -121,7 +128,7 @@ class KyvernoPolicy:
                     base = build_context(inp, {}, {}, copy_objects=False)
                 data = {**base, "request": dict(base["request"])}
             supplied = {**(values or {}), **(rule_values or {}).get(rule.name, {})}
-            ctx = EvalContext(data, req, resource, inp, supplied, params or no_params)
+            ctx = EvalContext(data, req, resource, inp, supplied, params or no_params, pss_excludes)
             try:
                 result = evaluate_rule(self, rule, ctx)
             except RuleError as exc:
@@ -489,10 +496,12 @@ def _validate(
     if v.get("foreach") is not None:
         return _foreach(rule, v["foreach"], ctx, nesting)
     if v.get("podSecurity") is not None and rule._pss is not None:
-        found = rule._pss.violations(ctx.resource)
+        found = rule._pss.violations(ctx.resource, ctx.pss_excludes)
         if found is None:
             return RuleResult(rule.name, "skip", "no pod spec")
         if not found:
+            if ctx.pss_excludes and rule._pss.violations(ctx.resource):
+                return RuleResult(rule.name, "skip", "rule is skipped due to policy exceptions")
             return RuleResult(rule.name, "pass", f"validation rule '{rule.name}' passed.")
         head = _msg(message, ctx) or f"Validation rule '{rule.name}' failed."
         controls = sorted({f.control for f in found})

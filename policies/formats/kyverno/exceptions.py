@@ -12,6 +12,7 @@ from policies.formats.admission import AdmissionInput
 from policies.formats.kyverno.conditions import SubstitutionError, evaluate_conditions
 from policies.formats.kyverno.jmes import JMESPathError
 from policies.formats.kyverno.match import MatchResources
+from policies.formats.kyverno.podsecurity import parse_excludes
 from policies.formats.kyverno.policy import _conditions, _load
 from policies.formats.kyverno.values import wildcard_match
 
@@ -31,6 +32,7 @@ class KyvernoException:
     exceptions: tuple[PolicyRules, ...]
     match: MatchResources
     conditions: Any = None
+    pod_security: tuple[Any, ...] = ()  # spec.podSecurity: only these Pod Security controls are exempted
 
     def covers(self, policy_key: str, rule: str) -> bool:
         return any(
@@ -86,4 +88,5 @@ def parse_exception(doc: str | bytes | Mapping[str, Any]) -> KyvernoException:
         exceptions=tuple(rules),
         match=match,
         conditions=_conditions(spec.get("conditions"), "PolicyException: spec.conditions"),
+        pod_security=parse_excludes(spec.get("podSecurity"), "PolicyException: spec.podSecurity"),
     )

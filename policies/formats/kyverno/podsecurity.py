@@ -274,14 +274,16 @@ class PodSecurity:
     version: str
     exclude: tuple[Exclude, ...]
 
-    def violations(self, resource: Mapping[str, Any]) -> list[Violation] | None:
-        """The violations not excused, None when the resource carries no pod spec."""
+    def violations(
+        self, resource: Mapping[str, Any], extra: tuple[Exclude, ...] = ()
+    ) -> list[Violation] | None:
+        """The violations not excused (by the rule's ``exclude`` or ``extra``, a PolicyException's
+        ``podSecurity``), None when the resource carries no pod spec."""
         spec, annotations = pod_spec(resource)
         if spec is None:
             return None
-        return [
-            v for v in check(spec, annotations, self.level) if not any(e.excuses(v) for e in self.exclude)
-        ]
+        excludes = self.exclude + extra
+        return [v for v in check(spec, annotations, self.level) if not any(e.excuses(v) for e in excludes)]
 
 
 def pod_spec(resource: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
@@ -303,16 +305,15 @@ def pod_spec(resource: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Map
     return spec, dig(tpl, "metadata", "annotations") or {}
 
 
-def parse_pod_security(raw: Any, where: str) -> PodSecurity:
-    if not isinstance(raw, Mapping):
-        raise FormatError(f"{where} must be a mapping")
-    level = str(raw.get("level") or "")
-    if level not in LEVELS:
-        raise FormatError(f"{where}.level must be privileged, baseline or restricted")
+def parse_excludes(raw: Any, where: str) -> tuple[Exclude, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise FormatError(f"{where} must be a list")
     excludes = []
-    for i, e in enumerate(raw.get("exclude") or []):
+    for i, e in enumerate(raw):
         if not isinstance(e, Mapping) or e.get("controlName") not in CONTROLS:
-            raise FormatError(f"{where}.exclude[{i}].controlName must be one of: {', '.join(CONTROLS)}")
+            raise FormatError(f"{where}[{i}].controlName must be one of: {', '.join(CONTROLS)}")
         excludes.append(
             Exclude(
                 str(e["controlName"]),
@@ -321,4 +322,14 @@ def parse_pod_security(raw: Any, where: str) -> PodSecurity:
                 tuple(str(x) for x in e.get("values") or []),
             )
         )
-    return PodSecurity(level, str(raw.get("version") or "latest"), tuple(excludes))
+    return tuple(excludes)
+
+
+def parse_pod_security(raw: Any, where: str) -> PodSecurity:
+    if not isinstance(raw, Mapping):
+        raise FormatError(f"{where} must be a mapping")
+    level = str(raw.get("level") or "")
+    if level not in LEVELS:
+        raise FormatError(f"{where}.level must be privileged, baseline or restricted")
+    excludes = parse_excludes(raw.get("exclude"), f"{where}.exclude")
+    return PodSecurity(level, str(raw.get("version") or "latest"), excludes)

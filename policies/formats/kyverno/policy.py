@@ -82,6 +82,8 @@ class EvalContext:
     values: Mapping[str, Any] = field(default_factory=dict)
     # parameter objects for validate.cel paramKind/paramRef (rendered for the target, then live)
     params: ParamsLookup = no_params
+    # Pod Security controls exempted by matching PolicyExceptions (spec.podSecurity)
+    pss_excludes: tuple[Any, ...] = ()
 
 
 def _load(doc: str | bytes | Mapping[str, Any], what: str) -> Mapping[str, Any]:

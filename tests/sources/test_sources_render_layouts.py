@@ -314,3 +314,14 @@ def test_fleetgate_yaml_sets_directory_options_unless_the_mapping_does(tmp_path:
         with pytest.raises(RenderError, match=message) as err:
             run(root, "app")
         assert err.value.file == "app/fleetgate.yaml"
+
+
+def test_directory_options_that_leave_out_every_manifest_are_refused(tmp_path: Path) -> None:
+    root = write(tmp_path, {"app/sub/a.yaml": cm("a"), "app/b.yaml": cm("b")})
+    for options in (DirectoryOptions(include="*.yml"), DirectoryOptions(exclude="*"),
+                    DirectoryOptions(recurse=False, exclude="b.yaml")):
+        with pytest.raises(RenderError, match="leave out every manifest of app") as err:
+            run(root, "app", directory=options)
+        assert err.value.file in ("app/b.yaml", "app/sub/a.yaml")
+    empty = write(tmp_path / "other", {"app/README.md": "# nothing to deploy\n"})
+    assert run(empty, "app", directory=DirectoryOptions(include="*.yaml")).objects == ()  # nothing left out

@@ -220,6 +220,7 @@ def scan(tree: SourceTree, directory: Path, *, options: DirectoryOptions = Direc
         return None
 
     layout = PlainLayout()
+    left_out: list[str] = []  # manifests the directory options leave out
     unsupported: dict[str, list[str]] = {}
     bases: set[Path] = set()
     for f in walked:
@@ -237,6 +238,8 @@ def scan(tree: SourceTree, directory: Path, *, options: DirectoryOptions = Direc
         if f.name == SOURCEIGNORE:
             continue
         if not s.in_scope(f):
+            if f.name.endswith(PLAIN_SUFFIXES) and not s.ignore.ignored(f):
+                left_out.append(tree.rel(f))
             continue
         name = f.name
         if name == "Chart.yaml":
@@ -263,6 +266,13 @@ def scan(tree: SourceTree, directory: Path, *, options: DirectoryOptions = Direc
     _argocd_plugin(tree, directory, unsupported)
     if unsupported:
         raise unsupported_renderer(unsupported)
+    if left_out and not layout.files and not bases and not options.is_default:
+        # Argo CD refuses to sync an empty set unless allowEmpty: here an empty render would prune everything
+        raise RenderError(
+            f"the directory options (recurse {'on' if options.recurse else 'off'}, include "
+            f"{options.include or '-'!r}, exclude {options.exclude or '-'!r}) leave out every manifest of "
+            f"{tree.rel(directory) or '.'} (e.g. {left_out[0]}): an empty render would delete what the "
+            "mapping deployed", file=left_out[0])
     layout.bases = sorted(bases)
     return layout
 

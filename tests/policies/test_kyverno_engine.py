@@ -165,6 +165,8 @@ def test_wildcard_label_keys_expand_against_the_resource() -> None:
         ("Equals", "1Gi", "1024Mi", True),
         ("Equals", "1h", "60m", True),
         ("Equals", 3, "3", True),
+        ("Equals", 3, "3.0", True),
+        ("Equals", "3", 3, False),
         ("NotEquals", "x", "y", True),
         ("AnyIn", ["a", "b"], ["b", "c"], True),
         ("AnyIn", ["a"], ["b"], False),

@@ -174,8 +174,9 @@ def _equal(key: Any, value: Any) -> bool:
         if isinstance(value, (int, float)):
             return float(key) == float(value)
         if isinstance(value, str):
+            # Kyverno's context numbers are float64: "3" and "3.0" both equal 3
             try:
-                return float(value) == float(key) if isinstance(key, float) else int(value, 10) == key
+                return float(value) == float(key)
             except ValueError:
                 return False
         return False

@@ -263,3 +263,19 @@ spec:
         "containers"][0]["image"] == "gb-frontend:v1"
     assert set(rendered(mapping_of(origin.url, "apps/billing", "west"), "west")) == {
         ("Deployment", "billing", "billing")}
+
+
+def test_directory_include_and_exclude_map_onto_the_mapping(origin: Origin, clusters: dict[str, Cluster],
+                                                            admin_user: Any) -> None:
+    origin.commit("examples", LAYOUT)
+    dest = "    name: lab\n    namespace: gb"
+    doc = application(origin, "filtered", "guestbook", dest, extra="""    directory:
+      recurse: true
+      include: '*.yaml'
+      exclude: '{extras/*,*-svc.yaml}'
+""")
+    import_gitops(admin_user, [("f.yaml", doc)])
+    mapping = mapping_of(origin.url, "guestbook", "lab")
+    assert (mapping.directory_recurse, mapping.directory_include, mapping.directory_exclude) == (
+        True, "*.yaml", "{extras/*,*-svc.yaml}")
+    assert set(rendered(mapping, "lab")) == {("Deployment", "gb", "guestbook-ui")}

@@ -191,3 +191,28 @@ spec: {sourceRef: {kind: GitRepository, name: flux-system}, path: ./b, prune: tr
     with pytest.raises(ImportError_, match=r"dependency cycle: flux-system/(a|b) -> flux-system/(a|b)"):
         import_gitops(admin_user, [*cluster_docs(origin)[:1], ("cycle.yaml", cyclic)], target_group="staging")
     assert not PathMapping.objects.exists()
+
+
+def test_what_a_kustomization_cannot_carry_over_is_listed(origin: Origin, staging: ClusterGroup,
+                                                          admin_user: Any) -> None:
+    docs = [*cluster_docs(origin)[:1], ("k.yaml", """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: tenant, namespace: flux-system}
+spec:
+  sourceRef: {kind: GitRepository, name: flux-system}
+  path: ./tenants/a
+  prune: false
+  suspend: true
+  targetNamespace: team-a
+  images: [{name: podinfo, newTag: 6.7.1}]
+  serviceAccountName: team-a
+  decryption: {provider: sops, secretRef: {name: sops-age}}
+""")]
+    outcome = import_gitops(admin_user, docs, target_group="staging", dry_run=True)
+    [mapping] = outcome.plan.mappings
+    assert (mapping.path, mapping.target_namespace, mapping.enabled) == ("tenants/a", "team-a", False)
+    unsupported = {f.setting for f in outcome.plan.unsupported}
+    assert {"spec.images", "spec.serviceAccountName", "spec.decryption",
+            "targetNamespace forced onto every namespaced object"} <= unsupported
+    assert {"spec.prune", "spec.suspend"} <= {n.setting for n in outcome.plan.notes}
+    assert ("spec.decryption.secretRef", "sops-age") in {(s.setting, s.name) for s in outcome.plan.secrets}

@@ -113,6 +113,11 @@ class FluxDocuments:
 
     def _common(self, spec: dict[str, Any], src: Source, mapping: MappingSpec, doc: dict[str, Any],
                 plan: Plan) -> None:
+        for key, use in (("decryption", "decryption keys (SOPS)"),
+                         ("kubeConfig", "a remote cluster's kubeconfig")):
+            ref = (spec.get(key) or {}).get("secretRef") if isinstance(spec.get(key), dict) else None
+            if isinstance(ref, dict) and ref.get("name"):
+                plan.secret(src, f"spec.{key}.secretRef", str(ref["name"]), use)
         for key in SCHEDULING:
             if key in spec:
                 plan.note(src, f"spec.{key}", "Fleetgate renders every new commit and waits for health by "

@@ -325,3 +325,40 @@ def test_directory_options_that_leave_out_every_manifest_are_refused(tmp_path: P
         assert err.value.file in ("app/b.yaml", "app/sub/a.yaml")
     empty = write(tmp_path / "other", {"app/README.md": "# nothing to deploy\n"})
     assert run(empty, "app", directory=DirectoryOptions(include="*.yaml")).objects == ()  # nothing left out
+
+
+@pytest.mark.django_db
+def test_flux_cluster_path_through_fetches_watches_the_bases_its_nested_kustomization_reads(
+        origin: Any, make_repository: Any, make_mapping: Any, fleet: dict[str, Any]) -> None:
+    from fleet.sources.models import MappingRender, RenderedManifest
+    from fleet.sources.services import fetch_repository
+
+    files = {
+        "clusters/production/tenants.yaml": textwrap.dedent(flux_ks("tenants", "./tenants/production")),
+        "clusters/production/tenants/kustomization.yaml": "resources: [../../../tenants/base/dev-team]\n",
+        "tenants/base/dev-team/kustomization.yaml": "namespace: apps\nresources: [rbac.yaml]\n",
+        "tenants/base/dev-team/rbac.yaml": (
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: dev-team\n"),
+        "other/cm.yaml": cm("other"),
+    }
+    origin.commit("tenants", files)
+    repo = make_repository(origin)
+    mapping = make_mapping(repo, "cluster", "clusters/production", fleet["prod"])
+    assert fetch_repository(repo).ok
+    mapping.refresh_from_db()
+    assert mapping.watched_paths == ["tenants/base/dev-team"]
+    stored = RenderedManifest.objects.get(mapping=mapping, cluster=fleet["clusters"]["eu-1"])
+    assert sorted((o["kind"], o["name"], o["namespace"]) for o in stored.resources) == [
+        ("Kustomization", "tenants", "flux-system"), ("ServiceAccount", "dev-team", "apps")]
+
+    origin.commit("unrelated", {"other/cm.yaml": cm("other-2")})
+    fetch_repository(repo)
+    assert MappingRender.objects.filter(mapping=mapping).count() == 1  # not affected
+    origin.commit("base changes", {"tenants/base/dev-team/rbac.yaml": (
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: dev-team\n  labels: {team: dev}\n")})
+    fetch_repository(repo)
+    latest = MappingRender.objects.filter(mapping=mapping).latest("id")
+    assert (latest.status, MappingRender.objects.filter(mapping=mapping).count()) == ("rendered", 2)
+    eu = RenderedManifest.objects.get(mapping_render=latest, cluster=fleet["clusters"]["eu-1"])
+    sa = next(o for o in eu.resources if o["kind"] == "ServiceAccount")
+    assert sa["object"]["metadata"]["labels"] == {"team": "dev"}

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 
 from fleet.core import urlguard
 
@@ -83,15 +84,14 @@ def validate_directory_glob(value: str) -> None:
         raise ValidationError(exc.message) from None
 
 
-RELEASE_NAME_MESSAGE = ("A Helm release name: lower-case letters, digits, '-' and '.', starting and ending "
-                        "with a letter or digit, at most 53 characters.")
-_RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-def validate_release_name(value: str) -> None:
-    """Helm's own rule for release names (``helm_python.validate_release_name`` at render time)."""
-    if value and (len(value) > 53 or not _RELEASE_NAME.match(value)):
-        raise ValidationError(RELEASE_NAME_MESSAGE, code="release_name")
+# Helm's own rule for release names (``helm_python.validate_release_name`` checks it again at render time); a
+# RegexValidator, so that the API schema documents the pattern.
+validate_release_name = RegexValidator(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    "A Helm release name: lower-case letters, digits, '-' and '.', starting and ending with a letter or "
+    "digit, at most 53 characters.",
+    code="release_name",
+)
 
 
 def validate_chart_repository_url(value: str) -> None:

@@ -82,7 +82,6 @@ def _substitute_string(value: str, context: Mapping[str, Any]) -> Any:
     if "{{" not in value:
         return value
     delete = str((context.get("request") or {}).get("operation") or "") == "DELETE"
-    found = [m.group(2) if m.group(1) == "" else m.group(0)[1:] for m in _VARIABLE.finditer(value)]
     found = [m.group(2) for m in _VARIABLE.finditer(value)]
     rounds = 0
     while found:

@@ -237,21 +237,19 @@ def parse_policy(doc: str | bytes | Mapping[str, Any]) -> KyvernoPolicy:
         elif skipped is not None:
             not_applied.append(skipped)
     annotations = (meta.get("annotations") or {}) if isinstance(meta, Mapping) else {}
-    applied_raw = [
-        r for r in raw_rules if isinstance(r, Mapping) and r.get("name") in {x.name for x in rules}
-    ]
-    for j, gen in enumerate(autogen_rules(raw_rules, annotations)):
-        if gen["name"] in seen:
+    applied = {r.name for r in rules}
+    for gen in autogen_rules(raw_rules, annotations):
+        source = str(gen.pop("_source"))
+        if gen["name"] in seen or source not in applied:
             continue
-        if gen["name"].split("-", 2)[-1] not in {r.name for r in rules} and not any(
-            gen["name"] in (f"autogen-{r.name}"[:63], f"autogen-cronjob-{r.name}"[:63]) for r in rules
-        ):
-            continue
-        rule, _ = _parse_rule(gen, len(raw_rules) + j, name)
+        index = next(i for i, r in enumerate(raw_rules) if r.get("name") == source)
+        try:
+            rule, _ = _parse_rule(gen, index, name)
+        except FormatError as exc:
+            raise FormatError(f"Kyverno policy: auto-generated rule {gen['name']}: {exc}") from exc
         if rule is not None:
-            rule.autogen_of = gen["name"]
+            rule.autogen_of = source
             rules.append(rule)
-    del applied_raw
     return KyvernoPolicy(
         name=name,
         namespace=str(meta.get("namespace") or "") if kind == "Policy" else "",

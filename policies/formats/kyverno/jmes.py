@@ -224,9 +224,6 @@ def _trim_float(value: float) -> str:
     return repr(value)
 
 
-_GO_REGEX_FIX = re.compile(r"\\z|\(\?P?<")
-
-
 def _go_regex(expr: str) -> re.Pattern[str]:
     try:
         return re.compile(expr.replace(r"\z", r"\Z"))
@@ -294,12 +291,6 @@ def format_quantity(value: Decimal, like: str) -> str:
         if scaled == scaled.to_integral_value() and abs(scaled) >= 1:
             return f"{int(scaled)}{suffix}"
     return format(value.normalize(), "f")
-
-
-def _num(value: Any) -> Any:
-    if isinstance(value, float) and value == int(value) and abs(value) < 2**53:
-        return value
-    return value
 
 
 def _arith(name: str, args: list[Any]) -> Any:

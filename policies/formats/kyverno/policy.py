@@ -341,6 +341,7 @@ def _autogen_rule(
     if validate is None:
         return None
     rule = copy.deepcopy(dict(raw))
+    rule.setdefault("_source", raw.get("name"))  # the rule it was generated from
     rule["name"] = name[:63]
     rule["match"] = _retarget(raw.get("match"), kinds, not cron, False)
     if raw.get("exclude") is not None:

@@ -51,3 +51,43 @@ def test_the_policy_list_and_pages_name_the_language_and_show_the_documents(
         'rule <code>check-team</code> <span class="muted">(kyverno PolicyException apps/legacy-apps)</span>'
         in kyverno
     )
+
+
+def test_the_commit_and_rollout_pages_name_each_findings_language(
+    admin_user: Any, imported: dict[str, Policy]
+) -> None:
+    from clusters.models import Cluster
+    from fleet.rollouts.models import ClusterSync, Rollout
+    from policies import gate
+    from policies.services.definitions import definition_of
+    from tests.factories import ClusterGroupFactory, CommitFactory, PathMappingFactory
+    from tests.policies import policy_library as lib
+
+    bound = [
+        b
+        for p in imported.values()
+        for b in definition_of(p.current).bound(p.pk, p.name, None)  # type: ignore[arg-type]
+    ]
+    decision = gate.evaluate_target([lib.deployment("big", replicas=8, labels={})], bound)
+    assert {v.language for v in decision.violations} == {"VAP (CEL)", "Kyverno"}
+    mapping = PathMappingFactory(name="web", cluster_group=ClusterGroupFactory(name="web"))
+    commit = CommitFactory(repository=mapping.repository)
+    rollout = Rollout.objects.create(mapping=mapping, commit=commit, state="blocked")
+    ClusterSync.objects.create(
+        rollout=rollout,
+        cluster=Cluster.objects.create(name="c-a", api_url="https://x:6443", token="t"),
+        state="blocked",
+        evaluation=decision.as_dict(),
+    )
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get(f"/commits/{commit.pk}/").content.decode()
+    assert '<h3>replica-limit <span class="badge language">VAP (CEL)</span>' in page
+    assert '<h3>require-team-label <span class="badge language">Kyverno</span>' in page
+    assert "<td>check-team</td>" in page
+    rollout_page = client.get(f"/rollouts/{rollout.pk}/").content.decode()
+    assert '<td><span class="badge language">VAP (CEL)</span></td>' in rollout_page
+    kyverno_row = (
+        'require-team-label <span class="muted">[check-team]</span></td><td><span class="badge language">'
+    )
+    assert kyverno_row + "Kyverno" in rollout_page

@@ -16,6 +16,10 @@ Rules:
   the Constraint's ``enforcementAction`` (Gatekeeper) / ``deny`` (conftest); a conftest ``warn`` rule is
   never stronger than ``warn``;
 * any engine error, timeout, unreachable engine or malformed policy blocks (fail closed);
+* ValidatingAdmissionPolicies and Kyverno policies (``BoundPolicy.vap`` / ``.kyverno``) are evaluated in
+  process on one :class:`~policies.formats.admission.AdmissionInput` per entry, beside the Rego ones; their
+  findings keep the document's action unless the binding sets the enforcement, an error finding blocks like
+  an engine error, and every violation and error names its language (:data:`LANGUAGES`);
 * policies read the target's context at ``data.fleetgate.context`` (both styles, so unmodified third-party
   policies keep their ``input``); Gatekeeper policies also get ``data.inventory``;
 * each object is reviewed as the operation the apply will do on the target (``RenderedObject.operation``):

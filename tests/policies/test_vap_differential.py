@@ -567,6 +567,60 @@ def _cel_literal(value: Any) -> str:
     raise TypeError(value)
 
 
+def _server_answers(
+    kube_apiserver: KubeApiServer,  # noqa: F811 - the fixture imported above
+    namespace: str,
+    cases: list[Case],
+) -> tuple[list[str], dict[str, str | None]]:
+    """Each case's policy created on the API server (one per case), then its subject sent (dry-run
+    create): the policies the server refused (with its message) and each other case's answer (None:
+    allowed, else the denial's message)."""
+    suffix = secrets.token_hex(3)
+    refused: list[str] = []
+    answers: dict[str, str | None] = {}
+    created: list[tuple[str, str]] = []
+    with kube_apiserver.api_client() as api:
+        core, reg = k8s.CoreV1Api(api), k8s.AdmissionregistrationV1Api(api)
+
+        def denial(case: Case, name: str) -> str | None:
+            obj = _subject(case, namespace, case.data, name=name)
+            try:
+                core.create_namespaced_config_map(namespace, obj, dry_run="All")
+            except ApiException as exc:
+                if exc.status not in (400, 403, 422):
+                    raise
+                return _denial(exc)
+            return None
+
+        try:
+            enforced = []
+            for case in cases:
+                policy, binding = _documents(case, suffix)
+                try:
+                    reg.create_validating_admission_policy(policy)
+                except ApiException as exc:
+                    refused.append(f"{case.validations}: {_denial(exc)}")
+                    continue
+                created.append(("policy", policy["metadata"]["name"]))
+                reg.create_validating_admission_policy_binding(binding)
+                created.append(("binding", binding["metadata"]["name"]))
+                enforced.append(case)
+            deadline = time.monotonic() + 60
+            pending = list(enforced)
+            while pending and time.monotonic() < deadline:
+                pending = [c for c in pending if denial(c, "fg-probe-x") is None]
+            assert not pending, "policies never enforced"
+            for case in enforced:
+                answers[case.id] = denial(case, f"s-{case.id}")
+        finally:
+            for what, name in reversed(created):
+                if what == "binding":
+                    reg.delete_validating_admission_policy_binding(name)
+                else:
+                    reg.delete_validating_admission_policy(name)
+    return refused, answers
+
+
 def test_the_cel_libraries_answer_as_the_api_server_does(
     kube_apiserver: KubeApiServer,  # noqa: F811 - the fixture imported above
     namespaces: dict[str, str],
@@ -585,49 +639,48 @@ def test_the_cel_libraries_answer_as_the_api_server_does(
     cases = [
         Case(f"lib-{i}", [{"expression": c, "message": "false"}], {"x": "1"}) for i, c in enumerate(checks)
     ]
-    suffix = secrets.token_hex(3)
-    ns = namespaces["prod"]
-    refused: list[str] = []
-    answers: dict[str, str | None] = {}
-    created: list[tuple[str, str]] = []
-    with kube_apiserver.api_client() as api:
-        core, reg = k8s.CoreV1Api(api), k8s.AdmissionregistrationV1Api(api)
-
-        def denial(case: Case, name: str) -> str | None:
-            try:
-                core.create_namespaced_config_map(ns, _subject(case, ns, case.data, name=name), dry_run="All")
-            except ApiException as exc:
-                if exc.status not in (400, 403, 422):
-                    raise
-                return _denial(exc)
-            return None
-
-        try:
-            enforced = []
-            for case, check in zip(cases, checks, strict=True):
-                policy, binding = _documents(case, suffix)
-                try:
-                    reg.create_validating_admission_policy(policy)
-                except ApiException as exc:
-                    refused.append(f"{check}: {_denial(exc)}")
-                    continue
-                created.append(("policy", policy["metadata"]["name"]))
-                reg.create_validating_admission_policy_binding(binding)
-                created.append(("binding", binding["metadata"]["name"]))
-                enforced.append(case)
-            deadline = time.monotonic() + 60
-            pending = list(enforced)
-            while pending and time.monotonic() < deadline:
-                pending = [c for c in pending if denial(c, "fg-probe-x") is None]
-            assert not pending, "policies never enforced"
-            for case, check in zip(cases, checks, strict=True):
-                if case in enforced:
-                    answers[check] = denial(case, f"s-{case.id}")
-        finally:
-            for what, name in reversed(created):
-                if what == "binding":
-                    reg.delete_validating_admission_policy_binding(name)
-                else:
-                    reg.delete_validating_admission_policy(name)
+    refused, answers = _server_answers(kube_apiserver, namespaces["prod"], cases)
     assert refused == []
-    assert {check: answer for check, answer in answers.items() if answer is not None} == {}
+    assert {c.validations[0]["expression"]: answers[c.id] for c in cases if answers[c.id] is not None} == {}
+
+
+RUNTIME_ERRORS = [
+    "object.data.missing == 'x'",
+    "quantity('ten').isInteger()",
+    "quantity('1.5').asInteger() == 2",
+    "url('example.com').getScheme() == ''",
+    "ip('::ffff:1.2.3.4').family() == 4",
+    "cidr('10.0.0.0').prefixLength() == 8",
+    "[1, 2][5] == 1",
+    "int(object.data.x) / 0 == 1",
+    "int(object.data.x + 'ten') == 10",
+    "'abc'.substring(2, 1) == ''",
+    "'abc'.charAt(5) == ''",
+    "dyn([]).max() == 1",
+    "'%d'.format([dyn(3.0)]) == ''",
+    "'%f'.format([dyn(1)]) == ''",
+    "'abc'.find(object.data.x + '(') == ''",
+]
+
+
+def test_runtime_errors_read_as_the_api_server_words_them(
+    kube_apiserver: KubeApiServer,  # noqa: F811 - the fixture imported above
+    namespaces: dict[str, str],
+) -> None:
+    """An expression that fails: the API server denies (failurePolicy Fail) with "expression '…'
+    resulted in error: <cel-go's message>"; the gate's finding is an error with the same text."""
+    cases = [Case(f"err-{i}", [{"expression": e}], {"x": "1"}) for i, e in enumerate(RUNTIME_ERRORS)]
+    refused, answers = _server_answers(kube_apiserver, namespaces["prod"], cases)
+    assert refused == []
+    ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespaces["prod"]}}
+    mismatches = []
+    for case in cases:
+        policy, binding = _documents(case, "x")
+        subject = _subject(case, namespaces["prod"], case.data)
+        item = AdmissionInput("CREATE", object_id(subject), subject, None, ns_obj)
+        findings = compile(parse_policy(policy), parse_binding(binding)).evaluate([item])
+        ours = [f.message for f in findings if f.error]
+        server = answers[case.id]
+        if not ours or server is None or ours[0] not in server:
+            mismatches.append((case.validations[0]["expression"], server, ours))
+    assert mismatches == [], json.dumps(mismatches, indent=1, ensure_ascii=False)

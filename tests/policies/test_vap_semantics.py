@@ -516,3 +516,51 @@ def test_binding_errors_name_the_field(spec: dict[str, Any], error: str) -> None
     with pytest.raises(FormatError) as caught:
         parse_binding(doc)
     assert error in str(caught.value)
+
+
+def test_variables_see_only_the_variables_defined_before_them() -> None:
+    later = policy(
+        "p",
+        [{"expression": "variables.b"}],
+        variables=[{"name": "a", "expression": "variables.b"}, {"name": "b", "expression": "true"}],
+    )
+    with pytest.raises(FormatError) as caught:
+        parse_policy(later)
+    assert str(caught.value) == (
+        "spec.variables[0].expression: undefined variable 'b' (an expression can use the variables defined "
+        "before it: none) (line 1, column 11)"
+    )
+    unknown = policy("p", [{"expression": "variables.nope"}], variables=[{"name": "a", "expression": "true"}])
+    with pytest.raises(FormatError, match=r"spec.validations\[0\].expression: undefined variable 'nope'"):
+        parse_policy(unknown)
+    chained = policy(
+        "p",
+        [{"expression": "variables.b < 5"}],
+        variables=[
+            {"name": "a", "expression": "object.spec.replicas"},
+            {"name": "b", "expression": "variables.a * 2"},
+        ],
+    )
+    assert messages(vap(chained), review(deployment("web", 2))) == []
+    assert messages(vap(chained), review(deployment("web", 3))) == ["failed expression: variables.b < 5"]
+
+
+def test_audit_annotation_null_is_left_out_and_an_error_follows_failure_policy() -> None:
+    annotations = [
+        {
+            "key": "high",
+            "valueExpression": "object.spec.replicas > 50 ? 'high: ' + string(object.spec.replicas) : null",
+        },
+        {"key": "broken", "valueExpression": "object.spec.nothere"},
+    ]
+    found = vap(policy("p", REPLICAS, auditAnnotations=annotations)).evaluate([review(deployment("web", 9))])
+    assert sorted((f.rule, f.error) for f in found) == [
+        ("auditAnnotations[broken]", True),
+        ("validations[0]", False),
+    ]
+    assert next(f for f in found if not f.error).details["audit_annotations"] == {}
+    ignore = policy("p", REPLICAS, auditAnnotations=annotations, failurePolicy="Ignore")
+    found = vap(ignore).evaluate([review(deployment("web", 60))])
+    assert [(f.rule, f.details["audit_annotations"]) for f in found] == [
+        ("validations[0]", {"p/high": "high: 60"})
+    ]

@@ -40,12 +40,15 @@ from policies.formats.cel.values import CelRuntimeError
 # as CelEvalError already (and a policy may fail on every object of a render), so only errors are logged.
 logging.getLogger("cel").setLevel(logging.ERROR)
 
-__all__ = ["CelError", "CelEvalError", "Program", "compile_expression"]
+__all__ = ["CelError", "CelEvalError", "Program", "compile_expression", "member_references"]
 
 #: cel-go namespaces whose functions the gate does not provide (a clear message instead of "undeclared").
 _MISSING_LIBRARIES = {"math", "sets", "base64", "lists", "semver", "format", "encoders"}
+#: Type names, which the crate reports as variables (``type(x) == string``).
+_TYPE_NAMES = {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"}
 _PARSE_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): ([^\n]*)")
 _PY_FAILURE = re.compile(r"Python function call failed: (\w+): (.*?)\. Check function arguments", re.DOTALL)
+_CONVERSION = re.compile(r"Function '(int|uint|double)' error: string parse error")
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _SHORT_NAMES: dict[str, list[str]] = {}
 for _name in FUNCTIONS:
@@ -117,10 +120,13 @@ def _runtime_message(exc: BaseException) -> str:
         if m.group(1) == "KeyError":
             return f"no such key: {m.group(2).strip(chr(39))}"
         return f"{m.group(1)}: {m.group(2)}"
+    conversion = _CONVERSION.search(text)
+    if conversion:
+        return f"type conversion error from 'string' to '{conversion.group(1)}'"
     if isinstance(exc, KeyError):
         return f"no such key: {exc.args[0] if exc.args else ''}"
     if isinstance(exc, IndexError):
-        return f"index out of range: {text}"
+        return text  # "index out of bounds: 5", as cel-go says
     if isinstance(exc, ZeroDivisionError):
         return "division by zero"
     if "Undefined variable or function" in text:
@@ -136,6 +142,19 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
     declared = frozenset(variables)
     lazy_names = frozenset(lazy) & declared
     source_tokens = _syntax.tokens(source)
+    for i, token in enumerate(source_tokens):
+        if token.text == "?" and i:
+            before = source_tokens[i - 1]
+            literal_entry = before.text in ("{", ",") or (
+                before.text == "[" and not (i > 1 and _syntax.ends_expression(source_tokens[i - 2]))
+            )
+            if literal_entry:
+                line, column = _syntax.position(source, token.start)
+                raise CelError(
+                    "optional entries in list and map literals ([?x], {?k: v}) are not available in the gate",
+                    line,
+                    column,
+                )
     blanked = _syntax.blanked(source, source_tokens)
     try:
         program = cel.compile(blanked)
@@ -163,7 +182,7 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
             )
         if name in declared:
             top.add(name)
-        elif name in bound or name in NAMESPACES:
+        elif name in bound or name in NAMESPACES or name in _TYPE_NAMES:
             continue
         elif name in _MISSING_LIBRARIES:
             raise _undeclared(
@@ -175,6 +194,10 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
     for fn in refs["functions"]:
         if not _IDENTIFIER.match(fn) or fn in BUILTINS or fn == "k8sLazy":
             continue
+        if fn in _syntax.MACROS:
+            raise _undeclared(
+                source, fn, f"two-variable comprehensions ({fn}(k, v, ...)) are not available in the gate"
+            )
         if fn not in _SHORT_NAMES:
             raise _undeclared(
                 source, fn, f"undeclared reference to '{fn}' (no such function in the gate's CEL)"
@@ -190,3 +213,14 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
         _lazy=lazy_names if "k8sLazy" in rewritten_tokens else frozenset(),
         _materialize=frozenset(n for n in lazy_names if n in top),
     )
+
+
+def member_references(source: str, root: str) -> list[tuple[str, int, int]]:
+    """``(name, line, column)`` of every ``root.name`` in ``source`` (e.g. the ``variables.x`` it uses)."""
+    toks = _syntax.tokens(source)
+    out = []
+    for i, t in enumerate(toks[:-2]):
+        if t.text == root and not (i and toks[i - 1].text == ".") and toks[i + 1].text == ".":
+            line, column = _syntax.position(source, toks[i + 2].start)
+            out.append((toks[i + 2].text, line, column))
+    return out

@@ -123,7 +123,7 @@ def _match_close(toks: list[Token], j: int) -> int:
     raise ValueError("unbalanced brackets")
 
 
-def _ends_expression(t: Token) -> bool:
+def ends_expression(t: Token) -> bool:
     return t.kind in ("ident", "num", "str") or t.text in (")", "]", "}")
 
 
@@ -139,12 +139,12 @@ def _operand_start(toks: list[Token], i: int) -> int:
                 and toks[j].text in "([{"
                 and (
                     (toks[j].text == "(" and toks[j - 1].kind == "ident")
-                    or (toks[j].text in "[{" and _ends_expression(toks[j - 1]))
+                    or (toks[j].text in "[{" and ends_expression(toks[j - 1]))
                 )
             ):
                 j -= 1
                 continue
-        if j > 1 and toks[j - 1].text == "." and _ends_expression(toks[j - 2]):
+        if j > 1 and toks[j - 1].text == "." and ends_expression(toks[j - 2]):
             j -= 2
             continue
         return j
@@ -160,7 +160,7 @@ def _rewrite_once(toks: list[Token]) -> str | None:
         optional_select = (
             a.text == "." and b.text == "?" and i + 2 < len(toks) and toks[i + 2].kind == "ident"
         )
-        optional_index = a.text == "[" and b.text == "?" and _ends_expression(toks[i - 1])
+        optional_index = a.text == "[" and b.text == "?" and ends_expression(toks[i - 1])
         if not (optional_select or optional_index):
             continue
         start = _operand_start(toks, i)

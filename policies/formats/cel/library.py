@@ -390,11 +390,25 @@ def string_arg(value: Any) -> Any:
 # ---------------------------------------------------------------- regex (k8s library/regex.go)
 
 
+#: Python's regular-expression errors in RE2's (Go's) words, as Kubernetes reports them.
+_RE2_ERRORS = (
+    ("missing ), unterminated subpattern", "missing closing )"),
+    ("unterminated character set", "missing closing ]"),
+    ("nothing to repeat", "missing argument to repetition operator"),
+    ("unbalanced parenthesis", "unexpected )"),
+    ("bad escape", "invalid escape sequence"),
+    ("bad character range", "invalid character class range"),
+    ("multiple repeat", "invalid nested repetition operator"),
+)
+
+
 def _compile_regex(pattern: Any) -> re.Pattern[str]:
+    """RE2 classes are ASCII (``\\d``, ``\\w``, ``\\s``, ``\\b``): so are these."""
     try:
-        return re.compile(_str(pattern, "find"))
+        return re.compile(_str(pattern, "find"), re.ASCII)
     except re.error as exc:
-        raise CelRuntimeError(f"error parsing regexp: {exc}: `{pattern}`") from exc
+        reason = next((go for py, go in _RE2_ERRORS if str(exc.msg).startswith(py)), str(exc.msg))
+        raise CelRuntimeError(f"Illegal regex: error parsing regexp: {reason}: `{pattern}`") from exc
 
 
 def find(text: Any, pattern: Any) -> str:

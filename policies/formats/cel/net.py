@@ -176,6 +176,7 @@ def _parse_cidr(text: Any) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if "/" not in text:
         raise CelRuntimeError(
             "network address parse error during conversion from string: "
+            "network address parse error during conversion from string: "
             f"netip.ParsePrefix(\"{text}\"): no '/'"
         )
     _parse_ip(text.partition("/")[0])

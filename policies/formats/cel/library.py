@@ -204,8 +204,7 @@ def join(items: Any, *sep: Any) -> str:
 
 
 def reverse(value: Any) -> Any:
-    if isinstance(value, str):
-        return value[::-1]
+    """cel-go's lists ``reverse()`` (Kubernetes 1.37 has no string ``reverse()``, neither has the gate)."""
     return _list(value, "reverse")[::-1]
 
 

@@ -149,8 +149,13 @@ def chart_inputs(tree: SourceTree, chart_dir: Path, charts: ChartFetcher | None)
                                   renderer="helm")
             sub = f"{at}/charts/{name}" if at else f"charts/{name}"
             if repo.startswith("file://"):
-                target = tree.resolve(repo[len("file://"):], base=directory, what=f"dependency {name!r}",
-                                      allow_parent=True)
+                try:
+                    target = tree.resolve(repo[len("file://"):], base=directory, what=f"dependency {name!r}",
+                                          allow_parent=True)
+                except RenderError as exc:
+                    raise RenderError(f"dependency {name!r} is missing from charts/ and {repo} cannot be "
+                                      f"used: {exc.message} (a file:// dependency must be a chart directory "
+                                      "inside the repository)", file=chart_file, renderer="helm") from None
                 if not (target / "Chart.yaml").is_file():
                     raise RenderError(f"dependency {name!r}: {repo} is not a chart directory of the "
                                       "repository", file=chart_file, renderer="helm")
@@ -170,8 +175,9 @@ def chart_inputs(tree: SourceTree, chart_dir: Path, charts: ChartFetcher | None)
                 resolved = charts.resolve(ChartSpec(chart=name, repo=repo, version=version), file=chart_file)
                 remote.append((f"{at}/charts" if at else "charts", resolved))
             elif repo.startswith("@") or repo.startswith("alias:"):
-                raise RenderError(f"dependency {name!r} names the repository alias {repo}: Fleetgate has no "
-                                  "Helm repository configuration; write its URL, or vendor charts/",
+                raise RenderError(f"dependency {name!r} is not vendored and names the repository alias "
+                                  f"{repo}: Fleetgate has no Helm repository configuration; write its URL, "
+                                  "or vendor it into charts/",
                                   file=chart_file, renderer="helm")
             else:
                 raise RenderError(f"dependency {name!r} is declared in Chart.yaml but missing from charts/",

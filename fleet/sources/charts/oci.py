@@ -256,6 +256,7 @@ def _session(adapter_cls: Any, timeout: float, networks: Sequence[urlguard.IPNet
 
     session = requests.Session()
     session.trust_env = False  # no proxies or netrc from the worker's environment
+    session.max_redirects = 3
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     for prefix in ("https://", "http://"):
         adapter = adapter_cls(max_retries=0)

@@ -102,8 +102,8 @@ def test_policy_check_reviews_a_branch_against_a_live_cluster(
     code, out, _ = _check("--mapping", mapping, "--file", str(new), "--live-cluster", "live-web")
     assert code == 1, out
     assert (
-        "live-web - web.yaml - Deployment/apps/web - scale-down/scale-down-by-half-at-most (Rego/Gatekeeper) - "
-        "Deployment web: scaling down from 10 to 4" in out
+        "live-web - web.yaml - Deployment/apps/web - scale-down/scale-down-by-half-at-most "
+        "(Rego/Gatekeeper) - Deployment web: scaling down from 10 to 4" in out
     )
     assert "prod-eu-1" not in out  # only the named cluster is reviewed
 

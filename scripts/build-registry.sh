@@ -5,7 +5,7 @@
 #   <repo>/.cache/registry/bin/registry          otherwise (.cache/ is gitignored).
 #
 # Rebuilt only when REGISTRY_VERSION changes (a stamp file next to the binary). Concurrent runs wait on a
-# lock. The last line printed is the binary's path. tests/oci_registry.py calls it when the binary is missing.
+# lock. The last line printed is the binary's path. tests/chart_servers.py calls it when the binary is missing.
 #
 # Usage: scripts/build-registry.sh
 set -euo pipefail

@@ -44,13 +44,19 @@ class ClusterFilterSet(FleetFilterSet):
 
 class ClusterGroupFilterSet(FleetFilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
+    label = django_filters.CharFilter(
+        method="filter_label", help_text="Selector on the group's own labels, e.g. tier=gold"
+    )
     cluster = django_filters.CharFilter(
         method="filter_cluster", help_text="Groups containing this cluster (name)"
     )
 
     class Meta:
         model = ClusterGroup
-        fields = ["name", "approval_required", "sync_mode", "cluster"]
+        fields = ["name", "approval_required", "sync_mode", "cluster", "label"]
+
+    def filter_label(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        return filter_by_selector(queryset, value)
 
     def filter_cluster(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         return queryset.filter(members__name=value)

@@ -136,6 +136,13 @@ class ClusterGroup(TimestampedModel):
 
     name = models.CharField(max_length=63, unique=True, validators=[dns_label])
     description = models.CharField(max_length=200, blank=True)
+    labels = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[selectors.validate_labels],
+        help_text="The group's own labels (as Kubernetes labels), which a fleet.yaml clusterGroupSelector "
+        "matches.",
+    )
     selector = models.JSONField(
         default=dict,
         blank=True,

@@ -89,6 +89,7 @@ class ClusterGroupSerializer(FleetModelSerializer):
             "id",
             "name",
             "description",
+            "labels",
             "selector",
             "values",
             "include",

@@ -263,6 +263,30 @@ def test_group_shows_resolved_members(admin_client: APIClient) -> None:
     assert admin_client.get(f"/api/groups/{group['id']}/").json()["members"] == []
 
 
+def test_group_labels_are_validated_filtered_and_audited(admin_client: APIClient) -> None:
+    created = admin_client.post("/api/groups/", {**_group_body(), "labels": {"tier": "gold"}}, format="json")
+    assert created.status_code == 201, created.content
+    gid = created.json()["id"]
+    assert created.json()["labels"] == {"tier": "gold"}
+    ClusterGroupFactory(name="silver", labels={"tier": "silver"})
+    ClusterGroupFactory(name="bare")
+    listed = admin_client.get("/api/groups/?label=tier=gold").json()["results"]
+    assert [row["name"] for row in listed] == ["prod"]
+    assert sorted(r["name"] for r in admin_client.get("/api/groups/?label=tier").json()["results"]) == [
+        "prod", "silver"]
+    assert admin_client.get("/api/groups/?label=tier in (").status_code == 400
+    # validated as cluster labels are
+    bad = admin_client.patch(f"/api/groups/{gid}/", {"labels": {"bad key!": "x"}}, format="json")
+    assert bad.status_code == 400 and "labels" in bad.json()
+    bad = admin_client.patch(f"/api/groups/{gid}/", {"labels": {"tier": ["gold"]}}, format="json")
+    assert bad.status_code == 400 and "labels" in bad.json()
+    # audited with before and after, as the group's other fields are
+    changed = admin_client.patch(f"/api/groups/{gid}/", {"labels": {"tier": "platinum"}}, format="json")
+    assert changed.status_code == 200, changed.content
+    event = AuditEvent.objects.filter(action="clustergroup.update", target_id=str(gid)).latest("sequence")
+    assert event.before["labels"] == {"tier": "gold"} and event.after["labels"] == {"tier": "platinum"}
+
+
 def test_kubeconfig_registration_derives_server_and_refuses_exec(admin_client: APIClient) -> None:
     import base64
 

@@ -113,6 +113,7 @@ def test_group_edit_changes_selector_and_membership(admin_user: Any, fleet: dict
     form = {
         "name": "staging",
         "selector_text": "region in (eu,us)",
+        "labels_text": "tier=gold,team=web",
         "approvals_required": 1,
         "sync_mode": "automatic",
         "max_parallel": 10,
@@ -124,7 +125,12 @@ def test_group_edit_changes_selector_and_membership(admin_user: Any, fleet: dict
     assert client.post(f"/groups/{group.pk}/edit/", form).status_code == 302
     group.refresh_from_db()
     assert sorted(group.members.values_list("name", flat=True)) == ["prd-1", "stg-1"]
+    assert group.labels == {"tier": "gold", "team": "web"}
     assert AuditEvent.objects.filter(action="clustergroup.update", target_id=str(group.pk)).exists()
+    assert 'id="group-labels"' in client.get(f"/groups/{group.pk}/").content.decode()
+    assert "tier=gold" in client.get(f"/groups/{group.pk}/edit/").content.decode()
+    form["labels_text"] = "tier in (gold)"
+    assert "Labels are key=value pairs" in client.post(f"/groups/{group.pk}/edit/", form).content.decode()
 
 
 def test_selector_preview_counts_visible_clusters(make_user: Any, fleet: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ distinct hash.  Rows are written with one bulk insert; the number of queries per
 A mapping is affected at a commit when files under its path (or a directory its last render read, such as
 a Kustomize base) changed since the commit of its last render attempt, when it was never rendered, or when
 its configuration fingerprint (path, renderer, values, namespace, group and member clusters with their
-labels) differs from the one of its last render attempt.
+labels, and the group's own labels) differs from the one of its last render attempt.
 """
 
 from __future__ import annotations
@@ -201,6 +201,8 @@ def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str
         "group": [group.pk, group.name],
         "clusters": sorted([c.pk, c.name, c.labels or {}, _values_of(c)] for c in clusters),
     }
+    if group.labels:  # fleet.yaml clusterGroupSelector reads them; absent when empty, as before labels
+        payload["group_labels"] = group.labels
     allow = tenancy.fingerprint_of(group)
     if allow is not None:  # only restricted groups: an unrestricted group's fingerprint stays as it was
         payload["allow_list"] = allow
@@ -287,7 +289,7 @@ def _context(mapping: PathMapping, cluster: Cluster, commit_sha: str) -> Cluster
         repository=redact_url(mapping.repository.url),
         commit=commit_sha,
         values=_values_of(cluster),
-        group_labels=dict(getattr(mapping.cluster_group, "labels", None) or {}),
+        group_labels=dict(mapping.cluster_group.labels or {}),
     )
 
 

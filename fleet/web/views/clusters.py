@@ -175,7 +175,24 @@ def selector_preview(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"selector": selector, "count": len(names), "clusters": names[:200]})
 
 
+def _labels_from_text(text: str) -> dict[str, str]:
+    """``key=value,key=value`` as labels (validated as cluster and group labels are)."""
+    text = text.strip()
+    if not text:
+        return {}
+    selector = parse_selector_string(text)
+    if selector["matchExpressions"]:
+        raise ValidationError("Labels are key=value pairs.")
+    return selector["matchLabels"]
+
+
 class GroupForm(forms.ModelForm):
+    labels_text = forms.CharField(
+        required=False,
+        label="Labels",
+        help_text="The group's own labels, key=value, comma-separated (a fleet.yaml clusterGroupSelector "
+        "matches them), e.g. tier=gold",
+    )
     selector_text = forms.CharField(
         required=False, label="Selector", help_text="e.g. env=prod,region in (eu,us),!legacy"
     )
@@ -204,6 +221,11 @@ class GroupForm(forms.ModelForm):
         from clusters.selectors import selector_to_string
 
         self.fields["selector_text"].initial = selector_to_string(self.instance.selector)
+        labels = self.instance.labels or {}
+        self.fields["labels_text"].initial = ",".join(f"{k}={v}" for k, v in labels.items())
+
+    def clean_labels_text(self) -> dict[str, str]:
+        return _labels_from_text(self.cleaned_data.get("labels_text", ""))
 
     def clean_selector_text(self) -> dict:
         text = self.cleaned_data.get("selector_text", "").strip()
@@ -213,6 +235,8 @@ class GroupForm(forms.ModelForm):
         cleaned = super().clean() or {}
         if "selector_text" in cleaned:
             self.instance.selector = cleaned["selector_text"]
+        if "labels_text" in cleaned:
+            self.instance.labels = cleaned["labels_text"]
         return cleaned
 
 

@@ -50,6 +50,12 @@ class Rollout(TimestampedModel):
     decision = models.CharField(max_length=16, choices=Decision.choices, default=Decision.PENDING, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)
     paused = models.BooleanField(default=False)
+    strategy = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The batches and limits the mapping's fleet.yaml rolloutStrategy gives this rollout, in "
+        "place of the group's (empty: the group's settings apply).",
+    )
     batch_count = models.PositiveIntegerField(default=0)
     current_batch = models.PositiveIntegerField(default=0)
     next_batch_at = models.DateTimeField(null=True, blank=True, help_text="End of the pause between batches.")

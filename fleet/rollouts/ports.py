@@ -5,6 +5,8 @@ that wiring another implementation is a change in this one file:
 
 - ``render_mapping(commit, mapping, clusters)``: ``fleet.sources.services.manifests.mapping_manifests``,
   the stored ``RenderedManifest`` rows when they exist, otherwise rendered now as the fetch renders;
+- ``rollout_strategy(commit, mapping)``: the fleet.yaml ``rolloutStrategy`` of the mapping at the commit
+  (``fleet.sources.services.strategy``);
 - ``policy_decisions(commit, mapping, targets)``: the policies app's
   ``evaluate_targets`` (bound policies and waivers in force, the configured Rego engine, an Evaluation
   stored per target, audited);
@@ -43,6 +45,17 @@ def render_mapping(commit: Any, mapping: Any, clusters: Sequence[Any]) -> dict[i
 
     Raises ManifestsUnavailable (RenderFailed, CommitNotFound) when they cannot be given."""
     return objects_by_cluster(mapping_manifests(mapping, clusters, commit=commit))
+
+
+def rollout_strategy(commit: Any, mapping: Any) -> dict[str, Any] | None:
+    """The rollout strategy the mapping's fleet.yaml declares at ``commit`` (``{"source": "fleet.yaml",
+    "file", "spec", "notes"}``), or None: ``fleet.sources.services.strategy.declared_strategy``.
+
+    Raises ManifestsUnavailable (RenderFailed, CommitNotFound) when it cannot be read."""
+    from fleet.sources.services.strategy import declared_strategy
+
+    found = declared_strategy(mapping, commit)
+    return None if found is None else found.to_dict()
 
 
 # --------------------------------------------------------------------------------------------- the gate

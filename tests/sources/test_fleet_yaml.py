@@ -414,7 +414,7 @@ REPORTED = """\
 name: web-bundle
 labels: {app: web}
 paused: true
-rolloutStrategy: {maxUnavailable: 10%, partitions: [{name: canary, clusterName: dev-1}]}
+rolloutStrategy: {maxUnavailable: 10%, maxNew: 20, partitions: [{name: canary, clusterName: dev-1}]}
 serviceAccount: deployer
 keepResources: true
 deleteCRDResources: true
@@ -448,14 +448,16 @@ def test_every_unhonoured_key_is_reported_by_name(tmp_path: Path) -> None:
     write(tmp_path, {"cm.yaml": CM, "fleet.yaml": REPORTED}, "r")
     result = run(tmp_path, "r")
     text = "\n".join(result.warnings)
-    for key in ("rolloutStrategy", "serviceAccount", "keepResources", "deleteCRDResources", "correctDrift",
-                "ignore", "downstreamResources", "forceSyncGeneration", "overrideTargets", "imageScans",
-                "acceptedStates", "someFutureKey", "helm.atomic", "helm.force", "helm.waitForJobs",
-                "helm.maxHistory", "helm.timeoutSeconds", "helm.disableDNS", "helm.skipSchemaValidation",
-                "helm.disableDependencyUpdate", "helm.templateValues", "helm.newHelmKey",
-                "targetCustomizations[dev].helm.atomic", "paused"):
+    for key in ("rolloutStrategy.maxNew", "serviceAccount", "keepResources", "deleteCRDResources",
+                "correctDrift", "ignore", "downstreamResources", "forceSyncGeneration", "overrideTargets",
+                "imageScans", "acceptedStates", "someFutureKey", "helm.atomic", "helm.force",
+                "helm.waitForJobs", "helm.maxHistory", "helm.timeoutSeconds", "helm.disableDNS",
+                "helm.skipSchemaValidation", "helm.disableDependencyUpdate", "helm.templateValues",
+                "helm.newHelmKey", "targetCustomizations[dev].helm.atomic", "paused"):
         assert f"{key}" in text, key
     assert result.paused and result.to_dict()["paused"] is True
+    # the rest of rolloutStrategy (partitions, maxUnavailable) goes to the mapping's rollouts: not reported
+    assert "rolloutStrategy is not honoured" not in text and "rolloutStrategy.partitions" not in text
 
 
 @pytest.mark.parametrize(("fleet_yaml", "message"), [

@@ -79,6 +79,39 @@ class ClusterSyncBriefSerializer(serializers.ModelSerializer):
         return list(obj.waiting_for or [])
 
 
+STRATEGY_SCHEMA = {
+    "type": "object",
+    "description": "Where the rollout's batches and limits come from: empty when they are the group's; for a "
+    "mapping whose fleet.yaml has a rolloutStrategy, source 'fleet.yaml', the file, the strategy as written "
+    "(spec) and what Fleetgate made of it once queued (docs/rollouts.md, 'Batches from fleet.yaml').",
+    "properties": {
+        "source": {"type": "string", "enum": ["fleet.yaml"]},
+        "file": {"type": "string"},
+        "spec": {"type": "object", "additionalProperties": True},
+        "batches": {
+            "type": "array",
+            "nullable": True,
+            "description": "The partitions as batches, in order (null: the group's batches).",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "clusters": {"type": "array", "items": {"type": "string"}},
+                    "max_unavailable": {"type": "integer"},
+                },
+            },
+        },
+        "unmatched": {"type": "array", "items": {"type": "string"},
+                      "description": "Clusters in no partition: not rolled out, as in Fleet."},
+        "max_unavailable": {"type": "integer", "nullable": True,
+                            "description": "The halt threshold: the rollout halts once this many failed."},
+        "max_unavailable_partitions": {"type": "integer"},
+        "notes": {"type": "array", "items": {"type": "string"},
+                  "description": "What of the strategy is not honoured, and why."},
+    },
+}
+
+
 class RolloutSerializer(serializers.ModelSerializer):
     mapping = MappingBriefSerializer(read_only=True)
     commit = CommitBriefSerializer(read_only=True)
@@ -87,6 +120,7 @@ class RolloutSerializer(serializers.ModelSerializer):
     )
     approvals_given = serializers.IntegerField(read_only=True, default=0)
     progress = serializers.SerializerMethodField()
+    strategy = serializers.SerializerMethodField()
 
     class Meta:
         model = Rollout
@@ -105,6 +139,7 @@ class RolloutSerializer(serializers.ModelSerializer):
             "approved_at",
             "manual",
             "paused",
+            "strategy",
             "batch_count",
             "current_batch",
             "next_batch_at",
@@ -134,6 +169,11 @@ class RolloutSerializer(serializers.ModelSerializer):
     def get_progress(self, obj: Rollout) -> dict[str, Any]:
         progress = self.context.get("progress", {}).get(obj.pk)
         return progress or {"total": 0, "by_state": {}, "by_batch": {}}
+
+
+    @extend_schema_field(STRATEGY_SCHEMA)
+    def get_strategy(self, obj: Rollout) -> dict[str, Any]:
+        return dict(obj.strategy or {})
 
 
 class RolloutDetailSerializer(RolloutSerializer):

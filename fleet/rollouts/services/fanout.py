@@ -3,7 +3,8 @@
 ``advance(rollout_id)`` is called after every change that may let the rollout move (queued, a leg
 finished, resumed, a window opened, a batch pause ended). It runs under the rollout's row lock, reads
 only counts, and dispatches at most ``max_parallel`` legs at a time. It is idempotent: calling it twice
-does nothing the first call did not."""
+does nothing the first call did not. A mapping's fleet.yaml ``rolloutStrategy`` sets the halt threshold,
+parallelism and each batch's own limit of its rollouts (``services/strategy.py``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from clusters.windows import sync_allowed
 from fleet.rollouts import dispatch, tasks
 from fleet.rollouts.choices import FINAL_SYNC_STATES, UNSTARTED_SYNC_STATES, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, Rollout
-from fleet.rollouts.services import dependencies
+from fleet.rollouts.services import dependencies, strategy
 from fleet.rollouts.services.common import (
     atomic,
     lease_from_now,
@@ -46,26 +47,23 @@ def advance(rollout_id: int) -> str:
             counts[row["batch"]][row["state"]] = row["n"]
             totals[row["state"]] += row["n"]
         failed = totals[SyncState.FAILED]
-        if failed > group.failure_threshold:
-            names = list(
-                ClusterSync.objects.filter(rollout=rollout, state=SyncState.FAILED)
-                .order_by("finished_at")
-                .values_list("cluster__name", "error")[:5]
-            )
-            detail = "; ".join(f"{n}: {e[:200]}" for n, e in names)
-            transition(
-                rollout,
-                RolloutState.HALTED,
-                f"{failed} cluster(s) failed, more than the group's failure threshold of "
-                f"{group.failure_threshold}: {detail}"[:2000],
-            )
-            return str(rollout.state)
+        limits = strategy.limits(rollout)
+        if failed > limits.failure_threshold:
+            if limits.max_unavailable is not None:
+                why = (f"{failed} cluster(s) failed, as many as the fleet.yaml rolloutStrategy "
+                       f"maxUnavailable of {limits.max_unavailable} ({limits.source}) lets be unavailable")
+            else:
+                why = (f"{failed} cluster(s) failed, more than the group's failure threshold of "
+                       f"{limits.failure_threshold}")
+            return _halt(rollout, why)
         unfinished = sorted(
             b for b, states in counts.items() if any(s not in FINAL_SYNC_STATES for s in states)
         )
         if not unfinished:
             synced = totals[SyncState.SYNCED]
             left = totals[SyncState.SUPERSEDED]
+            unmatched = len((rollout.strategy or {}).get("unmatched") or [])
+            outside = f", {unmatched} in no fleet.yaml partition (not rolled out)" if unmatched else ""
             if left and rollout.superseded_by_id:
                 transition(
                     rollout,
@@ -74,13 +72,15 @@ def advance(rollout_id: int) -> str:
                     f"{left} left to rollout {rollout.superseded_by_id}",
                 )
             elif failed:
-                transition(rollout, RolloutState.FAILED, f"{synced} cluster(s) synced, {failed} failed")
+                transition(
+                    rollout, RolloutState.FAILED, f"{synced} cluster(s) synced, {failed} failed{outside}"
+                )
             else:
                 held = totals[SyncState.BLOCKED]
                 transition(
                     rollout,
                     RolloutState.SYNCED,
-                    f"{synced} cluster(s) synced" + (f", {held} blocked by policy" if held else ""),
+                    f"{synced} cluster(s) synced" + (f", {held} blocked by policy" if held else "") + outside,
                 )
             return str(rollout.state)
         batch = unfinished[0]
@@ -95,6 +95,16 @@ def advance(rollout_id: int) -> str:
             # A new batch: wait for the pause between batches (if any) first.
             if in_flight:
                 return str(rollout.state)
+            over = [b for b, most in sorted(limits.batch_max.items())
+                    if b < batch and counts[b].get(SyncState.FAILED, 0) > most]
+            if len(over) > limits.max_unavailable_partitions:
+                names = ", ".join(f"{limits.batch_names.get(b) or b + 1} "
+                                  f"({counts[b].get(SyncState.FAILED, 0)} failed, maxUnavailable "
+                                  f"{limits.batch_max[b]})" for b in over)
+                return _halt(rollout, f"batch {batch + 1} does not start: {len(over)} partition(s) of "
+                                      f"{limits.source} have more failed clusters than their maxUnavailable, "
+                                      "more than maxUnavailablePartitions "
+                                      f"{limits.max_unavailable_partitions} allows: {names}")
             if group.batch_pause_seconds and rollout.next_batch_at is None:
                 rollout.next_batch_at = now + timedelta(seconds=group.batch_pause_seconds)
                 rollout.save(update_fields=["next_batch_at", "updated"])
@@ -132,7 +142,18 @@ def advance(rollout_id: int) -> str:
             rollout.wait_until = None
             rollout.save(update_fields=["wait_until", "updated"])
             note(rollout, "rollout.window_open", "inside the group's sync windows again")
-        slots = group.max_parallel - in_flight
+        slots = limits.max_parallel - in_flight
+        if limits.max_unavailable is not None:  # Fleet: failed and updating clusters share the limit
+            slots = min(slots, limits.max_unavailable - failed - in_flight)
+        if batch in limits.batch_max:  # and inside a partition, its own limit
+            failed_here = counts[batch].get(SyncState.FAILED, 0)
+            most = max(1, limits.batch_max[batch])
+            if failed_here >= most:
+                return _halt(rollout, f"batch {batch + 1} ({limits.batch_names.get(batch)}): {failed_here} "
+                                      f"cluster(s) failed, as many as its fleet.yaml maxUnavailable of "
+                                      f"{limits.batch_max[batch]} lets be unavailable ({limits.source})")
+            here = counts[batch].get(SyncState.QUEUED, 0) + counts[batch].get(SyncState.SYNCING, 0)
+            slots = min(slots, most - failed_here - here)
         if slots <= 0:
             return str(rollout.state)
         picked = _ready_legs(rollout, batch, slots, counts[batch].get(SyncState.WAITING, 0))
@@ -155,6 +176,18 @@ def advance(rollout_id: int) -> str:
             sync_event(cs, "sync.queued", f"batch {batch + 1}", batch=batch)
             dispatch.send(tasks.sync_cluster, cs.pk, task_id=cs.task_id)
         return str(rollout.state)
+
+
+def _halt(rollout: Rollout, why: str) -> str:
+    """Halt (caller holds the lock) with ``why`` and the first failed clusters' errors."""
+    names = list(
+        ClusterSync.objects.filter(rollout=rollout, state=SyncState.FAILED)
+        .order_by("finished_at")
+        .values_list("cluster__name", "error")[:5]
+    )
+    detail = "; ".join(f"{n}: {e[:200]}" for n, e in names)
+    transition(rollout, RolloutState.HALTED, f"{why}: {detail}"[:2000])
+    return str(rollout.state)
 
 
 # The big JSON columns a leg carries (the objects to apply, the plan, the gate's answer): not needed to

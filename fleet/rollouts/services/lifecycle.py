@@ -23,8 +23,8 @@ from fleet.rollouts.choices import (
 )
 from fleet.rollouts.models import Approval, ClusterSync, Rollout
 from fleet.rollouts.services import approval as approval_rule
-from fleet.rollouts.services import rereview
-from fleet.rollouts.services.common import atomic, locked_rollout, note, transition
+from fleet.rollouts.services import rereview, strategy
+from fleet.rollouts.services.common import atomic, locked_rollout, note, sync_event, transition
 from fleet.sources.models import Commit, PathMapping
 
 
@@ -128,8 +128,11 @@ def _render(rollout_id: int) -> None:
     syncs = list(rollout.syncs.select_related("cluster"))
     error = ""
     objects: dict[int, list[dict[str, Any]]] = {}
+    declared: dict[str, Any] | None = None
     try:
         objects = ports.render_mapping(rollout.commit, rollout.mapping, [s.cluster for s in syncs])
+        # the batches and limits of the mapping's fleet.yaml rolloutStrategy (services/strategy.py)
+        declared = ports.rollout_strategy(rollout.commit, rollout.mapping)
     except ports.ManifestsUnavailable as exc:  # a render failed, the commit is gone, git failed
         error = f"render failed: {exc}"
     except Exception as exc:  # git unreachable etc.: the rollout fails with the reason, nothing is applied
@@ -146,7 +149,12 @@ def _render(rollout_id: int) -> None:
             cs.desired = objects.get(cs.cluster_id, [])
         ClusterSync.objects.bulk_update(syncs, ["desired"], batch_size=200)
         total = sum(len(v) for v in objects.values())
-        transition(rollout, RolloutState.RENDERED, f"{total} object(s) for {len(syncs)} cluster(s)")
+        fields: dict[str, Any] = {"strategy": declared} if declared else {}
+        transition(rollout, RolloutState.RENDERED, f"{total} object(s) for {len(syncs)} cluster(s)", **fields)
+        if declared:
+            note(rollout, "rollout.strategy", f"rollout strategy from {declared['file']}"
+                 + (f": {'; '.join(declared['notes'])}" if declared.get("notes") else ""),
+                 strategy=declared)
 
 
 def _read_live(rollout: Rollout, syncs: list[ClusterSync]) -> dict[int, ports.LiveState | str]:
@@ -372,11 +380,16 @@ def _after_gate(rollout_id: int) -> str:
 
 def assign_batches(rollout: Rollout) -> int:
     """Canary clusters (the group's canary selector) first, then batches of the group's size or
-    percentage; returns the number of batches."""
+    percentage; or the partitions of the mapping's fleet.yaml rolloutStrategy (services/strategy.py).
+    Returns the number of batches."""
     group = rollout.mapping.cluster_group
     syncs = list(
         rollout.syncs.select_related("cluster").filter(state=SyncState.PENDING).order_by("cluster__name")
     )
+    if strategy.declared(rollout) is not None:
+        planned = _assign_fleet_batches(rollout, syncs)
+        if planned is not None:
+            return planned
     canaries = [s for s in syncs if selectors.matches(group.canary_selector, s.cluster.labels or {})]
     rest = [s for s in syncs if s not in canaries]
     batches: list[Sequence[ClusterSync]] = [canaries] if canaries else []
@@ -394,6 +407,39 @@ def assign_batches(rollout: Rollout) -> int:
             cs.canary = cs in canaries
     ClusterSync.objects.bulk_update(syncs, ["batch", "canary"], batch_size=500)
     return len(batches)
+
+
+def _assign_fleet_batches(rollout: Rollout, pending: list[ClusterSync]) -> int | None:
+    """The fleet.yaml strategy's plan stored on the rollout, and its partitions as batches (None: the
+    strategy leaves the group's batches). A pending leg of a cluster in no partition is cancelled with the
+    reason: Fleet does not roll out to it."""
+    every = list(rollout.syncs.select_related("cluster").order_by("cluster__name"))
+    found = strategy.plan(rollout, every)
+    if found is None:
+        return None
+    rollout.strategy = {**rollout.strategy, **found.to_dict(),
+                        "notes": list(dict.fromkeys([*rollout.strategy.get("notes", []), *found.notes]))}
+    rollout.save(update_fields=["strategy", "updated"])
+    note(rollout, "rollout.strategy", strategy.describe(rollout), **found.to_dict())
+    if found.batches is None:
+        return None
+    number = {name: i for i, batch in enumerate(found.batches) for name in batch.clusters}
+    left = [cs for cs in pending if cs.cluster.name not in number]
+    now = timezone.now()
+    for cs in pending:
+        cs.batch = number.get(cs.cluster.name, len(found.batches))
+        cs.canary = False
+    for cs in left:
+        cs.state = SyncState.CANCELLED
+        cs.finished_at = now
+        cs.error = (f"in no partition of {rollout.strategy.get('file', 'fleet.yaml')} rolloutStrategy: not "
+                    "rolled out (as in Fleet)")
+    ClusterSync.objects.bulk_update(pending, ["batch", "canary", "state", "finished_at", "error"],
+                                    batch_size=500)
+    for cs in left:
+        cs.rollout = rollout
+        sync_event(cs, "sync.cancelled", cs.error)
+    return len(found.batches)
 
 
 def queue(rollout: Rollout, reason: str = "") -> None:

@@ -15,11 +15,12 @@ file is never a manifest, and every key of Fleet's ``FleetYAML`` (``pkg/apis/fle
   ``targetCustomizations`` (``clusterName``, ``clusterGroup``, ``clusterSelector``, ``clusterGroupSelector``;
   first match wins, or ``targetCustomizationMode: AllMatches``), ``doNotDeploy``, ``diff.comparePatches``
   (``remove`` operations and ``jsonPointers``: not drift), ``dependsOn`` (bundle ``name`` or ``selector``),
-  ``paused`` (rendered, not rolled out), ``name`` / ``labels`` (what ``dependsOn`` of other bundles match);
+  ``paused`` (rendered, not rolled out), ``name`` / ``labels`` (what ``dependsOn`` of other bundles match),
+  ``rolloutStrategy`` (the mapping's rollouts: batches and halt threshold, ``fleetrollout.py``);
 * **accepted at its default** (``force: false``, ``timeoutSeconds: 0``, ``chart: ""`` ...), silently;
 * or **reported by name**: a warning on the render result (commit page, API, ``manage.py render``) saying
-  what Fleetgate does instead (``rolloutStrategy``, ``helm.atomic``, ``keepResources``, ``correctDrift``,
-  ``imageScans``, ``overrideTargets``...).  An unknown key is reported too, never silently dropped.
+  what Fleetgate does instead (``rolloutStrategy.maxNew``, ``helm.atomic``, ``keepResources``,
+  ``correctDrift``, ``imageScans``, ``overrideTargets``...).  An unknown key is reported too, never silently dropped.
 
 Values may use Fleet's templating (``${ .ClusterName }``, ``${ .ClusterLabels.env }``,
 ``${ index .ClusterLabels "topology.kubernetes.io/zone" }``, ``.ClusterNamespace``, ``.ClusterValues.x``);
@@ -40,6 +41,7 @@ from clusters.labelmatch import selector_matches
 from .context import ClusterContext, deep_merge
 from .customize import Customization, Patch, _check_selector
 from .errors import RenderError
+from .fleetrollout import check_strategy
 
 FLEET_FILES = ("fleet.yaml", "fleet.yml")
 COMPARE_ANNOTATION = "fleetgate.io/compare-ignore"  # JSON list of JSON pointers; ["*"] ignores the object
@@ -50,8 +52,6 @@ _BUNDLE_STATES = ("Ready", "NotReady", "WaitApplied", "ErrApplied", "OutOfSync",
 
 # Keys that take effect elsewhere, or not at all, in Fleetgate: reported when not at their default.
 _REPORTED: dict[str, str] = {
-    "rolloutStrategy": "rollouts go in the batches of the mapping's cluster group (batch size/percent, "
-                       "canary selector, failure threshold); set them on the group",
     "targets": "the clusters are the mapping's cluster group; fleet.yaml targets are not used",
     "overrideTargets": "the clusters are the mapping's cluster group; overrideTargets is not used",
     "imageScans": "image scans (writing image tags back to Git) are not supported",
@@ -127,6 +127,13 @@ class FleetBundle:
     def paused(self) -> bool:
         return bool(self.data.get("paused"))
 
+    @property
+    def rollout_strategy(self) -> dict[str, Any] | None:
+        """The bundle's ``rolloutStrategy`` (checked), or None; mapped onto the mapping's rollouts by
+        ``fleetrollout.plan_batches``."""
+        value = self.data.get("rolloutStrategy")
+        return dict(value) if isinstance(value, Mapping) and value else None
+
     def _targets(self) -> list[Mapping[str, Any]]:
         return list(self.data.get("targetCustomizations") or [])
 
@@ -153,8 +160,9 @@ class FleetBundle:
         the mapped directory); ``values_from(kind, name, namespace, key)`` resolves a valuesFrom entry."""
         notes = list(self.notes)
         if not cluster.group_labels and any(t.get("clusterGroupSelector") for t in self._targets()):
-            notes.append("fleet.yaml clusterGroupSelector: this cluster's group has no labels, so only an "
-                         "empty selector matches it (select by clusterGroup, the group's name, instead)")
+            notes.append("fleet.yaml clusterGroupSelector: the cluster group "
+                         f"{cluster.group or '(none)'} has no labels, so only an empty selector matches it "
+                         "(give the group labels, or select by clusterGroup, the group's name)")
         matched = self.matching(cluster)
         top = self.data
         blocks: list[Mapping[str, Any]] = [top] + [t for _, t in matched]
@@ -378,6 +386,7 @@ def parse_fleet_yaml(data: Any, file: str) -> FleetBundle:
     if not isinstance(targets, list):
         raise _err(file, "targetCustomizations must be a list")
     notes = _reported(data, "")
+    notes.extend(check_strategy(data.get("rolloutStrategy"), file))
     if data.get("paused"):
         notes.append("fleet.yaml paused: rendered and checked, not rolled out until paused is removed")
     if any(d.get("acceptedStates") not in (None, [], ["Ready"]) for d in data.get("dependsOn") or []):
@@ -394,6 +403,9 @@ def parse_fleet_yaml(data: Any, file: str) -> FleetBundle:
             if t.get(key) is not None:
                 _check_selector(t[key], f"{where}.{key}", file)
         _check_options(t, where + ".", file)
+        if t.get("rolloutStrategy") is not None:
+            notes.append(f"fleet.yaml {where}.rolloutStrategy is ignored: Fleet's rollout strategy is the "
+                         "bundle's (at the top of fleet.yaml), a target customization has none")
         if not any(t.get(k) is not None and t.get(k) != "" for k in
                    ("clusterName", "clusterGroup", "clusterSelector", "clusterGroupSelector")):
             notes.append(f"fleet.yaml {where} has no clusterName, clusterGroup, clusterSelector or "

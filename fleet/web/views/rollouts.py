@@ -105,6 +105,16 @@ def timeline(syncs: list[Any]) -> dict[str, Any]:
     return {"rows": rows, "seconds": round(span, 1)}
 
 
+def _named_batches(rollout: Rollout, batches: dict[int, list[Any]]) -> list[tuple[int, list[Any], str]]:
+    """(number, legs, name) per batch: the fleet.yaml partition's name when the batches come from one, and
+    "not rolled out" for the clusters in no partition."""
+    planned = (rollout.strategy or {}).get("batches")
+    names = {i: str(b.get("name") or "") for i, b in enumerate(planned or [])}
+    if planned is not None:
+        names[len(planned)] = "in no partition: not rolled out"
+    return [(number, legs, names.get(number, "")) for number, legs in sorted(batches.items())]
+
+
 @login_required
 def rollout_list(request: HttpRequest) -> HttpResponse:
     rollouts = visible(
@@ -181,7 +191,7 @@ def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "rollout": rollout,
         "depends_on": sorted([f"{m.repository.name}/{m.name}" for m in depends_on] + missing),
         "waited_on_by": waited_on_by(request, rollout),
-        "batches": sorted(batches.items()),
+        "batches": _named_batches(rollout, batches),
         "syncs": syncs,
         "waiting": [cs for cs in syncs if cs.state == SyncState.WAITING],
         "progress": progress,

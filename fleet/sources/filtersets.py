@@ -1,3 +1,5 @@
+from typing import Any
+
 import django_filters
 
 from fleet.core.filters import FleetFilterSet, UTCDateTimeFilter
@@ -25,10 +27,22 @@ class ChartRepositoryFilterSet(FleetFilterSet):
 class PathMappingFilterSet(FleetFilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     renderer = django_filters.MultipleChoiceFilter(choices=Renderer.choices)
+    helm_chart = django_filters.CharFilter(lookup_expr="icontains")
+    helm_repo = django_filters.CharFilter(lookup_expr="icontains")
+    remote_chart = django_filters.BooleanFilter(
+        method="filter_remote_chart",
+        label="Mappings with (true) or without (false) a chart from a Helm repository or OCI registry.",
+    )
 
     class Meta:
         model = PathMapping
-        fields = ["name", "repository", "cluster_group", "renderer", "enabled", "directory_recurse"]
+        fields = ["name", "repository", "cluster_group", "renderer", "enabled", "directory_recurse",
+                  "helm_chart", "helm_repo"]
+
+    def filter_remote_chart(self, queryset: Any, name: str, value: bool | None) -> Any:
+        if value is None:
+            return queryset
+        return queryset.exclude(helm_chart="") if value else queryset.filter(helm_chart="")
 
 
 class CommitFilterSet(FleetFilterSet):

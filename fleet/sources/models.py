@@ -23,9 +23,13 @@ from fleet.sources.choices import (
 from fleet.sources.validators import (
     validate_chart_repository_url,
     validate_directory_glob,
+    validate_helm_chart,
+    validate_helm_repo,
+    validate_helm_version,
     validate_release_name,
     validate_repo_path,
     validate_repository_url,
+    validate_values_files,
 )
 
 
@@ -112,6 +116,36 @@ class PathMapping(TimestampedModel):
         help_text="Helm charts: the release name (.Release.Name); empty: helm.releaseName of fleetgate.yaml "
         "or fleet.yaml, else the chart's name. The release namespace is target_namespace.",
     )
+    # A chart from a Helm repository or an OCI registry, named on the mapping itself (Argo CD's source.chart,
+    # Flux's HelmRepository/OCIRepository charts); the path then holds its values files (docs/sources.md).
+    helm_chart = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_helm_chart],
+        help_text="A chart from outside the repository: its name (with helm_repo), an oci://host/path/name "
+        "reference, or an https:// URL of one .tgz archive; empty: the chart (or manifests) at the path.",
+    )
+    helm_repo = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_helm_repo],
+        help_text="The Helm repository (https://, index.yaml) or OCI registry path (oci://host/path) of "
+        "helm_chart.",
+    )
+    helm_version = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[validate_helm_version],
+        help_text="helm_chart's version or constraint (1.2.3, ^1.2, >= 1.0, < 2.0); empty: the newest "
+        "stable one.",
+    )
+    helm_values_files = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_values_files],
+        help_text="Helm values files layered in order over the chart's defaults, under values: paths "
+        "relative to the repository root, or chart:<path> for a file inside a chart from a repository.",
+    )
     # Argo CD's directory source options, for plain directories (fleet/sources/render/plain.py)
     directory_recurse = models.BooleanField(
         default=True,
@@ -195,12 +229,52 @@ class PathMapping(TimestampedModel):
                 self.postbuild = validate_variables(self.postbuild)
             except ValueError as exc:
                 raise ValidationError({"postbuild": str(exc)}) from None
+        self.check_chart()
         if self.cluster_group_id and self.repository_id and self.path:
             # A restricted group's allow-list names the repositories and paths that may map to it (API and
             # admin call clean(); clusters/tenancy.py lists the other doors).
             from clusters.tenancy import check_mapping_source
 
             check_mapping_source(self.cluster_group, self.repository, self.path)
+
+
+    def chart_spec(self) -> Any:
+        """The ``ChartSpec`` of helm_chart/helm_repo/helm_version, or None without a chart."""
+        from fleet.sources.charts.spec import ChartSpec
+
+        if not self.helm_chart:
+            return None
+        return ChartSpec(chart=self.helm_chart, repo=self.helm_repo, version=self.helm_version)
+
+    def check_chart(self) -> None:
+        """helm_repo and helm_version need helm_chart; the three must name one chart (ChartSpec.check); a
+        chart renders with Helm; chart:<file> values files need a chart from outside the repository."""
+        from django.core.exceptions import ValidationError
+
+        from fleet.sources.charts.errors import ChartError
+        from fleet.sources.validators import CHART_FILE_PREFIX
+
+        if not self.helm_chart:
+            if self.helm_repo or self.helm_version:
+                field = "helm_repo" if self.helm_repo else "helm_version"
+                raise ValidationError({field: "Needs helm_chart (the chart's name)."})
+            if any(str(v).startswith(CHART_FILE_PREFIX) for v in self.helm_values_files or []):
+                raise ValidationError({"helm_values_files": "chart:<file> names a file of a chart from a "
+                                       "repository: set helm_chart."})
+            return
+        if "://" not in self.helm_chart and not self.helm_repo:
+            raise ValidationError({"helm_chart": "A chart name needs helm_repo (its Helm repository or OCI "
+                                   "registry); or give an oci:// reference or an https:// URL of a .tgz."})
+        spec = self.chart_spec()
+        try:
+            spec.check()
+        except ChartError as exc:
+            message = exc.message.removeprefix("invalid: ").replace("helm.", "helm_")
+            field = "helm_repo" if "helm_repo" in message and "helm_chart" not in message else "helm_chart"
+            raise ValidationError({field: message}) from None
+        if self.renderer not in ("auto", "helm"):
+            raise ValidationError({"renderer": f"A mapping with helm_chart renders with Helm, not "
+                                   f"{self.renderer}."})
 
 
 sha_validator = RegexValidator(r"^[0-9a-f]{40}([0-9a-f]{24})?$", "A full hexadecimal commit SHA.")

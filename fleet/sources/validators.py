@@ -84,16 +84,6 @@ def validate_directory_glob(value: str) -> None:
         raise ValidationError(exc.message) from None
 
 
-def _glob_json_schema() -> dict[str, str]:
-    from fleet.sources.render.plain import GLOB_SCHEMA_PATTERN
-
-    return {"pattern": GLOB_SCHEMA_PATTERN}
-
-
-# The API schema's pattern for the glob (fleet/core/api/schema.py publishes a validator's json_schema).
-validate_directory_glob.json_schema = _glob_json_schema()  # type: ignore[attr-defined]
-
-
 # Helm's own rule for release names (``helm_python.validate_release_name`` checks it again at render time); a
 # RegexValidator, so that the API schema documents the pattern.
 validate_release_name = RegexValidator(
@@ -128,3 +118,67 @@ def validate_chart_repository_url(value: str) -> None:
                            what="chart repository URL")
     except urlguard.URLRefused as exc:
         raise ValidationError(str(exc), code="denied_address") from None
+
+
+def validate_helm_repo(value: str) -> None:
+    """A mapping's chart repository: an ``https://`` index repository or an ``oci://`` registry path, checked
+    as a stored chart repository's URL is (no credentials, no query, outside the denied networks)."""
+    if value:
+        validate_chart_repository_url(value)
+
+
+def validate_helm_version(value: str) -> None:
+    """An exact chart version or a constraint Helm reads (``1.2.3``, ``^1.2``, ``>= 1.0, < 2.0``, ``1.x``)."""
+    from fleet.sources.charts.versions import select
+
+    if value != value.strip() or any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise ValidationError("The version may not start or end with white space or hold control characters.")
+    try:
+        select(value, [])
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+CHART_FILE_PREFIX = "chart:"
+
+
+def validate_values_files(value: object) -> None:
+    """A mapping's Helm values files: a list of file paths relative to the repository root (checked as
+    ``path`` is, and no glob), or ``chart:<path>`` for a file inside the chart itself (a chart from a
+    repository or registry, as Argo CD's and Flux's valuesFiles of such charts name them)."""
+    if not isinstance(value, list):
+        raise ValidationError("A list of file paths.")
+    if len(value) > 20:
+        raise ValidationError("At most 20 values files.")
+    seen: set[str] = set()
+    for entry in value:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ValidationError("Each values file is a non-empty path.")
+        path = entry[len(CHART_FILE_PREFIX):] if entry.startswith(CHART_FILE_PREFIX) else entry
+        if len(entry) > 500:
+            raise ValidationError(f"{entry[:40]!r}...: at most 500 characters.")
+        if any(c in path for c in "*?[{"):
+            raise ValidationError(f"{entry!r}: a values file is one file, not a glob.")
+        if path in (".", "") or path.endswith("/"):
+            raise ValidationError(f"{entry!r}: name a file, not a directory.")
+        if "://" in path or path.startswith("$"):
+            raise ValidationError(f"{entry!r}: a file of the repository (or chart:<file> of the chart), "
+                                  "not a URL or a reference.")
+        try:
+            validate_repo_path(path)
+        except ValidationError as exc:
+            raise ValidationError(f"{entry!r}: {' '.join(exc.messages)}") from None
+        if entry in seen:
+            raise ValidationError(f"{entry!r} is listed twice.")
+        seen.add(entry)
+
+
+def validate_helm_chart(value: str) -> None:
+    """A mapping's chart from outside the repository: a chart name, an ``oci://`` reference or an https://
+    URL of a .tgz (the repository URL, if any, is checked with the mapping: ``PathMapping.check_chart``)."""
+    if not value:
+        return
+    if value != value.strip() or any(ord(c) < 33 or c == "\x7f" for c in value):
+        raise ValidationError("The chart may not contain spaces or control characters.")
+    if "://" in value:
+        validate_chart_repository_url(value)

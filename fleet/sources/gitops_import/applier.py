@@ -27,7 +27,7 @@ from fleet.core.errors import ErrorKind
 from fleet.sources.models import PathMapping, Repository
 from fleet.sources.services.dependencies import check_dependencies, lock_dependency_graph
 
-from .environment import ClusterInfo, Environment, RemoteTrees
+from .environment import ClusterInfo, Environment, HomeRepository, RemoteTrees
 from .model import GroupSpec, ImportError_, MappingSpec, Plan, RepositorySpec, same_url, unique
 from .planner import make_plan, option_field
 
@@ -68,15 +68,23 @@ class Outcome:
         }
 
 
-def environment(user: Any, target_group: str = "", *, trees: Any = None) -> Environment:
-    """The clusters and groups the user can see (an import never names what it cannot), and the target."""
+def environment(user: Any, target_group: str = "", *, trees: Any = None, repository: str = "") -> Environment:
+    """The clusters and groups the user can see (an import never names what it cannot), the target group
+    and the repository for the mappings of charts that name no Git repository (one the user can see)."""
     clusters = [ClusterInfo(c.name, c.api_url, dict(c.labels or {}))
                 for c in _visible(Cluster.objects.order_by("name"), user)]
     groups = {g.name: [m.name for m in g.members.all()]
               for g in _visible(ClusterGroup.objects.prefetch_related("members"), user)}
     if target_group and target_group not in groups:
         raise ImportError_(f"no cluster group named {target_group!r} (or not one you can see)", field="group")
-    return Environment(clusters=clusters, groups=groups, target_group=target_group, tree=trees)
+    home = None
+    if repository:
+        repo = _visible(Repository.objects.filter(name=repository), user).first()
+        if repo is None:
+            raise ImportError_(f"no repository named {repository!r} (or not one you can see)",
+                               field="repository")
+        home = HomeRepository(repo.name, repo.url, repo.branch)
+    return Environment(clusters=clusters, groups=groups, target_group=target_group, tree=trees, home=home)
 
 
 def _visible(queryset: Any, user: Any) -> Any:
@@ -84,14 +92,14 @@ def _visible(queryset: Any, user: Any) -> Any:
 
 
 def import_gitops(user: Any, files: Sequence[tuple[str, str | bytes]], *, target_group: str = "",
-                  dry_run: bool = False) -> Outcome:
+                  dry_run: bool = False, repository: str = "") -> Outcome:
     """Plan and apply (see the module docstring). ``files``: (name, YAML text) pairs. ``user`` None: a
     system import (``manage.py import_gitops`` without ``--user``), recorded but not scope-checked."""
     if user is not None and groups_where(user, PathMapping, "add").nowhere:
         raise ImportError_("You may not create path mappings in any cluster group.", kind=ErrorKind.FORBIDDEN)
     trees = RemoteTrees()
     try:
-        plan = make_plan(files, environment(user, target_group, trees=trees))
+        plan = make_plan(files, environment(user, target_group, trees=trees, repository=repository))
     finally:
         trees.close()
     outcome = Outcome(dry_run=dry_run, plan=plan)
@@ -207,7 +215,13 @@ class _Applier:
             name = option_field(option)
             if name:
                 fields[name] = value
-        same = PathMapping.objects.filter(repository=repo, path=spec.path, cluster_group=group).first()
+        # the same chart (or none) of the same repository path and group; charts of one repository's path
+        # are told apart by their chart, repository and release name
+        same = PathMapping.objects.filter(
+            repository=repo, path=spec.path, cluster_group=group, helm_chart=fields.get("helm_chart", ""),
+            helm_repo=fields.get("helm_repo", ""),
+            **({"helm_release_name": fields["helm_release_name"]} if fields.get("helm_chart") else {}),
+        ).first()
         found = same or PathMapping.objects.filter(repository=repo, name=spec.name).first()
         if found is not None:
             differs = [f for f in fields if getattr(found, f) != fields[f]] + (

@@ -72,6 +72,8 @@ def concrete_app(spec: dict[str, Any], src: Source, env: Environment, plan: Plan
         sources = spec["sources"]
         if not source and isinstance(sources, list) and len(sources) == 1:
             source = sources[0]
+        elif not source and isinstance(sources, list):
+            return _multi_source(spec, sources, src, env, plan, app_name)
         else:
             plan.skip(src, "spec.sources", "several sources in one Application cannot be one mapping")
             return None
@@ -80,9 +82,7 @@ def concrete_app(spec: dict[str, Any], src: Source, env: Environment, plan: Plan
         return None
     walk_unknown(plan, src, source, SOURCE_KEYS, "spec.source")
     if source.get("chart"):
-        plan.skip(src, "spec.source.chart", f"a chart from the Helm repository {source['repoURL']!r}: "
-                  "not yet expressible as a mapping (mappings read charts from a Git path)")
-        return None
+        return _chart_app(spec, source, src, env, plan, app_name)
     url = str(source["repoURL"])
     refuse_password(url, src)
     revision = str(source.get("targetRevision") or "HEAD")
@@ -104,6 +104,7 @@ def concrete_app(spec: dict[str, Any], src: Source, env: Environment, plan: Plan
                           "do not apply")
     if source.get("helm"):
         _helm(source["helm"], app, src, plan)
+        _git_value_files(app, src, plan)
     if kind == "helm":
         # Argo CD's release name is the Application's name unless helm.releaseName says otherwise.
         app.options.setdefault("release_name", app.name)
@@ -114,6 +115,123 @@ def concrete_app(spec: dict[str, Any], src: Source, env: Environment, plan: Plan
                               "are not expressible on a mapping; put them in the kustomization.yaml")
     _sync_policy(spec.get("syncPolicy") or {}, app, src, plan)
     return app
+
+
+def chart_reference(repo_url: str) -> str:
+    """Argo CD's repoURL of a chart source as Fleetgate's: an https:// index repository as it is, an OCI
+    registry (written without a scheme, or with oci://) as oci://host/path."""
+    url = repo_url.strip().rstrip("/")
+    if url.startswith(("https://", "http://", "oci://")):
+        return url
+    return "oci://" + url
+
+
+def _multi_source(spec: dict[str, Any], sources: list[Any], src: Source, env: Environment, plan: Plan,
+                  app_name: str) -> ConcreteApp | None:
+    """Argo CD's multi-source form of a chart with values files of a Git repository: one ``chart`` source and
+    one Git source with a ``ref`` (and no ``path``) that the chart's ``helm.valueFiles`` name as
+    ``$<ref>/<file>``. One mapping of the chart on that repository; its path is the directory holding those
+    files (so a change to them re-renders it). Any other combination is several mappings' worth: skipped."""
+    import posixpath
+
+    charts = [x for x in sources if isinstance(x, dict) and x.get("chart")]
+    refs = [x for x in sources if isinstance(x, dict) and x.get("ref") and not x.get("chart")
+            and not x.get("path")]
+    if len(charts) != 1 or len(refs) != 1 or len(charts) + len(refs) != len(sources):
+        plan.skip(src, "spec.sources", "several sources in one Application cannot be one mapping (only a "
+                  "chart with the values files of one Git source's ref is)")
+        return None
+    ref = refs[0]
+    walk_unknown(plan, src, ref, {"repoURL", "targetRevision", "ref"}, "spec.sources[ref]")
+    walk_unknown(plan, src, charts[0], SOURCE_KEYS, "spec.sources[chart]")
+    url = str(ref.get("repoURL") or "")
+    refuse_password(url, src)
+    branch, _ = _branch_and_tree(url, str(ref.get("targetRevision") or "HEAD"), src, env, plan)
+    if branch is None:
+        return None
+    name = str(ref["ref"])
+    prefix = f"${name}/"
+    files = [str(v) for v in ((charts[0].get("helm") or {}).get("valueFiles") or [])]
+    mine = [_inside(v[len(prefix):], "") for v in files if v.startswith(prefix)]
+    directories = {posixpath.dirname(v) or "." for v in mine if v}
+    path = posixpath.commonpath(sorted(directories)) if directories and "." not in directories else "."
+    return _chart_app(spec, charts[0], src, env, plan, app_name, home=(url, branch, path or "."), ref=name)
+
+
+def _chart_app(spec: dict[str, Any], source: dict[str, Any], src: Source, env: Environment, plan: Plan,
+               app_name: str, *, home: tuple[str, str, str] | None = None, ref: str = ""
+               ) -> ConcreteApp | None:
+    """An Application of a chart from a Helm repository or OCI registry (``source.chart``): a mapping of the
+    chart on the import's repository (it names no Git repository; its root holds nothing the chart reads
+    but the values files a mapping may name), or on the Git source of its ``$ref`` values files."""
+    from fleet.sources.charts import ChartError, ChartSpec
+
+    chart, repo = str(source["chart"]), chart_reference(str(source["repoURL"]))
+    revision = str(source.get("targetRevision") or "").strip()
+    version = "" if revision in ("HEAD", "*") else revision  # a version or constraint; empty: the newest
+    try:
+        ChartSpec(chart=chart, repo=repo, version=version).check()
+    except ChartError as exc:
+        plan.skip(src, "spec.source.chart", exc.message)
+        return None
+    for key in ("path", "directory", "kustomize"):
+        if source.get(key):
+            plan.unsupported_(src, f"spec.source.{key}", "not read for a chart from a Helm repository")
+    if home is None and env.home is not None:
+        home = (env.home.url, env.home.branch, ".")
+    if home is None:
+        plan.skip(src, "spec.source.chart", f"chart {chart!r} from {repo} names no Git repository: give the "
+                  "repository that holds its mapping (--repository / \"repository\")")
+        return None
+    dest = spec.get("destination") or {}
+    cluster = _destination(dest, src, env, plan)
+    if cluster is False:
+        return None
+    app = ConcreteApp(app_name or src.name, home[0], home[1], home[2],
+                      str(dest.get("namespace") or ""), cluster if isinstance(cluster, str) else None)
+    app.options.update({"chart": chart, "chart_repo": repo, "chart_version": version})
+    if source.get("helm"):
+        _helm(source["helm"], app, src, plan)
+        files = app.options.pop("value_files", None)
+        if files:
+            prefix = f"${ref}/" if ref else None
+            inside = [_inside(v[len(prefix):], "") if prefix and v.startswith(prefix)
+                      else (None if v.startswith("$") else (f"chart:{c}" if (c := _inside(v, "")) else None))
+                      for v in files]
+            if any(v is None for v in inside):
+                plan.unsupported_(src, "spec.source.helm.valueFiles", f"{files!r}: only files inside the "
+                                  "chart (relative to its root) and $ref files of the Git source are read; "
+                                  "URLs and paths leaving them are not imported")
+            app.options["value_files"] = [v for v in inside if v is not None]
+    app.options.setdefault("release_name", app.name)
+    _sync_policy(spec.get("syncPolicy") or {}, app, src, plan)
+    return app
+
+
+def _inside(entry: str, base: str) -> str | None:
+    """``entry`` (relative to ``base``) as a path relative to the root it must stay in, or None (a URL, a
+    $ref, an absolute path or one leaving the root)."""
+    import posixpath
+
+    if "://" in entry or entry.startswith(("$", "/")) or not entry.strip():
+        return None
+    joined = posixpath.normpath(posixpath.join(base, entry) if base not in ("", ".") else entry)
+    if joined in (".", "..") or joined.startswith("../"):
+        return None
+    return joined
+
+
+def _git_value_files(app: ConcreteApp, src: Source, plan: Plan) -> None:
+    """Argo CD reads a Git chart's valueFiles relative to the source path: as repository paths."""
+    files = app.options.pop("value_files", None)
+    if not files:
+        return
+    inside = [_inside(v, app.path) for v in files]
+    if any(v is None for v in inside):
+        plan.unsupported_(src, "spec.source.helm.valueFiles", f"{files!r}: only files of the source's "
+                          "repository are read; URLs, $ref files of other sources and paths leaving the "
+                          "repository are not imported")
+    app.options["value_files"] = [v for v in inside if v is not None]
 
 
 def _branch_and_tree(url: str, revision: str, src: Source, env: Environment, plan: Plan
@@ -376,6 +494,11 @@ def _generate(gen: Any, src: Source, env: Environment, plan: Plan
         gens = body.get("generators") or []
         if len(gens) != 2:
             raise _Unsupported("spec.generators.matrix", "a matrix needs two generators")
+        if "{{" in json.dumps(gens[1], default=str):
+            raise _Unsupported("spec.generators.matrix", "the second generator uses the first's parameters "
+                               "({{...}}): parameter chaining is not evaluated by the import, and evaluating "
+                               "the template unfilled would make wrong mappings; import the generated "
+                               "Applications")
         a, sel_a = _generate(gens[0], src, env, plan)
         b, sel_b = _generate(gens[1], src, env, plan)
         return [{**x, **y} for x in a for y in b], sel_a or sel_b

@@ -21,6 +21,17 @@ class ClusterInfo:
     labels: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class HomeRepository:
+    """The Fleetgate repository given with the import for the mappings of charts that name no Git repository
+    (Argo CD ``source.chart``, Flux charts from a HelmRepository or OCIRepository): it holds their values
+    files, and its commits re-render them."""
+
+    name: str
+    url: str
+    branch: str
+
+
 class TreeUnavailable(Exception):
     """The repository's tree could not be read (network, credentials, unknown branch)."""
 
@@ -30,6 +41,7 @@ class Environment:
     clusters: Sequence[ClusterInfo] = ()
     groups: Mapping[str, Sequence[str]] = field(default_factory=dict)  # existing group -> member names
     target_group: str = ""
+    home: HomeRepository | None = None  # for charts that name no Git repository
     # (url, branch or "" for the default) -> (branch, exported tree); TreeUnavailable when it cannot be read
     tree: Callable[[str, str], tuple[str, Path]] | None = None
 

@@ -37,6 +37,9 @@ OPTION_FIELDS: dict[str, tuple[str, ...]] = {
     "exclude": ("directory_exclude", "exclude"),
     "release_name": ("release_name", "helm_release_name"),
     "value_files": ("values_files", "value_files", "helm_values_files"),
+    "chart": ("helm_chart",),
+    "chart_repo": ("helm_repo",),
+    "chart_version": ("helm_version",),
     "force_namespace": ("force_namespace", "namespace_forced"),
 }
 OPTION_SETTINGS = {
@@ -45,6 +48,9 @@ OPTION_SETTINGS = {
     "exclude": "directory exclude glob",
     "release_name": "Helm release name",
     "value_files": "Helm value files",
+    "chart": "chart from a Helm repository or OCI registry",
+    "chart_repo": "chart repository",
+    "chart_version": "chart version",
     "force_namespace": "targetNamespace forced onto every namespaced object",
 }
 

@@ -35,7 +35,14 @@ from .fleetbundle import (
     render_raw_bundle,
     select_for,
 )
-from .helm import ChartInputs, chart_inputs, remote_chart, render_helm, render_helm_archive
+from .helm import (
+    ChartInputs,
+    chart_inputs,
+    read_chart_file,
+    remote_chart,
+    render_helm,
+    render_helm_archive,
+)
 from .kustomize import kustomization_graph, render_kustomize
 from .objects import RawObject, RenderedObject, canonical_json, flatten_lists, normalize
 from .plain import DirectoryOptions, directory_from_fleetgate, render_plain, scan
@@ -67,6 +74,12 @@ class RenderRequest:
     release_name: str | None = None
     # Flux postBuild.substitute variables (None: no post-build step; render/postbuild.py)
     postbuild: Mapping[str, str] | None = None
+    # The mapping's own chart from a Helm repository or OCI registry (helm_chart/repo/version): it wins over
+    # a chart the path's fleetgate.yaml/fleet.yaml names; the path then holds values files (or nothing).
+    chart: ChartSpec | None = None
+    # The mapping's values files, layered in order over the chart's defaults and fleetgate.yaml's
+    # helm.valuesFiles, under helm.values: repository-relative paths, or chart:<path> inside ``chart``.
+    values_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,9 @@ class _Plan:
     charts: ChartFetcher | None = None  # resolves and fetches it, and a chart's remote dependencies
     chart_inputs: ChartInputs | None = None  # a repository chart's dependencies to put into charts/
     resolved: ResolvedChart | None = None
+    # values layers waiting for files of the fetched chart (chart:<path>): (layers, with a path where a
+    # chart's file goes, in order; then the top layers); None when ``values`` is final
+    pending_values: tuple[list[Mapping[str, Any] | str], list[Mapping[str, Any]]] | None = None
 
 
 def normalize_path(path: str) -> str:
@@ -216,7 +232,13 @@ def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
                               file=fg.file if fg else None)
     renderer = request.renderer
     chart = remote_chart(custom, fg.file) if fg is not None else None
-    if chart is not None:  # a chart from a Helm repository, an OCI registry or an archive URL
+    if request.chart is not None:  # the mapping's own chart (helm_chart): it wins over the file's
+        if renderer not in ("auto", "helm"):
+            raise RenderError(f"the mapping names a chart ({request.chart.describe()}) but renders with "
+                              f"{renderer}")
+        chart = request.chart.check()
+        renderer = "helm"
+    elif chart is not None:  # a chart from a Helm repository, an OCI registry or an archive URL
         renderer = "helm" if renderer == "auto" else renderer
     elif fg is not None and (custom.helm_chart or custom.helm_repo):  # fleet.yaml helm.chart / helm.repo
         entry = chart_entry(tree, directory, custom, fg.file)
@@ -229,25 +251,80 @@ def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
             "kustomize" if custom.kustomize_dir else _detect(directory))
     values_files = [tree.resolve(v, base=directory, what="helm.valuesFiles entry", allow_parent=True)
                     for v in custom.helm_values_files]
-    file_layers: list[Mapping[str, Any]] = []
-    for vf in values_files:
-        data = load_one(tree.read_bytes(vf), file=tree.rel(vf))
-        if data is not None and not isinstance(data, Mapping):
-            raise RenderError("a values file must be a mapping", file=tree.rel(vf))
-        file_layers.append(data or {})
+    file_layers: list[Mapping[str, Any] | str] = [_values_file(tree, vf) for vf in values_files]
+    for entry_name in request.values_files:  # the mapping's: repository-relative, or chart:<path>
+        if entry_name.startswith(CHART_FILE):
+            if chart is None or request.chart is None:
+                raise RenderError(f"values file {entry_name!r} names a file of a chart from a repository, "
+                                  "but the mapping names no chart (helm_chart)")
+            file_layers.append(_chart_path(entry_name))
+            continue
+        vf = tree.resolve(normalize_path(entry_name), what="values file")
+        if not vf.is_file():
+            raise RenderError(f"values file {entry_name!r} is not a file in this commit")
+        values_files.append(vf)
+        file_layers.append(_values_file(tree, vf))
     for i, layer in enumerate(request.values):
         if not isinstance(layer, Mapping):
             raise RenderError(f"values layer {i} is not a mapping")
-    values = merge_layers(*file_layers, custom.helm_values, *request.values)
-    try:
-        values = Substituter(request.cluster, path).walk(values, "values")
-    except RenderError as exc:
-        raise RenderError(exc.message, file=fg.file if fg else None) from None
+    top = [custom.helm_values, *request.values]
     forced = custom.namespace
     namespace = forced or request.namespace or custom.default_namespace
     release = request.release_name or custom.helm_release_name
-    return _Plan(tree, request, path, directory, custom, renderer, entry, values, namespace, bool(forced),
+    plan = _Plan(tree, request, path, directory, custom, renderer, entry, {}, namespace, bool(forced),
                  release, values_files, fg, chart)
+    if any(isinstance(layer, str) for layer in file_layers):
+        plan.pending_values = (file_layers, top)  # filled in once the chart is fetched (render)
+    else:
+        plan.values = _final_values(plan, [layer for layer in file_layers if not isinstance(layer, str)], top)
+    return plan
+
+
+CHART_FILE = "chart:"
+
+
+def _chart_path(entry: str) -> str:
+    rel = entry[len(CHART_FILE):]
+    try:
+        return normalize_path(rel)
+    except RenderError:
+        raise RenderError(f"values file {entry!r} must stay inside the chart") from None
+
+
+def _values_file(tree: SourceTree, vf: Path) -> Mapping[str, Any]:
+    data = load_one(tree.read_bytes(vf), file=tree.rel(vf))
+    if data is not None and not isinstance(data, Mapping):
+        raise RenderError("a values file must be a mapping", file=tree.rel(vf))
+    return data or {}
+
+
+def _final_values(plan: _Plan, files: Sequence[Mapping[str, Any]], top: Sequence[Mapping[str, Any]]
+                  ) -> dict[str, Any]:
+    values = merge_layers(*files, *top)
+    try:
+        return Substituter(plan.request.cluster, plan.path).walk(values, "values")
+    except RenderError as exc:
+        file = plan.fleetgate_file.file if plan.fleetgate_file else None
+        raise RenderError(exc.message, file=file) from None
+
+
+def _chart_values(plan: _Plan, archive: Path) -> None:
+    """Fill in the values layers of files inside the fetched chart (``chart:<path>``, the chart's root)."""
+    if plan.pending_values is None:
+        return
+    layers, top = plan.pending_values
+    files: list[Mapping[str, Any]] = []
+    for layer in layers:
+        if not isinstance(layer, str):
+            files.append(layer)
+            continue
+        what = f"{CHART_FILE}{layer} of {plan.chart.describe() if plan.chart else 'the chart'}"
+        data = load_one(read_chart_file(archive, layer, what), file=what)
+        if data is not None and not isinstance(data, Mapping):
+            raise RenderError(f"values file {what} must be a mapping")
+        files.append(data or {})
+    plan.values = _final_values(plan, files, top)
+    plan.pending_values = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -263,6 +340,11 @@ def _tool_versions() -> dict[str, str]:
 
 def _input_files(plan: _Plan) -> list[Path]:
     tree = plan.tree
+    if plan.request.chart is not None:
+        # The mapping's own chart: the path only holds its values files and fleetgate.yaml (the path may be
+        # the repository's root: the whole tree is not an input)
+        own = [plan.tree.root / plan.fleetgate_file.file] if plan.fleetgate_file else []
+        return sorted(set(own) | set(plan.values_files))
     if plan.renderer == "kustomize":
         files: list[Path] = []
         for d in kustomization_graph(tree, plan.entry):
@@ -343,6 +425,7 @@ def _hash(plan: _Plan, charts: ChartFetcher | None = None) -> str:
         "release_name": req.release_name,
         "directory": asdict(req.directory),
         **({"postbuild": dict(req.postbuild)} if req.postbuild is not None else {}),
+        **({"values_files": list(req.values_files)} if req.values_files else {}),
         # the cluster context only matters when something can reference it
         "context": req.cluster.as_dict(plan.path) if uses_vars else None,
         **chart_payload,
@@ -417,13 +500,15 @@ def render(
     else:
         if plan.resolved is None and not (plan.entry / "Chart.yaml").is_file():
             raise RenderError(f"no Chart.yaml in {plan.path or '.'}", renderer="helm")
+        archive = charts.fetch(plan.resolved) if plan.resolved is not None and charts is not None else None
+        if archive is not None:
+            _chart_values(plan, archive)
         helm_values = dict(plan.values)
         fg_ctx = ctx.as_dict(plan.path)
         helm_values["fleetgate"] = fg_ctx
         glob = helm_values.get("global")
         helm_values["global"] = {**(glob if isinstance(glob, Mapping) else {}), "fleetgate": fg_ctx}
-        if plan.resolved is not None and charts is not None:  # a chart from a repository or registry
-            archive = charts.fetch(plan.resolved)
+        if plan.resolved is not None and archive is not None:  # a chart from a repository or registry
             raws, warnings = render_helm_archive(
                 archive, plan.resolved, values=helm_values,
                 release_name=plan.release_name or plan.resolved.name, namespace=plan.namespace or "default")

@@ -399,3 +399,23 @@ def _documents(text: str, source: str) -> list[RawObject]:
         raise RenderError(f"rendered output is not valid YAML: {exc.message}", file=source, line=exc.line,
                           document=exc.document, renderer="helm") from None
     return [RawObject(d.data, source, d.index, d.line) for d in docs if d.data is not None]
+
+
+def read_chart_file(archive: Path, rel: str, what: str) -> bytes:
+    """The bytes of file ``rel`` (relative to the chart's root) in a chart archive (``<name>/...`` inside),
+    as Argo CD and Flux read the valuesFiles of a chart from a repository; RenderError if it is not there."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                top, _, inner = member.name.lstrip("./").partition("/")
+                if top and inner == rel and member.isfile():
+                    if member.size > MAX_FILE_BYTES:
+                        raise RenderError(f"{what} is {member.size} bytes, more than the limit of "
+                                          f"{MAX_FILE_BYTES}", renderer="helm")
+                    f = tar.extractfile(member)
+                    return f.read() if f is not None else b""
+    except (tarfile.TarError, OSError) as exc:
+        raise RenderError(f"cannot read {what}: {exc}", renderer="helm") from None
+    raise RenderError(f"values file {what} is not in the chart", renderer="helm")

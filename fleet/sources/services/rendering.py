@@ -193,6 +193,9 @@ def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str
         "group_values": _values_of(group),
         "namespace": mapping.target_namespace,
         **({"helm_release_name": mapping.helm_release_name} if mapping.helm_release_name else {}),
+        **({"chart": [mapping.helm_chart, mapping.helm_repo, mapping.helm_version]}
+           if mapping.helm_chart else {}),
+        **({"values_files": list(mapping.helm_values_files)} if mapping.helm_values_files else {}),
         **({"postbuild": mapping.postbuild} if mapping.postbuild is not None else {}),
         **({"directory": [mapping.directory_recurse, mapping.directory_include, mapping.directory_exclude]}
            if (not mapping.directory_recurse or mapping.directory_include or mapping.directory_exclude)
@@ -301,9 +304,25 @@ def build_requests(mapping: PathMapping, cluster: Cluster, commit_sha: str,
     return [
         RenderRequest(path=p, cluster=ctx, renderer=mapping.renderer, values=values,
                       namespace=mapping.target_namespace or None, postbuild=mapping.postbuild,
-                      directory=directory_options(mapping), release_name=mapping.helm_release_name or None)
+                      directory=directory_options(mapping), release_name=mapping.helm_release_name or None,
+                      chart=mapping.chart_spec(), values_files=tuple(mapping.helm_values_files or ()))
         for p in paths
     ]
+
+
+def values_files_watched(mapping: PathMapping, paths: Sequence[str]) -> list[str]:
+    """The mapping's repository values files outside its paths: a change to one re-renders it."""
+    from fleet.sources.validators import CHART_FILE_PREFIX
+
+    out = []
+    for entry in mapping.helm_values_files or []:
+        entry = str(entry)
+        if entry.startswith(CHART_FILE_PREFIX):
+            continue
+        rel = "/".join(part for part in entry.split("/") if part not in ("", "."))
+        if not any(not p or rel == p or rel.startswith(p + "/") for p in paths):
+            out.append(rel)
+    return out
 
 
 def directory_options(mapping: PathMapping) -> DirectoryOptions:
@@ -415,7 +434,7 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
     except RenderError as exc:
         mapping_error = exc
         paths = []
-    watched = watched_paths(tree, paths)
+    watched = sorted({*watched_paths(tree, paths), *values_files_watched(mapping, paths)})
     declared: list[str] = []
     rules = tenancy.rules_for(mapping.cluster_group)
     if mapping_error is None and rules is not None:

@@ -31,6 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="+", help="YAML files ('-' for standard input)")
         parser.add_argument("--group", default="", help="target cluster group for Flux objects and Argo CD "
                             "in-cluster destinations")
+        parser.add_argument("--repository", default="", help="existing repository for the mappings of charts "
+                            "that name no Git repository (Argo CD source.chart, Flux HelmRepository charts)")
         parser.add_argument("--dry-run", action="store_true", help="show what would be created")
         parser.add_argument("--user", default="", help="import as this user (their roles are checked); "
                             "default: as the system")
@@ -56,7 +58,7 @@ class Command(BaseCommand):
         try:
             with acting(user=user, change_context=ChangeContext.COMMAND):
                 outcome = import_gitops(user, files, target_group=options["group"],
-                                        dry_run=options["dry_run"])
+                                        dry_run=options["dry_run"], repository=options["repository"])
         except DomainError as exc:
             raise CommandError(exc.message) from None
         except PermissionDenied as exc:  # OutOfScope, MembershipRefused: the user's roles refuse it

@@ -93,19 +93,19 @@ def language_of(style: str) -> str:
 
 
 class AdmissionPolicy(Protocol):
-    """A compiled VAP (``policies.formats.vap.CompiledVap``) or Kyverno policy, as the gate calls it."""
+    """A compiled VAP (``policies.formats.vap.CompiledVap``) or Kyverno policy
+    (``policies.formats.kyverno.KyvernoPolicy``), as the gate calls it: ``params`` finds the parameter
+    objects (``paramKind``/``paramRef``) among the objects rendered for the target, then its live ones;
+    ``passes``, when given, receives ``(input index, rule)`` for each rule that matched an input and found
+    nothing (PolicyReports' ``pass`` results)."""
 
-    def evaluate(self, inputs: Sequence[AdmissionInput], params: ParamsLookup) -> Sequence[Finding]: ...
-
-
-class _KyvernoAdapter:
-    """Kyverno policies take no params: ``evaluate(inputs)``."""
-
-    def __init__(self, policy: Any) -> None:
-        self.policy = policy
-
-    def evaluate(self, inputs: Sequence[AdmissionInput], params: ParamsLookup) -> Sequence[Finding]:
-        return list(self.policy.evaluate(inputs))
+    def evaluate(
+        self,
+        inputs: Sequence[AdmissionInput],
+        params: ParamsLookup,
+        *,
+        passes: list[tuple[int, str]] | None = None,
+    ) -> Sequence[Finding]: ...
 
 
 class Outcome(StrEnum):
@@ -316,7 +316,7 @@ class BoundPolicy:
             name,
             PolicyStyle.KYVERNO,
             Enforcement(enforcement) if enforcement else None,
-            admission=_KyvernoAdapter(parsed),
+            admission=parsed,
             not_applied=tuple(getattr(parsed, "not_applied", ()) or ()),
         )
 
@@ -439,6 +439,18 @@ class PolicyError:
     language: str = ""  # of the policy (see LANGUAGES)
 
 
+@dataclass(frozen=True)
+class Passed:
+    """The objects on which one rule of a VAP or Kyverno policy matched and found nothing: PolicyReports'
+    ``pass`` results (for Rego policies the reports work them out from the render and ``spec.match``)."""
+
+    policy_id: str
+    policy_name: str
+    rule: str
+    objects: tuple[ObjectRef, ...]
+    language: str = ""
+
+
 @dataclass
 class Decision:
     outcome: Outcome
@@ -456,6 +468,9 @@ class Decision:
     #: how the target was reviewed: {"operations": {"CREATE": n, "UPDATE": n, "DELETE": n}} and, from the
     #: caller, "mode" ("live", "create_only", "cannot_review", "rendered") with a "reason"
     review: dict[str, Any] = field(default_factory=dict)
+    #: VAP and Kyverno rules that matched objects and found nothing (not in :meth:`as_dict`: the services
+    #: store them with the Evaluation, compactly, for PolicyReports)
+    passes: list[Passed] = field(default_factory=list)
 
     @property
     def blocking(self) -> list[Violation]:
@@ -672,14 +687,17 @@ def _evaluate_gatekeeper(
 
 def _evaluate_admission(
     policy: BoundPolicy, target: _Target, deadline: _Deadline
-) -> tuple[list[Violation], list[PolicyError], int]:
+) -> tuple[list[Violation], list[PolicyError], int, list[Passed]]:
     """A VAP or Kyverno policy on every entry of the target. Its findings become violations (their action,
     unless the Fleetgate binding sets the enforcement); an ``error`` finding (e.g. VAP ``failurePolicy:
-    Fail``) becomes a policy error, which blocks like an engine error."""
+    Fail``) becomes a policy error, which blocks like an engine error. Parameter objects (``paramRef``) come
+    from the target's :meth:`_Target.params`; the rules that matched an entry and found nothing are the
+    returned :class:`Passed` values."""
     assert policy.admission is not None  # noqa: S101 - guaranteed by BoundPolicy.vap / .kyverno
     deadline.check()
     inputs = target.admission_inputs()
-    findings = policy.admission.evaluate(inputs, target.params)
+    passed: list[tuple[int, str]] = []
+    findings = policy.admission.evaluate(inputs, target.params, passes=passed)
     deadline.check()
     out: list[Violation] = []
     errors: list[PolicyError] = []
@@ -714,7 +732,15 @@ def _evaluate_admission(
                 language=policy.language,
             )
         )
-    return out, errors, len(inputs)
+    by_rule: dict[str, list[int]] = {}
+    for index, rule in passed:
+        if 0 <= index < len(inputs):
+            by_rule.setdefault(rule, []).append(index)
+    passes = [
+        Passed(policy.id, policy.name, rule, tuple(target.ref(i) for i in indices), policy.language)
+        for rule, indices in by_rule.items()
+    ]
+    return out, errors, len(inputs), passes
 
 
 def _conftest_result(
@@ -852,6 +878,7 @@ def evaluate_target(
     evaluations = 0
     tests = 0
     excused: list[Violation] = []
+    passes: list[Passed] = []
     engine_name = "?"
     try:
         # VAP and Kyverno policies are evaluated in-process: the Rego engine is needed only for Rego ones
@@ -874,8 +901,9 @@ def evaluate_target(
                 try:
                     deadline.check()
                     if policy.admission is not None:
-                        found, failed, count = _evaluate_admission(policy, target, deadline)
+                        found, failed, count, passed = _evaluate_admission(policy, target, deadline)
                         errors.extend(failed)
+                        passes.extend(passed)
                         tests += count
                         violations.extend(found)
                         evaluations += count
@@ -925,6 +953,7 @@ def evaluate_target(
         exceptions=excused,
         tests=tests,
         review={"operations": _operations(rendered)},
+        passes=passes,
     )
 
 

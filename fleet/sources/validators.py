@@ -84,6 +84,16 @@ def validate_directory_glob(value: str) -> None:
         raise ValidationError(exc.message) from None
 
 
+def _glob_json_schema() -> dict[str, str]:
+    from fleet.sources.render.plain import GLOB_SCHEMA_PATTERN
+
+    return {"pattern": GLOB_SCHEMA_PATTERN}
+
+
+# The API schema's pattern for the glob (fleet/core/api/schema.py publishes a validator's json_schema).
+validate_directory_glob.json_schema = _glob_json_schema()  # type: ignore[attr-defined]
+
+
 # Helm's own rule for release names (``helm_python.validate_release_name`` checks it again at render time); a
 # RegexValidator, so that the API schema documents the pattern.
 validate_release_name = RegexValidator(

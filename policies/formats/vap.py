@@ -486,10 +486,18 @@ class CompiledVap:
             return []
         return [self._finding(index, rule, message, error=True, **details)]
 
-    def evaluate(self, inputs: Sequence[AdmissionInput], params: ParamsLookup = no_params) -> list[Finding]:
+    def evaluate(
+        self,
+        inputs: Sequence[AdmissionInput],
+        params: ParamsLookup = no_params,
+        *,
+        passes: list[tuple[int, str]] | None = None,
+    ) -> list[Finding]:
+        """Findings for the gate; ``passes``, when given, receives ``(index, "validations[i]")`` for each
+        validation that was evaluated on an input it matched and held (for every param object)."""
         findings: list[Finding] = []
         for index, item in enumerate(inputs):
-            findings.extend(self._evaluate_one(index, item, params))
+            findings.extend(self._evaluate_one(index, item, params, passes))
         return findings
 
     def _params(self, item: AdmissionInput, lookup: ParamsLookup) -> list[Mapping[str, Any]] | None:
@@ -508,7 +516,13 @@ class CompiledVap:
             found = [p for p in lookup(api_version, kind, "", ref.name, ref.selector) if not _namespace_of(p)]
         return found
 
-    def _evaluate_one(self, index: int, item: AdmissionInput, lookup: ParamsLookup) -> list[Finding]:
+    def _evaluate_one(
+        self,
+        index: int,
+        item: AdmissionInput,
+        lookup: ParamsLookup,
+        passes: list[tuple[int, str]] | None = None,
+    ) -> list[Finding]:
         request = _request(item)
         namespace_object = _namespace_object(item)
         if not self.policy.match_constraints.matches(item, request, namespace_object):
@@ -538,8 +552,17 @@ class CompiledVap:
         else:
             param_sets = list(found)
         findings: list[Finding] = []
+        held: set[str] | None = None  # the validations that held for every param object
         for params in param_sets:
-            findings.extend(self._evaluate_with(index, item, request, namespace_object, params))
+            true: set[str] = set()
+            findings.extend(self._evaluate_with(index, item, request, namespace_object, params, true))
+            held = true if held is None else held & true
+        if passes is not None and held:
+            passes.extend(
+                (index, rule)
+                for rule in (f"validations[{v.index}]" for v in self.policy.validations)
+                if rule in held
+            )
         return findings
 
     def _evaluate_with(
@@ -549,7 +572,9 @@ class CompiledVap:
         request: Mapping[str, Any],
         namespace_object: Mapping[str, Any] | None,
         params: Mapping[str, Any] | None,
+        held: set[str] | None = None,
     ) -> list[Finding]:
+        """The findings of one evaluation; the validations that evaluated to true go into ``held``."""
         activation: dict[str, Any] = {
             "object": item.object,
             "oldObject": item.old_object,
@@ -606,6 +631,8 @@ class CompiledVap:
                 )
                 continue
             if result:
+                if held is not None:
+                    held.add(rule)
                 continue
             message = self._message(v, activation)
             findings.append(

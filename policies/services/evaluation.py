@@ -369,7 +369,41 @@ def _review_with_exceptions(decision: gate.Decision) -> dict[str, Any]:
             }
             for e in decision.exceptions
         ]
+    if decision.passes:
+        review["passes"] = compact_passes(decision.passes)
     return review
+
+
+def compact_passes(passes: Sequence[gate.Passed]) -> dict[str, Any]:
+    """The VAP and Kyverno rules that matched objects and found nothing, for PolicyReports' ``pass``
+    results, compactly: each object once (``objects``: ``[apiVersion, kind, namespace, name]``), each
+    (policy, rule) with the indices of its objects::
+
+        {"objects": [["apps/v1", "Deployment", "apps", "web"], ...],
+         "results": [{"policy_id": "3", "policy": "require-team", "rule": "check-team",
+                      "language": "Kyverno", "objects": [0, 1]}, ...]}
+    """
+    index: dict[gate.ObjectRef, int] = {}
+    objects: list[list[str]] = []
+    results = []
+    for p in passes:
+        positions = []
+        for ref in p.objects:
+            at = index.get(ref)
+            if at is None:
+                at = index[ref] = len(objects)
+                objects.append([ref.api_version, ref.kind, ref.namespace, ref.name])
+            positions.append(at)
+        results.append(
+            {
+                "policy_id": p.policy_id,
+                "policy": p.policy_name,
+                "rule": p.rule,
+                "language": p.language,
+                "objects": positions,
+            }
+        )
+    return {"objects": objects, "results": results}
 
 
 def _audit(

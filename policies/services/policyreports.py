@@ -17,7 +17,10 @@ the latest stored Evaluation (the decision for the last commit evaluated) contri
   under ``exceptions``), with the rule and conftest's message for the exception;
 * one ``error`` result per engine error of the evaluation;
 * one ``pass`` result per (policy, object) without a finding: every rendered object for a conftest policy, the
-  objects a Constraint matches for a Gatekeeper policy (its ``spec.match``, as the gate decides it);
+  objects a Constraint matches for a Gatekeeper policy (its ``spec.match``, as the gate decides it); per
+  (policy, rule, object) for VAP and Kyverno policies: each rule (a Kyverno rule, a VAP validation) that
+  matched the object in the gate and found nothing (the gate records these with the Evaluation, in
+  ``review["passes"]``, see ``policies.services.evaluation.compact_passes``);
 
 with ``policy`` = the Fleetgate policy, ``rule`` = the rule (``deny_latest``), the Constraint, the Kyverno
 rule or the VAP validation (``validations[0]``), ``source`` by language ("fleetgate" for Rego, "kyverno" for
@@ -25,8 +28,7 @@ Kyverno, "ValidatingAdmissionPolicy" for a VAP, as Kyverno's reports name them),
 finding's ``severity`` detail when it is one of the CRD's values, else by
 enforcement (deny: high, warn: medium, dryrun: low), ``resources`` = the object, ``timestamp`` = when it was
 evaluated, and ``properties`` = cluster, mapping, commit, evaluation id, enforcement, waiver, language.
-``summary`` counts the results. VAP and Kyverno policies give no ``pass`` results (the gate records their
-findings, not which objects their own match selected).
+``summary`` counts the results.
 
 Only what the user may see: the caller passes a cluster the user may view and the Evaluations are narrowed by
 ``evaluation.view``. Nothing secret is in a report (no credentials; the objects are referred to, not copied).
@@ -219,9 +221,8 @@ def _passes(
         oid.name: labels_of(obj) for obj, oid in objects if oid.kind == "Namespace" and oid.group == ""
     }
     errored = {str(e.get("policy_id")) for e in evaluation.errors or [] if isinstance(e, Mapping)}
+    stored, admission = _admission_passes(evaluation)
     for entry in evaluation.policy_versions or []:
-        if str(entry.get("policy_id")) in errored:
-            continue  # the policy did not run here: its error is the result, never a pass
         try:
             version = versions[(int(entry["policy_id"]), int(entry["version"]))]
             definition = definition_of(version)
@@ -229,7 +230,18 @@ def _passes(
             continue
         policy = str(entry.get("policy") or version.policy_id)
         if definition.admission:
-            continue  # VAP and Kyverno: findings only (their own match is not recorded)
+            # VAP and Kyverno: the rules the gate found matching and passing (their own match and rules);
+            # their errors are per object, and a policy that failed as a whole recorded no passes
+            for rule, language, positions in admission.get(str(entry.get("policy_id")), ()):
+                for at in positions:
+                    if isinstance(at, int) and 0 <= at < len(stored):
+                        api_version, kind, namespace, name = stored[at]
+                        group, _, v = api_version.rpartition("/")
+                        oid = ObjectId(api_version, group, v, kind, namespace, name)
+                        yield namespace, _pass(evaluation, policy, rule, oid, entry, language)
+            continue
+        if str(entry.get("policy_id")) in errored:
+            continue  # the policy did not run here: its error is the result, never a pass
         if definition.style == "gatekeeper":
             try:
                 template = definition.parsed_template()
@@ -253,16 +265,44 @@ def _passes(
                 yield oid.namespace, _pass(evaluation, policy, rule, oid, entry)
 
 
+def _admission_passes(
+    evaluation: Evaluation,
+) -> tuple[list[tuple[str, str, str, str]], dict[str, list[tuple[str, str, list[Any]]]]]:
+    """``review["passes"]`` of the evaluation (see ``compact_passes``): its objects, and per policy id the
+    (rule, language, object positions) of its passing VAP/Kyverno rules; empty for older evaluations."""
+    review = evaluation.review if isinstance(evaluation.review, Mapping) else {}
+    raw = review.get("passes")
+    if not isinstance(raw, Mapping):
+        return [], {}
+    objects = [
+        (str(o[0]), str(o[1]), str(o[2]), str(o[3]))
+        for o in raw.get("objects") or []
+        if isinstance(o, list) and len(o) == 4
+    ]
+    by_policy: dict[str, list[tuple[str, str, list[Any]]]] = {}
+    for r in raw.get("results") or []:
+        if isinstance(r, Mapping) and isinstance(r.get("objects"), list):
+            by_policy.setdefault(str(r.get("policy_id")), []).append(
+                (str(r.get("rule") or ""), str(r.get("language") or ""), r["objects"])
+            )
+    return objects, by_policy
+
+
 def _pass(
-    evaluation: Evaluation, policy: str, rule: str, oid: ObjectId | None, entry: Mapping[str, Any]
+    evaluation: Evaluation,
+    policy: str,
+    rule: str,
+    oid: ObjectId | None,
+    entry: Mapping[str, Any],
+    language: str = "",
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "source": SOURCE,
+        "source": _source(language),
         "policy": policy,
         "result": "pass",
         "scored": True,
         "timestamp": _timestamp(evaluation),
-        "properties": _properties(evaluation, policyVersion=entry.get("version")),
+        "properties": _properties(evaluation, policyVersion=entry.get("version"), language=language or None),
     }
     if rule:
         result["rule"] = rule

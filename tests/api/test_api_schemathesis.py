@@ -73,6 +73,17 @@ MODE_CHECKS = {
 MANIFEST = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: st\n  namespace: default\ndata:\n  a: b\n"
 POLICY_MODULE = 'package main\n\ndeny contains msg if {\n\tinput.kind == "Forbidden"\n\tmsg := "no"\n}\n'
 
+FLUX_IMPORT = """apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: st-origin, namespace: flux-system}}
+spec: {{url: "{url}", ref: {{branch: main}}}}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {{name: st-policies, namespace: flux-system}}
+spec: {{sourceRef: {{kind: GitRepository, name: st-origin}}, path: ./policies, prune: true}}
+"""
+
 
 # NUL characters are refused in every string (PostgreSQL cannot store them; DRF answers 400 "Null characters
 # are not allowed", tested in tests/api/test_api_resources.py); schemathesis' own switch for such servers.
@@ -95,6 +106,7 @@ class World:
     key: str
     ids: dict[str, int]
     commit_sha: str
+    origin_url: str
 
 
 def _origin(path: Path) -> str:
@@ -168,7 +180,7 @@ def world(live_server: Any, tmp_path: Path) -> World:
              "target": "http://127.0.0.1:9/hook"},
         ),
     }
-    return World(key=key, ids=ids, commit_sha=commit.sha)
+    return World(key=key, ids=ids, commit_sha=commit.sha, origin_url=repository.url)
 
 
 # Path prefix -> the kind of object its {id} names.
@@ -223,6 +235,12 @@ def guide(case: Any, world: World) -> None:
         case.body = {}  # these need fields (a mapping to check, a commit to sync at): filled in below
     if path == "/api/policies/import/":
         case.media_type = "application/json"  # uploads are tested in tests/policies
+    if path == "/api/import/gitops/" and isinstance(case.body, dict):
+        # Flux objects for the seeded repository, into the seeded group (what each tool's objects become is
+        # tested in tests/sources/test_import_gitops_*.py); importing them again creates nothing new.
+        dry_run = case.body.get("dry_run", False)
+        case.body = {"documents": FLUX_IMPORT.format(url=world.origin_url), "group": "dev",
+                     "dry_run": dry_run}
     body = case.body
     if not isinstance(body, dict):
         return

@@ -18,6 +18,7 @@ from fleet.observability import metrics
 from policies.models import Policy, PolicyBinding
 from policies.services.evaluation import evaluate_mapping
 from policies.services.importing import import_files
+from tests.factories import CommitFactory
 from tests.policies import language_library as ll
 from tests.policies import policy_library as lib
 from tests.policies.test_policy_reports import _validate
@@ -178,9 +179,18 @@ def test_policy_reports_name_kyverno_and_vap_as_their_source_with_policy_and_rul
         ("kyverno", "require-team-label", "check-team", "Kyverno"),
         ("fleetgate", "required-labels", "must-have-team", "Rego/Gatekeeper"),
     }
-    # the Rego policy still reports its passes; VAP and Kyverno report findings only
-    passed = {(r["source"], r["policy"]) for r in results if r["result"] == "pass"}
-    assert passed == {("fleetgate", "required-labels")}
+    # every language reports its passes: Rego per (policy, object), VAP and Kyverno per rule that matched
+    # the object in the gate and found nothing
+    passed = {
+        (r["source"], r["policy"], r.get("rule"), r["resources"][0]["name"], r["properties"].get("language"))
+        for r in results
+        if r["result"] == "pass"
+    }
+    assert passed == {
+        ("ValidatingAdmissionPolicy", "replica-limit", "validations[0]", "fine", "VAP (CEL)"),
+        ("kyverno", "require-team-label", "check-team", "fine", "Kyverno"),
+        ("fleetgate", "required-labels", "must-have-team", "fine", None),
+    }
 
 
 def test_metrics_count_findings_by_language(
@@ -322,3 +332,128 @@ def test_a_cel_error_or_malformed_pattern_is_refused_at_save_with_the_field_name
     assert field in body, body
     assert says in json.dumps(body)
     assert not Policy.objects.filter(name="broken").exists()
+
+
+TWO_RULES_KYVERNO = """apiVersion: kyverno.io/v1
+kind: ClusterPolicy
+metadata:
+  name: deployment-rules
+spec:
+  validationFailureAction: Enforce
+  rules:
+    - name: check-team
+      match:
+        any:
+          - resources:
+              kinds: ["Deployment"]
+      validate:
+        message: "team is required"
+        pattern:
+          metadata:
+            labels:
+              team: "?*"
+    - name: replicas-in-prod
+      match:
+        any:
+          - resources:
+              kinds: ["Deployment"]
+      preconditions:
+        all:
+          - key: "{{ request.object.metadata.labels.env || '' }}"
+            operator: Equals
+            value: prod
+      validate:
+        message: "prod needs 2 replicas"
+        deny:
+          conditions:
+            any:
+              - key: "{{ request.object.spec.replicas }}"
+                operator: LessThan
+                value: 2
+"""
+
+
+def _report_results(client: Any, cluster: Any) -> list[dict[str, Any]]:
+    response = client.get(f"/api/policy-reports/{cluster.pk}/")
+    assert response.status_code == 200, response.content
+    results: list[dict[str, Any]] = []
+    for item in response.json()["items"]:
+        _validate(item)
+        results += item["results"]
+    return results
+
+
+def test_vap_and_kyverno_pass_results_are_per_policy_rule_and_object_with_constant_queries(
+    fleet: dict[str, Any],
+    store_render: Any,
+    bind: Any,
+    make_user: Any,
+    token_client: Any,
+    django_assert_max_num_queries: Any,
+) -> None:
+    """A pass is a rule that matched the object in the gate and found nothing: not a rule whose preconditions
+    were not met, not an object the policy does not match, not a failed (or waived) rule; and the report's
+    queries do not grow with the objects or the passes."""
+    saved = import_files({"vap.yaml": VAP_DOCS, "kyverno.yaml": TWO_RULES_KYVERNO}).saved
+    for r in saved:
+        bind(r.policy, enforcement="")
+    client = token_client(make_user("vera", role="viewer", scope=fleet["web"]))
+
+    def render(objects: list[dict[str, Any]], commit: Any = fleet["commit"]) -> list[dict[str, Any]]:
+        store_render(commit, fleet["mapping"], [fleet["prod"]], objects, "apps/web/all.yaml")
+        evaluate_mapping(commit, fleet["mapping"])
+        return _report_results(client, fleet["prod"])
+
+    prod = lib.deployment("prod-web", replicas=3, labels={"team": "web", "env": "prod"})
+    results = render(
+        [
+            lib.deployment("plain"),  # no env label: replicas-in-prod is skipped by its preconditions
+            prod,
+            lib.deployment("tiny", replicas=1, labels={"env": "prod"}),  # fails both Kyverno rules
+            ll.config_map("settings", "apps", {"a": "1"}),  # matched by no policy
+        ]
+    )
+    passed = {
+        (r["source"], r["policy"], r["rule"], r["resources"][0]["name"])
+        for r in results
+        if r["result"] == "pass" and r["source"] != "fleetgate"
+    }
+    assert passed == {
+        ("ValidatingAdmissionPolicy", "replica-limit", "validations[0]", "plain"),
+        ("ValidatingAdmissionPolicy", "replica-limit", "validations[0]", "prod-web"),
+        ("ValidatingAdmissionPolicy", "replica-limit", "validations[0]", "tiny"),
+        ("kyverno", "deployment-rules", "check-team", "plain"),
+        ("kyverno", "deployment-rules", "check-team", "prod-web"),
+        ("kyverno", "deployment-rules", "replicas-in-prod", "prod-web"),
+    }
+    failed = {(r["policy"], r["rule"], r["resources"][0]["name"]) for r in results if r["result"] == "fail"}
+    assert failed == {
+        ("deployment-rules", "check-team", "tiny"),
+        ("deployment-rules", "replicas-in-prod", "tiny"),
+    }
+    for r in results:
+        if r["result"] == "pass" and r["source"] != "fleetgate":
+            assert r["properties"]["language"] in ("VAP (CEL)", "Kyverno")
+            assert r["resources"][0] == {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "namespace": "apps",
+                "name": r["resources"][0]["name"],
+            }
+    summary = {
+        s: n
+        for item in client.get(f"/api/policy-reports/{fleet['prod'].pk}/").json()["items"]
+        for s, n in item["summary"].items()
+        if s == "pass"
+    }
+    assert summary["pass"] == 6
+
+    # the queries of a report do not depend on how many objects passed
+    with django_assert_max_num_queries(12) as few:
+        _report_results(client, fleet["prod"])
+    baseline = len(few)
+    many_objects = [lib.deployment(f"web-{i}", labels={"team": "web", "env": "prod"}) for i in range(40)]
+    results = render(many_objects, CommitFactory(repository=fleet["commit"].repository))
+    assert sum(1 for r in results if r["result"] == "pass" and r["source"] != "fleetgate") == 40 * 3
+    with django_assert_max_num_queries(baseline):
+        _report_results(client, fleet["prod"])

@@ -90,17 +90,44 @@ class FleetAutoSchema(AutoSchema):
             if schema.get("oneOf") and {} in schema["oneOf"]:
                 schema = {k: v for k, v in schema.items() if k != "oneOf"}
             return schema
+        if not isinstance(field, serializers.JSONField) and isinstance(schema, dict):
+            # A validator that knows its own shape (a pattern, say) publishes it, so that the schema allows
+            # exactly what the validator accepts.
+            for validator in getattr(field, "validators", ()):
+                declared_here = getattr(validator, "json_schema", None)
+                if declared_here is not None:
+                    schema = {**schema, **declared_here}
+            return schema
         declared = json_schema_of(field)
         untyped = isinstance(schema, dict) and "type" not in schema and "$ref" not in schema
         if declared is not None and untyped:
             schema = {**schema, **declared}
         return schema
 
+    def _map_basic_serializer(self, serializer: Any, direction: Any) -> Any:
+        """A request body's rules across fields (``Meta.request_schema``: ``anyOf`` of the required
+        combinations, say) join its component, so that the schema refuses what the serializer's
+        ``validate`` refuses."""
+        schema = super()._map_basic_serializer(serializer, direction)
+        extra = getattr(getattr(serializer, "Meta", None), "request_schema", None)
+        if extra and direction == "request":
+            schema = dict(schema)
+            for key, value in extra.items():
+                if key == "properties":  # constraints added to the fields' own schemas
+                    properties = dict(schema.get("properties", {}))
+                    for name, constraints in value.items():
+                        properties[name] = {**properties.get(name, {}), **constraints}
+                    schema["properties"] = properties
+                else:
+                    schema[key] = value
+        return schema
+
     def get_operation(self, *args: Any, **kwargs: Any) -> Any:
         operation = super().get_operation(*args, **kwargs)
         if operation is None:
             return None
-        handler = getattr(self.view, getattr(self.view, "action", None) or "", None)
+        # a viewset's action, or an APIView's method handler
+        handler = getattr(self.view, getattr(self.view, "action", None) or self.method.lower(), None)
         if "requestBody" in operation and getattr(handler, "body_required", False):
             operation["requestBody"]["required"] = True  # an action that cannot do anything without a body
         responses = operation.setdefault("responses", {})

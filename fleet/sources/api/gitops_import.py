@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -18,7 +18,7 @@ MAX_FILES = 50
 
 
 class ImportFileSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+    name = serializers.CharField(max_length=200, trim_whitespace=False, help_text="Named in messages.")
     content = serializers.CharField(trim_whitespace=False, help_text="The file's YAML (several documents).")
 
 
@@ -27,7 +27,8 @@ class GitOpsImportSerializer(serializers.Serializer):
         required=False, allow_blank=True, trim_whitespace=False,
         help_text="YAML documents (GitRepo, Application, ApplicationSet, GitRepository, Kustomization, "
         "HelmRelease...), several separated by '---'.")
-    files = ImportFileSerializer(many=True, required=False, help_text="Or the files, each with its name.")
+    files = ImportFileSerializer(many=True, required=False, max_length=MAX_FILES,  # type: ignore[call-arg]
+                                 help_text=f"Or the files (at most {MAX_FILES}), each with its name.")
     group = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=63,
         help_text="Target cluster group for Flux objects and Argo CD in-cluster destinations.")
@@ -37,14 +38,23 @@ class GitOpsImportSerializer(serializers.Serializer):
         "(Argo CD source.chart, Flux charts from a HelmRepository/OCIRepository).")
     dry_run = serializers.BooleanField(default=False, help_text="Show what would be created; create nothing.")
 
+    class Meta:
+        # What validate() requires, for the schema: non-empty documents, or at least one file (and the
+        # limit on files, which drf-spectacular does not read from a list serializer).
+        request_schema: ClassVar[dict[str, Any]] = {
+            "anyOf": [
+                {"required": ["documents"], "properties": {"documents": {"minLength": 1}}},
+                {"required": ["files"], "properties": {"files": {"minItems": 1}}},
+            ],
+            "properties": {"files": {"maxItems": MAX_FILES}},
+        }
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         files = [(f["name"], f["content"]) for f in attrs.get("files") or []]
         if attrs.get("documents"):
             files.insert(0, ("documents", attrs["documents"]))
         if not files:
             raise serializers.ValidationError({"documents": ["Give the YAML documents to import."]})
-        if len(files) > MAX_FILES:
-            raise serializers.ValidationError({"files": [f"At most {MAX_FILES} files at once."]})
         attrs["inputs"] = files
         return attrs
 
@@ -114,3 +124,5 @@ class GitOpsImportView(APIView):
                                 dry_run=data["dry_run"], repository=data["repository"])
         created = not outcome.dry_run and not outcome.nothing_new
         return Response(outcome.to_dict(), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    post.body_required = True  # type: ignore[attr-defined]

@@ -96,12 +96,38 @@ def glob_match(pattern: str, rel: str) -> bool:
         raise RenderError(f"directory glob {pattern!r} is not valid: {exc}") from None
 
 
+MAX_BRACE_DEPTH = 3  # {a,{b,{c,d}}}: deeper nesting is refused (the schema's pattern can then say it exactly)
+
+
+def _glob_schema_pattern() -> str:
+    """What ``validate_glob`` accepts, as a regular expression for the API schema (ECMA-262 and Python ``re``
+    read it alike) for a non-empty value (the empty one is offered beside it): leading and trailing white
+    space (the API strips it, as Python's ``str.strip``), then tokens: an escape (a backslash and any
+    character, or a backslash at the end), a class (``[`` then any character, then anything up to the
+    first ``]``), a ``{...}`` group (nested at most MAX_BRACE_DEPTH deep) or any other character but a
+    newline or NUL.  ``tests/sources/test_directory_glob_schema.py`` checks that the two agree."""
+    space = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    token = rf"(?:\\[^\n\x00]|\\(?=[{space}]*$)|\[[^\n\x00][^\]\n\x00]*\]|[^\\\[{{}}\n\x00])"
+    body = f"{token}*"
+    for _ in range(MAX_BRACE_DEPTH):
+        body = f"(?:{token}|\\{{{body}\\}})*"
+    # At least one character: drf-spectacular offers the empty string beside the pattern (oneOf).
+    return rf"^(?=[\s\S])[{space}]*{body}[{space}]*$"
+
+
+GLOB_SCHEMA_PATTERN = _glob_schema_pattern()
+
+
 def validate_glob(pattern: str) -> str:
     """Check an include/exclude glob when it is saved; returns it stripped.  Unbalanced ``{}`` and ``[]``
-    are refused: gobwas/glob does not compile them, and Argo CD then matches nothing."""
+    are refused: gobwas/glob does not compile them, and Argo CD then matches nothing.  So are braces nested
+    more than MAX_BRACE_DEPTH deep, and globs with more than 1000 alternatives once braces are expanded
+    (wcmatch's limit)."""
     pattern = (pattern or "").strip()
     if pattern:
         DirectoryOptions(include=pattern)
+        if "\x00" in pattern:
+            raise RenderError("directory glob may not contain NUL characters")
         depth, i = 0, 0
         while i < len(pattern):
             c = pattern[i]
@@ -114,6 +140,9 @@ def validate_glob(pattern: str) -> str:
                 i = end
             elif c == "{":
                 depth += 1
+                if depth > MAX_BRACE_DEPTH:
+                    raise RenderError(f"directory glob {pattern!r} is not valid: braces nested more than "
+                                      f"{MAX_BRACE_DEPTH} deep")
             elif c == "}":
                 depth -= 1
                 if depth < 0:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.formats import FormatError
+from policies.formats.kube import CLUSTER_SCOPED_KINDS
 
 _VARS = ("object", "oldObject", "request", "namespaceObject", "variables")
 
@@ -72,22 +73,44 @@ class CelRule:
         if not self.param_kind:
             return self._run(rule_name, activation, default_message)
         ref = self.param_ref
+        kind = str(self.param_kind["kind"])
+        namespace = str(ref.get("namespace") or "")
+        if kind not in CLUSTER_SCOPED_KINDS and not namespace:
+            # a namespaced param kind is looked up in the object's namespace (Kyverno's CollectParams)
+            if not ns:
+                return RuleResult(
+                    rule_name,
+                    "error",
+                    "error in parameterized resource: can't use namespaced paramRef to match "
+                    "cluster-scoped resources",
+                )
+            namespace = ns
         found = ctx.params(
             str(self.param_kind["apiVersion"]),
-            str(self.param_kind["kind"]),
-            str(ref.get("namespace") or ns),
+            kind,
+            namespace,
             str(ref.get("name") or ""),
             ref.get("selector"),
         )
         if not found:
-            if (ref.get("parameterNotFoundAction") or "Deny") == "Allow":
-                return RuleResult(rule_name, "pass", f"no {self.param_kind['kind']} parameters; allowed")
-            return RuleResult(
-                rule_name,
-                "error",
-                f"error in parameterized resource: no {self.param_kind['kind']} "
-                f"{ref.get('name') or ref.get('selector')} found (rendered for the target or live)",
-            )
+            # as Kyverno does: a param named but absent is an error whatever parameterNotFoundAction says
+            # (it gets the object by name); a selector that selects nothing is an error under Deny only,
+            # else the rule passes with nothing to check
+            if ref.get("name"):
+                return RuleResult(
+                    rule_name,
+                    "error",
+                    f"error in parameterized resource: no {kind} {ref['name']} found"
+                    f"{' in ' + namespace if namespace else ''} (rendered for the target or live)",
+                )
+            if ref.get("parameterNotFoundAction") == "Deny":
+                return RuleResult(
+                    rule_name,
+                    "error",
+                    f"error in parameterized resource: no params found (no {kind} matches the selector"
+                    f"{' in ' + namespace if namespace else ''}, rendered for the target or live)",
+                )
+            return RuleResult(rule_name, "pass", f"Validation rule '{rule_name}' passed.")
         for param in found:
             result = self._run(rule_name, {**activation, "params": param}, default_message)
             if result.status != "pass":
@@ -146,8 +169,8 @@ def compile_cel(raw: Any, preconditions: Any, where: str) -> CelRule:
             param_ref.get("selector") is None
         ):
             raise FormatError(f"{where}.paramRef needs exactly one of name and selector")
-        action = param_ref.get("parameterNotFoundAction") or "Deny"
-        if action not in ("Allow", "Deny"):
+        action = param_ref.get("parameterNotFoundAction")
+        if action is not None and action not in ("Allow", "Deny"):
             raise FormatError(f"{where}.paramRef.parameterNotFoundAction must be Allow or Deny")
     declared = _VARS + (("params",) if param_kind is not None else ())
     variables: dict[str, Any] = {}

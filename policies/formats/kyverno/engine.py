@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,14 +69,22 @@ class KyvernoPolicy:
         inputs: Sequence[AdmissionInput],
         params: ParamsLookup | None = None,
         exceptions: Sequence[Any] = (),
+        *,
+        passes: list[tuple[int, str]] | None = None,
     ) -> list[Finding]:
         """Findings for the gate: one per failed rule (``error=True`` for a rule that cannot be evaluated).
-        ``params`` finds the parameter objects of ``validate.cel`` rules with ``paramKind``/``paramRef``."""
+        ``params`` finds the parameter objects of ``validate.cel`` rules with ``paramKind``/``paramRef``;
+        ``passes``, when given, receives ``(index, rule)`` for each rule whose response is ``pass``."""
         findings: list[Finding] = []
+        shared = _shared_contexts(inputs)
         for index, inp in enumerate(inputs):
-            for result in self.apply(inp, exceptions=exceptions, params=params):
+            one = shared[index] if shared[index].input is inp else _Shared(inp)
+            for result in self.apply(inp, exceptions=exceptions, params=params, _shared=one):
                 details = {"policy": self.key, "kind": self.kind}
-                if result.status == "fail":
+                if result.status == "pass":
+                    if passes is not None:
+                        passes.append((index, result.rule))
+                elif result.status == "fail":
                     findings.append(Finding(index, result.rule, result.message, result.action, details))
                 elif result.status == "error":
                     findings.append(
@@ -93,16 +102,22 @@ class KyvernoPolicy:
         rule_values: Mapping[str, Mapping[str, Any]] | None = None,
         exceptions: Sequence[Any] = (),
         params: ParamsLookup | None = None,
+        _shared: _Shared | None = None,
     ) -> list[RuleResult]:
-        """The responses of the rules that match ``inp`` (rules that do not match give none)."""
+        """The responses of the rules that match ``inp`` (rules that do not match give none).
+
+        The input's objects are never copied and never changed: every rule reads one context built once
+        per input (shared by the policies of one :meth:`evaluate` call too) through a top level of its
+        own, and a context entry written below the top level copies each mapping on its way
+        (:func:`_set_path`), so no rule sees another rule's context entries or changes the objects."""
         resource = inp.object if inp.object is not None else inp.old_object
         if resource is None:
             return []
-        req = build_request(inp)
+        shared = _shared if _shared is not None else _Shared(inp)
+        req = shared.request
         if self.namespace and req.namespace != self.namespace:
             return []
         out: list[RuleResult] = []
-        base: dict[str, Any] | None = None
         for rule in self.rules:
             if not rule.match.matches(req):
                 continue
@@ -123,10 +138,7 @@ class KyvernoPolicy:
             if values or own_values:
                 data = build_context(inp, values or {}, own_values)
             else:
-                # the objects are only read; each rule gets its own top level for its context entries
-                if base is None:
-                    base = build_context(inp, {}, {}, copy_objects=False)
-                data = {**base, "request": dict(base["request"])}
+                data = dict(shared.context)  # the rule's own top level over the shared context
             supplied = {**(values or {}), **(rule_values or {}).get(rule.name, {})}
             ctx = EvalContext(data, req, resource, inp, supplied, params or no_params, pss_excludes)
             try:
@@ -347,24 +359,25 @@ def _images(resource: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``data[a][b]... = value`` for ``a.b...``, copying each mapping below the top level on the way: the
+    mappings there may be shared (the reviewed objects, another rule's context, a value taken from them),
+    so they are never changed in place."""
     parts = dotted.split(".")
     cur = data
     for p in parts[:-1]:
         nxt = cur.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            cur[p] = nxt
+        nxt = dict(nxt) if isinstance(nxt, Mapping) else {}
+        cur[p] = nxt
         cur = nxt
     cur[parts[-1]] = value
 
 
 def build_context(
-    inp: AdmissionInput,
-    values: Mapping[str, Any],
-    rule_values: Mapping[str, Any],
-    *,
-    copy_objects: bool = True,
+    inp: AdmissionInput, values: Mapping[str, Any], rule_values: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """The JSON context of ``{{ }}`` variables for one input. The objects are referenced, not copied
+    (nothing writes into them: :func:`_set_path` copies on write); ``values`` (a kyverno test's values file)
+    are set over it."""
     resource = inp.object if inp.object is not None else inp.old_object or {}
     meta = resource.get("metadata") or {}
     api_version = str(resource.get("apiVersion") or "")
@@ -373,8 +386,8 @@ def build_context(
     user_info = {k: v for k, v in ui.items() if k not in ("roles", "clusterRoles")}
     request: dict[str, Any] = {
         "operation": inp.operation,
-        "object": _copied(inp.object, copy_objects),
-        "oldObject": _copied(inp.old_object, copy_objects),
+        "object": inp.object,
+        "oldObject": inp.old_object,
         "userInfo": user_info,
         "roles": list(ui.get("roles") or []),
         "clusterRoles": list(ui.get("clusterRoles") or []),
@@ -402,10 +415,36 @@ def build_context(
     return data
 
 
-def _copied(obj: Mapping[str, Any] | None, deep: bool) -> Any:
-    if obj is None:
-        return None
-    return copy.deepcopy(dict(obj)) if deep else obj
+class _Shared:
+    """What every rule of every policy reads about one input, built once: the request for matching and the
+    JSON context (read-only: a rule's writes go to its own top level or copy on write)."""
+
+    __slots__ = ("_context", "input", "request")
+
+    def __init__(self, inp: AdmissionInput) -> None:
+        self.input = inp
+        self.request = build_request(inp)
+        self._context: dict[str, Any] | None = None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        if self._context is None:  # only inputs some rule matches need one
+            self._context = build_context(self.input, {}, {})
+        return self._context
+
+
+_LAST = threading.local()
+
+
+def _shared_contexts(inputs: Sequence[AdmissionInput]) -> list[_Shared]:
+    """One :class:`_Shared` per input, reused while the same list of inputs is evaluated (the gate hands
+    every policy of a target the same list), per thread."""
+    last = getattr(_LAST, "value", None)
+    if last is not None and last[0] is inputs and len(last[1]) == len(inputs):
+        return last[1]
+    shared = [_Shared(inp) for inp in inputs]
+    _LAST.value = (inputs, shared)
+    return shared
 
 
 def load_context(entries: Sequence[Mapping[str, Any]], ctx: EvalContext) -> None:

@@ -498,16 +498,19 @@ def test_a_fleet_yaml_deeper_down_is_a_bundle_of_its_own_never_a_manifest(tmp_pa
     assert own.namespace == "own" and not own.namespace_forced  # applied where objects name no namespace
 
 
-def test_remote_charts_without_a_fetcher_are_a_clear_network_error(tmp_path: Path, monkeypatch: Any) -> None:
-    from fleet.sources.render import helm
-
-    monkeypatch.delattr(helm, "fetch_remote_chart", raising=False)
-    monkeypatch.setattr(helm, "remote_chart", lambda *a, **k: None, raising=False)
-    write(tmp_path, {"fleet.yaml": "helm:\n  chart: rancher-monitoring\n  repo: https://charts.rancher.io\n"
-                                   "  version: 104.1.0\n"}, "remote")
+def test_a_chart_directory_missing_from_the_repository_is_named(tmp_path: Path) -> None:
+    """helm.chart without helm.repo is a directory of the repository; a missing one is said to be missing
+    (charts from Helm repositories and registries: tests/sources/test_helm_repository.py and
+    test_helm_oci.py)."""
+    write(tmp_path, {"fleet.yaml": "helm:\n  chart: ./rancher-monitoring\n  version: 104.1.0\n"}, "local")
     with pytest.raises(RenderError) as err:
-        run(tmp_path, "remote")
-    assert "rancher-monitoring" in err.value.message and "https://charts.rancher.io" in err.value.message
+        run(tmp_path, "local")
+    assert err.value.message.startswith(
+        "helm.chart './rancher-monitoring' is not a directory of the repository")
+    assert err.value.file == "local/fleet.yaml"
+    write(tmp_path, {"rancher-monitoring/values.yaml": "a: 1\n"}, "local")
+    with pytest.raises(RenderError, match=r"helm.chart './rancher-monitoring' has no Chart\.yaml"):
+        run(tmp_path, "local")
 
 
 def test_bundle_names_as_fleet_generates_them() -> None:

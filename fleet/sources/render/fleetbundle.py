@@ -624,27 +624,18 @@ def select_for(tree: Any, directory: Any, bundle: FleetBundle, cluster: ClusterC
 
 
 def chart_entry(tree: Any, directory: Any, custom: Customization, file: str) -> Any:
-    """The chart directory that ``helm.chart``/``helm.repo`` name: a directory of the repository, or a remote
-    chart (Helm repository, https URL, ``oci://``) that only a chart fetcher can bring."""
-    chart, repo = custom.helm_chart or "", custom.helm_repo or ""
-    remote = bool(repo) or chart.startswith(("oci://", "https://", "http://", "git::", "github.com/"))
-    if not remote:
-        path = tree.resolve(chart, base=directory, what="helm.chart", allow_parent=True)
-        if (path / "Chart.yaml").is_file():
-            return path
-        if path.exists():
-            raise RenderError(f"helm.chart {chart!r} has no Chart.yaml", file=file)
-    from . import helm
-
-    fetch = getattr(helm, "fetch_remote_chart", None)  # the chart fetcher (cache keyed by digest), if any
-    if fetch is not None:
-        return fetch(tree, chart=chart, repo=repo, version=custom.helm_version or "", file=file)
-    where = f" from {repo}" if repo else ""
-    version = f" version {custom.helm_version}" if custom.helm_version else ""
-    raise RenderError(f"network_required: helm.chart {chart or '(repository index)'}{where}{version} is "
-                      "not in the repository and this Fleetgate does not fetch charts: vendor the chart into "
-                      "the "
-                      "repository and point helm.chart at its directory", file=file, renderer="helm")
+    """The chart directory of the repository that ``helm.chart`` names.  A chart from a Helm repository
+    (``helm.repo``), an https URL or ``oci://`` never comes here: ``helm.remote_chart`` names it and the chart
+    fetcher (fleet/sources/charts) brings it."""
+    chart = (custom.helm_chart or "").strip()
+    path = tree.resolve(chart, base=directory, what="helm.chart", allow_parent=True)
+    if (path / "Chart.yaml").is_file():
+        return path
+    if path.exists():
+        raise RenderError(f"helm.chart {chart!r} has no Chart.yaml", file=file)
+    raise RenderError(f"helm.chart {chart!r} is not a directory of the repository: name the chart's "
+                      "directory, or set helm.repo for a chart of a Helm repository (or give an oci:// or "
+                      "https:// reference)", file=file, renderer="helm")
 
 
 def finish_bundle(raws: list[Any], custom: Customization, namespace: str | None

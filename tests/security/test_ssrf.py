@@ -1,7 +1,10 @@
-"""Server-side request forgery through URLs users give Fleetgate: repository URLs (git fetch) and cluster
-API server URLs (the Kubernetes client).  Refused when they point at link-local addresses or cloud metadata
-services, both when they are saved and when a connection is made (DNS answers that change after saving,
-redirects); loopback and private addresses stay allowed (sandbox clusters, clusters on private networks).
+"""Server-side request forgery through URLs users give Fleetgate: repository URLs (git fetch), cluster API
+server URLs (the Kubernetes client) and Helm chart repository URLs (index repositories over HTTP(S) and OCI
+registries, which fleet/sources/charts fetches while rendering: a stored chart repository, or helm.repo /
+helm.chart of a fleetgate.yaml or fleet.yaml).  Refused when they point at link-local addresses or cloud
+metadata services, both when they are saved and when a connection is made (DNS answers that change after
+saving, redirects); loopback and private addresses stay allowed by default (sandbox clusters, clusters and
+chart repositories on private networks), and are refused too once FLEETGATE_URL_DENY_CIDRS lists them.
 
 Peers had this class: Argo CD accepted repository and Helm repository URLs that made its repo-server
 contact internal endpoints (several 2022-2024 advisories about repo-server requests to user-chosen URLs);
@@ -10,14 +13,19 @@ URLs; Rancher's cluster registration accepted API endpoints the server then call
 Cloud metadata at 169.254.169.254 / fd00:ec2::254 / metadata.google.internal is the usual target.
 
 Covered here: validation of every spelling of a metadata address (decimal, hex, IPv4-mapped IPv6, trailing
-dot, metadata host names), the FLEETGATE_URL_DENY_CIDRS setting, the connect-time check (a host that was
-allowed when saved and resolves into a denied network later is never contacted, over git-over-HTTP and the
-Kubernetes client), redirects (git follows none; the Kubernetes client follows none either, and each
-connection it makes is checked), and URL schemes git must never run (ext::, option injection).
+dot, metadata host names) for repositories, clusters and chart repositories; the FLEETGATE_URL_DENY_CIDRS
+setting, for all three when saved and when connecting; the connect-time check (a host that was allowed when
+saved and resolves into a denied network later is never contacted, over git-over-HTTP, the Kubernetes client
+and the chart fetcher's HTTP and OCI clients); redirects (git follows none; the Kubernetes client follows
+none either, and each connection it makes is checked; the chart fetcher follows at most 3, each checked);
+rendering without a chart fetcher contacts no chart repository and no remote Kustomize base; and URL schemes
+git must never run (ext::, option injection).  The chart fetcher's own tests (limits, TLS, credentials,
+archive digests) are in tests/sources/test_helm_repository.py and test_helm_oci.py.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -313,14 +321,16 @@ def test_cluster_redirects_to_a_denied_address_are_not_followed(
     assert "302" in outcome.error or "denied network" in outcome.error
 
 
-# --------------------------------------------------------------------------- rendering never fetches
+# --------------------------------------------------------------------------- rendering without a fetcher
 
 
 def test_rendering_never_contacts_helm_repositories_or_remote_kustomize_bases(
     tmp_path: Any, recorders: list[Recorder]
 ) -> None:
-    """Helm chart repositories (index.yaml, OCI) and remote Kustomize bases are user-chosen URLs too:
-    rendering is offline, so they are refused with a message and never contacted."""
+    """Helm chart repositories (index.yaml, OCI) and remote Kustomize bases are user-chosen URLs too: a render
+    without a chart fetcher (``render(..., charts=None)``) refuses a chart dependency that is not vendored,
+    and Kustomize never fetches a remote base; neither is contacted.  (With a fetcher, charts are fetched
+    through the guard: the chart repository tests below.)"""
     from fleet.sources.render import ClusterContext, RenderError, RenderRequest, render
 
     server = Recorder("127.0.0.1")
@@ -344,6 +354,123 @@ def test_rendering_never_contacts_helm_repositories_or_remote_kustomize_bases(
         render(tmp_path / "repo", RenderRequest(path="k", cluster=ctx))
     assert "needs the network" in caught.value.message
     assert server.requests == []
+
+
+# --------------------------------------------------------------------------- chart repositories
+
+
+def chart_tree(root: Any, helm: dict[str, Any]) -> Any:
+    """A repository whose apps/web names a chart outside it (fleetgate.yaml helm.chart/repo/version)."""
+    import yaml
+
+    directory = root / "tree" / "apps" / "web"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "fleetgate.yaml").write_text(yaml.safe_dump({"helm": helm}))
+    return root / "tree"
+
+
+def render_chart(tree: Any) -> Any:
+    """Render apps/web with the fetcher a render run gets (settings, stored chart repositories)."""
+    from fleet.sources.render import ClusterContext, RenderRequest, render
+    from fleet.sources.services.charts import build_fetcher
+
+    ctx = ClusterContext(name="c", labels={}, group="g", repository="r", commit="0" * 40)
+    with build_fetcher(offline=False) as charts:
+        return render(tree, RenderRequest(path="apps/web", cluster=ctx), charts=charts)
+
+
+@pytest.mark.parametrize("url", METADATA_URLS)
+def test_chart_repository_urls_to_metadata_or_link_local_are_refused(admin_client: Any, url: str) -> None:
+    body = {"name": "charts", "url": url}
+    response = admin_client.post("/api/chart-repositories/", body, format="json")
+    assert response.status_code == 400, response.json()
+    assert "url" in response.json()
+
+
+@pytest.mark.parametrize("helm", [
+    {"chart": "web", "repo": "http://169.254.169.254/charts", "version": "1.0.0"},
+    {"chart": "web", "repo": "http://[::ffff:169.254.169.254]/charts", "version": "1.0.0"},
+    {"chart": "oci://169.254.169.254/charts/web", "version": "1.0.0"},
+    {"chart": "http://169.254.169.254/charts/web-1.0.0.tgz"},
+])
+def test_charts_named_at_metadata_addresses_are_never_fetched(tmp_path: Any, helm: dict[str, Any]) -> None:
+    from fleet.sources.charts import ChartError
+
+    with pytest.raises(ChartError) as refused:
+        render_chart(chart_tree(tmp_path, helm))
+    assert refused.value.code == "refused"
+    assert "denied network" in refused.value.message
+
+
+def test_chart_repositories_follow_the_deny_list_when_saved_and_when_fetched(
+    admin_client: Any, settings: Any, tmp_path: Any, recorders: list[Recorder]
+) -> None:
+    """Loopback chart repositories are allowed by default (contacted: the recorder answers 404) and refused,
+    when saved and when fetched, once FLEETGATE_URL_DENY_CIDRS lists loopback: nothing is contacted then."""
+    from fleet.sources.charts import ChartError
+
+    server = Recorder("127.0.0.1")
+    recorders.append(server)
+    host = server.url.removeprefix("http://")
+    index = chart_tree(tmp_path / "index",
+                       {"chart": "web", "repo": server.url + "/charts", "version": "1.0.0"})
+    oci = chart_tree(tmp_path / "oci", {"chart": f"oci://{host}/charts/web", "version": "1.0.0"})
+    with pytest.raises(ChartError) as allowed:
+        render_chart(index)
+    assert allowed.value.code == "not_found" and server.requests == ["/charts/index.yaml"]
+
+    server.requests.clear()
+    settings.FLEETGATE_URL_DENY_CIDRS = [*DEFAULT_DENY_CIDRS, *LOOPBACK]
+    for url in (server.url + "/charts", f"oci://{host}/charts"):
+        response = admin_client.post("/api/chart-repositories/", {"name": "local", "url": url}, format="json")
+        assert response.status_code == 400 and "denied network 127.0.0.0/8" in json.dumps(response.json())
+    for tree in (index, oci):
+        with pytest.raises(ChartError) as refused:
+            render_chart(tree)
+        assert refused.value.code == "refused" and "denied network 127.0.0.0/8" in refused.value.message
+    assert server.requests == []
+
+
+def test_chart_fetches_check_the_address_again_when_they_connect(
+    tmp_path: Any, settings: Any, recorders: list[Recorder]
+) -> None:
+    """A chart repository saved while ``localhost`` was allowed; resolving into a denied network later (as a
+    rebound DNS name would) stops the fetch before the server is contacted, over HTTP and OCI alike."""
+    from fleet.sources.charts import ChartError
+    from fleet.sources.models import ChartRepository
+
+    server = Recorder("127.0.0.1")
+    recorders.append(server)
+    host = server.url.removeprefix("http://").replace("127.0.0.1", "localhost")
+    stored = ChartRepository(name="local", url=f"http://{host}/charts")
+    stored.full_clean()
+    stored.save()
+    trees = [chart_tree(tmp_path / "index", {"chart": "web", "repo": stored.url, "version": "1.0.0"}),
+             chart_tree(tmp_path / "oci", {"chart": f"oci://{host}/charts/web", "version": "1.0.0"})]
+    with pytest.raises(ChartError) as allowed:
+        render_chart(trees[0])
+    assert allowed.value.code == "not_found" and server.requests == ["/charts/index.yaml"]
+
+    settings.FLEETGATE_URL_DENY_CIDRS = [*DEFAULT_DENY_CIDRS, *LOOPBACK]
+    for tree in trees:
+        with pytest.raises(ChartError) as refused:
+            render_chart(tree)
+        assert refused.value.code == "refused" and "denied network" in refused.value.message
+    assert server.requests == ["/charts/index.yaml"]  # nothing more
+
+
+def test_chart_fetches_do_not_follow_redirects_to_denied_addresses(
+    tmp_path: Any, recorders: list[Recorder]
+) -> None:
+    from fleet.sources.charts import ChartError
+
+    redirect = Recorder("127.0.0.1", location="http://169.254.169.254")
+    recorders.append(redirect)
+    tree = chart_tree(tmp_path, {"chart": "web", "repo": redirect.url + "/charts", "version": "1.0.0"})
+    with pytest.raises(ChartError) as refused:
+        render_chart(tree)
+    assert refused.value.code == "refused" and "169.254.0.0/16" in refused.value.message
+    assert redirect.requests == ["/charts/index.yaml"]
 
 
 def test_ssh_fetches_check_the_address_before_ssh_runs(settings: Any) -> None:

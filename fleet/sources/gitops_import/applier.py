@@ -97,7 +97,7 @@ def import_gitops(user: Any, files: Sequence[tuple[str, str | bytes]], *, target
     system import (``manage.py import_gitops`` without ``--user``), recorded but not scope-checked."""
     if user is not None and groups_where(user, PathMapping, "add").nowhere:
         raise ImportError_("You may not create path mappings in any cluster group.", kind=ErrorKind.FORBIDDEN)
-    trees = RemoteTrees()
+    trees = RemoteTrees(user)  # checks each URL, and the user's right to have it read, before fetching
     try:
         plan = make_plan(files, environment(user, target_group, trees=trees, repository=repository))
     finally:

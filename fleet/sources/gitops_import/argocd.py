@@ -19,10 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from fleet.sources.render import RenderError
 
-from .environment import ClusterInfo, Environment, TreeUnavailable
-from .model import GroupSpec, MappingSpec, Plan, RepositorySpec, Source, refuse_password, slug, walk_unknown
+from .environment import ClusterInfo, Environment, TreeRefused, TreeUnavailable
+from .model import (
+    GroupSpec,
+    ImportError_,
+    MappingSpec,
+    Plan,
+    RepositorySpec,
+    Source,
+    as_list,
+    as_object,
+    malformed,
+    refuse_password,
+    slug,
+    walk_unknown,
+)
 
 IN_CLUSTER = "https://kubernetes.default.svc"
 APP_SPEC = {"project", "source", "sources", "destination", "syncPolicy", "info", "revisionHistoryLimit"}
@@ -30,6 +43,10 @@ SOURCE_KEYS = {"repoURL", "path", "targetRevision", "directory", "helm", "kustom
 DIRECTORY_KEYS = {"recurse", "include", "exclude"}
 HELM_KEYS = {"releaseName", "valueFiles", "values", "valuesObject", "parameters"}
 SYNC_KEYS = {"automated", "syncOptions"}
+# Parameter sets one ApplicationSet may generate (a matrix multiplies), and the bytes its git files
+# generator may read: an import plans mappings, it does not expand unbounded input.
+MAX_GENERATED = 1000
+MAX_GENERATOR_FILE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -56,7 +73,7 @@ class ConcreteApp:
 
 
 def parse_application(doc: dict[str, Any], src: Source, env: Environment, plan: Plan) -> None:
-    app = concrete_app(doc.get("spec") or {}, src, env, plan)
+    app = concrete_app(as_object(doc.get("spec"), src, "spec"), src, env, plan)
     if app is not None:
         _add(plan, env, src, [app], selector=None)
 
@@ -85,6 +102,7 @@ def concrete_app(spec: dict[str, Any], src: Source, env: Environment, plan: Plan
         return _chart_app(spec, source, src, env, plan, app_name)
     url = str(source["repoURL"])
     refuse_password(url, src)
+    _check_shapes(spec, source, src)
     revision = str(source.get("targetRevision") or "HEAD")
     branch, tree = _branch_and_tree(url, revision, src, env, plan)
     if branch is None:
@@ -234,6 +252,19 @@ def _git_value_files(app: ConcreteApp, src: Source, plan: Plan) -> None:
     app.options["value_files"] = [v for v in inside if v is not None]
 
 
+def _check_shapes(spec: dict[str, Any], source: dict[str, Any], src: Source) -> None:
+    """The shapes an Application's settings must have, checked before its repository is fetched: a
+    malformed document is refused (naming the setting) whether or not the repository can be read."""
+    as_object(spec.get("destination"), src, "spec.destination")
+    policy = as_object(spec.get("syncPolicy"), src, "spec.syncPolicy")
+    as_list(policy.get("syncOptions"), src, "spec.syncPolicy.syncOptions")
+    helm = as_object(source.get("helm"), src, "spec.source.helm")
+    as_list(helm.get("parameters"), src, "spec.source.helm.parameters")
+    as_list(helm.get("valueFiles"), src, "spec.source.helm.valueFiles")
+    if helm.get("values") and not isinstance(helm["values"], dict):
+        _inline_yaml(str(helm["values"]), src, "spec.source.helm.values")
+
+
 def _branch_and_tree(url: str, revision: str, src: Source, env: Environment, plan: Plan
                      ) -> tuple[str | None, Path | None]:
     branch = "" if revision in ("HEAD", "") else revision
@@ -241,6 +272,9 @@ def _branch_and_tree(url: str, revision: str, src: Source, env: Environment, pla
         return (branch or "main"), None
     try:
         name, tree = env.tree(url, branch)
+    except TreeRefused as exc:
+        raise TreeRefused(f"{src.at()}: spec.source.repoURL: {exc.message}", kind=exc.kind,
+                          field="documents") from None
     except TreeUnavailable as exc:
         if branch:
             plan.note(src, "spec.source", f"the repository could not be read ({exc}); source type and "
@@ -254,6 +288,7 @@ def _branch_and_tree(url: str, revision: str, src: Source, env: Environment, pla
 
 def _destination(dest: dict[str, Any], src: Source, env: Environment, plan: Plan) -> str | bool | None:
     """The cluster's name; None for the import's target group (in-cluster); False when unresolvable."""
+    as_object(dest, src, "spec.destination")
     name, server = dest.get("name"), dest.get("server")
     cluster: ClusterInfo | None = None
     if name and name != "in-cluster":
@@ -304,12 +339,12 @@ def _directory(directory: dict[str, Any], tree: Path | None, path: str, app: Con
 
 
 def _helm(helm: dict[str, Any], app: ConcreteApp, src: Source, plan: Plan) -> None:
-    if not isinstance(helm, dict):
-        return
+    as_object(helm, src, "spec.source.helm")
     walk_unknown(plan, src, helm, HELM_KEYS, "spec.source.helm")
     values: dict[str, Any] = {}
     if helm.get("values"):
-        loaded = helm["values"] if isinstance(helm["values"], dict) else yaml.safe_load(str(helm["values"]))
+        loaded = helm["values"] if isinstance(helm["values"], dict) else _inline_yaml(
+            str(helm["values"]), src, "spec.source.helm.values")
         if isinstance(loaded, dict):
             values = loaded
         else:
@@ -318,7 +353,7 @@ def _helm(helm: dict[str, Any], app: ConcreteApp, src: Source, plan: Plan) -> No
         from fleet.sources.render.context import deep_merge
 
         values = deep_merge(values, helm["valuesObject"])
-    for i, param in enumerate(helm.get("parameters") or []):
+    for i, param in enumerate(as_list(helm.get("parameters"), src, "spec.source.helm.parameters")):
         if not isinstance(param, dict) or not param.get("name"):
             plan.unsupported_(src, f"spec.source.helm.parameters[{i}]", "a parameter needs a name")
             continue
@@ -330,7 +365,20 @@ def _helm(helm: dict[str, Any], app: ConcreteApp, src: Source, plan: Plan) -> No
     if helm.get("releaseName"):
         app.options["release_name"] = str(helm["releaseName"])
     if helm.get("valueFiles"):
-        app.options["value_files"] = [str(v) for v in helm["valueFiles"]]
+        app.options["value_files"] = [str(v) for v in as_list(helm["valueFiles"], src,
+                                                               "spec.source.helm.valueFiles")]
+
+
+def _inline_yaml(text: str, src: Source, setting: str) -> Any:
+    """YAML written as a string in a document (``helm.values``): read with the limits of every YAML the
+    import reads (``yamlsafe``: aliases, size, depth), one document; errors name the setting and line."""
+    from fleet.sources.render.yamlsafe import load_one
+
+    try:
+        return load_one(text, file=setting)
+    except RenderError as exc:
+        line = f"line {exc.line}: " if exc.line else ""
+        raise malformed(src, setting, f"{line}{exc.message}") from None
 
 
 def _set_value(values: dict[str, Any], name: str, value: Any, force_string: bool) -> bool:
@@ -359,8 +407,7 @@ def _set_value(values: dict[str, Any], name: str, value: Any, force_string: bool
 
 
 def _sync_policy(policy: dict[str, Any], app: ConcreteApp, src: Source, plan: Plan) -> None:
-    if not isinstance(policy, dict):
-        return
+    as_object(policy, src, "spec.syncPolicy")
     walk_unknown(plan, src, policy, SYNC_KEYS, "spec.syncPolicy")
     automated = policy.get("automated")
     if automated is None:
@@ -372,10 +419,16 @@ def _sync_policy(policy: dict[str, Any], app: ConcreteApp, src: Source, plan: Pl
         for key in automated:
             if key not in ("prune", "selfHeal", "enabled"):
                 plan.unsupported_(src, f"spec.syncPolicy.automated.{key}", "not expressible in Fleetgate")
-    for option in policy.get("syncOptions") or []:
+    for option in as_list(policy.get("syncOptions"), src, "spec.syncPolicy.syncOptions"):
         if str(option) == "ServerSideApply=true":
             plan.note(src, "spec.syncPolicy.syncOptions", "ServerSideApply=true: Fleetgate always applies "
                       "server-side")
+        elif str(option) == "CreateNamespace=true":
+            # Fleetgate creates a namespace only for a Fleet bundle (fleet.yaml's namespace_object); a mapping
+            # has no setting for it, so it stays listed with what to do instead.
+            plan.unsupported_(src, f"spec.syncPolicy.syncOptions[{option}]", "a mapping cannot create its "
+                              "target namespace: add a Namespace object to the path, or a mapping of it that "
+                              "this one depends on (depends_on)")
         else:
             plan.unsupported_(src, f"spec.syncPolicy.syncOptions[{option}]", "not expressible in Fleetgate")
 
@@ -421,13 +474,13 @@ APPSET_SPEC = {"generators", "template", "goTemplate", "syncPolicy"}
 
 
 def parse_applicationset(doc: dict[str, Any], src: Source, env: Environment, plan: Plan) -> None:
-    spec = doc.get("spec") or {}
+    spec = as_object(doc.get("spec"), src, "spec")
     walk_unknown(plan, src, spec, APPSET_SPEC, "spec")
     if spec.get("goTemplate"):
         plan.skip(src, "spec.goTemplate", "Go templates are not evaluated by the import; use fasttemplate "
                   "({{path}}) or import the generated Applications")
         return
-    for key in (spec.get("syncPolicy") or {}):
+    for key in as_object(spec.get("syncPolicy"), src, "spec.syncPolicy"):
         plan.unsupported_(src, f"spec.syncPolicy.{key}", "how the ApplicationSet controller manages its "
                           "Applications; Fleetgate's mappings are managed by people or by importing again")
     generators = spec.get("generators") or []
@@ -438,18 +491,20 @@ def parse_applicationset(doc: dict[str, Any], src: Source, env: Environment, pla
     selector: dict[str, Any] | None = None
     try:
         params, selector = _generate(generators[0], src, env, plan)
+        _count(len(params))
     except _Unsupported as exc:
         plan.skip(src, exc.setting, exc.reason)
         return
     apps: list[ConcreteApp] = []
-    for key in (template.get("metadata") or {}):
+    for key in as_object(template.get("metadata"), src, "spec.template.metadata"):
         if key != "name":
             plan.note(src, f"spec.template.metadata.{key}", "metadata of the Application object itself; "
                       "nothing is deployed from it")
     for p in params:
         filled = _fill(template, p)
-        meta = filled.get("metadata") or {}
-        app = concrete_app(filled.get("spec") or {}, src, env, plan, str(meta.get("name") or src.name))
+        meta = as_object(filled.get("metadata"), src, "spec.template.metadata")
+        app = concrete_app(as_object(filled.get("spec"), src, "spec.template.spec"), src, env, plan,
+                           str(meta.get("name") or src.name))
         if app is not None:
             apps.append(app)
     if not apps:
@@ -471,27 +526,29 @@ def _generate(gen: Any, src: Source, env: Environment, plan: Plan
     if not isinstance(gen, dict) or len([k for k in gen if k not in ("selector", "template")]) != 1:
         raise _Unsupported("spec.generators", "a generator must be one of list, clusters, git, matrix")
     kind = next(k for k in gen if k not in ("selector", "template"))
-    body = gen[kind] or {}
+    body = as_object(gen[kind], src, f"spec.generators.{kind}")
     if gen.get("selector") or gen.get("template"):
         raise _Unsupported(f"spec.generators.{kind}", "generator-level selector/template overrides are not "
                            "evaluated")
     if kind == "list":
-        return [_flat(e) for e in body.get("elements") or []], None
+        elements = as_list(body.get("elements"), src, "spec.generators.list.elements")
+        return [_flat(as_object(e, src, f"spec.generators.list.elements[{i}]"))
+                for i, e in enumerate(elements) if e is not None], None
     if kind == "clusters":
-        selector = body.get("selector") or {}
+        selector = as_object(body.get("selector"), src, "spec.generators.clusters.selector")
         out = []
         for c in env.matching(selector):
             p = {"name": c.name, "nameNormalized": c.name, "server": c.api_url, "_cluster": c.name}
             for k, v in c.labels.items():
                 p[f"metadata.labels.{k}"] = v
-            for k, v in (body.get("values") or {}).items():
+            for k, v in as_object(body.get("values"), src, "spec.generators.clusters.values").items():
                 p[f"values.{k}"] = str(v)
             out.append(p)
         return out, {k: v for k, v in selector.items() if k in ("matchLabels", "matchExpressions") and v}
     if kind == "git":
         return _git(body, src, env, plan), None
     if kind == "matrix":
-        gens = body.get("generators") or []
+        gens = as_list(body.get("generators"), src, "spec.generators.matrix.generators")
         if len(gens) != 2:
             raise _Unsupported("spec.generators.matrix", "a matrix needs two generators")
         if "{{" in json.dumps(gens[1], default=str):
@@ -501,8 +558,15 @@ def _generate(gen: Any, src: Source, env: Environment, plan: Plan
                                "Applications")
         a, sel_a = _generate(gens[0], src, env, plan)
         b, sel_b = _generate(gens[1], src, env, plan)
+        _count(len(a) * len(b))
         return [{**x, **y} for x in a for y in b], sel_a or sel_b
     raise _Unsupported(f"spec.generators.{kind}", f"the {kind} generator is not evaluated by the import")
+
+
+def _count(generated: int) -> None:
+    if generated > MAX_GENERATED:
+        raise _Unsupported("spec.generators", f"the generators make {generated} parameter sets, more than "
+                           f"the import's limit of {MAX_GENERATED}: import the generated Applications")
 
 
 def _git(body: dict[str, Any], src: Source, env: Environment, plan: Plan) -> list[dict[str, str]]:
@@ -513,15 +577,22 @@ def _git(body: dict[str, Any], src: Source, env: Environment, plan: Plan) -> lis
         raise _Unsupported("spec.generators.git", "the git generator needs repoURL and a readable repository")
     try:
         _, tree = env.tree(url, "" if revision == "HEAD" else revision)
+    except TreeRefused as exc:
+        raise TreeRefused(f"{src.at()}: spec.generators.git.repoURL: {exc.message}", kind=exc.kind,
+                          field="documents") from None
     except TreeUnavailable as exc:
         raise _Unsupported("spec.generators.git", f"cannot read {url}: {exc}") from None
     if body.get("pathParamPrefix"):
         raise _Unsupported("spec.generators.git.pathParamPrefix", "not evaluated by the import")
+    source_tree, files = _generator_tree(tree, url, src)
     if body.get("directories"):
         dirs = sorted(str(p.relative_to(tree)) for p in tree.rglob("*")
                       if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(tree).parts))
         chosen: list[str] = []
-        for entry in body["directories"]:
+        entries = [as_object(e, src, "spec.generators.git.directories[]")
+                   for e in as_list(body["directories"], src, "spec.generators.git.directories")]
+        body = {**body, "directories": entries}
+        for entry in entries:
             pattern = str(entry.get("path", ""))
             hits = [d for d in dirs if _match(pattern, d)]
             if entry.get("exclude"):
@@ -533,13 +604,16 @@ def _git(body: dict[str, Any], src: Source, env: Environment, plan: Plan) -> lis
         return [_path_params(d) for d in sorted(chosen)]
     if body.get("files"):
         out = []
-        for entry in body["files"]:
-            pattern = str(entry.get("path", ""))
-            for f in sorted(tree.rglob("*")):
-                rel = str(f.relative_to(tree))
-                if f.is_file() and _match(pattern, rel, doublestar=True):
-                    data = yaml.safe_load(f.read_text()) if f.suffix in (".yaml", ".yml") else json.loads(
-                        f.read_text())
+        read = 0
+        for entry in as_list(body["files"], src, "spec.generators.git.files"):
+            pattern = str(as_object(entry, src, "spec.generators.git.files[]").get("path", ""))
+            for f, rel in files:
+                if _match(pattern, rel, doublestar=True):
+                    read += f.stat().st_size
+                    if read > MAX_GENERATOR_FILE_BYTES:
+                        raise _Unsupported("spec.generators.git.files", f"the files read pass the import's "
+                                           f"limit of {MAX_GENERATOR_FILE_BYTES} bytes")
+                    data = _generator_file(source_tree, f, rel, url, src)
                     for item in data if isinstance(data, list) else [data]:
                         params = _flat(item if isinstance(item, dict) else {})
                         parent = str(Path(rel).parent)
@@ -549,6 +623,36 @@ def _git(body: dict[str, Any], src: Source, env: Environment, plan: Plan) -> lis
                         out.append(params)
         return out
     raise _Unsupported("spec.generators.git", "a git generator needs directories or files")
+
+
+def _generator_tree(root: Path, url: str, src: Source) -> tuple[Any, list[tuple[Path, str]]]:
+    """The generator's repository as rendering reads a tree (``SourceTree``) and its files (path,
+    repository-relative name), walked as rendering walks: symlinks that stay inside are followed, one
+    leaving the repository (or a loop) refuses the import naming the link, so no file outside the export
+    is ever listed or read."""
+    from fleet.sources.render.tree import SourceTree
+
+    try:
+        tree = SourceTree(root)
+        return tree, [(p, tree.rel(p)) for p in tree.walk(tree.root)]
+    except RenderError as exc:
+        raise ImportError_(f"{src.at()}: spec.generators.git: {url}: {exc.file or ''}: {exc.message}",
+                           field="documents") from None
+
+
+def _generator_file(tree: Any, path: Path, rel: str, url: str, src: Source) -> Any:
+    """A git files generator's file (YAML or JSON), read like every YAML the import reads (``yamlsafe``:
+    aliases, size, depth limits), one document; errors name the file of the repository and its line."""
+    try:
+        docs = [d for d in tree.documents(path) if d.data is not None]
+    except RenderError as exc:
+        line = f":{exc.line}" if exc.line else ""
+        raise ImportError_(f"{src.at()}: spec.generators.git.files: {url}: {rel}{line}: {exc.message}",
+                           field="documents") from None
+    if len(docs) > 1:
+        raise ImportError_(f"{src.at()}: spec.generators.git.files: {url}: {rel}:{docs[1].line}: expected "
+                           "a single YAML document", field="documents")
+    return docs[0].data if docs else {}
 
 
 def _match(pattern: str, path: str, *, doublestar: bool = False) -> bool:

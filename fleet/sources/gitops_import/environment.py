@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from clusters.labelmatch import selector_matches
+from fleet.core.errors import ErrorKind
+
+from .model import ImportError_
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,38 @@ class TreeUnavailable(Exception):
     """The repository's tree could not be read (network, credentials, unknown branch)."""
 
 
+class TreeRefused(ImportError_):
+    """The repository may not be read at all: its URL breaks the rules of a Repository's URL, or the user
+    may not have it read (400 or 403; nothing was fetched). Parsers re-raise it naming the document."""
+
+
+def check_readable(url: str, user: Any) -> None:
+    """Before any fetch: ``url`` must pass ``validate_repository_url`` (the scheme, file:// only with
+    FLEETGATE_ALLOW_FILE_REPOSITORIES, no password, the SSRF guard: no denied address or metadata host), and
+    ``user`` must be allowed to have it read: with ``repository.add`` on all clusters (who may add it as a
+    repository anyway) or when it is the URL of a repository they can see. ``user`` None: the system."""
+    from django.core.exceptions import ValidationError
+
+    from fleet.access.restrict import groups_where, restrict
+    from fleet.sources.models import Repository
+    from fleet.sources.validators import validate_repository_url
+
+    from .model import same_url
+
+    try:
+        validate_repository_url(url)
+    except ValidationError as exc:
+        raise TreeRefused(f"repository URL refused: {' '.join(exc.messages)}") from None
+    if user is None or groups_where(user, Repository, "add").everywhere:
+        return
+    if any(same_url(known, url) for known in restrict(Repository.objects.all(), user, "view")
+           .values_list("url", flat=True)):
+        return
+    raise TreeRefused("you may not have this repository read: reading a repository at import needs "
+                      "repository.add on all clusters, or a repository of that URL you can see",
+                      kind=ErrorKind.FORBIDDEN)
+
+
 @dataclass
 class Environment:
     clusters: Sequence[ClusterInfo] = ()
@@ -58,9 +93,11 @@ class Environment:
 
 class RemoteTrees:
     """Fetches each repository once into a private temporary cache and exports the branch's head; every
-    directory is removed on ``close()``. Only anonymous access: an import never reads credentials."""
+    directory is removed on ``close()``. Only anonymous access: an import never reads credentials. Every
+    URL is checked (``check_readable``, for ``user``; None: the system) before anything is fetched."""
 
-    def __init__(self) -> None:
+    def __init__(self, user: Any = None) -> None:
+        self._user = user
         self._stack = ExitStack()
         self._root = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetgate-import-")))
         self._trees: dict[tuple[str, str], tuple[str, Path]] = {}
@@ -73,6 +110,7 @@ class RemoteTrees:
         from fleet.core import urlguard
         from fleet.sources.git import GitError, RepositoryCache
 
+        check_readable(url, self._user)
         self._count += 1
         try:
             cache = RepositoryCache(self._root, f"import-{self._count}", url,

@@ -22,14 +22,50 @@ class ImportError_(DomainError):
 
 @dataclass(frozen=True)
 class Source:
-    """Where a planned item came from: the document's kind and name, and the file."""
+    """Where a planned item came from: the document's kind and name, and the file (and the line where the
+    document starts, for errors)."""
 
     kind: str
     name: str
     file: str = ""
+    line: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name}" + (f" ({self.file})" if self.file else "")
+
+    def at(self) -> str:
+        """``file:line kind/name``: where an error points."""
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where + ' ' if where else ''}{self.kind}/{self.name}"
+
+
+def malformed(src: Source, setting: str, problem: str) -> ImportError_:
+    """The importer's 400 for a document it cannot read as written, naming the file, the document (its line,
+    kind and name) and the setting."""
+    return ImportError_(f"{src.at()}: {setting}: {problem}", field="documents")
+
+
+def _type_name(value: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def as_object(value: Any, src: Source, setting: str) -> dict[str, Any]:
+    """``value`` when it is an object, {} when absent (None); else the importer's 400 naming ``setting``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise malformed(src, setting, f"must be an object, not {_type_name(value)}")
+    return value
+
+
+def as_list(value: Any, src: Source, setting: str) -> list[Any]:
+    """``value`` when it is a list, [] when absent (None); else the importer's 400 naming ``setting``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise malformed(src, setting, f"must be a list, not {_type_name(value)}")
+    return value
 
 
 @dataclass

@@ -3,7 +3,9 @@ of the settings that need mapping fields exist in this Fleetgate (others are "no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from fleet.sources.render import RenderError
@@ -14,6 +16,8 @@ from .environment import Environment
 from .flux import FluxDocuments
 from .model import ImportError_, Plan, Source
 from .rancher import parse_gitrepo
+
+log = logging.getLogger(__name__)
 
 # (API group, kind) the import reads.
 KINDS: dict[tuple[str, str], str] = {
@@ -94,7 +98,7 @@ def read_documents(files: Sequence[tuple[str, str | bytes]]
             if not isinstance(meta, dict) or not meta.get("name"):
                 errors.append(f"{where}: {data['kind']} without metadata.name")
                 continue
-            found.append((data, Source(str(data["kind"]), str(meta["name"]), name)))
+            found.append((data, Source(str(data["kind"]), str(meta["name"]), name, line=doc.line)))
             for key in ("finalizers", "labels", "annotations"):
                 if meta.get(key):
                     notes.append((found[-1][1], key))
@@ -114,17 +118,36 @@ def make_plan(files: Sequence[tuple[str, str | bytes]], env: Environment) -> Pla
     for data, src in documents:
         group = str(data["apiVersion"]).rpartition("/")[0]
         tool = KINDS[(group, src.kind)]
-        if tool == "fleet":
-            parse_gitrepo(data, src, env, plan)
-        elif src.kind == "Application":
-            parse_application(data, src, env, plan)
-        elif tool == "argocd":
-            parse_applicationset(data, src, env, plan)
-        else:
-            flux.add(data, src)
-    flux.plan(env, plan)
+        with _malformed(src):
+            if tool == "fleet":
+                parse_gitrepo(data, src, env, plan)
+            elif src.kind == "Application":
+                parse_application(data, src, env, plan)
+            elif tool == "argocd":
+                parse_applicationset(data, src, env, plan)
+            else:
+                flux.add(data, src)
+    with _malformed(None, sorted({src.file for data, src in documents if KINDS.get(
+            (str(data["apiVersion"]).rpartition("/")[0], src.kind)) == "flux"})):
+        flux.plan(env, plan)
     _resolve_options(plan)
     return plan
+
+
+@contextmanager
+def _malformed(src: Source | None, files: Sequence[str] = ()) -> Iterator[None]:
+    """The parsers check the shapes they read (``model.as_object``, ``as_list``) and name the setting; a shape
+    none of them checks still answers 400 naming the file and the document (or the Flux documents), never
+    500. Logged, since it means a check is missing."""
+    try:
+        yield
+    except ImportError_:
+        raise
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        log.warning("import: unchecked document shape", exc_info=True)
+        where = src.at() if src is not None else f"{', '.join(files)}: the Flux documents"
+        raise ImportError_(f"{where}: malformed document: a setting has the wrong type "
+                           f"({type(exc).__name__}: {str(exc)[:200]})", field="documents") from None
 
 
 def _resolve_options(plan: Plan) -> None:

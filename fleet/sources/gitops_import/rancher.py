@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .environment import Environment, TreeUnavailable
+from .environment import Environment, TreeRefused, TreeUnavailable
 from .model import GroupSpec, MappingSpec, Plan, RepositorySpec, Source, refuse_password, slug, walk_unknown
 
 HANDLED_SPEC = {
@@ -85,6 +85,8 @@ def _bundles(env: Environment, url: str, branch: str, path: str, src: Source, pl
         return [path]
     try:
         _, tree = env.tree(url, branch)
+    except TreeRefused as exc:
+        raise TreeRefused(f"{src.at()}: spec.repo: {exc.message}", kind=exc.kind, field="documents") from None
     except TreeUnavailable as exc:
         plan.note(src, "spec.paths", f"the repository could not be read ({exc}): nested bundles (directories "
                   "with their own fleet.yaml) were not looked for")

@@ -12,6 +12,7 @@ import pytest
 from fleet.sources.git import RepositoryCache
 from fleet.sources.render import (
     ClusterContext,
+    DirectoryOptions,
     RenderError,
     RenderRequest,
     SourceTree,
@@ -339,12 +340,32 @@ def test_input_hash_is_stable_and_changes_with_inputs(tmp_path: Path) -> None:
     assert h_eu != compute_input_hash(SourceTree(tmp_path), RenderRequest(path="plain", cluster=EU))
 
 
-def test_nested_chart_in_a_plain_directory_is_refused(tmp_path: Path) -> None:
-    # (a nested kustomization is built as a base: test_sources_render_layouts.py)
-    write(tmp_path, {"p/a.yaml": cm("a"), "p/sub/Chart.yaml": "apiVersion: v2\nname: sub\nversion: 0.1.0\n"})
-    with pytest.raises(RenderError, match="map p/sub on its own") as err:
-        render(tmp_path, RenderRequest(path="p", cluster=EU, renderer="plain"))
-    assert err.value.file == "p/sub/Chart.yaml"
+def test_a_nested_chart_in_a_plain_directory_is_refused_unless_left_out(tmp_path: Path) -> None:
+    """Neither Flux nor Argo CD renders a chart below a plain path: kustomize-controller reads Chart.yaml and
+    the templates as manifests (and fails to decode them); Argo CD detects Helm only at an application's
+    root and, recursing, reads them as manifests too. Refused, naming the chart's directory, rather than
+    left out silently; what recurse off, the globs or .sourceignore leave out is not read. A Fleet bundle
+    (a fleet.yaml at the path) leaves the chart out, as Fleet makes it a bundle of its own.
+    (A nested kustomization is built as a base: test_sources_render_layouts.py.)"""
+    write(tmp_path, {
+        "p/a.yaml": cm("a"),
+        "p/sub/Chart.yaml": "apiVersion: v2\nname: sub\nversion: 0.1.0\n",
+        "p/sub/templates/cm.yaml": cm("{{ .Release.Name }}"),
+    })
+    for renderer in ("plain", "auto"):
+        with pytest.raises(RenderError, match="map p/sub on its own") as err:
+            render(tmp_path, RenderRequest(path="p", cluster=EU, renderer=renderer))
+        assert err.value.file == "p/sub/Chart.yaml"
+    for options in (DirectoryOptions(recurse=False), DirectoryOptions(exclude="sub/*")):
+        result = render(tmp_path, RenderRequest(path="p", cluster=EU, directory=options))
+        assert names(result) == [("ConfigMap", "a")]
+    # mapped on its own, the chart renders with Helm
+    assert names(render(tmp_path, RenderRequest(path="p/sub", cluster=EU))) == [("ConfigMap", "sub")]
+    write(tmp_path, {"p/.sourceignore": "sub/\n"})
+    assert names(render(tmp_path, RenderRequest(path="p", cluster=EU))) == [("ConfigMap", "a")]
+    os.remove(tmp_path / "p" / ".sourceignore")
+    write(tmp_path, {"p/fleet.yaml": "labels: {team: a}\n"})
+    assert names(render(tmp_path, RenderRequest(path="p", cluster=EU))) == [("ConfigMap", "a")]
 
 
 def test_glob_mapping_paths_expand_to_directories(tmp_path: Path) -> None:

@@ -352,7 +352,9 @@ def _input_files(plan: _Plan) -> list[Path]:
         files.extend(tree.walk(plan.directory))
     else:
         files = list(tree.walk(plan.directory))
-        if plan.renderer == "plain":  # nested kustomizations may read bases outside the directory
+        # nested kustomizations of a plain directory (Flux's layout) may read bases outside it; a Fleet
+        # bundle builds none (render_raw_bundle), and leaves nested charts and bundles out
+        if plan.renderer == "plain" and not isinstance(plan.fleetgate_file, FleetBundle):
             for base in _nested_bases(tree, plan.entry, _directory(plan)):
                 for d in kustomization_graph(tree, base):
                     files.extend(tree.walk(d))

@@ -18,7 +18,11 @@ above is an error naming the file, as Flux's "failed to decode Kubernetes YAML" 
 **Nested kustomizations (Flux's layout).** A subdirectory holding its own ``kustomization.yaml`` is built
 as a Kustomize base and its objects are added, the way kustomize-controller's generated kustomization
 lists it as a resource; its files are not read a second time as plain manifests, and the walk does not
-descend into it. A nested ``Chart.yaml`` is an error (map the chart on its own).
+descend into it. A nested ``Chart.yaml`` is an error naming it (map the chart on its own), unless recursion,
+the globs or ``.sourceignore`` leave it out: Argo CD detects Helm only at an application's root and
+kustomize-controller renders no chart (both read a nested chart's files as manifests and fail on them);
+leaving it out silently would deploy less than the directory holds.  (A Fleet bundle, with ``fleet.yaml``
+at the mapped path, leaves nested charts out: ``fleetbundle.render_raw_bundle``.)
 
 **Unsupported renderers.** Jsonnet (``*.jsonnet``/``*.libsonnet``, which Argo CD evaluates in directory
 sources) and the markers of Argo CD config-management plugins (``.argocd-source*.yaml`` naming a

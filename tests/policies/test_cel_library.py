@@ -263,3 +263,84 @@ def test_unsupported_syntax_is_refused_by_name(source: str, message: str) -> Non
     with pytest.raises(CelError) as caught:
         compile_expression(source, ["object"])
     assert message in str(caught.value)
+
+
+# ------------------------------------------------------------------- regular expressions: Go's RE2
+
+
+def test_a_pattern_that_backtracks_exponentially_in_python_completes() -> None:
+    """``^(a+)+$`` on a run of ``a`` then ``!``: exponential in a backtracking engine (Python's ``re``),
+    linear in RE2 (cel-go's and the gate's): it completes, with cel-go's answers."""
+    text = "a" * 5000 + "!"
+    for source, expected in [
+        ("object.s.find('^(a+)+$')", ""),
+        ("object.s.findAll('(a|aa)+$')", []),
+        ("object.s.matches('^(a+)+$')", False),
+        ("object.s.find('(a+)+!')", text),
+    ]:
+        assert run(source, object={"s": text}) == expected, source
+
+
+@pytest.mark.parametrize(
+    ("source", "message", "column"),
+    [
+        (r"object.s.find('(a)\\1') == ''", "error parsing regexp: invalid escape sequence: `\\1`", 15),
+        ("object.s.matches('^(?=a)')", "invalid matches argument", 18),
+        (
+            "object.s.find('(?!a)b') == ''",
+            "error parsing regexp: invalid or unsupported Perl syntax: `(?!`",
+            15,
+        ),
+        (
+            "object.s.findAll('x(?<!y)').size() == 0",
+            "error parsing regexp: invalid named capture: `(?<!y)`",
+            18,
+        ),
+        ("object.s.find(r'[a') == ''", "error parsing regexp: missing closing ]: `[a`", 15),
+    ],
+)
+def test_a_literal_pattern_go_refuses_is_refused_at_compile(source: str, message: str, column: int) -> None:
+    """Backreferences and look-around are not RE2: a literal pattern with them fails when the policy is
+    saved, as the API server refuses such a policy (cel-go's checker for matches(), in its words; Go's
+    parse error for find/findAll, whose constant patterns are compiled ahead of time)."""
+    with pytest.raises(CelError) as caught:
+        compile_expression(source, ["object"])
+    assert message in str(caught.value)
+    assert (caught.value.line, caught.value.column) == (1, column)
+
+
+def test_a_computed_pattern_go_refuses_is_a_runtime_error() -> None:
+    with pytest.raises(CelEvalError) as caught:
+        run("object.s.find(object.p)", object={"s": "aa", "p": "(a)\\1"})
+    assert str(caught.value) == "Illegal regex: error parsing regexp: invalid escape sequence: `\\1`"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # Go's FindAllString: an empty match right after a match is not reported
+        ("'baaac'.findAll('a*')", ["", "aaa", ""]),
+        ("'héllo'.findAll('')", ["", "", "", "", "", ""]),
+        # RE2's \d and \w are ASCII; . is one character (UTF-8), not one byte
+        ("'٣3'.find('\\\\d')", "3"),
+        ("'é'.find('^.$')", "é"),
+        ("'a\\nb'.find('a.b')", ""),
+    ],
+)
+def test_regex_results_follow_go(source: str, expected: object) -> None:
+    assert run(source) == expected
+
+
+def test_or_value_needs_an_optional_receiver_as_in_cel_go() -> None:
+    """kyverno/policies other-cel/ensure-readonly-hostpath writes ``container.volumeMounts.orValue([])`` on a
+    plain list. cel-go up to 0.27 handed a receiver that is not optional back unchanged; since 0.28
+    (cel-go#1276: the API server of Kubernetes 1.37 and Kyverno today) it is the error "no such overload",
+    the argument unevaluated. The gate answers as cel-go does now (checked against the API server in
+    tests/policies/test_cel_optional_differential.py); the optional forms keep working."""
+    with pytest.raises(CelEvalError) as caught:
+        run("object.spec.containers.orValue([]).all(c, c.name != '')")
+    assert str(caught.value) == "no such overload"
+    assert run("object.spec.?containers.orValue([]).all(c, c.name != '')") is True
+    assert run("object.spec.?initContainers.orValue([]).size()") == 0
+    # the error is absorbed like any other where the logic allows it
+    assert run("true || object.spec.containers.orValue([]).size() > 0") is True

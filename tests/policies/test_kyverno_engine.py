@@ -862,3 +862,100 @@ def test_policy_exceptions_exempting_pod_security_controls() -> None:
     assert res.status == "fail" and "HostPath Volumes" in res.message and "Host Namespaces" not in res.message
     assert [r.status for r in pol.apply(review(both), exceptions=[exception(None)])] == ["skip"]
     assert [r.status for r in pol.apply(review(pod()), exceptions=[only_ns])] == ["pass"]
+
+
+# ------------------------------------------------------------------------------------------ anyPattern
+
+
+def any_pattern_rule(patterns: list[Any], message: str = "m {{ request.object.metadata.name }}") -> Any:
+    return policy(
+        [
+            {
+                "name": "r",
+                "match": {"any": [{"resources": {"kinds": ["Pod"]}}]},
+                "validate": {"message": message, "anyPattern": patterns},
+            }
+        ]
+    )
+
+
+TEAM = {"metadata": {"labels": {"team": "?*"}}}
+OWNER = {"metadata": {"labels": {"owner": "?*"}}}
+
+
+def test_any_pattern_passes_when_one_alternative_matches() -> None:
+    pol = any_pattern_rule([TEAM, OWNER])
+    [res] = pol.apply(review(pod("web", {"owner": "alice"})))
+    assert (res.status, res.message) == ("pass", "validation rule 'r' anyPattern[1] passed.")
+    assert pol.evaluate([review(pod("web", {"team": "a"})), review(pod("db", {"owner": "b"}))]) == []
+
+
+def test_any_pattern_fails_with_every_alternative_named_as_kyverno_words_it() -> None:
+    [res] = any_pattern_rule([TEAM, OWNER]).apply(review(pod("web")))
+    assert res.status == "fail" and res.action == "deny"
+    assert res.message == (
+        "validation error: m web. rule r[0] failed at path /metadata/labels/team/ "
+        "rule r[1] failed at path /metadata/labels/owner/"
+    )
+    # a message that ends with a full stop gets no second one; no message: the failures alone
+    [dot] = any_pattern_rule([TEAM, OWNER], message="Label a team or an owner.").apply(review(pod("web")))
+    assert dot.message.startswith("validation error: Label a team or an owner. rule r[0] failed at path")
+    [bare] = any_pattern_rule([TEAM], message="").apply(review(pod("web")))
+    assert bare.message == "validation error: rule r[0] failed at path /metadata/labels/team/"
+    [finding] = any_pattern_rule([TEAM, OWNER]).evaluate([review(pod("web"))])
+    assert (finding.index, finding.rule, finding.action) == (0, "r", "deny")
+
+
+def test_any_pattern_skips_when_every_alternative_is_skipped_by_its_conditional_anchor() -> None:
+    web_only = {"spec": {"containers": [{"(name)": "web", "image": "*:1.*"}]}}
+    sidecar_only = {"spec": {"containers": [{"(name)": "sidecar", "image": "proxy:*"}]}}
+    pol = any_pattern_rule([web_only, sidecar_only])
+    [res] = pol.apply(review(pod("p", containers=[{"name": "db", "image": "postgres:16"}])))
+    assert res.status == "skip"
+    assert res.message.startswith("rule r[0] skipped: ") and " rule r[1] skipped: " in res.message
+    assert pol.evaluate([review(pod("p", containers=[{"name": "db", "image": "postgres:16"}]))]) == []
+    # one skipped and one failed alternative: the rule fails, naming only the failure
+    [mixed] = pol.apply(review(pod("p", containers=[{"name": "web", "image": "x:2.0"}])))
+    assert mixed.status == "fail"
+    assert mixed.message == "validation error: m p. rule r[0] failed at path /spec/containers/0/image/"
+
+
+# --------------------------------------------------------------------------------- mutate-only anchors
+
+
+@pytest.mark.parametrize(
+    ("validate", "where"),
+    [
+        ({"pattern": {"metadata": {"labels": {"+(team)": "a"}}}}, "validate.pattern.metadata.labels"),
+        ({"anyPattern": [TEAM, {"spec": {"+(hostNetwork)": False}}]}, "validate.anyPattern[1].spec"),
+        (
+            {"foreach": [{"list": "request.object.spec.containers", "pattern": {"+(image)": "*"}}]},
+            "validate.foreach[0].pattern",
+        ),
+    ],
+)
+def test_the_add_anchor_is_refused_in_validate_patterns_by_name(validate: dict[str, Any], where: str) -> None:
+    rule = {"name": "r", "match": {"any": [{"resources": {"kinds": ["Pod"]}}]}, "validate": validate}
+    with pytest.raises(FormatError) as caught:
+        policy([rule])
+    message = str(caught.value)
+    assert where in message
+    assert "add if not present) is a mutate anchor; a validate pattern cannot use it" in message
+
+
+# ------------------------------------------------------------------------------------ Go's regexp (RE2)
+
+
+def test_regex_functions_and_wildcards_run_in_linear_time_with_go_semantics() -> None:
+    """Patterns that backtrack exponentially (or polynomially) in Python's ``re`` complete, with Go's
+    answers."""
+    text = "a" * 5000 + "!"
+    assert search("regex_match('^(a+)+$', s)", {"s": text}) is False
+    assert search("regex_replace_all('(a|aa)+$', s, 'x')", {"s": text}) == text
+    assert search("regex_replace_all('a(x*)b', '-ab-axxb-', '${1}W')", {}) == "-W-xxW-"
+    assert search("regex_replace_all('a*', 'baaac', 'X')", {}) == "XbXcX"  # Go: no empty match after a match
+    assert search("pattern_match('*a*a*a*a*a*a*a*a*b', s)", {"s": text}) is False
+    assert match_pattern({"s": text}, {"s": "*a*a*a*a*a*a*a*a*b"}).ok is False
+    with pytest.raises(JMESPathError) as caught:
+        search("regex_match('(a)\\1', 'aa')", {})
+    assert "error parsing regexp: invalid escape sequence: `\\1`" in str(caught.value)

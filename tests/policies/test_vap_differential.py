@@ -23,7 +23,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from policies.formats.admission import AdmissionInput
-from policies.formats.cel import compile_expression
+from policies.formats.cel import CelError, compile_expression
 from policies.formats.kube import LabelSelector, object_id
 from policies.formats.vap import compile, parse_binding, parse_policy
 from tests.kube_backends import KubeApiServer, kube_apiserver, kube_apiserver_bin_dir  # noqa: F401
@@ -660,6 +660,7 @@ RUNTIME_ERRORS = [
     "'%d'.format([dyn(3.0)]) == ''",
     "'%f'.format([dyn(1)]) == ''",
     "'abc'.find(object.data.x + '(') == ''",
+    "'aa'.find(object.data.x + '(a)\\\\1') == ''",
 ]
 
 
@@ -684,3 +685,39 @@ def test_runtime_errors_read_as_the_api_server_words_them(
         if not ours or server is None or ours[0] not in server:
             mismatches.append((case.validations[0]["expression"], server, ours))
     assert mismatches == [], json.dumps(mismatches, indent=1, ensure_ascii=False)
+
+
+#: Patterns Go's regexp (RE2) refuses, as literals: the API server refuses the policy when it is created.
+REFUSED_PATTERNS = [
+    r"object.data.x.find('(a)\\1') == ''",
+    "object.data.x.matches('^(?=a)')",
+    "object.data.x.findAll('x(?<!y)').size() == 0",
+    "object.data.x.find('(?!a)b') == ''",
+    "object.data.x.findAll(r'[a').size() == 0",
+]
+
+
+def test_patterns_go_refuses_are_refused_when_saved_as_the_api_server_does(
+    kube_apiserver: KubeApiServer,  # noqa: F811 - the fixture imported above
+    namespaces: dict[str, str],
+) -> None:
+    """Backreferences and look-around are not RE2: the API server refuses a policy whose literal pattern
+    uses them, naming Go's parse error; the gate refuses the expression with the same words. A pattern that
+    backtracks exponentially in Python's ``re`` answers as on the API server (allowed: nothing found)."""
+    cases = [Case(f"re-{i}", [{"expression": e}], {"x": "aa"}) for i, e in enumerate(REFUSED_PATTERNS)]
+    linear = Case("re-linear", [{"expression": "object.data.x.find('^(a+)+$') == ''"}], {"x": "a" * 64 + "!"})
+    refused, answers = _server_answers(kube_apiserver, namespaces["prod"], [*cases, linear])
+    assert answers == {"re-linear": None}
+    assert len(refused) == len(cases)
+    mismatches = []
+    for expression, server in zip(REFUSED_PATTERNS, refused, strict=True):
+        with pytest.raises(CelError) as caught:
+            compile_expression(expression, ["object"])
+        if caught.value.reason not in server:
+            mismatches.append((expression, server, caught.value.reason))
+    assert mismatches == [], json.dumps(mismatches, indent=1)
+    policy, binding = _documents(linear, "x")
+    subject = _subject(linear, namespaces["prod"], linear.data)
+    ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespaces["prod"]}}
+    item = AdmissionInput("CREATE", object_id(subject), subject, None, ns_obj)
+    assert compile(parse_policy(policy), parse_binding(binding)).evaluate([item]) == []

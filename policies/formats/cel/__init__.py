@@ -31,7 +31,7 @@ from typing import Any
 
 import cel
 
-from policies.formats import FormatError
+from policies.formats import FormatError, goregex
 from policies.formats.cel import _syntax
 from policies.formats.cel.library import BUILTINS, FUNCTIONS, NAMESPACES
 from policies.formats.cel.values import CelRuntimeError
@@ -135,6 +135,39 @@ def _runtime_message(exc: BaseException) -> str:
     return text.split(". CEL does not coerce")[0].split(". Check ")[0]
 
 
+#: Functions whose pattern argument Kubernetes compiles when the policy is created, if it is a literal.
+_REGEX_FUNCTIONS = frozenset({"matches", "find", "findAll"})
+
+
+def _check_literal_patterns(source: str, toks: list[_syntax.Token]) -> None:
+    """A literal pattern of ``matches``/``find``/``findAll`` that Go's regexp (RE2) refuses (backreferences,
+    look-around, bad syntax) is refused when the policy is saved, as the API server refuses such a policy
+    (cel-go compiles constant patterns ahead of time)."""
+    for i, t in enumerate(toks):
+        if t.text not in _REGEX_FUNCTIONS or i + 2 >= len(toks) or toks[i + 1].text != "(":
+            continue
+        if not (i and toks[i - 1].text == "."):
+            continue  # receiver.find('pattern') (the crate has no global matches(text, pattern))
+        literal = toks[i + 2]
+        if literal.kind != "str" or i + 3 >= len(toks) or toks[i + 3].text not in (")", ","):
+            continue
+        try:
+            pattern = cel.compile(literal.text).execute({})
+        except Exception:  # noqa: S112 - bytes or a malformed literal: the parser reports it
+            continue
+        if not isinstance(pattern, str):
+            continue
+        try:
+            goregex.compile(pattern)
+        except goregex.GoRegexError as exc:
+            line, column = _syntax.position(source, literal.start)
+            # cel-go's checker refuses a bad matches() literal in its own words; find/findAll fail when
+            # the API server instantiates the program, with Go's parse error
+            raise CelError(
+                "invalid matches argument" if t.text == "matches" else exc.reason, line, column
+            ) from None
+
+
 def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str] = ()) -> Program:
     """Compile ``source`` with the declared top-level ``variables`` (see the module docstring)."""
     if not isinstance(source, str) or not source.strip():
@@ -163,6 +196,7 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
         if m:
             raise CelError(m.group(3).strip(), int(m.group(1)), int(m.group(2))) from None
         raise CelError(str(exc)) from None
+    _check_literal_patterns(source, source_tokens)
     try:
         rewritten = _syntax.rewrite(source, lazy_names, source_tokens)
         if rewritten != blanked:

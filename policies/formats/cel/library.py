@@ -1,7 +1,8 @@
 """The Kubernetes CEL libraries the Rust ``cel`` crate does not ship, as Python functions.
 
 lists (k8s library/lists.go): ``isSorted``, ``sum``, ``min``, ``max``, ``indexOf``, ``lastIndexOf``;
-regex (regex.go): ``find``, ``findAll`` (``matches`` is the crate's own); cel-go's strings extension:
+regex (regex.go): ``find``, ``findAll`` on RE2 (:mod:`policies.formats.goregex`; ``matches`` is the
+crate's own, Rust's linear-time ``regex``); cel-go's strings extension:
 ``charAt``, ``indexOf``, ``lastIndexOf``, ``lowerAscii``, ``upperAscii``, ``replace``, ``split``,
 ``substring``, ``trim``, ``join``, ``reverse``, ``strings.quote``, ``format``; plus the quantity, URL,
 IP and CIDR libraries (quantity.py, net.py) and the helpers the source rewrite calls (optional selection
@@ -23,6 +24,7 @@ from typing import Any
 
 import cel
 
+from policies.formats import goregex
 from policies.formats.cel import net, quantity
 from policies.formats.cel.values import TAG, CelRuntimeError, opaque_type, type_name
 
@@ -389,38 +391,27 @@ def string_arg(value: Any) -> Any:
 # ---------------------------------------------------------------- regex (k8s library/regex.go)
 
 
-#: Python's regular-expression errors in RE2's (Go's) words, as Kubernetes reports them.
-_RE2_ERRORS = (
-    ("missing ), unterminated subpattern", "missing closing )"),
-    ("unterminated character set", "missing closing ]"),
-    ("nothing to repeat", "missing argument to repetition operator"),
-    ("unbalanced parenthesis", "unexpected )"),
-    ("bad escape", "invalid escape sequence"),
-    ("bad character range", "invalid character class range"),
-    ("multiple repeat", "invalid nested repetition operator"),
-)
-
-
-def _compile_regex(pattern: Any) -> re.Pattern[str]:
-    """RE2 classes are ASCII (``\\d``, ``\\w``, ``\\s``, ``\\b``): so are these."""
+def _pattern(pattern: Any, what: str) -> str:
+    """Go's regexp (RE2) on google-re2, as Kubernetes' regex library compiles it: linear-time matching, no
+    backreferences or look-around; an invalid pattern is cel-go's ``Illegal regex`` error."""
+    text = _str(pattern, what)
     try:
-        return re.compile(_str(pattern, "find"), re.ASCII)
-    except re.error as exc:
-        reason = next((go for py, go in _RE2_ERRORS if str(exc.msg).startswith(py)), str(exc.msg))
-        raise CelRuntimeError(f"Illegal regex: error parsing regexp: {reason}: `{pattern}`") from exc
+        goregex.compile(text)
+    except goregex.GoRegexError as exc:
+        raise CelRuntimeError(f"Illegal regex: {exc.reason}") from None
+    return text
 
 
 def find(text: Any, pattern: Any) -> str:
-    m = _compile_regex(pattern).search(_str(text, "find"))
-    return m.group(0) if m else ""
+    found = goregex.search(_pattern(pattern, "find"), _str(text, "find"))
+    return found if found is not None else ""
 
 
 def find_all(text: Any, pattern: Any, *limit: Any) -> list[str]:
     n = _int(limit[0], "findAll") if limit else -1
     if n == 0:
         return []
-    found = [m.group(0) for m in _compile_regex(pattern).finditer(_str(text, "findAll"))]
-    return found[:n] if n > 0 else found
+    return goregex.find_all(_pattern(pattern, "findAll"), _str(text, "findAll"), n if n > 0 else -1)
 
 
 # ---------------------------------------------------------------- optional syntax helpers

@@ -584,8 +584,13 @@ def _patterns(rule: Rule, v: Mapping[str, Any], target: Any, ctx: EvalContext, m
             failed.append(f"rule {rule.name}[{i}] failed: {res.message}")
     if skipped and not failed:
         return RuleResult(rule.name, "skip", " ".join(skipped))
-    head = f"validation error: {user_msg}" if user_msg else "validation error"
-    return RuleResult(rule.name, "fail", f"{head}. " + " ".join(failed))
+    # Kyverno's buildAnyPatternErrorMessage: the message (a full stop added when it has none), then each
+    # pattern's failure
+    errors = " ".join(failed)
+    if not user_msg:
+        return RuleResult(rule.name, "fail", f"validation error: {errors}")
+    sep = " " if user_msg.endswith(".") else ". "
+    return RuleResult(rule.name, "fail", f"validation error: {user_msg}{sep}{errors}")
 
 
 _HAS_VARIABLES: dict[int, tuple[Any, bool]] = {}

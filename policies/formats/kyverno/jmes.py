@@ -34,6 +34,7 @@ import jmespath.functions
 import jmespath.visitor
 import yaml
 
+from policies.formats import goregex
 from policies.formats.kyverno.values import (
     format_duration,
     parse_duration,
@@ -224,20 +225,14 @@ def _trim_float(value: float) -> str:
     return repr(value)
 
 
-def _go_regex(expr: str) -> re.Pattern[str]:
+def _go_regex(expr: str) -> str:
+    """The pattern, checked as Go's regexp (RE2) compiles it: Kyverno's functions run Go regular expressions
+    (:mod:`policies.formats.goregex`: linear time, no backreferences or look-around)."""
     try:
-        return re.compile(expr.replace(r"\z", r"\Z"))
-    except re.error as exc:
-        raise JMESPathError(f"invalid regular expression {expr!r}: {exc}") from exc
-
-
-def _go_repl(repl: str) -> str:
-    # Go's ${1} / $1 become Python's \g<1>
-    return re.sub(
-        r"\$\{(\w+)\}|\$(\d+)",
-        lambda m: "\\g<" + (m.group(1) or m.group(2)) + ">",
-        repl.replace("\\", "\\\\"),
-    )
+        goregex.compile(expr)
+    except goregex.GoRegexError as exc:
+        raise JMESPathError(f"invalid regular expression {expr!r}: {exc.reason}") from None
+    return expr
 
 
 class _Operand:
@@ -674,9 +669,7 @@ def _regex_replace_all(literal: bool) -> Any:
         regex = _go_regex(_arg(name, args, 0, "string"))
         src = _to_string(name, args[1], 1)
         repl = _to_string(name, args[2], 2)
-        if literal:
-            return regex.sub(lambda _m: repl, src)
-        return regex.sub(_go_repl(repl), src)
+        return goregex.replace_all(regex, src, repl, literal=literal)
 
     return impl
 
@@ -702,7 +695,8 @@ _CUSTOM: dict[str, Any] = {
     "regex_replace_all": _regex_replace_all(False),
     "regex_replace_all_literal": _regex_replace_all(True),
     "regex_match": lambda a: (
-        _go_regex(_arg("regex_match", a, 0, "string")).search(_to_string("regex_match", a[1], 1)) is not None
+        goregex.search(_go_regex(_arg("regex_match", a, 0, "string")), _to_string("regex_match", a[1], 1))
+        is not None
     ),
     "pattern_match": lambda a: wildcard_match(
         _arg("pattern_match", a, 0, "string"), _to_string("pattern_match", a[1], 1)

@@ -8,7 +8,7 @@ durations (``1h``) compared as such; ``null`` (``~`` / empty) matching an absent
 Keys (anchors): ``(key)`` conditional (skip the rule when it does not hold), ``<(key)`` global (skip the
 whole rule), ``=(key)`` equality (check only if present; ``?(key)`` is accepted as the same), ``X(key)``
 negation (the key must be absent), ``^(key)`` existence (at least one list element matches). A list
-pattern of maps checks every element.
+pattern of maps checks every element. ``+(key)`` (add if not present) is a mutate anchor: refused.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from policies.formats import FormatError
 from policies.formats.kyverno.values import has_wildcard, parse_duration, parse_quantity, wildcard_match
 
 _ANCHOR = re.compile(r"^([<=X^?+])?\((.+)\)$", re.DOTALL)
@@ -45,6 +46,23 @@ def parse_anchor(key: str) -> tuple[str, str] | None:
     if modifier == "?":
         modifier = EQUALITY
     return modifier, m.group(2)
+
+
+def refuse_mutate_anchors(pattern: Any, where: str) -> None:
+    """Refuse ``+(key)``, the add-if-not-present anchor: it belongs to mutate rules (Kyverno's validate
+    patterns take the conditional, global, equality, negation and existence anchors only)."""
+    if isinstance(pattern, Mapping):
+        for key, value in pattern.items():
+            a = parse_anchor(str(key))
+            if a and a[0] == ADD:
+                raise FormatError(
+                    f"{where}: the anchor {str(key).strip()!r} (+(key), add if not present) is a mutate "
+                    "anchor; a validate pattern cannot use it (use =(key) to check a key only when present)"
+                )
+            refuse_mutate_anchors(value, f"{where}.{a[1] if a else key}")
+    elif isinstance(pattern, list):
+        for i, item in enumerate(pattern):
+            refuse_mutate_anchors(item, f"{where}[{i}]")
 
 
 @dataclass

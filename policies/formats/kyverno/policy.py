@@ -21,6 +21,7 @@ from policies.formats.kyverno.conditions import (
     normalize_operator,
 )
 from policies.formats.kyverno.match import MatchResources, Request
+from policies.formats.kyverno.pattern import refuse_mutate_anchors
 
 API_VERSIONS = ("kyverno.io/v1", "kyverno.io/v2beta1", "kyverno.io/v2")
 POD_CONTROLLERS = (
@@ -212,6 +213,9 @@ def _parse_rule(raw: Any, i: int, policy_name: str) -> tuple[Rule | None, tuple[
         raise FormatError(f"{where}.validate.pattern must be a mapping")
     if form == "anyPattern" and (not isinstance(v["anyPattern"], list) or not v["anyPattern"]):
         raise FormatError(f"{where}.validate.anyPattern must be a non-empty list of patterns")
+    for key in ("pattern", "anyPattern"):
+        if v.get(key) is not None:
+            refuse_mutate_anchors(v[key], f"{where}.validate.{key}")
     if form == "deny":
         if not isinstance(v["deny"], Mapping):
             raise FormatError(f"{where}.validate.deny must be a mapping with conditions")
@@ -261,6 +265,9 @@ def _parse_foreach(raw: Any, where: str) -> list[dict[str, Any]]:
             }
         if fe.get("foreach") is not None:
             item["foreach"] = _parse_foreach(fe["foreach"], f"{w}.foreach")
+        for key in ("pattern", "anyPattern"):
+            if fe.get(key) is not None:
+                refuse_mutate_anchors(fe[key], f"{w}.{key}")
         if not any(fe.get(k) is not None for k in ("pattern", "anyPattern", "deny", "foreach")):
             raise FormatError(f"{w} needs one of pattern, anyPattern, deny, foreach")
         out.append(item)

@@ -9,12 +9,15 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
+from policies.formats import goregex
+
 # ------------------------------------------------------------------------------------------- wildcards
 
 
 @lru_cache(maxsize=4096)
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    parts = []
+def _wildcard_regex(pattern: str) -> str:
+    """The wildcard as an RE2 pattern (``*`` any run, ``?`` one character), matched in linear time."""
+    parts = ["(?s)"]
     for ch in pattern:
         if ch == "*":
             parts.append(".*")
@@ -22,7 +25,7 @@ def _wildcard_regex(pattern: str) -> re.Pattern[str]:
             parts.append(".")
         else:
             parts.append(re.escape(ch))
-    return re.compile("".join(parts), re.DOTALL)
+    return "".join(parts)
 
 
 def wildcard_match(pattern: str, value: str) -> bool:
@@ -34,7 +37,7 @@ def wildcard_match(pattern: str, value: str) -> bool:
         return True
     if "*" not in pattern and "?" not in pattern:
         return pattern == value
-    return _wildcard_regex(pattern).fullmatch(value) is not None
+    return goregex.fullmatch(_wildcard_regex(pattern), value)
 
 
 def has_wildcard(text: str) -> bool:

@@ -180,6 +180,9 @@ def test_compile_errors_name_the_position(source: str, message: str, line: int, 
         ("'%d'.format([dyn(3.0)])", "decimal clause can only be used on integers, was given double"),
         ("'%f'.format([dyn(1)])", "fixed-point clause can only be used on doubles, was given int"),
         ("'abc'.substring(2, 1)", "invalid substring range"),
+        # orValue() on a value that is not optional: cel-go >= 0.28 (Kubernetes 1.37: 0.29.2; Kyverno: 0.31)
+        ("object.spec.containers.orValue([]).size()", "no such overload"),
+        ("object.metadata.name.orValue('') == 'web'", "no such overload"),
     ],
 )
 def test_runtime_errors(source: str, message: str) -> None:

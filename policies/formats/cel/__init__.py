@@ -120,6 +120,10 @@ def _runtime_message(exc: BaseException) -> str:
         if m.group(1) == "KeyError":
             return f"no such key: {m.group(2).strip(chr(39))}"
         return f"{m.group(1)}: {m.group(2)}"
+    if text.startswith("No such overload"):
+        # the crate's "No such overload: the operation is not defined for the given operand types" is
+        # cel-go's "no such overload" (e.g. orValue() on a value that is not optional, cel-go >= 0.28)
+        return "no such overload"
     conversion = _CONVERSION.search(text)
     if conversion:
         return f"type conversion error from 'string' to '{conversion.group(1)}'"

@@ -1,6 +1,8 @@
 from typing import Any
 
 import django_filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from fleet.core.filters import FleetFilterSet, UTCDateTimeFilter
 from fleet.sources.choices import CommitStatus, Renderer, Verification
@@ -39,6 +41,7 @@ class PathMappingFilterSet(FleetFilterSet):
         fields = ["name", "repository", "cluster_group", "renderer", "enabled", "directory_recurse",
                   "helm_chart", "helm_repo"]
 
+    @extend_schema_field(OpenApiTypes.BOOL)
     def filter_remote_chart(self, queryset: Any, name: str, value: bool | None) -> Any:
         if value is None:
             return queryset

@@ -265,6 +265,12 @@ def guide(case: Any, world: World) -> None:
         body["api_url"] = "https://127.0.0.1:6443"
     if "path" in body and path.startswith("/api/mappings/"):
         body["path"] = "apps/generated"
+    if path.startswith("/api/mappings/") and {"helm_chart", "helm_repo", "helm_version"} & set(body):
+        # A chart from a repository needs its name, repository and version together, and a Helm renderer
+        # (tests/sources/test_mapping_remote_chart.py): none here, so any renderer goes.
+        body.update(helm_chart="", helm_repo="", helm_version="")
+    if "helm_values_files" in body and path.startswith("/api/mappings/"):
+        body["helm_values_files"] = ["values/generated.yaml"]  # repository paths (no '..', no glob)
     if "depends_on" in body and path.startswith("/api/mappings/"):
         # A new mapping may depend on the seeded one; the seeded one on itself would be a cycle (400).
         body["depends_on"] = [world.ids["mapping"]] if method == "POST" else []

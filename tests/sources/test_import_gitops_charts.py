@@ -348,3 +348,27 @@ spec:
     viewer = token_client(make_user("viewer-all", role="viewer"))
     refused = viewer.post("/api/import/gitops/", {"documents": app, "repository": "apps"}, format="json")
     assert refused.status_code == 403
+
+
+def test_the_command_takes_the_repository_for_charts(
+    origin: Any, make_repository: Any, fleet: dict[str, Any], tmp_path: Path,
+) -> None:
+    from django.core.management import call_command
+
+    make_repository(origin, name="apps")
+    doc = tmp_path / "web.yaml"
+    doc.write_text("""apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: web, namespace: argocd}
+spec:
+  source: {chart: web, repoURL: 'oci://registry.example.com/charts', targetRevision: '^1.2'}
+  destination: {name: eu-1}
+""")
+    from io import StringIO
+
+    out = StringIO()
+    call_command("import_gitops", str(doc), "--repository", "apps", stdout=out)
+    assert "created mapping apps/web" in out.getvalue()
+    web = PathMapping.objects.get(name="web")
+    assert (web.path, web.helm_chart, web.helm_repo, web.helm_version, web.helm_release_name) == (
+        ".", "web", "oci://registry.example.com/charts", "^1.2", "web")

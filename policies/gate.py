@@ -50,6 +50,7 @@ from policies.formats import FormatError
 from policies.formats import conftest as conftest_fmt
 from policies.formats import gatekeeper as gk
 from policies.formats import kyverno as kyverno_fmt
+from policies.formats import limits as admission_limits
 from policies.formats import vap as vap_fmt
 from policies.formats.admission import AdmissionInput, Finding, ParamsLookup
 from policies.formats.kube import LabelSelector, ObjectId, build_inventory, labels_of, object_id
@@ -697,7 +698,8 @@ def _evaluate_admission(
     deadline.check()
     inputs = target.admission_inputs()
     passed: list[tuple[int, str]] = []
-    findings = policy.admission.evaluate(inputs, target.params, passes=passed)
+    with admission_limits.time_limit(deadline.end):  # checked inside the evaluation too (CEL, JMESPath)
+        findings = policy.admission.evaluate(inputs, target.params, passes=passed)
     deadline.check()
     out: list[Violation] = []
     errors: list[PolicyError] = []

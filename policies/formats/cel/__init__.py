@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cel
 
-from policies.formats import FormatError, goregex
+from policies.formats import FormatError, goregex, limits
 from policies.formats.cel import _syntax
 from policies.formats.cel.library import BUILTINS, FUNCTIONS, NAMESPACES
 from policies.formats.cel.values import CelRuntimeError
@@ -84,6 +85,7 @@ class Program:
     _functions: Mapping[str, Callable[..., Any]] = field(repr=False)
     _lazy: frozenset[str] = field(repr=False, default=frozenset())
     _materialize: frozenset[str] = field(repr=False, default=frozenset())
+    _costed: bool = field(repr=False, default=False)  # comprehensions call k8sCost (the budget)
 
     def evaluate(self, activation: Mapping[str, Any]) -> Any:
         values: dict[str, Any] = {}
@@ -94,21 +96,49 @@ class Program:
                     value = {k: value[k] for k in value}
                 values[name] = value
         functions = self._functions
+        stopped: list[str] = []
         if self._lazy:
 
             def lazy(namespace: str, name: str) -> Any:
                 holder = activation.get(namespace)
                 if not isinstance(holder, Mapping) or name not in holder:
                     raise CelRuntimeError(f"no such key: {name}")
-                return holder[name]
+                try:
+                    return holder[name]
+                except limits.EvaluationTimeout as exc:  # a variable's own evaluation ran out of time
+                    stopped.append(str(exc))
+                    raise
 
             functions = {**functions, "k8sLazy": lazy}
+        if self._costed:
+            functions = {**functions, "k8sCost": _budget(stopped)}
         try:
             return self._program.execute(cel.Context(values, dict(functions)))
         except CelEvalError:
             raise
         except Exception as exc:
+            if stopped or isinstance(exc, limits.EvaluationTimeout):
+                raise limits.EvaluationTimeout(stopped[0] if stopped else str(exc), engine="cel") from None
             raise CelEvalError(_runtime_message(exc)) from None
+
+
+def _budget(stopped: list[str]) -> Callable[[int], bool]:
+    """``k8sCost(n)``, called by every comprehension iteration (see ``_syntax.rewrite``): ``n`` units off the
+    evaluation's budget (:data:`limits.PER_CALL_COST_LIMIT`), then the time limit (``stopped`` receives the
+    timeout's message, so that the evaluation raises :class:`limits.EvaluationTimeout`)."""
+    end, what = limits.evaluation_end()
+    left = [limits.PER_CALL_COST_LIMIT]
+
+    def cost(units: int) -> bool:
+        left[0] -= units
+        if left[0] < 0:
+            raise CelRuntimeError("operation cancelled: actual cost limit exceeded")
+        if end is not None and time.monotonic() >= end:
+            stopped.append(f"CEL evaluation stopped at {what}")
+            raise CelRuntimeError(stopped[-1])
+        return True
+
+    return cost
 
 
 def _runtime_message(exc: BaseException) -> str:
@@ -230,7 +260,7 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
             raise _undeclared(source, name, f"undeclared reference to '{name}'")
     used_functions: dict[str, Callable[..., Any]] = {}
     for fn in refs["functions"]:
-        if not _IDENTIFIER.match(fn) or fn in BUILTINS or fn == "k8sLazy":
+        if not _IDENTIFIER.match(fn) or fn in BUILTINS or fn in ("k8sLazy", "k8sCost"):
             continue
         if fn in _syntax.MACROS:
             raise _undeclared(
@@ -250,6 +280,7 @@ def compile_expression(source: str, variables: Iterable[str], lazy: Iterable[str
         _functions=used_functions,
         _lazy=lazy_names if "k8sLazy" in rewritten_tokens else frozenset(),
         _materialize=frozenset(n for n in lazy_names if n in top),
+        _costed="k8sCost" in rewritten_tokens,
     )
 
 

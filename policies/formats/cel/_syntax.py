@@ -4,8 +4,9 @@ The parser of ``common-expression-language`` refuses the optional syntax of cel-
 which Kubernetes enables. :func:`rewrite` turns it into calls of helper functions with the same meaning
 (cel-go: once an optional qualifier is met, the rest of the selection chain is optional too), turns
 ``cel.bind(x, init, body)`` into ``[init].map(x, body)[0]`` and routes ``string(...)`` and the lazy
-``variables.name`` through the environment's own functions. :func:`blanked` keeps every column where it
-was, so syntax errors are reported at the user's own positions.
+``variables.name`` through the environment's own functions, and charges each comprehension iteration to
+the evaluation's cost budget (``k8sCost``). :func:`blanked` keeps every column where it was, so syntax
+errors are reported at the user's own positions.
 """
 
 from __future__ import annotations
@@ -219,13 +220,46 @@ def _rewrite_bind(toks: list[Token]) -> str | None:
     return None
 
 
+def _rewrite_cost(toks: list[Token]) -> str | None:
+    """``l.map(x, body)`` -> ``l.map(x, k8sCost(n) ? (body) : null)``, ``n`` the body's size in tokens: each
+    iteration of a comprehension is charged to the evaluation's cost budget (policies.formats.limits), and
+    checks its time limit. The condition is always true (or fails), so the body's value is unchanged; once
+    per macro (the marker token stops a second pass)."""
+    for i in range(1, len(toks) - 1):
+        if not (toks[i].text in MACROS and toks[i - 1].text == "." and toks[i + 1].text == "("):
+            continue
+        end = _match_close(toks, i + 1)
+        depth, last_comma = 0, -1
+        for k in range(i + 2, end):
+            text = toks[k].text
+            if text in ("(", "[", "{"):
+                depth += 1
+            elif text in _CLOSE:
+                depth -= 1
+            elif text == "," and depth == 0:
+                last_comma = k
+        body = toks[last_comma + 1 : end]
+        if last_comma < 0 or not body or body[0].text == "k8sCost":
+            continue
+        return " ".join(
+            [
+                _join(toks[: last_comma + 1]),
+                f"k8sCost({len(body)}) ? (",
+                _join(body),
+                ") : null",
+                _join(toks[end:]),
+            ]
+        )
+    return None
+
+
 def rewrite(source: str, lazy: frozenset[str] = frozenset(), toks: list[Token] | None = None) -> str:
     """The source in the dialect the Rust parser takes (see the module docstring)."""
     texts = {t.text for t in (tokens(source) if toks is None else toks)}
-    if not texts & ({"?", "bind", "string"} | lazy):
+    if not texts & ({"?", "bind", "string"} | lazy | MACROS):
         return source  # nothing to rewrite (most expressions)
     text = source
-    for step in (_rewrite_once, _rewrite_bind):
+    for step in (_rewrite_once, _rewrite_bind, _rewrite_cost):
         for _ in range(1000):
             out = step(tokens(text))
             if out is None:

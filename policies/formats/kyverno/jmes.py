@@ -34,7 +34,7 @@ import jmespath.functions
 import jmespath.visitor
 import yaml
 
-from policies.formats import goregex
+from policies.formats import goregex, limits
 from policies.formats.kyverno.values import (
     format_duration,
     parse_duration,
@@ -54,6 +54,9 @@ class JMESPathError(ValueError):
 
 
 class _Interpreter(jmespath.visitor.TreeInterpreter):
+    """jmespath's interpreter with Kyverno's behaviour; each projection (a loop) checks the gate's time
+    budget when it starts (policies.formats.limits), so nested projections stop between outer iterations."""
+
     def visit_field(self, node: Any, value: Any) -> Any:
         if isinstance(value, Mapping):
             key = node["value"]
@@ -110,6 +113,7 @@ class _Interpreter(jmespath.visitor.TreeInterpreter):
         return result
 
     def visit_projection(self, node: Any, value: Any) -> Any:
+        limits.check_time()
         base = self._soft(node["children"][0], value)
         if not isinstance(base, list):
             return None
@@ -146,6 +150,7 @@ class _Interpreter(jmespath.visitor.TreeInterpreter):
         return merged
 
     def visit_filter_projection(self, node: Any, value: Any) -> Any:
+        limits.check_time()
         try:
             base = self.visit(node["children"][0], value)
         except NotFound:
@@ -162,6 +167,7 @@ class _Interpreter(jmespath.visitor.TreeInterpreter):
         return collected
 
     def visit_value_projection(self, node: Any, value: Any) -> Any:
+        limits.check_time()
         try:
             base = self.visit(node["children"][0], value)
         except NotFound:
@@ -804,6 +810,7 @@ def _compile(expression: str) -> Any:
 def search(expression: str, data: Any) -> Any:
     """Evaluate ``expression`` on ``data``; raises :class:`NotFound` for a missing key in a plain path and
     :class:`JMESPathError` for a bad expression or a failing function."""
+    limits.check_time()
     parsed = _compile(expression)
     interpreter = _Interpreter(_OPTIONS)
     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from policies.formats import FormatError
+from policies.formats import FormatError, limits
 from policies.formats.kyverno.values import has_wildcard, parse_duration, parse_quantity, wildcard_match
 
 _ANCHOR = re.compile(r"^([<=X^?+])?\((.+)\)$", re.DOTALL)
@@ -125,6 +125,7 @@ def _has_key(resource: Any, key: str) -> bool:
 
 
 def match_pattern(resource: Any, pattern: Any) -> PatternResult:
+    limits.check_time()  # the gate's time budget (policies.formats.limits)
     ac = _AnchorMap()
     path, err = _element(resource, pattern, "/", ac)
     if err is None:

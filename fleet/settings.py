@@ -230,6 +230,11 @@ SPECTACULAR_SETTINGS = {
         "ApprovalDecisionEnum": "fleet.rollouts.choices.ApprovalDecision",
         "BindingEnforcementEnum": "policies.choices.BindingEnforcement",
         "NotificationEventEnum": "fleet.notifications.choices.EventType",
+        # a leg's plan (fleet/rollouts/api/plans.py)
+        "PlanActionEnum": "fleet.rollouts.api.plans.PLAN_ACTIONS",
+        "SyncPhaseEnum": "clusters.connector.hooks.PHASES",
+        "HookKindEnum": "fleet.rollouts.api.plans.HOOK_KINDS",
+        "HelmOperationEnum": "fleet.rollouts.api.plans.HELM_OPERATIONS",
     },
 }
 

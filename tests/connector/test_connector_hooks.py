@@ -419,6 +419,43 @@ def test_plan_shows_steps_hooks_and_generated_names_as_creates(backend: Backend)
     assert not [n for n in _live_names(backend, "v1", "ConfigMap") if n != "kube-root-ca.crt"]
 
 
+def test_the_plan_has_the_shape_the_api_schema_publishes(backend: Backend) -> None:
+    """A leg's plan (ClusterSync.plan in the API) with every kind of step: Namespaces first, a hook with its
+    delete policies, waves, a server-named object and a prune, checked against the published schema."""
+    import jsonschema
+    from drf_spectacular.generators import SchemaGenerator
+
+    first = _sync(backend, [config_map("old")])
+    assert first.ok, [r.to_dict() for r in first.results]
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"{backend.namespace}-extra"}}
+    manifests = [
+        namespace,
+        config_map("app", wave=2),
+        job(generate="migrate-", **{ARGO_HOOK: "PreSync", ARGO_POLICY: "HookSucceeded"}),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "once-"}, "data": {"a": "b"}},
+    ]
+    with backend.connector() as kube:
+        plan = kube.plan(manifests, mapping="hooks", default_namespace=backend.namespace,
+                         previous_inventory=first.inventory)
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert [(s["phase"], s["wave"], s.get("first", False), s.get("prune", False)) for s in data["steps"]] == [
+        ("Sync", None, True, False), ("PreSync", 0, False, False), ("Sync", 0, False, False),
+        ("Sync", 2, False, False), ("Sync", None, False, True)]
+
+    document = SchemaGenerator().get_schema(request=None, public=True)
+    components = json.loads(json.dumps(document, default=str))["components"]
+    plan_schema = {"$ref": "#/components/schemas/Plan", "components": components}
+    validator = jsonschema.Draft202012Validator(plan_schema)
+    validator.validate(data)
+    validator.validate({})  # a leg not planned yet
+    validator.validate({"error": "ApiException: (500)", "items": [], "counts": {}})
+    # what the schema refuses, a client may rely on never getting
+    bad = {**data, "steps": [{**data["steps"][1], "phase": "Later"}]}
+    assert not validator.is_valid(bad)
+    sync = components["schemas"]["ClusterSync"]["properties"]["plan"]
+    assert sync["allOf"] == [{"$ref": "#/components/schemas/Plan"}]
+
+
 def test_a_bad_wave_fails_before_anything_is_applied(backend: Backend) -> None:
     result = _sync(backend, [config_map("a"), config_map("b", **{WAVE: "first"})])
     assert not result.ok

@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from clusters.models import Cluster, ClusterGroup
 from fleet.core.api.serializers import RestrictedPrimaryKeyRelatedField
+from fleet.rollouts.api.plans import PlanField
 from fleet.rollouts.models import Approval, ClusterSync, Rollout, SyncedState
 from fleet.sources.models import Commit
 
@@ -186,6 +187,8 @@ class RolloutDetailSerializer(RolloutSerializer):
 
 class ClusterSyncSerializer(serializers.ModelSerializer):
     cluster = NamedBriefSerializer(read_only=True)
+    plan = PlanField(read_only=True, help_text="Server-side dry run of the leg: each object's action, diff "
+                     "and step, and the sync's steps in order (fleet/rollouts/api/plans.py).")
     mapping = serializers.IntegerField(source="rollout.mapping_id", read_only=True)
     commit = serializers.CharField(source="rollout.commit.sha", read_only=True)
     waiting_for = serializers.SerializerMethodField()

@@ -20,7 +20,8 @@ file is never a manifest, and every key of Fleet's ``FleetYAML`` (``pkg/apis/fle
 * **accepted at its default** (``force: false``, ``timeoutSeconds: 0``, ``chart: ""`` ...), silently;
 * or **reported by name**: a warning on the render result (commit page, API, ``manage.py render``) saying
   what Fleetgate does instead (``rolloutStrategy.maxNew``, ``helm.atomic``, ``keepResources``,
-  ``correctDrift``, ``imageScans``, ``overrideTargets``...).  An unknown key is reported too, never silently dropped.
+  ``correctDrift``, ``imageScans``, ``overrideTargets``...).  An unknown key is reported too, never
+  silently dropped.
 
 Values may use Fleet's templating (``${ .ClusterName }``, ``${ .ClusterLabels.env }``,
 ``${ index .ClusterLabels "topology.kubernetes.io/zone" }``, ``.ClusterNamespace``, ``.ClusterValues.x``);

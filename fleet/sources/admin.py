@@ -105,7 +105,7 @@ class ChartRepositoryAdmin(AuditedModelAdmin):
 class PathMappingAdmin(AuditedModelAdmin):
     form = PathMappingForm
     list_display = ("name", "repository", "path", "cluster_group", "renderer", "enabled", "last_rendered_sha")
-    list_filter = ("renderer", "enabled", "directory_recurse", "cluster_group")
+    list_filter = ("renderer", "enabled", "directory_recurse", "create_namespace", "cluster_group")
     search_fields = ("name", "path", "helm_chart", "helm_repo")
     filter_horizontal = ("depends_on",)
     readonly_fields = ("last_rendered_sha", "last_render_attempt_sha", "config_fingerprint", "watched_paths",

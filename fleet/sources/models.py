@@ -26,6 +26,8 @@ from fleet.sources.validators import (
     validate_helm_chart,
     validate_helm_repo,
     validate_helm_version,
+    validate_namespace_annotations,
+    validate_namespace_labels,
     validate_release_name,
     validate_repo_path,
     validate_repository_url,
@@ -172,6 +174,27 @@ class PathMapping(TimestampedModel):
         help_text="Flux postBuild.substitute variables ({name: value}) substituted into the rendered objects "
         "as kustomize-controller does (plain and Kustomize); empty: no post-build substitution.",
     )
+    # Argo CD's CreateNamespace=true (+ managedNamespaceMetadata), Flux's install.createNamespace: the render
+    # gets a Namespace object for target_namespace, applied first and never pruned (docs/sources.md)
+    create_namespace = models.BooleanField(
+        default=False,
+        help_text="Create target_namespace on the clusters (a Namespace object, applied before the others "
+        "and kept when it leaves the render, as Argo CD's CreateNamespace=true); needs target_namespace.",
+    )
+    namespace_labels = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_namespace_labels],
+        help_text="Labels of the namespace create_namespace creates (Argo CD "
+        "managedNamespaceMetadata.labels).",
+    )
+    namespace_annotations = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_namespace_annotations],
+        help_text="Annotations of the namespace create_namespace creates (Argo CD "
+        "managedNamespaceMetadata.annotations).",
+    )
     depends_on = models.ManyToManyField(
         "self",
         symmetrical=False,
@@ -230,6 +253,7 @@ class PathMapping(TimestampedModel):
             except ValueError as exc:
                 raise ValidationError({"postbuild": str(exc)}) from None
         self.check_chart()
+        self.check_namespace()
         if self.cluster_group_id and self.repository_id and self.path:
             # A restricted group's allow-list names the repositories and paths that may map to it (API and
             # admin call clean(); clusters/tenancy.py lists the other doors).
@@ -237,6 +261,20 @@ class PathMapping(TimestampedModel):
 
             check_mapping_source(self.cluster_group, self.repository, self.path)
 
+
+    def check_namespace(self) -> None:
+        """create_namespace needs a target_namespace other than 'default'; labels and annotations of the
+        namespace need create_namespace (they would silently do nothing)."""
+        from django.core.exceptions import ValidationError
+
+        if self.create_namespace and self.target_namespace in ("", "default"):
+            raise ValidationError({"create_namespace": "Needs target_namespace (other than 'default', which "
+                                   "every cluster has)."})
+        if not self.create_namespace:
+            for name in ("namespace_labels", "namespace_annotations"):
+                if getattr(self, name):
+                    raise ValidationError({name: "Needs create_namespace: Fleetgate labels only a namespace "
+                                           "it creates."})
 
     def chart_spec(self) -> Any:
         """The ``ChartSpec`` of helm_chart/helm_repo/helm_version, or None without a chart."""

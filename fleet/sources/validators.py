@@ -192,3 +192,28 @@ def validate_helm_chart(value: str) -> None:
         raise ValidationError("The chart may not contain spaces or control characters.")
     if "://" in value:
         validate_chart_repository_url(value)
+
+
+def validate_namespace_labels(value: object) -> None:
+    """Labels of a namespace a mapping creates: Kubernetes label keys and values."""
+    from clusters.selectors import validate_labels
+
+    validate_labels(value)
+
+
+def validate_namespace_annotations(value: object) -> None:
+    """Annotations of a namespace a mapping creates: label-like keys, string values (256 KiB in all, as the
+    API server allows)."""
+    from clusters.selectors import LABEL_KEY
+
+    if not isinstance(value, dict):
+        raise ValidationError("Annotations must be an object of string keys to string values.")
+    size = 0
+    for key, text in value.items():
+        if not isinstance(key, str) or len(key) > 316 or not LABEL_KEY.match(key):
+            raise ValidationError(f"invalid annotation key {key!r}")
+        if not isinstance(text, str):
+            raise ValidationError(f"the value of annotation {key!r} must be a string")
+        size += len(key) + len(text.encode())
+    if size > 256 * 1024:
+        raise ValidationError("annotations may total at most 256 KiB")

@@ -107,10 +107,13 @@ def test_applications_render_what_argo_cd_syncs(origin: Origin, clusters: dict[s
     assert gb.cluster_group.prune and gb.cluster_group.self_heal
     assert gb.directory_recurse is False and gb.target_namespace == "guestbook"
     unsupported = {f.setting for f in outcome.plan.unsupported}
-    assert "spec.syncPolicy.syncOptions[CreateNamespace=true]" in unsupported
+    assert "spec.syncPolicy.syncOptions[CreateNamespace=true]" not in unsupported
+    assert gb.create_namespace  # CreateNamespace=true
 
-    # directory, recurse off: the two top-level manifests, not extras/, in the destination namespace
-    assert set(rendered(gb, "east")) == {("Deployment", "guestbook", "guestbook-ui"),
+    # directory, recurse off: the two top-level manifests, not extras/, in the destination namespace, which
+    # the sync creates first
+    assert set(rendered(gb, "east")) == {("Namespace", "", "guestbook"),
+                                         ("Deployment", "guestbook", "guestbook-ui"),
                                          ("Service", "guestbook", "guestbook-ui")}
     # kustomize: the build, in the destination namespace of the west cluster (found by its API URL)
     kust = mapping_of(origin.url, "kustomize-guestbook", "west")

@@ -100,6 +100,7 @@ metadata: {name: redis, namespace: flux-system}
 spec:
   interval: 30m
   targetNamespace: cache
+  install: {createNamespace: true, remediation: {retries: 3}}
   chart:
     spec:
       chart: ./charts/redis
@@ -150,7 +151,9 @@ def test_flux_cluster_config_imports_and_renders_like_flux(origin: Origin, stagi
     assert {(s.setting, s.name) for s in outcome.plan.secrets} == {
         ("spec.secretRef", "flux-system"), ("spec.postBuild.substituteFrom[0]", "acme-settings")}
     unsupported = {f.setting for f in outcome.plan.unsupported}
-    assert {"spec.postBuild.substituteFrom[0]", "spec.valuesFrom[0]"} <= unsupported
+    assert {"spec.postBuild.substituteFrom[0]", "spec.valuesFrom[0]",
+            "spec.install.remediation"} <= unsupported
+    assert "spec.install" not in unsupported and "spec.install.createNamespace" not in unsupported
     skipped = {f.source.split(" ")[0]: f.reason for f in outcome.plan.skipped}
     assert "HelmRepository" in skipped["HelmRelease/podinfo"]
 
@@ -164,9 +167,11 @@ def test_flux_cluster_config_imports_and_renders_like_flux(origin: Origin, stagi
     assert deploy["spec"]["template"]["metadata"]["labels"]["env"] == "staging"
     image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "ghcr.io/stefanprodan/podinfo:6.7.0"
-    # helm-controller: release "<targetNamespace>-<name>" in the target namespace, the release's values
+    # helm-controller: release "<targetNamespace>-<name>" in the target namespace, the release's values;
+    # install.createNamespace: the mapping creates the namespace
+    assert redis.create_namespace
     sts = rendered(redis, "staging-1")
-    assert set(sts) == {("StatefulSet", "cache", "cache-redis")}
+    assert set(sts) == {("Namespace", "", "cache"), ("StatefulSet", "cache", "cache-redis")}
     assert sts[("StatefulSet", "cache", "cache-redis")]["spec"]["replicas"] == 2
 
 

@@ -2,8 +2,8 @@
 reads through a symlink leaving its repository, never fetches a URL a Repository could not have (file://
 when disabled, a denied address) or one the user may not have read, reads its files and inline values with
 the limits of every YAML Fleetgate reads, and malformed documents answer 400 naming the file, the document
-and the setting, never 500 (and create nothing). Argo CD's CreateNamespace=true stays listed, with what to
-do instead."""
+and the setting, never 500 (and create nothing). Argo CD's CreateNamespace=true (and managedNamespaceMetadata)
+become the mapping's create_namespace options."""
 
 from __future__ import annotations
 
@@ -382,17 +382,21 @@ def test_fuzz_every_shape_is_planned_or_refused_with_a_message(index: int) -> No
 # ----------------------------------------------------------------------------------- 5. CreateNamespace
 
 
-def test_create_namespace_stays_listed_with_what_to_do(groups: Any, admin_client: Any) -> None:
+def test_create_namespace_and_managed_metadata_become_the_mappings_options(groups: Any,
+                                                                         admin_client: Any) -> None:
     doc = APP + """spec:
   source: {repoURL: 'https://git.example.com/org/apps.git', targetRevision: main, path: web}
   destination: {name: c1, namespace: web}
-  syncPolicy: {syncOptions: [CreateNamespace=true]}
+  syncPolicy:
+    syncOptions: [CreateNamespace=true]
+    managedNamespaceMetadata:
+      labels: {team: web}
+      annotations: {owner: platform}
 """
     answer = dry_run(admin_client, doc, "app.yaml")
     assert answer.status_code == 200, answer.json()
-    [finding] = [f for f in answer.json()["unsupported"] if "CreateNamespace" in f["setting"]]
-    assert finding == {"source": "Application/a (app.yaml)",
-                       "setting": "spec.syncPolicy.syncOptions[CreateNamespace=true]",
-                       "reason": "a mapping cannot create its target namespace: add a Namespace object to "
-                                 "the path, or a mapping of it that this one depends on (depends_on)"}
-    assert answer.json()["mappings"][0]["target_namespace"] == "web"
+    assert not [f for f in answer.json()["unsupported"] if "amespace" in f["setting"]]
+    [mapping] = answer.json()["mappings"]
+    assert mapping["target_namespace"] == "web"
+    assert (mapping["options"]["create_namespace"], mapping["options"]["namespace_labels"],
+            mapping["options"]["namespace_annotations"]) == (True, {"team": "web"}, {"owner": "platform"})

@@ -42,7 +42,7 @@ APP_SPEC = {"project", "source", "sources", "destination", "syncPolicy", "info",
 SOURCE_KEYS = {"repoURL", "path", "targetRevision", "directory", "helm", "kustomize", "chart"}
 DIRECTORY_KEYS = {"recurse", "include", "exclude"}
 HELM_KEYS = {"releaseName", "valueFiles", "values", "valuesObject", "parameters"}
-SYNC_KEYS = {"automated", "syncOptions"}
+SYNC_KEYS = {"automated", "syncOptions", "managedNamespaceMetadata"}
 # Parameter sets one ApplicationSet may generate (a matrix multiplies), and the bytes its git files
 # generator may read: an import plans mappings, it does not expand unbounded input.
 MAX_GENERATED = 1000
@@ -424,13 +424,26 @@ def _sync_policy(policy: dict[str, Any], app: ConcreteApp, src: Source, plan: Pl
             plan.note(src, "spec.syncPolicy.syncOptions", "ServerSideApply=true: Fleetgate always applies "
                       "server-side")
         elif str(option) == "CreateNamespace=true":
-            # Fleetgate creates a namespace only for a Fleet bundle (fleet.yaml's namespace_object); a mapping
-            # has no setting for it, so it stays listed with what to do instead.
-            plan.unsupported_(src, f"spec.syncPolicy.syncOptions[{option}]", "a mapping cannot create its "
-                              "target namespace: add a Namespace object to the path, or a mapping of it that "
-                              "this one depends on (depends_on)")
+            _create_namespace(policy, app, src, plan)
         else:
             plan.unsupported_(src, f"spec.syncPolicy.syncOptions[{option}]", "not expressible in Fleetgate")
+
+
+def _create_namespace(policy: dict[str, Any], app: ConcreteApp, src: Source, plan: Plan) -> None:
+    """CreateNamespace=true (with managedNamespaceMetadata's labels and annotations): the mapping's
+    create_namespace, which Argo CD and Fleetgate both keep when the Application goes."""
+    setting = "spec.syncPolicy.syncOptions[CreateNamespace=true]"
+    if app.namespace in ("", "default"):
+        plan.note(src, setting, "the destination namespace is 'default' (or none), which every cluster has: "
+                  "nothing to create")
+        return
+    app.options["create_namespace"] = True
+    meta = as_object(policy.get("managedNamespaceMetadata"), src, "spec.syncPolicy.managedNamespaceMetadata")
+    walk_unknown(plan, src, meta, {"labels", "annotations"}, "spec.syncPolicy.managedNamespaceMetadata")
+    for key in ("labels", "annotations"):
+        found = as_object(meta.get(key), src, f"spec.syncPolicy.managedNamespaceMetadata.{key}")
+        if found:
+            app.options[f"namespace_{key}"] = {str(k): str(v) for k, v in found.items()}
 
 
 def _add(plan: Plan, env: Environment, src: Source, apps: list[ConcreteApp], selector: dict[str, Any] | None,

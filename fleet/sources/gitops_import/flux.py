@@ -18,7 +18,7 @@ GITREPO_SPEC = {"url", "ref", "secretRef", "interval", "timeout", "verify"}
 KUSTOMIZATION_SPEC = {"sourceRef", "path", "targetNamespace", "postBuild", "dependsOn", "prune", "suspend",
                       "interval", "retryInterval", "timeout", "wait"}
 HELMRELEASE_SPEC = {"chart", "chartRef", "releaseName", "targetNamespace", "values", "valuesFrom",
-                    "dependsOn", "suspend", "interval", "timeout"}
+                    "dependsOn", "suspend", "interval", "timeout", "install"}
 HELMREPOSITORY_SPEC = {"url", "type", "secretRef", "certSecretRef", "interval", "timeout", "provider"}
 OCIREPOSITORY_SPEC = {"url", "ref", "secretRef", "certSecretRef", "interval", "timeout", "provider",
                       "layerSelector"}
@@ -349,6 +349,14 @@ class FluxDocuments:
                 plan.secret(src, f"spec.valuesFrom[{i}]", name, "Helm values")
             plan.unsupported_(src, f"spec.valuesFrom[{i}]", f"{kind} {name}: values read from the cluster "
                               "are not expressible; put them in the mapping's values")
+        install: dict[str, Any] = spec["install"] if isinstance(spec.get("install"), dict) else {}
+        walk_unknown(plan, src, install, {"createNamespace"}, "spec.install")
+        if install.get("createNamespace") is True:
+            if mapping.target_namespace:  # helm-controller creates it on install and keeps it on uninstall
+                mapping.options["create_namespace"] = True
+            else:
+                plan.note(src, "spec.install.createNamespace", "the release namespace is 'default', which "
+                          "every cluster has: nothing to create")
         self._common(spec, src, mapping, doc, plan)
         plan.add_mapping(mapping)
 

@@ -45,6 +45,9 @@ OPTION_FIELDS: dict[str, tuple[str, ...]] = {
     "chart_repo": ("helm_repo",),
     "chart_version": ("helm_version",),
     "force_namespace": ("force_namespace", "namespace_forced"),
+    "create_namespace": ("create_namespace",),
+    "namespace_labels": ("namespace_labels",),
+    "namespace_annotations": ("namespace_annotations",),
 }
 OPTION_SETTINGS = {
     "recurse": "directory recurse (Argo CD reads only the top directory unless recurse is on)",
@@ -56,6 +59,9 @@ OPTION_SETTINGS = {
     "chart_repo": "chart repository",
     "chart_version": "chart version",
     "force_namespace": "targetNamespace forced onto every namespaced object",
+    "create_namespace": "create the target namespace",
+    "namespace_labels": "labels of the created namespace",
+    "namespace_annotations": "annotations of the created namespace",
 }
 
 

@@ -32,6 +32,7 @@ from .fleetbundle import (
     finish_bundle,
     kustomize_post_render,
     load_fleet_yaml,
+    namespace_object,
     render_raw_bundle,
     select_for,
 )
@@ -80,6 +81,11 @@ class RenderRequest:
     # The mapping's values files, layered in order over the chart's defaults and fleetgate.yaml's
     # helm.valuesFiles, under helm.values: repository-relative paths, or chart:<path> inside ``chart``.
     values_files: tuple[str, ...] = ()
+    # Argo CD's CreateNamespace=true (+ managedNamespaceMetadata), Flux's install.createNamespace: a Namespace
+    # object for ``namespace`` with these labels and annotations, kept when it leaves the render
+    create_namespace: bool = False
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    namespace_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -428,6 +434,8 @@ def _hash(plan: _Plan, charts: ChartFetcher | None = None) -> str:
         "directory": asdict(req.directory),
         **({"postbuild": dict(req.postbuild)} if req.postbuild is not None else {}),
         **({"values_files": list(req.values_files)} if req.values_files else {}),
+        **({"create_namespace": [dict(req.namespace_labels), dict(req.namespace_annotations)]}
+           if req.create_namespace else {}),
         # the cluster context only matters when something can reference it
         "context": req.cluster.as_dict(plan.path) if uses_vars else None,
         **chart_payload,
@@ -550,8 +558,31 @@ def render(
     if isinstance(plan.fleetgate_file, FleetBundle):
         raws, more = finish_bundle(raws, custom, plan.namespace)
         warnings = [*warnings, *more]
+    if request.create_namespace:
+        raws, more = _mapping_namespace(raws, request, plan.namespace)
+        warnings = [*warnings, *more]
     objects = normalize(raws, namespace_override=plan.namespace if plan.namespace_forced else None)
     return result(tuple(objects), tuple(warnings))
+
+
+def _mapping_namespace(raws: list[RawObject], request: RenderRequest, namespace: str | None
+                       ) -> tuple[list[RawObject], list[str]]:
+    """The mapping's create_namespace: a Namespace object for the namespace its objects go to, with the
+    mapping's labels and annotations, unless the path (or its fleet.yaml) already has one.  Argo CD never
+    deletes a namespace it created, nor does helm-controller: it carries the prune opt-out."""
+    if not namespace or namespace == "default":
+        return raws, ["create_namespace: the objects go to 'default', which every cluster has: no Namespace "
+                      "object added"]
+    present = any(isinstance(r.data, dict) and r.data.get("kind") == "Namespace"
+                  and (r.data.get("metadata") or {}).get("name") == namespace for r in raws)
+    if present:
+        if request.namespace_labels or request.namespace_annotations:
+            return raws, [f"create_namespace: the Namespace {namespace} comes from the path's files, whose "
+                          "labels and annotations apply, not the mapping's namespace_labels/annotations"]
+        return raws, []
+    body = namespace_object(namespace, request.namespace_labels, request.namespace_annotations,
+                            delete_namespace=False)
+    return [RawObject(body, "(mapping create_namespace)", 0), *raws], []
 
 
 def _values_files_of(tree: SourceTree, plan: _Plan) -> set[Path]:

@@ -197,6 +197,8 @@ def config_fingerprint(mapping: PathMapping, clusters: Sequence[Cluster]) -> str
            if mapping.helm_chart else {}),
         **({"values_files": list(mapping.helm_values_files)} if mapping.helm_values_files else {}),
         **({"postbuild": mapping.postbuild} if mapping.postbuild is not None else {}),
+        **({"create_namespace": [mapping.namespace_labels or {}, mapping.namespace_annotations or {}]}
+           if mapping.create_namespace else {}),
         **({"directory": [mapping.directory_recurse, mapping.directory_include, mapping.directory_exclude]}
            if (not mapping.directory_recurse or mapping.directory_include or mapping.directory_exclude)
            else {}),
@@ -305,7 +307,10 @@ def build_requests(mapping: PathMapping, cluster: Cluster, commit_sha: str,
         RenderRequest(path=p, cluster=ctx, renderer=mapping.renderer, values=values,
                       namespace=mapping.target_namespace or None, postbuild=mapping.postbuild,
                       directory=directory_options(mapping), release_name=mapping.helm_release_name or None,
-                      chart=mapping.chart_spec(), values_files=tuple(mapping.helm_values_files or ()))
+                      chart=mapping.chart_spec(), values_files=tuple(mapping.helm_values_files or ()),
+                      create_namespace=mapping.create_namespace,
+                      namespace_labels=dict(mapping.namespace_labels or {}),
+                      namespace_annotations=dict(mapping.namespace_annotations or {}))
         for p in paths
     ]
 

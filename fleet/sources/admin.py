@@ -97,6 +97,8 @@ class ChartRepositoryAdmin(AuditedModelAdmin):
 
     form = SecretFieldsForm
     list_display = ("name", "url", "username", "updated")
+    list_filter = ("cluster_groups",)
+    filter_horizontal = ("cluster_groups",)
     search_fields = ("name", "url")
     readonly_fields = ("created", "updated")
 

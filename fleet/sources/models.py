@@ -457,8 +457,10 @@ class ChartRepository(TimestampedModel):
     """Credentials (and a CA) for Helm chart repositories and OCI registries that charts are fetched from.
 
     A chart whose repository URL starts with ``url`` (the longest match wins) is fetched with these
-    credentials; charts from repositories without an entry are fetched anonymously.  The password is
-    encrypted at rest and never shown (docs/sources.md, Helm charts from repositories)."""
+    credentials, for the mappings of ``cluster_groups`` (none: every group's, which only a role on all
+    clusters may set); charts from repositories without an entry, and mappings of other groups, are fetched
+    anonymously.  The password is encrypted at rest and never shown (docs/sources.md, Helm charts from
+    repositories)."""
 
     name = models.CharField(max_length=100, unique=True, validators=[dns_label])
     url = models.CharField(
@@ -472,9 +474,18 @@ class ChartRepository(TimestampedModel):
         blank=True, help_text="PEM certificates trusted for this repository besides the system's."
     )
     description = models.CharField(max_length=500, blank=True)
+    cluster_groups = models.ManyToManyField(
+        "clusters.ClusterGroup",
+        blank=True,
+        related_name="chart_repositories",
+        help_text="The groups whose mappings may use these credentials (as an Argo CD project's or a Flux "
+        "namespace's); empty: every group's, which only a role on all clusters may set.",
+    )
 
     objects = RestrictedQuerySet.as_manager()
-    scope_path = None  # every cluster group's charts may come from it: only roles on all clusters
+    # seen by the groups it serves; added or changed only where the user holds the permission in every one
+    # of them (fleet.sources.services.charts.check_chart_repository_scope), and with none only on all clusters
+    scope_path = "cluster_groups"
 
     class Meta:
         ordering = ["name"]

@@ -42,12 +42,14 @@ DESIGN: dict[str, dict[str, Any]] = {
     },
     "repository": {"write": {"cluster-admin", "admin"}, "scope": "global", "view": set(ROLES)},
     "pathmapping": {"write": {"cluster-admin", "admin"}, "scope": "scoped", "view": set(ROLES)},
-    # chart repository credentials serve every group: seen and changed only with a role on all clusters
+    # chart repository credentials serve their cluster groups: seen and changed in them; one serving every
+    # group (the create body names none) only with a role on all clusters
+    # (tests/sources/test_chart_repository_scope.py)
     "chartrepository": {
         "write": {"cluster-admin", "admin"},
-        "scope": "global",
+        "scope": "scoped",
+        "create": "global",
         "view": set(ROLES),
-        "global_view_only": True,
     },
     "commit": {"write": set(), "scope": "none", "view": set(ROLES)},
     "auditevent": {"write": set(), "scope": "none", "view": set(ROLES)},
@@ -145,6 +147,7 @@ def world() -> dict[str, Any]:
             "commit": CommitFactory(repository=repo),
             "auditevent": record("test.event", group, message=f"in {env}"),
         }
+        objects[key]["chartrepository"].cluster_groups.set([group])
         mapping, cluster = objects[key]["pathmapping"], objects[key]["cluster"]
         objects[key]["rollout"] = Rollout.objects.create(mapping=mapping, commit=objects[key]["commit"])
         rollout = objects[key]["rollout"]

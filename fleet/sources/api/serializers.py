@@ -114,11 +114,16 @@ class ChartRepositorySerializer(FleetModelSerializer):
         "one.",
     )
     password_set = serializers.SerializerMethodField()
+    cluster_groups = RestrictedPrimaryKeyRelatedField(
+        many=True, required=False, queryset=ClusterGroup.objects.all(),
+        help_text="Ids of the groups whose mappings may use these credentials; empty: every group's (only a "
+        "role on all clusters may leave it empty). A group-scoped role names only groups it manages.",
+    )
 
     class Meta:
         model = ChartRepository
         fields = ["id", "name", "url", "username", "password", "password_set", "ca_bundle", "description",
-                  "created", "updated"]
+                  "cluster_groups", "created", "updated"]
         read_only_fields = ["created", "updated"]
         derived_fields = ["url"]  # ChartRepository.clean() drops a trailing slash
 

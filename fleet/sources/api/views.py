@@ -41,6 +41,7 @@ from fleet.sources.models import (
     RenderedManifest,
     Repository,
 )
+from fleet.sources.services.charts import check_chart_repository_scope
 from fleet.sources.services.dependencies import check_delete
 
 TRUE = ("1", "true", "yes", "on")
@@ -102,16 +103,24 @@ class RepositoryViewSet(FleetModelViewSet):
 
 
 class ChartRepositoryViewSet(FleetModelViewSet):
-    """Chart repositories and OCI registries charts are fetched from: credentials and CA per URL prefix.
-    Seen and changed only with a role on all clusters (every group's charts may use them); audited, the
-    password never shown."""
+    """Chart repositories and OCI registries charts are fetched from: credentials and CA per URL prefix,
+    for the mappings of its cluster groups (none: all groups). Seen by roles in one of its groups; added,
+    changed and deleted only by a role holding the permission in all of them (with no groups: on all
+    clusters); audited, the password never shown."""
 
-    queryset = ChartRepository.objects.all()
+    queryset = ChartRepository.objects.prefetch_related("cluster_groups")
     serializer_class = ChartRepositorySerializer
     filterset_class = ChartRepositoryFilterSet
     search_fields = ["name", "url"]
     ordering_fields = ["name", "created"]
     ordering = ["name"]
+
+    def _ensure_allowed(self, instance: Any, action: str) -> None:
+        check_chart_repository_scope(self.request.user, instance, action)
+
+    def perform_destroy(self, instance: Any) -> None:
+        check_chart_repository_scope(self.request.user, instance, "delete")
+        super().perform_destroy(instance)
 
 
 class PathMappingViewSet(FleetModelViewSet):

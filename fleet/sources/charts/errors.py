@@ -30,3 +30,13 @@ class ChartError(RenderError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "code": self.code}
+
+
+def withheld_hint(creds: Any) -> str:
+    """What to do about an auth refusal: store credentials, or (when a stored chart repository has them but
+    is scoped to other cluster groups) say that they are not available to this mapping's group."""
+    name = getattr(creds, "withheld", "")
+    if name:
+        return (f"credentials not available to this mapping's group: chart repository {name} has them, but "
+                "is scoped to other cluster groups (its cluster_groups)")
+    return "store them as a chart repository"

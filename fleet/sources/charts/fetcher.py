@@ -135,9 +135,15 @@ class ChartFetcher:
         if found is not None:
             return found
         try:
-            if spec.digest and self.archive_path(spec.digest).is_file() and spec.kind != "oci":
+            # a pinned digest already in the cache resolves without the network, unless this caller's
+            # credentials for the repository are withheld: the cache must not hand it a private chart
+            # that another group's credentials brought
+            withheld = bool(self._creds(spec.oci_reference if spec.kind == "oci"
+                                        else (spec.repo or spec.chart)).withheld)
+            pinned = spec.digest if not withheld else ""
+            if pinned and self.archive_path(pinned).is_file() and spec.kind != "oci":
                 resolved = ResolvedChart(spec, spec.name, spec.version, spec.digest, spec.chart)
-            elif spec.digest and spec.kind == "oci" and (meta := self._read_meta("oci", spec.digest)):
+            elif pinned and spec.kind == "oci" and (meta := self._read_meta("oci", pinned)):
                 resolved = ResolvedChart(
                     spec,
                     spec.name,

@@ -18,7 +18,7 @@ import urllib3
 
 from fleet.core import urlguard
 
-from .errors import ChartError
+from .errors import ChartError, withheld_hint
 from .spec import RepoCredentials, redact
 
 
@@ -114,9 +114,8 @@ class HttpClient:
                 return Downloaded(304, 0, "", etag)
             if status in (401, 403):
                 said = "refused the stored credentials" if creds.username else "needs credentials"
-                raise ChartError(
-                    "auth_failed", f"{what}: {shown} {said} (HTTP {status}); store them as a chart repository"
-                )
+                raise ChartError("auth_failed", f"{what}: {shown} {said} (HTTP {status}); "
+                                 + withheld_hint(creds))
             if status == 404:
                 raise ChartError("not_found", f"{what}: {shown} answered 404 Not Found")
             if status != 200:

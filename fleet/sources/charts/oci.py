@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from fleet.core import urlguard
 
-from .errors import ChartError
+from .errors import ChartError, withheld_hint
 from .spec import ChartSpec, RepoCredentials, ResolvedChart
 from .versions import is_exact, select
 
@@ -65,7 +65,7 @@ class OciClient:
         self.ca_file = ca_file
         self.plain_http_hosts = tuple(plain_http_hosts)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._registries: dict[tuple[str, str, str], Any] = {}
+        self._registries: dict[tuple[str, str, str, str], Any] = {}
 
     def close(self) -> None:
         for reg in self._registries.values():
@@ -91,7 +91,7 @@ class OciClient:
         return str(path)
 
     def _registry(self, host: str, creds: RepoCredentials, what: str) -> Any:
-        key = (host, creds.username, creds.ca_bundle)
+        key = (host, creds.username, creds.ca_bundle, creds.withheld)
         reg = self._registries.get(key)
         if reg is not None:
             return reg
@@ -120,6 +120,7 @@ class OciClient:
         reg.auth._basic_auth = None
         if creds.username:
             reg.auth.set_basic_auth(creds.username, creds.password)
+        reg.fleetgate_withheld = creds.withheld  # for the auth refusal's message
         self._registries[key] = reg
         return reg
 
@@ -140,7 +141,8 @@ class OciClient:
             said = "refused the stored credentials" if reg.auth._basic_auth else "needs credentials"
             raise ChartError(
                 "auth_failed",
-                f"{what}: {host} {said} (HTTP {response.status_code}); store them as a chart repository",
+                f"{what}: {host} {said} (HTTP {response.status_code}); "
+                + withheld_hint(RepoCredentials(withheld=getattr(reg, "fleetgate_withheld", ""))),
             )
         if response.status_code == 404:
             response.close()

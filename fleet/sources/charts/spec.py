@@ -50,6 +50,9 @@ class RepoCredentials:
     username: str = ""
     password: str = ""
     ca_bundle: str = ""
+    # the stored chart repository whose credentials exist for this URL but are not available to the caller
+    # (scoped to other cluster groups): fetched anonymously, and an auth refusal says why
+    withheld: str = ""
 
     def __repr__(self) -> str:  # never print the password
         return f"RepoCredentials(username={self.username!r}, password={'***' if self.password else ''!r})"

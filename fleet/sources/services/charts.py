@@ -4,6 +4,7 @@ here and handed to the fetcher, never logged or returned)."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -31,36 +32,56 @@ def matches(prefix: str, url: str) -> bool:
     return u[3] == p[3] or u[3].startswith(p[3] + "/")
 
 
-class CredentialTable:
-    """Stored chart repositories by URL, looked up by longest prefix; read from the database at the first
-    look-up (a run without charts from repositories makes no query), then kept for the run."""
+# url, credentials, cluster group ids (empty: all), name
+Row = tuple[str, RepoCredentials, frozenset[int], str]
 
-    def __init__(self, rows: list[tuple[str, RepoCredentials]] | None = None) -> None:
-        self._rows = None if rows is None else self._sorted(rows)
+
+class CredentialTable:
+    """Stored chart repositories by URL, looked up by longest prefix among those available to ``group_id``
+    (a repository with cluster groups serves only mappings of those groups; one without serves all); read
+    from the database at the first look-up (a run without charts from repositories makes no query), then
+    kept for the run.  A URL that only a repository scoped to other groups covers gets no credentials (the
+    chart is fetched anonymously) but its name, so that a refusal says why (``RepoCredentials.withheld``);
+    its CA bundle, which is no secret, is still trusted."""
+
+    def __init__(self, rows: list[tuple[str, RepoCredentials]] | list[Row] | None = None, *,
+                 group_id: int | None = None) -> None:
+        self.group_id = group_id
+        self._rows = None if rows is None else self._sorted(
+            [r if len(r) == 4 else (r[0], r[1], frozenset(), "") for r in rows])  # type: ignore[misc]
 
     @staticmethod
-    def _sorted(rows: list[tuple[str, RepoCredentials]]) -> list[tuple[str, RepoCredentials]]:
+    def _sorted(rows: list[Row]) -> list[Row]:
         return sorted(rows, key=lambda row: len(_key(row[0])[3]), reverse=True)
 
     @property
-    def rows(self) -> list[tuple[str, RepoCredentials]]:
+    def rows(self) -> list[Row]:
         if self._rows is None:
-            self._rows = self._sorted([(r.url, RepoCredentials(r.username, r.password, r.ca_bundle))
-                                       for r in ChartRepository.objects.all()])
+            self._rows = self._sorted([
+                (r.url, RepoCredentials(r.username, r.password, r.ca_bundle),
+                 frozenset(g.pk for g in r.cluster_groups.all()), r.name)
+                for r in ChartRepository.objects.prefetch_related("cluster_groups")])
         return self._rows
 
     def __call__(self, url: str) -> RepoCredentials | None:
-        for prefix, creds in self.rows:
-            if matches(prefix, url):
+        withheld: RepoCredentials | None = None
+        for prefix, creds, groups, name in self.rows:
+            if not matches(prefix, url):
+                continue
+            if not groups or self.group_id in groups:
                 return creds
-        return None
+            if withheld is None:
+                withheld = RepoCredentials(ca_bundle=creds.ca_bundle, withheld=name)
+        return withheld
 
 
-def build_fetcher(*, offline: bool | None = None) -> ChartFetcher:
-    """A fetcher for one render run (close it after the run)."""
+def build_fetcher(*, offline: bool | None = None, group_id: int | None = None) -> ChartFetcher:
+    """A fetcher for one render run of the mappings of one cluster group (close it after the run): only
+    the chart repositories available to that group lend it their credentials, and its memory of resolved
+    charts is its own, never another group's."""
     return ChartFetcher(
         settings.FLEETGATE_CHART_CACHE,
-        credentials=CredentialTable(),
+        credentials=CredentialTable(group_id=group_id),
         deny_networks=urlguard.deny_networks(),
         timeout=float(settings.FLEETGATE_CHART_TIMEOUT),
         max_chart_bytes=settings.FLEETGATE_CHART_MAX_BYTES,
@@ -68,3 +89,27 @@ def build_fetcher(*, offline: bool | None = None) -> ChartFetcher:
         ca_file=settings.FLEETGATE_CHART_CA_FILE or None,
         offline=settings.FLEETGATE_CHART_OFFLINE if offline is None else offline,
     )
+
+
+def check_chart_repository_scope(user: Any, repository: ChartRepository, action: str) -> None:
+    """Refuse (OutOfScope, 403) when ``user`` may not ``action`` (add, change, delete) this saved chart
+    repository: a group-scoped role reaches one only when it holds the permission in every group the
+    repository serves, and one serving every group (no cluster_groups) only with a role on all clusters.
+    ``user`` None: a system write."""
+    from fleet.access.restrict import permission_name, scope_for
+    from fleet.access.writes import OutOfScope
+
+    if user is None:
+        return
+    scope = scope_for(user, permission_name(ChartRepository, action))
+    if scope.everywhere:
+        return
+    groups = list(repository.cluster_groups.all())
+    if not groups:
+        raise OutOfScope("A chart repository without cluster groups lends its credentials to every group's "
+                         "mappings: only a role on all clusters may " + action + " one; name the groups "
+                         "you manage in cluster_groups.")
+    outside = sorted(g.name for g in groups if g.pk not in scope.groups)
+    if outside:
+        raise OutOfScope(f"You may not {action} a chart repository serving groups you do not manage: "
+                         f"{', '.join(outside)}.")

@@ -120,7 +120,8 @@ def _render_now(mapping: PathMapping, sha: str, clusters: Sequence[Cluster]) -> 
                 raise RenderFailed(str(exc), file=exc.file or "", line=exc.line) from None
             for cluster in clusters:
                 requests = build_requests(mapping, cluster, sha, paths)
-                result = render_requests(tree, requests, "", kubectl=session.kubectl, charts=session.charts)
+                result = render_requests(tree, requests, "", kubectl=session.kubectl,
+                                         charts=session.charts_for(mapping.cluster_group_id))
                 if result.error is not None:
                     err = result.error
                     raise RenderFailed(f"{cluster.name}: {err}", file=err.file or "", line=err.line,

@@ -94,7 +94,8 @@ def preview_render(repo: Repository, commit_ref: str, mapping: PathMapping, clus
                     return Preview(full, mapping.name, cluster.name, ok=False, error=exc)
                 session = RenderSession()
                 result = render_requests(tree, build_requests(mapping, cluster, full, paths), "",
-                                         kubectl=session.kubectl, charts=session.charts)
+                                         kubectl=session.kubectl,
+                                         charts=session.charts_for(mapping.cluster_group_id))
                 rules = tenancy.rules_for(mapping.cluster_group)  # the group's tenant allow-list
                 if rules is not None and result.ok:
                     refusal = allowlist.source_refusal(rules, repository=repo.name, url=repo.url,

@@ -147,16 +147,25 @@ class RenderSession:
         self.results: dict[str, _Result] = {}
         self.stats = RenderStats()
         self._charts = charts
+        self._fetchers: dict[int | None, ChartFetcher] = {}
 
     @property
     def charts(self) -> ChartFetcher:
         """The run's chart fetcher (Helm charts from repositories and registries; services/charts.py):
         each repository index is asked once per run, archives come from the cache keyed by digest."""
-        if self._charts is None:
+        return self.charts_for(None)
+
+    def charts_for(self, group_id: int | None) -> ChartFetcher:
+        """The run's chart fetcher for the mappings of one cluster group: chart repository credentials are
+        scoped to groups, so each group gets its own (one given to the session serves all)."""
+        if self._charts is not None:
+            return self._charts
+        fetcher = self._fetchers.get(group_id)
+        if fetcher is None:
             from fleet.sources.services.charts import build_fetcher
 
-            self._charts = build_fetcher()
-        return self._charts
+            fetcher = self._fetchers[group_id] = build_fetcher(group_id=group_id)
+        return fetcher
 
     def remember(self, result: _Result) -> None:
         if len(self.results) >= MEMORY_CACHE_ENTRIES:
@@ -458,7 +467,8 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
         for cluster in clusters:
             reqs = build_requests(mapping, cluster, commit.sha, paths)
             try:
-                key = _combined_hash([compute_input_hash(tree, r, charts=session.charts) for r in reqs])
+                charts = session.charts_for(mapping.cluster_group_id)
+                key = _combined_hash([compute_input_hash(tree, r, charts=charts) for r in reqs])
             except RenderError as exc:
                 per_cluster[cluster.pk] = _Result(input_hash="", error=exc)
                 continue
@@ -481,7 +491,8 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 session.stats.reused_db += 1
             else:
                 result = render_requests(tree, requests[cluster.pk], key, kubectl=session.kubectl,
-                                         stats=session.stats, charts=session.charts)
+                                         stats=session.stats,
+                                         charts=session.charts_for(mapping.cluster_group_id))
                 session.stats.results += 1
                 session.remember(result)
                 rendered += 1

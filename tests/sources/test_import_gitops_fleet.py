@@ -127,7 +127,8 @@ def test_targets_fleetgate_cannot_express_are_listed_not_dropped(
 """, extra="  revision: v1.2.3\n")
     outcome = import_gitops(admin_user, [("odd.yaml", doc)], dry_run=True)
     skipped = {f.setting: f.reason for f in outcome.plan.skipped}
-    assert "Fleetgate's cluster groups have no labels" in skipped["spec.targets[0].clusterGroupSelector"]
+    assert "no cluster group (that you can see) has labels it matches" in skipped[
+        "spec.targets[0].clusterGroupSelector"]
     assert "no cluster group named 'nowhere'" in skipped["spec.targets[1].clusterGroup"]
     assert [f.setting for f in outcome.plan.unsupported] == ["spec.revision"]
     assert outcome.created["mappings"] == ["odd/odd-simple"]
@@ -213,3 +214,34 @@ def test_nested_bundles_of_a_path_become_mappings_that_render_their_fleet_yaml(
     manifests = rendered(mapping_of(origin.url, "multi-cluster/manifests", "multi-prod"), "prod-1")
     assert set(manifests) == {("Namespace", "", "fleet-mc-manifest-example"),
                               ("Service", "fleet-mc-manifest-example", "frontend")}
+
+
+def test_cluster_group_selector_maps_to_every_group_whose_labels_match(
+        origin: Origin, clusters: dict[str, Cluster], admin_user: Any) -> None:
+    """Fleet's clusterGroupSelector selects ClusterGroups by their own labels: one mapping per matching
+    group, each rendering for that group's clusters; a group without the labels gets none."""
+    origin.commit("examples", SIMPLE)
+    ClusterGroup.objects.create(name="prod", labels={"tier": "gold", "env": "prod"},
+                                selector={"matchLabels": {"env": "prod"}})
+    ClusterGroup.objects.create(name="test", labels={"tier": "gold"},
+                                selector={"matchLabels": {"env": "test"}})
+    ClusterGroup.objects.create(name="dev", labels={"tier": "bronze"},
+                                selector={"matchLabels": {"env": "dev"}})
+    doc = gitrepo(origin, "gold", ["simple"], """  - name: gold
+    clusterGroupSelector: {matchExpressions: [{key: tier, operator: In, values: [gold]}]}
+  - name: mixed
+    clusterGroupSelector: {matchLabels: {tier: gold}}
+    clusterSelector: {matchLabels: {env: prod}}
+""")
+    outcome = import_gitops(admin_user, [("gold.yaml", doc)])
+    assert outcome.created["groups"] == [] and sorted(outcome.existing["groups"]) == ["prod", "test"]
+    assert sorted(outcome.created["mappings"]) == ["gold/gold-simple-1", "gold/gold-simple-2"]
+    prod = mapping_of(origin.url, "simple", "prod")
+    test = mapping_of(origin.url, "simple", "test")
+    assert not PathMapping.objects.filter(cluster_group__name="dev").exists()
+    assert ("Deployment", "default", "frontend") in rendered(prod, "prod-2")
+    assert ("Deployment", "default", "frontend") in rendered(test, "test-1")
+    notes = {f.setting: f.reason for f in outcome.plan.notes}
+    assert "matches the groups prod, test by their labels" in notes["spec.targets[0].clusterGroupSelector"]
+    skipped = {f.setting: f.reason for f in outcome.plan.skipped}
+    assert "cannot be expressed" in skipped["spec.targets[1]"]

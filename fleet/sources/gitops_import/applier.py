@@ -73,8 +73,9 @@ def environment(user: Any, target_group: str = "", *, trees: Any = None, reposit
     and the repository for the mappings of charts that name no Git repository (one the user can see)."""
     clusters = [ClusterInfo(c.name, c.api_url, dict(c.labels or {}))
                 for c in _visible(Cluster.objects.order_by("name"), user)]
-    groups = {g.name: [m.name for m in g.members.all()]
-              for g in _visible(ClusterGroup.objects.prefetch_related("members"), user)}
+    visible_groups = list(_visible(ClusterGroup.objects.prefetch_related("members"), user))
+    groups = {g.name: [m.name for m in g.members.all()] for g in visible_groups}
+    group_labels = {g.name: dict(g.labels or {}) for g in visible_groups}
     if target_group and target_group not in groups:
         raise ImportError_(f"no cluster group named {target_group!r} (or not one you can see)", field="group")
     home = None
@@ -84,7 +85,8 @@ def environment(user: Any, target_group: str = "", *, trees: Any = None, reposit
             raise ImportError_(f"no repository named {repository!r} (or not one you can see)",
                                field="repository")
         home = HomeRepository(repo.name, repo.url, repo.branch)
-    return Environment(clusters=clusters, groups=groups, target_group=target_group, tree=trees, home=home)
+    return Environment(clusters=clusters, groups=groups, group_labels=group_labels, target_group=target_group,
+                       tree=trees, home=home)
 
 
 def _visible(queryset: Any, user: Any) -> Any:

@@ -75,6 +75,7 @@ def check_readable(url: str, user: Any) -> None:
 class Environment:
     clusters: Sequence[ClusterInfo] = ()
     groups: Mapping[str, Sequence[str]] = field(default_factory=dict)  # existing group -> member names
+    group_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # existing group -> labels
     target_group: str = ""
     home: HomeRepository | None = None  # for charts that name no Git repository
     # (url, branch or "" for the default) -> (branch, exported tree); TreeUnavailable when it cannot be read
@@ -89,6 +90,12 @@ class Environment:
 
     def matching(self, selector: Mapping[str, Any]) -> list[ClusterInfo]:
         return [c for c in self.clusters if selector_matches(dict(selector), dict(c.labels))]
+
+    def groups_matching(self, selector: Mapping[str, Any]) -> list[str]:
+        """The existing groups whose own labels match (Fleet's clusterGroupSelector selects ClusterGroups by
+        their labels, with Kubernetes' rules: an empty selector matches every group)."""
+        return sorted(name for name, labels in self.group_labels.items()
+                      if selector_matches(dict(selector), dict(labels)))
 
 
 class RemoteTrees:

@@ -131,8 +131,7 @@ def _targets(spec: dict[str, Any], src: Source, env: Environment, plan: Plan, he
         keys = {k for k in ("clusterSelector", "clusterGroup", "clusterName", "clusterGroupSelector")
                 if target.get(k) is not None}
         if "clusterGroupSelector" in keys:
-            plan.skip(src, f"{where}.clusterGroupSelector", "Fleetgate's cluster groups have no labels to "
-                      "select them by; target not imported (name the group with clusterGroup)")
+            groups.extend(_group_selector(target["clusterGroupSelector"], keys, where, src, env, plan))
             continue
         if "clusterGroup" in keys:
             if keys != {"clusterGroup"}:
@@ -170,6 +169,30 @@ def _targets(spec: dict[str, Any], src: Source, env: Environment, plan: Plan, he
                                                self_heal=heal,
                                                source=str(src))))
     return groups
+
+
+def _group_selector(selector: Any, keys: set[str], where: str, src: Source, env: Environment, plan: Plan
+                    ) -> list[GroupSpec]:
+    """Fleet's clusterGroupSelector selects ClusterGroups by their own labels: the target's clusters are the
+    members of every group it matches.  A Fleetgate mapping goes to one group, so the target becomes one
+    mapping per matching existing group (each keeps its own rollout settings).  Matched now: a group
+    labelled later is not added (import again), unlike Fleet, which keeps matching."""
+    setting = f"{where}.clusterGroupSelector"
+    if keys != {"clusterGroupSelector"}:
+        plan.skip(src, where, "clusterGroupSelector combined with clusterName/clusterSelector/clusterGroup "
+                  "cannot be expressed as Fleetgate groups; target not imported")
+        return []
+    if not isinstance(selector, dict):
+        plan.skip(src, setting, "must be a label selector")
+        return []
+    matched = env.groups_matching(selector)
+    if not matched:
+        plan.skip(src, setting, "no cluster group (that you can see) has labels it matches; label the groups "
+                  "(a group's labels), then import again; target not imported")
+        return []
+    plan.note(src, setting, f"matches the groups {', '.join(matched)} by their labels: one mapping per "
+              "group; a group labelled later does not join (import again)")
+    return [plan.add_group(GroupSpec(name, existing=True, source=str(src))) for name in matched]
 
 
 def _selector(selector: dict[str, Any]) -> dict[str, Any]:

@@ -150,3 +150,27 @@ def test_group_admins_manage_only_chart_repositories_of_their_groups(
     viewer = client_for(token_client, staging, "viewer")
     assert viewer.patch(f"/api/chart-repositories/{own}/", {"description": "x"},
                         format="json").status_code == 403
+
+
+def test_a_cached_chart_pinned_by_digest_is_not_served_to_a_withheld_group(
+    tmp_path: Path, private: ChartRepoServer, ca: LocalCA,
+) -> None:
+    from fleet.sources.charts import ChartError, ChartFetcher, ChartSpec
+
+    cache = tmp_path / "cache"
+    allowed = RepoCredentials("robot", SECRET, ca.ca_pem)
+    with ChartFetcher(cache, credentials=lambda url: allowed) as charts:
+        resolved = charts.resolve(ChartSpec(chart="payroll", repo=private.url, version="1.0.0"))
+        charts.fetch(resolved)
+    pinned = ChartSpec(chart="payroll", repo=private.url, version="1.0.0", digest=resolved.digest)
+    # a group allowed the credentials resolves the pin from the cache, without the network
+    before = len(private.auth_headers)
+    with ChartFetcher(cache, credentials=lambda url: allowed) as charts:
+        assert charts.resolve(pinned).digest == resolved.digest
+    assert len(private.auth_headers) == before
+    # a group whose credentials are withheld is sent to the repository, anonymously, and refused
+    withheld = RepoCredentials(ca_bundle=ca.ca_pem, withheld="payroll-charts")
+    with ChartFetcher(cache, credentials=lambda url: withheld) as charts, \
+            pytest.raises(ChartError, match="credentials not available to this mapping's group"):
+        charts.resolve(pinned)
+    assert private.auth_headers[before:] == [""]

@@ -39,6 +39,9 @@ class AdmissionInput:
     namespace_object: Mapping[str, Any] | None = None  # the object's Namespace (rendered or live)
     user_info: Mapping[str, Any] = field(default_factory=dict)  # {"username": ..., "groups": [...]}
     source_file: str = ""
+    #: what evaluators derive from this input once and share between the policies evaluated on it (e.g.
+    #: Kyverno's request and JSON context); lives as long as the input (the gate's target), read-only data
+    scratch: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def subject(self) -> Mapping[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,10 +75,8 @@ class KyvernoPolicy:
         ``params`` finds the parameter objects of ``validate.cel`` rules with ``paramKind``/``paramRef``;
         ``passes``, when given, receives ``(index, rule)`` for each rule whose response is ``pass``."""
         findings: list[Finding] = []
-        shared = _shared_contexts(inputs)
         for index, inp in enumerate(inputs):
-            one = shared[index] if shared[index].input is inp else _Shared(inp)
-            for result in self.apply(inp, exceptions=exceptions, params=params, _shared=one):
+            for result in self.apply(inp, exceptions=exceptions, params=params, _shared=_Shared.of(inp)):
                 details = {"policy": self.key, "kind": self.kind}
                 if result.status == "pass":
                     if passes is not None:
@@ -138,7 +135,7 @@ class KyvernoPolicy:
             if values or own_values:
                 data = build_context(inp, values or {}, own_values)
             else:
-                data = dict(shared.context)  # the rule's own top level over the shared context
+                data = dict(shared.context(inp))  # the rule's own top level over the shared context
             supplied = {**(values or {}), **(rule_values or {}).get(rule.name, {})}
             ctx = EvalContext(data, req, resource, inp, supplied, params or no_params, pss_excludes)
             try:
@@ -417,34 +414,26 @@ def build_context(
 
 class _Shared:
     """What every rule of every policy reads about one input, built once: the request for matching and the
-    JSON context (read-only: a rule's writes go to its own top level or copy on write)."""
+    JSON context (read-only: a rule's writes go to its own top level or copy on write). Kept in the input's
+    ``scratch``, so it lives as long as the input (the gate's target) and no longer."""
 
-    __slots__ = ("_context", "input", "request")
+    __slots__ = ("_context", "request")
 
     def __init__(self, inp: AdmissionInput) -> None:
-        self.input = inp
         self.request = build_request(inp)
         self._context: dict[str, Any] | None = None
 
-    @property
-    def context(self) -> dict[str, Any]:
+    @classmethod
+    def of(cls, inp: AdmissionInput) -> _Shared:
+        shared = inp.scratch.get("kyverno")
+        if not isinstance(shared, cls):
+            shared = inp.scratch["kyverno"] = cls(inp)
+        return shared
+
+    def context(self, inp: AdmissionInput) -> dict[str, Any]:
         if self._context is None:  # only inputs some rule matches need one
-            self._context = build_context(self.input, {}, {})
+            self._context = build_context(inp, {}, {})
         return self._context
-
-
-_LAST = threading.local()
-
-
-def _shared_contexts(inputs: Sequence[AdmissionInput]) -> list[_Shared]:
-    """One :class:`_Shared` per input, reused while the same list of inputs is evaluated (the gate hands
-    every policy of a target the same list), per thread."""
-    last = getattr(_LAST, "value", None)
-    if last is not None and last[0] is inputs and len(last[1]) == len(inputs):
-        return last[1]
-    shared = [_Shared(inp) for inp in inputs]
-    _LAST.value = (inputs, shared)
-    return shared
 
 
 def load_context(entries: Sequence[Mapping[str, Any]], ctx: EvalContext) -> None:

@@ -156,6 +156,11 @@ class RenderedObject:
         return self.operation == "DELETE"
 
 
+class ParamsUnreadable(Exception):
+    """The parameter objects of a policy could not be read from the target cluster: the target cannot be
+    reviewed (it blocks), as when its live objects cannot be read."""
+
+
 @dataclass(frozen=True)
 class TargetContext:
     """What policies can know about the target, at ``data.fleetgate.context``::
@@ -176,6 +181,10 @@ class TargetContext:
     #: ``userInfo`` of every review of this target: the Fleetgate user who triggered the rollout, or the
     #: commit author (``git:<email>``), with groups.
     user_info: Mapping[str, Any] = field(default_factory=lambda: dict(gk.DEFAULT_USER_INFO))
+    #: Where parameter objects (``paramRef``) the render does not hold are looked up: the target
+    #: cluster, for a live review (a :data:`ParamsLookup` that raises :class:`ParamsUnreadable` when the
+    #: cluster cannot be read); None for a review of the render alone.
+    live_params: ParamsLookup | None = field(default=None, compare=False, repr=False)
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -560,7 +569,9 @@ class _Target:
         self, api_version: str, kind: str, namespace: str, name: str, selector: Mapping[str, Any] | None
     ) -> list[Mapping[str, Any]]:
         """:data:`ParamsLookup` of this target: the objects rendered for it first, then the live objects its
-        review read (the old objects of its UPDATEs and DELETEs) that the render does not hold."""
+        review read (the old objects of its UPDATEs and DELETEs) that the render does not hold, then (for a
+        live review, :attr:`TargetContext.live_params`) the objects of the target cluster: by name when the
+        render holds none, and every one a selector (or ``*``) matches that the render does not hold."""
         if self._params is None:
             index: dict[tuple[str, str], list[tuple[ObjectId, Mapping[str, Any]]]] = {}
             seen: set[ObjectId] = set()
@@ -574,13 +585,24 @@ class _Target:
                     seen.add(oid)
             self._params = index
         wanted = LabelSelector.parse(selector, "paramRef.selector") if selector is not None else None
-        return [
-            obj
+        found = [
+            (oid.namespace, oid.name, obj)
             for oid, obj in self._params.get((api_version, kind), [])
             if (not namespace or oid.namespace == namespace)
             and (not name or name == "*" or oid.name == name)
             and (wanted is None or wanted.matches(labels_of(obj)))
         ]
+        live = self.context.live_params
+        by_name = bool(name) and name != "*"
+        if live is not None and not (by_name and found):
+            held = {(ns, n) for ns, n, _ in found}
+            for obj in live(api_version, kind, namespace, name, selector):
+                meta = obj.get("metadata") or {}
+                key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+                if key not in held and (wanted is None or wanted.matches(labels_of(obj))):
+                    held.add(key)
+                    found.append((*key, obj))
+        return [obj for _ns, _n, obj in found]
 
     def object_json(self, i: int) -> str:
         text = self._object_json[i]
@@ -922,6 +944,8 @@ def evaluate_target(
                         tests += conftest_out.tests
                     violations.extend(found)
                     evaluations += count
+                except ParamsUnreadable as exc:  # like the live objects: the target cannot be reviewed
+                    return cannot_review(str(exc))
                 except Exception as exc:  # fail closed: any failure blocks, with its reason
                     errors.append(_error_for(policy, exc))
     except Exception as exc:  # whatever failed, the answer is "blocked", never "passed"

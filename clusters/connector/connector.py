@@ -140,6 +140,35 @@ class Connector:
             return None
         return self._get(resource, r)
 
+    def read_params(
+        self, api_version: str, kind: str, namespace: str, name: str, label_selector: str | None
+    ) -> list[dict[str, Any]]:
+        """The objects a ValidatingAdmissionPolicy binding's ``paramRef`` names, as the API server finds
+        them: the kind resolved by discovery; one GET by ``name`` (in ``namespace`` when the kind is
+        namespaced), else one LIST with ``label_selector`` (in ``namespace``, or every namespace when it is
+        empty). A kind not served, or an object absent (404), is an empty list; any other failure raises."""
+        try:
+            resource = self.client.resource(api_version, kind)
+        except ResourceNotFoundError:
+            return []
+        namespace = namespace if resource.namespaced else ""
+        if name and name != "*":
+            if resource.namespaced and not namespace:
+                return []  # a namespaced kind has no object outside a namespace
+            found = self._get(resource, o.ObjectRef(api_version, kind, namespace, name))
+            return [found] if found is not None else []
+        dyn = self.client.dyn
+        resp = self.client.call(
+            lambda: dyn.get(
+                resource, namespace=namespace or None, label_selector=label_selector or None, serialize=False
+            )
+        )
+        items = json.loads(resp.data).get("items") or []
+        for item in items:
+            item.setdefault("apiVersion", resource.group_version)
+            item.setdefault("kind", resource.kind)
+        return list(items)
+
     def _list_full(self, resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
         """Every object of ``resource`` in ``namespace`` by name, as a GET would return it (a list's items
         carry no apiVersion and kind: they are set)."""

@@ -36,7 +36,7 @@ from policies.choices import Enforcement
 from policies.engine import RegoEngine
 from policies.models import Evaluation, Policy, PolicyBinding, PolicyVersion, Violation, Waiver
 from policies.services.definitions import definition_of
-from policies.services.reviews import CANNOT_REVIEW, RENDERED, TargetReview
+from policies.services.reviews import CANNOT_REVIEW, LIVE, RENDERED, LiveParams, TargetReview
 
 _SEVERITY = {"deny": 2, "warn": 1, "dryrun": 0, "": 3}
 
@@ -519,6 +519,8 @@ def evaluate_targets(
         ctx = target_context(mapping, cluster, commit, sha=sha, namespace=namespace)
         if user_info is not None:
             ctx = replace(ctx, user_info=dict(user_info))
+        if review is not None and review.mode == LIVE:  # params the render lacks: read on the cluster
+            ctx = replace(ctx, live_params=LiveParams(cluster, mapping))
         decision = run_target(objects, bound, ctx, engine=engine, now=now)
         if review is not None:
             decision.review.update(mode=review.mode, reason=review.reason)

@@ -147,3 +147,64 @@ def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str]:
         str(meta.get("namespace") or "") if isinstance(meta, Mapping) else "",
         str(meta.get("name") or "") if isinstance(meta, Mapping) else "",
     )
+
+
+def label_selector_text(selector: Mapping[str, Any] | None) -> str:
+    """A ``metav1.LabelSelector`` as the ``labelSelector`` of a LIST (``a=b,c in (d,e),!f``); the objects
+    listed are matched by the selector again (the gate's own matching decides)."""
+    if not selector:
+        return ""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+class LiveParams:
+    """The :data:`gate.ParamsLookup` of a live review: the parameter objects (``paramKind`` +
+    ``paramRef``) the render does not hold, read from the target cluster through the connector with the
+    identity of the mapping's group (its allow-list's impersonation, as every live read of the mapping).
+    Each (kind, namespace, name or selector) is read once per review of the target, however many objects
+    ask for it. A Secret is masked like every live Secret. A 404 is "not found" (the binding's
+    ``parameterNotFoundAction`` decides); any other failure raises :class:`gate.ParamsUnreadable`, and the
+    target cannot be reviewed."""
+
+    def __init__(self, cluster: Any, mapping: Any) -> None:
+        self.cluster = cluster
+        self.mapping = mapping
+        self.reads = 0
+        self._found: dict[tuple[str, str, str, str, str], list[Mapping[str, Any]]] = {}
+        self._identity: str | None = None
+
+    def __call__(
+        self, api_version: str, kind: str, namespace: str, name: str, selector: Mapping[str, Any] | None
+    ) -> list[Mapping[str, Any]]:
+        from fleet.rollouts import ports
+
+        by_name = bool(name) and name != "*"
+        labels = "" if by_name else label_selector_text(selector)
+        key = (api_version, kind, namespace, name if by_name else "", labels)
+        found = self._found.get(key)
+        if found is None:
+            if self._identity is None:
+                self._identity = ports.identity(self.mapping)
+            what = f"{kind} {namespace + '/' if namespace else ''}{name if by_name else labels or '*'}"
+            try:
+                with ports.connect(self.cluster, self._identity) as kube:
+                    read = kube.read_params(api_version, kind, namespace, name if by_name else "", labels)
+            except Exception as exc:
+                raise gate.ParamsUnreadable(
+                    f"the parameter {what} could not be read from {self.cluster.name}: "
+                    f"{type(exc).__name__}: {exc}"[:1000]
+                ) from exc
+            self.reads += 1
+            found = self._found[key] = [masked_live(obj) for obj in read]
+        return found

@@ -87,6 +87,12 @@ def test_a_password_needs_a_user_name_and_the_ca_must_be_pem(admin_client: Any) 
         format="json",
     )
     assert response.status_code == 400 and "ca_bundle" in response.json()
+    response = admin_client.post(  # text that is not ASCII is not PEM either (it used to be a 500)
+        "/api/chart-repositories/",
+        {"name": "x", "url": "oci://registry.example.com", "ca_bundle": "\u00a5 not ascii"},
+        format="json",
+    )
+    assert response.status_code == 400 and response.json()["ca_bundle"] == ["Not PEM certificates."]
 
 
 def test_credentials_are_found_by_the_longest_url_prefix() -> None:

@@ -38,7 +38,7 @@ def ssl_context(ca_bundle: str = "", ca_file: str | None = None) -> ssl.SSLConte
     if ca_bundle.strip():
         try:
             ctx.load_verify_locations(cadata=ca_bundle)
-        except (ssl.SSLError, ValueError):
+        except (ssl.SSLError, ValueError, TypeError):  # TypeError: text that is not ASCII
             raise ChartError("invalid", "the repository's CA bundle is not PEM certificates") from None
     return ctx
 

@@ -217,3 +217,20 @@ def validate_namespace_annotations(value: object) -> None:
         size += len(key) + len(text.encode())
     if size > 256 * 1024:
         raise ValidationError("annotations may total at most 256 KiB")
+
+
+def _namespace_metadata_schemas() -> tuple[dict[str, object], dict[str, object]]:
+    from clusters.selectors import LABEL_KEY, LABELS_SCHEMA
+
+    annotations = {
+        "type": "object",
+        "propertyNames": {"type": "string", "maxLength": 316, "pattern": LABEL_KEY.pattern},
+        "additionalProperties": {"type": "string"},
+    }
+    return dict(LABELS_SCHEMA), annotations
+
+
+# The API schema publishes what these validators accept (fleet/core/api/schema.py reads json_schema).
+_LABELS_SCHEMA, _ANNOTATIONS_SCHEMA = _namespace_metadata_schemas()
+validate_namespace_labels.json_schema = _LABELS_SCHEMA  # type: ignore[attr-defined]
+validate_namespace_annotations.json_schema = _ANNOTATIONS_SCHEMA  # type: ignore[attr-defined]

@@ -261,6 +261,15 @@ def guide(case: Any, world: World) -> None:
         body["name"] = f"st-{next(_names)}"
     if "url" in body:
         body["url"] = "https://127.0.0.1/team/generated.git"
+        if path.startswith("/api/chart-repositories/"):  # a chart repository's URL is unique
+            body["url"] = f"https://127.0.0.1/charts/st-{next(_names)}"
+    if "cluster_groups" in body and path.startswith("/api/chart-repositories/"):
+        body["cluster_groups"] = [world.ids["group"]]
+    if "ca_bundle" in body and path.startswith("/api/chart-repositories/"):
+        # PEM certificates only (tests/sources/test_helm_chart_repositories_api.py)
+        body["ca_bundle"] = ""
+    if path.startswith("/api/chart-repositories/") and {"username", "password"} & set(body):
+        body.update(username="st-user", password="st-password")  # a password needs a user name
     if "api_url" in body:
         body["api_url"] = "https://127.0.0.1:6443"
     if "path" in body and path.startswith("/api/mappings/"):
@@ -269,6 +278,11 @@ def guide(case: Any, world: World) -> None:
         # A chart from a repository needs its name, repository and version together, and a Helm renderer
         # (tests/sources/test_mapping_remote_chart.py): none here, so any renderer goes.
         body.update(helm_chart="", helm_repo="", helm_version="")
+    namespace_fields = {"create_namespace", "namespace_labels", "namespace_annotations"}
+    if path.startswith("/api/mappings/") and namespace_fields & set(body):
+        # Namespace labels need create_namespace, which needs a target namespace other than 'default'
+        # (tests/sources/test_mapping_create_namespace.py): one complete combination.
+        body.update(create_namespace=False, namespace_labels={}, namespace_annotations={})
     if "helm_values_files" in body and path.startswith("/api/mappings/"):
         body["helm_values_files"] = ["values/generated.yaml"]  # repository paths (no '..', no glob)
     if "depends_on" in body and path.startswith("/api/mappings/"):

@@ -906,7 +906,8 @@ def evaluate_target(
     engine_name = "?"
     try:
         # VAP and Kyverno policies are evaluated in-process: the Rego engine is needed only for Rego ones
-        needs_engine = any(p.admission is None for p in policies)
+        # (with no policy at all, the decision is still the configured engine's, as dashboards count it)
+        needs_engine = not policies or any(p.admission is None for p in policies)
         engine = engine or (get_engine() if needs_engine else None)
         engine_name = engine.name if engine is not None else "in-process"
         target = _Target(rendered, context)

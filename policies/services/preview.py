@@ -713,14 +713,16 @@ def run(preview_id: int, *, engine: RegoEngine | None = None) -> PolicyPreview:
     preview.status = PreviewStatus.DONE
     preview.report = report
     preview.finished = timezone.now()
-    preview.save(update_fields=["status", "report", "finished"])
-    record(
-        "policypreview.finish",
-        preview,
-        scope=preview.cluster_group,
-        after={"counts": report["counts"]},
-        message=f"impact preview #{preview.pk}: {summary_text(report['counts'])}",
-    )
+    # One transaction: whoever sees the job done also finds its audit row.
+    with transaction.atomic():
+        preview.save(update_fields=["status", "report", "finished"])
+        record(
+            "policypreview.finish",
+            preview,
+            scope=preview.cluster_group,
+            after={"counts": report["counts"]},
+            message=f"impact preview #{preview.pk}: {summary_text(report['counts'])}",
+        )
     return preview
 
 

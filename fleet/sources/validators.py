@@ -222,7 +222,7 @@ def validate_namespace_annotations(value: object) -> None:
 def _namespace_metadata_schemas() -> tuple[dict[str, object], dict[str, object]]:
     from clusters.selectors import LABEL_KEY, LABELS_SCHEMA
 
-    annotations = {
+    annotations: dict[str, object] = {
         "type": "object",
         "propertyNames": {"type": "string", "maxLength": 316, "pattern": LABEL_KEY.pattern},
         "additionalProperties": {"type": "string"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -41,6 +41,20 @@ def ssl_context(ca_bundle: str = "", ca_file: str | None = None) -> ssl.SSLConte
         except (ssl.SSLError, ValueError, TypeError):  # TypeError: text that is not ASCII
             raise ChartError("invalid", "the repository's CA bundle is not PEM certificates") from None
     return ctx
+
+
+def copy_limited(chunks: Iterable[bytes], out: BinaryIO, max_bytes: int, too_large: str) -> tuple[int, str]:
+    """Write a download's chunks to ``out``, refusing it (``too_large``) past ``max_bytes``; returns the size
+    and the ``sha256:`` digest of what was written."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise ChartError("too_large", too_large)
+        digest.update(chunk)
+        out.write(chunk)
+    return size, "sha256:" + digest.hexdigest()
 
 
 class HttpClient:
@@ -125,20 +139,14 @@ class HttpClient:
                 raise ChartError(
                     "too_large", f"{what}: {shown} is {int(length)} bytes, more than the limit of {max_bytes}"
                 )
-            digest = hashlib.sha256()
-            size = 0
             try:
-                for chunk in response.stream(64 * 1024):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ChartError(
-                            "too_large", f"{what}: {shown} is more than the limit of {max_bytes} bytes"
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
+                size, digest = copy_limited(
+                    response.stream(64 * 1024), out, max_bytes, f"{what}: {shown} is more than the limit of "
+                    f"{max_bytes} bytes"
+                )
             except urllib3.exceptions.HTTPError:
                 raise ChartError("network_required", f"{what}: the download from {shown} broke off") from None
-            return Downloaded(200, size, "sha256:" + digest.hexdigest(), response.headers.get("ETag") or "")
+            return Downloaded(200, size, digest, response.headers.get("ETag") or "")
         finally:
             response.release_conn()
 

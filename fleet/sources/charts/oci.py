@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from fleet.core import urlguard
 
 from .errors import ChartError, withheld_hint
+from .http import copy_limited
 from .spec import ChartSpec, RepoCredentials, ResolvedChart
 from .versions import is_exact, select
 
@@ -231,24 +232,18 @@ class OciClient:
         container = _container(host, namespace, name)
         url = f"{reg.prefix}://{container.get_blob_url(resolved.layer_digest)}"
         response = self._request(reg, url, what, stream=True)
-        digest = hashlib.sha256()
-        size = 0
         try:
-            for chunk in response.iter_content(64 * 1024):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ChartError(
-                        "too_large", f"{what}: the chart is more than the limit of {max_bytes} bytes"
-                    )
-                digest.update(chunk)
-                out.write(chunk)
+            _, digest = copy_limited(
+                response.iter_content(64 * 1024), out, max_bytes,
+                f"{what}: the chart is more than the limit of {max_bytes} bytes",
+            )
         except ChartError:
             raise
         except Exception:
             raise ChartError("network_required", f"{what}: the download from {host} broke off") from None
         finally:
             response.close()
-        return "sha256:" + digest.hexdigest()
+        return digest
 
 
 def _session(adapter_cls: Any, timeout: float, networks: Sequence[urlguard.IPNetwork]) -> Any:

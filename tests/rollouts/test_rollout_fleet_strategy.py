@@ -1,10 +1,12 @@
 """A repository laid out for Rancher Fleet, through the real flow (git, fetch, render, gate, sandbox clusters
 over HTTP): its fleet.yaml's rolloutStrategy partitions become the rollout's batches, in order; a cluster in
-no partition is not rolled out; a partition's maxUnavailable halts the rollout before the next batch; and a
-clusterGroupSelector matches the cluster group's own labels."""
+no partition is not rolled out; a partition with more failed clusters than its maxUnavailable is
+unavailable, and more unavailable partitions than maxUnavailablePartitions halt the rollout before the next
+batch, whichever leg failed last; and a clusterGroupSelector matches the cluster group's own labels."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -48,9 +50,10 @@ rolloutStrategy:
 
 
 class World:
-    def __init__(self, git_repo: Any, make_fleet: Any, **group: Any) -> None:
+    def __init__(self, git_repo: Any, make_fleet: Any, labels: dict[str, dict[str, str]] | None = None,
+                 **group: Any) -> None:
         self.git_repo = git_repo
-        self.fleet = make_fleet(LABELS)
+        self.fleet = make_fleet(labels or LABELS)
         self.group = make_group(f"{self.fleet.prefix}-g", "t", labels={"tier": "gold"}, **group)
         self.repo = make_repository(git_repo, name=f"{self.fleet.prefix}-repo")
         self.mapping = make_mapping(self.repo, "web", "apps/web", self.group)
@@ -143,3 +146,51 @@ def test_max_unavailable_is_the_halt_threshold_and_the_parallelism(
     assert legs["a"] == (0, "synced") and legs["b"] == (0, "failed")
     assert {legs[n] for n in "cde"} == {(0, "pending")}
     assert rollout.strategy["batches"] is None and rollout.strategy["max_unavailable"] == 1
+
+
+WAVES = {n: {"env": "t", "wave": "1" if n in "abc" else "2"} for n in "abcde"}
+
+
+def waves_yaml(max_partitions: int) -> str:
+    return f"""\
+namespace: gold-apps
+rolloutStrategy:
+  maxUnavailablePartitions: {max_partitions}
+  partitions:
+  - name: first
+    clusterSelector: {{matchLabels: {{wave: "1"}}}}
+    maxUnavailable: 1
+  - name: rest
+    clusterSelector: {{matchLabels: {{wave: "2"}}}}
+"""
+
+
+@pytest.mark.parametrize(("down", "max_partitions", "halts"), [
+    ("a", 0, False),   # 1 of 3 failed, limit 1: the partition is available; first leg or ...
+    ("c", 0, False),   # ... the batch's last leg, the same
+    ("ab", 0, True),   # 2 failed: unavailable, more than maxUnavailablePartitions 0
+    ("bc", 0, True),   # the same when the batch's last leg is one of them
+    ("ab", 1, False),  # maxUnavailablePartitions 1 lets the next batch start
+])
+def test_a_partition_is_unavailable_past_its_max_unavailable_whichever_leg_fails_last(
+    git_repo: Any, make_fleet: Any, tasks: Any, down: str, max_partitions: int, halts: bool
+) -> None:
+    w = World(git_repo, make_fleet, labels=WAVES, failure_threshold=5, max_parallel=10)
+    for name in down:
+        w.fleet.sandbox(name).faults.down = True
+    rollout = w.push(waves_yaml(max_partitions))
+    tasks.drain(include_delayed=True)
+    rollout.refresh_from_db()
+    legs = w.legs(rollout)
+    # the first batch ran to its end, one leg at a time (its maxUnavailable 1), failures or not
+    assert {legs[n] for n in "abc"} == {(0, "failed" if n in down else "synced") for n in "abc"}
+    first = sorted(ClusterSync.objects.filter(rollout=rollout, batch=0), key=lambda cs: cs.started_at)
+    assert all(a.finished_at <= b.started_at for a, b in pairwise(first))
+    if halts:
+        assert rollout.state == "halted", rollout.reason
+        assert "batch 2 does not start" in rollout.reason
+        assert "first (2 failed, maxUnavailable 1)" in rollout.reason
+        assert {legs[n] for n in "de"} == {(1, "pending")}
+    else:
+        assert rollout.state == "failed", rollout.reason
+        assert {legs[n] for n in "de"} == {(1, "synced")}

@@ -11,7 +11,14 @@ import pytest
 
 from fleet.sources.render import ClusterContext, RenderError, RenderRequest, SourceTree, render
 from fleet.sources.render.fleetbundle import parse_fleet_yaml
-from fleet.sources.render.fleetrollout import check_strategy, limit, plan_batches
+from fleet.sources.render.fleetrollout import (
+    batch_slots,
+    check_strategy,
+    limit,
+    partition_unavailable,
+    plan_batches,
+    unavailable_partitions,
+)
 
 
 def clusters(n: int, group: str = "g", group_labels: dict[str, str] | None = None,
@@ -170,3 +177,52 @@ def test_a_target_customization_cannot_change_the_strategy(tmp_path: Path) -> No
         name="d1", labels={"env": "dev"})))
     assert any("targetCustomizations[0].rolloutStrategy is ignored" in w for w in result.warnings)
     assert not any("rolloutStrategy is not honoured" in w for w in result.warnings)
+
+
+# ---------------------------------------------------------------------------------- partitions at run time
+
+
+def test_a_partitions_max_unavailable_limits_its_updating_legs_and_failures_do_not_stop_the_batch() -> None:
+    assert batch_slots(1, 0) == 1 and batch_slots(1, 1) == 0
+    assert batch_slots(0, 0) == 1  # a limit of 0: one at a time
+    assert batch_slots(3, 1) == 2
+
+
+@pytest.mark.parametrize(("failed", "unavailable"), [(0, False), (1, False), (2, True), (3, True)])
+def test_a_partition_is_unavailable_only_past_its_max_unavailable(failed: int, unavailable: bool) -> None:
+    # Fleet's updatePartitionStatus: Unavailable > MaxUnavailable (a batch of 3 with maxUnavailable 1)
+    assert partition_unavailable(failed, 1) is unavailable
+
+
+@pytest.mark.parametrize(("failed", "max_partitions", "halts"), [
+    (1, 0, False),  # limit 1, one failure: the partition is available, the next batch starts
+    (2, 0, True),   # two failures: unavailable, more than 0 unavailable partitions allowed
+    (2, 1, False),  # ... and maxUnavailablePartitions 1 lets the next batch start
+    (3, 1, False),
+])
+def test_the_next_batch_starts_by_the_count_of_unavailable_partitions(
+    failed: int, max_partitions: int, halts: bool
+) -> None:
+    over = unavailable_partitions({0: failed}, {0: 1, 1: 1}, 1, max_partitions)
+    assert over == ([0] if halts else [])
+
+
+def test_two_unavailable_partitions_pass_max_unavailable_partitions_one() -> None:
+    batch_max = {0: 1, 1: 0, 2: 1}
+    assert unavailable_partitions({0: 2}, batch_max, 2, 1) == []
+    assert unavailable_partitions({0: 2, 1: 1}, batch_max, 2, 1) == [0, 1]
+    assert unavailable_partitions({0: 2, 1: 1}, batch_max, 1, 1) == []  # only batches before the next count
+
+
+def test_a_plans_partition_limits_drive_the_run_time_rules() -> None:
+    # the mapped plan's own numbers: a batch of 3 with maxUnavailable 1, then the rest
+    spec = {"maxUnavailablePartitions": 0, "partitions": [
+        {"name": "first", "clusterSelector": {"matchLabels": {"wave": "1"}}, "maxUnavailable": 1},
+        {"name": "rest", "clusterSelector": {"matchLabels": {"wave": "2"}}}]}
+    wave = {f"c{i:03d}": {"wave": "1" if i < 3 else "2"} for i in range(5)}
+    plan = plan_batches(spec, clusters(5, **wave))
+    assert plan.batches is not None
+    batch_max = {i: b.max_unavailable for i, b in enumerate(plan.batches)}
+    assert batch_max == {0: 1, 1: 2}
+    assert unavailable_partitions({0: 1}, batch_max, 1, plan.max_unavailable_partitions) == []
+    assert unavailable_partitions({0: 2}, batch_max, 1, plan.max_unavailable_partitions) == [0]

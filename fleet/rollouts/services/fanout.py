@@ -28,6 +28,7 @@ from fleet.rollouts.services.common import (
     sync_event,
     transition,
 )
+from fleet.sources.render.fleetrollout import batch_slots, unavailable_partitions
 
 ACTIVE = (RolloutState.QUEUED, RolloutState.SYNCING)
 
@@ -95,9 +96,9 @@ def advance(rollout_id: int) -> str:
             # A new batch: wait for the pause between batches (if any) first.
             if in_flight:
                 return str(rollout.state)
-            over = [b for b, most in sorted(limits.batch_max.items())
-                    if b < batch and counts[b].get(SyncState.FAILED, 0) > most]
-            if len(over) > limits.max_unavailable_partitions:
+            over = unavailable_partitions({b: counts[b].get(SyncState.FAILED, 0) for b in counts},
+                                          limits.batch_max, batch, limits.max_unavailable_partitions)
+            if over:
                 names = ", ".join(f"{limits.batch_names.get(b) or b + 1} "
                                   f"({counts[b].get(SyncState.FAILED, 0)} failed, maxUnavailable "
                                   f"{limits.batch_max[b]})" for b in over)
@@ -145,15 +146,9 @@ def advance(rollout_id: int) -> str:
         slots = limits.max_parallel - in_flight
         if limits.max_unavailable is not None:  # Fleet: failed and updating clusters share the limit
             slots = min(slots, limits.max_unavailable - failed - in_flight)
-        if batch in limits.batch_max:  # and inside a partition, its own limit
-            failed_here = counts[batch].get(SyncState.FAILED, 0)
-            most = max(1, limits.batch_max[batch])
-            if failed_here >= most:
-                return _halt(rollout, f"batch {batch + 1} ({limits.batch_names.get(batch)}): {failed_here} "
-                                      f"cluster(s) failed, as many as its fleet.yaml maxUnavailable of "
-                                      f"{limits.batch_max[batch]} lets be unavailable ({limits.source})")
+        if batch in limits.batch_max:  # and inside a partition, its own limit of legs updating at once
             here = counts[batch].get(SyncState.QUEUED, 0) + counts[batch].get(SyncState.SYNCING, 0)
-            slots = min(slots, most - failed_here - here)
+            slots = min(slots, batch_slots(limits.batch_max[batch], here))
         if slots <= 0:
             return str(rollout.state)
         picked = _ready_legs(rollout, batch, slots, counts[batch].get(SyncState.WAITING, 0))

@@ -166,6 +166,31 @@ class BatchPlan:
         }
 
 
+def batch_slots(max_unavailable: int, in_flight: int) -> int:
+    """How many more of a partition's legs may start now: Fleet updates no further cluster of a partition
+    while as many as its ``maxUnavailable`` are unavailable; here the legs in flight are the updating ones
+    (at least one at a time, so a limit of 0 syncs one by one). Failed legs do not block the batch: it runs
+    to its end and is then judged by ``unavailable_partitions`` (no halt inside a batch)."""
+    return max(1, max_unavailable) - in_flight
+
+
+def partition_unavailable(failed: int, max_unavailable: int) -> bool:
+    """Fleet's ``updatePartitionStatus``: a partition is unavailable when MORE of its clusters than its
+    ``maxUnavailable`` are unavailable (here: failed)."""
+    return failed > max_unavailable
+
+
+def unavailable_partitions(failed: Mapping[int, int], batch_max: Mapping[int, int], before: int,
+                           max_unavailable_partitions: int) -> list[int]:
+    """The finished batches (those before ``before``) that are unavailable, when there are more of them than
+    ``maxUnavailablePartitions`` allows (then the next batch does not start, as Fleet does not go on to the
+    next partition), else ``[]``. Only counts of finished batches: the answer does not depend on the order in
+    which their legs ended."""
+    over = [b for b, most in sorted(batch_max.items())
+            if b < before and partition_unavailable(failed.get(b, 0), most)]
+    return over if len(over) > max_unavailable_partitions else []
+
+
 def partitions_apply(spec: Mapping[str, Any]) -> bool:
     """Whether the strategy says how to partition (then it replaces the group's batches): partitions, or an
     automatic partition size or threshold.  ``maxUnavailable`` alone leaves the group's batches."""

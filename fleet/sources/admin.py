@@ -5,9 +5,11 @@ from typing import Any, cast
 from django.contrib import admin, messages
 from django.http import QueryDict
 
+from fleet.access.writes import OutOfScope
 from fleet.core.admin import AuditedModelAdmin, SecretFieldsForm
 from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
+from fleet.sources.api.serializers import CREDENTIALS_AGAIN, url_moved
 from fleet.sources.choices import FetchTrigger
 from fleet.sources.models import (
     ChartRepository,
@@ -18,6 +20,7 @@ from fleet.sources.models import (
     Repository,
 )
 from fleet.sources.services import request_fetch
+from fleet.sources.services.charts import check_chart_repository_scope
 from fleet.sources.services.dependencies import (
     DependencyError,
     check_delete,
@@ -91,16 +94,56 @@ class PathMappingForm(SecretFieldsForm):
         return cleaned
 
 
+class ChartRepositoryForm(SecretFieldsForm):
+    """A URL changed while a password is stored needs the password again (as in the API)."""
+
+    def clean(self) -> dict[str, Any]:
+        given = self.cleaned_data.get("password")
+        stored = ChartRepository.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        url = self.cleaned_data.get("url")
+        if stored is not None and stored.password and not given and url and url_moved(stored.url, url):
+            self.add_error("password", CREDENTIALS_AGAIN)
+        return super().clean()
+
+
 @admin.register(ChartRepository)
 class ChartRepositoryAdmin(AuditedModelAdmin):
-    """Chart repository credentials: the password renders empty (blank keeps it), audited without it."""
+    """Chart repository credentials: the password renders empty (blank keeps it), audited without it. As in
+    the API, a staff user changes or deletes one only with the permission in every group it serves (none: a
+    role on all clusters), before and after the change."""
 
-    form = SecretFieldsForm
+    form = ChartRepositoryForm
     list_display = ("name", "url", "username", "updated")
     list_filter = ("cluster_groups",)
     filter_horizontal = ("cluster_groups",)
     search_fields = ("name", "url")
     readonly_fields = ("created", "updated")
+
+    @staticmethod
+    def _in_scope(request: Any, obj: Any, action: str) -> bool:
+        try:
+            check_chart_repository_scope(request.user, obj, action)
+        except OutOfScope:
+            return False
+        return True
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or self._in_scope(request, obj, "change"))
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or self._in_scope(request, obj, "delete"))
+
+    def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # the groups it is saved with (the change view's transaction rolls back a refusal)
+        check_chart_repository_scope(request.user, form.instance, "change" if change else "add")
+
+    def delete_queryset(self, request: Any, queryset: Any) -> None:
+        for obj in queryset:
+            check_chart_repository_scope(request.user, obj, "delete")
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(PathMapping)

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from fleet.access.models import RoleBinding
 from fleet.audit.models import AuditEvent
 from fleet.sources.charts import RepoCredentials
 from fleet.sources.models import ChartRepository
 from fleet.sources.services.charts import CredentialTable, matches
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 SECRET = "chart-repo-p4ssword-value"
@@ -254,3 +256,138 @@ def test_offline_the_mapping_fails_with_network_required_naming_chart_and_reposi
     assert shown.json()["error"]["message"].startswith(
         f"network_required: chart 'web' version 1.0.0 from {url}"
     )
+
+
+# Who may change or delete a repository serving several groups, and a URL change needs the credentials again
+
+def client_for(token_client: Any, group: Any, role: str = "cluster-admin") -> Any:
+    user = UserFactory(username=f"{role}-{group.name}")
+    RoleBinding.objects.create(user=user, role=role, scope=group)
+    return token_client(user)
+
+
+def shared_repository(admin_client: Any, fleet: dict[str, Any]) -> str:
+    answer = admin_client.post("/api/chart-repositories/", {
+        "name": "shared", "url": "https://charts.example.com/shared", "username": "robot", "password": SECRET,
+        "cluster_groups": [fleet["staging"].pk, fleet["prod"].pk],
+    }, format="json")
+    assert answer.status_code == 201, answer.json()
+    return f"/api/chart-repositories/{answer.json()['id']}/"
+
+
+def test_a_group_admin_cannot_take_over_or_delete_a_shared_repository(
+    fleet: dict[str, Any], token_client: Any, admin_client: Any,
+) -> None:
+    """The reported takeover: staging's admin narrows a staging+prod repository to staging and points it at
+    their own host, keeping the stored password; every staging render would then send it there."""
+    staging, prod = fleet["staging"], fleet["prod"]
+    url = shared_repository(admin_client, fleet)
+    client = client_for(token_client, staging)
+    events = AuditEvent.objects.count()
+    answer = client.patch(url, {"cluster_groups": [staging.pk], "url": "https://attacker.example.net/x"},
+                          format="json")
+    assert answer.status_code == 403, answer.json()
+    assert "prod" in answer.json()["detail"]
+    # narrowing alone (then changing the URL as the repository's only group admin) is refused as well
+    answer = client.patch(url, {"cluster_groups": [staging.pk]}, format="json")
+    assert answer.status_code == 403, answer.json()
+    answer = client.put(url, {"name": "shared", "url": "https://attacker.example.net/x", "username": "robot",
+                              "password": "", "cluster_groups": [staging.pk]}, format="json")
+    assert answer.status_code == 403, answer.json()
+    assert client.delete(url).status_code == 403
+    repo = ChartRepository.objects.get(name="shared")
+    assert repo.url == "https://charts.example.com/shared" and repo.password == SECRET
+    assert set(repo.cluster_groups.all()) == {staging, prod}
+    assert AuditEvent.objects.count() == events
+
+    # an admin on all clusters still does everything (with the password again for the new URL)
+    answer = admin_client.patch(url, {"cluster_groups": [staging.pk]}, format="json")
+    assert answer.status_code == 200, answer.json()
+    answer = admin_client.patch(url, {"url": "https://charts.example.org/moved", "password": SECRET + "2"},
+                                format="json")
+    assert answer.status_code == 200, answer.json()
+    answer = admin_client.patch(url, {"cluster_groups": []}, format="json")
+    assert answer.status_code == 200, answer.json()
+    assert admin_client.delete(url).status_code == 204
+    for event in AuditEvent.objects.filter(action__startswith="chartrepository."):
+        dumped = json.dumps([event.before, event.after, event.message])
+        assert SECRET not in dumped, event.action
+
+
+@pytest.mark.parametrize("new_url", [
+    "https://attacker.example.net/shared",  # host
+    "http://charts.example.com/shared",  # scheme
+    "https://charts.example.com:8443/shared",  # port
+    "https://charts.example.com/other",  # path
+])
+def test_changing_the_url_needs_the_credentials_again(
+    new_url: str, fleet: dict[str, Any], token_client: Any, admin_client: Any,
+) -> None:
+    url = shared_repository(admin_client, fleet)
+    for password in (None, ""):
+        body = {"url": new_url} if password is None else {"url": new_url, "password": password}
+        answer = admin_client.patch(url, body, format="json")
+        assert answer.status_code == 400, answer.json()
+        assert "credentials again when changing the URL" in answer.json()["password"][0]
+    repo = ChartRepository.objects.get(name="shared")
+    assert repo.url == "https://charts.example.com/shared" and repo.password == SECRET
+    # the same URL (a trailing slash, the host's case) is no change
+    answer = admin_client.patch(url, {"url": "https://Charts.example.com/shared/", "description": "d"},
+                                format="json")
+    assert answer.status_code == 200, answer.json()
+    answer = admin_client.patch(url, {"url": new_url, "password": "new-" + SECRET}, format="json")
+    assert answer.status_code == 200, answer.json()
+    repo.refresh_from_db()
+    assert repo.url == new_url and repo.password == "new-" + SECRET and repo.username == "robot"
+    # a group's admin managing every group of its own repository moves it the same way
+    own = client_for(token_client, fleet["staging"])
+    mine = own.post("/api/chart-repositories/", {
+        "name": "mine", "url": "https://charts.example.com/mine", "username": "u", "password": "pw",
+        "cluster_groups": [fleet["staging"].pk]}, format="json").json()["id"]
+    answer = own.patch(f"/api/chart-repositories/{mine}/", {"url": "https://charts.example.com/m2"},
+                       format="json")
+    assert answer.status_code == 400 and "password" in answer.json()
+    answer = own.patch(f"/api/chart-repositories/{mine}/", {"url": "https://charts.example.com/m2",
+                                                             "password": "pw2"}, format="json")
+    assert answer.status_code == 200, answer.json()
+
+
+def test_the_admin_site_checks_the_stored_groups_and_the_url_rule(fleet: dict[str, Any]) -> None:
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+    from django.urls import reverse
+
+    staging, prod = fleet["staging"], fleet["prod"]
+    repo = ChartRepository.objects.create(name="shared", url="https://charts.example.com/shared",
+                                          username="robot", password=SECRET)
+    repo.cluster_groups.set([staging, prod])
+    staff = UserFactory(username="staff-staging", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(codename__endswith="_chartrepository"))
+    RoleBinding.objects.create(user=staff, role="cluster-admin", scope=staging)
+    client = Client()
+    client.force_login(staff)
+    change = reverse("admin:sources_chartrepository_change", args=[repo.pk])
+    form = {"name": "shared", "url": "https://attacker.example.net/x", "username": "robot", "password": "",
+            "ca_bundle": "", "description": "", "cluster_groups": [staging.pk]}
+    assert client.post(change, form).status_code == 403
+    delete = reverse("admin:sources_chartrepository_delete", args=[repo.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    repo.refresh_from_db()
+    assert repo.url == "https://charts.example.com/shared"
+    assert set(repo.cluster_groups.all()) == {staging, prod}
+
+    root = Client()
+    root.force_login(UserFactory(username="root-admin", is_superuser=True, is_staff=True))
+    answer = root.post(change, {**form, "cluster_groups": [staging.pk, prod.pk]})
+    assert answer.status_code == 200 and "credentials again when changing the URL" in answer.content.decode()
+    answer = root.post(change, {**form, "password": "new-" + SECRET})
+    assert answer.status_code == 302, answer.content.decode()[:1000]
+    repo.refresh_from_db()
+    assert repo.url == "https://attacker.example.net/x" and repo.password == "new-" + SECRET
+    # the staff user, now managing every group the repository serves, may change it, but not widen it
+    form = {**form, "description": "staging's"}
+    assert client.post(change, form).status_code == 302
+    assert client.post(change, {**form, "cluster_groups": [staging.pk, prod.pk]}).status_code == 403
+    repo.refresh_from_db()
+    assert repo.description == "staging's" and list(repo.cluster_groups.all()) == [staging]
+

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
@@ -104,6 +105,23 @@ class RepositorySerializer(FleetModelSerializer):
         return f"/api/hooks/git/{obj.pk}/"
 
 
+CREDENTIALS_AGAIN = ("Give the credentials again when changing the URL: the stored password is not sent to "
+                     "another scheme, host, port or path.")
+
+
+def url_moved(stored: str, new: str) -> bool:
+    """Does ``new`` name another scheme, host, port or path than the stored chart repository URL?"""
+    def key(url: str) -> tuple[str, str, int | None, str]:
+        parts = urlsplit(url.strip())
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+    return key(stored) != key(new)
+
+
 class ChartRepositorySerializer(FleetModelSerializer):
     """Credentials and a CA for Helm chart repositories and OCI registries (docs/sources.md, Helm charts from
     repositories). The password is write-only: answers say only whether one is set."""
@@ -130,6 +148,10 @@ class ChartRepositorySerializer(FleetModelSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("password") == "" and self.instance is not None:
             attrs.pop("password")
+        if (self.instance is not None and self.instance.password and not attrs.get("password")
+                and "url" in attrs and url_moved(self.instance.url, attrs["url"])):
+            # As Argo CD and Flux: a stored secret never silently follows the repository to another URL.
+            raise serializers.ValidationError({"password": CREDENTIALS_AGAIN})
         if attrs.get("password") and not attrs.get("username", getattr(self.instance, "username", "")):
             raise serializers.ValidationError({"username": "A password needs a user name."})
         return super().validate(attrs)

@@ -118,6 +118,15 @@ class ChartRepositoryViewSet(FleetModelViewSet):
     def _ensure_allowed(self, instance: Any, action: str) -> None:
         check_chart_repository_scope(self.request.user, instance, action)
 
+    def get_object(self) -> Any:
+        # The groups it serves now, before anything changes: a group's admin may not take over (narrow to
+        # their own group, point elsewhere) or delete a repository that also serves a group they do not
+        # manage. The groups it is saved with are checked again after the save (_ensure_allowed).
+        obj = super().get_object()
+        if self.action in ("update", "partial_update", "destroy"):
+            check_chart_repository_scope(self.request.user, obj, self.permission_action())
+        return obj
+
     def perform_destroy(self, instance: Any) -> None:
         check_chart_repository_scope(self.request.user, instance, "delete")
         super().perform_destroy(instance)

@@ -5,7 +5,9 @@ unrestricted (everything its mappings render may deploy, as before). For a restr
 
 - **sources**: a mapping's repository and path must match one entry ``{"repository": glob, "path": glob}``
   (the repository glob is matched against the repository's name and its URL; ``*`` matches any run of
-  characters, ``/`` included). No entry: no mapping may target the group.
+  characters, ``/`` included). No entry: no mapping may target the group. Each of the mapping's Helm
+  values files of the repository must be, or lie under, a path such an entry allows
+  (:func:`values_files_refusal`).
 - **namespaces**: every namespaced object must land (its ``metadata.namespace``, else the mapping's target
   namespace, else ``default``) in a namespace matching a glob of the list and no ``!glob`` of it.
 - **kinds**: a cluster-scoped object (Namespace, ClusterRole, CRDs, ...: ``fleet.sources.render.objects``,
@@ -145,6 +147,34 @@ def source_refusal(rules: Rules, *, repository: str, url: str, path: str) -> str
     allowed = ", ".join(f"{r}:{p}" for r, p in rules.sources)
     return (f"repository {repository!r} path {path!r} is not allowed for cluster group {rules.group!r} "
             f"(its allow-list permits {allowed})")
+
+
+def _within(path: str, path_glob: str) -> bool:
+    """Whether ``path`` (a file) is a path the glob allows or lies under one (a directory it allows)."""
+    parts = path.split("/")
+    return any(fnmatchcase("/".join(parts[:n]), path_glob) for n in range(len(parts), 0, -1))
+
+
+def values_files_refusal(rules: Rules, *, repository: str, url: str,
+                         values_files: Sequence[str]) -> str | None:
+    """Why a mapping's Helm values files may not be read for the group, or None: each repository file (not
+    ``chart:<file>``, a file of the fetched chart) must be, or lie under, a path the allow-list's source
+    globs allow for the repository, as the mapping's ``path`` must (else a tenant could layer any file of
+    the repository, e.g. another team's values, onto its chart)."""
+    for entry in values_files:
+        entry = str(entry)
+        if entry.startswith("chart:"):
+            continue
+        rel = "/".join(part for part in entry.split("/") if part not in ("", "."))
+        if ".." not in rel.split("/") and any(
+            (fnmatchcase(repository, repo_glob) or fnmatchcase(url, repo_glob)) and _within(rel, path_glob)
+            for repo_glob, path_glob in rules.sources
+        ):
+            continue
+        allowed = ", ".join(f"{r}:{p}" for r, p in rules.sources) or "no source"
+        return (f"values file {entry!r} of repository {repository!r} is outside the paths cluster group "
+                f"{rules.group!r} allows (its allow-list permits {allowed})")
+    return None
 
 
 def _group_of(api_version: str) -> str:

@@ -16,6 +16,7 @@ Entry points and the function each calls:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -74,15 +75,21 @@ def fingerprint_of(group: ClusterGroup) -> Any:
     return None if rules is None else [list(v) if isinstance(v, tuple) else v for v in vars(rules).values()]
 
 
-def check_mapping_source(group: ClusterGroup, repository: Any, path: str) -> None:
-    """Refuse (ValidationError on ``path``) a mapping of ``repository`` at ``path`` to a restricted group
-    that does not allow it. Every door that creates or changes a mapping calls this."""
+def check_mapping_source(group: ClusterGroup, repository: Any, path: str,
+                         values_files: Sequence[str] = ()) -> None:
+    """Refuse (ValidationError on ``path``, or on ``helm_values_files``) a mapping of ``repository`` at
+    ``path``, with these Helm values files, to a restricted group that does not allow it. Every door that
+    creates or changes a mapping calls this."""
     rules = rules_for(group)
     if rules is None:
         return
     refusal = allowlist.source_refusal(rules, repository=repository.name, url=repository.url, path=path)
     if refusal:
         raise ValidationError({"path": refusal}, code="not_allowed")
+    refusal = allowlist.values_files_refusal(rules, repository=repository.name, url=repository.url,
+                                             values_files=list(values_files or ()))
+    if refusal:
+        raise ValidationError({"helm_values_files": refusal}, code="not_allowed")
 
 
 def impersonation_for(group: ClusterGroup) -> str:

@@ -259,7 +259,7 @@ class PathMapping(TimestampedModel):
             # admin call clean(); clusters/tenancy.py lists the other doors).
             from clusters.tenancy import check_mapping_source
 
-            check_mapping_source(self.cluster_group, self.repository, self.path)
+            check_mapping_source(self.cluster_group, self.repository, self.path, self.helm_values_files or ())
 
 
     def check_namespace(self) -> None:

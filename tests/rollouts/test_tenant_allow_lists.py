@@ -1,7 +1,8 @@
 """Tenant allow-lists (issue 21) on real parts: git repositories made here, sandbox clusters, the real
 kube-apiserver (RBAC authorization) for impersonation, the API with real tokens.
 
-- a mapping of a repository/path a restricted group does not allow is refused (API 400, model clean);
+- a mapping of a repository/path a restricted group does not allow is refused (API 400, model clean), and so
+  are Helm values files outside the paths it allows (API, admin, render);
 - an object in a namespace outside the list, or a cluster-scoped kind the group may not deploy, fails the
   render for the cluster with the object's file and line; a waiver of a policy denying it changes nothing
   (the gate never sees it); allowed objects deploy;
@@ -115,6 +116,56 @@ def test_a_mapping_of_a_path_the_group_does_not_allow_is_refused(
     other = make_group("open", "open")  # no allow-list: unrestricted, as before
     assert client.post("/api/mappings/", {"repository": repo.pk, "name": "c", "path": "anything",
                                          "cluster_group": other.pk}, format="json").status_code == 201
+
+
+def test_values_files_outside_the_allowed_paths_are_refused_at_save_in_the_admin_and_at_render(
+    git_repo: Any, make_fleet: Any, make_user: Any, token_client: Any, tasks: Any
+) -> None:
+    fleet = make_fleet({"one": {"env": "tenants"}})
+    fleet.sandbox("one").apply_object({"apiVersion": "v1", "kind": "Namespace",
+                                       "metadata": {"name": "team-a"}})
+    group = make_group("tenants", "tenants")
+    repo = make_repository(git_repo)
+    # saved before the group was restricted: the render checks the values files too
+    early = make_mapping(repo, "early", "teams/a/web", group)
+    PathMapping.objects.filter(pk=early.pk).update(helm_values_files=["teams/b/secret-values.yaml"])
+    restrict(group)
+    client = token_client(make_user("ops", role=Role.CLUSTER_ADMIN))
+    body = {"repository": repo.pk, "name": "b", "path": "teams/a/web", "cluster_group": group.pk,
+            "helm_values_files": ["teams/a/shared/values.yaml", "./teams/b/secret-values.yaml"]}
+    refused = client.post("/api/mappings/", body, format="json")
+    assert refused.status_code == 400, refused.content
+    message = refused.json()["helm_values_files"][0]
+    assert "values file './teams/b/secret-values.yaml' of repository 'apps' is outside the paths " \
+           "cluster group 'tenants' allows (its allow-list permits apps:teams/a/*)" in message
+    escape = {**body, "helm_values_files": ["teams/a/web/../../b/secret-values.yaml"]}
+    assert client.post("/api/mappings/", escape, format="json").status_code == 400
+    ok = client.post("/api/mappings/", {**body, "helm_values_files": ["teams/a/shared/values.yaml"]},
+                     format="json")
+    assert ok.status_code == 201, ok.content
+    moved = client.patch(f"/api/mappings/{ok.json()['id']}/",
+                         {"helm_values_files": ["teams/b/secret-values.yaml"]}, format="json")
+    assert moved.status_code == 400 and "outside the paths" in moved.json()["helm_values_files"][0]
+
+    root = Client()
+    root.force_login(make_user("root", role=Role.ADMIN, superuser=True))
+    form = {"repository": repo.pk, "name": "c", "path": "teams/a/api", "cluster_group": group.pk,
+            "renderer": "auto", "values": "{}", "target_namespace": "", "enabled": "on",
+            "helm_values_files": '["teams/b/secret-values.yaml"]'}
+    response = root.post("/admin/sources/pathmapping/add/", form)
+    assert response.status_code == 200  # the form again, with the error on the values files
+    assert "is outside the paths cluster group" in response.content.decode()
+    assert not PathMapping.objects.filter(name="c").exists()
+
+    sha = git_repo.commit({"teams/a/web/cm.yaml": configmap("ok", {"a": "1"}, namespace="team-a"),
+                           "teams/a/shared/values.yaml": "a: 1\n",
+                           "teams/b/secret-values.yaml": "token: team-b\n"}, "web and values")
+    fetch_repository(repo)
+    tasks.drain()
+    mr = failed_render(early, sha)
+    assert mr.error_message.startswith("not allowed: values file 'teams/b/secret-values.yaml' of "
+                                       "repository 'apps' is outside the paths")
+    assert not Rollout.objects.filter(mapping=early).exists()
 
 
 # --------------------------------------------------------------------------- render door
@@ -418,6 +469,15 @@ def test_the_rules_on_plain_data() -> None:
     assert allowlist.source_refusal(rules, repository="web", url=url, path="apps/web") is None
     assert allowlist.source_refusal(rules, repository="web", url=url, path="infra/web")
     assert allowlist.source_refusal(rules, repository="web", url="https://git.example.com/b/x", path="apps/x")
+    values = allowlist.values_files_refusal
+    assert values(rules, repository="web", url=url, values_files=["apps/web/v.yaml", "chart:values-a.yaml"]) \
+        is None
+    assert values(rules, repository="web", url=url, values_files=["apps/web/v.yaml", "infra/v.yaml"])
+    assert values(rules, repository="web", url=url, values_files=["apps/../infra/v.yaml"])
+    narrow = allowlist.rules_from("g", sources=[{"repository": "*", "path": "apps/web"}], namespaces=[],
+                                  cluster_allow=[], cluster_deny=[], namespaced_allow=[], namespaced_deny=[])
+    assert values(narrow, repository="web", url=url, values_files=["apps/web/values/prod.yaml"]) is None
+    assert values(narrow, repository="web", url=url, values_files=["apps/webx/values.yaml"])
 
     def obj(kind: str, namespace: str | None, api: str = "v1", name: str = "x") -> dict[str, Any]:
         return {"apiVersion": api, "kind": kind, "name": name, "namespace": namespace, "source": "f.yaml",

@@ -454,6 +454,9 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
     if mapping_error is None and rules is not None:
         refusal = allowlist.source_refusal(rules, repository=mapping.repository.name,
                                            url=mapping.repository.url, path=mapping.path)
+        refusal = refusal or allowlist.values_files_refusal(
+            rules, repository=mapping.repository.name, url=mapping.repository.url,
+            values_files=list(mapping.helm_values_files or ()))
         if refusal:
             mapping_error = RenderError(f"not allowed: {refusal}")
     paused: str | None = None

@@ -51,7 +51,11 @@ def rows(m: PathMapping) -> list[RenderedManifest]:
 
 def test_another_groups_mapping_cannot_render_the_private_chart(
     origin: Any, make_repository: Any, fleet: dict[str, Any], private: ChartRepoServer, ca: LocalCA,
+    settings: Any,
 ) -> None:
+    # the CA trusted for every repository, so that the withheld group's anonymous request reaches the server
+    # (the repository's own ca_bundle is not lent to it: test_a_withheld_repository_lends_no_ca_bundle)
+    settings.FLEETGATE_CHART_CA_FILE = str(ca.ca_file)
     charts = ChartRepository.objects.create(name="payroll-charts", url=private.url, username="robot",
                                             password=SECRET, ca_bundle=ca.ca_pem)
     charts.cluster_groups.set([fleet["prod"]])
@@ -95,8 +99,16 @@ def test_credentials_go_to_the_longest_prefix_available_to_the_group(fleet: dict
     ChartRepository.objects.filter(name="host").delete()
     staging = CredentialTable(group_id=fleet["staging"].pk)
     withheld = staging("oci://registry.example.com/team/web")
-    assert withheld == RepoCredentials(ca_bundle="PEM", withheld="team")
+    # nor its CA bundle: a group's admin must not make other groups trust a CA for a host they use
+    assert withheld == RepoCredentials(withheld="team")
     assert staging("oci://registry.example.com/other") is None
+    # the same repository however the URL is written: default port, case, slashes, dot segments, escapes
+    for same in ("oci://registry.example.com:443/team/web", "OCI://Registry.Example.COM/team//web/",
+                 "oci://registry.example.com./other/../team/./web", "oci://registry.example.com/te%61m/web"):
+        assert staging(same) == withheld, same
+        assert (prod(same) or RepoCredentials()).username == "team", same
+    assert staging("oci://registry.example.com:5000/team/web") is None
+    assert staging("oci://registry.example.com/teams/web") is None
 
 
 def client_for(token_client: Any, group: Any, role: str = "cluster-admin") -> Any:
@@ -174,3 +186,97 @@ def test_a_cached_chart_pinned_by_digest_is_not_served_to_a_withheld_group(
             pytest.raises(ChartError, match="credentials not available to this mapping's group"):
         charts.resolve(pinned)
     assert private.auth_headers[before:] == [""]
+
+
+@pytest.fixture
+def public(tmp_path: Path, ca: LocalCA) -> Iterator[ChartRepoServer]:
+    srv = ChartRepoServer(tmp_path / "public", ca)
+    srv.publish(make_chart(tmp_path / "public-src", "web", "2.0.0"))
+    yield srv
+    srv.stop()
+
+
+def test_the_cache_serves_an_archive_only_to_the_credentials_that_fetched_it(
+    fleet: dict[str, Any], private: ChartRepoServer, public: ChartRepoServer, ca: LocalCA, settings: Any,
+) -> None:
+    """The chart cache is keyed by digest, but records which credentials fetched each archive: a group whose
+    credentials are withheld is never served a private archive from it, however it writes the URL (a variant
+    of the repository's, or any other URL with the digest pinned); the group allowed them is, without the
+    network; an archive fetched anonymously is every group's."""
+    from fleet.sources.charts import ChartError, ChartSpec
+    from fleet.sources.services.charts import build_fetcher
+
+    settings.FLEETGATE_CHART_CA_FILE = str(ca.ca_file)
+    prod, staging = fleet["prod"].pk, fleet["staging"].pk
+    charts = ChartRepository.objects.create(name="payroll-charts", url=private.url, username="robot",
+                                            password=SECRET)
+    charts.cluster_groups.set([fleet["prod"]])
+    with build_fetcher(group_id=prod, offline=False) as fetcher:
+        resolved = fetcher.resolve(ChartSpec(chart="payroll", repo=private.url, version="1.0.0"))
+        archive = fetcher.fetch(resolved)
+    assert archive.is_file() and fetcher.stats.chart_downloads == 1
+    requests = len(private.auth_headers)
+
+    # the allowed group: a pinned digest, from the cache, without a request (offline: it could not make one)
+    pinned = ChartSpec(chart="payroll", repo=private.url, version="1.0.0", digest=resolved.digest)
+    with build_fetcher(group_id=prod, offline=True) as fetcher:
+        assert fetcher.fetch(fetcher.resolve(pinned)) == archive
+        assert fetcher.stats.cache_hits == 1 and fetcher.stats.chart_downloads == 0
+
+    # the withheld group, the repository's URL written otherwise: recognised, asked anonymously, refused
+    scheme, rest = private.url.split("://", 1)
+    host, path = rest.split("/", 1)
+    for variant in (f"{scheme.upper()}://{host.upper()}//{path}/./", f"{scheme}://{host}/x/../{path}/"):
+        spec = ChartSpec(chart="payroll", repo=variant, version="1.0.0", digest=resolved.digest)
+        with build_fetcher(group_id=staging, offline=False) as fetcher, \
+                pytest.raises(ChartError, match="credentials not available to this mapping's group"):
+            fetcher.fetch(fetcher.resolve(spec))
+        assert fetcher.stats.cache_hits == 0
+    assert private.auth_headers[requests:] == ["", ""]
+    # any other URL with the digest pinned: not served from the cache either (offline: it needs the network)
+    for other in ("https://unrelated.example.org/x", public.url):
+        spec = ChartSpec(chart="payroll", repo=other, version="1.0.0", digest=resolved.digest)
+        with build_fetcher(group_id=staging, offline=True) as fetcher, \
+                pytest.raises(ChartError, match="network_required"):
+            fetcher.resolve(spec)
+        # nor by fetch, given a resolution naming the digest
+        with build_fetcher(group_id=staging, offline=True) as fetcher, \
+                pytest.raises(ChartError, match="network_required"):
+            fetcher.fetch(type(resolved)(spec, "payroll", "1.0.0", resolved.digest, f"{other}/payroll.tgz"))
+        assert fetcher.stats.cache_hits == 0
+    # online, the unrelated (public) repository has no such chart: nothing private comes back
+    spec = ChartSpec(chart="payroll", repo=public.url, version="1.0.0", digest=resolved.digest)
+    with build_fetcher(group_id=staging, offline=False) as fetcher, \
+            pytest.raises(ChartError, match="not_found"):
+        fetcher.fetch(fetcher.resolve(spec))
+    assert len(private.auth_headers) == requests + 2
+
+    # a public chart fetched anonymously by staging is served from the cache to prod, even where prod holds
+    # credentials (of its own) for that repository
+    mirror = ChartRepository.objects.create(name="public-mirror", url=public.url, username="m", password="p")
+    mirror.cluster_groups.set([fleet["prod"]])
+    with build_fetcher(group_id=staging, offline=False) as fetcher:
+        web = fetcher.resolve(ChartSpec(chart="web", repo=public.url, version="2.0.0"))
+        fetcher.fetch(web)
+    web_pinned = ChartSpec(chart="web", repo=public.url, version="2.0.0", digest=web.digest)
+    for group in (prod, staging):
+        with build_fetcher(group_id=group, offline=True) as fetcher:
+            assert fetcher.fetch(fetcher.resolve(web_pinned)).is_file()
+            assert fetcher.stats.cache_hits == 1
+
+
+def test_a_withheld_repository_lends_no_ca_bundle(
+    fleet: dict[str, Any], private: ChartRepoServer, ca: LocalCA,
+) -> None:
+    """A chart repository's CA bundle is trusted only for the mappings of the groups it serves: another
+    group's request to that host is verified against the system's CAs alone (here: refused)."""
+    from fleet.sources.charts import ChartError, ChartSpec
+    from fleet.sources.services.charts import build_fetcher
+
+    charts = ChartRepository.objects.create(name="payroll-charts", url=private.url, ca_bundle=ca.ca_pem)
+    charts.cluster_groups.set([fleet["prod"]])
+    spec = ChartSpec(chart="payroll", repo=private.url, version="1.0.0")
+    with build_fetcher(group_id=fleet["staging"].pk, offline=False) as fetcher, \
+            pytest.raises(ChartError, match=r"TLS verification failed.*payroll-charts.*nor its CA bundle"):
+        fetcher.resolve(spec)
+    assert private.auth_headers == []

@@ -6,7 +6,12 @@
   fetcher's life (one render run), so a run asks each repository once.  A pinned ``digest`` that is already
   in the cache resolves without the network.
 * ``fetch(resolved)`` returns ``<cache>/sha256/<hex>.tgz``, downloading it only when absent; the download
-  is checked against the digest (a mismatch is refused and nothing is stored) and the size limit.  So a
+  is checked against the digest (a mismatch is refused and nothing is stored) and the size limit.
+* Beside each archive the cache records which credential scopes fetched it (``RepoCredentials.scope``, or
+  ``anonymous``): a cached archive is served (by ``fetch``, or a pinned digest by ``resolve``) only when it
+  was fetched anonymously or with the caller's own credentials; otherwise it is asked of the repository
+  again with the caller's credentials (none when withheld), so a private chart that one group's credentials
+  brought is never handed to another group from the cache, whatever URL that group writes.  So a
   chart republished under the same version gets a new digest in the index, a new input hash and a new
   download, and an unchanged one is never downloaded twice.
 * Credentials come from ``credentials(url)`` (the stored chart repositories, longest URL prefix first);
@@ -41,6 +46,7 @@ from .versions import select
 
 DEFAULT_MAX_CHART_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_INDEX_BYTES = 64 * 1024 * 1024
+ANONYMOUS = "anonymous"
 
 CredentialLookup = Callable[[str], RepoCredentials | None]
 
@@ -119,6 +125,31 @@ class ChartFetcher:
     def _creds(self, url: str) -> RepoCredentials:
         return self.credentials(url) or RepoCredentials()
 
+    def _scope(self, url: str) -> str:
+        """Which credentials a fetch for ``url`` uses: ``anonymous`` (none, or withheld), the stored
+        repository's scope, or (credentials without one, outside Django) a hash of them."""
+        creds = self._creds(url)
+        if creds.withheld:
+            return ANONYMOUS
+        if creds.scope:
+            return creds.scope
+        if creds.username or creds.password:
+            secret = f"fleetgate-chart-scope\0{creds.username}\0{creds.password}".encode()
+            return "credentials:" + hashlib.sha256(secret).hexdigest()
+        return ANONYMOUS
+
+    @staticmethod
+    def _repo_url(spec: ChartSpec) -> str:
+        return spec.oci_reference if spec.kind == "oci" else (spec.repo or spec.chart)
+
+    def _servable(self, digest: str, scope: str) -> bool:
+        """Is the archive ``digest`` in the cache and fetched anonymously or by ``scope``?  (An archive
+        without a record, from an older cache, is fetched again once.)"""
+        if not DIGEST.match(digest) or not self.archive_path(digest).is_file():
+            return False
+        scopes = self._read_meta("archive", digest).get("scopes")
+        return isinstance(scopes, list) and (ANONYMOUS in scopes or scope in scopes)
+
     def _offline(self, spec: ChartSpec) -> ChartError:
         return ChartError(
             "network_required",
@@ -135,15 +166,15 @@ class ChartFetcher:
         if found is not None:
             return found
         try:
-            # a pinned digest already in the cache resolves without the network, unless this caller's
-            # credentials for the repository are withheld: the cache must not hand it a private chart
-            # that another group's credentials brought
-            withheld = bool(self._creds(spec.oci_reference if spec.kind == "oci"
-                                        else (spec.repo or spec.chart)).withheld)
-            pinned = spec.digest if not withheld else ""
-            if pinned and self.archive_path(pinned).is_file() and spec.kind != "oci":
+            # a pinned digest already in the cache resolves without the network only when the archive was
+            # fetched anonymously or with this caller's credentials: the cache must not hand a private
+            # chart that another group's credentials brought to a group whose credentials are withheld
+            scope = self._scope(self._repo_url(spec))
+            pinned = spec.digest
+            if pinned and spec.kind != "oci" and self._servable(pinned, scope):
                 resolved = ResolvedChart(spec, spec.name, spec.version, spec.digest, spec.chart)
-            elif pinned and spec.kind == "oci" and (meta := self._read_meta("oci", pinned)):
+            elif (pinned and spec.kind == "oci" and (meta := self._read_meta("oci", pinned))
+                  and self._servable(str(meta.get("layer", "")), scope)):
                 resolved = ResolvedChart(
                     spec,
                     spec.name,
@@ -254,7 +285,8 @@ class ChartFetcher:
     ) -> ResolvedChart:
         """An archive URL: its digest is known only by downloading it (skipped when the ETag still holds)."""
         meta = self._read_meta("url", url)
-        cached = bool(meta.get("digest")) and self.archive_path(str(meta["digest"])).is_file()
+        scope = self._scope(repo or url)
+        cached = bool(meta.get("digest")) and self._servable(str(meta["digest"]), scope)
         etag = str(meta.get("etag", "")) if cached else ""
         tmp = self._tmp_file()
         try:
@@ -279,7 +311,7 @@ class ChartFetcher:
                         f"{original.describe()}: the archive's digest is {digest}, "
                         f"not the pinned {original.digest}; nothing was stored",
                     )
-                self._store(tmp, digest)
+                self._store(tmp, digest, scope)
                 self._write_meta("url", url, {"etag": got.etag, "digest": digest})
         finally:
             tmp.unlink(missing_ok=True)
@@ -288,12 +320,14 @@ class ChartFetcher:
     # ---- fetch
 
     def fetch(self, resolved: ResolvedChart) -> Path:
-        """The cached archive of ``resolved``, downloaded and verified first when absent."""
+        """The cached archive of ``resolved``, downloaded and verified first when absent or fetched by
+        other credentials than this caller's (and not anonymously)."""
+        spec = resolved.spec
+        scope = self._scope(self._repo_url(spec))
         path = self.archive_path(resolved.archive_digest)
-        if path.is_file():
+        if self._servable(resolved.archive_digest, scope):
             self.stats.cache_hits += 1
             return path
-        spec = resolved.spec
         if self.offline:
             raise self._offline(spec)
         tmp = self._tmp_file()
@@ -320,7 +354,7 @@ class ChartFetcher:
                     f"{spec.describe()}: the downloaded archive's digest is {got}, "
                     f"not {resolved.archive_digest} as the repository says; nothing was stored",
                 )
-            return self._store(tmp, got)
+            return self._store(tmp, got, scope)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -330,10 +364,15 @@ class ChartFetcher:
         os.close(fd)
         return Path(name)
 
-    def _store(self, tmp: Path, digest: str) -> Path:
+    def _store(self, tmp: Path, digest: str, scope: str) -> Path:
         path = self.archive_path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, path)  # content-addressed: a concurrent writer stores the same bytes
+        # which credentials fetched it (a concurrent writer may drop a scope: that one downloads again)
+        scopes = self._read_meta("archive", digest).get("scopes")
+        known = [str(s) for s in scopes] if isinstance(scopes, list) else []
+        if scope not in known:
+            self._write_meta("archive", digest, {"scopes": sorted({*known, scope})})
         return path
 
 

@@ -120,7 +120,8 @@ class HttpClient:
                 "network_required",
                 f"{what}: {shown} cannot be reached ({detail}); the chart "
                 "needs network access to the repository (or pin helm.digest of a chart "
-                "already in the cache)",
+                "already in the cache)"
+                + ("; " + withheld_hint(creds) + ", nor its CA bundle" if creds.withheld else ""),
             ) from None
         try:
             status = response.status

@@ -53,6 +53,9 @@ class RepoCredentials:
     # the stored chart repository whose credentials exist for this URL but are not available to the caller
     # (scoped to other cluster groups): fetched anonymously, and an auth refusal says why
     withheld: str = ""
+    # which credentials these are (the Django side: ``chart-repository:<id>``), recorded beside every cached
+    # archive they fetched: the cache serves an archive only to the same scope, or one fetched anonymously
+    scope: str = ""
 
     def __repr__(self) -> str:  # never print the password
         return f"RepoCredentials(username={self.username!r}, password={'***' if self.password else ''!r})"

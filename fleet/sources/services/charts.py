@@ -4,6 +4,8 @@ here and handed to the fetcher, never logged or returned)."""
 
 from __future__ import annotations
 
+import posixpath
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,14 +15,32 @@ from fleet.core import urlguard
 from fleet.sources.charts import ChartFetcher, RepoCredentials
 from fleet.sources.models import ChartRepository
 
+DEFAULT_PORTS = {"https": 443, "oci": 443, "http": 80}
+_UNRESERVED_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _unescape(m: re.Match[str]) -> str:
+    """``%61`` is ``a`` (an escaped unreserved character means the character); other escapes stay."""
+    c = chr(int(m.group(1), 16))
+    return c if c.isascii() and (c.isalnum() or c in "-._~") else m.group(0).upper()
+
 
 def _key(url: str) -> tuple[str, str, int | None, str]:
-    parts = urlsplit(url)
+    """Scheme, host, port and path as they are compared: scheme and host in lower case (the host without a
+    trailing dot), the scheme's default port written or not, and the path with escaped unreserved
+    characters decoded, without empty and ``.`` segments, ``..`` applied, and no trailing slash; so
+    ``https://Charts.example.com:443//team/./`` is ``https://charts.example.com/team``."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
     try:
         port = parts.port
     except ValueError:
         port = None
-    return parts.scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+    if port is None:
+        port = DEFAULT_PORTS.get(scheme)
+    path = _UNRESERVED_ESCAPE.sub(_unescape, parts.path)
+    path = posixpath.normpath(re.sub("/+", "/", "/" + path)).rstrip("/")
+    return scheme, (parts.hostname or "").lower().rstrip("."), port, path
 
 
 def matches(prefix: str, url: str) -> bool:
@@ -42,7 +62,9 @@ class CredentialTable:
     from the database at the first look-up (a run without charts from repositories makes no query), then
     kept for the run.  A URL that only a repository scoped to other groups covers gets no credentials (the
     chart is fetched anonymously) but its name, so that a refusal says why (``RepoCredentials.withheld``);
-    its CA bundle, which is no secret, is still trusted."""
+    nor its CA bundle (a group's admin must not make other groups trust a CA for a host they use).  The
+    credentials carry the repository as their ``scope``: the chart cache serves what they fetched only to
+    callers with the same credentials."""
 
     def __init__(self, rows: list[tuple[str, RepoCredentials]] | list[Row] | None = None, *,
                  group_id: int | None = None) -> None:
@@ -58,7 +80,8 @@ class CredentialTable:
     def rows(self) -> list[Row]:
         if self._rows is None:
             self._rows = self._sorted([
-                (r.url, RepoCredentials(r.username, r.password, r.ca_bundle),
+                (r.url,
+                 RepoCredentials(r.username, r.password, r.ca_bundle, scope=f"chart-repository:{r.pk}"),
                  frozenset(g.pk for g in r.cluster_groups.all()), r.name)
                 for r in ChartRepository.objects.prefetch_related("cluster_groups")])
         return self._rows
@@ -71,7 +94,7 @@ class CredentialTable:
             if not groups or self.group_id in groups:
                 return creds
             if withheld is None:
-                withheld = RepoCredentials(ca_bundle=creds.ca_bundle, withheld=name)
+                withheld = RepoCredentials(withheld=name or "(unnamed)")
         return withheld
 
 

@@ -7,7 +7,8 @@ unrestricted (everything its mappings render may deploy, as before). For a restr
   (the repository glob is matched against the repository's name and its URL; ``*`` matches any run of
   characters, ``/`` included). No entry: no mapping may target the group. Each of the mapping's Helm
   values files of the repository must be, or lie under, a path such an entry allows
-  (:func:`values_files_refusal`).
+  (:func:`values_files_refusal`), and so must every file a mapped path's fleet.yaml/fleetgate.yaml
+  references (``helm.valuesFiles``, a local ``helm.chart``, ``kustomize.dir``: :func:`fleet_file_refusal`).
 - **namespaces**: every namespaced object must land (its ``metadata.namespace``, else the mapping's target
   namespace, else ``default``) in a namespace matching a glob of the list and no ``!glob`` of it.
 - **kinds**: a cluster-scoped object (Namespace, ClusterRole, CRDs, ...: ``fleet.sources.render.objects``,
@@ -155,6 +156,32 @@ def _within(path: str, path_glob: str) -> bool:
     return any(fnmatchcase("/".join(parts[:n]), path_glob) for n in range(len(parts), 0, -1))
 
 
+def file_allowed(rules: Rules, *, repository: str, url: str, path: str) -> bool:
+    """Whether the repository file ``path`` (repository-relative) is, or lies under, a path the allow-list's
+    source globs allow for the repository (no ``..``)."""
+    rel = "/".join(part for part in str(path).split("/") if part not in ("", "."))
+    return ".." not in rel.split("/") and any(
+        (fnmatchcase(repository, repo_glob) or fnmatchcase(url, repo_glob)) and _within(rel, path_glob)
+        for repo_glob, path_glob in rules.sources
+    )
+
+
+def fleet_file_refusal(rules: Rules, *, repository: str, url: str,
+                       references: Iterable[tuple[str, str, str, str]]) -> str | None:
+    """Why a file a mapped path's fleet.yaml/fleetgate.yaml references may not be read for the group, or
+    None. ``references`` are ``(fleet file, key, entry as written, repository-relative path it resolves
+    to)``; each path must be, or lie under, a path the source globs allow, as the mapping's own values files
+    must (:func:`values_files_refusal`): else ``helm.valuesFiles: ../../teams/b/values.yaml`` in an
+    allowed directory would pull another team's files into the render."""
+    for fleet_file, key, entry, path in references:
+        if file_allowed(rules, repository=repository, url=url, path=path):
+            continue
+        allowed = ", ".join(f"{r}:{p}" for r, p in rules.sources) or "no source"
+        return (f"{fleet_file}: {key} {entry!r} reads {path!r} of repository {repository!r}, outside the "
+                f"paths cluster group {rules.group!r} allows (its allow-list permits {allowed})")
+    return None
+
+
 def values_files_refusal(rules: Rules, *, repository: str, url: str,
                          values_files: Sequence[str]) -> str | None:
     """Why a mapping's Helm values files may not be read for the group, or None: each repository file (not
@@ -165,11 +192,7 @@ def values_files_refusal(rules: Rules, *, repository: str, url: str,
         entry = str(entry)
         if entry.startswith("chart:"):
             continue
-        rel = "/".join(part for part in entry.split("/") if part not in ("", "."))
-        if ".." not in rel.split("/") and any(
-            (fnmatchcase(repository, repo_glob) or fnmatchcase(url, repo_glob)) and _within(rel, path_glob)
-            for repo_glob, path_glob in rules.sources
-        ):
+        if file_allowed(rules, repository=repository, url=url, path=entry):
             continue
         allowed = ", ".join(f"{r}:{p}" for r, p in rules.sources) or "no source"
         return (f"values file {entry!r} of repository {repository!r} is outside the paths cluster group "

@@ -168,6 +168,51 @@ def test_values_files_outside_the_allowed_paths_are_refused_at_save_in_the_admin
     assert not Rollout.objects.filter(mapping=early).exists()
 
 
+def test_files_a_fleet_yaml_names_outside_the_allowed_paths_fail_the_render(
+    git_repo: Any, make_fleet: Any, tasks: Any
+) -> None:
+    fleet = make_fleet({"one": {"env": "tenants"}, "two": {"env": "open"}})
+    fleet.sandbox("one").apply_object({"apiVersion": "v1", "kind": "Namespace",
+                                       "metadata": {"name": "team-a"}})
+    group = make_group("tenants", "tenants")
+    repo = make_repository(git_repo)
+    restrict(group)
+    inside = make_mapping(repo, "inside", "teams/a/web", group)
+    values = make_mapping(repo, "values", "teams/a/api", group)
+    kdir = make_mapping(repo, "kdir", "teams/a/jobs", group)
+    open_group = make_group("open", "open")  # no allow-list: reads any file of the repository, as before
+    unrestricted = make_mapping(repo, "unrestricted", "teams/a/api", open_group)
+    sha = git_repo.commit({
+        "teams/a/web/cm.yaml": configmap("web", {"a": "1"}, namespace="team-a"),
+        "teams/a/web/fleet.yaml": "helm:\n  valuesFiles: [../shared/values.yaml]\n",
+        "teams/a/shared/values.yaml": "a: 1\n",
+        "teams/a/api/cm.yaml": configmap("api", {"a": "1"}, namespace="team-a"),
+        "teams/a/api/fleet.yaml": ("helm:\n  valuesFiles: [values.yaml]\ntargetCustomizations:\n"
+                                   "  - name: sneaky\n    helm:\n      valuesFiles: [../../b/values.yaml]\n"),
+        "teams/a/api/values.yaml": "a: 1\n",
+        "teams/a/jobs/fleetgate.yaml": "kustomize:\n  dir: ../../b/web\n",
+        "teams/b/values.yaml": "token: team-b\n",
+        "teams/b/web/kustomization.yaml": "resources: [cm.yaml]\n",
+        "teams/b/web/cm.yaml": configmap("b", {"b": "1"}, namespace="team-a"),
+    }, "fleet.yaml files")
+    fetch_repository(repo)
+    tasks.drain()
+    for mapping in (inside, unrestricted):  # inside the allowed paths, or a group without an allow-list
+        mr = MappingRender.objects.get(mapping=mapping, commit__sha=sha)
+        assert mr.status == "rendered", mr.error_message
+    mr = failed_render(values, sha)
+    assert mr.error_message == (
+        "not allowed: teams/a/api/fleet.yaml: helm.valuesFiles '../../b/values.yaml' reads "
+        "'teams/b/values.yaml' of repository 'apps', outside the paths cluster group 'tenants' allows "
+        "(its allow-list permits apps:teams/a/*)")
+    mr = failed_render(kdir, sha)
+    assert mr.error_message.startswith("not allowed: teams/a/jobs/fleetgate.yaml: kustomize.dir "
+                                       "'../../b/web' reads 'teams/b/web' of repository 'apps', outside")
+    # refused before the policy gate, as an object outside the allow-list: no waiver applies, no rollout
+    assert not Evaluation.objects.filter(mapping__in=[values, kdir]).exists()
+    assert not Rollout.objects.filter(mapping__in=[values, kdir]).exists()
+
+
 # --------------------------------------------------------------------------- render door
 
 
@@ -478,6 +523,12 @@ def test_the_rules_on_plain_data() -> None:
                                   cluster_allow=[], cluster_deny=[], namespaced_allow=[], namespaced_deny=[])
     assert values(narrow, repository="web", url=url, values_files=["apps/web/values/prod.yaml"]) is None
     assert values(narrow, repository="web", url=url, values_files=["apps/webx/values.yaml"])
+    files = allowlist.fleet_file_refusal
+    assert files(rules, repository="web", url=url,
+                 references=[("apps/web/fleet.yaml", "helm.chart", "../chart", "apps/chart")]) is None
+    refusal = files(rules, repository="web", url=url,
+                    references=[("apps/web/fleet.yaml", "kustomize.dir", "../../infra", "infra")])
+    assert refusal and refusal.startswith("apps/web/fleet.yaml: kustomize.dir '../../infra' reads 'infra' ")
 
     def obj(kind: str, namespace: str | None, api: str = "v1", name: str = "x") -> dict[str, Any]:
         return {"apiVersion": api, "kind": kind, "name": name, "namespace": namespace, "source": "f.yaml",

@@ -28,6 +28,7 @@ from .engine import (
     declared_dependencies,
     detect_renderer,
     expand_mapping_path,
+    fleet_file_references,
     render,
 )
 from .errors import RenderError
@@ -73,6 +74,7 @@ __all__ = [
     "detect_renderer",
     "expand_mapping_path",
     "find_kubectl",
+    "fleet_file_references",
     "helm_hook_phases",
     "kustomization_graph",
     "kustomize_dependencies",

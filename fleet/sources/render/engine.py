@@ -218,6 +218,41 @@ def declared_dependencies(tree: SourceTree | str | os.PathLike[str], paths: Sequ
     return tuple(found), first
 
 
+def fleet_file_references(tree: SourceTree | str | os.PathLike[str], paths: Sequence[str]
+                          ) -> list[tuple[str, str, str, str]]:
+    """Every repository file or directory the fleetgate.yaml/fleet.yaml files of ``paths`` (a mapping's
+    expanded paths) name, in every block (top level and each targetCustomization, whichever cluster it
+    selects): ``(fleet file, key, entry as written, repository-relative path it resolves to, symlinks
+    followed)`` for ``helm.valuesFiles``, ``kustomize.dir`` and ``helm.chart`` (unless remote: ``://`` or a
+    ``helm.repo``).  A restricted group's allow-list checks them (``clusters.allowlist.fleet_file_refusal``):
+    they may name ``..`` paths, so other directories of the repository."""
+    tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
+    found: list[tuple[str, str, str, str]] = []
+    for path in paths:
+        directory = tree.resolve(normalize_path(path), what="mapping path")
+        fg = _load_fleetgate(tree, directory) if directory.is_dir() else None
+        if fg is None:
+            continue
+        top = fg.data if isinstance(fg.data, Mapping) else {}
+        blocks = [top, *(t for t in (top.get("targetCustomizations") or []) if isinstance(t, Mapping))]
+        repo_set = any(isinstance(b.get("helm"), Mapping) and b["helm"].get("repo") for b in blocks)
+        for block in blocks:
+            helm: Mapping[str, Any] = block["helm"] if isinstance(block.get("helm"), Mapping) else {}
+            kustomize: Mapping[str, Any] = (block["kustomize"] if isinstance(block.get("kustomize"), Mapping)
+                                            else {})
+            entries = [("helm.valuesFiles", v) for v in (helm.get("valuesFiles") or ())]
+            entries.append(("kustomize.dir", kustomize.get("dir")))
+            chart = helm.get("chart")
+            if isinstance(chart, str) and "://" not in chart and not repo_set:
+                entries.append(("helm.chart", chart))
+            for key, entry in entries:
+                if not isinstance(entry, str) or not entry.strip():
+                    continue
+                target = tree.resolve(entry.strip(), base=directory, what=key, allow_parent=True)
+                found.append((fg.file, key, entry, tree.rel(target.resolve() if target.exists() else target)))
+    return found
+
+
 def _plan(tree: SourceTree, request: RenderRequest) -> _Plan:
     if request.renderer not in RENDERERS:
         raise RenderError(f"unknown renderer {request.renderer!r} (use {', '.join(RENDERERS)})")

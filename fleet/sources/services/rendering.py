@@ -49,6 +49,7 @@ from fleet.sources.render import (
     compute_input_hash,
     declared_dependencies,
     expand_mapping_path,
+    fleet_file_references,
     kustomize_dependencies,
     render,
 )
@@ -459,6 +460,15 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
             values_files=list(mapping.helm_values_files or ()))
         if refusal:
             mapping_error = RenderError(f"not allowed: {refusal}")
+        else:  # the files the paths' fleet.yaml/fleetgate.yaml name (helm.valuesFiles: ../..): same globs
+            try:
+                references = fleet_file_references(tree, paths)
+                refusal = allowlist.fleet_file_refusal(rules, repository=mapping.repository.name,
+                                                       url=mapping.repository.url, references=references)
+                if refusal:
+                    mapping_error = RenderError(f"not allowed: {refusal}")
+            except RenderError as exc:
+                mapping_error = exc
     paused: str | None = None
     if mapping_error is None:
         try:

@@ -9,6 +9,8 @@ unrestricted (everything its mappings render may deploy, as before). For a restr
   values files of the repository must be, or lie under, a path such an entry allows
   (:func:`values_files_refusal`), and so must every file a mapped path's fleet.yaml/fleetgate.yaml
   references (``helm.valuesFiles``, a local ``helm.chart``, ``kustomize.dir``: :func:`fleet_file_refusal`).
+  Generally, every repository file a render reads (Kustomize bases, ``file://`` chart dependencies, files
+  reached through symlinks) must be, or lie under, an allowed path (:func:`read_files_refusal`).
 - **namespaces**: every namespaced object must land (its ``metadata.namespace``, else the mapping's target
   namespace, else ``default``) in a namespace matching a glob of the list and no ``!glob`` of it.
 - **kinds**: a cluster-scoped object (Namespace, ClusterRole, CRDs, ...: ``fleet.sources.render.objects``,
@@ -179,6 +181,24 @@ def fleet_file_refusal(rules: Rules, *, repository: str, url: str,
         allowed = ", ".join(f"{r}:{p}" for r, p in rules.sources) or "no source"
         return (f"{fleet_file}: {key} {entry!r} reads {path!r} of repository {repository!r}, outside the "
                 f"paths cluster group {rules.group!r} allows (its allow-list permits {allowed})")
+    return None
+
+
+def read_files_refusal(rules: Rules, *, repository: str, url: str, path: str,
+                       files: Iterable[tuple[str, str]]) -> Refusal | None:
+    """The first repository file a render of the mapping path ``path`` read that the group may not read, or
+    None. ``files`` are ``(repository-relative path, symlinks resolved; what led the render there or '')``
+    (``fleet.sources.render.input_files``): the one general rule behind the per-key checks, so a
+    kustomization's ``resources: [../../teams/b]``, a chart's ``file://`` dependency or a symlink to another
+    team's folder cannot pull files outside the allowed paths into the render."""
+    for file, via in files:
+        if file_allowed(rules, repository=repository, url=url, path=file):
+            continue
+        allowed = ", ".join(f"{r}:{p}" for r, p in rules.sources) or "no source"
+        how = f" ({via})" if via else ""
+        return Refusal(f"the render of {path or '.'!r} reads {file!r}{how} of repository {repository!r}, "
+                       f"outside the paths cluster group {rules.group!r} allows (its allow-list permits "
+                       f"{allowed})", source=file)
     return None
 
 

@@ -213,6 +213,63 @@ def test_files_a_fleet_yaml_names_outside_the_allowed_paths_fail_the_render(
     assert not Rollout.objects.filter(mapping__in=[values, kdir]).exists()
 
 
+def test_every_file_the_render_reads_must_lie_under_the_allowed_paths(
+    git_repo: Any, make_fleet: Any, tasks: Any
+) -> None:
+    """The general rule: a kustomization's base elsewhere in the repository, or a symlink to another team's
+    folder, makes the render read files outside the allowed paths: it fails (render and manage.py render),
+    naming the file and what led there; a group without an allow-list renders it as before."""
+    fleet = make_fleet({"one": {"env": "tenants"}, "two": {"env": "open"}})
+    for box in fleet.sandboxes.values():
+        box.apply_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    group = make_group("tenants", "tenants")
+    repo = make_repository(git_repo)
+    restrict(group)
+    based = make_mapping(repo, "based", "teams/a/overlay", group)
+    linked = make_mapping(repo, "linked", "teams/a/linked", group)
+    own = make_mapping(repo, "own", "teams/a/own", group)
+    unrestricted = make_mapping(repo, "unrestricted", "teams/a/overlay", make_group("open", "open"))
+    (git_repo.path / "teams/a/linked").mkdir(parents=True)
+    (git_repo.path / "teams/a/linked/b").symlink_to("../../b")  # a folder of team b, inside team a's
+    sha = git_repo.commit({
+        "teams/a/overlay/kustomization.yaml": "resources: [../../b]\n",
+        "teams/a/linked/cm.yaml": configmap("linked", {"a": "1"}, namespace="team-a"),
+        "teams/a/own/kustomization.yaml": "resources: [../base]\n",  # a base inside the allowed paths
+        "teams/a/base/kustomization.yaml": "resources: [cm.yaml]\n",
+        "teams/a/base/cm.yaml": configmap("base", {"a": "1"}, namespace="team-a"),
+        "teams/b/kustomization.yaml": "resources: [cm.yaml]\n",
+        "teams/b/cm.yaml": configmap("b", {"secret": "team-b"}, namespace="team-a"),
+    }, "a base and a symlink outside team a")
+    fetch_repository(repo)
+    tasks.drain()
+    for mapping in (own, unrestricted):
+        mr = MappingRender.objects.get(mapping=mapping, commit__sha=sha)
+        assert mr.status == "rendered", mr.error_message
+    mr = failed_render(based, sha)
+    assert mr.error_message == (
+        "not allowed: the render of 'teams/a/overlay' reads 'teams/b/cm.yaml' (Kustomize base or component "
+        "teams/b) of repository 'apps', outside the paths cluster group 'tenants' allows (its allow-list "
+        "permits apps:teams/a/*)")
+    assert mr.error_file == "teams/b/cm.yaml"
+    mr = failed_render(linked, sha)
+    assert mr.error_message.startswith(
+        "not allowed: the render of 'teams/a/linked' reads 'teams/b/cm.yaml' (through the symlink "
+        "'teams/a/linked/b/cm.yaml') of repository 'apps', outside the paths")
+    assert not Rollout.objects.filter(mapping__in=[based, linked]).exists()
+    for name in ("based", "linked"):  # manage.py render (the preview) refuses the same
+        with pytest.raises(CommandError) as preview:
+            call_command("render", "apps", sha, name, "--cluster", fleet.clusters["one"].name)
+        assert "not allowed: the render of 'teams/a/" in str(preview.value)
+        assert "reads 'teams/b/cm.yaml'" in str(preview.value)
+    # the unrestricted mapping's stored render, once its group is restricted (moved here behind the model's
+    # back): refused where every deploy takes its manifests
+    PathMapping.objects.filter(pk=unrestricted.pk).update(cluster_group=group)
+    with pytest.raises(RenderFailed) as manifests:
+        ports.render_mapping(sha, PathMapping.objects.get(pk=unrestricted.pk), [fleet.clusters["two"]])
+    assert "reads 'teams/b/cm.yaml' (Kustomize base or component teams/b)" in manifests.value.message
+    assert manifests.value.file == "teams/b/cm.yaml"
+
+
 # --------------------------------------------------------------------------- render door
 
 

@@ -29,6 +29,7 @@ from .engine import (
     detect_renderer,
     expand_mapping_path,
     fleet_file_references,
+    input_files,
     render,
 )
 from .errors import RenderError
@@ -76,6 +77,7 @@ __all__ = [
     "find_kubectl",
     "fleet_file_references",
     "helm_hook_phases",
+    "input_files",
     "kustomization_graph",
     "kustomize_dependencies",
     "load_documents",

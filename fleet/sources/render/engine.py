@@ -39,6 +39,7 @@ from .fleetbundle import (
 from .helm import (
     ChartInputs,
     chart_inputs,
+    local_dependencies,
     read_chart_file,
     remote_chart,
     render_helm,
@@ -401,6 +402,40 @@ def _input_files(plan: _Plan) -> list[Path]:
                     files.extend(tree.walk(d))
     files.extend(plan.values_files)
     return sorted(set(files))
+
+
+def input_files(tree: SourceTree | str | os.PathLike[str], request: RenderRequest) -> list[tuple[str, str]]:
+    """Every repository file a render of ``request`` reads (the files its input hash covers, the renderer's
+    entry directory and a repository chart's ``file://`` dependencies), as ``(path, via)``: ``path`` is
+    repository-relative with symlinks resolved; ``via`` says what led the render there when known (a
+    Kustomize base or component, a Helm ``file://`` dependency, a values file, a symlink), else ''.
+    A restricted group's allow-list checks every one (``clusters.allowlist.read_files_refusal``)."""
+    tree = tree if isinstance(tree, SourceTree) else SourceTree(tree)
+    plan = _plan(tree, request)
+    via: dict[Path, str] = {}
+    if plan.request.chart is None and plan.renderer == "kustomize":
+        for d in kustomization_graph(tree, plan.entry):
+            if d != plan.directory:
+                for f in tree.walk(d):
+                    via.setdefault(f, f"Kustomize base or component {tree.rel(d) or '.'}")
+    for f in plan.values_files:
+        via.setdefault(f, "values file")
+    if plan.request.chart is None and plan.renderer == "helm" and (plan.entry / "Chart.yaml").is_file():
+        for d in local_dependencies(tree, plan.entry):  # no network: file:// only
+            for f in tree.walk(d):
+                via.setdefault(f, f"a Helm file:// dependency, {tree.rel(d)}")
+    files = set(_input_files(plan)) | set(via)
+    if plan.request.chart is None:
+        files |= set(tree.walk(plan.entry))
+    out: dict[str, str] = {}
+    for f in sorted(files):
+        real = tree.rel(f.resolve())
+        reason = via.get(f, "")
+        if real != tree.rel(f):
+            reason = f"{reason}, " if reason else ""
+            reason += f"through the symlink {tree.rel(f)!r}"
+        out.setdefault(real, reason)
+    return sorted(out.items())
 
 
 def _directory(plan: _Plan) -> DirectoryOptions:

@@ -33,7 +33,9 @@ from fleet.sources.services.rendering import (
     build_requests,
     expand_paths,
     line_of,
+    read_files_error,
     render_requests,
+    source_error,
 )
 
 
@@ -161,12 +163,28 @@ def mapping_manifests(
 
 def _check_allowed(mapping: PathMapping, rules: allowlist.Rules, sha: str,
                    found: Mapping[int, ClusterManifests], clusters: Sequence[Cluster]) -> None:
-    """RenderFailed for the first cluster with an object outside the group's allow-list (or for a mapping
-    source it no longer allows)."""
-    refusal = allowlist.source_refusal(rules, repository=mapping.repository.name, url=mapping.repository.url,
-                                       path=mapping.path)
-    if refusal:
-        raise RenderFailed(f"not allowed: {refusal}")
+    """RenderFailed for a mapping source the group no longer allows, for the first cluster whose render
+    reads a repository file outside its allowed paths (one export), or with an object outside its
+    allow-list."""
+    try:  # the source checks and every file each cluster's render reads (one export), as the render does
+        with repository_cache(mapping.repository).export(sha) as root:
+            tree = SourceTree(root)
+            try:
+                paths = expand_paths(tree, mapping)
+            except RenderError as exc:
+                raise RenderFailed(str(exc), file=exc.file or "", line=exc.line) from None
+            error = source_error(tree, rules, mapping, paths)
+            if error is not None:
+                raise RenderFailed(str(error), file=error.file or "", line=error.line)
+            for cluster in clusters:
+                error = read_files_error(tree, rules, mapping, build_requests(mapping, cluster, sha, paths))
+                if error is not None:
+                    raise RenderFailed(f"{cluster.name}: {error}", file=error.file or "", line=error.line,
+                                       cluster=cluster.name)
+    except GitCommitNotFoundError as exc:
+        raise CommitNotFound(exc.message) from None
+    except GitError as exc:
+        raise ManifestsUnavailable(f"cannot export {sha[:10]}: {exc.message}") from None
     for cluster in clusters:
         resources = found[cluster.pk].resources
         refused = allowlist.object_refusals(

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from clusters import allowlist, tenancy
+from clusters import tenancy
 from clusters.models import Cluster
 from fleet.sources.git import GitError
 from fleet.sources.models import Commit, PathMapping, Repository
@@ -19,6 +19,7 @@ from fleet.sources.services.rendering import (
     check_allowed,
     expand_paths,
     render_requests,
+    source_error,
 )
 
 
@@ -92,18 +93,16 @@ def preview_render(repo: Repository, commit_ref: str, mapping: PathMapping, clus
                     paths = expand_paths(tree, mapping)
                 except RenderError as exc:
                     return Preview(full, mapping.name, cluster.name, ok=False, error=exc)
-                session = RenderSession()
-                result = render_requests(tree, build_requests(mapping, cluster, full, paths), "",
-                                         kubectl=session.kubectl,
-                                         charts=session.charts_for(mapping.cluster_group_id))
                 rules = tenancy.rules_for(mapping.cluster_group)  # the group's tenant allow-list
+                refused = source_error(tree, rules, mapping, paths) if rules is not None else None
+                if refused is not None:
+                    return Preview(full, mapping.name, cluster.name, ok=False, error=refused)
+                session = RenderSession()
+                charts = session.charts_for(mapping.cluster_group_id)
+                requests = build_requests(mapping, cluster, full, paths)
+                result = render_requests(tree, requests, "", kubectl=session.kubectl, charts=charts)
                 if rules is not None and result.ok:
-                    refusal = allowlist.source_refusal(rules, repository=repo.name, url=repo.url,
-                                                       path=mapping.path)
-                    if refusal:
-                        return Preview(full, mapping.name, cluster.name, ok=False,
-                                       error=RenderError(f"not allowed: {refusal}"))
-                    result = check_allowed(tree, rules, mapping, result)
+                    result = check_allowed(tree, rules, mapping, result, requests=requests)
     except GitError as exc:
         raise PreviewError(exc.message) from None
     if result.error is not None:

@@ -50,6 +50,7 @@ from fleet.sources.render import (
     declared_dependencies,
     expand_mapping_path,
     fleet_file_references,
+    input_files,
     kustomize_dependencies,
     render,
 )
@@ -453,22 +454,7 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
     declared: list[str] = []
     rules = tenancy.rules_for(mapping.cluster_group)
     if mapping_error is None and rules is not None:
-        refusal = allowlist.source_refusal(rules, repository=mapping.repository.name,
-                                           url=mapping.repository.url, path=mapping.path)
-        refusal = refusal or allowlist.values_files_refusal(
-            rules, repository=mapping.repository.name, url=mapping.repository.url,
-            values_files=list(mapping.helm_values_files or ()))
-        if refusal:
-            mapping_error = RenderError(f"not allowed: {refusal}")
-        else:  # the files the paths' fleet.yaml/fleetgate.yaml name (helm.valuesFiles: ../..): same globs
-            try:
-                references = fleet_file_references(tree, paths)
-                refusal = allowlist.fleet_file_refusal(rules, repository=mapping.repository.name,
-                                                       url=mapping.repository.url, references=references)
-                if refusal:
-                    mapping_error = RenderError(f"not allowed: {refusal}")
-            except RenderError as exc:
-                mapping_error = exc
+        mapping_error = source_error(tree, rules, mapping, paths)
     paused: str | None = None
     if mapping_error is None:
         try:
@@ -512,15 +498,57 @@ def render_mapping(session: RenderSession, tree: SourceTree, commit: Commit, pla
                 fresh.add(cluster.pk)
             if rules is not None and result.ok:
                 # after the caches: a result is stored per input hash, whatever allow-list applies to it
-                result = check_allowed(tree, rules, mapping, result)
+                result = check_allowed(tree, rules, mapping, result, requests=requests[cluster.pk])
             per_cluster[cluster.pk] = result
     return _store(commit, plan, per_cluster, rendered, reused, mapping_error, fresh, existing, known=known,
                   watched=watched, declared=declared, on_rendered=session.on_rendered, paused=paused)
 
 
-def check_allowed(tree: SourceTree, rules: allowlist.Rules, mapping: PathMapping, result: _Result) -> _Result:
-    """The result, or a failed one naming the first object outside the group's allow-list with its file
-    and line (not waivable: the policy gate never sees it)."""
+def source_error(tree: SourceTree, rules: allowlist.Rules, mapping: PathMapping,
+                 paths: Sequence[str]) -> RenderError | None:
+    """Why the group's allow-list refuses the mapping's source before any render (its repository and path,
+    its Helm values files, the files its paths' fleet.yaml/fleetgate.yaml name), or None.  Shared by the
+    render, ``manage.py render`` (preview) and the manifests API."""
+    repo = mapping.repository
+    refusal = allowlist.source_refusal(rules, repository=repo.name, url=repo.url, path=mapping.path)
+    refusal = refusal or allowlist.values_files_refusal(
+        rules, repository=repo.name, url=repo.url, values_files=list(mapping.helm_values_files or ()))
+    if refusal:
+        return RenderError(f"not allowed: {refusal}")
+    try:  # the files the paths' fleet.yaml/fleetgate.yaml name (helm.valuesFiles: ../..): same globs
+        refusal = allowlist.fleet_file_refusal(rules, repository=repo.name, url=repo.url,
+                                               references=fleet_file_references(tree, paths))
+    except RenderError as exc:
+        return exc
+    return RenderError(f"not allowed: {refusal}") if refusal else None
+
+
+def read_files_error(tree: SourceTree, rules: allowlist.Rules, mapping: PathMapping,
+                     requests: Sequence[RenderRequest]) -> RenderError | None:
+    """A RenderError naming the first repository file the render of ``requests`` read (Kustomize bases,
+    ``file://`` chart dependencies, files through symlinks, values files...) outside the paths the group's
+    allow-list allows, or None (not waivable)."""
+    repo = mapping.repository
+    for request in requests:
+        try:
+            files = input_files(tree, request)
+        except RenderError as exc:
+            return exc
+        refused = allowlist.read_files_refusal(rules, repository=repo.name, url=repo.url, path=request.path,
+                                               files=files)
+        if refused is not None:
+            return RenderError(f"not allowed: {refused.message}", file=refused.source or None)
+    return None
+
+
+def check_allowed(tree: SourceTree, rules: allowlist.Rules, mapping: PathMapping, result: _Result, *,
+                  requests: Sequence[RenderRequest] = ()) -> _Result:
+    """The result, or a failed one naming the first file the render of ``requests`` read outside the
+    group's allowed paths, else the first object outside its allow-list with its file and line (not
+    waivable: the policy gate never sees it)."""
+    read_error = read_files_error(tree, rules, mapping, requests)
+    if read_error is not None:
+        return _Result(input_hash=result.input_hash, error=read_error)
     refusals = allowlist.object_refusals(
         rules, result.resources, mapping.target_namespace or "default",
         cluster_scoped_kinds=allowlist.declared_cluster_kinds(result.resources))

@@ -63,7 +63,11 @@ def test_a_param_configmap_only_on_the_cluster_decides_and_a_missing_one_follows
 ) -> None:
     ns = target.namespace
     target.put(ll.config_map("replica-limits", ns, {"maxReplicas": "4"}))  # the platform team's, not ours
-    group = ClusterGroup.objects.create(name=f"g-{target.env}", selector={"matchLabels": {"env": target.env}})
+    # Manual syncs: the gate's decisions are what is tested, and a real kube-apiserver runs no controllers, so
+    # an applied Deployment would only wait out the health timeout.
+    group = ClusterGroup.objects.create(
+        name=f"g-{target.env}", selector={"matchLabels": {"env": target.env}}, sync_mode="manual"
+    )
     _bind_param_vap(group, "max-replicas", {"name": "replica-limits", "parameterNotFoundAction": "Deny"})
 
     rollout = _rollout(

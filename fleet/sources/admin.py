@@ -9,7 +9,6 @@ from fleet.access.writes import OutOfScope
 from fleet.core.admin import AuditedModelAdmin, SecretFieldsForm
 from fleet.core.choices import ChangeContext
 from fleet.core.context import acting
-from fleet.sources.api.serializers import CREDENTIALS_AGAIN, url_moved
 from fleet.sources.choices import FetchTrigger
 from fleet.sources.models import (
     ChartRepository,
@@ -20,7 +19,7 @@ from fleet.sources.models import (
     Repository,
 )
 from fleet.sources.services import request_fetch
-from fleet.sources.services.charts import check_chart_repository_scope
+from fleet.sources.services.charts import CREDENTIALS_AGAIN, check_chart_repository_scope, url_moved
 from fleet.sources.services.dependencies import (
     DependencyError,
     check_delete,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
@@ -10,6 +9,7 @@ from clusters.models import ClusterGroup
 from fleet.core.api.serializers import FleetModelSerializer, RestrictedPrimaryKeyRelatedField
 from fleet.sources.choices import KeyKind
 from fleet.sources.models import ChartRepository, Commit, MappingRender, PathMapping, Repository
+from fleet.sources.services.charts import CREDENTIALS_AGAIN, url_moved
 from fleet.sources.services.dependencies import (
     check_dependencies,
     lock_dependency_graph,
@@ -103,23 +103,6 @@ class RepositorySerializer(FleetModelSerializer):
 
     def get_webhook_path(self, obj: Repository) -> str:
         return f"/api/hooks/git/{obj.pk}/"
-
-
-CREDENTIALS_AGAIN = ("Give the credentials again when changing the URL: the stored password is not sent to "
-                     "another scheme, host, port or path.")
-
-
-def url_moved(stored: str, new: str) -> bool:
-    """Does ``new`` name another scheme, host, port or path than the stored chart repository URL?"""
-    def key(url: str) -> tuple[str, str, int | None, str]:
-        parts = urlsplit(url.strip())
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.rstrip("/")
-
-    return key(stored) != key(new)
 
 
 class ChartRepositorySerializer(FleetModelSerializer):

@@ -43,6 +43,16 @@ def _key(url: str) -> tuple[str, str, int | None, str]:
     return scheme, (parts.hostname or "").lower().rstrip("."), port, path
 
 
+CREDENTIALS_AGAIN = ("Give the credentials again when changing the URL: the stored password is not sent to "
+                     "another scheme, host, port or path.")
+
+
+def url_moved(stored: str, new: str) -> bool:
+    """Does ``new`` name another scheme, host, port or path than the stored chart repository URL (compared as
+    the credential lookup compares them)?"""
+    return _key(stored) != _key(new)
+
+
 def matches(prefix: str, url: str) -> bool:
     """Does the stored repository URL ``prefix`` cover ``url`` (same scheme, host and port, and a path at or
     under the prefix's path on a segment boundary)?"""

@@ -44,7 +44,15 @@ from typing import Any, Protocol
 
 import yaml
 
-from policies.engine import EngineError, EngineTimeout, Module, PolicyCompileError, RegoEngine, get_engine
+from policies.engine import (
+    EngineError,
+    EngineTimeout,
+    Module,
+    PolicyCompileError,
+    RegoEngine,
+    engine_settings,
+    get_engine,
+)
 from policies.engine.base import EvaluationSession, PolicySet, to_json
 from policies.formats import FormatError
 from policies.formats import conftest as conftest_fmt
@@ -906,10 +914,14 @@ def evaluate_target(
     engine_name = "?"
     try:
         # VAP and Kyverno policies are evaluated in-process: the Rego engine is needed only for Rego ones
-        # (with no policy at all, the decision is still the configured engine's, as dashboards count it)
-        needs_engine = not policies or any(p.admission is None for p in policies)
+        needs_engine = any(p.admission is None for p in policies)
         engine = engine or (get_engine() if needs_engine else None)
-        engine_name = engine.name if engine is not None else "in-process"
+        if engine is not None:
+            engine_name = engine.name
+        elif not policies:  # the configured engine's decision, as dashboards count it
+            engine_name = engine_settings().engine
+        else:
+            engine_name = "in-process"
         target = _Target(rendered, context)
         deadline = _Deadline(time_budget)
         needs_inventory = any(p.style is PolicyStyle.GATEKEEPER for p in policies)

@@ -180,7 +180,6 @@ class LiveParams:
     def __init__(self, cluster: Any, mapping: Any) -> None:
         self.cluster = cluster
         self.mapping = mapping
-        self.reads = 0
         self._found: dict[tuple[str, str, str, str, str], list[Mapping[str, Any]]] = {}
         self._identity: str | None = None
 
@@ -205,6 +204,5 @@ class LiveParams:
                     f"the parameter {what} could not be read from {self.cluster.name}: "
                     f"{type(exc).__name__}: {exc}"[:1000]
                 ) from exc
-            self.reads += 1
             found = self._found[key] = [masked_live(obj) for obj in read]
         return found

@@ -8,3 +8,5 @@ This package must import without Django settings: the agent runs with no databas
 DJANGO_SETTINGS_MODULE (``clusters.agent.digest`` in particular imports nothing from Django, the server
 imports it to compute the same digest).
 """
+
+AGENT_VERSION = "0.1.0"  # the Fleetgate release (pyproject.toml) the agent ships with

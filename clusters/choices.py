@@ -18,3 +18,16 @@ class SyncMode(models.TextChoices):
     MANUAL = "manual", "Only on request"
 
 
+
+
+class ConnectionMode(models.TextChoices):
+    """How Fleetgate reaches a cluster: push (it calls the API server) or pull (an agent on the cluster
+    calls Fleetgate for its work; Fleetgate stores no credential for the cluster)."""
+
+    PUSH = "push", "Push (Fleetgate calls the cluster)"
+    PULL = "pull", "Pull (an agent on the cluster calls Fleetgate)"
+
+
+class AgentCredentialKind(models.TextChoices):
+    BOOTSTRAP = "bootstrap", "Bootstrap token (one-time)"
+    AGENT = "agent", "Agent credential"

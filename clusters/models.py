@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from clusters import allowlist, kubeconfig, selectors, windows
-from clusters.choices import AuthMethod, ClusterStatus, SyncMode
+from clusters.choices import AgentCredentialKind, AuthMethod, ClusterStatus, ConnectionMode, SyncMode
 from fleet.access.restrict import RestrictedQuerySet
 from fleet.core import urlguard
 from fleet.core.fields import EncryptedTextField
@@ -44,6 +45,12 @@ def validate_values(value: object) -> None:
         raise ValidationError("Values must be an object.")
 
 
+# What a pull-mode cluster leaves empty: the agent on the cluster holds the access, Fleetgate holds none.
+PULL_EMPTY_FIELDS = (
+    "api_url", "token", "client_certificate", "client_key", "kubeconfig", "kubeconfig_context", "ca_data",
+)
+
+
 class Cluster(TimestampedModel):
     """A Kubernetes cluster Fleetgate syncs to. Credentials are encrypted at rest and never returned."""
 
@@ -77,6 +84,15 @@ class Cluster(TimestampedModel):
     kubernetes_version = models.CharField(max_length=64, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    connection_mode = models.CharField(
+        max_length=16,
+        choices=ConnectionMode.choices,
+        default=ConnectionMode.PUSH,
+        help_text="Push: Fleetgate calls the API server with the stored credentials. Pull: an agent on the "
+        "cluster calls Fleetgate for its work; no credential for the cluster is stored.",
+    )
+    agent_version = models.CharField(max_length=64, blank=True, help_text="Pull mode: the agent's version.")
+    agent_seen = models.DateTimeField(null=True, blank=True, help_text="Pull mode: the agent's last call.")
 
     objects = RestrictedQuerySet.as_manager()
     scope_path = "groups"
@@ -87,8 +103,19 @@ class Cluster(TimestampedModel):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def is_pull(self) -> bool:
+        return self.connection_mode == ConnectionMode.PULL
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        if self.is_pull:
+            stored = [f for f in PULL_EMPTY_FIELDS if getattr(self, f)]
+            if stored:
+                raise ValidationError(
+                    {f: "A pull-mode cluster stores no credentials: leave this empty." for f in stored}
+                )
+            return
         if self.auth_method == AuthMethod.KUBECONFIG:
             if not self.kubeconfig:
                 errors["kubeconfig"] = "Upload a kubeconfig."
@@ -306,3 +333,28 @@ class AllowList(TimestampedModel):
             namespaced_deny=self.namespace_resources_deny or [],
             service_account=sa,
         )
+
+
+class AgentCredential(models.Model):
+    """A pull-mode agent's bearer token (or the one-time bootstrap token it is exchanged for), kept as the
+    sha256 of the plain token only: the plain token is shown once and never stored, logged or audited.
+    Services: clusters/agent_tokens.py."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="agent_credentials")
+    kind = models.CharField(max_length=16, choices=AgentCredentialKind.choices)
+    digest = models.CharField(max_length=64, unique=True, help_text="sha256 (hex) of the plain token.")
+    prefix = models.CharField(max_length=12, help_text="The token's first characters, for display.")
+    created = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True, help_text="Bootstrap: when it was exchanged.")
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.prefix}… of {self.cluster.name}"

@@ -10,13 +10,14 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from clusters.choices import ClusterStatus
+from clusters.choices import ClusterStatus, ConnectionMode
 from clusters.connector import ClusterCredentials, Connectivity, Connector, ConnectorOptions
 from clusters.connector.errors import scrub
 from clusters.models import Cluster
@@ -123,13 +124,43 @@ def record_check(cluster: Cluster, result: Connectivity, *, audit_always: str = 
     )
 
 
+def agent_silence() -> timedelta:
+    """How long a pull-mode cluster's agent may stay silent before the cluster is unreachable."""
+    return timedelta(seconds=3 * max(int(settings.FLEETGATE_AGENT_REPORT_INTERVAL),
+                                     int(settings.FLEETGATE_AGENT_POLL_WAIT)))
+
+
+def agent_outcome(cluster: Cluster) -> CheckOutcome:
+    """A pull-mode cluster is never probed (Fleetgate holds no credential and may not reach it): its status
+    comes from its agent's reports. A cluster whose agent has been silent for three report intervals
+    becomes unreachable (audited as a status change)."""
+    seen = cluster.agent_seen
+    silent = seen is None or timezone.now() - seen > agent_silence()
+    if silent and cluster.status == ClusterStatus.REACHABLE:
+        why = "pull mode: the agent has not called since " + (seen.isoformat() if seen else "it was set up")
+        return record_check(cluster, Connectivity(False, error=why))
+    return CheckOutcome(cluster.pk, cluster.name, cluster.status == ClusterStatus.REACHABLE, cluster.status,
+                        cluster.kubernetes_version, cluster.last_error, False)
+
+
 def check_cluster(cluster: Cluster, **options: Any) -> CheckOutcome:
-    """Probe one cluster and record status, version, last_seen and last_error (audited on status change)."""
+    """Probe one cluster and record status, version, last_seen and last_error (audited on status change).
+    A pull-mode cluster is not probed: see :func:`agent_outcome`."""
+    if cluster.connection_mode == ConnectionMode.PULL:
+        return agent_outcome(cluster)
     return record_check(cluster, probe(cluster, **options))
 
 
 def test_connection(cluster: Cluster, **options: Any) -> CheckOutcome:
-    """A person's "test connection": like check_cluster, and always audited as ``cluster.test``."""
+    """A person's "test connection": like check_cluster, and always audited as ``cluster.test``. A pull-mode
+    cluster answers from its agent's last report (Fleetgate does not contact it)."""
+    if cluster.connection_mode == ConnectionMode.PULL:
+        outcome = agent_outcome(cluster)
+        if not outcome.reachable and not outcome.error:
+            seen = cluster.agent_seen
+            outcome.error = (f"pull mode: the agent last called at {seen.isoformat()}" if seen
+                             else "pull mode: no report from the cluster's agent yet")
+        return outcome
     return record_check(cluster, probe(cluster, **options), audit_always="cluster.test")
 
 
@@ -139,8 +170,11 @@ test_connection.__test__ = False  # type: ignore[attr-defined]  # not a pytest t
 def check_clusters(
     clusters: Iterable[Cluster] | None = None, workers: int = 8, **options: Any
 ) -> list[CheckOutcome]:
-    """Probe many clusters concurrently (network only in threads), then record each in this thread."""
-    chosen = list(clusters if clusters is not None else Cluster.objects.all())
+    """Probe many clusters concurrently (network only in threads), then record each in this thread. Pull-mode
+    clusters are not probed; one whose agent went silent is marked unreachable (:func:`agent_outcome`)."""
+    every = list(clusters if clusters is not None else Cluster.objects.all())
+    chosen = [c for c in every if c.connection_mode != ConnectionMode.PULL]
+    pulled = [agent_outcome(c) for c in every if c.connection_mode == ConnectionMode.PULL]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(lambda c: probe(c, **options), chosen))
     outcomes = []
@@ -149,7 +183,7 @@ def check_clusters(
             outcomes.append(record_check(cluster, result))
         except Cluster.DoesNotExist:  # deleted while it was being probed
             continue
-    return outcomes
+    return outcomes + pulled
 
 
 # -- sandbox registration ------------------------------------------------------------------------------

@@ -331,6 +331,14 @@ FLEETGATE_WEBHOOK_RATE_PER_ADDRESS = env_str("FLEETGATE_WEBHOOK_RATE_PER_ADDRESS
 FLEETGATE_WEBHOOK_REPLAY_WINDOW = env_int("FLEETGATE_WEBHOOK_REPLAY_WINDOW", 3600)
 FLEETGATE_WEBHOOK_REJECTION_AUDIT_WINDOW = env_int("FLEETGATE_WEBHOOK_REJECTION_AUDIT_WINDOW", 300)
 FLEETGATE_CLUSTER_CHECK_INTERVAL = env_int("FLEETGATE_CLUSTER_CHECK_INTERVAL", 60)
+# Pull mode (docs/clusters.md "Pull mode", docs/api.md "Pull mode: the agent API"): a bootstrap token's
+# lifetime, an agent credential's (the agent rotates at half of it), the longest a work poll waits (seconds)
+# and how often an agent reports live state, health and drift; request bodies of agents up to 16 MiB.
+FLEETGATE_AGENT_BOOTSTRAP_TTL = env_int("FLEETGATE_AGENT_BOOTSTRAP_TTL", 3600)
+FLEETGATE_AGENT_CREDENTIAL_TTL = env_int("FLEETGATE_AGENT_CREDENTIAL_TTL", 7 * 24 * 3600)
+FLEETGATE_AGENT_POLL_WAIT = env_int("FLEETGATE_AGENT_POLL_WAIT", 20)
+FLEETGATE_AGENT_REPORT_INTERVAL = env_int("FLEETGATE_AGENT_REPORT_INTERVAL", 60)
+FLEETGATE_AGENT_MAX_BODY_BYTES = env_int("FLEETGATE_AGENT_MAX_BODY_BYTES", 16 * 1024 * 1024)
 # Kubernetes connector timeouts and its discovery cache (one file per cluster).
 FLEETGATE_KUBE_CONNECT_TIMEOUT = env_int("FLEETGATE_KUBE_CONNECT_TIMEOUT", 5)
 FLEETGATE_KUBE_READ_TIMEOUT = env_int("FLEETGATE_KUBE_READ_TIMEOUT", 30)

@@ -51,13 +51,24 @@ class ClusterSerializer(FleetModelSerializer):
             "kubernetes_version",
             "last_seen",
             "last_error",
+            "connection_mode",
+            "agent_version",
+            "agent_seen",
             "credentials_set",
             "groups",
             "created",
             "updated",
         ]
-        read_only_fields = ["status", "kubernetes_version", "last_seen", "last_error", "created", "updated"]
-        extra_kwargs = {"client_certificate": {"write_only": True, "required": False}}
+        read_only_fields = [
+            "status", "kubernetes_version", "last_seen", "last_error", "agent_version", "agent_seen",
+            "created", "updated",
+        ]
+        extra_kwargs = {
+            "client_certificate": {"write_only": True, "required": False},
+            "connection_mode": {"help_text": "push (Fleetgate calls the cluster with stored credentials) or "
+                                "pull (an agent on the cluster calls Fleetgate; no credentials are stored). "
+                                "Set when the cluster is created."},
+        }
         derived_fields = ("api_url", "kubeconfig_context")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +76,11 @@ class ClusterSerializer(FleetModelSerializer):
         for field in SECRET_FIELDS:
             if field in attrs and attrs[field] == "" and self.instance is not None:
                 attrs.pop(field)
+        mode = attrs.get("connection_mode")
+        if self.instance is not None and mode is not None and mode != self.instance.connection_mode:
+            raise serializers.ValidationError(
+                {"connection_mode": "The connection mode is set when the cluster is created: create a new "
+                 "cluster to change it."})
         return super().validate(attrs)
 
 
@@ -160,3 +176,40 @@ class AllowListSerializer(FleetModelSerializer):
 
     def get_impersonates(self, obj: AllowList) -> str:
         return obj.rules().impersonate if obj.cluster_group_id else ""
+
+
+class AgentCredentialInfoSerializer(serializers.Serializer):
+    """One agent credential as the API shows it: never the token or its digest."""
+
+    kind = serializers.ChoiceField(choices=["bootstrap", "agent"])
+    prefix = serializers.CharField(help_text="The token's first 12 characters.")
+    created = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    used_at = serializers.DateTimeField(allow_null=True)
+    last_used = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    live = serializers.BooleanField()
+
+
+class AgentStatusSerializer(serializers.Serializer):
+    """A cluster's pull-mode agent: connected, its version, its last call, its credentials."""
+
+    connection_mode = serializers.CharField()
+    connected = serializers.BooleanField(
+        help_text="A live agent credential, and a call within three report intervals."
+    )
+    agent_version = serializers.CharField(allow_blank=True)
+    agent_seen = serializers.DateTimeField(allow_null=True)
+    credentials = AgentCredentialInfoSerializer(many=True)
+
+
+class AgentBootstrapSerializer(serializers.Serializer):
+    """A new one-time bootstrap token: shown once, never again."""
+
+    token = serializers.CharField(help_text="fga_b_...: give it to the agent; it is exchanged once.")
+    expires_at = serializers.DateTimeField()
+    manifest_command = serializers.CharField(help_text="A command that starts the agent with this token.")
+
+
+class AgentRevokeSerializer(serializers.Serializer):
+    revoked = serializers.IntegerField(help_text="How many credentials were revoked.")

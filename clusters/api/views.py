@@ -4,12 +4,15 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from clusters import membership_guard, services, tenancy
+from clusters import agent_tokens, membership_guard, services, tenancy
 from clusters.api.serializers import (
+    AgentBootstrapSerializer,
+    AgentRevokeSerializer,
+    AgentStatusSerializer,
     AllowListSerializer,
     ClusterGroupSerializer,
     ClusterSerializer,
@@ -20,6 +23,12 @@ from clusters.models import AllowList, Cluster, ClusterGroup
 from fleet.core.api.viewsets import FleetModelViewSet
 
 
+class ModeConflict(APIException):
+    status_code = 409
+    default_detail = "Not possible in this cluster's connection mode."
+    default_code = "connection_mode"
+
+
 class ClusterViewSet(FleetModelViewSet):
     queryset = Cluster.objects.prefetch_related("groups")
     serializer_class = ClusterSerializer
@@ -27,7 +36,7 @@ class ClusterViewSet(FleetModelViewSet):
     search_fields = ["name", "description", "api_url"]
     ordering_fields = ["name", "status", "last_seen", "created"]
     ordering = ["name"]
-    action_permissions = {"test_connection": "test"}
+    action_permissions = {"test_connection": "test", "agent_bootstrap": "change", "agent_revoke": "change"}
 
     @extend_schema(request=None, responses=ConnectionTestSerializer)
     @action(detail=True, methods=["post"], url_path="test-connection")
@@ -39,6 +48,41 @@ class ClusterViewSet(FleetModelViewSet):
         except Cluster.DoesNotExist:  # deleted while it was being tested
             raise NotFound("Not found.") from None
         return Response(ConnectionTestSerializer(outcome).data)
+
+    # Pull mode (docs/clusters.md "Pull mode"): the cluster's agent. Seen with the cluster; a bootstrap token
+    # is issued and credentials are revoked with the cluster's change permission (audited in agent_tokens).
+    @extend_schema(request=None, responses=AgentStatusSerializer)
+    @action(detail=True, methods=["get"], url_path="agent")
+    def agent(self, request: Request, pk: Any = None) -> Response:
+        """The cluster's agent: connected, version, last call, credentials (never a token or digest)."""
+        cluster = self.get_object()
+        return Response(AgentStatusSerializer(agent_tokens.status(cluster)).data)
+
+    @extend_schema(request=None, responses={201: AgentBootstrapSerializer})
+    @action(detail=True, methods=["post"], url_path="agent/bootstrap")
+    def agent_bootstrap(self, request: Request, pk: Any = None) -> Response:
+        """A one-time bootstrap token for the cluster's agent (shown once; earlier unused ones are revoked).
+        Only for a pull-mode cluster (409 otherwise)."""
+        cluster = self.get_object()  # 404 out of sight, 403 without the change permission
+        if not cluster.is_pull:
+            raise ModeConflict("This cluster is in push mode: an agent is only for pull-mode clusters.")
+        plain, cred = agent_tokens.issue_bootstrap(cluster, request.user)
+        server = request.build_absolute_uri("/").rstrip("/")
+        command = (f"FLEETGATE_AGENT_BOOTSTRAP_TOKEN={plain} python -m clusters.agent --server {server} "
+                   "--kubeconfig KUBECONFIG")
+        return Response(
+            AgentBootstrapSerializer(
+                {"token": plain, "expires_at": cred.expires_at, "manifest_command": command}
+            ).data,
+            status=201,
+        )
+
+    @extend_schema(request=None, responses=AgentRevokeSerializer)
+    @action(detail=True, methods=["post"], url_path="agent/revoke")
+    def agent_revoke(self, request: Request, pk: Any = None) -> Response:
+        """Revoke every credential of the cluster's agent (bootstrap tokens too): refused from now on."""
+        cluster = self.get_object()
+        return Response(AgentRevokeSerializer({"revoked": agent_tokens.revoke(cluster, request.user)}).data)
 
     # One service for API, UI and admin (membership_guard.save_cluster): a scoped user's create or change may
     # not move clusters across their scope; the saved cluster is re-checked and the change audited there.

@@ -14,6 +14,12 @@ import pytest
 
 from clusters.sandbox import SandboxCluster, SandboxServer
 from tests.agent.fleetgate_stub import StubFleetgate
+from tests.kube_backends import (  # noqa: F401 - fixtures and the marker hook are registered by import
+    KubeApiServer,
+    kube_apiserver,
+    kube_apiserver_bin_dir,
+    pytest_collection_modifyitems,
+)
 
 _ids = itertools.count(1)
 

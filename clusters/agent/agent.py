@@ -84,7 +84,18 @@ class Agent:
         return self.credential.token
 
     def _retry(self, call: Any, what: str) -> Any:
-        return retrying(call, what, backoff=self.backoff(), stop=self.stop, attempts=self.attempts)
+        return retrying(
+            call,
+            what,
+            backoff=self.backoff(),
+            stop=self.stop,
+            attempts=self.attempts,
+            on_retry=self._unreachable,
+        )
+
+    def _unreachable(self, error: str) -> None:
+        # not ready while Fleetgate is away, but alive: the loop is turning (retrying)
+        self.status.update(last_poll_ok=False, last_error=error[:300])
 
     def bootstrap_token(self) -> str:
         path = self.settings.bootstrap_token_file

@@ -197,6 +197,7 @@ def retrying(
     backoff: Backoff,
     stop: threading.Event,
     attempts: int = 0,
+    on_retry: Callable[[str], None] | None = None,
 ) -> T:
     """Run ``call`` until it answers: after :class:`Unreachable` wait ``backoff.next()`` seconds (logged)
     and try again, ``attempts`` times in all (0: until ``stop`` is set). Other errors are raised at once;
@@ -210,6 +211,8 @@ def retrying(
             if attempts and tried >= attempts:
                 raise
             wait = backoff.next()
+            if on_retry is not None:
+                on_retry(str(exc))
             log.warning(
                 "Fleetgate is unreachable; retrying",
                 extra={

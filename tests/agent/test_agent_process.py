@@ -323,6 +323,13 @@ def test_long_running_agent_probes_and_sigterm(
         wait_for(lambda: work["id"] in fleetgate_stub.state.results, timeout=60, what="the result")
         assert agent_cluster.sandbox.get_object("v1", "ConfigMap", "late", "apps") is not None
         assert fleetgate_stub.state.reports, "a report at start"
+        # Fleetgate goes away (503s): unready but alive, and back to ready when it answers again
+        fleetgate_stub.state.fail_next = 10**6
+        wait_for(lambda: agent.probe("/readyz")[0] == 503, timeout=60, what="/readyz 503")
+        assert agent.probe("/healthz")[0] == 200
+        assert "HTTP 503" in agent.probe("/readyz")[1]["error"]
+        fleetgate_stub.state.fail_next = 0
+        wait_for(lambda: agent.probe("/readyz")[0] == 200, timeout=60, what="/readyz back")
     finally:
         code = agent.stop()
     assert code == 0, agent.log

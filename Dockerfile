@@ -1,4 +1,7 @@
-# Fleetgate application image: web (gunicorn), worker and beat run from it with different commands.
+# Fleetgate application image: web (gunicorn), worker and beat run from it with different commands, and so
+# does the pull-mode agent: `python -m clusters.agent --server https://fleetgate.example.com ...` (no database,
+# no Django settings; probes on its --health-port, 8080: /healthz, /readyz; `manage.py agent_manifest`
+# prints its Kubernetes Deployment, docs/clusters.md "Installing the agent").
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 FLEETGATE_VAR_DIR=/var/lib/fleetgate

@@ -14,6 +14,10 @@ urlpatterns = [
     path("clusters/register/", clusters.cluster_register, name="cluster-register"),
     path("clusters/<int:pk>/", clusters.cluster_detail, name="cluster-detail"),
     path("clusters/<int:pk>/test/", clusters.cluster_test, name="cluster-test"),
+    path(
+        "clusters/<int:pk>/agent/bootstrap/", clusters.cluster_agent_bootstrap, name="cluster-agent-bootstrap"
+    ),
+    path("clusters/<int:pk>/agent/revoke/", clusters.cluster_agent_revoke, name="cluster-agent-revoke"),
     path("groups/", clusters.group_list, name="group-list"),
     path("groups/preview/", clusters.selector_preview, name="selector-preview"),
     path("groups/<int:pk>/", clusters.group_detail, name="group-detail"),

@@ -1,25 +1,70 @@
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from clusters import membership_guard
-from clusters.choices import AuthMethod, ClusterStatus
+from clusters import agent_tokens, membership_guard
+from clusters.choices import AgentCredentialKind, AuthMethod, ClusterStatus, ConnectionMode
 from clusters.filtersets import filter_by_selector
-from clusters.models import AllowList, Cluster, ClusterGroup
+from clusters.models import AgentCredential, AllowList, Cluster, ClusterGroup
 from clusters.selectors import matches, parse_selector_string, validate_selector
+from clusters.services import agent_silence
 from fleet.access.restrict import has_permission
 from fleet.web.views.base import get_visible, paginate, require, visible
+
+# A pull-mode cluster's agent at a glance: (state, label). Connected = a live agent credential and a call
+# within three report intervals (clusters.services.agent_silence, the same window that turns a silent
+# agent's cluster unreachable and that agent_tokens.status calls connected).
+AGENT_STATES = {
+    "connected": "agent connected",
+    "stale": "agent silent",
+    "revoked": "no live credential",
+    "never": "agent never registered",
+}
+
+# The Secret the agent's manifest (manage.py agent_manifest) reads its bootstrap token from: name, key.
+BOOTSTRAP_SECRET = ("fleetgate-agent-bootstrap", "token")
+
+
+def agent_state(seen: datetime | None, live_credential: bool, now: datetime | None = None) -> str:
+    """never: no agent call yet; revoked: no live agent credential (revoked or expired); connected: a call
+    within the window; stale: silent longer."""
+    if seen is None:
+        return "never"
+    if not live_credential:
+        return "revoked"
+    return "connected" if (now or timezone.now()) - seen <= agent_silence() else "stale"
+
+
+def _live_agent_credential() -> Exists:
+    return Exists(
+        AgentCredential.objects.filter(
+            cluster=OuterRef("pk"),
+            kind=AgentCredentialKind.AGENT,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        )
+    )
 
 
 @login_required
 def cluster_list(request: HttpRequest) -> HttpResponse:
-    clusters = visible(request, Cluster.objects.prefetch_related("groups")).order_by("name")
+    clusters = (
+        visible(request, Cluster.objects.prefetch_related("groups"))
+        .annotate(agent_live=_live_agent_credential())
+        .order_by("name")
+    )
     selector = request.GET.get("label", "").strip()
     error = ""
     if selector:
@@ -31,10 +76,19 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
         clusters = clusters.filter(status=request.GET["status"])
     if request.GET.get("group", "").isdigit():
         clusters = clusters.filter(groups__id=int(request.GET["group"]))
+    if request.GET.get("mode") in ConnectionMode.values:
+        clusters = clusters.filter(connection_mode=request.GET["mode"])
+    page = paginate(request, clusters)
+    now = timezone.now()
+    for cluster in page:
+        if cluster.is_pull:
+            cluster.agent_state = agent_state(cluster.agent_seen, cluster.agent_live, now)
+            cluster.agent_state_label = AGENT_STATES[cluster.agent_state]
     context = {
-        "page": paginate(request, clusters),
+        "page": page,
         "groups": visible(request, ClusterGroup.objects.all()).order_by("name"),
         "statuses": ClusterStatus.choices,
+        "modes": ConnectionMode.choices,
         "selector_error": error,
         "can_add": has_permission(request.user, Cluster, "add"),
     }
@@ -56,12 +110,94 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_test": has_permission(request.user, Cluster, "test", cluster),
         "can_change": has_permission(request.user, Cluster, "change", cluster),
     }
+    if cluster.is_pull:
+        context["agent"] = _agent_context(cluster)
     return render(request, "web/clusters/detail.html", context)
 
 
-class ClusterForm(forms.ModelForm):
-    """Register a cluster by URL and token, or by uploading a kubeconfig."""
+def _agent_context(cluster: Cluster) -> dict[str, Any]:
+    """The agent as the detail page shows it: agent_tokens.status (credentials without digests) and the
+    at-a-glance state."""
+    agent = agent_tokens.status(cluster)
+    now = timezone.now()
+    live = any(c["live"] and c["kind"] == AgentCredentialKind.AGENT for c in agent["credentials"])
+    agent["state"] = agent_state(cluster.agent_seen, live, now)
+    agent["state_label"] = AGENT_STATES[agent["state"]]
+    agent["silence_seconds"] = int(agent_silence().total_seconds())
+    for cred in agent["credentials"]:
+        if cred["revoked_at"] is not None:
+            cred["state"] = "revoked"
+        elif cred["kind"] == AgentCredentialKind.BOOTSTRAP and cred["used_at"] is not None:
+            cred["state"] = "used"
+        elif cred["expires_at"] <= now:
+            cred["state"] = "expired"
+        else:
+            cred["state"] = "live"
+    return agent
 
+
+@login_required
+@require_POST
+@never_cache  # the page shows the plain token: no cache, no back-button copy
+def cluster_agent_bootstrap(request: HttpRequest, pk: int) -> HttpResponse:
+    """Issue a one-time bootstrap token for a pull-mode cluster's agent and show it on this response only (it
+    is never stored, so no later page can show it). Earlier unused bootstrap tokens are revoked."""
+    cluster = get_visible(request, Cluster.objects.all(), pk=pk)
+    require(request, Cluster, "change", cluster)
+    if not cluster.is_pull:
+        messages.error(request, f"{cluster.name} is a push-mode cluster: an agent is only for pull mode.")
+        return redirect("web:cluster-detail", pk=pk)
+    plain, cred = agent_tokens.issue_bootstrap(cluster, request.user)
+    server = request.build_absolute_uri("/").rstrip("/")
+    context = {
+        "cluster": cluster,
+        "token": plain,
+        "credential": cred,
+        "server": server,
+        "ttl_minutes": int((cred.expires_at - cred.created).total_seconds() // 60),
+        "secret_name": BOOTSTRAP_SECRET[0],
+        "secret_key": BOOTSTRAP_SECRET[1],
+    }
+    return render(request, "web/clusters/bootstrap.html", context)
+
+
+@login_required
+@require_POST
+def cluster_agent_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    """Revoke every credential of a pull-mode cluster's agent (bootstrap tokens too), once confirmed."""
+    cluster = get_visible(request, Cluster.objects.all(), pk=pk)
+    require(request, Cluster, "change", cluster)
+    if not cluster.is_pull:
+        messages.error(request, f"{cluster.name} is a push-mode cluster: it has no agent.")
+    elif request.POST.get("confirm") != "yes":
+        messages.error(request, "Nothing revoked: tick the confirmation first.")
+    else:
+        count = agent_tokens.revoke(cluster, request.user)
+        messages.success(
+            request,
+            f"{count} credential{'s' if count != 1 else ''} of {cluster.name}'s agent revoked: the agent is "
+            "refused from now on. Issue a new bootstrap token to register it again.",
+        )
+    return redirect("web:cluster-detail", pk=pk)
+
+
+# What a push-mode cluster is registered with and a pull-mode one must leave empty (its agent holds the
+# access; Fleetgate stores no credential for it: clusters.models.PULL_EMPTY_FIELDS).
+PUSH_ONLY_FIELDS = ("auth_method", "api_url", "token", "kubeconfig_file", "kubeconfig_context", "ca_data")
+
+
+class ClusterForm(forms.ModelForm):
+    """Register a cluster: push mode by URL and token or by uploading a kubeconfig; pull mode with no
+    credentials at all (an agent on the cluster registers with a bootstrap token from the cluster's page)."""
+
+    connection_mode = forms.ChoiceField(
+        choices=ConnectionMode.choices,
+        initial=ConnectionMode.PUSH,
+        required=False,  # a form posted without it registers a push cluster, as before pull mode
+        widget=forms.RadioSelect,
+        label="Connection mode",
+        help_text="Pull for clusters Fleetgate cannot reach: no API URL or credential is asked or stored.",
+    )
     token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
     kubeconfig_file = forms.FileField(required=False, help_text="A kubeconfig with inline credentials.")
     labels_text = forms.CharField(
@@ -70,8 +206,23 @@ class ClusterForm(forms.ModelForm):
 
     class Meta:
         model = Cluster
-        fields = ["name", "description", "auth_method", "api_url", "token", "kubeconfig_context", "ca_data"]
+        fields = [
+            "name",
+            "description",
+            "connection_mode",
+            "auth_method",
+            "api_url",
+            "token",
+            "kubeconfig_context",
+            "ca_data",
+        ]
         widgets = {"ca_data": forms.Textarea(attrs={"rows": 4})}
+
+    push_only_fields = PUSH_ONLY_FIELDS
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["auth_method"].required = False  # not asked in pull mode; push defaults to a token
 
     def clean_labels_text(self) -> dict[str, str]:
         text = self.cleaned_data.get("labels_text", "").strip()
@@ -84,6 +235,17 @@ class ClusterForm(forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean() or {}
+        if not cleaned.get("connection_mode"):
+            cleaned["connection_mode"] = ConnectionMode.PUSH
+        if cleaned["connection_mode"] == ConnectionMode.PULL:
+            given = [f for f in PUSH_ONLY_FIELDS if f != "auth_method" and cleaned.get(f)]
+            for field in given:
+                self.add_error(field, "A pull-mode cluster stores no credentials: leave this empty.")
+            cleaned["auth_method"] = self.instance.auth_method = AuthMethod.TOKEN
+            self.instance.labels = cleaned.get("labels_text") or {}
+            return cleaned
+        if not cleaned.get("auth_method"):
+            cleaned["auth_method"] = self.instance.auth_method = AuthMethod.TOKEN
         upload = cleaned.get("kubeconfig_file")
         if upload is not None:
             if upload.size > 256 * 1024:

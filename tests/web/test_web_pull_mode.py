@@ -133,6 +133,11 @@ def test_a_bootstrap_token_is_shown_once_and_never_again(make_user: Any, fleet: 
     assert agent_tokens.digest_of(token) == cred.digest and cred.digest not in html
     assert f"python manage.py agent_manifest {edge.name} --server http://testserver" in html
     assert "kubectl apply -f fleetgate-agent.yaml" in html
+    # the Secret and key the agent's manifest reads the bootstrap token from
+    from clusters.management.commands.agent_manifest import BOOTSTRAP_SECRET, NAMESPACE
+
+    secret = f"create secret generic {BOOTSTRAP_SECRET} --from-literal=token='{token}'"
+    assert f"kubectl -n {NAMESPACE} {secret}" in html
     assert cred.expires_at.strftime("%Y-%m-%d %H:%M:%S") in html
     assert AuditEvent.objects.filter(action="agent.bootstrap_issued", target_id=str(edge.pk)).exists()
 

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from clusters import agent_tokens, membership_guard
 from clusters.choices import AgentCredentialKind, AuthMethod, ClusterStatus, ConnectionMode
 from clusters.filtersets import filter_by_selector
+from clusters.management.commands import agent_manifest
 from clusters.models import AgentCredential, AllowList, Cluster, ClusterGroup
 from clusters.selectors import matches, parse_selector_string, validate_selector
 from clusters.services import agent_silence
@@ -33,8 +34,6 @@ AGENT_STATES = {
     "never": "agent never registered",
 }
 
-# The Secret the agent's manifest (manage.py agent_manifest) reads its bootstrap token from: name, key.
-BOOTSTRAP_SECRET = ("fleetgate-agent-bootstrap", "token")
 
 
 def agent_state(seen: datetime | None, live_credential: bool, now: datetime | None = None) -> str:
@@ -155,8 +154,10 @@ def cluster_agent_bootstrap(request: HttpRequest, pk: int) -> HttpResponse:
         "credential": cred,
         "server": server,
         "ttl_minutes": int((cred.expires_at - cred.created).total_seconds() // 60),
-        "secret_name": BOOTSTRAP_SECRET[0],
-        "secret_key": BOOTSTRAP_SECRET[1],
+        # where the agent's manifest (manage.py agent_manifest) reads its bootstrap token from
+        "namespace": agent_manifest.NAMESPACE,
+        "deployment": agent_manifest.NAME,
+        "secret_name": agent_manifest.BOOTSTRAP_SECRET,
     }
     return render(request, "web/clusters/bootstrap.html", context)
 

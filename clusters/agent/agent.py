@@ -18,7 +18,7 @@ from clusters.agent.client import AgentClient, ApiError, Stopped, Unauthorized, 
 from clusters.agent.health import Status
 from clusters.agent.kube import KubeAccess
 from clusters.agent.state import Credential, StateError, StateStore
-from clusters.agent.work import WorkRunner
+from clusters.agent.work import WorkRunner, restrict_rules
 from clusters.connector.errors import describe
 from clusters.connector.outcomes import apply_outcome, drift_outcome
 
@@ -362,12 +362,13 @@ def build_report(kube: KubeAccess, mappings: list[dict[str, Any]]) -> dict[str, 
                             prune=False,
                             previous_inventory=inventory,
                             force=True,
+                            restrict=restrict_rules(m.get("restrict")),  # when Fleetgate sends the allow-list
                         )
                     )
-                    if healed.ok:
-                        entry["healed"] = {"counts": healed.counts}
-                    else:
-                        entry["heal_error"] = healed.error[:2000]
+                    # a failed heal is reported too (Fleetgate audits drift.heal_failed with the error)
+                    entry["healed"] = {"counts": healed.counts}
+                    if not healed.ok:
+                        entry["healed"]["error"] = healed.error[:2000] or "the self-heal apply failed"
                     log.info(
                         "self-heal" if healed.ok else "self-heal failed",
                         extra={

@@ -1,7 +1,9 @@
 """Fixtures of the agent tests: a sandbox cluster the agent manages (with a kubeconfig file for
 ``--kubeconfig``), a stand-in Fleetgate (tests/agent/fleetgate_stub.py) and a state directory.
 
-For the real Fleetgate, see test_agent_live_fleetgate.py (pytest-django ``live_server``)."""
+For the real Fleetgate, see test_agent_live_fleetgate.py (pytest-django ``live_server``, with the rollout
+fixtures of tests/rollouts/conftest.py registered here: ``git_repo``, ``make_fleet``, ``tasks``,
+``sandbox_server``)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,13 @@ from tests.kube_backends import (  # noqa: F401 - fixtures and the marker hook a
     kube_apiserver,
     kube_apiserver_bin_dir,
     pytest_collection_modifyitems,
+)
+from tests.rollouts.conftest import (  # noqa: F401 - the rollout fixtures, for the live Fleetgate tests
+    _fast_retries,
+    git_repo,
+    make_fleet,
+    sandbox_server,
+    tasks,
 )
 
 _ids = itertools.count(1)

@@ -20,6 +20,7 @@ from tests.kube_backends import (  # noqa: F401 - fixtures and the marker hook a
     KubeApiServer,
     kube_apiserver,
     kube_apiserver_bin_dir,
+    kube_namespace,
     pytest_collection_modifyitems,
 )
 from tests.rollouts.conftest import (  # noqa: F401 - the rollout fixtures, for the live Fleetgate tests

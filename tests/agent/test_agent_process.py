@@ -14,6 +14,7 @@ from clusters.agent.digest import work_digest
 from tests.agent.conftest import AgentCluster
 from tests.agent.fleetgate_stub import StubFleetgate
 from tests.agent.process import AgentProcess, free_port, run_agent_once
+from tests.kube_backends import KubeApiServer
 from tests.workers import wait_for
 
 
@@ -334,3 +335,44 @@ def test_long_running_agent_probes_and_sigterm(
         code = agent.stop()
     assert code == 0, agent.log
     assert "stopped" in agent.log
+
+
+def test_agent_applies_and_prunes_on_a_real_kube_apiserver(
+    fleetgate_stub: StubFleetgate, kube_apiserver: KubeApiServer, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The same agent against a real kube-apiserver (TLS verified with the kubeconfig's inline CA, token
+    auth): a Work applied, then a second Work without one object prunes it."""
+    from kubernetes import client as k8s
+
+    state_dir = tmp_path / "state"
+    first = fleetgate_stub.add_work(
+        [configmap("a", {"k": "1"}, kube_namespace), configmap("b", {"k": "2"}, kube_namespace)],
+        namespace=kube_namespace,
+    )
+    done = run_agent_once(
+        fleetgate_stub.url,
+        kubeconfig=kube_apiserver.kubeconfig,
+        state_dir=state_dir,
+        bootstrap_token=fleetgate_stub.issue_bootstrap(),
+    )
+    assert done.returncode == 0, _logs(done)
+    result = fleetgate_stub.state.results[first["id"]]
+    assert result["ok"] is True, result["error"]
+    assert result["counts"] == {"created": 2} and result["health"]["state"] == "Healthy"
+    register = next(c for c in fleetgate_stub.state.calls if c.path == "register")
+    assert register.body["kubernetes_version"] == kube_apiserver.version
+    core = k8s.CoreV1Api(kube_apiserver.api_client())
+    live = core.read_namespaced_config_map("a", kube_namespace)
+    assert live.metadata.annotations["fleetgate.io/tracking-id"].startswith("apps-web:")
+    assert [f.manager for f in live.metadata.managed_fields] == ["fleetgate"]
+
+    second = fleetgate_stub.add_work(
+        [configmap("a", {"k": "1"}, kube_namespace)], namespace=kube_namespace, inventory=result["inventory"]
+    )
+    done = run_agent_once(fleetgate_stub.url, kubeconfig=kube_apiserver.kubeconfig, state_dir=state_dir)
+    assert done.returncode == 0, _logs(done)
+    pruned = fleetgate_stub.state.results[second["id"]]
+    assert pruned["ok"] is True and pruned["counts"] == {"unchanged": 1, "deleted": 1}
+    assert [r["name"] for r in pruned["inventory"]] == ["a"]
+    names = {cm.metadata.name for cm in core.list_namespaced_config_map(kube_namespace).items}
+    assert "b" not in names and "a" in names

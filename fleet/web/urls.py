@@ -13,6 +13,7 @@ urlpatterns = [
     path("clusters/", clusters.cluster_list, name="cluster-list"),
     path("clusters/register/", clusters.cluster_register, name="cluster-register"),
     path("clusters/<int:pk>/", clusters.cluster_detail, name="cluster-detail"),
+    path("clusters/<int:pk>/edit/", clusters.cluster_edit, name="cluster-edit"),
     path("clusters/<int:pk>/test/", clusters.cluster_test, name="cluster-test"),
     path(
         "clusters/<int:pk>/agent/bootstrap/", clusters.cluster_agent_bootstrap, name="cluster-agent-bootstrap"

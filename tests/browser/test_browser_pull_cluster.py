@@ -1,6 +1,6 @@
 """A pull-mode cluster in a real browser (Debian's chromium through Playwright; issue 18): register it through
 the form (the API URL and credential fields go away), issue a bootstrap token and see it once, register an
-agent with it (the real token service), see the agent connected, then revoke it after confirming.
+agent with it (the real token service), see the agent connected, revoke it after confirming, edit it.
 The cluster page's screenshot goes to docs/screenshots/pull-cluster.png (docs/ui.md shows it)."""
 
 from __future__ import annotations
@@ -74,6 +74,18 @@ def test_a_pull_cluster_in_a_browser(page: Any, live_server: Any, login: Any, ma
     assert "revoked" in page.locator(".messages").inner_text()
     assert page.locator("#agent-state").inner_text() == "no live credential"
     assert agent_tokens.authenticate(agent_plain) is None
+
+    # Editing it asks for no URL or credential, and keeps its mode.
+    page.click("#edit-cluster")
+    page.wait_for_selector("#id_labels_text")
+    assert page.locator("#id_api_url").count() == 0 and page.locator("#id_token").count() == 0
+    assert page.locator("input[name=connection_mode][value=pull]").is_checked()
+    assert page.locator("input[name=connection_mode][value=pull]").is_disabled()
+    page.fill("#id_labels_text", "site=edge,region=us")
+    page.click("form.form button[type=submit]")
+    page.wait_for_selector("#connection-mode")
+    cluster.refresh_from_db()
+    assert cluster.labels == {"site": "edge", "region": "us"} and cluster.connection_mode == "pull"
 
     # The list shows the mode and the agent's state at a glance.
     page.goto(f"{live_server.url}/clusters/")

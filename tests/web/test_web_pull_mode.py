@@ -247,3 +247,63 @@ def test_the_list_of_pull_clusters_runs_constant_queries(
     with django_assert_max_num_queries(14):
         html = client.get("/clusters/").content.decode()
     assert "no live credential" in html
+
+
+def test_edit_a_push_cluster_keeps_its_mode_and_its_stored_token(
+    admin_user: Any, fleet: dict[str, Any]
+) -> None:
+    cluster = Cluster.objects.create(
+        name="stg-2", api_url="https://stg-2:6443", token="stored-s3cret", labels={"env": "staging"}
+    )
+    client = client_for(admin_user)
+    form = client.get(f"/clusters/{cluster.pk}/edit/").content.decode()
+    assert "stored-s3cret" not in form and 'value="env=staging"' in form and "disabled" in form
+    base = {"name": "stg-2", "api_url": "https://stg-2:6443", "auth_method": "token"}
+    base["labels_text"] = "env=prod"
+    response = client.post(f"/clusters/{cluster.pk}/edit/", {**base, "description": "moved"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    cluster.refresh_from_db()
+    assert cluster.token == "stored-s3cret" and cluster.description == "moved"
+    assert list(cluster.groups.values_list("name", flat=True)) == ["prod"]
+    event = AuditEvent.objects.filter(action="cluster.update", target_id=str(cluster.pk)).latest("sequence")
+    assert event.change_context == "web" and "stored-s3cret" not in str(event.after)
+    client.post(f"/clusters/{cluster.pk}/edit/", {**base, "token": "new-s3cret"})
+    cluster.refresh_from_db()
+    assert cluster.token == "new-s3cret"
+    # The mode was set at registration: a posted other mode is refused, nothing changes.
+    refused = {**base, "connection_mode": "pull", "api_url": ""}
+    response = client.post(f"/clusters/{cluster.pk}/edit/", refused)
+    assert response.status_code == 200 and "set at registration" in response.content.decode()
+    cluster.refresh_from_db()
+    assert cluster.connection_mode == "push" and cluster.api_url == "https://stg-2:6443"
+
+
+def test_edit_a_pull_cluster_asks_and_stores_no_credentials(admin_user: Any, fleet: dict[str, Any]) -> None:
+    edge = fleet["edge"]
+    client = client_for(admin_user)
+    form = client.get(f"/clusters/{edge.pk}/edit/").content.decode()
+    assert 'name="api_url"' not in form and 'name="token"' not in form and 'name="ca_data"' not in form
+    response = client.post(
+        f"/clusters/{edge.pk}/edit/",
+        {"name": "stg-edge", "labels_text": "env=staging,site=edge", "api_url": "https://x:6", "token": "x"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    edge.refresh_from_db()
+    assert edge.labels == {"env": "staging", "site": "edge"}
+    assert edge.connection_mode == "pull" and edge.api_url == "" and edge.token == ""
+
+
+def test_only_those_who_may_change_the_cluster_edit_it(make_user: Any, fleet: dict[str, Any]) -> None:
+    edge = fleet["edge"]
+    viewer = client_for(make_user("vi", role="viewer", scope=fleet["staging"]))
+    assert 'id="edit-cluster"' not in viewer.get(f"/clusters/{edge.pk}/").content.decode()
+    assert viewer.get(f"/clusters/{edge.pk}/edit/").status_code == 403
+    assert viewer.post(f"/clusters/{edge.pk}/edit/", {"name": "x"}).status_code == 403
+    other = client_for(make_user("ot", role="cluster-admin", scope=fleet["prod"]))
+    assert other.get(f"/clusters/{edge.pk}/edit/").status_code == 404
+    scoped = client_for(make_user("sc", role="cluster-admin", scope=fleet["staging"]))
+    assert 'id="edit-cluster"' in scoped.get(f"/clusters/{edge.pk}/").content.decode()
+    response = scoped.post(f"/clusters/{edge.pk}/edit/", {"name": "stg-edge", "labels_text": "env=prod"})
+    assert response.status_code == 200 and "outside the groups you manage" in response.content.decode()
+    edge.refresh_from_db()
+    assert edge.labels == {"env": "staging"}

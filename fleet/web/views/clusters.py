@@ -35,7 +35,6 @@ AGENT_STATES = {
 }
 
 
-
 def agent_state(seen: datetime | None, live_credential: bool, now: datetime | None = None) -> str:
     """never: no agent call yet; revoked: no live agent credential (revoked or expired); connected: a call
     within the window; stale: silent longer."""
@@ -189,7 +188,9 @@ PUSH_ONLY_FIELDS = ("auth_method", "api_url", "token", "kubeconfig_file", "kubec
 
 class ClusterForm(forms.ModelForm):
     """Register a cluster: push mode by URL and token or by uploading a kubeconfig; pull mode with no
-    credentials at all (an agent on the cluster registers with a bootstrap token from the cluster's page)."""
+    credentials at all (an agent on the cluster registers with a bootstrap token from the cluster's page).
+    Editing one (an instance given): the mode stays as registered (as the API: a new cluster to change it);
+    a push cluster's empty token or kubeconfig keeps the stored one; a pull cluster is not asked for any."""
 
     connection_mode = forms.ChoiceField(
         choices=ConnectionMode.choices,
@@ -224,6 +225,18 @@ class ClusterForm(forms.ModelForm):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fields["auth_method"].required = False  # not asked in pull mode; push defaults to a token
+        if self.instance.pk:
+            mode = self.fields["connection_mode"]
+            mode.disabled = True  # the registered mode; a posted one is refused in clean()
+            mode.help_text = "Set at registration: register a new cluster for another mode."
+            labels = self.instance.labels or {}
+            self.fields["labels_text"].initial = ",".join(f"{k}={v}" for k, v in labels.items())
+            if self.instance.is_pull:
+                for name in PUSH_ONLY_FIELDS:
+                    del self.fields[name]
+            else:
+                self.fields["token"].help_text = "Empty keeps the stored token."
+                self.fields["kubeconfig_file"].help_text = "Empty keeps the stored kubeconfig, if any."
 
     def clean_labels_text(self) -> dict[str, str]:
         text = self.cleaned_data.get("labels_text", "").strip()
@@ -236,17 +249,26 @@ class ClusterForm(forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean() or {}
+        posted_mode = self.data.get("connection_mode")
+        if self.instance.pk and posted_mode not in (None, "", self.instance.connection_mode):
+            self.add_error(
+                "connection_mode", "The connection mode is set at registration: register a new cluster."
+            )
         if not cleaned.get("connection_mode"):
             cleaned["connection_mode"] = ConnectionMode.PUSH
         if cleaned["connection_mode"] == ConnectionMode.PULL:
             given = [f for f in PUSH_ONLY_FIELDS if f != "auth_method" and cleaned.get(f)]
             for field in given:
                 self.add_error(field, "A pull-mode cluster stores no credentials: leave this empty.")
-            cleaned["auth_method"] = self.instance.auth_method = AuthMethod.TOKEN
+            self.instance.auth_method = AuthMethod.TOKEN
+            if "auth_method" in self.fields:
+                cleaned["auth_method"] = AuthMethod.TOKEN
             self.instance.labels = cleaned.get("labels_text") or {}
             return cleaned
         if not cleaned.get("auth_method"):
             cleaned["auth_method"] = self.instance.auth_method = AuthMethod.TOKEN
+        if self.instance.pk and not cleaned.get("token"):
+            cleaned.pop("token", None)  # keep the stored token (not shown, so not re-sent)
         upload = cleaned.get("kubeconfig_file")
         if upload is not None:
             if upload.size > 256 * 1024:
@@ -299,6 +321,30 @@ def cluster_register(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Cluster {cluster.name} registered.")
             return redirect("web:cluster-detail", pk=cluster.pk)
     return render(request, "web/clusters/register.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def cluster_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    cluster = get_visible(request, Cluster.objects.all(), pk=pk)
+    require(request, Cluster, "change", cluster)
+    editing = Cluster.objects.get(pk=cluster.pk)  # the form's copy (the page keeps the saved name)
+    form = ClusterForm(request.POST or None, request.FILES or None, instance=editing)
+    if request.method == "POST" and form.is_valid():
+        try:
+            saved = membership_guard.save_cluster(
+                request.user,
+                cluster,
+                form.save,
+                name=form.cleaned_data["name"],
+                labels=form.instance.labels or {},
+            )
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Cluster {saved.name} saved.")
+            return redirect("web:cluster-detail", pk=saved.pk)
+    return render(request, "web/clusters/register.html", {"form": form, "cluster": cluster})
 
 
 @login_required

@@ -24,6 +24,7 @@ from fleet.audit.services import record
 BOOTSTRAP_PREFIX = "fga_b_"
 AGENT_PREFIX = "fga_a_"
 PREFIX_CHARS = 12
+TOUCH_EVERY = timedelta(seconds=30)  # how often an agent's calls update last_used and agent_seen
 ROTATION_GRACE = timedelta(seconds=60)  # the replaced credential works this much longer after a rotation
 
 
@@ -194,14 +195,14 @@ def revoke(cluster: Cluster, user: Any = None) -> int:
 
 def touch(cred: AgentCredential, agent_version: str = "") -> None:
     """Note an agent call: the credential's last use and the cluster's agent_seen (one UPDATE each, only
-    when a few seconds passed, so a busy agent does not write on every call)."""
+    when TOUCH_EVERY passed, so a polling agent does not write on every call)."""
     now = timezone.now()
-    if cred.last_used is None or now - cred.last_used > timedelta(seconds=5):
+    if cred.last_used is None or now - cred.last_used > TOUCH_EVERY:
         AgentCredential.objects.filter(pk=cred.pk).update(last_used=now)
         cred.last_used = now
     cluster = cred.cluster
     values: dict[str, Any] = {}
-    if cluster.agent_seen is None or now - cluster.agent_seen > timedelta(seconds=5):
+    if cluster.agent_seen is None or now - cluster.agent_seen > TOUCH_EVERY:
         values["agent_seen"] = now
     if agent_version and agent_version[:64] != cluster.agent_version:
         values["agent_version"] = agent_version[:64]

@@ -16,6 +16,8 @@ api_patterns: list[Any] = [
     path("access/", include("fleet.access.api.urls")),
     path("audit/", include("fleet.audit.api.urls")),
     path("notifications/", include("fleet.notifications.api.urls")),
+    # Pull mode: the agents' own API (agent credentials only, docs/api.md "Pull mode: the agent API")
+    path("agent/v1/", include("fleet.rollouts.api.agent")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

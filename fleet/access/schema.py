@@ -20,3 +20,21 @@ class OIDCBearerScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "JWT",
             "description": "An ID token (or JWT access token) from the configured OpenID Connect provider",
         }
+
+
+class AgentTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "clusters.agent_auth.AgentAuthentication"
+    name = "agentToken"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        return {"type": "http", "scheme": "bearer",
+                "description": "A pull-mode agent's credential: `Bearer fga_a_…` (only on /api/agent/v1/)"}
+
+
+class AgentBootstrapScheme(OpenApiAuthenticationExtension):
+    target_class = "clusters.agent_auth.BootstrapAuthentication"
+    name = "agentBootstrapToken"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        return {"type": "http", "scheme": "bearer",
+                "description": "A one-time bootstrap token: `Bearer fga_b_…` (only for register)"}

@@ -72,3 +72,10 @@ def set_user(user: Any) -> None:
     """Attach the authenticated user to the current request's context (DRF authenticates late)."""
     ctx = current()
     _current.set(replace(ctx, user=user))
+
+
+def set_actor(user: Any, operator: str) -> None:
+    """Act as ``operator`` without a Fleetgate user for the rest of the request (a pull-mode cluster's
+    agent: ``agent:<cluster>``), replacing whoever the middleware found (a session is not the agent)."""
+    ctx = current()
+    _current.set(replace(ctx, user=user, operator=operator))

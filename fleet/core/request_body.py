@@ -14,7 +14,8 @@ forged.  ``RequestBodyLimitMiddleware`` sits before anything that reads the body
   chunk framing in it, which is decoded here; any other server gets 411 (send a Content-Length);
 * answers 413 in DRF's error shape (``{"detail": ...}``) under ``/api/`` and as a short page elsewhere.
 
-The limit is ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (``FLEETGATE_MAX_REQUEST_BYTES``).  The webhook endpoint has its
+The limit is ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (``FLEETGATE_MAX_REQUEST_BYTES``); the pull-mode agent API
+(``/api/agent/``) has ``FLEETGATE_AGENT_MAX_BODY_BYTES`` (16 MiB).  The webhook endpoint has its
 own (``FLEETGATE_WEBHOOK_MAX_BYTES``) and answers its own 413 so that the rejection is audited and rate
 limited with the other webhook rejections; for it this middleware only de-chunks, cut off at its limit + 1.
 """
@@ -34,6 +35,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
 WEBHOOK_PREFIX = "/api/hooks/"
+AGENT_PREFIX = "/api/agent/"
 _READ = 64 * 1024
 _MAX_CHUNK_LINE = 4096  # a chunk-size line with extensions; longer is refused
 _MAX_TRAILERS = 64
@@ -48,6 +50,8 @@ def request_body_limit(path: str) -> tuple[int, bool]:
     """The limit for a path, and whether the view answers its own 413 (the webhook endpoint)."""
     if path.startswith(WEBHOOK_PREFIX):
         return int(settings.FLEETGATE_WEBHOOK_MAX_BYTES), True
+    if path.startswith(AGENT_PREFIX):  # pull-mode agents report the live objects they manage: 16 MiB
+        return int(settings.FLEETGATE_AGENT_MAX_BODY_BYTES), False
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return (sys.maxsize if limit is None else int(limit)), False
 

@@ -166,6 +166,12 @@ class SyncedState(models.Model):
     synced_at = models.DateTimeField(null=True, blank=True)
     drift_checked_at = models.DateTimeField(null=True, blank=True)
     healed_at = models.DateTimeField(null=True, blank=True)
+    # Pull mode: what the cluster's agent last reported of the objects it manages for the mapping (as read
+    # on the cluster), used for plans, the gate's UPDATE/DELETE reviews and the UI instead of a live read.
+    live = models.JSONField(
+        default=list, blank=True, help_text="Pull mode: the managed objects as the agent last read them."
+    )
+    live_reported_at = models.DateTimeField(null=True, blank=True, help_text="Pull mode: when reported.")
 
     objects = RestrictedQuerySet.as_manager()
     scope_path = "mapping__cluster_group"

@@ -117,7 +117,10 @@ def review_targets(
         else:
             reason = live or "the live state was not read"
             out.append((cluster, list(objects)))
-            modes[cluster.pk] = rv.TargetReview.unreadable(reason, create_only_allowed=create_only_allowed)
+            # A pull-mode cluster has no live read, only its agent's reports: before the first report of
+            # the mapping (nothing of it is managed there yet) its objects are reviewed as CREATE, and say so.
+            modes[cluster.pk] = rv.TargetReview.unreadable(
+                reason, create_only_allowed=create_only_allowed or is_pull(cluster))
     return out, modes
 
 
@@ -162,6 +165,8 @@ KEEP_CONNECTORS = 64  # per process: HTTP pools and discovery of the clusters us
 def connect(cluster: Any, impersonate: str = "") -> Iterator[Connector]:
     """A connector for the cluster, reused within the process (keyed by its address and credentials).
     ``impersonate``: the user every request acts as (a restricted group's service account)."""
+    if is_pull(cluster):
+        raise RuntimeError(f"{cluster.name} is a pull-mode cluster: Fleetgate does not contact it")
     creds = credentials(cluster)
     if impersonate:
         creds = dataclasses.replace(creds, impersonate=impersonate)
@@ -231,6 +236,26 @@ def _transient(result: Any) -> bool:
     return (result.message or "").lower().startswith(_TRANSPORT)
 
 
+def is_pull(cluster: Any) -> bool:
+    """A pull-mode cluster: Fleetgate never contacts it; its agent claims work and reports live state."""
+    return getattr(cluster, "connection_mode", "push") == "pull"
+
+
+def _agent_report(cluster: Any, mapping: Any) -> tuple[list[dict[str, Any]], Any]:
+    """(reported live objects, when) of the agent's last report for (mapping, cluster); raises
+    AgentReportMissing when there is none yet."""
+    from fleet.rollouts.models import SyncedState
+    from fleet.rollouts.reported import AgentReportMissing
+
+    row = (SyncedState.objects.filter(mapping=mapping, cluster=cluster)
+           .values_list("live", "live_reported_at").first())
+    if row is None or row[1] is None:
+        raise AgentReportMissing(
+            f"pull mode: no report from the agent of {cluster.name} for this mapping yet"
+        )
+    return list(row[0] or []), row[1]
+
+
 def live_state(
     cluster: Any,
     mapping: Any,
@@ -239,7 +264,15 @@ def live_state(
     prune: bool = True,
 ) -> LiveState:
     """What the cluster holds for ``objects`` now, and what a sync would prune: the reads of the plan,
-    for the policy gate's UPDATE and DELETE reviews. Raises when the cluster cannot be read."""
+    for the policy gate's UPDATE and DELETE reviews. Raises when the cluster cannot be read. A pull-mode
+    cluster: from its agent's last report (``fleet/rollouts/reported.py``); raises AgentReportMissing
+    without one."""
+    if is_pull(cluster):
+        from fleet.rollouts import reported
+
+        live, _at = _agent_report(cluster, mapping)
+        return reported.live_state(objects, live, inventory,
+                                   default_namespace=mapping.target_namespace or "default", prune=prune)
     with connect(cluster, identity(mapping)) as kube:
         return kube.read_live(
             list(objects),
@@ -259,7 +292,16 @@ def plan(
     live: LiveState | None = None,
 ) -> dict[str, Any]:
     """The server-side dry-run diff of ``objects`` against the live cluster, with counts. ``live`` (from
-    :func:`live_state`, read for the gate) spares reading the live objects a second time."""
+    :func:`live_state`, read for the gate) spares reading the live objects a second time. A pull-mode
+    cluster: a client-side diff against its agent's last report, ``"source": "agent report"``."""
+    if is_pull(cluster):
+        from fleet.rollouts import reported
+
+        objs, at = _agent_report(cluster, mapping)
+        namespace = mapping.target_namespace or "default"
+        known = live if live is not None else reported.live_state(
+            objects, objs, inventory, default_namespace=namespace, prune=prune)
+        return reported.plan(objects, known, default_namespace=namespace, reported_at=at.isoformat())
     with connect(cluster, identity(mapping)) as kube:
         result = kube.plan(
             list(objects),

@@ -87,6 +87,8 @@ def test_every_api_route_is_in_the_design() -> None:
     for name, pattern, _cls in api_routes():
         if name.endswith(("api-root", "schema", "swagger-ui", "redoc")) or "format" in pattern:
             continue
+        if name.startswith("agent-api:"):
+            continue  # pull-mode agents' API: agent credentials only, no roles (tests/pull/test_agent_api.py)
         basename = name.split(":")[-1].rsplit("-", 1)[0]
         if basename not in DESIGN and basename not in PERSONAL and basename not in EXTRA_ROUTES:
             missing.append(name)
@@ -100,6 +102,9 @@ def test_every_api_route_is_in_the_design() -> None:
 EXTRA_ROUTES = {
     "auditevent-verify",
     "cluster-test",  # cluster-test-connection: tests/connector (deployer and cluster-admin in scope)
+    # cluster-agent(-bootstrap, -revoke): seen with the cluster, issued and revoked with cluster.change
+    # (tests/pull/test_agent_credentials.py)
+    "cluster-agent",
     # clustergroup-allow-list: seen with the group, written only by the admin role on all clusters
     # (tests/rollouts/test_tenant_allow_lists.py)
     "clustergroup-allow",

@@ -295,7 +295,9 @@ def guide(case: Any, world: World) -> None:
     # Fields that depend on each other (the schema lists them; which combination is complete, the validators
     # say): one complete combination per operation.
     if path.startswith("/api/clusters/"):
-        body.update(auth_method="token", token="st-token", kubeconfig="", kubeconfig_context="")
+        # push: a pull-mode cluster takes no URL or credential (tests/pull), and the mode is set at creation
+        body.update(auth_method="token", token="st-token", kubeconfig="", kubeconfig_context="",
+                    connection_mode="push")
         body.update(client_certificate="", client_key="", ca_data="")
         body.setdefault("api_url", "https://127.0.0.1:6443")
     if path.startswith("/api/groups/") and body.get("batch_size") is not None:

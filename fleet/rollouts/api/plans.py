@@ -89,6 +89,12 @@ class PlanSerializer(serializers.Serializer):
         help_text="With Helm hooks: which of the chart's hooks run.",
     )
     error = serializers.CharField(required=False, help_text="Why the cluster could not be planned.")
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # the plan's key (DRF pops declared fields)
+        choices=["agent report"], required=False,
+        help_text="Pull mode: a client-side diff against the objects the cluster's agent last reported (no "
+        "server-side dry run; docs/clusters.md \"Pull mode\").",
+    )
+    reported_at = serializers.DateTimeField(required=False, help_text="Pull mode: when the agent reported.")
 
 
 @extend_schema_field(PlanSerializer)

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from clusters.choices import ConnectionMode
 from fleet.audit.services import record
 from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import DriftStatus
@@ -45,6 +46,8 @@ def check_drift(state_id: int) -> str:
     )
     if state is None or not state.applied:
         return "nothing to check"
+    if state.cluster.connection_mode == ConnectionMode.PULL:
+        return "pull mode: the cluster's agent checks drift and reports it"
     group = state.mapping.cluster_group
     try:
         report = ports.drift(state.cluster, state.mapping, state.applied)
@@ -53,6 +56,20 @@ def check_drift(state_id: int) -> str:
         state.drift_checked_at = timezone.now()
         state.save(update_fields=["drift_status", "drift_error", "drift_checked_at"])
         return str(state.drift_status)
+    if record_check(state, report) == DriftStatus.IN_SYNC or not group.self_heal:
+        return str(state.drift_status)
+    outcome = ports.apply(state.cluster, state.mapping, state.applied, state.inventory, prune=False)
+    if not outcome.ok:
+        record_heal(state, False, outcome.counts, outcome.error)
+        return str(state.drift_status)
+    record_heal(state, True, outcome.counts)
+    return "healed"
+
+
+def record_check(state: SyncedState, report: ports.DriftOutcome) -> str:
+    """Keep a drift check's outcome on the SyncedState and audit it (``drift.detected``, ``drift.cleared``):
+    the one recording of both paths, Fleetgate's own check of a push-mode cluster and a pull-mode cluster's
+    agent report (services/agentwork.py). Returns the drift status."""
     now = timezone.now()
     previous = state.drift_status
     state.drift_checked_at, state.drift_error = now, "; ".join(report.errors)[:1000]
@@ -65,27 +82,33 @@ def check_drift(state_id: int) -> str:
     state.drift_status, state.drift = DriftStatus.DRIFTED, report.objects
     state.save(update_fields=["drift_status", "drift", "drift_checked_at", "drift_error"])
     _event(state, "drift.detected", _describe(report.objects), objects=report.objects)
-    if not group.self_heal:
-        return str(state.drift_status)
-    outcome = ports.apply(state.cluster, state.mapping, state.applied, state.inventory, prune=False)
-    if not outcome.ok:
-        _event(state, "drift.heal_failed", outcome.error[:2000])
-        return str(state.drift_status)
+    return str(state.drift_status)
+
+
+def record_heal(state: SyncedState, ok: bool, counts: dict[str, Any], error: str = "") -> None:
+    """Keep a self-heal's outcome (re-applying the last synced objects) and audit it (``drift.healed``,
+    ``drift.heal_failed``), whoever applied them: a worker or the pull-mode cluster's agent."""
+    if not ok:
+        _event(state, "drift.heal_failed", (error or "the heal failed")[:2000])
+        return
     state.drift_status, state.drift, state.healed_at = DriftStatus.IN_SYNC, [], timezone.now()
     state.save(update_fields=["drift_status", "drift", "healed_at"])
     _event(
         state,
         "drift.healed",
         f"re-applied {len(state.applied)} object(s) of {state.commit.sha[:10] if state.commit else '?'}",
-        counts=outcome.counts,
+        counts=counts,
     )
-    return "healed"
 
 
 def check_all() -> int:
-    """Queue a drift check for every (mapping, cluster) with applied objects (the beat task)."""
+    """Queue a drift check for every (mapping, cluster) with applied objects (the beat task). Pull-mode
+    clusters are skipped: their agents check drift (and self-heal) and report it."""
     ids = list(
-        SyncedState.objects.filter(mapping__enabled=True).exclude(applied=[]).values_list("pk", flat=True)
+        SyncedState.objects.filter(mapping__enabled=True)
+        .exclude(applied=[])
+        .exclude(cluster__connection_mode=ConnectionMode.PULL)
+        .values_list("pk", flat=True)
     )
     for pk in ids:
         dispatch.send(tasks.check_drift_one, pk)

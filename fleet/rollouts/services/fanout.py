@@ -15,8 +15,9 @@ from datetime import timedelta
 from django.db.models import Count
 from django.utils import timezone
 
+from clusters.choices import ConnectionMode
 from clusters.windows import sync_allowed
-from fleet.rollouts import dispatch, tasks
+from fleet.rollouts import dispatch, doorbell, tasks
 from fleet.rollouts.choices import FINAL_SYNC_STATES, UNSTARTED_SYNC_STATES, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, Rollout
 from fleet.rollouts.services import dependencies, strategy
@@ -168,6 +169,12 @@ def advance(rollout_id: int) -> str:
             transition(rollout, RolloutState.SYNCING, started[:2000])
         for cs in picked:
             cs.rollout = rollout
+            if cs.cluster.connection_mode == ConnectionMode.PULL:
+                # No task: the cluster's agent claims the leg when it polls (services/agentwork.py); its
+                # waiting poll is woken once this transaction commits.
+                sync_event(cs, "sync.queued", f"batch {batch + 1}; for the cluster's agent", batch=batch)
+                doorbell.ring(cs.cluster_id)
+                continue
             sync_event(cs, "sync.queued", f"batch {batch + 1}", batch=batch)
             dispatch.send(tasks.sync_cluster, cs.pk, task_id=cs.task_id)
         return str(rollout.state)

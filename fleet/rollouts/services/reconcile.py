@@ -13,12 +13,34 @@ from typing import Any
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from fleet.rollouts import dispatch, tasks
+from clusters.choices import ConnectionMode
+from fleet.rollouts import dispatch, doorbell, tasks
 from fleet.rollouts.choices import IN_FLIGHT_SYNC_STATES, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, Rollout
 from fleet.rollouts.services.common import lease_from_now, lease_seconds, sync_event
 
 PREPARING = (RolloutState.PENDING, RolloutState.RENDERED)
+
+
+def agent_lost(cs: ClusterSync) -> int:
+    """A pull-mode leg whose lease expired. Syncing: its agent stopped heartbeating (killed, disconnected,
+    its answer lost): the leg goes back to queued for the agent's next poll (event ``sync.agent_lost``),
+    never failed or synced on a guess; the old attempt's result is refused (409) from now on. Queued: no
+    task to send (the agent claims it); its lease is renewed and the doorbell rung. Returns 1 when
+    requeued, else 0."""
+    if cs.state == SyncState.SYNCING:
+        moved = ClusterSync.objects.filter(
+            pk=cs.pk, state=SyncState.SYNCING, attempts=cs.attempts, lease_until__lt=timezone.now()
+        ).update(state=SyncState.QUEUED, lease_until=lease_from_now())
+        if moved:
+            cs.state = SyncState.QUEUED
+            sync_event(cs, "sync.agent_lost", f"attempt {cs.attempts}: the cluster's agent stopped reporting "
+                       "before its lease expired; queued again for the agent", attempt=cs.attempts)
+            doorbell.ring(cs.cluster_id)
+        return 1 if moved else 0
+    ClusterSync.objects.filter(pk=cs.pk, state=SyncState.QUEUED).update(lease_until=lease_from_now())
+    doorbell.ring(cs.cluster_id)
+    return 1
 ACTIVE = (RolloutState.QUEUED, RolloutState.SYNCING)
 
 
@@ -31,7 +53,11 @@ def reconcile(follow: bool = False) -> dict[str, Any]:
         .filter(state__in=IN_FLIGHT_SYNC_STATES, rollout__state__in=ACTIVE)
         .filter(Q(lease_until__lt=now) | Q(lease_until__isnull=True))
     )
+    requeued = 0
     for cs in stale:
+        if cs.cluster.connection_mode == ConnectionMode.PULL:
+            requeued += agent_lost(cs)
+            continue
         if cs.state == SyncState.QUEUED:
             ClusterSync.objects.filter(pk=cs.pk, state=SyncState.QUEUED).update(lease_until=lease_from_now())
         sync_event(cs, "sync.redispatched", f"{cs.state} with an expired lease: dispatched again")
@@ -65,7 +91,8 @@ def reconcile(follow: bool = False) -> dict[str, Any]:
             dispatch.send(tasks.reconcile, True, countdown=delay)
             next_check = delay
     return {
-        "redispatched": len(stale),
+        "redispatched": len(stale) - requeued,
+        "requeued_for_agents": requeued,
         "prepare": len(preparing),
         "advanced": len(active),
         "next_check": next_check,

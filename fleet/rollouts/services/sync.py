@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from clusters.connector.errors import describe, is_retriable
 from fleet.observability import metrics
-from fleet.rollouts import dispatch, ports, tasks
+from fleet.rollouts import dispatch, doorbell, ports, tasks
 from fleet.rollouts.choices import Decision, DriftStatus, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, SyncedState
 from fleet.rollouts.services import dependencies, rereview
@@ -37,7 +37,11 @@ from fleet.rollouts.services.common import (
 log = logging.getLogger(__name__)
 
 
-def _claim(cs_id: int) -> tuple[ClusterSync | None, str]:
+def _claim(cs_id: int, *, agent: bool = False) -> tuple[ClusterSync | None, str]:
+    """Claim a leg under the row locks: number the attempt and take the lease, or say why not. The one
+    claim of both paths: a push worker's task (``agent=False``) and a pull-mode cluster's agent poll
+    (``agent=True``, services/agentwork.py). Each path claims only its own clusters' legs, so a stray task
+    for a pull-mode leg does nothing."""
     with atomic():
         rollout_id = ClusterSync.objects.filter(pk=cs_id).values_list("rollout_id", flat=True).first()
         if rollout_id is None:
@@ -45,6 +49,9 @@ def _claim(cs_id: int) -> tuple[ClusterSync | None, str]:
         rollout = locked_rollout(rollout_id)
         cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=cs_id)
         cs.rollout = rollout
+        if ports.is_pull(cs.cluster) != agent:
+            return None, ("a pull-mode cluster: its agent claims the leg" if not agent
+                          else "a push-mode cluster: a worker syncs it")
         now = timezone.now()
         if cs.state == SyncState.SYNCING and cs.lease_until and cs.lease_until > now:
             return None, "owned by another worker"
@@ -87,7 +94,9 @@ def _claim(cs_id: int) -> tuple[ClusterSync | None, str]:
         sync_event(
             cs,
             "sync.started",
-            f"attempt {cs.attempts}" + (" (taken over from a worker that stopped)" if took_over else ""),
+            f"attempt {cs.attempts}"
+            + (f" (taken over from {'an agent' if agent else 'a worker'} that stopped)" if took_over else "")
+            + (" claimed by the cluster's agent" if agent else ""),
             attempt=cs.attempts,
         )
         return cs, "claimed"
@@ -134,15 +143,8 @@ def run_cluster_sync(cs_id: int) -> str:
     health: ports.HealthOutcome | None = None
     error, transient, blocked = "", False, False
     try:
-        state = SyncedState.objects.filter(mapping=mapping, cluster=cs.cluster_id).first()
-        inventory = state.inventory if state else []
-        before = (cs.evaluation or {}).get("reviewed")
-        if isinstance(before, dict):  # a live review: does it still hold? (services/rereview.py)
-            live = ports.live_state(cs.cluster, mapping, cs.desired, inventory, group.prune)
-            changed = rereview.changes(before, live)
-            if changed:
-                again = rereview.review_again(rollout, cs, live)
-                blocked = _record_rereview(cs.pk, attempt, again, changed)
+        inventory = previous_inventory(cs)
+        blocked = rereview_blocks(cs, inventory)
         if not blocked:
             outcome = ports.apply(cs.cluster, mapping, cs.desired, inventory, prune=group.prune,
                                   wave_timeout=float(group.health_timeout_seconds))
@@ -168,15 +170,43 @@ def run_cluster_sync(cs_id: int) -> str:
         return "blocked"
     result = _finish(cs.pk, attempt, outcome, health, error, transient)
     metrics.cluster_sync(result if result in _COUNTED_RESULTS else "lost", time.monotonic() - started)
-    # Move the rollout on at once (no broker round trip); if this process dies here, reconcile does it.
+    conclude(rollout.pk, mapping, cs.cluster_id, result)
+    return result
+
+
+def previous_inventory(cs: ClusterSync) -> list[dict[str, Any]]:
+    """What the last sync of the leg's mapping left on its cluster (for prune)."""
+    state = SyncedState.objects.filter(mapping=cs.rollout.mapping, cluster=cs.cluster_id).first()
+    return list(state.inventory) if state else []
+
+
+def rereview_blocks(cs: ClusterSync, inventory: list[dict[str, Any]]) -> bool:
+    """A claimed leg reviewed against a live state: does the review still hold? (services/rereview.py). If
+    the live state changed, the gate reviews the leg again and a blocking decision blocks it (recorded);
+    returns whether nothing may be applied. For a pull-mode cluster the live state is its agent's last
+    report."""
+    rollout = cs.rollout
+    before = (cs.evaluation or {}).get("reviewed")
+    if not isinstance(before, dict):
+        return False
+    live = ports.live_state(cs.cluster, rollout.mapping, cs.desired, inventory,
+                            rollout.mapping.cluster_group.prune)
+    changed = rereview.changes(before, live)
+    if not changed:
+        return False
+    again = rereview.review_again(rollout, cs, live)
+    return _record_rereview(cs.pk, cs.attempts, again, changed)
+
+
+def conclude(rollout_id: int, mapping: Any, cluster_id: int, result: str) -> None:
+    """After a leg's outcome is recorded (by a worker or from an agent's result): move the rollout on at
+    once (no broker round trip; if this process dies here, reconcile does it), and wake legs of other
+    mappings waiting for this one on this cluster (the periodic reconcile is the safety net)."""
     from fleet.rollouts.services.fanout import advance
 
-    advance(rollout.pk)
+    advance(rollout_id)
     if result in ("synced", "failed"):
-        # Legs of other mappings waiting for this one on this cluster look again (event-driven; the
-        # periodic reconcile advances every active rollout as a safety net).
-        dependencies.wake_dependents(mapping, cs.cluster_id)
-    return result
+        dependencies.wake_dependents(mapping, cluster_id)
 
 
 def _hook(result: dict[str, Any]) -> bool:
@@ -278,7 +308,10 @@ def _finish(
             cs.lease_until = lease_from_now(delay)
             cs.save(update_fields=_FINISH_FIELDS)
             sync_event(cs, "sync.retrying", f"attempt {attempt} failed, retry in {delay:g}s: {error}"[:2000])
-            dispatch.send(tasks.sync_cluster, cs.pk, countdown=delay, task_id=cs.task_id)
+            if ports.is_pull(cs.cluster):
+                doorbell.ring(cs.cluster_id)  # the agent's next poll after retry_at claims it again
+            else:
+                dispatch.send(tasks.sync_cluster, cs.pk, countdown=delay, task_id=cs.task_id)
             return "retrying"
         cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.FAILED, error, now, None
         cs.save(update_fields=_FINISH_FIELDS)

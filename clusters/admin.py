@@ -35,11 +35,13 @@ class MembershipGuardedAdmin(AuditedModelAdmin):
 
 @admin.register(Cluster)
 class ClusterAdmin(MembershipGuardedAdmin):
-    list_display = ("name", "api_url", "auth_method", "status", "kubernetes_version", "last_seen")
-    list_filter = ("status", "auth_method")
+    list_display = ("name", "connection_mode", "api_url", "auth_method", "status", "kubernetes_version",
+                    "last_seen")
+    list_filter = ("connection_mode", "status", "auth_method")
     search_fields = ("name", "api_url", "description")
-    readonly_fields = ("status", "kubernetes_version", "last_seen", "last_error", "created", "updated")
-    actions = ("test_connection",)
+    readonly_fields = ("status", "kubernetes_version", "last_seen", "last_error", "agent_version",
+                       "agent_seen", "created", "updated")
+    actions = ("test_connection", "revoke_agent")
 
     def _guarded(self, request: Any, obj: Any, form: Any, save: Any) -> None:
         instance = form.instance
@@ -63,6 +65,27 @@ class ClusterAdmin(MembershipGuardedAdmin):
         if refused:
             self.message_user(
                 request, f"{refused} cluster(s) skipped: you may not test them.", messages.ERROR
+            )
+
+
+    @admin.action(description="Revoke the pull-mode agent's credentials")
+    def revoke_agent(self, request: Any, queryset: Any) -> None:
+        """Every credential of each chosen pull-mode cluster's agent (clusters/agent_tokens.revoke, audited
+        as agent.revoked), with the cluster change permission."""
+        allowed = restrict(queryset, request.user, "change")
+        refused = queryset.count() - allowed.count()
+        from clusters import agent_tokens
+
+        with acting(user=request.user, change_context=ChangeContext.WEB):
+            for cluster in allowed:
+                if not cluster.is_pull:
+                    self.message_user(request, f"{cluster}: push mode, no agent", messages.WARNING)
+                    continue
+                count = agent_tokens.revoke(cluster, request.user)
+                self.message_user(request, f"{cluster}: {count} agent credential(s) revoked")
+        if refused:
+            self.message_user(
+                request, f"{refused} cluster(s) skipped: you may not change them.", messages.ERROR
             )
 
 

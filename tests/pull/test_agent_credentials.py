@@ -157,3 +157,20 @@ def test_api_bootstrap_status_revoke(admin_client: Any, make_user: Any, token_cl
     assert viewer.post(f"/api/clusters/{cluster.pk}/agent/bootstrap/").status_code == 403
     assert viewer.post(f"/api/clusters/{cluster.pk}/agent/revoke/").status_code == 403
     assert admin_client.post("/api/clusters/999999/agent/bootstrap/").status_code == 404
+
+
+def test_admin_action_revokes_the_agent(make_user: Any) -> None:
+    from django.test import Client
+
+    admin_user = make_user("root-admin", role="admin", superuser=True)
+    cluster = pull_cluster("edge-admin")
+    boot, _ = agent_tokens.issue_bootstrap(cluster)
+    plain, _ = agent_tokens.exchange(boot, "v", "")
+    client = Client()
+    client.force_login(admin_user)
+    resp = client.post("/admin/clusters/cluster/",
+                       {"action": "revoke_agent", "_selected_action": [cluster.pk]})
+    assert resp.status_code == 302 and "/login" not in resp["Location"]
+    assert agent_tokens.authenticate(plain) is None
+    event = AuditEvent.objects.get(action="agent.revoked", cluster_name="edge-admin")
+    assert event.actor_name == admin_user.username

@@ -19,6 +19,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -134,6 +135,7 @@ def poll(cluster: Cluster, wait: float) -> list[dict[str, Any]]:
         work = claim_work(cluster)
         if work or time.monotonic() >= deadline:
             return work
+        _release_connection()
         while time.monotonic() < deadline:
             time.sleep(min(_SLEEP, max(0.0, deadline - time.monotonic())))
             now = doorbell.current(cluster.pk)
@@ -142,6 +144,13 @@ def poll(cluster: Cluster, wait: float) -> list[dict[str, Any]]:
                 break
         else:
             return []
+
+
+def _release_connection() -> None:
+    """A waiting poll holds no database connection: a thousand agents waiting must not hold a thousand
+    PostgreSQL connections (the next query opens one again). Not inside a transaction (tests, callers)."""
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 # -- while working, and the result -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ guided: invalid references and malformed values must be refused there.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -41,7 +42,8 @@ from schemathesis.checks import (
 )
 from schemathesis.config import SchemathesisConfig
 
-from clusters.models import AllowList
+from clusters import agent_tokens
+from clusters.models import AllowList, Cluster
 from fleet.access.models import APIToken
 from tests.factories import (
     ClusterFactory,
@@ -107,6 +109,7 @@ class World:
     ids: dict[str, int]
     commit_sha: str
     origin_url: str
+    agent_key: str = ""  # a pull-mode cluster's agent credential, for /api/agent/v1/
 
 
 def _origin(path: Path) -> str:
@@ -124,9 +127,15 @@ def _origin(path: Path) -> str:
 
 
 @pytest.fixture
-def world(live_server: Any, tmp_path: Path) -> World:
+def world(live_server: Any, tmp_path: Path, settings: Any) -> World:
     admin = UserFactory(username="schema-admin", is_superuser=True)
     _, key = APIToken.issue(admin)
+    # The agent API is called with a pull-mode cluster's agent credential; a work poll waits at most 1 s.
+    settings.FLEETGATE_AGENT_POLL_WAIT = 1
+    edge = Cluster(name="st-edge", connection_mode="pull", labels={"env": "edge"})
+    edge.save()
+    boot, _ = agent_tokens.issue_bootstrap(edge)
+    agent_key, _ = agent_tokens.exchange(boot, "schema-agent", "v1.31.0")
     group = ClusterGroupFactory(name="dev")
     cluster = ClusterFactory(name="dev-1", labels={"env": "dev"})
     sha = _origin(tmp_path / "origin")
@@ -180,7 +189,7 @@ def world(live_server: Any, tmp_path: Path) -> World:
              "target": "http://127.0.0.1:9/hook"},
         ),
     }
-    return World(key=key, ids=ids, commit_sha=commit.sha, origin_url=repository.url)
+    return World(key=key, ids=ids, commit_sha=commit.sha, origin_url=repository.url, agent_key=agent_key)
 
 
 # Path prefix -> the kind of object its {id} names.
@@ -353,6 +362,8 @@ def names_a_seeded_object(case: Any) -> bool:
 
 
 def run(operation: Any, mode: GenerationMode, examples: int, live_server: Any, world: World) -> None:
+    if operation.path.startswith("/api/agent/v1/") and operation.path != "/api/agent/v1/register":
+        world = dataclasses.replace(world, key=world.agent_key)  # the agent API takes agent credentials only
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
         max_examples=examples,

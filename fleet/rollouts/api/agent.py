@@ -70,10 +70,6 @@ class Conflict(APIException):
 
 
 # -- serializers (the schema, and the validation of bodies) ------------------------------------------------
-class DetailSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-
-
 class RegisterSerializer(serializers.Serializer):
     agent_version = serializers.CharField(max_length=64, allow_blank=True)
     kubernetes_version = serializers.CharField(max_length=64, allow_blank=True, required=False, default="")
@@ -167,7 +163,7 @@ class HealedSerializer(serializers.Serializer):
 
 
 class ReportMappingSerializer(serializers.Serializer):
-    mapping = serializers.CharField(max_length=200)
+    mapping = serializers.CharField(max_length=200, trim_whitespace=False)
     live = serializers.ListField(child=serializers.DictField(), required=False)
     drift = DriftReportSerializer(required=False, allow_null=True)
     healed = HealedSerializer(required=False, allow_null=True)
@@ -192,7 +188,8 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
         409: "the work is not this attempt's any more (stop; nothing recorded)",
         413: "body over FLEETGATE_AGENT_MAX_BODY_BYTES",
     }
-    return {c: OpenApiResponse(DetailSerializer, description=text[c]) for c in codes}
+    # described here; the body shapes are added by the API's schema class (fleet/core/api/schema.py)
+    return {c: OpenApiResponse(description=text[c]) for c in codes}
 
 
 # -- views ---------------------------------------------------------------------------------------------------
@@ -204,9 +201,14 @@ class AgentView(APIView):
     parser_classes = [AgentJSONParser]
     call = ""
 
+    query: tuple[str, ...] = ()  # the query parameters the call takes; others are refused (400)
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         agent_tokens.touch(self.credential(request))
+        unknown = sorted(set(request.query_params) - set(self.query))
+        if unknown:
+            raise serializers.ValidationError({name: "Unknown query parameter." for name in unknown[:10]})
 
     @staticmethod
     def credential(request: Request) -> AgentCredential:
@@ -270,6 +272,7 @@ class RotateView(AgentView):
 
 class WorkView(AgentView):
     call = "polled"
+    query = ("wait",)
 
     @extend_schema(
         operation_id="agent_work", tags=["agent"], request=None,

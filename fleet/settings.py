@@ -101,6 +101,18 @@ TEMPLATES = [
 
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'fleetgate.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))}
+# PostgreSQL: a connection pool per process (psycopg_pool through Django's own "pool" option). Its size
+# bounds the connections a process opens, however many threads serve requests at once (a web tier with
+# many threads for pull-mode agents' long polls); a thread that finds the pool empty waits up to
+# DATABASE_POOL_TIMEOUT seconds. 0 (the default) opens a connection per request as before. The pool
+# replaces persistent connections: DATABASE_CONN_MAX_AGE must stay 0 with it.
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 0)
+if DATABASE_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": env_int("DATABASE_POOL_TIMEOUT", 30),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A web process, a worker and beat share the file: wait for locks, take the write lock up front
     # (no deadlock on upgrade), and let readers run beside the writer.

@@ -29,7 +29,10 @@ from typing import Any
 from django.conf import settings
 
 from clusters.connector import ClusterCredentials, Connector, ConnectorOptions, RetryPolicy
-from clusters.connector.errors import RETRIABLE_STATUS
+from clusters.connector.outcomes import ApplyOutcome as ApplyOutcome  # the shapes the rollouts record
+from clusters.connector.outcomes import DriftOutcome as DriftOutcome
+from clusters.connector.outcomes import HealthOutcome as HealthOutcome
+from clusters.connector.outcomes import apply_outcome, drift_outcome, health_outcome
 from clusters.connector.results import LiveState
 from fleet.sources.services.manifests import CommitNotFound as CommitNotFound  # what render_mapping raises
 from fleet.sources.services.manifests import ManifestsUnavailable as ManifestsUnavailable
@@ -208,34 +211,6 @@ def mapping_key(mapping: Any) -> str:
     return f"{mapping.repository.name}-{mapping.name}"[:63]
 
 
-@dataclass
-class ApplyOutcome:
-    ok: bool
-    results: list[dict[str, Any]]
-    counts: dict[str, int]
-    inventory: list[dict[str, str]]
-    applied: list[dict[str, Any]]
-    error: str = ""
-    transient: bool = False  # worth trying again later (unreachable, 5xx, 429)
-
-
-_TRANSPORT = (
-    "connection refused",
-    "connect timeout",
-    "read timeout",
-    "connection lost",
-    "http transport error",
-)
-
-
-def _transient(result: Any) -> bool:
-    """Worth another attempt later: the server was unreachable or overloaded (5xx, 429), not a refusal."""
-    status = result.status
-    if status is not None:
-        return status in RETRIABLE_STATUS
-    return (result.message or "").lower().startswith(_TRANSPORT)
-
-
 def is_pull(cluster: Any) -> bool:
     """A pull-mode cluster: Fleetgate never contacts it; its agent claims work and reports live state."""
     return getattr(cluster, "connection_mode", "push") == "pull"
@@ -336,44 +311,16 @@ def apply(
             restrict=allow_rules(mapping),
             wave_timeout=wave_timeout,
         )
-    failed = [r for r in result.results if r.failed]
-    error = "; ".join(f"{r.ref.kind} {r.ref.name}: {r.message}" for r in failed[:5])
-    return ApplyOutcome(
-        ok=not failed,
-        results=[r.to_dict() for r in result.results],
-        counts=result.counts,
-        inventory=result.inventory,
-        applied=result.applied,
-        error=error,
-        transient=any(_transient(r) for r in failed),  # one transient failure may cause others (404s)
-    )
-
-
-@dataclass
-class HealthOutcome:
-    state: str  # Healthy | Progressing | Degraded | Missing
-    reason: str
-    detail: dict[str, Any]
-
-    @property
-    def healthy(self) -> bool:
-        return self.state == "Healthy"
+    return apply_outcome(result)
 
 
 def wait_healthy(cluster: Any, refs: Sequence[dict[str, Any]], timeout: float) -> HealthOutcome:
     with connect(cluster) as kube:
         report = kube.wait_healthy(list(refs), timeout=timeout)
-    return HealthOutcome(report.state, report.reason, report.to_dict())
-
-
-@dataclass
-class DriftOutcome:
-    drifted: bool
-    objects: list[dict[str, Any]]
-    errors: list[str]
+    return health_outcome(report)
 
 
 def drift(cluster: Any, mapping: Any, applied: Sequence[dict[str, Any]]) -> DriftOutcome:
     with connect(cluster, identity(mapping)) as kube:
         report = kube.drift(list(applied), default_namespace=mapping.target_namespace or "default")
-    return DriftOutcome(report.drifted, [o.to_dict() for o in report.objects], list(report.errors))
+    return drift_outcome(report)

@@ -293,7 +293,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "clusters.check_all_clusters",
         "schedule": float(env_int("FLEETGATE_CLUSTER_CHECK_INTERVAL", 60)),
     },
-    "rollouts-reconcile": {"task": "fleet.rollouts.reconcile", "schedule": 60.0},
+    # Legs whose lease expired (a lost worker or agent), stalled preparations, active rollouts advanced.
+    "rollouts-reconcile": {
+        "task": "fleet.rollouts.reconcile",
+        "schedule": float(max(1, env_int("FLEETGATE_RECONCILE_INTERVAL", 60))),
+    },
     "rollouts-drift": {
         "task": "fleet.rollouts.check_drift",
         "schedule": float(env_int("FLEETGATE_DRIFT_INTERVAL", 300)),

@@ -1,4 +1,4 @@
-"""Starting real Celery worker processes against the test database and the configured broker."""
+"""Starting real Celery worker and beat processes against the test database and the configured broker."""
 
 from __future__ import annotations
 
@@ -40,27 +40,14 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class Worker:
-    def __init__(self, log_path: Path, concurrency: int = 1, queues: str = "", **env: str) -> None:
+class CeleryProcess:
+    """A ``celery -A fleet ...`` child process in its own process group, logging to ``log_path``."""
+
+    def __init__(self, args: list[str], log_path: Path, **env: str) -> None:
         self.log_path = log_path
-        args = [
-            str(Path(sys.executable).parent / "celery"),
-            "-A",
-            "fleet",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-        ]
-        if queues:
-            args += ["-Q", queues]
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            args,
+            [str(Path(sys.executable).parent / "celery"), "-A", "fleet", *args],
             cwd=ROOT,
             env=child_env(**env),
             stdout=self._log,
@@ -90,6 +77,37 @@ class Worker:
             except ProcessLookupError:
                 pass
         self._log.close()
+
+
+class Worker(CeleryProcess):
+    def __init__(self, log_path: Path, concurrency: int = 1, queues: str = "", **env: str) -> None:
+        args = [
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+        ]
+        if queues:
+            args += ["-Q", queues]
+        super().__init__(args, log_path, **env)
+
+
+class Beat(CeleryProcess):
+    """``celery -A fleet beat`` as ``make run`` and compose start it: the settings' schedule
+    (``CELERY_BEAT_SCHEDULE``) installed into django-celery-beat's database schedule of the test database;
+    the intervals come from ``env`` (e.g. ``FLEETGATE_RECONCILE_INTERVAL``). ``--max-interval 1``: beat
+    looks at its schedule every second, so a short interval is kept."""
+
+    def __init__(self, log_path: Path, **env: str) -> None:
+        super().__init__(["beat", "--loglevel", "INFO", "--max-interval", "1"], log_path, **env)
+
+    def sent(self, entry: str) -> int:
+        """How many times beat has sent the periodic task ``entry`` (its log line per send)."""
+        return self.log.count(f"Sending due task {entry} ")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.2, what: str = "") -> Any:

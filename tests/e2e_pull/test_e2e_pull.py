@@ -1,21 +1,23 @@
 """End to end, pull mode, with real processes only: Fleetgate's web served by gunicorn (a child process on the
-test database), a real Celery worker (tests/workers.py), real long-running agents (``python -m
-clusters.agent``), two push and two pull sandbox clusters.
+test database), a real Celery worker and Celery beat (tests/workers.py), real long-running agents (``python -m
+clusters.agent``); two push and two pull sandbox clusters, or a push sandbox cluster and a pull cluster on the
+real kube-apiserver.
 
-One story, each step asserted on the database, the audit log and the clusters' live objects:
+One story per backend, each step asserted on the database, the audit log and the clusters' live objects:
 1. register: each pull cluster's agent exchanges its bootstrap token; a second use of a token is refused;
-2. a rollout in batches of two across the four clusters, approval required: nothing reaches any cluster
-   before an approver approves through the API; then all four are synced and hold the objects;
+2. a rollout in batches, approval required: nothing reaches any cluster before an approver approves through
+   the API; then every leg, push and pull, is synced and the clusters hold the objects;
 3. drift on a pull cluster: changed behind Fleetgate's back, found by the agent's report and healed
    (the group self-heals): drift.detected, drift.healed;
-4. an agent SIGKILLed while it waits for a slow Deployment: its leg stays syncing (never synced or failed)
-   until the lease expires, then reconcile requeues it (sync.agent_lost); the restarted agent claims it with
-   attempt 2 and finishes it; the rollout is synced;
-5. gunicorn killed while the agents long-poll and started again on the same port: the agents reconnect
-   (backoff) and sync the next rollout;
+4. an agent SIGKILLed while it waits for an unready Deployment (:func:`agent_killed_mid_apply`): its leg stays
+   syncing (never synced or failed) until the lease expires, then beat's periodic reconcile (not the test)
+   requeues it (sync.agent_lost); the restarted agent claims it with attempt 2 and finishes it;
+5. gunicorn killed while the agents long-poll and started again on the same port
+   (:func:`fleetgate_restarted`): the agents reconnect (backoff) and sync the next rollout;
 6. a revoked agent's next call is refused (401): it exits 3 and applies nothing more; agent.revoked.
 
-Short timings through the environment: poll wait 2 s, report interval 2 s, lease 5 s."""
+Steps 4 and 5 are functions both stories call. Short timings through the environment: poll wait 2 s, report
+interval 2 s, lease 5 s, beat's reconcile every 2 s."""
 
 from __future__ import annotations
 
@@ -37,8 +39,7 @@ from clusters.sandbox import SandboxCluster, SandboxServer
 from fleet.access.models import APIToken
 from fleet.audit.models import AuditEvent
 from fleet.rollouts.models import ClusterSync, Rollout
-from fleet.rollouts.services.reconcile import reconcile
-from fleet.sources.models import Commit, PathMapping
+from fleet.sources.models import Commit, PathMapping, Repository
 from fleet.sources.services import fetch_repository
 from tests.agent.process import ROOT, AgentProcess, free_port, run_agent_once
 from tests.kube_backends import KubeApiServer
@@ -50,7 +51,7 @@ from tests.rollouts.conftest import (
     make_mapping,
     make_repository,
 )
-from tests.workers import Worker, child_env, wait_for
+from tests.workers import Beat, Worker, child_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -61,6 +62,7 @@ ENV = {
     "FLEETGATE_SYNC_LEASE_SECONDS": str(LEASE),
     "FLEETGATE_KUBE_RETRIES": "2",
     "FLEETGATE_SYNC_RETRY_BASE": "0.5",
+    "FLEETGATE_RECONCILE_INTERVAL": "2",  # beat's rollouts-reconcile: expired leases requeued (step 4)
 }
 SLOW = 600.0  # a sandbox rollout delay no test waits for: the Deployment is not ready while the agent lives
 
@@ -139,6 +141,7 @@ class Pull:
 class Stack:
     web: Web
     worker: Worker
+    beat: Beat
     pulls: dict[str, Pull]
     tmp: Path
     started: list[AgentProcess] = field(default_factory=list)
@@ -159,11 +162,12 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    """gunicorn and a Celery worker on the test database; agents started through ``stack.start_agent`` are
-    stopped (and every process killed if need be) at the end."""
+    """gunicorn, a Celery worker and Celery beat on the test database; agents started through
+    ``stack.start_agent`` are stopped (and every process killed if need be) at the end."""
     web = Web(tmp_path / "gunicorn.log", free_port())
     worker = Worker(tmp_path / "worker.log", concurrency=2, **ENV)
-    s = Stack(web, worker, {}, tmp_path)
+    beat = Beat(tmp_path / "beat.log", **ENV)
+    s = Stack(web, worker, beat, {}, tmp_path)
     try:
         web.start()
         yield s
@@ -171,6 +175,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         for agent in s.started:
             agent.stop()
         web.stop()
+        beat.stop()
         worker.stop()
 
 
@@ -215,6 +220,129 @@ def _audit(action: str, cluster: str) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(action=action, cluster_name=cluster).order_by("pk"))
 
 
+@dataclass
+class Story:
+    """One mapping's rollouts, driven as a user drives them: a commit fetched from the git repository, then
+    approved through the API by the group's approver (``key``, an API token)."""
+
+    stack: Stack
+    git_repo: Any
+    repo: Repository
+    mapping: PathMapping
+    key: str
+
+    def commit(self, files: dict[str, str], message: str) -> Rollout:
+        self.git_repo.commit(files, message)
+        assert fetch_repository(self.repo).ok
+        c = Commit.objects.get(repository=self.repo, sha=self.git_repo.git("rev-parse", "HEAD"))
+        return wait_for(
+            lambda: Rollout.objects.filter(mapping=self.mapping, commit=c).first(),
+            timeout=60,
+            what="the rollout",
+        )
+
+    def awaiting_approval(self, rollout: Rollout) -> None:
+        wait_for(
+            lambda: Rollout.objects.get(pk=rollout.pk).state == "awaiting_approval",
+            timeout=120,
+            what="the rollout to await approval",
+        )
+
+    def approve(self, rollout: Rollout) -> None:
+        self.awaiting_approval(rollout)
+        status, body = _api(self.stack, self.key, f"/api/rollouts/{rollout.pk}/approve/")
+        assert status == 200, body
+
+    def finished(self, rollout: Rollout, timeout: float = 180) -> Rollout:
+        return wait_for(
+            lambda: (r := Rollout.objects.get(pk=rollout.pk)).state in ("synced", "failed", "halted") and r,
+            timeout=timeout,
+            what="the rollout to finish",
+        )
+
+    def synced(self, files: dict[str, str], message: str) -> Rollout:
+        """Commit, approve, wait: the rollout must end synced."""
+        rollout = self.commit(files, message)
+        self.approve(rollout)
+        done = self.finished(rollout)
+        assert done.state == "synced", done.reason
+        return done
+
+
+def agent_killed_mid_apply(
+    story: Story,
+    short: str,
+    files: dict[str, str],
+    *,
+    applied: Callable[[], bool],
+    release: Callable[[], None],
+) -> None:
+    """Step 4: the commit of ``files`` holds a Deployment that the cluster keeps unready (the caller sees to
+    that), so the agent of ``short`` applies and then waits for health; it is SIGKILLed there. Its leg stays
+    syncing, never synced or failed, until the lease expires and beat's periodic reconcile (every
+    FLEETGATE_RECONCILE_INTERVAL; the test never calls reconcile) requeues it (sync.agent_lost). Then
+    ``release`` lets the Deployment become ready and the agent is restarted with its stored credential: it
+    claims the leg as attempt 2 and finishes it; the rollout is synced."""
+    stack = story.stack
+    pull = stack.pulls[short]
+    name = pull.cluster.name
+    rollout = story.commit(files, f"{short}: killed mid-apply")
+    story.approve(rollout)
+    leg = wait_for(
+        lambda: ClusterSync.objects.filter(rollout=rollout, cluster=pull.cluster, state="syncing").first(),
+        timeout=180,
+        what=f"{short}'s leg syncing",
+    )
+    wait_for(applied, timeout=60, what=f"{short} applied, waiting for health")
+    succeeded_before = len(_audit("sync.succeeded", name))
+    assert pull.agent is not None
+    pull.agent.kill()
+    beat_runs = stack.beat.sent("rollouts-reconcile")
+    seen: set[str] = set()
+
+    def requeued() -> bool:
+        state = ClusterSync.objects.get(pk=leg.pk).state
+        seen.add(state)
+        return state == "queued"
+
+    wait_for(requeued, timeout=LEASE * 12, interval=0.5, what="beat's reconcile to requeue the expired lease")
+    assert seen <= {"syncing", "queued"}  # neither synced nor failed while the agent was gone
+    assert stack.beat.sent("rollouts-reconcile") > beat_runs, stack.beat.log[-3000:]
+    lost = _audit("sync.agent_lost", name)
+    assert len(lost) == 1 and lost[0].after["rollout"] == rollout.pk
+    assert not _audit("sync.failed", name)
+    assert len(_audit("sync.succeeded", name)) == succeeded_before  # the lost attempt recorded nothing
+    release()
+    stack.start_agent(short)  # the stored credential
+    done = story.finished(rollout)
+    assert done.state == "synced", done.reason
+    leg.refresh_from_db()
+    assert leg.state == "synced" and leg.attempts == 2
+    succeeded = _audit("sync.succeeded", name)
+    assert len(succeeded) == succeeded_before + 1 and succeeded[-1].pk > lost[0].pk
+    assert len(_audit("agent.registered", name)) == 1
+
+
+def fleetgate_restarted(story: Story, files: dict[str, str], *, check: Callable[[], None]) -> None:
+    """Step 5: gunicorn SIGKILLed while every running agent long-polls: the agents turn not ready, keep
+    retrying, are ready again once it is back on the same port, and sync the next rollout (``files``);
+    ``check`` then asserts the clusters' objects."""
+    stack = story.stack
+    agents = [p.agent for p in stack.pulls.values() if p.agent is not None and p.agent.process.poll() is None]
+    assert agents
+    for agent in agents:
+        wait_for(_readyz(agent, 200), timeout=60, what="the agent ready")
+    stack.web.kill()  # SIGKILL: the agents' long polls are cut
+    for agent in agents:
+        wait_for(_readyz(agent, 503), timeout=60, what="the agent not ready")
+    stack.web.start()
+    for agent in agents:
+        wait_for(_readyz(agent, 200), timeout=90, what="the agent back")
+        assert agent.process.poll() is None
+    story.synced(files, "after Fleetgate's restart")
+    check()
+
+
 def test_pull_mode_end_to_end_on_sandbox_clusters(
     stack: Stack,
     sandbox_pulls: dict[str, Pull],
@@ -236,13 +364,16 @@ def test_pull_mode_end_to_end_on_sandbox_clusters(
     approver = make_user("ann", role="approver", scope=group)
     _, key = APIToken.issue(approver, description="e2e")
     repo = make_repository(git_repo)
-    mapping: PathMapping = make_mapping(repo, "web", "apps/web", group)
+    story = Story(stack, git_repo, repo, make_mapping(repo, "web", "apps/web", group), key)
     pa, pb = stack.pulls["pa"], stack.pulls["pb"]
     assert pa.box is not None and pb.box is not None
     sandboxes = {c.name: fleet.sandboxes[s] for s, c in fleet.clusters.items()} | {
         pa.cluster.name: pa.box,
         pb.cluster.name: pb.box,
     }
+
+    def cm(name: str) -> dict[str, Any]:
+        return sandboxes[name].get_object("v1", "ConfigMap", "web", "apps") or {}
 
     # --- 1. register
     tokens = {short: agent_tokens.issue_bootstrap(p.cluster)[0] for short, p in stack.pulls.items()}
@@ -266,35 +397,8 @@ def test_pull_mode_end_to_end_on_sandbox_clusters(
     assert "registration refused" in replay.stdout + replay.stderr
     assert AgentCredential.objects.filter(cluster=pa.cluster, kind="agent", revoked_at=None).count() == 1
 
-    def commit(files: dict[str, str], message: str) -> Rollout:
-        git_repo.commit(files, message)
-        assert fetch_repository(repo).ok
-        c = Commit.objects.get(repository=repo, sha=git_repo.git("rev-parse", "HEAD"))
-        return wait_for(
-            lambda: Rollout.objects.filter(mapping=mapping, commit=c).first(), timeout=60, what="the rollout"
-        )
-
-    def approve(rollout: Rollout) -> None:
-        wait_for(
-            lambda: Rollout.objects.get(pk=rollout.pk).state == "awaiting_approval",
-            timeout=120,
-            what="the rollout to await approval",
-        )
-        status, body = _api(stack, key, f"/api/rollouts/{rollout.pk}/approve/")
-        assert status == 200, body
-
-    def finished(rollout: Rollout, timeout: float = 180) -> Rollout:
-        return wait_for(
-            lambda: (r := Rollout.objects.get(pk=rollout.pk)).state in ("synced", "failed", "halted") and r,
-            timeout=timeout,
-            what="the rollout to finish",
-        )
-
-    def cm(name: str) -> dict[str, Any]:
-        return sandboxes[name].get_object("v1", "ConfigMap", "web", "apps") or {}
-
     # --- 2. rollout in batches, approval first
-    first = commit(
+    first = story.commit(
         {
             "apps/web/ns.yaml": NAMESPACE,
             "apps/web/cm.yaml": configmap("web", {"v": "1"}),
@@ -302,15 +406,11 @@ def test_pull_mode_end_to_end_on_sandbox_clusters(
         },
         "first",
     )
-    wait_for(
-        lambda: Rollout.objects.get(pk=first.pk).state == "awaiting_approval",
-        timeout=120,
-        what="the rollout to await approval",
-    )
+    story.awaiting_approval(first)
     assert all(cm(name) == {} for name in sandboxes)  # nothing anywhere before approval
     assert not ClusterSync.objects.filter(rollout=first, state__in=("syncing", "synced")).exists()
-    approve(first)
-    done = finished(first)
+    story.approve(first)
+    done = story.finished(first)
     assert done.state == "synced", done.reason
     legs = list(ClusterSync.objects.filter(rollout=first).select_related("cluster"))
     assert len(legs) == 4 and {leg.state for leg in legs} == {"synced"}
@@ -337,68 +437,30 @@ def test_pull_mode_end_to_end_on_sandbox_clusters(
     assert _audit("drift.detected", pa.cluster.name)
     wait_for(lambda: cm(pa.cluster.name)["data"] == {"v": "1"}, timeout=30, what="the healed object")
 
-    # --- 4. agent killed while it waits for a slow Deployment, restarted
-    pa.box.settings.rollout_delay = SLOW
-    second = commit(
+    # --- 4. agent killed while it waits for a slow Deployment (the sandbox's rollout delay), restarted
+    box = pa.box
+    box.settings.rollout_delay = SLOW
+
+    def release() -> None:
+        box.settings.rollout_delay = 0
+
+    agent_killed_mid_apply(
+        story,
+        "pa",
         {
             "apps/web/cm.yaml": configmap("web", {"v": "2"}),
             "apps/web/deploy.yaml": deployment("web", "nginx:1.28"),
         },
-        "second",
+        applied=lambda: cm(pa.cluster.name)["data"] == {"v": "2"},
+        release=release,
     )
-    approve(second)
-    leg = wait_for(
-        lambda: ClusterSync.objects.filter(rollout=second, cluster=pa.cluster, state="syncing").first(),
-        timeout=180,
-        what="pa's leg syncing",
-    )
-    wait_for(
-        lambda: cm(pa.cluster.name)["data"] == {"v": "2"}, timeout=60, what="pa applied, waiting for health"
-    )
-    assert pa.agent is not None
-    pa.agent.kill()
-    seen: set[str] = set()
-
-    def requeued() -> bool:
-        reconcile()
-        state = ClusterSync.objects.get(pk=leg.pk).state
-        seen.add(state)
-        return state == "queued"
-
-    wait_for(requeued, timeout=LEASE * 12, interval=0.5, what="the expired lease requeued")
-    assert seen <= {"syncing", "queued"}  # neither synced nor failed while the agent was gone
-    lost = _audit("sync.agent_lost", pa.cluster.name)
-    assert len(lost) == 1
-    assert not _audit("sync.failed", pa.cluster.name)
-    pa.box.settings.rollout_delay = 0
-    stack.start_agent("pa")  # the stored credential
-    done = finished(second)
-    assert done.state == "synced", done.reason
-    leg.refresh_from_db()
-    assert leg.state == "synced" and leg.attempts == 2
-    succeeded = _audit("sync.succeeded", pa.cluster.name)
-    assert (
-        len(succeeded) == 2 and succeeded[-1].pk > lost[0].pk
-    )  # first rollout, then this one after the loss
-    assert len(_audit("agent.registered", pa.cluster.name)) == 1
 
     # --- 5. Fleetgate restarted while the agents wait
-    agents = [p.agent for p in (pa, pb) if p.agent is not None]
-    for agent in agents:
-        wait_for(_readyz(agent, 200), timeout=60, what="the agent ready")
-    stack.web.kill()  # SIGKILL: the agents' long polls are cut
-    for agent in agents:
-        wait_for(_readyz(agent, 503), timeout=60, what="the agent not ready")
-    stack.web.start()
-    for agent in agents:
-        wait_for(_readyz(agent, 200), timeout=90, what="the agent back")
-        assert agent.process.poll() is None
-    third = commit({"apps/web/cm.yaml": configmap("web", {"v": "3"})}, "third")
-    approve(third)
-    done = finished(third)
-    assert done.state == "synced", done.reason
-    for name in sandboxes:
-        assert cm(name)["data"] == {"v": "3"}, name
+    def all_v3() -> None:
+        for name in sandboxes:
+            assert cm(name)["data"] == {"v": "3"}, name
+
+    fleetgate_restarted(story, {"apps/web/cm.yaml": configmap("web", {"v": "3"})}, check=all_v3)
 
     # --- 6. revoked agent refused
     assert agent_tokens.revoke(pb.cluster) >= 1
@@ -408,8 +470,8 @@ def test_pull_mode_end_to_end_on_sandbox_clusters(
     assert revoked.process.returncode == 3, revoked.log[-3000:]
     assert _audit("agent.revoked", pb.cluster.name)
     assert "refused the agent credential" in revoked.log
-    fourth = commit({"apps/web/cm.yaml": configmap("web", {"v": "4"})}, "fourth")
-    approve(fourth)
+    fourth = story.commit({"apps/web/cm.yaml": configmap("web", {"v": "4"})}, "fourth")
+    story.approve(fourth)
     wait_for(
         lambda: ClusterSync.objects.filter(rollout=fourth, cluster=pa.cluster, state="synced").exists(),
         timeout=180,
@@ -435,7 +497,10 @@ def test_pull_mode_end_to_end_on_a_real_kube_apiserver(
     tmp_path: Path,
 ) -> None:
     """The same agent on a real kube-apiserver (TLS, token): registered, a rollout with approval in two
-    batches (a push sandbox cluster and the pull cluster), drift healed, revoked agent refused."""
+    batches (a push sandbox cluster and the pull cluster), drift healed, the agent SIGKILLed mid-apply and
+    restarted (:func:`agent_killed_mid_apply`), Fleetgate restarted under the waiting agent
+    (:func:`fleetgate_restarted`), revoked agent refused. No kube-controller-manager runs: a Deployment
+    stays unready until the test writes the status its controller would."""
     from kubernetes import client as k8s
 
     ns = kube_namespace
@@ -446,8 +511,10 @@ def test_pull_mode_end_to_end_on_a_real_kube_apiserver(
     approver = make_user("ann", role="approver", scope=group)
     _, key = APIToken.issue(approver, description="e2e")
     repo = make_repository(git_repo)
-    mapping = make_mapping(repo, "web", "apps/web", group)
-    core = k8s.CoreV1Api(kube_apiserver.api_client())
+    story = Story(stack, git_repo, repo, make_mapping(repo, "web", "apps/web", group), key)
+    api = kube_apiserver.api_client()
+    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+    push = fleet.sandboxes["push-1"]
 
     def live() -> dict[str, str] | None:
         try:
@@ -456,8 +523,13 @@ def test_pull_mode_end_to_end_on_a_real_kube_apiserver(
             assert exc.status == 404
             return None
 
+    def pushed() -> dict[str, str] | None:
+        obj = push.get_object("v1", "ConfigMap", "web", ns)
+        return None if obj is None else obj["data"]
+
+    # --- 1. register
     token, _ = agent_tokens.issue_bootstrap(cluster)
-    agent = stack.start_agent("k", token)
+    stack.start_agent("k", token)
     wait_for(
         _registered(cluster),
         timeout=120,
@@ -474,38 +546,71 @@ def test_pull_mode_end_to_end_on_a_real_kube_apiserver(
     )
     assert replay.returncode == 3 and "registration refused" in replay.stdout + replay.stderr
 
+    # --- 2. rollout in two batches, approval first
     namespace = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
-    git_repo.commit(
+    rollout = story.commit(
         {"apps/web/ns.yaml": namespace, "apps/web/cm.yaml": configmap("web", {"v": "1"}, ns)}, "one"
     )
-    assert fetch_repository(repo).ok
-    rollout = wait_for(
-        lambda: Rollout.objects.filter(mapping=mapping).first(), timeout=60, what="the rollout"
-    )
-    wait_for(
-        lambda: Rollout.objects.get(pk=rollout.pk).state == "awaiting_approval",
-        timeout=120,
-        what="the rollout to await approval",
-    )
-    assert live() is None and fleet.sandboxes["push-1"].get_object("v1", "ConfigMap", "web", ns) is None
-    status, body = _api(stack, key, f"/api/rollouts/{rollout.pk}/approve/")
-    assert status == 200, body
-    done = wait_for(
-        lambda: (r := Rollout.objects.get(pk=rollout.pk)).state in ("synced", "failed", "halted") and r,
-        timeout=180,
-        what="the rollout to finish",
-    )
+    story.awaiting_approval(rollout)
+    assert live() is None and pushed() is None
+    story.approve(rollout)
+    done = story.finished(rollout)
     assert done.state == "synced", done.reason
     legs = list(ClusterSync.objects.filter(rollout=rollout).select_related("cluster"))
     assert {leg.state for leg in legs} == {"synced"} and len({leg.batch for leg in legs}) == 2
-    assert live() == {"v": "1"}
-    assert fleet.sandboxes["push-1"].get_object("v1", "ConfigMap", "web", ns)["data"] == {"v": "1"}
+    assert live() == {"v": "1"} and pushed() == {"v": "1"}
 
+    # --- 3. drift healed by the agent
     core.patch_namespaced_config_map("web", ns, {"data": {"v": "tampered"}}, field_manager="kubectl-edit")
     wait_for(lambda: _audit("drift.healed", cluster.name), timeout=120, what="drift.healed")
     assert _audit("drift.detected", cluster.name)
     wait_for(lambda: live() == {"v": "1"}, timeout=30, what="the healed object")
 
+    # --- 4. agent killed while it waits for the Deployment (unready: no controller), restarted
+    def applied() -> bool:
+        try:
+            apps.read_namespaced_deployment("web", ns)
+        except k8s.ApiException as exc:
+            assert exc.status == 404
+            return False
+        return live() == {"v": "2"}
+
+    def release() -> None:
+        """Write the status the Deployment controller would: the current generation, one replica available
+        (attempt 2 applies the same spec, so the generation stays)."""
+        generation = apps.read_namespaced_deployment("web", ns).metadata.generation
+        status = {
+            "observedGeneration": generation,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "readyReplicas": 1,
+            "availableReplicas": 1,
+        }
+        apps.patch_namespaced_deployment_status(
+            "web", ns, {"status": status}, _content_type="application/merge-patch+json"
+        )
+
+    agent_killed_mid_apply(
+        story,
+        "k",
+        {
+            "apps/web/cm.yaml": configmap("web", {"v": "2"}, ns),
+            "apps/web/deploy.yaml": deployment("web", "nginx:1.28", ns),
+        },
+        applied=applied,
+        release=release,
+    )
+    assert apps.read_namespaced_deployment("web", ns).spec.template.spec.containers[0].image == "nginx:1.28"
+
+    # --- 5. Fleetgate restarted while the agent waits
+    def v3() -> None:
+        assert live() == {"v": "3"} and pushed() == {"v": "3"}
+
+    fleetgate_restarted(story, {"apps/web/cm.yaml": configmap("web", {"v": "3"}, ns)}, check=v3)
+
+    # --- 6. revoked agent refused
+    agent = pull.agent
+    assert agent is not None
     agent_tokens.revoke(cluster)
     wait_for(lambda: agent.process.poll() is not None, timeout=60, what="the revoked agent to stop")
     assert agent.process.returncode == 3, agent.log[-3000:]

@@ -24,6 +24,7 @@ from typing import IO
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Max
 from django.utils import timezone
 
 from fleet.audit.chain import time_text
@@ -64,13 +65,13 @@ def _last_archivable_sequence(head: AuditChainHead, cutoff: datetime) -> int:
     """The end of the longest run of events from the chain's start that are all older than the cut-off."""
     first_young = (
         AuditEvent.objects.filter(sequence__gt=head.base_sequence, time__gte=cutoff)
-        .order_by("sequence")
+        .order_by(F("sequence").asc())
         .values_list("sequence", flat=True)
         .first()
     )
     if first_young is not None:
         return first_young - 1
-    last = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first()
+    last = AuditEvent.objects.sealed().aggregate(last=Max("sequence"))["last"]
     return last if last is not None else head.base_sequence
 
 

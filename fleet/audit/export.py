@@ -20,13 +20,14 @@ from datetime import datetime
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Count, F, Max, Min, Q, QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
 from fleet.audit.chain import HASHED_FIELDS, time_text
 from fleet.audit.filtersets import AuditEventFilterSet
 from fleet.audit.models import AuditEvent
+from fleet.audit.sealing import seal
 
 FORMATS = ("csv", "jsonl", "pdf")
 CONTENT_TYPES = {
@@ -109,9 +110,17 @@ def used_filters(params: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+def sealed(queryset: QuerySet) -> QuerySet:
+    """Seal every event committed so far (waiting for a sealer that holds the head), then the matching sealed
+    events: an export holds chained events only, so that it re-verifies."""
+    seal(wait=True)
+    return queryset.filter(sequence__isnull=False)
+
+
 def export_rows(queryset: QuerySet, chunk_size: int = CHUNK_SIZE) -> Iterator[dict[str, Any]]:
-    """Matching events as dicts in chain order, fetched `chunk_size` at a time."""
-    return queryset.order_by("sequence").values(*EXPORT_FIELDS).iterator(chunk_size=chunk_size)
+    """Matching events as dicts in chain order, fetched `chunk_size` at a time (sealed first)."""
+    rows = sealed(queryset).order_by(F("sequence").asc()).values(*EXPORT_FIELDS)
+    return rows.iterator(chunk_size=chunk_size)
 
 
 def jsonl_line(row: Mapping[str, Any]) -> str:
@@ -173,8 +182,8 @@ def _csv_lines(rows: Iterable[Iterable[Any]]) -> Iterator[str]:
 
 def iter_csv(queryset: QuerySet, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """The CSV export (header row, one row per event, before/after as JSON text) as byte chunks."""
-    rows = queryset.order_by("sequence").values_list(*EXPORT_FIELDS).iterator(chunk_size=chunk_size)
-    return _batched(_csv_lines(rows))
+    ordered = sealed(queryset).order_by(F("sequence").asc()).values_list(*EXPORT_FIELDS)
+    return _batched(_csv_lines(ordered.iterator(chunk_size=chunk_size)))
 
 
 def export_filename(fmt: str, now: datetime | None = None) -> str:
@@ -261,6 +270,7 @@ def write_pdf(
     styles = getSampleStyleSheet()
     small = ParagraphStyle("small", parent=styles["BodyText"], fontSize=7, leading=8.5)
     body = styles["BodyText"]
+    queryset = sealed(queryset)
     summary = summarize(queryset)
     now = timezone.now()
 

@@ -1,4 +1,9 @@
-"""Recording and verifying audit events. Every write in Fleetgate calls `record()` once."""
+"""Recording and verifying audit events. Every write in Fleetgate calls `record()` once.
+
+`record()` writes the event pending in the caller's transaction; `sealing.seal()` chains it after the commit
+(see fleet/audit/sealing.py). Readers of the chain (`verify()`, `chain_rows()`) read sealed events only, and
+`verify()` seals first.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models, transaction
+from django.db import models
+from django.db.models import F
 from django.utils import timezone
 
 from fleet.audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical, check_chain, event_hash, time_text
 from fleet.audit.models import AuditChainHead, AuditEvent
 from fleet.audit.redact import redact, snapshot
+from fleet.audit.sealing import chain_locked, schedule_seal, seal
 from fleet.core import context
 from fleet.observability import metrics
 
@@ -43,9 +50,12 @@ def record(
     target_id: str = "",
     target_repr: str = "",
 ) -> AuditEvent:
-    """Append one event to the chain, in the caller's transaction, as the current actor.
+    """Record one event in the caller's transaction (rolled back with it), as the current actor.
 
-    `before`/`after` are redacted again here, whatever the caller passed.
+    The event is pending: it has no sequence or hash yet and takes no lock, so writers do not wait for each
+    other. It is sealed into the chain right after the caller's transaction commits (`sealing.seal()`, one
+    lock per batch of events), or by the next reader or the beat task. `before`/`after` are redacted again
+    here, whatever the caller passed.
     """
     ctx = context.current()
     user = ctx.user if ctx.user is not None and getattr(ctx.user, "pk", None) else None
@@ -77,16 +87,9 @@ def record(
         "after": _jsonable(redact(after)) if after is not None else None,
         "message": message,
     }
-    with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
-        fields["sequence"] = head.sequence + 1
-        fields["prev_hash"] = head.hash
-        fields["hash"] = event_hash(fields)
-        event = AuditEvent(**fields)
-        event.save()
-        head.sequence = fields["sequence"]
-        head.hash = fields["hash"]
-        head.save(update_fields=["sequence", "hash"])
+    event = AuditEvent(**fields)
+    event.save()
+    schedule_seal()
     return event
 
 
@@ -113,14 +116,21 @@ class VerifyResult:
 
 
 def iter_chain(queryset: models.QuerySet | None = None, chunk_size: int = 2000) -> Iterator[AuditEvent]:
+    """Sealed events in sequence order (pending ones are not in the chain yet; `seal()` first)."""
     qs = queryset if queryset is not None else AuditEvent.objects.all()
-    return qs.order_by("sequence").iterator(chunk_size=chunk_size)
+    return qs.filter(sequence__isnull=False).order_by(F("sequence").asc()).iterator(chunk_size=chunk_size)
 
 
 def chain_rows(queryset: models.QuerySet | None = None, chunk_size: int = 2000) -> Iterator[dict[str, Any]]:
-    """The events as plain dicts (every hashed field, id and hash), in sequence order, in constant memory."""
+    """The sealed events as plain dicts (every hashed field, id and hash), in sequence order, in constant
+    memory."""
     qs = queryset if queryset is not None else AuditEvent.objects.all()
-    return qs.order_by("sequence").values("id", *HASHED_FIELDS, "hash").iterator(chunk_size=chunk_size)
+    return (
+        qs.filter(sequence__isnull=False)
+        .order_by(F("sequence").asc())
+        .values("id", *HASHED_FIELDS, "hash")
+        .iterator(chunk_size=chunk_size)
+    )
 
 
 def _head_mismatch(
@@ -170,15 +180,16 @@ def _head_mismatch(
 
 
 def verify() -> VerifyResult:
-    """Walk the whole chain; name the first event whose content or link does not match (and tell the
-    metrics when and with what result)."""
-    result = _verify()
+    """Seal what is pending, then walk the whole chain with the head held still; name the first event whose
+    content or link does not match (and tell the metrics when and with what result). Events recorded while
+    it runs stay pending until it ends; they are not part of what it checked."""
+    with chain_locked() as head:
+        result = _verify(head)
     metrics.audit_verification(result.ok)
     return result
 
 
-def _verify() -> VerifyResult:
-    head = AuditChainHead.objects.filter(pk=1).first()
+def _verify(head: AuditChainHead | None) -> VerifyResult:
     base_sequence = head.base_sequence if head else 0
     base_hash = head.base_hash if head else GENESIS_HASH
     result = check_chain(chain_rows(), start_sequence=base_sequence, start_hash=base_hash)
@@ -208,6 +219,7 @@ __all__ = [
     "iter_chain",
     "record",
     "record_change",
+    "seal",
     "time_text",
     "verify",
 ]

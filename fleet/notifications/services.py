@@ -19,7 +19,7 @@ from django.utils import timezone
 from fleet.access.restrict import restrict
 from fleet.audit.models import AuditEvent
 from fleet.audit.redact import snapshot
-from fleet.audit.services import record, record_change
+from fleet.audit.services import record, record_change, seal
 from fleet.core import dispatch
 from fleet.core.errors import DomainError, ErrorKind
 from fleet.core.urlguard import URLRefused, check_url, deny_networks
@@ -207,6 +207,12 @@ def fan_out(audit_event_id: int) -> int:
     audit = AuditEvent.objects.filter(pk=audit_event_id).first()
     if audit is None:
         return 0
+    if audit.sequence is None:  # committed, not sealed yet: seal it, so the payload names its sequence
+        seal(wait=True)
+        audit.refresh_from_db()
+    sequence = audit.sequence
+    if sequence is None:
+        raise RuntimeError(f"audit event {audit.pk} is still pending after sealing")
     event = events.from_audit(audit)
     if event is None:
         return 0
@@ -232,7 +238,7 @@ def fan_out(audit_event_id: int) -> int:
                 subscription=subscription,
                 audit_event_id=audit.pk,
                 defaults={
-                    "audit_sequence": audit.sequence,
+                    "audit_sequence": sequence,
                     "event_type": str(event.type),
                     "channel": subscription.channel,
                     "title": event.title[:300],

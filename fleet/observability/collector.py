@@ -66,10 +66,24 @@ def policies_blocking() -> int:
 
 
 def audit_chain_length() -> int:
-    """Events appended to the audit chain so far (archived ones included: the head's sequence number)."""
-    from fleet.audit.models import AuditChainHead
+    """Events appended to the audit log so far, in one query: the head's sequence number (archived events
+    included) and the events recorded but not sealed into the chain yet."""
+    from django.db import connection
 
-    return int(AuditChainHead.objects.filter(pk=1).values_list("sequence", flat=True).first() or 0)
+    from fleet.audit.models import AuditChainHead, AuditEvent
+
+    quote = connection.ops.quote_name
+    events, head, sequence = (
+        quote(AuditEvent._meta.db_table),
+        quote(AuditChainHead._meta.db_table),
+        quote("sequence"),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COUNT(*) FROM {events} WHERE {sequence} IS NULL)"  # noqa: S608 (quoted names)
+            f" + COALESCE((SELECT {sequence} FROM {head} WHERE {quote('id')} = 1), 0)"
+        )
+        return int(cursor.fetchone()[0])
 
 
 def queue_lengths() -> dict[str, int] | None:

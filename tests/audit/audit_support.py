@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from fleet.audit.models import AuditChainHead, AuditEvent
-from fleet.audit.services import event_hash
+from fleet.audit.services import event_hash, seal
 
 
 def fill_chain(
@@ -22,7 +22,9 @@ def fill_chain(
     scope_group: Any = None,
     batch: int = 2000,
 ) -> list[int]:
-    """Append `count` events with correctly chained hashes by bulk insert: what record() writes, faster."""
+    """Append `count` events with correctly chained hashes by bulk insert: what record() and the sealer write,
+    faster. Events recorded before are sealed first, so that they keep their place before these."""
+    seal()
     start = start or timezone.now() - count * step
     sequences: list[int] = []
     with transaction.atomic():

@@ -12,7 +12,7 @@ from django.db import DatabaseError, connection, transaction
 
 from fleet.audit.chain import GENESIS_HASH, canonical, event_hash
 from fleet.audit.models import AuditChainHead, AuditEvent, AuditImmutable
-from fleet.audit.services import record, verify
+from fleet.audit.services import record, seal, verify
 from fleet.core.context import acting
 from tests.audit.audit_support import raw_sql, tamper_update
 from tests.factories import ClusterFactory, ClusterGroupFactory
@@ -21,13 +21,19 @@ pytestmark = pytest.mark.django_db
 
 
 def _events(n: int) -> list[AuditEvent]:
+    """Record n events, then seal them as the on-commit hook does once a real transaction commits (a test runs
+    inside one transaction, whose commit hooks never run); the stored events, in the order recorded."""
     group = ClusterGroupFactory(name="staging")
     cluster = ClusterFactory(name="c-1")
     with acting(change_context="command"):
-        return [
+        recorded = [
             record(f"test.step{i}", cluster if i % 2 else group, message=f"step {i}", after={"i": i})
             for i in range(n)
         ]
+    assert all(e.sequence is None and e.hash == "" for e in recorded)  # pending until sealed
+    assert seal() == n
+    stored = AuditEvent.objects.in_bulk([e.pk for e in recorded])
+    return [stored[e.pk] for e in recorded]
 
 
 def _verify_command() -> tuple[bool, str]:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from fleet.audit.export import EXPORT_FIELDS, write_pdf
 from fleet.audit.models import AuditEvent
-from fleet.audit.services import record, verify
+from fleet.audit.services import record, seal, verify
 from fleet.audit.verify_export import verify_files
 from fleet.core.context import acting
 from tests.factories import ClusterFactory, ClusterGroupFactory, RepositoryFactory
@@ -63,6 +63,7 @@ def world(make_user: Any) -> dict[str, Any]:
             message="policy no-root blocked api on prod",
         )
         record("repository.fetch", repo, scope=prod, message="fetched platform")
+    seal()  # what the on-commit hook does once these commit (a test's transaction never commits)
     return {"staging": staging, "prod": prod, "alice": alice, "bob": bob}
 
 

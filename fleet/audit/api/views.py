@@ -30,7 +30,7 @@ from fleet.audit.export import (
 )
 from fleet.audit.filtersets import AuditEventFilterSet
 from fleet.audit.models import AuditEvent
-from fleet.audit.services import record, verify
+from fleet.audit.services import record, seal, verify
 from fleet.core.api.viewsets import FleetReadOnlyViewSet
 
 
@@ -120,3 +120,10 @@ class AuditEventViewSet(FleetReadOnlyViewSet):
         response["X-Accel-Buffering"] = "no"
         response["Cache-Control"] = "no-store"
         return response
+
+    # Last in the class body: a method named `list` would shadow the builtin for the decorators above.
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Events newest first; events committed so far are sealed first, so that each has its sequence and
+        hash (one recorded after that is listed as pending: `sequence` null, empty hashes)."""
+        seal(wait=True)
+        return super().list(request, *args, **kwargs)

@@ -311,6 +311,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "fleet.notifications.scan",
         "schedule": float(env_int("FLEETGATE_NOTIFY_SCAN_INTERVAL", 60)),
     },
+    # Audit events whose commit hook did not seal them into the hash chain (docs/audit.md, Sealing).
+    "audit-seal": {
+        "task": "fleet.audit.seal",
+        "schedule": float(max(1, env_int("FLEETGATE_AUDIT_SEAL_INTERVAL", 10))),
+    },
 }
 
 # Fleetgate's own settings.

@@ -54,13 +54,38 @@ def lease_from_now(extra: float = 0.0) -> Any:
     return timezone.now() + timedelta(seconds=lease_seconds() + extra)
 
 
+# What the rollout services read with a rollout: its mapping's group and repository, its commit.
+_RELATED = ("mapping__cluster_group", "mapping__repository", "commit__repository")
+
+
 def locked_rollout(rollout_id: int) -> Rollout:
-    """The rollout row, locked for the current transaction (callers run inside transaction.atomic)."""
+    """The rollout row, locked for the current transaction (callers run inside transaction.atomic).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: nothing here changes a rollout's key, and a leg's finish that writes
+    a row referring to the rollout (its synced state) takes the key-share lock of that reference; FOR
+    UPDATE would make it wait for every advance."""
     return (
-        Rollout.objects.select_for_update(of=("self",))
-        .select_related("mapping__cluster_group", "mapping__repository", "commit__repository")
+        Rollout.objects.select_for_update(of=("self",), no_key=True)
+        .select_related(*_RELATED)
         .get(pk=rollout_id)
     )
+
+
+def locked_rollout_unless_busy(rollout_id: int) -> Rollout | None:
+    """The rollout row locked for the current transaction, or None at once when another transaction holds
+    its lock (SKIP LOCKED; on SQLite, which has no row locks, always the row)."""
+    return (
+        Rollout.objects.select_for_update(of=("self",), skip_locked=True, no_key=True)
+        .select_related(*_RELATED).filter(pk=rollout_id).first()
+    )
+
+
+def current_rollout(rollout_id: int) -> Rollout:
+    """The rollout row as committed now, not locked: what a leg's claim and finish read. They lock only
+    their leg's row, so a thousand legs finishing at once do not queue on one rollout row; a change of the
+    rollout (cancel, pause, halt) that commits while a leg is claimed or finished is ordered after it, as
+    if the leg had been claimed a moment earlier (cancel and pause let legs in flight finish)."""
+    return Rollout.objects.select_related(*_RELATED).get(pk=rollout_id)
 
 
 def transition(rollout: Rollout, state: str, reason: str = "", action: str = "", **fields: Any) -> None:

@@ -3,15 +3,18 @@
 ``advance(rollout_id)`` is called after every change that may let the rollout move (queued, a leg
 finished, resumed, a window opened, a batch pause ended). It runs under the rollout's row lock, reads
 only counts, and dispatches at most ``max_parallel`` legs at a time. It is idempotent: calling it twice
-does nothing the first call did not. A mapping's fleet.yaml ``rolloutStrategy`` sets the halt threshold,
-parallelism and each batch's own limit of its rollouts (``services/strategy.py``)."""
+does nothing the first call did not. A leg's end calls ``advance_coalesced``, which does not queue
+behind another advance of the same rollout (see there). A mapping's fleet.yaml ``rolloutStrategy`` sets
+the halt threshold, parallelism and each batch's own limit of its rollouts (``services/strategy.py``)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db.models import Count
 from django.utils import timezone
 
@@ -25,6 +28,7 @@ from fleet.rollouts.services.common import (
     atomic,
     lease_from_now,
     locked_rollout,
+    locked_rollout_unless_busy,
     note,
     sync_event,
     transition,
@@ -32,11 +36,56 @@ from fleet.rollouts.services.common import (
 from fleet.sources.render.fleetrollout import batch_slots, unavailable_partitions
 
 ACTIVE = (RolloutState.QUEUED, RolloutState.SYNCING)
+BUSY = "advancing elsewhere"
+
+log = logging.getLogger(__name__)
 
 
-def advance(rollout_id: int) -> str:
+def _again_key(rollout_id: int) -> str:
+    return f"rollout-advance-again:{rollout_id}"
+
+
+def advance_coalesced(rollout_id: int) -> str:
+    """``advance`` after a leg's end, without queueing behind another advance of the same rollout.
+
+    A thousand legs ending at once would each wait for the rollout's row lock to recount what the one
+    before them counted. Instead a caller first raises the rollout's "again" flag (the shared cache), then
+    tries the lock without waiting (``SKIP LOCKED``). If it gets the lock it clears the flag before
+    counting and advances. If not, the holder will see the flag: a holder looks at the flag after its
+    transaction commits and advances once more when it is raised. The flag was raised before the failed
+    attempt, which was made while the holder held the lock, so the holder's look comes after it: no
+    leg's end is missed. (SQLite has no row locks: every call advances, serialised by its write lock.)
+    Without a cache (an error), the call waits for the lock as ``advance`` does."""
+    key = _again_key(rollout_id)
+    try:
+        cache.set(key, 1, timeout=600)
+    except Exception:  # no shared flag: wait for the lock instead
+        log.warning("rollout %s: cannot raise the advance flag; advancing under the lock", rollout_id,
+                    exc_info=True)
+        return advance(rollout_id)
+    while True:
+        state = advance(rollout_id, skip_locked=True)
+        if state == BUSY:
+            return state
+        try:
+            if not cache.get(key):
+                return state
+        except Exception:
+            return advance(rollout_id)
+
+
+def advance(rollout_id: int, *, skip_locked: bool = False) -> str:
+    """Move the rollout on (see the module's docstring). ``skip_locked``: do nothing and answer ``BUSY``
+    when another transaction holds the rollout's lock (``advance_coalesced``)."""
     with atomic():
-        rollout = locked_rollout(rollout_id)
+        if skip_locked:
+            found = locked_rollout_unless_busy(rollout_id)
+            if found is None:
+                return BUSY
+            rollout = found
+            cache.delete(_again_key(rollout_id))  # counted below, after this: what raised it is seen
+        else:
+            rollout = locked_rollout(rollout_id)
         if rollout.state not in ACTIVE or rollout.paused:
             return str(rollout.state)
         group = rollout.mapping.cluster_group

@@ -1,7 +1,7 @@
 """One leg of a rollout on one cluster: claim it, apply (ordered server-side apply, prune), wait for
 health, and record the outcome exactly once.
 
-Safety against lost or duplicated tasks: a worker claims a leg under the row lock (state queued, or
+Safety against lost or duplicated tasks: a worker claims a leg under its row lock (state queued, or
 syncing with an expired lease) and numbers its attempt; while it works a heartbeat extends the lease;
 it records the outcome only if the leg is still syncing under its attempt number. A killed worker's leg
 is taken over by another worker once its lease expires (``reconcile``), and a duplicate task finds the
@@ -26,6 +26,7 @@ from fleet.rollouts.models import ClusterSync, SyncedState
 from fleet.rollouts.services import dependencies, rereview
 from fleet.rollouts.services.common import (
     atomic,
+    current_rollout,
     lease_from_now,
     lease_seconds,
     locked_rollout,
@@ -38,16 +39,16 @@ log = logging.getLogger(__name__)
 
 
 def _claim(cs_id: int, *, agent: bool = False) -> tuple[ClusterSync | None, str]:
-    """Claim a leg under the row locks: number the attempt and take the lease, or say why not. The one
+    """Claim a leg under its row lock: number the attempt and take the lease, or say why not. The one
     claim of both paths: a push worker's task (``agent=False``) and a pull-mode cluster's agent poll
     (``agent=True``, services/agentwork.py). Each path claims only its own clusters' legs, so a stray task
     for a pull-mode leg does nothing."""
     with atomic():
-        rollout_id = ClusterSync.objects.filter(pk=cs_id).values_list("rollout_id", flat=True).first()
-        if rollout_id is None:
+        cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").filter(
+            pk=cs_id).first()
+        if cs is None:
             return None, "gone"
-        rollout = locked_rollout(rollout_id)
-        cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=cs_id)
+        rollout = current_rollout(cs.rollout_id)
         cs.rollout = rollout
         if ports.is_pull(cs.cluster) != agent:
             return None, ("a pull-mode cluster: its agent claims the leg" if not agent
@@ -202,9 +203,9 @@ def conclude(rollout_id: int, mapping: Any, cluster_id: int, result: str) -> Non
     """After a leg's outcome is recorded (by a worker or from an agent's result): move the rollout on at
     once (no broker round trip; if this process dies here, reconcile does it), and wake legs of other
     mappings waiting for this one on this cluster (the periodic reconcile is the safety net)."""
-    from fleet.rollouts.services.fanout import advance
+    from fleet.rollouts.services.fanout import advance_coalesced
 
-    advance(rollout_id)
+    advance_coalesced(rollout_id)
     if result in ("synced", "failed"):
         dependencies.wake_dependents(mapping, cluster_id)
 
@@ -214,9 +215,9 @@ def _hook(result: dict[str, Any]) -> bool:
 
 
 def advance_rollout(rollout_id: int) -> None:
-    from fleet.rollouts.services.fanout import advance
+    from fleet.rollouts.services.fanout import advance_coalesced
 
-    advance(rollout_id)
+    advance_coalesced(rollout_id)
 
 
 def _record_rereview(cs_id: int, attempt: int, result: ports.PolicyResult, changed: list[str]) -> bool:
@@ -282,12 +283,11 @@ def _finish(
     transient: bool,
 ) -> str:
     with atomic():
-        rollout_id = ClusterSync.objects.filter(pk=cs_id).values_list("rollout_id", flat=True).get()
-        rollout = locked_rollout(rollout_id)
         cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=cs_id)
-        cs.rollout = rollout
         if cs.state != SyncState.SYNCING or cs.attempts != attempt:
             return "lost the lease; another attempt owns the outcome"
+        rollout = current_rollout(cs.rollout_id)
+        cs.rollout = rollout
         now = timezone.now()
         if outcome is not None:
             cs.results = outcome.results

@@ -15,6 +15,15 @@ Each measurement runs in its own subprocess with DATABASE_URL pointing at a scra
 3. export: CSV and JSON Lines through the generators the API streams (`export.iter_csv`, `export.iter_jsonl`)
    to /dev/null, for N/10 and N events, against a bare `values_list().iterator()` loop writing csv rows.
 
+4. writers (issue 19, PostgreSQL only): N writer processes (1, 4, 16) append events at the same time, each
+   event in a transaction of its own as in production, for both designs in the same run: the baseline is the
+   old append (a faithful copy of the pre-issue-19 `record()`, kept here: lock the chain head row inside the
+   writer's transaction, hash, insert, move the head), against today's `record()` (insert a pending event;
+   the commit hook seals committed events a batch per lock), and the ceiling: `record()`'s insert alone with
+   no commit hook and no chain ("plain", sealed after the clock stops). `--hold-ms` adds that much work inside
+   each writer transaction after the event is recorded, as a change's other statements would. The rate counts
+   until every event is sealed; the machine's load average is printed with each row.
+
 A PostgreSQL run is added when BENCH_AUDIT_POSTGRES_URL names a database whose name ends in `_bench` (it is
 dropped and created again).
 """
@@ -87,6 +96,40 @@ def _print_append(label: str, append: dict[str, Any]) -> None:
     )
 
 
+def _writers(pg_url: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Both designs, for each writer count and hold, in one run on one PostgreSQL database."""
+    _reset_postgres(pg_url)
+    counts = [int(n) for n in args.writers.split(",")]
+    holds = [float(h) for h in args.hold_ms.split(",")]
+    rows: dict[str, Any] = {}
+    print("\n## Concurrent writers (PostgreSQL)\n", flush=True)
+    print("| hold in transaction | writers | design | events | seconds | events/s | vs old | load 1m |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|", flush=True)
+    for hold in holds:
+        for n in counts:
+            pair = {}
+            for design in ("old", "new", "plain"):
+                result = _child(
+                    "writers", pg_url, workdir, design, str(n), str(args.writer_events), str(hold)
+                )
+                pair[design] = result
+                rate = result["events"] / result["seconds"]
+                old_rate = pair["old"]["events"] / pair["old"]["seconds"]
+                ratio = f"{rate / old_rate:.2f}x" if design != "old" else ""
+                print(
+                    f"| {hold:g} ms | {n} | {design} | {result['events']} | {result['seconds']:.2f} | "
+                    f"{rate:,.0f} | {ratio} | {result['load'][0]:.1f} |",
+                    flush=True,
+                )
+            rows[f"{hold:g}ms-{n}"] = pair
+    check = _child("verify", pg_url, workdir)
+    print(
+        f"\nverify() after all runs (both designs share one chain): ok={check['ok']}, "
+        f"{check['checked']} events"
+    )
+    return {"runs": rows, "verify": check}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench audit")
     parser.add_argument("--events", type=int, default=1_000_000, help="events to export (default 1,000,000)")
@@ -94,7 +137,14 @@ def main(argv: list[str] | None = None) -> None:
         "--append", type=int, default=5000, help="events appended with record() (default 5000)"
     )
     parser.add_argument("--workdir", help="keep the scratch databases here instead of a temporary directory")
-    parser.add_argument("--only", choices=("append", "export"), help="run one part only")
+    parser.add_argument("--only", choices=("append", "export", "writers"), help="run one part only")
+    parser.add_argument(
+        "--writer-events", type=int, default=4000, help="events per writers measurement (default 4000)"
+    )
+    parser.add_argument("--writers", default="1,4,16", help="writer process counts (default 1,4,16)")
+    parser.add_argument(
+        "--hold-ms", default="0,2", help="work inside each writer transaction, ms (default 0,2)"
+    )
     args = parser.parse_args(argv or [])
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fleetgate-bench-audit-"))
@@ -108,6 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"workdir {workdir}; {os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
     results: dict[str, Any] = {"events": args.events, "small": small, "targets": {}}
 
+    if args.only == "writers":
+        if not pg_url:
+            raise SystemExit("the writers part needs BENCH_AUDIT_POSTGRES_URL")
+        results["writers"] = _writers(pg_url, workdir, args)
+        (workdir / "results.json").write_text(json.dumps(results, indent=2))
+        print(f"\nresults: {workdir / 'results.json'}")
+        return
+
     results["append"] = {}
     if args.only != "export":
         append_db = workdir / "audit-append.sqlite3"
@@ -118,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
             _reset_postgres(pg_url)
             results["append"]["PostgreSQL"] = _child("append", pg_url, workdir, str(args.append))
             _print_append("PostgreSQL", results["append"]["PostgreSQL"])
+        if pg_url:
+            results["writers"] = _writers(pg_url, workdir, args)
     if args.only == "append":
         targets = []
 
@@ -342,6 +402,124 @@ def child_export(fmt: str, n: int) -> dict[str, Any]:
     }
 
 
+def old_record(action: str, **kwargs: Any) -> None:
+    """The append before issue 19, kept as the benchmark's baseline: the same fields as `record()`, then the
+    chain head locked (SELECT ... FOR UPDATE) in the caller's transaction until it commits, hash, insert,
+    move the head."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from fleet.audit.models import AuditChainHead, AuditEvent
+    from fleet.audit.redact import redact
+    from fleet.audit.services import _jsonable, event_hash
+    from fleet.core import context
+
+    ctx = context.current()
+    after = kwargs.get("after")
+    fields: dict[str, Any] = {
+        "time": timezone.now(),
+        "actor_id": None,
+        "actor_name": (ctx.operator or "system")[:150],
+        "change_context": ctx.change_context,
+        "request_id": ctx.request_id,
+        "source_address": ctx.source_address,
+        "action": action,
+        "target_type": kwargs.get("target_type", ""),
+        "target_id": kwargs.get("target_id", ""),
+        "target_repr": kwargs.get("target_repr", "")[:200],
+        "scope_group_id": None,
+        "scope_group_name": "",
+        "cluster_name": "",
+        "repository_name": "",
+        "before": None,
+        "after": _jsonable(redact(after)) if after is not None else None,
+        "message": kwargs.get("message", ""),
+    }
+    with transaction.atomic():
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
+        fields["sequence"] = head.sequence + 1
+        fields["prev_hash"] = head.hash
+        fields["hash"] = event_hash(fields)
+        AuditEvent(**fields).save()
+        head.sequence = fields["sequence"]
+        head.hash = fields["hash"]
+        head.save(update_fields=["sequence", "hash"])
+
+
+def _writer_process(design: str, index: int, count: int, hold_ms: float, barrier: Any) -> None:
+    from django.db import connections, transaction
+
+    from fleet.audit.services import record
+    from fleet.core.context import acting
+
+    if design == "plain":  # the ceiling: record()'s insert alone, no commit hook (sealed after the clock)
+        from fleet.audit import services
+
+        services.schedule_seal = lambda: None  # type: ignore[assignment]
+    append = old_record if design == "old" else record
+    connections["default"].ensure_connection()
+    barrier.wait()
+    with acting(change_context="task"):
+        for i in range(count):
+            with transaction.atomic():
+                append(
+                    "bench.writer",
+                    target_type="thing",
+                    target_id=f"{index}-{i}",
+                    target_repr=f"thing {index}-{i}",
+                    after={"i": i, "labels": {"env": "prod"}},
+                    message=f"writer {index} appended {i}",
+                )
+                if hold_ms:
+                    time.sleep(hold_ms / 1000)
+    connections.close_all()
+
+
+def child_writers(design: str, writers: int, events: int, hold_ms: float) -> dict[str, Any]:
+    """`writers` forked processes append `events` in all, each event its own transaction; seconds from the
+    common start until the last process is done and every event is sealed."""
+    import multiprocessing
+
+    from django.db import connections
+
+    from fleet.audit.models import AuditEvent
+
+    _migrate()
+    before = AuditEvent.objects.count()
+    connections.close_all()  # nothing open across fork
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(writers + 1)
+    per = events // writers
+    procs = [
+        context.Process(target=_writer_process, args=(design, n, per, hold_ms, barrier))
+        for n in range(writers)
+    ]
+    for proc in procs:
+        proc.start()
+    barrier.wait()
+    start = time.monotonic()
+    for proc in procs:
+        proc.join()
+    if any(proc.exitcode for proc in procs):
+        raise SystemExit(f"a writer failed: {[proc.exitcode for proc in procs]}")
+    pending = AuditEvent.objects.pending().count()  # the commit hooks must have sealed everything
+    seconds = time.monotonic() - start
+    if design == "plain":
+        from fleet.audit.sealing import seal
+
+        seal(wait=True)  # not timed: the next run starts from a sealed chain
+    written = AuditEvent.objects.count() - before
+    return {
+        "design": design,
+        "writers": writers,
+        "events": written,
+        "seconds": seconds,
+        "pending_left": pending,
+        "hold_ms": hold_ms,
+        "load": list(os.getloadavg()),
+    }
+
+
 def child(argv: list[str]) -> None:
     phase, *rest = argv
     _setup()
@@ -353,6 +531,8 @@ def child(argv: list[str]) -> None:
         result = child_verify()
     elif phase == "export":
         result = child_export(rest[0], int(rest[1]))
+    elif phase == "writers":
+        result = child_writers(rest[0], int(rest[1]), int(rest[2]), float(rest[3]))
     else:
         raise SystemExit(f"unknown phase {phase}")
     print(json.dumps(result))

@@ -22,7 +22,7 @@ import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from fleet.audit.models import AuditEvent
-from tests.workers import ROOT, Worker, child_env, wait_for
+from tests.workers import ROOT, Beat, Worker, child_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -58,32 +58,6 @@ class Broker:
 
 def pings(note: str) -> int:
     return AuditEvent.objects.filter(action="system.ping", message__startswith=note).count()
-
-
-class Beat:
-    def __init__(self, log_path: Path, **env: str) -> None:
-        self._log = open(log_path, "ab")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "celery"), "-A", "fleet", "beat", "--loglevel", "INFO"],
-            cwd=ROOT,
-            env=child_env(**env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
 
 
 @pytest.fixture

@@ -36,13 +36,13 @@ class Broker:
         self.path = path
         self.url = f"sqla+sqlite:///{path}"
 
-    def _count(self, where: str, note: str) -> int:
+    def _count(self, where: str, note: str, what: str = "count(*)") -> int:
         if not self.path.exists():
             return 0
         with sqlite3.connect(self.path, timeout=30) as db:
             try:
                 row = db.execute(
-                    f"SELECT count(*) FROM kombu_message WHERE payload LIKE ? {where}",  # noqa: S608 (fixed SQL)
+                    f"SELECT {what} FROM kombu_message WHERE payload LIKE ? {where}",  # noqa: S608 (fixed SQL)
                     [f"%{note}%"],
                 ).fetchone()
             except sqlite3.OperationalError:  # the tables do not exist yet
@@ -54,6 +54,11 @@ class Broker:
 
     def waiting(self, note: str) -> int:
         return self._count("AND visible = 1", note)
+
+    def tasks(self, note: str) -> int:
+        """Distinct task messages (by task id): a message the worker took but had not acknowledged when it
+        was stopped is put back by the worker (acks_late: at least once), a second row of the same task."""
+        return self._count("", note, "count(DISTINCT json_extract(payload, '$.headers.id'))")
 
 
 def pings(note: str) -> int:
@@ -125,8 +130,9 @@ def test_publisher_killed_while_writing_leaves_whole_messages_and_the_worker_ali
         if publisher.poll() is None:
             publisher.kill()
         worker.stop()
-    # Every message that was stored was processed exactly once, none lost to a partial write.
-    assert pings("burst") == published == broker.published("burst")
+    # Every message that was stored was processed exactly once, none lost to a partial write. (A message
+    # processed but not yet acknowledged when the worker stops is put back: a second row of the same task.)
+    assert pings("burst") == published == broker.tasks("burst")
 
 
 def test_beat_killed_while_queuing_then_restarted_worker_keeps_processing(
@@ -158,8 +164,8 @@ def test_beat_killed_while_queuing_then_restarted_worker_keeps_processing(
         if second_beat is not None:
             second_beat.stop()
         worker.stop()
-    # Nothing lost, nothing twice: one audited ping per message beat published, across both beats.
-    assert pings(beat_ping) == broker.published(beat_ping)
+    # Nothing lost, nothing twice: one audited ping per task beat published, across both beats.
+    assert pings(beat_ping) == broker.tasks(beat_ping)
 
 
 def test_worker_killed_while_beat_queues_a_new_worker_processes_what_was_queued(

@@ -40,7 +40,6 @@ from fleet.rollouts.services.reconcile import agent_lost
 # handed out with others would wait unheartbeated and lose its lease. It polls again when one is done.
 MAX_WORK_PER_POLL = 1
 ACTIVE = (RolloutState.QUEUED, RolloutState.SYNCING)
-_SLEEP = 0.25  # how often a waiting poll reads its doorbell
 
 
 class NotYours(Exception):
@@ -128,7 +127,8 @@ def claim_work(cluster: Cluster) -> list[dict[str, Any]]:
 
 def poll(cluster: Cluster, wait: float) -> list[dict[str, Any]]:
     """Work for the cluster's agent: claimed at once when there is some, else after the doorbell rings, or
-    nothing after ``wait`` seconds. While waiting only the cache is read (no database query)."""
+    nothing after ``wait`` seconds. While waiting the poll holds no database connection and sleeps; the
+    process's doorbell watcher reads the cache for every waiting poll at once (fleet/rollouts/doorbell.py)."""
     deadline = time.monotonic() + max(0.0, wait)
     bell = doorbell.current(cluster.pk)
     while True:
@@ -136,13 +136,8 @@ def poll(cluster: Cluster, wait: float) -> list[dict[str, Any]]:
         if work or time.monotonic() >= deadline:
             return work
         _release_connection()
-        while time.monotonic() < deadline:
-            time.sleep(min(_SLEEP, max(0.0, deadline - time.monotonic())))
-            now = doorbell.current(cluster.pk)
-            if now != bell:
-                bell = now
-                break
-        else:
+        rang, bell = doorbell.wait(cluster.pk, bell, deadline - time.monotonic())
+        if not rang:
             return []
 
 

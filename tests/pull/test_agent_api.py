@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connections
 from django.test import Client
@@ -21,7 +22,9 @@ from rest_framework.test import APIClient
 
 from clusters import agent_tokens
 from clusters.agent.digest import work_digest
+from clusters.agent.work import restrict_rules
 from clusters.models import AgentCredential
+from clusters.tenancy import rules_for, save_allow_list
 from fleet.audit.models import AuditEvent
 from fleet.rollouts import dispatch, doorbell, services
 from fleet.rollouts.models import ClusterSync, Rollout, SyncedState
@@ -196,6 +199,14 @@ def test_rollout_to_two_pull_clusters_is_claimed_heartbeated_and_recorded(
     # what the agent manages now
     managed = a.client.get(BASE + "managed").json()["mappings"]
     assert [m["mapping"] for m in managed] == ["apps-web"] and managed[0]["self_heal"] is False
+    assert managed[0]["restrict"] is None  # an unrestricted group
+    # a group with an allow-list: the agent's self-heal gets it, as Work does
+    root = User.objects.create_superuser("root-a", "root-a@example.com", "x")
+    source = {"repository": mapping.repository.name, "path": "apps/*"}
+    save_allow_list(root, mapping.cluster_group, {"namespaces": ["apps"], "sources": [source]})
+    (entry,) = a.client.get(BASE + "managed").json()["mappings"]
+    assert entry["restrict"]["namespaces"] == ["apps"]
+    assert restrict_rules(entry["restrict"]) == rules_for(mapping.cluster_group)
 
 
 def test_push_and_pull_clusters_in_one_rollout(git_repo: Any, tasks: Any, make_fleet: Any,

@@ -241,7 +241,8 @@ def _states(cluster: Cluster) -> list[SyncedState]:
 
 def managed(cluster: Cluster) -> list[dict[str, Any]]:
     """What the agent manages on its cluster: per mapping synced there, the objects applied and the
-    inventory (for its drift checks and reports), and whether the group self-heals."""
+    inventory (for its drift checks and reports), whether the group self-heals, and the group's allow-list
+    (``restrict``, as in Work), which the agent's self-heal applies within."""
     return [
         {
             "mapping": ports.mapping_key(state.mapping),
@@ -250,6 +251,7 @@ def managed(cluster: Cluster) -> list[dict[str, Any]]:
             "inventory": state.inventory,
             "self_heal": bool(state.mapping.cluster_group.self_heal),
             "impersonate": ports.identity(state.mapping),
+            "restrict": _restrict(state.mapping),  # a self-heal stays inside the group's allow-list
         }
         for state in _states(cluster)
     ]

@@ -23,4 +23,4 @@ EXPOSE 8000
 # override it (docker-compose.yml); Kubernetes: livenessProbe /healthz, readinessProbe /readyz.
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-CMD ["gunicorn", "fleet.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]
+CMD ["gunicorn", "fleet.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "64", "--keep-alive", "30"]

@@ -305,6 +305,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                 str(args.agents + 100),
                 "--timeout",
                 str(args.wait + 60),
+                "--keep-alive",  # longer than an agent's pause between a poll and its result (default 2 s)
+                "30",
                 "--backlog",
                 "4096",
             ],

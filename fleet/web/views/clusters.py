@@ -304,23 +304,9 @@ def cluster_test(request: HttpRequest, pk: int) -> HttpResponse:
 def cluster_register(request: HttpRequest) -> HttpResponse:
     require(request, Cluster, "add")
     form = ClusterForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            # The one create/update service of clusters (API, UI, admin): membership checks, the re-check
-            # that the saved cluster is within the user's scope, and the audit event.
-            cluster = membership_guard.save_cluster(
-                request.user,
-                None,
-                form.save,
-                name=form.cleaned_data["name"],
-                labels=form.instance.labels or {},
-            )
-        except PermissionDenied as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"Cluster {cluster.name} registered.")
-            return redirect("web:cluster-detail", pk=cluster.pk)
-    return render(request, "web/clusters/register.html", {"form": form})
+    return _save_cluster_form(request, form, None, "registered") or render(
+        request, "web/clusters/register.html", {"form": form}
+    )
 
 
 @login_required
@@ -330,21 +316,32 @@ def cluster_edit(request: HttpRequest, pk: int) -> HttpResponse:
     require(request, Cluster, "change", cluster)
     editing = Cluster.objects.get(pk=cluster.pk)  # the form's copy (the page keeps the saved name)
     form = ClusterForm(request.POST or None, request.FILES or None, instance=editing)
-    if request.method == "POST" and form.is_valid():
-        try:
-            saved = membership_guard.save_cluster(
-                request.user,
-                cluster,
-                form.save,
-                name=form.cleaned_data["name"],
-                labels=form.instance.labels or {},
-            )
-        except PermissionDenied as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"Cluster {saved.name} saved.")
-            return redirect("web:cluster-detail", pk=saved.pk)
-    return render(request, "web/clusters/register.html", {"form": form, "cluster": cluster})
+    return _save_cluster_form(request, form, cluster, "saved") or render(
+        request, "web/clusters/register.html", {"form": form, "cluster": cluster}
+    )
+
+
+def _save_cluster_form(
+    request: HttpRequest, form: ClusterForm, cluster: Cluster | None, done: str
+) -> HttpResponse | None:
+    """A posted, valid cluster form saved through the one create/update service of clusters (API, UI,
+    admin: membership checks, the re-check that the saved cluster is within the user's scope, the audit
+    event): the redirect to the cluster, or None to show the form again (with the refusal, if any)."""
+    if request.method != "POST" or not form.is_valid():
+        return None
+    try:
+        saved = membership_guard.save_cluster(
+            request.user,
+            cluster,
+            form.save,
+            name=form.cleaned_data["name"],
+            labels=form.instance.labels or {},
+        )
+    except PermissionDenied as exc:
+        form.add_error(None, str(exc))
+        return None
+    messages.success(request, f"Cluster {saved.name} {done}.")
+    return redirect("web:cluster-detail", pk=saved.pk)
 
 
 @login_required

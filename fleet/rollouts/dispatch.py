@@ -10,6 +10,7 @@ from fleet.core.dispatch import Sender, send, set_sender
 __all__ = [
     "ADVANCE",
     "CHECK_DRIFT",
+    "CHECK_DRIFT_BATCH",
     "CHECK_DRIFT_ONE",
     "PREPARE",
     "RECONCILE",
@@ -25,4 +26,5 @@ ADVANCE = "fleet.rollouts.advance"
 SYNC_CLUSTER = "fleet.rollouts.sync_cluster"
 RECONCILE = "fleet.rollouts.reconcile"
 CHECK_DRIFT = "fleet.rollouts.check_drift"
-CHECK_DRIFT_ONE = "fleet.rollouts.check_drift_one"
+CHECK_DRIFT_ONE = "fleet.rollouts.check_drift_one"  # one state (tasks queued before the batch task)
+CHECK_DRIFT_BATCH = "fleet.rollouts.check_drift_batch"  # a slice of states: what check_all queues

@@ -54,6 +54,13 @@ def check_drift_one(synced_state_id: int) -> str:
     return services.check_drift(synced_state_id)
 
 
+@shared_task(name=dispatch.CHECK_DRIFT_BATCH)
+def check_drift_batch(*synced_state_ids: int) -> dict[int, str]:
+    from fleet.rollouts import services  # imported by the task, not by every process that loads apps
+
+    return services.check_drift_many(synced_state_ids)
+
+
 @worker_ready.connect
 def _reconcile_at_worker_start(sender: Any = None, **_: Any) -> None:
     """A worker that starts picks up legs left behind by one that stopped (after their leases expire)."""

@@ -32,6 +32,7 @@ RUNNERS: dict[str, Callable[..., Any]] = {
     dispatch.RECONCILE: lambda follow=False: services.reconcile(follow=False),
     dispatch.CHECK_DRIFT: services.check_all_drift,
     dispatch.CHECK_DRIFT_ONE: services.check_drift,
+    dispatch.CHECK_DRIFT_BATCH: lambda *ids: services.check_drift_many(ids),
 }
 
 

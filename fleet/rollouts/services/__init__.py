@@ -13,6 +13,7 @@ from fleet.rollouts.services.control import (
 )
 from fleet.rollouts.services.drift import check_all as check_all_drift
 from fleet.rollouts.services.drift import check_drift
+from fleet.rollouts.services.drift import check_many as check_drift_many
 from fleet.rollouts.services.fanout import advance
 from fleet.rollouts.services.lifecycle import (
     create_rollout,
@@ -30,6 +31,7 @@ __all__ = [
     "cancel",
     "check_all_drift",
     "check_drift",
+    "check_drift_many",
     "create_rollout",
     "pause",
     "prepare",

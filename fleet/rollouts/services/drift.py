@@ -3,6 +3,7 @@ where the group enables self-heal, apply the last synced objects again. Both are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.utils import timezone
@@ -37,14 +38,43 @@ def _describe(objects: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+# States per drift task: check_all queues one task per slice of this many states (ordered by cluster), so a
+# pass of N states costs N / DRIFT_BATCH Celery hops and one load query per slice, not one of each per state.
+DRIFT_BATCH = 25
+
+
+def _load(state_ids: Sequence[int]) -> list[SyncedState]:
+    """The states with everything a check reads (mapping, group and its allow-list, repository, cluster):
+    one query for the whole slice."""
+    return list(
+        SyncedState.objects.select_related(
+            "mapping__cluster_group__allow_list", "mapping__repository", "cluster"
+        )
+        .filter(pk__in=list(state_ids))
+        .order_by("cluster_id", "mapping_id")
+    )
+
+
 def check_drift(state_id: int) -> str:
     """Check one SyncedState; returns its drift status after the check (and a heal, if any)."""
-    state = (
-        SyncedState.objects.select_related("mapping__cluster_group", "mapping__repository", "cluster")
-        .filter(pk=state_id)
-        .first()
-    )
-    if state is None or not state.applied:
+    return check_many([state_id]).get(state_id, "nothing to check")
+
+
+def check_many(state_ids: Sequence[int]) -> dict[int, str]:
+    """Check a slice of SyncedStates (a drift task's share of a pass); returns each one's drift status after
+    the check (and a heal, if any). A state that stays in sync, or whose read fails, is stored with the
+    others in one bulk update; drift found, cleared or healed is recorded and audited state by state."""
+    out: dict[int, str] = {}
+    quiet: list[SyncedState] = []  # in sync before and after, or not readable: one UPDATE for the slice
+    for state in _load(state_ids):
+        out[state.pk] = _check(state, quiet)
+    if quiet:
+        SyncedState.objects.bulk_update(quiet, ["drift_status", "drift", "drift_checked_at", "drift_error"])
+    return out
+
+
+def _check(state: SyncedState, quiet: list[SyncedState]) -> str:
+    if not state.applied:
         return "nothing to check"
     if state.cluster.connection_mode == ConnectionMode.PULL:
         return "pull mode: the cluster's agent checks drift and reports it"
@@ -54,7 +84,12 @@ def check_drift(state_id: int) -> str:
     except Exception as exc:
         state.drift_status, state.drift_error = DriftStatus.ERROR, f"{type(exc).__name__}: {exc}"[:1000]
         state.drift_checked_at = timezone.now()
-        state.save(update_fields=["drift_status", "drift_error", "drift_checked_at"])
+        quiet.append(state)
+        return str(state.drift_status)
+    if not report.drifted and state.drift_status != DriftStatus.DRIFTED:
+        state.drift_status, state.drift = DriftStatus.IN_SYNC, []
+        state.drift_checked_at, state.drift_error = timezone.now(), "; ".join(report.errors)[:1000]
+        quiet.append(state)  # what record_check stores for it, without an event: kept for the bulk update
         return str(state.drift_status)
     if record_check(state, report) == DriftStatus.IN_SYNC or not group.self_heal:
         return str(state.drift_status)
@@ -102,14 +137,16 @@ def record_heal(state: SyncedState, ok: bool, counts: dict[str, Any], error: str
 
 
 def check_all() -> int:
-    """Queue a drift check for every (mapping, cluster) with applied objects (the beat task). Pull-mode
-    clusters are skipped: their agents check drift (and self-heal) and report it."""
+    """Queue a drift check for every (mapping, cluster) with applied objects (the beat task): one task per
+    slice of DRIFT_BATCH states, ordered by cluster so a cluster's mappings share a slice and its connection.
+    Pull-mode clusters are skipped: their agents check drift (and self-heal) and report it."""
     ids = list(
         SyncedState.objects.filter(mapping__enabled=True)
         .exclude(applied=[])
         .exclude(cluster__connection_mode=ConnectionMode.PULL)
+        .order_by("cluster_id", "mapping_id")
         .values_list("pk", flat=True)
     )
-    for pk in ids:
-        dispatch.send(tasks.check_drift_one, pk)
+    for start in range(0, len(ids), DRIFT_BATCH):
+        dispatch.send(tasks.check_drift_batch, *ids[start : start + DRIFT_BATCH])
     return len(ids)

@@ -40,19 +40,14 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class CeleryProcess:
-    """A ``celery -A fleet ...`` child process in its own process group, logging to ``log_path``."""
+class ChildProcess:
+    """A child process the tests start, in its own process group, logging to ``log_path``."""
 
-    def __init__(self, args: list[str], log_path: Path, **env: str) -> None:
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str]) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "celery"), "-A", "fleet", *args],
-            cwd=ROOT,
-            env=child_env(**env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     @property
@@ -60,14 +55,15 @@ class CeleryProcess:
         return self.log_path.read_text(errors="replace")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the whole process group (the main process and its pool children)."""
+        """Kill the whole process group (the main process and its children) at once."""
         try:
             os.killpg(self.process.pid, sig)
         except ProcessLookupError:
             pass
         self.process.wait(timeout=30)
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM to the group, SIGKILL after 20 s; returns the exit code."""
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -77,6 +73,15 @@ class CeleryProcess:
             except ProcessLookupError:
                 pass
         self._log.close()
+        return self.process.returncode
+
+
+class CeleryProcess(ChildProcess):
+    """A ``celery -A fleet ...`` child process against the test database and the configured broker."""
+
+    def __init__(self, args: list[str], log_path: Path, **env: str) -> None:
+        super().__init__([str(Path(sys.executable).parent / "celery"), "-A", "fleet", *args], log_path,
+                         child_env(**env))
 
 
 class Worker(CeleryProcess):

@@ -15,12 +15,13 @@ token travels in the environment (``FLEETGATE_AGENT_BOOTSTRAP_TOKEN``), never on
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from tests.workers import ChildProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,8 +102,10 @@ def run_agent_once(
     )
 
 
-class AgentProcess:
-    """A long-running agent; its logs go to ``log_path``."""
+class AgentProcess(ChildProcess):
+    """A long-running agent; its logs go to ``log_path``. ``kill()``: SIGKILL, the agent dies mid-whatever
+    (no result reported, no cleanup); ``stop()``: SIGTERM (a Work in progress is finished first), SIGKILL
+    after 20 s, returns the exit code."""
 
     def __init__(
         self,
@@ -116,23 +119,14 @@ class AgentProcess:
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.log_path = log_path
         self.health_port = health_port
-        self._log = open(log_path, "ab")
-        self.process = subprocess.Popen(
+        super().__init__(
             agent_command(
                 server, kubeconfig=kubeconfig, state_dir=state_dir, health_port=health_port, extra=extra
             ),
-            cwd=ROOT,
-            env=agent_env(bootstrap_token, **(env or {})),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log_path,
+            agent_env(bootstrap_token, **(env or {})),
         )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def probe(self, path: str) -> tuple[int, dict[str, Any]]:
         """GET /healthz or /readyz of the agent's probe server: (status, JSON body); (0, {}) when down."""
@@ -147,22 +141,3 @@ class AgentProcess:
             return exc.code, json.loads(exc.read() or b"{}")
         except OSError:
             return 0, {}
-
-    def kill(self) -> None:
-        """SIGKILL: the agent dies mid-whatever (no result reported, no cleanup)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> int:
-        """SIGTERM (a Work in progress is finished first); SIGKILL after 20 s. Returns the exit code."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            except ProcessLookupError:
-                pass
-        self._log.close()
-        return int(self.process.returncode)

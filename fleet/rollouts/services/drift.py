@@ -87,9 +87,11 @@ def _check(state: SyncedState, quiet: list[SyncedState]) -> str:
         quiet.append(state)
         return str(state.drift_status)
     if not report.drifted and state.drift_status != DriftStatus.DRIFTED:
-        state.drift_status, state.drift = DriftStatus.IN_SYNC, []
+        # what record_check stores for it, without an event: kept for the bulk update
+        state.drift_status = DriftStatus.ERROR if report.errors else DriftStatus.IN_SYNC
+        state.drift = []
         state.drift_checked_at, state.drift_error = timezone.now(), "; ".join(report.errors)[:1000]
-        quiet.append(state)  # what record_check stores for it, without an event: kept for the bulk update
+        quiet.append(state)
         return str(state.drift_status)
     if record_check(state, report) == DriftStatus.IN_SYNC or not group.self_heal:
         return str(state.drift_status)
@@ -108,6 +110,12 @@ def record_check(state: SyncedState, report: ports.DriftOutcome) -> str:
     now = timezone.now()
     previous = state.drift_status
     state.drift_checked_at, state.drift_error = now, "; ".join(report.errors)[:1000]
+    if not report.drifted and report.errors:
+        # Objects that could not be read (the cluster unreachable, access refused): not drift, and not
+        # "in sync" either: the check failed. A drift seen before is not cleared by a check that failed.
+        state.drift_status = DriftStatus.ERROR
+        state.save(update_fields=["drift_status", "drift_checked_at", "drift_error"])
+        return str(state.drift_status)
     if not report.drifted:
         state.drift_status, state.drift = DriftStatus.IN_SYNC, []
         state.save(update_fields=["drift_status", "drift", "drift_checked_at", "drift_error"])

@@ -126,7 +126,7 @@ def test_an_unreachable_clusters_errors_are_stored_with_its_slice_and_a_cleared_
     tasks.drain()
     status = dict(SyncedState.objects.values_list("cluster__name", "drift_status"))
     # The connector keeps a failed read as an error of the report, not as drift (record_check's rule, the
-    # same for an agent's report): the check failed ("error", not "in_sync") and the error is stored for the UI.
+    # same for an agent's report): the check failed ("error", not "in_sync"); the error is kept for the UI.
     assert status == {
         fleet.clusters["mixed-0"].name: "in_sync",
         gone.name: "error",

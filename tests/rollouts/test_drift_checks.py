@@ -112,6 +112,11 @@ def test_a_pass_costs_queries_per_slice_not_per_cluster(
     assert drifted == [large.clusters["large-5"].name, large.clusters["large-9"].name]
     assert by_name[large.clusters["large-9"].name].drift[0]["state"] == "deleted"
     assert AuditEvent.objects.filter(action="drift.detected").count() == 2
+    # The next pass finds the same drift: checked again, not detected (audited, notified) again.
+    assert services.check_all_drift() == 16
+    run_slices(tasks)
+    assert AuditEvent.objects.filter(action="drift.detected").count() == 2
+    assert SyncedState.objects.filter(drift_status="drifted").count() == 2
 
 
 def test_an_unreachable_clusters_errors_are_stored_with_its_slice_and_a_cleared_drift_is_audited(

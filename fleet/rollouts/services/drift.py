@@ -122,9 +122,11 @@ def record_check(state: SyncedState, report: ports.DriftOutcome) -> str:
         if previous == DriftStatus.DRIFTED:
             _event(state, "drift.cleared", "the cluster matches Git again")
         return str(state.drift_status)
+    same = previous == DriftStatus.DRIFTED and state.drift == report.objects
     state.drift_status, state.drift = DriftStatus.DRIFTED, report.objects
     state.save(update_fields=["drift_status", "drift", "drift_checked_at", "drift_error"])
-    _event(state, "drift.detected", _describe(report.objects), objects=report.objects)
+    if not same:  # a drift that stays as it was is not detected again on every pass
+        _event(state, "drift.detected", _describe(report.objects), objects=report.objects)
     return str(state.drift_status)
 
 

@@ -109,16 +109,6 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"redis://127.0.0.1:{port}"
 
 
-def _postgres_url() -> str:
-    url = os.environ.get("BENCH_AGENTS_POSTGRES_URL", "")
-    if url:
-        return url
-    base = os.environ.get("DATABASE_URL", "")
-    if base.startswith(("postgres://", "postgresql://")):
-        return base.rsplit("/", 1)[0] + "/fleetgate_agents_bench"
-    return ""
-
-
 def _reset_postgres(url: str) -> None:
     from bench.bench_audit import _reset_postgres as reset
 
@@ -265,7 +255,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[subprocess.Popen] = []
     try:
         extra: dict[str, str] = {"FLEETGATE_AGENT_POLL_WAIT": str(args.wait), "FLEETGATE_SSL_REDIRECT": "0"}
-        pg = "" if args.database == "sqlite" else _postgres_url()
+        pg = "" if args.database == "sqlite" else isolated.postgres_url("BENCH_AGENTS_POSTGRES_URL",
+                                                                         "fleetgate_agents_bench")
         if args.database == "postgres" and not pg:
             raise SystemExit(
                 "--database postgres needs BENCH_AGENTS_POSTGRES_URL or a PostgreSQL DATABASE_URL"

@@ -81,16 +81,6 @@ def _deleted(i: int) -> bool:
 # --- parent ------------------------------------------------------------------------------------------
 
 
-def _postgres_url() -> str:
-    url = os.environ.get("BENCH_DRIFT_POSTGRES_URL", "")
-    if url:
-        return url
-    base = os.environ.get("DATABASE_URL", "")
-    if base.startswith(("postgres://", "postgresql://")):
-        return base.rsplit("/", 1)[0] + "/fleetgate_drift_bench"
-    return ""
-
-
 def _rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -108,39 +98,6 @@ def _worker_rss(workers: list[subprocess.Popen]) -> list[int]:
 
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def _start_workers(
-    env: dict[str, str], workdir: Path, count: int, concurrency: int
-) -> list[subprocess.Popen]:
-    workers = []
-    for i in range(count):
-        log = open(workdir / f"worker-{i}.log", "wb")
-        workers.append(
-            subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "celery"),
-                    "-A",
-                    "fleet",
-                    "worker",
-                    "--loglevel",
-                    "WARNING",
-                    "--concurrency",
-                    str(concurrency),
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--without-heartbeat",
-                    "-n",
-                    f"drift{i}@%h",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    return workers
 
 
 def _bodies() -> list[dict[str, Any]]:
@@ -243,8 +200,9 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     workers: list[subprocess.Popen] = []
     try:
         extra: dict[str, str] = {}
-        pg = _postgres_url() if args.database == "postgres" else ""
+        pg = ""
         if args.database == "postgres":
+            pg = isolated.postgres_url("BENCH_DRIFT_POSTGRES_URL", "fleetgate_drift_bench")
             if not pg:
                 raise SystemExit(
                     "--database postgres needs BENCH_DRIFT_POSTGRES_URL or a PostgreSQL DATABASE_URL"
@@ -269,7 +227,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         (workdir / "bare-cache").mkdir()
         made = _make_drift(ordered, args.parallel, workdir / "bare-cache")
         concurrency = max(1, args.parallel // args.workers)
-        workers = _start_workers(env, workdir, args.workers, concurrency)
+        workers = isolated.start_workers(env, workdir, args.workers, concurrency, name="drift")
         time.sleep(3)  # let the workers connect to the broker
         before = {"rss": _worker_rss(workers), "load": _load()}
         result = _child(env, "run", {"timeout": args.timeout, "warm": args.parallel})

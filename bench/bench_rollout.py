@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench import isolated
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
 FILES = {
@@ -196,37 +198,6 @@ def _git_repo(path: Path) -> str:
     return f"file://{path}"
 
 
-def _start_workers(workdir: Path, count: int, concurrency: int) -> list[subprocess.Popen]:
-    workers = []
-    for i in range(count):
-        log = open(workdir / f"worker-{i}.log", "wb")
-        workers.append(
-            subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "celery"),
-                    "-A",
-                    "fleet",
-                    "worker",
-                    "--loglevel",
-                    "WARNING",
-                    "--concurrency",
-                    str(concurrency),
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--without-heartbeat",
-                    "-n",
-                    f"bench{i}@%h",
-                ],
-                cwd=ROOT,
-                env=_env(workdir),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    return workers
-
-
 def _peak_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -319,7 +290,8 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 "parallel": args.parallel,
             },
         )
-        workers = _start_workers(workdir, args.workers, max(1, args.parallel // args.workers))
+        workers = isolated.start_workers(_env(workdir), workdir, args.workers,
+                                         max(1, args.parallel // args.workers))
         time.sleep(3)  # let the workers connect to the broker
         result = _child(workdir, "run", {"timeout": args.timeout})
         peaks = []

@@ -53,3 +53,38 @@ def run(module: str, args: list[str], environ: dict[str, str], name: str = "benc
         raise RuntimeError(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+def postgres_url(variable: str, database: str) -> str:
+    """A scratch PostgreSQL database for a benchmark: ``variable`` if set, else ``database`` on the server
+    ``DATABASE_URL`` points at (when it is PostgreSQL), else "" (SQLite)."""
+    url = os.environ.get(variable, "")
+    if url:
+        return url
+    base = os.environ.get("DATABASE_URL", "")
+    if base.startswith(("postgres://", "postgresql://")):
+        return base.rsplit("/", 1)[0] + "/" + database
+    return ""
+
+
+def start_workers(
+    environ: dict[str, str], workdir: Path, count: int, concurrency: int, name: str = "bench"
+) -> list[subprocess.Popen]:
+    """``count`` Celery workers (``--concurrency``), each in its own process group, logging to
+    ``workdir/worker-<i>.log``."""
+    workers = []
+    for i in range(count):
+        log = open(workdir / f"worker-{i}.log", "wb")
+        workers.append(
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "celery"), "-A", "fleet", "worker", "--loglevel",
+                 "WARNING", "--concurrency", str(concurrency), "--without-mingle", "--without-gossip",
+                 "--without-heartbeat", "-n", f"{name}{i}@%h"],
+                cwd=ROOT,
+                env=environ,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    return workers

@@ -336,6 +336,9 @@ FLEETGATE_CHART_CA_FILE = env_str("FLEETGATE_CHART_CA_FILE", "")
 FLEETGATE_CHART_OFFLINE = env_bool("FLEETGATE_CHART_OFFLINE", False)
 FLEETGATE_API_TOKEN_DAYS = env_int("FLEETGATE_API_TOKEN_DAYS", 90)
 FLEETGATE_AUDIT_RETENTION_DAYS = env_int("FLEETGATE_AUDIT_RETENTION_DAYS", 365)
+# PostgreSQL: a commit that recorded audit events wakes a per-process background thread that seals them into
+# the chain (docs/audit.md, Sealing); 0 seals in the committing thread instead. SQLite always seals there.
+FLEETGATE_AUDIT_SEAL_BACKGROUND = env_bool("FLEETGATE_AUDIT_SEAL_BACKGROUND", True)
 FLEETGATE_ALLOW_FILE_REPOSITORIES = env_bool("FLEETGATE_ALLOW_FILE_REPOSITORIES", True)
 # Networks Fleetgate never contacts through a user-given URL (repositories, cluster API servers): link-local
 # and cloud metadata addresses by default. Loopback and private networks stay allowed.

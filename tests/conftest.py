@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -10,6 +10,16 @@ from rest_framework.test import APIClient
 
 from fleet.access.models import APIToken, RoleBinding
 from tests.factories import UserFactory
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test database, and before it is dropped, the audit background sealer stopped: its
+    connection (PostgreSQL) would keep the test database from being dropped."""
+    yield
+    from fleet.audit.sealing import BackgroundSealer
+
+    BackgroundSealer.stop()
 
 
 @pytest.fixture(autouse=True)

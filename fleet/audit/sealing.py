@@ -14,21 +14,30 @@ then, in a short transaction of its own:
    (`chain.event_hash` over the stored values, exactly what `verify()` recomputes), in one UPDATE,
 4. moves the head and commits.
 
-Who seals: every transaction that recorded events, once, right after it commits (`transaction.on_commit`);
-the beat task `fleet.audit.seal` every FLEETGATE_AUDIT_SEAL_INTERVAL seconds as a safety net; and every reader
-of the chain first (verify, export, archive, the list, notifications' fan-out).
+Who seals: every transaction that recorded events, once, right after it commits (`transaction.on_commit`):
+on PostgreSQL the hook only wakes this process's background sealer thread (`BackgroundSealer`, its own
+connection), so the writer's commit returns at once and one thread seals what many commits left, in batches;
+on SQLite, where writes serialise on the file anyway, the hook seals synchronously. Then the beat task
+`fleet.audit.seal` every FLEETGATE_AUDIT_SEAL_INTERVAL seconds as a safety net; and every reader of the chain
+first, synchronously (verify, export, archive, the list, notifications' fan-out).
 
 No lost wake-up: a writer's attempt that found the head locked ran after that writer committed, while the
 other sealer held the lock; that sealer looks for pending events again *after* letting the head go, so it
 sees the writer's event and seals it (or finds the head taken by a third sealer, which does the same).
+The background thread clears its wake-up flag before it seals, so a commit that wakes it while it seals
+makes it look once more.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
@@ -97,11 +106,148 @@ def _seal_as_the_sealer(batch: int) -> int:
 
 
 def seal_after_commit() -> None:
-    """`record()`'s on-commit hook: seal, and never fail the request or task that has already committed."""
+    """`record()`'s on-commit hook: wake this process's background sealer (PostgreSQL), or seal here
+    (SQLite, or FLEETGATE_AUDIT_SEAL_BACKGROUND=0); never fail the request or task that has committed."""
+    if _background_enabled() and BackgroundSealer.wake():
+        return
+    _seal_logged()
+
+
+def _seal_logged() -> None:
     try:
         seal()
     except Exception:  # the beat task and the next reader seal what this left pending
         log.exception("sealing audit events after commit failed; they stay pending until the next seal")
+
+
+def _background_enabled() -> bool:
+    return connection.vendor == "postgresql" and getattr(settings, "FLEETGATE_AUDIT_SEAL_BACKGROUND", True)
+
+
+class BackgroundSealer:
+    """One thread per process that seals what this process's commits left pending, woken by their hooks.
+
+    Started lazily by the first wake-up in each process (keyed on the PID: a thread started before a fork,
+    by Celery's prefork pool or gunicorn, does not exist in the child, which starts its own). The thread has
+    its own database connection (Django's are per thread), kept while it is busy and closed after
+    `IDLE_CLOSE` seconds without a wake-up, on an error, and when it stops. It loops while pending events
+    exist (`seal()` looks again after letting the sealer lock go), and the wake-up flag is cleared before each
+    round, so no commit's wake-up is lost. At process exit (atexit, multiprocessing's and Celery's pool
+    process shutdown) `stop()` asks it for a last round and waits at most `EXIT_TIMEOUT` seconds; what it
+    cannot seal by then the beat task and the next reader seal.
+    """
+
+    IDLE_CLOSE = 5.0
+    EXIT_TIMEOUT = 5.0
+    ERROR_PAUSE = 1.0
+
+    _lock = threading.Lock()
+    _current: BackgroundSealer | None = None
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="fleetgate-audit-sealer", daemon=True)
+
+    @classmethod
+    def wake(cls) -> bool:
+        """Wake this process's sealer, starting it if needed; False when it is stopping (seal yourself)."""
+        sealer = cls._current
+        if sealer is None or sealer.pid != os.getpid() or sealer.ended():
+            with cls._lock:
+                sealer = cls._current
+                if sealer is None or sealer.pid != os.getpid() or sealer.ended():
+                    sealer = cls()
+                    sealer.thread.start()
+                    cls._current = sealer
+                    _register_exit(sealer)
+        if sealer.stopping.is_set() or not sealer.thread.is_alive():
+            return False
+        sealer.wakeup.set()
+        return True
+
+    def ended(self) -> bool:
+        """The thread is gone without being asked to stop (started again by the next wake-up)."""
+        return not self.stopping.is_set() and self.thread.ident is not None and not self.thread.is_alive()
+
+    @classmethod
+    def running(cls) -> BackgroundSealer | None:
+        """This process's sealer, if one is running."""
+        sealer = cls._current
+        if sealer is None or sealer.pid != os.getpid() or not sealer.thread.is_alive():
+            return None
+        return sealer
+
+    @classmethod
+    def stop(cls, timeout: float | None = None) -> None:
+        """Ask this process's sealer for a last round and wait for it (bounded); a no-op in other processes
+        and when none runs. The next wake-up starts a new one."""
+        sealer = cls._current
+        if sealer is None or sealer.pid != os.getpid():
+            return
+        sealer.stopping.set()
+        sealer.wakeup.set()
+        if sealer.thread is not threading.current_thread():
+            sealer.thread.join(cls.EXIT_TIMEOUT if timeout is None else timeout)
+        with cls._lock:
+            if cls._current is sealer:
+                cls._current = None
+
+    def _run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                if not self.wakeup.wait(self.IDLE_CLOSE):
+                    self._close()  # idle: no connection held between bursts
+                    continue
+                self.wakeup.clear()  # before sealing: a commit during the round makes another round
+                self._round()
+            self._round()  # the last round at exit
+        finally:
+            self._close()
+
+    @staticmethod
+    def _close() -> None:
+        try:
+            connection.close()
+        except Exception:
+            log.exception("closing the audit sealer's database connection failed")
+
+    def _round(self) -> None:
+        try:
+            seal()
+        except Exception:
+            log.exception("background sealing of audit events failed; retrying, beat seals meanwhile")
+            self._close()  # a broken connection is opened again next round
+            if not self.stopping.wait(self.ERROR_PAUSE):
+                self.wakeup.set()
+
+
+_exit_hook_pid: int | None = None
+
+
+def _register_exit(sealer: BackgroundSealer) -> None:
+    """Once per process: stop the sealer at exit (atexit). Forked multiprocessing children leave through
+    os._exit, after their own finalizers, so one of those too; Celery's pool processes send
+    worker_process_shutdown (fleet/audit/apps.py)."""
+    global _exit_hook_pid
+    if _exit_hook_pid == sealer.pid:
+        return
+    import multiprocessing.util
+
+    _exit_hook_pid = sealer.pid
+    multiprocessing.util.Finalize(None, BackgroundSealer.stop, exitpriority=10)
+
+
+def _after_fork_in_child() -> None:
+    """The parent's sealer thread does not exist here; neither may its lock be held (another thread of the
+    parent could have held it at the fork)."""
+    BackgroundSealer._lock = threading.Lock()
+    BackgroundSealer._current = None
+
+
+atexit.register(BackgroundSealer.stop)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def schedule_seal() -> None:

@@ -1,19 +1,24 @@
 """Sealing (issue 19): record() writes a pending event in the caller's transaction without touching the chain
 head; the sealer chains committed pending events a batch per lock. Concurrent writers leave one gapless chain
 that verifies, a rolled-back writer leaves nothing, and one writer's open transaction does not hold up
-another.
+another. On PostgreSQL the commit hook only wakes the process's background sealer thread: the committing
+thread runs no sealing statement, and a forked child process seals its own events.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+import time
 from typing import Any
 
 import pytest
 from django.db import DatabaseError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from fleet.audit.models import AuditChainHead, AuditEvent
-from fleet.audit.sealing import seal_after_commit
+from fleet.audit.sealing import BackgroundSealer, seal_after_commit
 from fleet.audit.services import record, seal, verify
 from fleet.core.context import acting
 from tests.audit.audit_support import raw_sql, tamper_update
@@ -27,6 +32,15 @@ class Rollback(Exception):
 
 def _hooks() -> list[Any]:
     return [entry[1] for entry in connection.run_on_commit if entry[1] is seal_after_commit]
+
+
+def _wait_until_sealed(*pks: int, limit: float = 60) -> None:
+    """Committed events sealed by whoever seals after commit (on PostgreSQL the background sealer thread):
+    poll, bounded. Nothing here calls seal()."""
+    deadline = time.monotonic() + limit
+    events = AuditEvent.objects.filter(pk__in=pks) if pks else AuditEvent.objects.all()
+    while events.filter(sequence__isnull=True).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.mark.django_db
@@ -49,8 +63,12 @@ def test_an_event_is_pending_until_sealed_and_one_hook_seals_a_whole_transaction
 
 @pytest.mark.django_db
 def test_the_commit_hook_seals_and_a_rolled_back_writer_leaves_no_event(
-    django_capture_on_commit_callbacks: Any,
+    django_capture_on_commit_callbacks: Any, settings: Any
 ) -> None:
+    """The hook run in the test's own transaction: the synchronous path (SQLite's, or PostgreSQL with
+    FLEETGATE_AUDIT_SEAL_BACKGROUND=0); a background thread could not see this uncommitted transaction. The
+    background path: test_the_commit_hook_only_wakes_the_background_sealer."""
+    settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = False
     with acting(change_context="command"):
         with django_capture_on_commit_callbacks(execute=True) as hooks, transaction.atomic():
             kept = record("test.kept", target_type="thing")
@@ -154,8 +172,8 @@ def _writer(index: int, count: int, errors: list[BaseException], start: threadin
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_leave_one_gapless_chain_with_no_pending_event_behind() -> None:
     """Real threads, each its own connection and transactions, committing while others seal. Nobody calls
-    seal() here: the commit hooks alone must seal every event (no lost wake-up when a hook finds the head
-    locked)."""
+    seal() here: the commit hooks alone (on PostgreSQL by waking the background sealer) must seal every event
+    (no lost wake-up when a hook finds the head locked or the sealer busy)."""
     writers, per_writer = 8, 25
     errors: list[BaseException] = []
     start = threading.Barrier(writers)
@@ -165,6 +183,7 @@ def test_concurrent_writers_leave_one_gapless_chain_with_no_pending_event_behind
     for thread in threads:
         thread.join()
     assert errors == []
+    _wait_until_sealed()
 
     kept = writers * per_writer * 4 // 5
     assert AuditEvent.objects.pending().count() == 0
@@ -210,7 +229,8 @@ def test_an_open_transaction_with_a_recorded_event_does_not_hold_up_another_writ
         try:
             with acting(change_context="task"), transaction.atomic():
                 b = record("test.fast_writer", target_type="writer", target_id="b")
-            # Committed; its commit hook sealed it while A's transaction is still open.
+            # Committed; sealed after its commit while A's transaction is still open.
+            _wait_until_sealed(b.pk)
             assert AuditEvent.objects.get(pk=b.pk).sequence == 1
             assert not AuditEvent.objects.filter(action="test.slow_writer").exists()  # not committed yet
         finally:
@@ -221,5 +241,64 @@ def test_an_open_transaction_with_a_recorded_event_does_not_hold_up_another_writ
         thread.join()
     assert errors == []
     a = AuditEvent.objects.get(action="test.slow_writer")
-    assert a.sequence == 2  # sealed by A's own commit hook
+    _wait_until_sealed(a.pk)
+    a.refresh_from_db()
+    assert a.sequence == 2  # sealed after A's own commit
+    assert verify().ok
+
+
+@pytest.mark.postgres
+@postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_commit_hook_only_wakes_the_background_sealer() -> None:
+    """The committing thread runs no sealing statement (no sealer lock, no head, no update): its commit hook
+    wakes this process's sealer thread, which seals the event on its own connection."""
+    with CaptureQueriesContext(connection) as queries:
+        with acting(change_context="command"), transaction.atomic():
+            event = record("test.background", target_type="thing")
+    statements = [query["sql"] for query in queries.captured_queries]
+    assert not [sql for sql in statements if "advisory" in sql or "audit_auditchainhead" in sql]
+    assert not [sql for sql in statements if sql.startswith("UPDATE")]
+    sealer = BackgroundSealer.running()
+    assert sealer is not None and sealer.thread is not threading.current_thread()
+    _wait_until_sealed(event.pk)
+    assert AuditEvent.objects.get(pk=event.pk).sequence == 1
+    assert verify().ok
+
+
+def _forked_writer() -> None:
+    """In a forked child: the parent's sealer thread is not here; the first commit starts the child's own,
+    which seals its event; an event committed just before the child exits is sealed by the last round."""
+    with acting(change_context="task"), transaction.atomic():
+        first = record("test.forked", target_type="child", target_id="first")
+    sealer = BackgroundSealer.running()
+    assert sealer is not None and sealer.pid == os.getpid()
+    _wait_until_sealed(first.pk)
+    assert AuditEvent.objects.get(pk=first.pk).sequence is not None
+    with acting(change_context="task"), transaction.atomic():
+        record("test.forked", target_type="child", target_id="at-exit")
+    connections["default"].close()  # the sealer thread has its own connection
+
+
+@pytest.mark.postgres
+@postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_forked_child_process_seals_its_own_events() -> None:
+    """multiprocessing fork (as Celery's prefork pool and gunicorn fork): the parent's sealer is running, the
+    child starts its own. The parent's sealer is woken by the parent's commits only and nobody calls seal(),
+    so the child's events are sealed by the child."""
+    with acting(change_context="command"), transaction.atomic():
+        parent_event = record("test.parent", target_type="parent")
+    _wait_until_sealed(parent_event.pk)
+    parent_sealer = BackgroundSealer.running()
+    assert parent_sealer is not None
+    connections.close_all()  # nothing open across fork
+    child = multiprocessing.get_context("fork").Process(target=_forked_writer)
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    assert BackgroundSealer.running() is parent_sealer  # the parent's own sealer is untouched
+    forked = list(AuditEvent.objects.filter(action="test.forked").order_by("sequence"))
+    assert [(e.target_id, e.sequence) for e in forked] == [("first", 2), ("at-exit", 3)]
+    assert not AuditEvent.objects.pending().exists()
     assert verify().ok

@@ -16,11 +16,13 @@ Each measurement runs in its own subprocess with DATABASE_URL pointing at a scra
    to /dev/null, for N/10 and N events, against a bare `values_list().iterator()` loop writing csv rows.
 
 4. writers (issue 19, PostgreSQL only): N writer processes (1, 4, 16) append events at the same time, each
-   event in a transaction of its own as in production, for both designs in the same run: the baseline is the
+   event in a transaction of its own as in production, for every design in the same run: the baseline is the
    old append (a faithful copy of the pre-issue-19 `record()`, kept here: lock the chain head row inside the
    writer's transaction, hash, insert, move the head), against today's `record()` (insert a pending event;
-   the commit hook seals committed events a batch per lock), and the ceiling: `record()`'s insert alone with
-   no commit hook and no chain ("plain", sealed after the clock stops). `--hold-ms` adds that much work inside
+   the commit hook wakes the process's background sealer thread, which seals committed events a batch per
+   lock: "new"), the same with the commit hook sealing in the writer's thread ("sync",
+   FLEETGATE_AUDIT_SEAL_BACKGROUND=0, as SQLite does), and the ceiling: `record()`'s insert alone with no
+   commit hook and no chain ("plain", sealed after the clock stops). `--hold-ms` adds that much work inside
    each writer transaction after the event is recorded, as a change's other statements would. The rate counts
    until every event is sealed; the machine's load average is printed with each row.
 
@@ -97,18 +99,21 @@ def _print_append(label: str, append: dict[str, Any]) -> None:
 
 
 def _writers(pg_url: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Both designs, for each writer count and hold, in one run on one PostgreSQL database."""
+    """Every design, for each writer count and hold, in one run on one PostgreSQL database."""
     _reset_postgres(pg_url)
     counts = [int(n) for n in args.writers.split(",")]
     holds = [float(h) for h in args.hold_ms.split(",")]
     rows: dict[str, Any] = {}
     print("\n## Concurrent writers (PostgreSQL)\n", flush=True)
-    print("| hold in transaction | writers | design | events | seconds | events/s | vs old | load 1m |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|", flush=True)
+    print(
+        "| hold in transaction | writers | design | events | seconds | events/s | vs old | pending left "
+        "| load 1m |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|", flush=True)
     for hold in holds:
         for n in counts:
             pair = {}
-            for design in ("old", "new", "plain"):
+            for design in ("old", "sync", "new", "plain"):
                 result = _child(
                     "writers", pg_url, workdir, design, str(n), str(args.writer_events), str(hold)
                 )
@@ -118,13 +123,13 @@ def _writers(pg_url: str, workdir: Path, args: argparse.Namespace) -> dict[str, 
                 ratio = f"{rate / old_rate:.2f}x" if design != "old" else ""
                 print(
                     f"| {hold:g} ms | {n} | {design} | {result['events']} | {result['seconds']:.2f} | "
-                    f"{rate:,.0f} | {ratio} | {result['load'][0]:.1f} |",
+                    f"{rate:,.0f} | {ratio} | {result['pending_left']} | {result['load'][0]:.1f} |",
                     flush=True,
                 )
             rows[f"{hold:g}ms-{n}"] = pair
     check = _child("verify", pg_url, workdir)
     print(
-        f"\nverify() after all runs (both designs share one chain): ok={check['ok']}, "
+        f"\nverify() after all runs (the designs share one chain): ok={check['ok']}, "
         f"{check['checked']} events"
     )
     return {"runs": rows, "verify": check}
@@ -456,6 +461,10 @@ def _writer_process(design: str, index: int, count: int, hold_ms: float, barrier
         from fleet.audit import services
 
         services.schedule_seal = lambda: None  # type: ignore[assignment]
+    if design == "sync":  # the commit hook seals in the writer's thread (no background sealer)
+        from django.conf import settings
+
+        settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = False
     append = old_record if design == "old" else record
     connections["default"].ensure_connection()
     barrier.wait()

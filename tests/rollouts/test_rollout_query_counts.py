@@ -1,0 +1,146 @@
+"""Queries of the push fan-out per cluster (issue 19): one rollout to N sandbox clusters, run in process on
+the production code path, from the rollout queued to synced (the coordinator's advance, every leg's
+sync_cluster task with its finish and conclude). The count per cluster must not grow with N, and the figure
+is asserted exactly so that a change adding a query to every leg is seen (docs/benchmarks.md, "Push
+fan-out: queries per cluster, profiled (issue 19)", explains each query).
+
+How the audit seal is counted: the tests run on committed transactions (``transaction=True``), so each
+transaction's commit hook seals its pending audit events here as it does in production; those queries are
+counted in the total and also on their own (every query run inside the commit hook ``seal_after_commit``,
+its transaction's BEGIN and COMMIT included; the events' inserts by ``record()`` are not the seal's).
+
+Run with ``-s`` to see the breakdown by query kind (operation and table) per leg."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from fleet.audit import sealing
+from fleet.rollouts import dispatch
+from fleet.rollouts.models import Rollout
+from fleet.sources.services import fetch_repository
+from tests.rollouts.conftest import (
+    NAMESPACE,
+    RUNNERS,
+    GitRepo,
+    configmap,
+    deployment,
+    make_group,
+    make_mapping,
+    make_repository,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The asserted figures (SQLite and PostgreSQL alike): queries per cluster of the fan-out, of which the audit
+# seal in the commit hooks. See docs/benchmarks.md for the table.
+PER_CLUSTER = 42
+SEAL_PER_CLUSTER = 16
+
+_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def kind(sql: str) -> str:
+    """``SELECT rollouts_clustersync``: the statement's operation and its first table."""
+    sql = re.sub(r"^\d+ times: ", "", sql.lstrip())  # an executemany, as the debug cursor logs it
+    words = sql.split(None, 1)
+    op = words[0].upper() if words else "?"
+    if op in ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT"):
+        return op
+    found = _TABLE.search(sql)
+    return f"{op} {found.group(1) if found else '-'}"
+
+
+class SealSpy:
+    """Counts the queries the audit seal runs in the commit hooks (``sealing.seal_after_commit``, which
+    runs unchanged): the spy only notes the connection's query log before and after each call."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.queries = 0
+        real = sealing.seal_after_commit
+
+        def seal_after_commit() -> None:
+            before = len(connection.queries_log)
+            try:
+                real()
+            finally:
+                self.queries += len(connection.queries_log) - before
+
+        monkeypatch.setattr(sealing, "seal_after_commit", seal_after_commit)
+
+
+def fan_out(n: int, git_repo: Any, make_fleet: Any, tasks: Any, tag: str, spy: SealSpy) -> dict[str, Any]:
+    """One rollout to ``n`` clusters: prepare outside the count, then the fan-out counted task by task."""
+    make_fleet({f"c{i}": {"env": tag} for i in range(n)})
+    group = make_group(tag, tag, max_parallel=20)  # every leg queued by the first advance
+    repo = make_repository(git_repo, name=tag)
+    mapping = make_mapping(repo, "web", f"apps/{tag}", group)
+    git_repo.commit(
+        {
+            f"apps/{tag}/ns.yaml": NAMESPACE,
+            f"apps/{tag}/cm.yaml": configmap("web", {"color": "blue"}),
+            f"apps/{tag}/deploy.yaml": deployment("web", "nginx:1"),
+        },
+        tag,
+    )
+    assert fetch_repository(repo).ok
+    # Prepare (render lookup, gate, plan) up to the rollout queued: not the fan-out, not counted.
+    while any(q.name == dispatch.PREPARE for q in tasks.items):
+        item = next(q for q in tasks.items if q.name == dispatch.PREPARE)
+        tasks.items.remove(item)
+        RUNNERS[item.name](*item.args)
+    rollout = Rollout.objects.get(mapping=mapping)
+    assert rollout.state == "queued", rollout.reason
+    per_task: list[tuple[str, Counter[str]]] = []
+    spy.queries = 0
+    with CaptureQueriesContext(connection) as ctx:
+        steps = 0
+        while tasks.items:
+            item = tasks.items.pop(0)
+            before = len(ctx.captured_queries)
+            RUNNERS[item.name](*item.args)
+            per_task.append((item.name, Counter(kind(q["sql"]) for q in ctx.captured_queries[before:])))
+            steps += 1
+            assert steps < 10 * n + 20, "the task queue did not settle"
+    rollout.refresh_from_db()
+    assert rollout.state == "synced", rollout.reason
+    return {
+        "total": len(ctx.captured_queries),
+        "seal": spy.queries,
+        "per_task": per_task,
+    }
+
+
+def show(n: int, result: dict[str, Any]) -> None:
+    legs = [c for name, c in result["per_task"] if name == dispatch.SYNC_CLUSTER]
+    print(f"\nN={n}: {result['total']} queries, {result['seal']} of them the audit seal; "
+          f"{len(result['per_task'])} tasks ({len(legs)} legs)")
+    if legs:
+        leg = legs[len(legs) // 2]
+        print(f"one leg (sync_cluster task, with finish, conclude and its advance): {sum(leg.values())}")
+        for k, count in sorted(leg.items(), key=lambda kv: (-kv[1], kv[0])):
+            print(f"  {count:3d}  {k}")
+
+
+def test_push_fan_out_costs_the_same_queries_per_cluster_at_3_and_9_clusters(
+    tmp_path: Any, make_fleet: Any, tasks: Any, monkeypatch: Any
+) -> None:
+    spy = SealSpy(monkeypatch)
+    small = fan_out(3, GitRepo(tmp_path / "small"), make_fleet, tasks, "qsmall", spy)
+    big = fan_out(9, GitRepo(tmp_path / "big"), make_fleet, tasks, "qbig", spy)
+    show(3, small)
+    show(9, big)
+    per_cluster = (big["total"] - small["total"]) / 6
+    fixed = small["total"] - 3 * per_cluster
+    print(f"\nper cluster: {per_cluster}, fixed: {fixed}")
+    assert per_cluster == PER_CLUSTER, (per_cluster, small["total"], big["total"])
+    # Constant in N: the same fixed part at both sizes (3 and 9 clusters on the same line).
+    assert big["total"] == fixed + 9 * PER_CLUSTER
+    seal_per_cluster = (big["seal"] - small["seal"]) / 6
+    assert seal_per_cluster == SEAL_PER_CLUSTER, (seal_per_cluster, small["seal"], big["seal"])

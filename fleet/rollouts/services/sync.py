@@ -22,7 +22,7 @@ from clusters.connector.errors import describe, is_retriable
 from fleet.observability import metrics
 from fleet.rollouts import dispatch, doorbell, ports, tasks
 from fleet.rollouts.choices import Decision, DriftStatus, RolloutState, SyncState
-from fleet.rollouts.models import ClusterSync, SyncedState
+from fleet.rollouts.models import ClusterSync, Rollout, SyncedState
 from fleet.rollouts.services import dependencies, rereview
 from fleet.rollouts.services.common import (
     atomic,
@@ -169,7 +169,7 @@ def run_cluster_sync(cs_id: int) -> str:
     if blocked:  # the leg is recorded as blocked (or owned by a newer attempt): nothing to finish
         advance_rollout(rollout.pk)
         return "blocked"
-    result = _finish(cs.pk, attempt, outcome, health, error, transient)
+    result = _finish(cs.pk, attempt, outcome, health, error, transient, rollout=rollout)
     metrics.cluster_sync(result if result in _COUNTED_RESULTS else "lost", time.monotonic() - started)
     conclude(rollout.pk, mapping, cs.cluster_id, result)
     return result
@@ -281,12 +281,22 @@ def _finish(
     health: ports.HealthOutcome | None,
     error: str,
     transient: bool,
+    *,
+    rollout: Rollout | None = None,
 ) -> str:
+    """Record a leg's outcome if the leg is still syncing under ``attempt``. ``rollout``: the leg's rollout as
+    its claim read it (the push path); its mapping and commit do not change, and the one thing read of it
+    that may have changed since, its state, is read again where it counts (a retry). Without it (the pull
+    path), the rollout is read here."""
     with atomic():
         cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=cs_id)
         if cs.state != SyncState.SYNCING or cs.attempts != attempt:
             return "lost the lease; another attempt owns the outcome"
-        rollout = current_rollout(cs.rollout_id)
+        if rollout is None or rollout.pk != cs.rollout_id:
+            rollout = current_rollout(cs.rollout_id)
+            rollout_state = rollout.state
+        else:
+            rollout_state = None  # read below only if a retry depends on it
         cs.rollout = rollout
         now = timezone.now()
         if outcome is not None:
@@ -301,7 +311,9 @@ def _finish(
             cs.save(update_fields=_FINISH_FIELDS)
             sync_event(cs, "sync.succeeded", _summary(cs.counts), counts=cs.counts, health=cs.health)
             return "synced"
-        if transient and attempt < max_attempts() and rollout.state == RolloutState.SYNCING:
+        if transient and attempt < max_attempts() and rollout_state is None:
+            rollout_state = Rollout.objects.filter(pk=rollout.pk).values_list("state", flat=True).get()
+        if transient and attempt < max_attempts() and rollout_state == RolloutState.SYNCING:
             delay = retry_delay(attempt)
             cs.state, cs.error = SyncState.QUEUED, error
             cs.retry_at = now + timedelta(seconds=delay)
@@ -360,5 +372,7 @@ def _remember(rollout: Any, cs: ClusterSync, outcome: ports.ApplyOutcome, health
         mapping=rollout.mapping, cluster=cs.cluster
     )
     known = {tuple(sorted(r.items())) for r in state.inventory}
-    state.inventory = state.inventory + [r for r in outcome.inventory if tuple(sorted(r.items())) not in known]
+    state.inventory = state.inventory + [
+        r for r in outcome.inventory if tuple(sorted(r.items())) not in known
+    ]
     state.save()

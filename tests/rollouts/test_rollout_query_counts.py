@@ -38,10 +38,15 @@ from tests.rollouts.conftest import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# The asserted figures (SQLite and PostgreSQL alike): queries per cluster of the fan-out, of which the audit
-# seal in the commit hooks. See docs/benchmarks.md for the table.
-PER_CLUSTER = 37
-SEAL_PER_CLUSTER = 16
+# The asserted figures, per cluster: the leg's own queries (the same on SQLite and PostgreSQL), and the audit
+# seal in the commit hooks, which differs (PostgreSQL's sealer takes and lets go an advisory lock; SQLite's
+# IMMEDIATE transaction is its lock). See docs/benchmarks.md for the table.
+OWN_PER_CLUSTER = 20
+SEAL_PER_CLUSTER = {"sqlite": 16, "postgresql": 18}
+# Per rollout, whatever N: the first advance (grouped counts, bulk update of the legs, transition and their
+# audit), the last advance's transition to synced, and their seals.
+FIXED = {"sqlite": 27, "postgresql": 29}
+
 
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
 
@@ -139,8 +144,7 @@ def test_push_fan_out_costs_the_same_queries_per_cluster_at_3_and_9_clusters(
     per_cluster = (big["total"] - small["total"]) / 6
     fixed = small["total"] - 3 * per_cluster
     print(f"\nper cluster: {per_cluster}, fixed: {fixed}")
-    assert per_cluster == PER_CLUSTER, (per_cluster, small["total"], big["total"])
-    # Constant in N: the same fixed part at both sizes (3 and 9 clusters on the same line).
-    assert big["total"] == fixed + 9 * PER_CLUSTER
     seal_per_cluster = (big["seal"] - small["seal"]) / 6
-    assert seal_per_cluster == SEAL_PER_CLUSTER, (seal_per_cluster, small["seal"], big["seal"])
+    seal = SEAL_PER_CLUSTER[connection.vendor]
+    assert (per_cluster, seal_per_cluster) == (OWN_PER_CLUSTER + seal, seal), (small, big)
+    assert fixed == FIXED[connection.vendor], (small, big)

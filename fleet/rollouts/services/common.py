@@ -84,8 +84,9 @@ def current_rollout(rollout_id: int) -> Rollout:
     """The rollout row as committed now, not locked: what a leg's claim and finish read. They lock only
     their leg's row, so a thousand legs finishing at once do not queue on one rollout row; a change of the
     rollout (cancel, pause, halt) that commits while a leg is claimed or finished is ordered after it, as
-    if the leg had been claimed a moment earlier (cancel and pause let legs in flight finish)."""
-    return Rollout.objects.select_related(*_RELATED).get(pk=rollout_id)
+    if the leg had been claimed a moment earlier (cancel and pause let legs in flight finish). The group's
+    allow-list comes in the same query (the leg's apply checks it; one query per leg otherwise)."""
+    return Rollout.objects.select_related(*_RELATED, "mapping__cluster_group__allow_list").get(pk=rollout_id)
 
 
 def transition(rollout: Rollout, state: str, reason: str = "", action: str = "", **fields: Any) -> None:

@@ -156,7 +156,7 @@ def wake_dependents(mapping: PathMapping, cluster_id: int) -> list[int]:
         cluster_id=cluster_id,
         rollout__state__in=(RolloutState.QUEUED, RolloutState.SYNCING),
         rollout__paused=False,
-    ).values_list("rollout_id", "waiting_for")
+    ).order_by().values_list("rollout_id", "waiting_for")  # no join of the clusters for the model's ordering
     woken = sorted({rollout_id for rollout_id, waiting_for in rows if waits_for(waiting_for, mapping)})
     for rollout_id in woken:
         dispatch.send(tasks.advance, rollout_id)

@@ -92,8 +92,10 @@ def advance(rollout_id: int, *, skip_locked: bool = False) -> str:
         now = timezone.now()
         counts: dict[int, dict[str, int]] = defaultdict(dict)
         totals: dict[str, int] = defaultdict(int)
+        # order_by(): the model's ordering (cluster__name) would join the clusters to a grouped count.
         for row in (
-            ClusterSync.objects.filter(rollout=rollout).values("batch", "state").annotate(n=Count("id"))
+            ClusterSync.objects.filter(rollout=rollout).order_by().values("batch", "state")
+            .annotate(n=Count("id"))
         ):
             counts[row["batch"]][row["state"]] = row["n"]
             totals[row["state"]] += row["n"]

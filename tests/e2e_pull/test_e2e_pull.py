@@ -42,7 +42,7 @@ from fleet.rollouts.models import ClusterSync, Rollout
 from fleet.sources.models import Commit, PathMapping, Repository
 from fleet.sources.services import fetch_repository
 from tests.agent.process import ROOT, AgentProcess, free_port, run_agent_once
-from tests.kube_backends import KubeApiServer
+from tests.kube_backends import KubeApiServer, kube_helper
 from tests.rollouts.conftest import (
     NAMESPACE,
     configmap,
@@ -618,3 +618,82 @@ def test_pull_mode_end_to_end_on_a_real_kube_apiserver(
     core.patch_namespaced_config_map("web", ns, {"data": {"v": "tampered"}}, field_manager="kubectl-edit")
     run_agent_once(stack.web.url, kubeconfig=pull.kubeconfig, state_dir=pull.state_dir, timeout=120)
     assert live() == {"v": "tampered"}  # refused: nothing healed or applied any more
+
+
+@pytest.fixture
+def second_kube_apiserver(
+    kube_apiserver: KubeApiServer, kube_apiserver_bin_dir: Path, tmp_path: Path
+) -> Iterator[KubeApiServer]:
+    """A second real kube-apiserver (its own etcd, CA and token), for a second pull-mode cluster."""
+    handle = kube_helper.start_kube_apiserver(tmp_path / "kube-apiserver-2", bin_dir=kube_apiserver_bin_dir)
+    try:
+        yield KubeApiServer(url=handle.url, token=handle.token, ca_pem=handle.ca_data, ca_file=handle.ca_file,
+                            kubeconfig=handle.kubeconfig, version=handle.version)
+    finally:
+        handle.stop()
+
+
+def test_two_push_and_two_pull_clusters_on_real_kube_apiservers(
+    stack: Stack,
+    kube_apiserver: KubeApiServer,
+    second_kube_apiserver: KubeApiServer,
+    kube_namespace: str,
+    git_repo: Any,
+    make_fleet: Any,
+    make_user: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """The issue's layout on real API servers: two push sandbox clusters and two pull-mode clusters, each
+    pull cluster a real kube-apiserver with its own agent; registered, a rollout with approval in two batches
+    of two that mix both modes, every leg synced, the objects on both kube-apiservers."""
+    from kubernetes import client as k8s
+
+    ns = kube_namespace
+    fleet = make_fleet({"push-1": {"env": "kube2", "canary": "yes"}, "push-2": {"env": "kube2"}})
+    servers = {"k1": kube_apiserver, "k2": second_kube_apiserver}
+    for short, server in servers.items():
+        labels = {"env": "kube2", **({"canary": "yes"} if short == "k1" else {})}
+        cluster = Cluster.objects.create(name=f"{short}-{ns}"[:60], connection_mode="pull", labels=labels)
+        stack.pulls[short] = Pull(cluster, None, server.kubeconfig, tmp_path / f"state-{short}")
+        token, _ = agent_tokens.issue_bootstrap(cluster)
+        stack.start_agent(short, token)
+    for short, server in servers.items():
+        cluster = stack.pulls[short].cluster
+        wait_for(_registered(cluster), timeout=120, what=f"agent {short} to register")
+        cluster.refresh_from_db()
+        assert cluster.kubernetes_version == server.version
+    # batch 0: the canaries push-1 and k1; batch 1: push-2 and k2
+    group = make_group("kube2", "kube2", batch_size=2, canary_selector={"matchLabels": {"canary": "yes"}},
+                       approval_required=True)
+    approver = make_user("kim", role="approver", scope=group)
+    _, key = APIToken.issue(approver, description="e2e")
+    repo = make_repository(git_repo)
+    story = Story(stack, git_repo, repo, make_mapping(repo, "web", "apps/web", group), key)
+
+    def live(server: KubeApiServer) -> dict[str, str] | None:
+        try:
+            return dict(k8s.CoreV1Api(server.api_client()).read_namespaced_config_map("web", ns).data or {})
+        except k8s.ApiException as exc:
+            assert exc.status == 404
+            return None
+
+    namespace = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
+    rollout = story.commit(
+        {"apps/web/ns.yaml": namespace, "apps/web/cm.yaml": configmap("web", {"v": "1"}, ns)}, "one"
+    )
+    story.awaiting_approval(rollout)
+    assert live(second_kube_apiserver) is None
+    story.approve(rollout)
+    done = story.finished(rollout)
+    assert done.state == "synced", done.reason
+    legs = list(ClusterSync.objects.filter(rollout=rollout).select_related("cluster"))
+    assert len(legs) == 4 and {leg.state for leg in legs} == {"synced"}
+    batches = {(leg.batch, leg.cluster.connection_mode) for leg in legs}
+    assert batches == {(0, "push"), (0, "pull"), (1, "push"), (1, "pull")}, batches
+    assert all(live(server) == {"v": "1"} for server in servers.values())
+    assert all(fleet.sandboxes[name].get_object("v1", "ConfigMap", "web", ns)["data"] == {"v": "1"}
+               for name in ("push-1", "push-2"))
+    for short in servers:  # applied by each cluster's own agent, audited with the cluster as actor
+        name = stack.pulls[short].cluster.name
+        assert AuditEvent.objects.filter(action="sync.succeeded", cluster_name=name,
+                                         actor_name=f"agent:{name}").exists()

@@ -81,6 +81,12 @@ class KubeApiServer:
     kubeconfig: Path
     version: str
 
+    @classmethod
+    def of(cls, handle: Any) -> KubeApiServer:
+        """The client's view of a server ``kube_helper.start_kube_apiserver`` started."""
+        return cls(url=handle.url, token=handle.token, ca_pem=handle.ca_data, ca_file=handle.ca_file,
+                   kubeconfig=handle.kubeconfig, version=handle.version)
+
     def configuration(self) -> k8s_client.Configuration:
         """A client Configuration with bearer-token auth and TLS verified against ``ca_pem``."""
         config = k8s_client.Configuration(
@@ -142,14 +148,7 @@ def kube_apiserver(
         _shared["users"] += 1
         handle = _shared["handle"]
     try:
-        yield KubeApiServer(
-            url=handle.url,
-            token=handle.token,
-            ca_pem=handle.ca_data,
-            ca_file=handle.ca_file,
-            kubeconfig=handle.kubeconfig,
-            version=handle.version,
-        )
+        yield KubeApiServer.of(handle)
     finally:
         with _shared_lock:
             _shared["users"] -= 1

@@ -627,8 +627,7 @@ def second_kube_apiserver(
     """A second real kube-apiserver (its own etcd, CA and token), for a second pull-mode cluster."""
     handle = kube_helper.start_kube_apiserver(tmp_path / "kube-apiserver-2", bin_dir=kube_apiserver_bin_dir)
     try:
-        yield KubeApiServer(url=handle.url, token=handle.token, ca_pem=handle.ca_data, ca_file=handle.ca_file,
-                            kubeconfig=handle.kubeconfig, version=handle.version)
+        yield KubeApiServer.of(handle)
     finally:
         handle.stop()
 

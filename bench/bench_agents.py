@@ -109,6 +109,31 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"redis://127.0.0.1:{port}"
 
 
+def result_for(item: dict[str, Any]) -> dict[str, Any]:
+    """What a simulated agent reports for a Work: its objects applied and healthy when the digest checks
+    out, else a failure (no cluster: the benchmark measures Fleetgate's side)."""
+    from clusters.agent.digest import work_digest
+
+    ok = work_digest(item["objects"], item["inventory"], item["prune"]) == item["digest"]
+    refs = [
+        {"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"],
+         "namespace": o["metadata"].get("namespace", "")}
+        for o in item["objects"]
+    ]
+    return {
+        "attempt": item["attempt"],
+        "digest": item["digest"],
+        "ok": ok,
+        "results": [{"ref": r, "action": "created"} for r in refs] if ok else [],
+        "counts": {"created": len(refs)} if ok else {},
+        "inventory": refs if ok else [],
+        "applied": item["objects"] if ok else [],
+        "error": "" if ok else "digest mismatch",
+        "transient": False,
+        "health": {"state": "Healthy", "reason": "", "detail": {}},
+    }
+
+
 def _reset_postgres(url: str) -> None:
     from bench.bench_audit import _reset_postgres as reset
 
@@ -166,7 +191,6 @@ class Agents:
             self.tokens[name] = (await resp.json())["token"]
 
     async def loop(self, session: Any, name: str) -> None:
-        from clusters.agent.digest import work_digest
 
         headers = {"Authorization": f"Bearer {self.tokens[name]}"}
         while self.running:
@@ -189,29 +213,7 @@ class Agents:
             if not work:
                 self.latencies.append(max(0.0, time.monotonic() - started - self.wait))
             for item in work:
-                digest = work_digest(item["objects"], item["inventory"], item["prune"])
-                ok = digest == item["digest"]
-                refs = [
-                    {
-                        "apiVersion": o["apiVersion"],
-                        "kind": o["kind"],
-                        "name": o["metadata"]["name"],
-                        "namespace": o["metadata"].get("namespace", ""),
-                    }
-                    for o in item["objects"]
-                ]
-                result = {
-                    "attempt": item["attempt"],
-                    "digest": item["digest"],
-                    "ok": ok,
-                    "results": [{"ref": r, "action": "created"} for r in refs] if ok else [],
-                    "counts": {"created": len(refs)} if ok else {},
-                    "inventory": refs if ok else [],
-                    "applied": item["objects"] if ok else [],
-                    "error": "" if ok else "digest mismatch",
-                    "transient": False,
-                    "health": {"state": "Healthy", "reason": "", "detail": {}},
-                }
+                result = result_for(item)
                 try:
                     async with session.post(
                         f"{self.base}/api/agent/v1/work/{item['id']}/result", json=result, headers=headers
@@ -506,7 +508,6 @@ def child_queries(payload: dict[str, Any]) -> dict[str, Any]:
     from django.test.utils import CaptureQueriesContext
 
     from clusters import agent_tokens
-    from clusters.agent.digest import work_digest
     from clusters.models import Cluster, ClusterGroup
     from fleet.rollouts import dispatch, services
     from fleet.rollouts.models import ClusterSync, Rollout
@@ -544,27 +545,7 @@ def child_queries(payload: dict[str, Any]) -> dict[str, Any]:
         work = client.get("/api/agent/v1/work", {"wait": "0"}, headers=auth).json()["work"]
     assert len(work) == 1, work
     item = work[0]
-    refs = [
-        {
-            "apiVersion": o["apiVersion"],
-            "kind": o["kind"],
-            "name": o["metadata"]["name"],
-            "namespace": o["metadata"].get("namespace", ""),
-        }
-        for o in item["objects"]
-    ]
-    body = {
-        "attempt": item["attempt"],
-        "digest": work_digest(item["objects"], item["inventory"], item["prune"]),
-        "ok": True,
-        "results": [],
-        "counts": {"created": len(refs)},
-        "inventory": refs,
-        "applied": item["objects"],
-        "error": "",
-        "transient": False,
-        "health": {"state": "Healthy", "reason": "", "detail": {}},
-    }
+    body = result_for(item)
     with CaptureQueriesContext(connection) as reported:
         answer = client.post(
             f"/api/agent/v1/work/{item['id']}/result", body, content_type="application/json", headers=auth

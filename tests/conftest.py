@@ -23,6 +23,21 @@ def django_db_setup(django_db_setup: None) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _audit_sealing_in_the_test_thread(settings: Any) -> Iterator[None]:
+    """In the test process, commit hooks seal audit events synchronously (FLEETGATE_AUDIT_SEAL_BACKGROUND off),
+    as on SQLite: a background sealer thread still sealing when a transactional test ends would hold the
+    chain head while pytest-django truncates the tables (PostgreSQL then aborts one of the two as a deadlock,
+    and a failed flush leaves rows behind for the next test). Tests of the background sealer turn it on; it is
+    stopped here, after its last round, before the database is flushed (this fixture is torn down first).
+    Worker and web processes the tests start keep the default (the background sealer), as deployed."""
+    settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = False
+    yield
+    from fleet.audit.sealing import BackgroundSealer
+
+    BackgroundSealer.stop()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

@@ -148,8 +148,9 @@ def show(n: int, result: dict[str, Any]) -> None:
 
 
 def test_push_fan_out_costs_the_same_queries_per_cluster_at_3_and_9_clusters(
-    tmp_path: Any, make_fleet: Any, tasks: Any, monkeypatch: Any
+    tmp_path: Any, make_fleet: Any, tasks: Any, monkeypatch: Any, settings: Any
 ) -> None:
+    settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = True  # as deployed (the suite seals in the test thread)
     spy = SealSpy(monkeypatch)
     small = fan_out(3, GitRepo(tmp_path / "small"), make_fleet, tasks, "qsmall", spy)
     big = fan_out(9, GitRepo(tmp_path / "big"), make_fleet, tasks, "qbig", spy)

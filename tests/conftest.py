@@ -24,7 +24,7 @@ def django_db_setup(django_db_setup: None) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _audit_sealing_in_the_test_thread(settings: Any) -> Iterator[None]:
-    """In the test process, commit hooks seal audit events synchronously (FLEETGATE_AUDIT_SEAL_BACKGROUND off),
+    """In the test process, commit hooks seal audit events synchronously (FLEETGATE_AUDIT_SEAL_BACKGROUND off)
     as on SQLite: a background sealer thread still sealing when a transactional test ends would hold the
     chain head while pytest-django truncates the tables (PostgreSQL then aborts one of the two as a deadlock,
     and a failed flush leaves rows behind for the next test). Tests of the background sealer turn it on; it is

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +90,47 @@ def record(
         "message": message,
     }
     event = AuditEvent(**fields)
+    pending = _batch.events
+    if pending is not None:
+        pending.append(event)  # inserted with the rest of the batch when it ends (`batched()`)
+        return event
     event.save()
     schedule_seal()
     return event
+
+
+class _Batch(threading.local):
+    events: list[AuditEvent] | None = None
+
+
+_batch = _Batch()
+
+
+@contextmanager
+def batched() -> Iterator[list[AuditEvent]]:
+    """Batched appends: inside the block, `record()` collects its events (same fields, same actor and
+    context) and the block's end inserts them all with one statement, in the order recorded, then schedules
+    one seal. For loops that record an event per item in one transaction (a slice of a rollout's legs):
+    one insert instead of one per event, each event still its own row with its own detail. Use it inside
+    the transaction (events are written when the block ends; an exception inside writes none, as the
+    transaction rolls back anyway). Nested blocks join the outer one. Yields the list of collected events
+    (their ids are set once the block has ended)."""
+    if _batch.events is not None:
+        yield _batch.events
+        return
+    events: list[AuditEvent] = []
+    _batch.events = events
+    try:
+        yield events
+    finally:
+        _batch.events = None
+    if events:
+        AuditEvent.objects.bulk_create(events, batch_size=BULK_BATCH)
+        schedule_seal()
+
+
+# Rows per INSERT statement in `batched()` (SQLite's limit of bound variables: 20 fields per row).
+BULK_BATCH = 1000
 
 
 def _jsonable(value: Any) -> Any:

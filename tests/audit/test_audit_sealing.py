@@ -253,7 +253,7 @@ def test_an_open_transaction_with_a_recorded_event_does_not_hold_up_another_writ
 def test_the_commit_hook_only_wakes_the_background_sealer(settings: Any) -> None:
     """The committing thread runs no sealing statement (no sealer lock, no head, no update): its commit hook
     wakes this process's sealer thread, which seals the event on its own connection."""
-    settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = True  # the deployed default (the suite seals in the test thread)
+    settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = True  # as deployed (the suite seals in the test thread)
     with CaptureQueriesContext(connection) as queries:
         with acting(change_context="command"), transaction.atomic():
             event = record("test.background", target_type="thing")
@@ -288,7 +288,7 @@ def test_a_forked_child_process_seals_its_own_events(settings: Any) -> None:
     """multiprocessing fork (as Celery's prefork pool and gunicorn fork): the parent's sealer is running, the
     child starts its own. The parent's sealer is woken by the parent's commits only and nobody calls seal(),
     so the child's events are sealed by the child."""
-    settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = True  # the deployed default (the suite seals in the test thread)
+    settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = True  # as deployed (the suite seals in the test thread)
     with acting(change_context="command"), transaction.atomic():
         parent_event = record("test.parent", target_type="parent")
     _wait_until_sealed(parent_event.pk)

@@ -1,0 +1,78 @@
+"""Batched appends (issue 19): inside `batched()`, `record()` collects its events and the block's end inserts
+them with one statement; each event is still its own row, sealed into the chain like any other, in the order
+recorded. An exception inside the block writes nothing; nested blocks join the outer one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from fleet.audit.models import AuditEvent
+from fleet.audit.services import batched, record, seal, verify
+from fleet.core.context import acting
+
+
+class Boom(Exception):
+    pass
+
+
+def _inserts(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries
+            if q["sql"].startswith('INSERT INTO "audit_auditevent"')]
+
+
+@pytest.mark.django_db
+def test_a_batch_is_one_insert_of_one_row_per_event_in_the_order_recorded() -> None:
+    with acting(change_context="task", operator="slice"), transaction.atomic():
+        with CaptureQueriesContext(connection) as queries:
+            with batched() as events:
+                for i in range(30):
+                    returned = record("test.batched", target_type="leg", target_id=str(i),
+                                      cluster=f"c{i}", after={"i": i, "token": "s3cret"})
+                    assert returned is events[-1]
+                assert not AuditEvent.objects.filter(action="test.batched").exists()  # not yet written
+            assert len(_inserts(queries)) == 1
+    seal()
+    stored = list(AuditEvent.objects.filter(action="test.batched").order_by("sequence"))
+    assert [e.target_id for e in stored] == [str(i) for i in range(30)]
+    assert [e.cluster_name for e in stored] == [f"c{i}" for i in range(30)]
+    assert {e.actor_name for e in stored} == {"slice"}
+    assert {e.change_context for e in stored} == {"task"}
+    assert stored[3].after["i"] == 3 and "s3cret" not in str(stored[3].after)  # redacted as record() does
+    sequences = [e.sequence for e in stored]
+    assert sequences == list(range(sequences[0], sequences[0] + 30))
+    assert [e.pk for e in events] == [e.pk for e in stored]  # the ids are set after the block
+    assert verify().ok
+
+
+@pytest.mark.django_db
+def test_an_exception_in_the_block_writes_nothing_and_a_nested_block_joins_the_outer() -> None:
+    with pytest.raises(Boom), transaction.atomic(), batched():
+        record("test.lost", target_type="leg")
+        raise Boom
+    assert not AuditEvent.objects.filter(action="test.lost").exists()
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries:
+            with batched() as outer:
+                record("test.outer", target_type="leg")
+                with batched() as inner:
+                    record("test.inner", target_type="leg")
+                    assert inner is outer
+                assert not AuditEvent.objects.filter(action="test.inner").exists()
+        assert len(_inserts(queries)) == 1
+    # after the block, record() writes at once again
+    with transaction.atomic():
+        event = record("test.after", target_type="leg")
+        assert event.pk is not None
+    assert seal() == 3
+    assert verify().ok
+
+
+@pytest.mark.django_db
+def test_an_empty_batch_writes_nothing(django_capture_on_commit_callbacks: Any) -> None:
+    with django_capture_on_commit_callbacks() as hooks, transaction.atomic(), batched():
+        pass
+    assert hooks == []

@@ -15,6 +15,7 @@ __all__ = [
     "PREPARE",
     "RECONCILE",
     "SYNC_CLUSTER",
+    "SYNC_SLICE",
     "Sender",
     "send",
     "set_sender",
@@ -23,7 +24,8 @@ __all__ = [
 # The registered names of the rollout tasks (fleet/rollouts/tasks.py): what a test sender receives.
 PREPARE = "fleet.rollouts.prepare"
 ADVANCE = "fleet.rollouts.advance"
-SYNC_CLUSTER = "fleet.rollouts.sync_cluster"
+SYNC_CLUSTER = "fleet.rollouts.sync_cluster"  # one leg: a retry, a redispatch
+SYNC_SLICE = "fleet.rollouts.sync_slice"  # a slice of a rollout's legs: what advance queues
 RECONCILE = "fleet.rollouts.reconcile"
 CHECK_DRIFT = "fleet.rollouts.check_drift"
 CHECK_DRIFT_ONE = "fleet.rollouts.check_drift_one"  # one state (tasks queued before the batch task)

@@ -33,6 +33,13 @@ def sync_cluster(cluster_sync_id: int) -> str:
     return services.run_cluster_sync(cluster_sync_id)
 
 
+@shared_task(name=dispatch.SYNC_SLICE)
+def sync_slice(*cluster_sync_ids: int) -> dict[int, str]:
+    from fleet.rollouts import services  # imported by the task, not by every process that loads apps
+
+    return services.run_slice(cluster_sync_ids)
+
+
 @shared_task(name=dispatch.RECONCILE)
 def reconcile(follow: bool = False) -> dict[str, Any]:
     from fleet.rollouts import services  # imported by the task, not by every process that loads apps

@@ -29,6 +29,7 @@ RUNNERS: dict[str, Callable[..., Any]] = {
     dispatch.PREPARE: services.prepare,
     dispatch.ADVANCE: services.advance,
     dispatch.SYNC_CLUSTER: services.run_cluster_sync,
+    dispatch.SYNC_SLICE: lambda *ids: services.run_slice(ids),
     dispatch.RECONCILE: lambda follow=False: services.reconcile(follow=False),
     dispatch.CHECK_DRIFT: services.check_all_drift,
     dispatch.CHECK_DRIFT_ONE: services.check_drift,
@@ -80,7 +81,11 @@ class TaskQueue:
 
 
 @pytest.fixture
-def tasks() -> Iterator[TaskQueue]:
+def tasks(settings: Any) -> Iterator[TaskQueue]:
+    """The in-process queue. A slice task's next slice goes through the queue too (no chain,
+    FLEETGATE_SYNC_CHAIN_SECONDS 0), so a test sees, and can stop between, every step; the chain itself is
+    tested in test_rollout_slices.py."""
+    settings.FLEETGATE_SYNC_CHAIN_SECONDS = 0
     queue = TaskQueue()
     dispatch.set_sender(queue.send)
     yield queue

@@ -1,17 +1,20 @@
-"""Queries of the push fan-out per cluster (issue 19): one rollout to N sandbox clusters, run in process on
-the production code path, from the rollout queued to synced (the coordinator's advance, every leg's
-sync_cluster task with its finish and conclude). The count per cluster must not grow with N, and the figure
-is asserted exactly so that a change adding a query to every leg is seen (docs/benchmarks.md, "Push
-fan-out: queries per cluster, profiled (issue 19)", explains each query).
+"""Queries of the push fan-out (issue 19): one rollout to N sandbox clusters, run in process on the
+production code path, from the rollout queued to synced (the coordinator's advance, every slice's
+sync_slice task with its claim, finish and conclude). The fan-out costs a fixed number of queries per
+rollout and per slice of FLEETGATE_SYNC_SLICE legs, none per leg: a rollout to 24 clusters (3 slices of 8)
+costs exactly 2 slices more than one to 8 (1 slice), and one to 12 clusters (2 slices of 6) exactly 1 slice
+more. Both figures are asserted exactly so that a change
+adding a query to every slice or every leg is seen (docs/benchmarks.md, "Push fan-out: queries per cluster,
+profiled (issue 19)", explains each query), and so is the goal: at most 12 queries per cluster.
 
 How the audit seal is counted: the tests run on committed transactions (``transaction=True``), so each
 transaction's commit hook runs here as it does in production. On SQLite it seals the pending audit events
 in the committing thread; those queries are counted in the total and also on their own (every query run
 inside the commit hook ``seal_after_commit``, its transaction's BEGIN and COMMIT included; the events'
 inserts by ``record()`` are not the seal's). On PostgreSQL the hook wakes the background sealer thread
-(``fleet/audit/sealing.py``), whose queries run on its own connection, not the leg's: 0 here.
+(``fleet/audit/sealing.py``), whose queries run on its own connection, not the slice's: 0 here.
 
-Run with ``-s`` to see the breakdown by query kind (operation and table) per leg."""
+Run with ``-s`` to see the breakdown by query kind (operation and table) of a slice."""
 
 from __future__ import annotations
 
@@ -42,12 +45,13 @@ from tests.rollouts.conftest import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# The asserted figures, per cluster: the leg's own queries (the same on SQLite and PostgreSQL), and the audit
-# seal in the commit hooks. SQLite seals in the committing thread (16 a leg: two transactions with events);
+SLICE = 8
+# The asserted figures, per slice of 8 legs: the slice's own queries (the same on SQLite and PostgreSQL), and
+# the audit seal in the commit hooks. SQLite seals in the committing thread (per transaction with events);
 # on PostgreSQL the hook only wakes the process's background sealer, whose queries run on its own
-# connection, off the leg's path (0 here). See docs/benchmarks.md for the table.
-OWN_PER_CLUSTER = 20
-SEAL_PER_CLUSTER = {"sqlite": 16, "postgresql": 0}
+# connection, off the slice's path (0 here). See docs/benchmarks.md for the table.
+OWN_PER_SLICE = 19
+SEAL_PER_SLICE = {"sqlite": 16, "postgresql": 0}
 # Per rollout, whatever N: the first advance (grouped counts, bulk update of the legs, transition and their
 # audit), the last advance's transition to synced, and (SQLite) their seals.
 FIXED = {"sqlite": 27, "postgresql": 11}
@@ -88,7 +92,7 @@ class SealSpy:
 def fan_out(n: int, git_repo: Any, make_fleet: Any, tasks: Any, tag: str, spy: SealSpy) -> dict[str, Any]:
     """One rollout to ``n`` clusters: prepare outside the count, then the fan-out counted task by task."""
     make_fleet({f"c{i}": {"env": tag} for i in range(n)})
-    group = make_group(tag, tag, max_parallel=20)  # every leg queued by the first advance
+    group = make_group(tag, tag, max_parallel=n)  # every leg queued by the first advance, in full slices
     repo = make_repository(git_repo, name=tag)
     mapping = make_mapping(repo, "web", f"apps/{tag}", group)
     git_repo.commit(
@@ -137,29 +141,37 @@ def sealed(limit: float) -> None:
 
 
 def show(n: int, result: dict[str, Any]) -> None:
-    legs = [c for name, c in result["per_task"] if name == dispatch.SYNC_CLUSTER]
+    slices = [c for name, c in result["per_task"] if name == dispatch.SYNC_SLICE]
     print(f"\nN={n}: {result['total']} queries, {result['seal']} of them the audit seal; "
-          f"{len(result['per_task'])} tasks ({len(legs)} legs)")
-    if legs:
-        leg = legs[len(legs) // 2]
-        print(f"one leg (sync_cluster task, with finish, conclude and its advance): {sum(leg.values())}")
-        for k, count in sorted(leg.items(), key=lambda kv: (-kv[1], kv[0])):
+          f"{len(result['per_task'])} tasks ({len(slices)} slices)")
+    if slices:
+        one = slices[0]
+        print(f"one slice (sync_slice task: claim, finish, conclude and its advance): {sum(one.values())}")
+        for k, count in sorted(one.items(), key=lambda kv: (-kv[1], kv[0])):
             print(f"  {count:3d}  {k}")
 
 
-def test_push_fan_out_costs_the_same_queries_per_cluster_at_3_and_9_clusters(
+def test_push_fan_out_costs_fixed_queries_per_slice_and_none_per_cluster(
     tmp_path: Any, make_fleet: Any, tasks: Any, monkeypatch: Any, settings: Any
 ) -> None:
     settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = True  # as deployed (the suite seals in the test thread)
+    settings.FLEETGATE_SYNC_SLICE = SLICE
     spy = SealSpy(monkeypatch)
-    small = fan_out(3, GitRepo(tmp_path / "small"), make_fleet, tasks, "qsmall", spy)
-    big = fan_out(9, GitRepo(tmp_path / "big"), make_fleet, tasks, "qbig", spy)
-    show(3, small)
-    show(9, big)
-    per_cluster = (big["total"] - small["total"]) / 6
-    fixed = small["total"] - 3 * per_cluster
-    print(f"\nper cluster: {per_cluster}, fixed: {fixed}")
-    seal_per_cluster = (big["seal"] - small["seal"]) / 6
-    seal = SEAL_PER_CLUSTER[connection.vendor]
-    assert (per_cluster, seal_per_cluster) == (OWN_PER_CLUSTER + seal, seal), (small, big)
+    small = fan_out(SLICE, GitRepo(tmp_path / "small"), make_fleet, tasks, "qsmall", spy)
+    big = fan_out(3 * SLICE, GitRepo(tmp_path / "big"), make_fleet, tasks, "qbig", spy)
+    show(SLICE, small)
+    show(3 * SLICE, big)
+    assert [name for name, _ in big["per_task"]].count(dispatch.SYNC_SLICE) == 3
+    per_slice = (big["total"] - small["total"]) / 2
+    fixed = small["total"] - per_slice
+    seal_per_slice = (big["seal"] - small["seal"]) / 2
+    print(f"\nper slice of {SLICE}: {per_slice} ({seal_per_slice} the seal), "
+          f"per cluster {per_slice / SLICE}; fixed per rollout: {fixed}")
+    seal = SEAL_PER_SLICE[connection.vendor]
+    assert (per_slice, seal_per_slice) == (OWN_PER_SLICE + seal, seal), (small, big)
     assert fixed == FIXED[connection.vendor], (small, big)
+    assert per_slice / SLICE <= 12  # the issue's goal: at most 12 queries per cluster
+    # No query per leg: two slices of 6 legs cost what two slices of 8 do.
+    middle = fan_out(12, GitRepo(tmp_path / "middle"), make_fleet, tasks, "qmiddle", spy)
+    assert [name for name, _ in middle["per_task"]].count(dispatch.SYNC_SLICE) == 2
+    assert middle["total"] == fixed + 2 * per_slice, middle

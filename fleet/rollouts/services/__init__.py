@@ -22,7 +22,7 @@ from fleet.rollouts.services.lifecycle import (
     supersede_older,
 )
 from fleet.rollouts.services.reconcile import reconcile
-from fleet.rollouts.services.sync import run_cluster_sync
+from fleet.rollouts.services.sync import run_cluster_sync, run_slice
 
 __all__ = [
     "RolloutError",
@@ -41,6 +41,7 @@ __all__ = [
     "resume",
     "rollback",
     "run_cluster_sync",
+    "run_slice",
     "start_sync",
     "supersede_older",
     "sync_now",

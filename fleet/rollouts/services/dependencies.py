@@ -145,15 +145,15 @@ def waits_for(waiting_for: list[dict[str, Any]] | None, mapping: PathMapping) ->
     return [w for w in waiting_for or [] if w.get("mapping_id") == mapping.pk or w.get("mapping") == own]
 
 
-def wake_dependents(mapping: PathMapping, cluster_id: int) -> list[int]:
-    """The rollouts with a leg on ``cluster_id`` waiting for ``mapping``: ``advance`` is queued for each (a
-    leg of ``mapping`` there just finished). One query; nothing polls."""
+def wake_dependents(mapping: PathMapping, *cluster_ids: int) -> list[int]:
+    """The rollouts with a leg on one of ``cluster_ids`` waiting for ``mapping``: ``advance`` is queued for
+    each (legs of ``mapping`` there just finished). One query however many clusters; nothing polls."""
     from fleet.rollouts import dispatch, tasks
     from fleet.rollouts.choices import RolloutState
 
     rows = ClusterSync.objects.filter(
         state=SyncState.WAITING,
-        cluster_id=cluster_id,
+        cluster_id__in=cluster_ids,
         rollout__state__in=(RolloutState.QUEUED, RolloutState.SYNCING),
         rollout__paused=False,
     ).order_by().values_list("rollout_id", "waiting_for")  # no join of the clusters for the model's ordering

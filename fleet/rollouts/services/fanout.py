@@ -14,12 +14,14 @@ import uuid
 from collections import defaultdict
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Count
 from django.utils import timezone
 
 from clusters.choices import ConnectionMode
 from clusters.windows import sync_allowed
+from fleet.audit.services import batched
 from fleet.rollouts import dispatch, doorbell, tasks
 from fleet.rollouts.choices import FINAL_SYNC_STATES, UNSTARTED_SYNC_STATES, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, Rollout
@@ -45,7 +47,7 @@ def _again_key(rollout_id: int) -> str:
     return f"rollout-advance-again:{rollout_id}"
 
 
-def advance_coalesced(rollout_id: int) -> str:
+def advance_coalesced(rollout_id: int, *, keep: list[int] | None = None) -> str:
     """``advance`` after a leg's end, without queueing behind another advance of the same rollout.
 
     A thousand legs ending at once would each wait for the rollout's row lock to recount what the one
@@ -62,22 +64,28 @@ def advance_coalesced(rollout_id: int) -> str:
     except Exception:  # no shared flag: wait for the lock instead
         log.warning("rollout %s: cannot raise the advance flag; advancing under the lock", rollout_id,
                     exc_info=True)
-        return advance(rollout_id)
+        return advance(rollout_id, keep=keep)
     while True:
-        state = advance(rollout_id, skip_locked=True)
+        state = advance(rollout_id, skip_locked=True, keep=keep)
         if state == BUSY:
             return state
         try:
             if not cache.get(key):
                 return state
         except Exception:
-            return advance(rollout_id)
+            return advance(rollout_id, keep=keep)
 
 
-def advance(rollout_id: int, *, skip_locked: bool = False) -> str:
+def advance(rollout_id: int, *, skip_locked: bool = False, keep: list[int] | None = None) -> str:
     """Move the rollout on (see the module's docstring). ``skip_locked``: do nothing and answer ``BUSY``
-    when another transaction holds the rollout's lock (``advance_coalesced``)."""
-    with atomic():
+    when another transaction holds the rollout's lock (``advance_coalesced``).
+
+    The push legs it queues go out as slices, a task per FLEETGATE_SYNC_SLICE legs (``sync.run_slice``).
+    ``keep``: an empty list from a slice task that goes on working: the first slice queued is put there for
+    the caller to sync itself instead of being sent through the broker (its legs are queued and leased like
+    the others, so if the caller dies, reconcile sends them again). The audit events of the queued legs are
+    one INSERT (``audit.batched``)."""
+    with atomic(), batched():
         if skip_locked:
             found = locked_rollout_unless_busy(rollout_id)
             if found is None:
@@ -218,6 +226,7 @@ def advance(rollout_id: int, *, skip_locked: bool = False) -> str:
             if rollout.reason.startswith(dependencies.WAITING):
                 started += f"; {rollout.reason}"
             transition(rollout, RolloutState.SYNCING, started[:2000])
+        push: list[int] = []
         for cs in picked:
             cs.rollout = rollout
             if cs.cluster.connection_mode == ConnectionMode.PULL:
@@ -227,8 +236,33 @@ def advance(rollout_id: int, *, skip_locked: bool = False) -> str:
                 doorbell.ring(cs.cluster_id)
                 continue
             sync_event(cs, "sync.queued", f"batch {batch + 1}", batch=batch)
-            dispatch.send(tasks.sync_cluster, cs.pk, task_id=cs.task_id)
+            push.append(cs.pk)
+        for ids in slices(push):
+            if keep is not None and not keep:
+                keep.extend(ids)  # the calling slice task syncs these next
+                continue
+            dispatch.send(tasks.sync_slice, *ids)
         return str(rollout.state)
+
+
+def slice_size() -> int:
+    """Legs per sync task (FLEETGATE_SYNC_SLICE)."""
+    return max(1, int(settings.FLEETGATE_SYNC_SLICE))
+
+
+def slices(ids: list[int]) -> list[list[int]]:
+    """``ids`` in slices of at most FLEETGATE_SYNC_SLICE legs, as even as can be (10 legs at 8 a slice: 5 and
+    5, not 8 and 2), so each task's legs take about as long."""
+    if not ids:
+        return []
+    count = -(-len(ids) // slice_size())
+    size, extra = divmod(len(ids), count)
+    out, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        out.append(ids[start:end])
+        start = end
+    return out
 
 
 def _halt(rollout: Rollout, why: str) -> str:

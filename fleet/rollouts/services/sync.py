@@ -1,5 +1,9 @@
-"""One leg of a rollout on one cluster: claim it, apply (ordered server-side apply, prune), wait for
-health, and record the outcome exactly once.
+"""The legs of a rollout on their clusters: claim them, apply (ordered server-side apply, prune), wait for
+health, and record each outcome exactly once.
+
+A task syncs a slice of a rollout's legs (``run_slice``, FLEETGATE_SYNC_SLICE legs): one claim, one finish
+and one advance for the slice, the clusters' work in parallel threads (issue 19). A retry or a redispatch
+syncs one leg the same way (``run_cluster_sync``).
 
 Safety against lost or duplicated tasks: a worker claims a leg under its row lock (state queued, or
 syncing with an expired lease) and numbers its attempt; while it works a heartbeat extends the lease;
@@ -12,13 +16,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Q
 from django.utils import timezone
 
 from clusters.connector.errors import describe, is_retriable
+from fleet.audit.services import batched
 from fleet.observability import metrics
 from fleet.rollouts import dispatch, doorbell, ports, tasks
 from fleet.rollouts.choices import Decision, DriftStatus, RolloutState, SyncState
@@ -39,87 +50,131 @@ log = logging.getLogger(__name__)
 
 
 def _claim(cs_id: int, *, agent: bool = False) -> tuple[ClusterSync | None, str]:
-    """Claim a leg under its row lock: number the attempt and take the lease, or say why not. The one
-    claim of both paths: a push worker's task (``agent=False``) and a pull-mode cluster's agent poll
-    (``agent=True``, services/agentwork.py). Each path claims only its own clusters' legs, so a stray task
-    for a pull-mode leg does nothing."""
-    with atomic():
-        cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").filter(
-            pk=cs_id).first()
-        if cs is None:
-            return None, "gone"
-        rollout = current_rollout(cs.rollout_id)
-        cs.rollout = rollout
-        if ports.is_pull(cs.cluster) != agent:
-            return None, ("a pull-mode cluster: its agent claims the leg" if not agent
-                          else "a push-mode cluster: a worker syncs it")
+    """Claim one leg (``_claim_many`` of one): a pull-mode cluster's agent poll (``agent=True``,
+    services/agentwork.py) and a single push leg's task (a retry, a redispatch)."""
+    return _claim_many([cs_id], agent=agent)[cs_id]
+
+
+def _claim_many(cs_ids: Sequence[int], *, agent: bool = False) -> dict[int, tuple[ClusterSync | None, str]]:
+    """Claim legs under their row locks, in one transaction: number each attempt and take its lease, or say
+    why not. The one claim of both paths: a push worker's slice task (``agent=False``) and a pull-mode
+    cluster's agent poll (``agent=True``). Each path claims only its own clusters' legs, so a stray task for
+    a pull-mode leg does nothing.
+
+    A slice costs the same statements as one leg (issue 19): the legs locked with one SELECT (in id order, so
+    two slices never wait for each other crosswise), each rollout read once, the dependencies looked up once
+    per rollout, the claimed legs written with one bulk UPDATE and their ``sync.started`` events with one
+    INSERT (``audit.batched``). The rarer outcomes (cancelled, deferred, waiting) write their leg alone."""
+    out: dict[int, tuple[ClusterSync | None, str]] = {pk: (None, "gone") for pk in cs_ids}
+    with atomic(), batched():
+        legs = list(
+            ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster")
+            .filter(pk__in=list(cs_ids)).order_by("pk")
+        )
+        rollouts: dict[int, Rollout] = {}
         now = timezone.now()
-        if cs.state == SyncState.SYNCING and cs.lease_until and cs.lease_until > now:
-            return None, "owned by another worker"
-        if cs.state not in (SyncState.QUEUED, SyncState.SYNCING):
-            return None, f"already {cs.state}"
-        if cs.retry_at and cs.retry_at > now + timedelta(seconds=1) and cs.state == SyncState.QUEUED:
-            return None, "not yet time to retry"
-        if rollout.state in (RolloutState.CANCELLED, RolloutState.SUPERSEDED):
-            cs.state = (
-                SyncState.CANCELLED if rollout.state == RolloutState.CANCELLED else SyncState.SUPERSEDED
-            )
-            cs.finished_at = now
-            cs.save(update_fields=["state", "finished_at"])
-            sync_event(cs, f"sync.{cs.state}", f"the rollout is {rollout.state}")
-            return None, str(cs.state)
-        if rollout.paused or rollout.state != RolloutState.SYNCING:
-            cs.state = SyncState.PENDING
-            cs.lease_until = None
-            cs.save(update_fields=["state", "lease_until"])
-            sync_event(cs, "sync.deferred", f"the rollout is {'paused' if rollout.paused else rollout.state}")
-            return None, "deferred"
-        took_over = cs.state == SyncState.SYNCING
-        if not took_over:
-            # Checked again here, not only when the leg was queued: a dependency may have moved since.
-            waits = dependencies.waits(rollout.mapping, [cs.cluster_id]).get(cs.cluster_id)
-            if waits:
+        fresh: dict[int, list[ClusterSync]] = defaultdict(list)  # not taken over: dependencies checked
+        claim: list[tuple[ClusterSync, bool]] = []
+        for cs in legs:
+            rollout = rollouts.get(cs.rollout_id)
+            if rollout is None:
+                rollout = rollouts[cs.rollout_id] = current_rollout(cs.rollout_id)
+            cs.rollout = rollout
+            out[cs.pk] = (None, _unclaimable(cs, rollout, now, agent))
+            if out[cs.pk][1]:
+                continue
+            if cs.state == SyncState.SYNCING:
+                claim.append((cs, True))
+            else:
+                fresh[cs.rollout_id].append(cs)
+        for rollout_id, waiting in fresh.items():
+            rollout = rollouts[rollout_id]
+            # Checked again here, not only when the legs were queued: a dependency may have moved since.
+            found = dependencies.waits(rollout.mapping, [cs.cluster_id for cs in waiting])
+            freed = False
+            for cs in waiting:
+                waits = found.get(cs.cluster_id)
+                if not waits:
+                    claim.append((cs, False))
+                    continue
                 cs.state, cs.lease_until = SyncState.WAITING, None
                 cs.waiting_for = [w.to_dict() for w in waits]
                 cs.save(update_fields=["state", "lease_until", "waiting_for"])
                 sync_event(cs, "sync.waiting", dependencies.describe(waits, cs.cluster.name)[:2000],
                            waiting_for=cs.waiting_for)
-                dispatch.send(tasks.advance, rollout.pk)  # its slot is free for another leg
-                return None, "waiting for dependencies"
-        cs.state = SyncState.SYNCING
-        cs.attempts += 1
-        cs.started_at = cs.started_at or now
-        cs.lease_until = lease_from_now()
-        cs.retry_at = None
-        cs.save(update_fields=["state", "attempts", "started_at", "lease_until", "retry_at"])
-        sync_event(
-            cs,
-            "sync.started",
-            f"attempt {cs.attempts}"
-            + (f" (taken over from {'an agent' if agent else 'a worker'} that stopped)" if took_over else "")
-            + (" claimed by the cluster's agent" if agent else ""),
-            attempt=cs.attempts,
-        )
-        return cs, "claimed"
+                out[cs.pk] = (None, "waiting for dependencies")
+                freed = True
+            if freed:
+                dispatch.send(tasks.advance, rollout_id)  # their slots are free for other legs
+        for cs, took_over in claim:
+            cs.state = SyncState.SYNCING
+            cs.attempts += 1
+            cs.started_at = cs.started_at or now
+            cs.lease_until = lease_from_now()
+            cs.retry_at = None
+            sync_event(
+                cs,
+                "sync.started",
+                f"attempt {cs.attempts}"
+                + (f" (taken over from {'an agent' if agent else 'a worker'} that stopped)"
+                   if took_over else "")
+                + (" claimed by the cluster's agent" if agent else ""),
+                attempt=cs.attempts,
+            )
+            out[cs.pk] = (cs, "claimed")
+        if claim:
+            ClusterSync.objects.bulk_update(
+                [cs for cs, _ in claim], ["state", "attempts", "started_at", "lease_until", "retry_at"]
+            )
+    return out
+
+
+def _unclaimable(cs: ClusterSync, rollout: Rollout, now: Any, agent: bool) -> str:
+    """Why the locked leg ``cs`` cannot be claimed now ('' when it can); a leg of a cancelled, superseded,
+    paused or stopped rollout is moved (and audited) here."""
+    if ports.is_pull(cs.cluster) != agent:
+        return ("a pull-mode cluster: its agent claims the leg" if not agent
+                else "a push-mode cluster: a worker syncs it")
+    if cs.state == SyncState.SYNCING and cs.lease_until and cs.lease_until > now:
+        return "owned by another worker"
+    if cs.state not in (SyncState.QUEUED, SyncState.SYNCING):
+        return f"already {cs.state}"
+    if cs.retry_at and cs.retry_at > now + timedelta(seconds=1) and cs.state == SyncState.QUEUED:
+        return "not yet time to retry"
+    if rollout.state in (RolloutState.CANCELLED, RolloutState.SUPERSEDED):
+        cs.state = SyncState.CANCELLED if rollout.state == RolloutState.CANCELLED else SyncState.SUPERSEDED
+        cs.finished_at = now
+        cs.save(update_fields=["state", "finished_at"])
+        sync_event(cs, f"sync.{cs.state}", f"the rollout is {rollout.state}")
+        return str(cs.state)
+    if rollout.paused or rollout.state != RolloutState.SYNCING:
+        cs.state = SyncState.PENDING
+        cs.lease_until = None
+        cs.save(update_fields=["state", "lease_until"])
+        sync_event(cs, "sync.deferred", f"the rollout is {'paused' if rollout.paused else rollout.state}")
+        return "deferred"
+    return ""
 
 
 class _Heartbeat(threading.Thread):
-    """Extends the leg's lease while the work runs (own database connection)."""
+    """Extends the leases of a slice's legs while their work runs (own database connection): one UPDATE per
+    beat for the whole slice, each leg matched with its attempt."""
 
-    def __init__(self, cs_id: int, attempt: int) -> None:
-        super().__init__(daemon=True, name=f"lease-{cs_id}")
-        self.cs_id, self.attempt = cs_id, attempt
+    def __init__(self, legs: Sequence[tuple[int, int]]) -> None:
+        super().__init__(daemon=True, name=f"lease-{legs[0][0]}+{len(legs) - 1}")
+        self.legs = list(legs)
         self.stopped = threading.Event()
 
     def run(self) -> None:
         interval = lease_seconds() / 3
+        mine = Q()
+        for pk, attempt in self.legs:
+            mine |= Q(pk=pk, attempts=attempt)
         try:
             while not self.stopped.wait(interval):
-                ClusterSync.objects.filter(
-                    pk=self.cs_id, state=SyncState.SYNCING, attempts=self.attempt
-                ).update(lease_until=lease_from_now())
+                ClusterSync.objects.filter(mine, state=SyncState.SYNCING).update(lease_until=lease_from_now())
         except Exception:  # the finish step decides; a missed heartbeat only risks a harmless takeover
-            log.warning("heartbeat of cluster sync %s failed", self.cs_id, exc_info=True)
+            log.warning("heartbeat of cluster syncs %s failed", [pk for pk, _ in self.legs], exc_info=True)
         finally:
             close_old_connections()
 
@@ -129,56 +184,146 @@ class _Heartbeat(threading.Thread):
             self.join(timeout=5)
 
 
-def run_cluster_sync(cs_id: int) -> str:
-    """Sync one leg; returns what happened (for logs and tests)."""
-    cs, why = _claim(cs_id)
-    if cs is None:
-        return why
-    started = time.monotonic()
-    rollout = cs.rollout
-    mapping, group = rollout.mapping, rollout.mapping.cluster_group
-    attempt = cs.attempts
-    heartbeat = _Heartbeat(cs.pk, attempt)
-    heartbeat.start()
+@dataclass
+class _Work:
+    """One claimed leg of a slice and what its sync found."""
+
+    cs: ClusterSync
+    inventory: list[dict[str, Any]]
+    started: float = field(default_factory=time.monotonic)
     outcome: ports.ApplyOutcome | None = None
     health: ports.HealthOutcome | None = None
-    error, transient, blocked = "", False, False
+    error: str = ""
+    transient: bool = False
+    live: ports.LiveState | None = None
+    blocked: bool = False
+
+    def failed(self, exc: Exception) -> None:
+        secrets = ports.credentials(self.cs.cluster).secrets()
+        self.error = describe(exc, self.cs.cluster.api_url, secrets).message[:2000] or type(exc).__name__
+        self.transient = is_retriable(exc)
+
+
+def run_cluster_sync(cs_id: int) -> str:
+    """Sync one leg (a retry, a redispatch); returns what happened to it (for logs and tests). The rollout
+    goes on from here as from a slice (``run_slice``)."""
+    return run_slice([cs_id]).get(cs_id, "gone")
+
+
+def run_slice(cs_ids: Sequence[int]) -> dict[int, str]:
+    """Sync a slice of a rollout's legs (the coordinator queues a task per slice, FLEETGATE_SYNC_SLICE legs):
+    claim them together, apply to their clusters in parallel threads (one per leg: the work is HTTP), finish
+    them together, then move the rollout on once. When that advance queues legs again, this task takes the
+    first slice of them itself, without a round trip through the broker, for up to
+    FLEETGATE_SYNC_CHAIN_SECONDS; later slices go through the broker, so other work gets its turn. Returns
+    what happened to each leg (for logs and tests)."""
+    results: dict[int, str] = {}
+    ids = list(cs_ids)
+    chain_until = time.monotonic() + float(settings.FLEETGATE_SYNC_CHAIN_SECONDS)
+    while ids:
+        claimed = _claim_many(ids)
+        by_rollout: dict[int, list[ClusterSync]] = defaultdict(list)
+        for pk, (cs, why) in claimed.items():
+            if cs is None:
+                results[pk] = why
+            else:
+                by_rollout[cs.rollout_id].append(cs)
+        ids = []
+        for legs in by_rollout.values():
+            keep: list[int] | None = [] if not ids and time.monotonic() < chain_until else None
+            results.update(_sync_legs(legs, keep))
+            ids = keep or ids
+    return results
+
+
+def _sync_legs(legs: list[ClusterSync], keep: list[int] | None) -> dict[int, str]:
+    """Claimed legs of one rollout: sync them, record their outcomes, move the rollout on (``keep``: see
+    ``fanout.advance``)."""
+    rollout = legs[0].rollout
+    mapping = rollout.mapping
+    inventories = previous_inventories(rollout.mapping, legs)
+    work = [_Work(cs, inventories.get(cs.cluster_id, [])) for cs in legs]
+    heartbeat = _Heartbeat([(cs.pk, cs.attempts) for cs in legs])
+    heartbeat.start()
+    results: dict[int, str] = {}
     try:
-        inventory = previous_inventory(cs)
-        blocked = rereview_blocks(cs, inventory)
-        if not blocked:
-            outcome = ports.apply(cs.cluster, mapping, cs.desired, inventory, prune=group.prune,
-                                  wave_timeout=float(group.health_timeout_seconds))
-        if outcome is None:
-            pass  # blocked by a new review: nothing applied
-        elif not outcome.ok:
-            error, transient = outcome.error or "apply failed", outcome.transient
-        else:
-            # hooks ran to their end inside the apply (and may be deleted by their policy): not waited for
-            refs = [r["ref"] for r in outcome.results
-                    if r.get("action") not in ("deleted", "failed", "skipped") and not _hook(r)]
-            health = ports.wait_healthy(cs.cluster, refs, timeout=float(group.health_timeout_seconds))
-            if not health.healthy:
-                error = f"not healthy: {health.reason or health.state}"
-    except Exception as exc:
-        secrets = ports.credentials(cs.cluster).secrets()
-        error = describe(exc, cs.cluster.api_url, secrets).message[:2000] or type(exc).__name__
-        transient = is_retriable(exc)
+        reviewed = [w for w in work if isinstance((w.cs.evaluation or {}).get("reviewed"), dict)]
+        _each(reviewed, _read_live)
+        for w in reviewed:  # the gate again where the live state changed (database: this thread)
+            if w.live is not None:
+                w.blocked = _rereview(w.cs, w.live)
+        _each([w for w in work if not w.blocked and not w.error], _apply)
     finally:
         heartbeat.stop()
-    if blocked:  # the leg is recorded as blocked (or owned by a newer attempt): nothing to finish
-        advance_rollout(rollout.pk)
-        return "blocked"
-    result = _finish(cs.pk, attempt, outcome, health, error, transient, rollout=rollout)
-    metrics.cluster_sync(result if result in _COUNTED_RESULTS else "lost", time.monotonic() - started)
-    conclude(rollout.pk, mapping, cs.cluster_id, result)
-    return result
+    blocked = [w for w in work if w.blocked]
+    for w in blocked:  # recorded as blocked (or owned by a newer attempt): nothing to finish
+        results[w.cs.pk] = "blocked"
+    done = [w for w in work if not w.blocked]
+    if done:
+        finished = _finish_many(
+            [(w.cs.pk, w.cs.attempts, w.outcome, w.health, w.error, w.transient) for w in done],
+            rollout=rollout,
+        )
+        for w in done:
+            result = finished[w.cs.pk]
+            results[w.cs.pk] = result
+            metrics.cluster_sync(result if result in _COUNTED_RESULTS else "lost",
+                                 time.monotonic() - w.started)
+    conclude_many(rollout.pk, mapping, {w.cs.cluster_id: results[w.cs.pk] for w in work}, keep=keep)
+    return results
+
+
+def _each(work: list[_Work], step: Any) -> None:
+    """``step(w)`` for every leg: in this thread for one, else one thread per leg (HTTP to the clusters; the
+    steps run no queries: credentials and the allow-list came with the claim)."""
+    if len(work) <= 1:
+        for w in work:
+            step(w)
+        return
+    with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="leg") as pool:
+        list(pool.map(step, work))
+
+
+def _read_live(w: _Work) -> None:
+    """A leg reviewed against a live state: read it now (does the review still hold? ``_rereview``)."""
+    mapping = w.cs.rollout.mapping
+    try:
+        w.live = ports.live_state(w.cs.cluster, mapping, w.cs.desired, w.inventory,
+                                  mapping.cluster_group.prune)
+    except Exception as exc:
+        w.failed(exc)
+
+
+def _apply(w: _Work) -> None:
+    cs, mapping = w.cs, w.cs.rollout.mapping
+    group = mapping.cluster_group
+    try:
+        w.outcome = ports.apply(cs.cluster, mapping, cs.desired, w.inventory, prune=group.prune,
+                                wave_timeout=float(group.health_timeout_seconds))
+        if not w.outcome.ok:
+            w.error, w.transient = w.outcome.error or "apply failed", w.outcome.transient
+            return
+        # hooks ran to their end inside the apply (and may be deleted by their policy): not waited for
+        refs = [r["ref"] for r in w.outcome.results
+                if r.get("action") not in ("deleted", "failed", "skipped") and not _hook(r)]
+        w.health = ports.wait_healthy(cs.cluster, refs, timeout=float(group.health_timeout_seconds))
+        if not w.health.healthy:
+            w.error = f"not healthy: {w.health.reason or w.health.state}"
+    except Exception as exc:
+        w.failed(exc)
+
+
+def previous_inventories(mapping: Any, legs: Sequence[ClusterSync]) -> dict[int, list[dict[str, Any]]]:
+    """What the last sync of ``mapping`` left on each leg's cluster (for prune): one query for the slice."""
+    rows = SyncedState.objects.filter(
+        mapping=mapping, cluster__in=[cs.cluster_id for cs in legs]
+    ).values_list("cluster_id", "inventory")
+    return {cluster_id: list(inventory or []) for cluster_id, inventory in rows}
 
 
 def previous_inventory(cs: ClusterSync) -> list[dict[str, Any]]:
     """What the last sync of the leg's mapping left on its cluster (for prune)."""
-    state = SyncedState.objects.filter(mapping=cs.rollout.mapping, cluster=cs.cluster_id).first()
-    return list(state.inventory) if state else []
+    return previous_inventories(cs.rollout.mapping, [cs]).get(cs.cluster_id, [])
 
 
 def rereview_blocks(cs: ClusterSync, inventory: list[dict[str, Any]]) -> bool:
@@ -186,28 +331,41 @@ def rereview_blocks(cs: ClusterSync, inventory: list[dict[str, Any]]) -> bool:
     the live state changed, the gate reviews the leg again and a blocking decision blocks it (recorded);
     returns whether nothing may be applied. For a pull-mode cluster the live state is its agent's last
     report."""
-    rollout = cs.rollout
-    before = (cs.evaluation or {}).get("reviewed")
-    if not isinstance(before, dict):
+    if not isinstance((cs.evaluation or {}).get("reviewed"), dict):
         return False
-    live = ports.live_state(cs.cluster, rollout.mapping, cs.desired, inventory,
-                            rollout.mapping.cluster_group.prune)
-    changed = rereview.changes(before, live)
+    mapping = cs.rollout.mapping
+    live = ports.live_state(cs.cluster, mapping, cs.desired, inventory, mapping.cluster_group.prune)
+    return _rereview(cs, live)
+
+
+def _rereview(cs: ClusterSync, live: ports.LiveState) -> bool:
+    """The review of a leg against ``live``: when the live state changed since, the gate reviews the leg
+    again (database) and a blocking decision blocks it; returns whether it blocked."""
+    changed = rereview.changes(cs.evaluation["reviewed"], live)
     if not changed:
         return False
-    again = rereview.review_again(rollout, cs, live)
+    again = rereview.review_again(cs.rollout, cs, live)
     return _record_rereview(cs.pk, cs.attempts, again, changed)
 
 
 def conclude(rollout_id: int, mapping: Any, cluster_id: int, result: str) -> None:
-    """After a leg's outcome is recorded (by a worker or from an agent's result): move the rollout on at
-    once (no broker round trip; if this process dies here, reconcile does it), and wake legs of other
-    mappings waiting for this one on this cluster (the periodic reconcile is the safety net)."""
+    """After one leg's outcome is recorded (from an agent's result): ``conclude_many`` of one."""
+    conclude_many(rollout_id, mapping, {cluster_id: result})
+
+
+def conclude_many(
+    rollout_id: int, mapping: Any, results: dict[int, str], *, keep: list[int] | None = None
+) -> None:
+    """After legs' outcomes are recorded (``results``: cluster id -> result): move the rollout on at once (no
+    broker round trip; if this process dies here, reconcile does it), and wake legs of other mappings
+    waiting for this one on these clusters (the periodic reconcile is the safety net). ``keep``: see
+    ``fanout.advance``."""
     from fleet.rollouts.services.fanout import advance_coalesced
 
-    advance_coalesced(rollout_id)
-    if result in ("synced", "failed"):
-        dependencies.wake_dependents(mapping, cluster_id)
+    advance_coalesced(rollout_id, keep=keep)
+    ended = [cluster_id for cluster_id, result in results.items() if result in ("synced", "failed")]
+    if ended:
+        dependencies.wake_dependents(mapping, *ended)
 
 
 def _hook(result: dict[str, Any]) -> bool:
@@ -284,51 +442,89 @@ def _finish(
     *,
     rollout: Rollout | None = None,
 ) -> str:
-    """Record a leg's outcome if the leg is still syncing under ``attempt``. ``rollout``: the leg's rollout as
-    its claim read it (the push path); its mapping and commit do not change, and the one thing read of it
-    that may have changed since, its state, is read again where it counts (a retry). Without it (the pull
-    path), the rollout is read here."""
-    with atomic():
-        cs = ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=cs_id)
-        if cs.state != SyncState.SYNCING or cs.attempts != attempt:
-            return "lost the lease; another attempt owns the outcome"
-        if rollout is None or rollout.pk != cs.rollout_id:
-            rollout = current_rollout(cs.rollout_id)
-            rollout_state = rollout.state
-        else:
-            rollout_state = None  # read below only if a retry depends on it
-        cs.rollout = rollout
+    """Record one leg's outcome (``_finish_many`` of one): a pull-mode agent's result."""
+    return _finish_many([(cs_id, attempt, outcome, health, error, transient)], rollout=rollout)[cs_id]
+
+
+# (leg id, attempt, apply outcome, health, error, transient): what a sync found, for ``_finish_many``.
+Found = tuple[int, int, "ports.ApplyOutcome | None", "ports.HealthOutcome | None", str, bool]
+
+
+def _finish_many(found: Sequence[Found], *, rollout: Rollout | None = None) -> dict[int, str]:
+    """Record legs' outcomes, each only if its leg is still syncing under its attempt, in one transaction.
+    ``rollout``: the legs' rollout as their claim read it (the push path); its mapping and commit do not
+    change, and the one thing read of it that may have changed since, its state, is read again where it
+    counts (a retry). Without it (the pull path), the rollout is read here.
+
+    A slice costs the statements of one leg (issue 19): the legs locked with one SELECT, written with one bulk
+    UPDATE, the successes' synced states with one upsert, the events with one INSERT (``audit.batched``)."""
+    by_id = {item[0]: item for item in found}
+    out: dict[int, str] = {}
+    with atomic(), batched():
+        legs = list(
+            ClusterSync.objects.select_for_update(of=("self",)).select_related("cluster")
+            .filter(pk__in=list(by_id)).order_by("pk")
+        )
         now = timezone.now()
-        if outcome is not None:
-            cs.results = outcome.results
-            cs.counts = outcome.counts
-            _remember(rollout, cs, outcome, health, ok=not error)
-        if health is not None:
-            cs.health = health.state
-            cs.health_detail = health.detail
-        if not error:
-            cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.SYNCED, "", now, None
-            cs.save(update_fields=_FINISH_FIELDS)
-            sync_event(cs, "sync.succeeded", _summary(cs.counts), counts=cs.counts, health=cs.health)
-            return "synced"
-        if transient and attempt < max_attempts() and rollout_state is None:
-            rollout_state = Rollout.objects.filter(pk=rollout.pk).values_list("state", flat=True).get()
-        if transient and attempt < max_attempts() and rollout_state == RolloutState.SYNCING:
-            delay = retry_delay(attempt)
-            cs.state, cs.error = SyncState.QUEUED, error
-            cs.retry_at = now + timedelta(seconds=delay)
-            cs.lease_until = lease_from_now(delay)
-            cs.save(update_fields=_FINISH_FIELDS)
-            sync_event(cs, "sync.retrying", f"attempt {attempt} failed, retry in {delay:g}s: {error}"[:2000])
-            if ports.is_pull(cs.cluster):
-                doorbell.ring(cs.cluster_id)  # the agent's next poll after retry_at claims it again
-            else:
-                dispatch.send(tasks.sync_cluster, cs.pk, countdown=delay, task_id=cs.task_id)
-            return "retrying"
-        cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.FAILED, error, now, None
-        cs.save(update_fields=_FINISH_FIELDS)
-        sync_event(cs, "sync.failed", error[:2000], counts=cs.counts)
-        return "failed"
+        rollouts: dict[int, Rollout] = {rollout.pk: rollout} if rollout is not None else {}
+        states: dict[int, str] = {}  # rollout states read again (only a retry depends on one)
+        done: list[ClusterSync] = []
+        remembered: list[SyncedState] = []
+        for cs in legs:
+            _, attempt, outcome, health, error, transient = by_id[cs.pk]
+            if cs.state != SyncState.SYNCING or cs.attempts != attempt:
+                out[cs.pk] = "lost the lease; another attempt owns the outcome"
+                continue
+            leg_rollout = rollouts.get(cs.rollout_id)
+            if leg_rollout is None:
+                leg_rollout = rollouts[cs.rollout_id] = current_rollout(cs.rollout_id)
+                states[cs.rollout_id] = leg_rollout.state
+            cs.rollout = leg_rollout
+            if outcome is not None:
+                cs.results = outcome.results
+                cs.counts = outcome.counts
+                if not error:
+                    remembered.append(_synced_state(leg_rollout, cs, outcome, health))
+                else:
+                    _remember_failed(leg_rollout, cs, outcome)
+            if health is not None:
+                cs.health = health.state
+                cs.health_detail = health.detail
+            done.append(cs)
+            if not error:
+                cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.SYNCED, "", now, None
+                sync_event(cs, "sync.succeeded", _summary(cs.counts), counts=cs.counts, health=cs.health)
+                out[cs.pk] = "synced"
+                continue
+            if transient and attempt < max_attempts() and cs.rollout_id not in states:
+                states[cs.rollout_id] = Rollout.objects.filter(pk=cs.rollout_id).values_list(
+                    "state", flat=True).get()
+            if transient and attempt < max_attempts() and states[cs.rollout_id] == RolloutState.SYNCING:
+                delay = retry_delay(attempt)
+                cs.state, cs.error = SyncState.QUEUED, error
+                cs.retry_at = now + timedelta(seconds=delay)
+                cs.lease_until = lease_from_now(delay)
+                sync_event(cs, "sync.retrying",
+                           f"attempt {attempt} failed, retry in {delay:g}s: {error}"[:2000])
+                if ports.is_pull(cs.cluster):
+                    doorbell.ring(cs.cluster_id)  # the agent's next poll after retry_at claims it again
+                else:
+                    dispatch.send(tasks.sync_cluster, cs.pk, countdown=delay, task_id=cs.task_id)
+                out[cs.pk] = "retrying"
+                continue
+            cs.state, cs.error, cs.finished_at, cs.lease_until = SyncState.FAILED, error, now, None
+            sync_event(cs, "sync.failed", error[:2000], counts=cs.counts)
+            out[cs.pk] = "failed"
+        if done:
+            ClusterSync.objects.bulk_update(done, _FINISH_FIELDS)
+        if remembered:
+            # One INSERT ... ON CONFLICT (mapping, cluster) DO UPDATE of the columns a sync sets; the row's
+            # other columns (drift check times, pull-mode live state) are left as they are.
+            SyncedState.objects.bulk_create(
+                remembered, update_conflicts=True, unique_fields=["mapping", "cluster"],
+                update_fields=_REMEMBERED,
+            )
+    return out
 
 
 def _summary(counts: dict[str, Any]) -> str:
@@ -339,35 +535,24 @@ def _summary(counts: dict[str, Any]) -> str:
 _REMEMBERED = ["commit", "rollout", "inventory", "applied", "health", "synced_at", "drift_status", "drift"]
 
 
-def _remember(rollout: Any, cs: ClusterSync, outcome: ports.ApplyOutcome, health: Any, ok: bool) -> None:
-    """Keep what is on the cluster: after a success the commit and objects; after a failure at least the
-    inventory, so a later sync can prune what this one created.
+def _synced_state(rollout: Any, cs: ClusterSync, outcome: ports.ApplyOutcome, health: Any) -> SyncedState:
+    """What a successful sync keeps of what is on the cluster: the commit and the objects."""
+    return SyncedState(
+        mapping=rollout.mapping,
+        cluster=cs.cluster,
+        commit=rollout.commit,
+        rollout=rollout,
+        inventory=outcome.inventory,
+        applied=outcome.applied,
+        health=health.state if health else "",
+        synced_at=timezone.now(),
+        drift_status=DriftStatus.IN_SYNC,
+        drift=[],
+    )
 
-    A success writes its row with one upsert (INSERT ... ON CONFLICT (mapping, cluster) DO UPDATE), which
-    locks the row as the select-for-update did; the row's other columns (drift check times, pull-mode live
-    state) are left as they are. Was a locked read, a savepoint, an insert and an update (5 queries) on a
-    first sync, 2 on later ones (issue 19)."""
-    if ok:
-        SyncedState.objects.bulk_create(
-            [
-                SyncedState(
-                    mapping=rollout.mapping,
-                    cluster=cs.cluster,
-                    commit=rollout.commit,
-                    rollout=rollout,
-                    inventory=outcome.inventory,
-                    applied=outcome.applied,
-                    health=health.state if health else "",
-                    synced_at=timezone.now(),
-                    drift_status=DriftStatus.IN_SYNC,
-                    drift=[],
-                )
-            ],
-            update_conflicts=True,
-            unique_fields=["mapping", "cluster"],
-            update_fields=_REMEMBERED,
-        )
-        return
+
+def _remember_failed(rollout: Any, cs: ClusterSync, outcome: ports.ApplyOutcome) -> None:
+    """After a failure keep at least the inventory, so a later sync can prune what this one created."""
     state, _ = SyncedState.objects.select_for_update().get_or_create(
         mapping=rollout.mapping, cluster=cs.cluster
     )

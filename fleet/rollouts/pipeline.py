@@ -15,8 +15,9 @@
    (``ports.render_mapping`` -> ``fleet.sources.services.manifests.mapping_manifests``, the stored render),
    the policy decisions (``ports.policy_decisions`` -> ``policies.services.evaluation.evaluate_targets``),
    the plan (server-side dry run); then blocked, awaiting approval, waiting for a manual sync, or queued.
-5. **sync** - ``advance`` (``services.fanout``) queues one ``sync_cluster`` task per cluster in batches
-   (``services.sync``: apply, prune, wait for health), halting on the failure threshold; drift checks follow.
+5. **sync** - ``advance`` (``services.fanout``) queues a ``sync_slice`` task per slice of legs in batches
+   (``services.sync``: apply, prune, wait for health, a thread per cluster), halting on the failure
+   threshold; drift checks follow.
 
 ``install()`` (called once from ``RolloutsConfig.ready``) hands steps 1-3 to the sources app as its
 ``FetchStages``; the sources app imports neither policies nor rollouts.

@@ -251,7 +251,10 @@ def _sync_legs(legs: list[ClusterSync], keep: list[int] | None) -> dict[int, str
         _each(reviewed, _read_live)
         for w in reviewed:  # the gate again where the live state changed (database: this thread)
             if w.live is not None:
-                w.blocked = _rereview(w.cs, w.live)
+                try:
+                    w.blocked = _rereview(w.cs, w.live)
+                except Exception as exc:  # the leg's attempt fails (retried if transient), not the slice
+                    w.failed(exc)
         _each([w for w in work if not w.blocked and not w.error], _apply)
     finally:
         heartbeat.stop()

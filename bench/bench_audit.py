@@ -25,6 +25,15 @@ Each measurement runs in its own subprocess with DATABASE_URL pointing at a scra
    commit hook and no chain ("plain", sealed after the clock stops). `--hold-ms` adds that much work inside
    each writer transaction after the event is recorded, as a change's other statements would. The rate counts
    until every event is sealed; the machine's load average is printed with each row.
+   `--batch 1,10,25`: transactions of B events each (B > 1 also runs, per writer count): "old" (the old
+   append B times in one transaction, the head locked until it commits), "new" (`record()` B times: B
+   inserts, one commit hook), "batched" (`record()` inside `services.batched()`: one bulk INSERT of the B
+   events at the block's end, one commit hook waking the background sealer) and "plain" (the same bulk INSERT
+   with no commit hook and no chain: the ceiling for that transaction size). Every design's time ends when
+   its writers have exited and every event is sealed (if a writer's sealer left events pending at its exit,
+   the parent seals them inside the clock, with the same `seal()`); "inserted" is when the last writer's last
+   commit returned, so "sealed" well after "inserted" means the sealer is the bottleneck; "peak pending" is
+   the largest backlog of committed, unsealed events seen while the writers ran (sampled every 0.1 s).
 
 A PostgreSQL run is added when BENCH_AUDIT_POSTGRES_URL names a database whose name ends in `_bench` (it is
 dropped and created again).
@@ -98,35 +107,47 @@ def _print_append(label: str, append: dict[str, Any]) -> None:
     )
 
 
+def _designs(batch: int) -> tuple[str, ...]:
+    return ("old", "sync", "new", "plain") if batch == 1 else ("old", "new", "batched", "plain")
+
+
 def _writers(pg_url: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Every design, for each writer count and hold, in one run on one PostgreSQL database."""
+    """Every design, for each hold, transaction size and writer count, in one run on one PostgreSQL
+    database."""
     _reset_postgres(pg_url)
     counts = [int(n) for n in args.writers.split(",")]
     holds = [float(h) for h in args.hold_ms.split(",")]
+    batches = [int(b) for b in args.batch.split(",")]
     rows: dict[str, Any] = {}
     print("\n## Concurrent writers (PostgreSQL)\n", flush=True)
     print(
-        "| hold in transaction | writers | design | events | seconds | events/s | vs old | pending left "
-        "| load 1m |"
+        "| hold in transaction | events per transaction | writers | design | events | inserted (s) "
+        "| sealed (s) | events/s | vs old | peak pending | pending at exit | load 1m |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for hold in holds:
-        for n in counts:
-            pair = {}
-            for design in ("old", "sync", "new", "plain"):
-                result = _child(
-                    "writers", pg_url, workdir, design, str(n), str(args.writer_events), str(hold)
-                )
-                pair[design] = result
-                rate = result["events"] / result["seconds"]
-                old_rate = pair["old"]["events"] / pair["old"]["seconds"]
-                ratio = f"{rate / old_rate:.2f}x" if design != "old" else ""
-                print(
-                    f"| {hold:g} ms | {n} | {design} | {result['events']} | {result['seconds']:.2f} | "
-                    f"{rate:,.0f} | {ratio} | {result['pending_left']} | {result['load'][0]:.1f} |",
-                    flush=True,
-                )
-            rows[f"{hold:g}ms-{n}"] = pair
+        for batch in batches:
+            for n in counts:
+                pair = {}
+                for design in _designs(batch):
+                    sizes = (str(n), str(args.writer_events), str(hold), str(batch))
+                    result = _child("writers", pg_url, workdir, design, *sizes)
+                    pair[design] = result
+                    rate = result["events"] / result["seconds"]
+                    old_rate = pair["old"]["events"] / pair["old"]["seconds"]
+                    ratio = f"{rate / old_rate:.2f}x" if design != "old" else ""
+                    pending = (
+                        "no chain | no chain"
+                        if design == "plain"
+                        else f"{result['pending_peak']} | {result['pending_left']}"
+                    )
+                    print(
+                        f"| {hold:g} ms | {batch} | {n} | {design} | {result['events']} | "
+                        f"{result['inserted_seconds']:.2f} | {result['seconds']:.2f} | {rate:,.0f} | "
+                        f"{ratio} | {pending} | {result['load'][0]:.1f} |",
+                        flush=True,
+                    )
+                rows[f"{hold:g}ms-{batch}-{n}"] = pair
     check = _child("verify", pg_url, workdir)
     print(
         f"\nverify() after all runs (the designs share one chain): ok={check['ok']}, "
@@ -149,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--writers", default="1,4,16", help="writer process counts (default 1,4,16)")
     parser.add_argument(
         "--hold-ms", default="0,2", help="work inside each writer transaction, ms (default 0,2)"
+    )
+    parser.add_argument(
+        "--batch", default="1", help="events per writer transaction, e.g. 1,10,25 (default 1)"
     )
     args = parser.parse_args(argv or [])
 
@@ -451,10 +475,14 @@ def old_record(action: str, **kwargs: Any) -> None:
         head.save(update_fields=["sequence", "hash"])
 
 
-def _writer_process(design: str, index: int, count: int, hold_ms: float, barrier: Any) -> None:
+def _writer_process(
+    design: str, index: int, count: int, hold_ms: float, batch: int, barrier: Any, done: Any
+) -> None:
+    from contextlib import nullcontext
+
     from django.db import connections, transaction
 
-    from fleet.audit.services import record
+    from fleet.audit.services import batched, record
     from fleet.core.context import acting
 
     if design == "plain":  # the ceiling: record()'s insert alone, no commit hook (sealed after the clock)
@@ -466,64 +494,81 @@ def _writer_process(design: str, index: int, count: int, hold_ms: float, barrier
 
         settings.FLEETGATE_AUDIT_SEAL_BACKGROUND = False
     append = old_record if design == "old" else record
+    # B > 1: "batched" and "plain" insert the transaction's events with one statement (batched()); "new" and
+    # "old" append them one by one, as code without batched() would.
+    bulk = batch > 1 and design in ("batched", "plain")
     connections["default"].ensure_connection()
     barrier.wait()
     with acting(change_context="task"):
-        for i in range(count):
-            with transaction.atomic():
-                append(
-                    "bench.writer",
-                    target_type="thing",
-                    target_id=f"{index}-{i}",
-                    target_repr=f"thing {index}-{i}",
-                    after={"i": i, "labels": {"env": "prod"}},
-                    message=f"writer {index} appended {i}",
-                )
+        for first in range(0, count, batch):
+            with transaction.atomic(), batched() if bulk else nullcontext():
+                for i in range(first, min(first + batch, count)):
+                    append(
+                        "bench.writer",
+                        target_type="thing",
+                        target_id=f"{index}-{i}",
+                        target_repr=f"thing {index}-{i}",
+                        after={"i": i, "labels": {"env": "prod"}},
+                        message=f"writer {index} appended {i}",
+                    )
                 if hold_ms:
                     time.sleep(hold_ms / 1000)
+    done[index] = time.monotonic()  # the last commit has returned (the sealer may still be at work)
     connections.close_all()
 
 
-def child_writers(design: str, writers: int, events: int, hold_ms: float) -> dict[str, Any]:
-    """`writers` forked processes append `events` in all, each event its own transaction; seconds from the
-    common start until the last process is done and every event is sealed."""
+def child_writers(design: str, writers: int, events: int, hold_ms: float, batch: int = 1) -> dict[str, Any]:
+    """`writers` forked processes append `events` in all, in transactions of `batch` events; seconds from the
+    common start until the last process is done and every event is sealed (what the writers' sealers left
+    pending at their exit is sealed here, inside the clock; for "plain" outside it)."""
     import multiprocessing
 
     from django.db import connections
 
     from fleet.audit.models import AuditEvent
+    from fleet.audit.sealing import seal
 
     _migrate()
     before = AuditEvent.objects.count()
     connections.close_all()  # nothing open across fork
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(writers + 1)
+    done = context.Array("d", writers)
     per = events // writers
     procs = [
-        context.Process(target=_writer_process, args=(design, n, per, hold_ms, barrier))
+        context.Process(target=_writer_process, args=(design, n, per, hold_ms, batch, barrier, done))
         for n in range(writers)
     ]
     for proc in procs:
         proc.start()
     barrier.wait()
     start = time.monotonic()
+    peak = 0  # the sealers' backlog, sampled every 0.1 s: does sealing keep up while the writers write?
+    while any(proc.is_alive() for proc in procs):
+        if design != "plain":
+            peak = max(peak, AuditEvent.objects.pending().count())
+        time.sleep(0.1)
     for proc in procs:
         proc.join()
     if any(proc.exitcode for proc in procs):
         raise SystemExit(f"a writer failed: {[proc.exitcode for proc in procs]}")
-    pending = AuditEvent.objects.pending().count()  # the commit hooks must have sealed everything
+    inserted = max(done[:]) - start
+    pending = AuditEvent.objects.pending().count()  # normally 0: the writers' sealers sealed everything
+    if pending and design != "plain":
+        seal(wait=True)  # a sealer that could not keep up: the rest counts, sealed by the same code
     seconds = time.monotonic() - start
     if design == "plain":
-        from fleet.audit.sealing import seal
-
         seal(wait=True)  # not timed: the next run starts from a sealed chain
     written = AuditEvent.objects.count() - before
     return {
         "design": design,
         "writers": writers,
+        "batch": batch,
         "events": written,
         "seconds": seconds,
+        "inserted_seconds": inserted,
         "pending_left": pending,
+        "pending_peak": peak,
         "hold_ms": hold_ms,
         "load": list(os.getloadavg()),
     }
@@ -541,7 +586,7 @@ def child(argv: list[str]) -> None:
     elif phase == "export":
         result = child_export(rest[0], int(rest[1]))
     elif phase == "writers":
-        result = child_writers(rest[0], int(rest[1]), int(rest[2]), float(rest[3]))
+        result = child_writers(rest[0], int(rest[1]), int(rest[2]), float(rest[3]), int(rest[4]))
     else:
         raise SystemExit(f"unknown phase {phase}")
     print(json.dumps(result))

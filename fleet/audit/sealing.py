@@ -305,17 +305,22 @@ def _seal_under_lock(head: AuditChainHead, limit: int) -> int:
 
 def _write(updates: list[tuple[int, int, str, str]]) -> None:
     """Set sequence, prev_hash and hash of still-pending events: one statement on PostgreSQL (the trigger lets
-    exactly this update through), executemany on SQLite. The ORM's update() refuses audit events."""
+    exactly this update through), executemany on SQLite. The ORM's update() refuses audit events.
+
+    On PostgreSQL the batch goes as four arrays (`unnest`), so the statement's text is the same for every
+    batch size: psycopg does not parse a query of 4 × 1,000 placeholders on every seal (a fifth of the
+    sealer's client time with `VALUES` lists, profiled for issue 19)."""
     quote = connection.ops.quote_name
     table = quote(AuditEvent._meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            values = ", ".join(["(%s::bigint, %s::bigint, %s, %s)"] * len(updates))
+            ids, sequences, prevs, digests = (list(column) for column in zip(*updates, strict=True))
             cursor.execute(
                 f"UPDATE {table} AS e SET {quote('sequence')} = v.seq, {quote('prev_hash')} = v.prev, "  # noqa: S608 (quoted names, placeholders)
-                f"{quote('hash')} = v.digest FROM (VALUES {values}) AS v(id, seq, prev, digest) "
+                f"{quote('hash')} = v.digest "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) AS v(id, seq, prev, digest) "
                 f"WHERE e.{quote('id')} = v.id AND e.{quote('sequence')} IS NULL",
-                [value for update in updates for value in update],
+                [ids, sequences, prevs, digests],
             )
         else:
             cursor.executemany(

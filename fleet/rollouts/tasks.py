@@ -23,7 +23,7 @@ def prepare(rollout_id: int) -> str:
 def advance(rollout_id: int) -> str:
     from fleet.rollouts import services  # imported by the task, not by every process that loads apps
 
-    return services.advance(rollout_id)
+    return services.advance_and_sync(rollout_id)
 
 
 @shared_task(name=dispatch.SYNC_CLUSTER)

@@ -27,7 +27,7 @@ _ids = itertools.count(1)
 
 RUNNERS: dict[str, Callable[..., Any]] = {
     dispatch.PREPARE: services.prepare,
-    dispatch.ADVANCE: services.advance,
+    dispatch.ADVANCE: services.advance_and_sync,
     dispatch.SYNC_CLUSTER: services.run_cluster_sync,
     dispatch.SYNC_SLICE: lambda *ids: services.run_slice(ids),
     dispatch.RECONCILE: lambda follow=False: services.reconcile(follow=False),

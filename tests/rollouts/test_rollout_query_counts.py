@@ -50,7 +50,7 @@ SLICE = 8
 # the audit seal in the commit hooks. SQLite seals in the committing thread (per transaction with events);
 # on PostgreSQL the hook only wakes the process's background sealer, whose queries run on its own
 # connection, off the slice's path (0 here). See docs/benchmarks.md for the table.
-OWN_PER_SLICE = 19
+OWN_PER_SLICE = 20
 SEAL_PER_SLICE = {"sqlite": 16, "postgresql": 0}
 # Per rollout, whatever N: the first advance (grouped counts, bulk update of the legs, transition and their
 # audit), the last advance's transition to synced, and (SQLite) their seals.

@@ -22,11 +22,12 @@ from fleet.rollouts.services.lifecycle import (
     supersede_older,
 )
 from fleet.rollouts.services.reconcile import reconcile
-from fleet.rollouts.services.sync import run_cluster_sync, run_slice
+from fleet.rollouts.services.sync import advance_and_sync, run_cluster_sync, run_slice
 
 __all__ = [
     "RolloutError",
     "advance",
+    "advance_and_sync",
     "approve",
     "cancel",
     "check_all_drift",

@@ -64,21 +64,34 @@ def advance_coalesced(rollout_id: int, *, keep: list[int] | None = None) -> str:
     except Exception:  # no shared flag: wait for the lock instead
         log.warning("rollout %s: cannot raise the advance flag; advancing under the lock", rollout_id,
                     exc_info=True)
-        return advance(rollout_id, keep=keep)
+        return _advance(rollout_id, keep=keep)
     while True:
-        state = advance(rollout_id, skip_locked=True, keep=keep)
+        state = _advance(rollout_id, skip_locked=True, keep=keep)
         if state == BUSY:
             return state
         try:
             if not cache.get(key):
                 return state
         except Exception:
-            return advance(rollout_id, keep=keep)
+            return _advance(rollout_id, keep=keep)
 
 
-def advance(rollout_id: int, *, skip_locked: bool = False, keep: list[int] | None = None) -> str:
-    """Move the rollout on (see the module's docstring). ``skip_locked``: do nothing and answer ``BUSY``
-    when another transaction holds the rollout's lock (``advance_coalesced``).
+def advance(rollout_id: int, *, keep: list[int] | None = None) -> str:
+    """Move the rollout on (see the module's docstring), waiting for the rollout's lock. A leg's end that
+    found the lock taken meanwhile raised the "again" flag and left it to the holder (``advance_coalesced``):
+    after committing, this looks at the flag and advances once more when it is raised, as every holder
+    does."""
+    state = _advance(rollout_id, keep=keep)
+    try:
+        again = cache.get(_again_key(rollout_id))
+    except Exception:
+        return state
+    return advance_coalesced(rollout_id, keep=keep) if again else state
+
+
+def _advance(rollout_id: int, *, skip_locked: bool = False, keep: list[int] | None = None) -> str:
+    """One advance under the rollout's lock. ``skip_locked``: do nothing and answer ``BUSY`` when another
+    transaction holds the lock (``advance_coalesced``).
 
     The push legs it queues go out as slices, a task per FLEETGATE_SYNC_SLICE legs (``sync.run_slice``).
     ``keep``: an empty list from a slice task that goes on working: the first slice queued is put there for
@@ -91,9 +104,12 @@ def advance(rollout_id: int, *, skip_locked: bool = False, keep: list[int] | Non
             if found is None:
                 return BUSY
             rollout = found
-            cache.delete(_again_key(rollout_id))  # counted below, after this: what raised it is seen
         else:
             rollout = locked_rollout(rollout_id)
+        try:
+            cache.delete(_again_key(rollout_id))  # counted below, after this: what raised it is seen
+        except Exception:
+            log.warning("rollout %s: cannot clear the advance flag", rollout_id, exc_info=True)
         if rollout.state not in ACTIVE or rollout.paused:
             return str(rollout.state)
         group = rollout.mapping.cluster_group

@@ -172,16 +172,21 @@ class _Heartbeat(threading.Thread):
             mine |= Q(pk=pk, attempts=attempt)
         try:
             while not self.stopped.wait(interval):
-                ClusterSync.objects.filter(mine, state=SyncState.SYNCING).update(lease_until=lease_from_now())
-        except Exception:  # the finish step decides; a missed heartbeat only risks a harmless takeover
-            log.warning("heartbeat of cluster syncs %s failed", [pk for pk, _ in self.legs], exc_info=True)
+                try:
+                    ClusterSync.objects.filter(mine, state=SyncState.SYNCING).update(
+                        lease_until=lease_from_now())
+                except Exception:  # a beat missed (a deadlock, a dropped connection): the next one may do
+                    log.warning("heartbeat of cluster syncs %s failed", [pk for pk, _ in self.legs],
+                                exc_info=True)
+                    close_old_connections()
         finally:
             close_old_connections()
 
     def stop(self) -> None:
+        """Stop beating and wait for a beat in progress to end (before the legs are finished)."""
         self.stopped.set()
         if self.is_alive():
-            self.join(timeout=5)
+            self.join()
 
 
 @dataclass
@@ -197,8 +202,10 @@ class _Work:
     transient: bool = False
     live: ports.LiveState | None = None
     blocked: bool = False
+    ended: float | None = None  # when its work on the cluster ended (the attempt's duration, for metrics)
 
     def failed(self, exc: Exception) -> None:
+        self.ended = time.monotonic()
         secrets = ports.credentials(self.cs.cluster).secrets()
         self.error = describe(exc, self.cs.cluster.api_url, secrets).message[:2000] or type(exc).__name__
         self.transient = is_retriable(exc)
@@ -228,52 +235,85 @@ def run_slice(cs_ids: Sequence[int]) -> dict[int, str]:
                 results[pk] = why
             else:
                 by_rollout[cs.rollout_id].append(cs)
+        if not by_rollout:
+            break
+        # One heartbeat for every leg claimed: a slice holds one rollout's legs, a stray call maybe more.
+        heartbeat = _Heartbeat([(cs.pk, cs.attempts) for legs in by_rollout.values() for cs in legs])
+        heartbeat.start()
+        try:
+            work = [_sync(legs) for legs in by_rollout.values()]
+        finally:
+            heartbeat.stop()
         ids = []
-        for legs in by_rollout.values():
+        for done in work:
             keep: list[int] | None = [] if not ids and time.monotonic() < chain_until else None
-            results.update(_sync_legs(legs, keep))
+            results.update(_record(done, keep))
             ids = keep or ids
     return results
 
 
-def _sync_legs(legs: list[ClusterSync], keep: list[int] | None) -> dict[int, str]:
-    """Claimed legs of one rollout: sync them, record their outcomes, move the rollout on (``keep``: see
-    ``fanout.advance``)."""
+def _sync(legs: list[ClusterSync]) -> list[_Work]:
+    """Claimed legs of one rollout: read their live state where a review depends on it (a new review where it
+    changed: this thread, database), apply, wait for health (threads, HTTP). Errors are each leg's own."""
     rollout = legs[0].rollout
-    mapping = rollout.mapping
-    inventories = previous_inventories(rollout.mapping, legs)
-    work = [_Work(cs, inventories.get(cs.cluster_id, [])) for cs in legs]
-    heartbeat = _Heartbeat([(cs.pk, cs.attempts) for cs in legs])
-    heartbeat.start()
-    results: dict[int, str] = {}
+    work = [_Work(cs, []) for cs in legs]
     try:
-        reviewed = [w for w in work if isinstance((w.cs.evaluation or {}).get("reviewed"), dict)]
-        _each(reviewed, _read_live)
-        for w in reviewed:  # the gate again where the live state changed (database: this thread)
-            if w.live is not None:
-                try:
-                    w.blocked = _rereview(w.cs, w.live)
-                except Exception as exc:  # the leg's attempt fails (retried if transient), not the slice
-                    w.failed(exc)
-        _each([w for w in work if not w.blocked and not w.error], _apply)
-    finally:
-        heartbeat.stop()
-    blocked = [w for w in work if w.blocked]
-    for w in blocked:  # recorded as blocked (or owned by a newer attempt): nothing to finish
-        results[w.cs.pk] = "blocked"
+        inventories = previous_inventories(rollout.mapping, legs)
+    except Exception as exc:
+        for w in work:
+            w.failed(exc)
+        return work
+    for w in work:
+        w.inventory = inventories.get(w.cs.cluster_id, [])
+    reviewed = [w for w in work if isinstance((w.cs.evaluation or {}).get("reviewed"), dict)]
+    _each(reviewed, _read_live)
+    for w in reviewed:  # the gate again where the live state changed (database: this thread)
+        if w.live is not None:
+            try:
+                w.blocked = _rereview(w.cs, w.live)
+            except Exception as exc:  # the leg's attempt fails (retried if transient), not the slice
+                w.failed(exc)
+    _each([w for w in work if not w.blocked and not w.error], _apply)
+    return work
+
+
+def _record(work: list[_Work], keep: list[int] | None) -> dict[int, str]:
+    """Record the outcomes of one rollout's synced legs and move the rollout on (``keep``: see
+    ``fanout.advance``). A leg blocked by a new review was recorded then (or is owned by a newer attempt)."""
+    rollout = work[0].cs.rollout
+    results = {w.cs.pk: "blocked" for w in work if w.blocked}
     done = [w for w in work if not w.blocked]
     if done:
-        finished = _finish_many(
-            [(w.cs.pk, w.cs.attempts, w.outcome, w.health, w.error, w.transient) for w in done],
-            rollout=rollout,
+        finished = _finish_apart(
+            [(w.cs.pk, w.cs.attempts, w.outcome, w.health, w.error, w.transient) for w in done], rollout
         )
         for w in done:
-            result = finished[w.cs.pk]
-            results[w.cs.pk] = result
+            result = results[w.cs.pk] = finished.get(w.cs.pk, "gone")
             metrics.cluster_sync(result if result in _COUNTED_RESULTS else "lost",
-                                 time.monotonic() - w.started)
-    conclude_many(rollout.pk, mapping, {w.cs.cluster_id: results[w.cs.pk] for w in work}, keep=keep)
+                                 (w.ended or time.monotonic()) - w.started)
+    conclude_many(rollout.pk, rollout.mapping, {w.cs.cluster_id: results[w.cs.pk] for w in work}, keep=keep)
     return results
+
+
+def _finish_apart(found: list[Found], rollout: Rollout) -> dict[int, str]:
+    """``_finish_many`` for the slice; if that fails (the database refused one leg's outcome), each leg on its
+    own, so one leg's error does not lose its slice-mates' outcomes. A leg that cannot be recorded keeps its
+    lease until it lapses; then reconcile sends it again."""
+    try:
+        return _finish_many(found, rollout=rollout)
+    except Exception:
+        if len(found) == 1:
+            raise
+        log.exception("recording the outcomes of cluster syncs %s together failed; one by one",
+                      [item[0] for item in found])
+    out: dict[int, str] = {}
+    for item in found:
+        try:
+            out.update(_finish_many([item], rollout=rollout))
+        except Exception:
+            log.exception("recording the outcome of cluster sync %s failed", item[0])
+            out[item[0]] = "not recorded"
+    return out
 
 
 def _each(work: list[_Work], step: Any) -> None:
@@ -314,6 +354,8 @@ def _apply(w: _Work) -> None:
             w.error = f"not healthy: {w.health.reason or w.health.state}"
     except Exception as exc:
         w.failed(exc)
+    finally:
+        w.ended = w.ended or time.monotonic()
 
 
 def previous_inventories(mapping: Any, legs: Sequence[ClusterSync]) -> dict[int, list[dict[str, Any]]]:
@@ -349,6 +391,19 @@ def _rereview(cs: ClusterSync, live: ports.LiveState) -> bool:
         return False
     again = rereview.review_again(cs.rollout, cs, live)
     return _record_rereview(cs.pk, cs.attempts, again, changed)
+
+
+def advance_and_sync(rollout_id: int) -> str:
+    """The advance task: move the rollout on (``fanout.advance``); when that queues push legs, sync their
+    first slice here as a slice task's chain does (FLEETGATE_SYNC_CHAIN_SECONDS above 0), without a round
+    trip through the broker before the rollout's first applies."""
+    from fleet.rollouts.services.fanout import advance
+
+    keep: list[int] | None = [] if float(settings.FLEETGATE_SYNC_CHAIN_SECONDS) > 0 else None
+    state = advance(rollout_id, keep=keep)
+    if keep:
+        run_slice(keep)
+    return state
 
 
 def conclude(rollout_id: int, mapping: Any, cluster_id: int, result: str) -> None:
@@ -446,7 +501,8 @@ def _finish(
     rollout: Rollout | None = None,
 ) -> str:
     """Record one leg's outcome (``_finish_many`` of one): a pull-mode agent's result."""
-    return _finish_many([(cs_id, attempt, outcome, health, error, transient)], rollout=rollout)[cs_id]
+    found: Found = (cs_id, attempt, outcome, health, error, transient)
+    return _finish_many([found], rollout=rollout).get(cs_id, "gone")
 
 
 # (leg id, attempt, apply outcome, health, error, transient): what a sync found, for ``_finish_many``.
@@ -473,9 +529,9 @@ def _finish_many(found: Sequence[Found], *, rollout: Rollout | None = None) -> d
         states: dict[int, str] = {}  # rollout states read again (only a retry depends on one)
         done: list[ClusterSync] = []
         remembered: list[SyncedState] = []
+        owned = []
         for cs in legs:
-            _, attempt, outcome, health, error, transient = by_id[cs.pk]
-            if cs.state != SyncState.SYNCING or cs.attempts != attempt:
+            if cs.state != SyncState.SYNCING or cs.attempts != by_id[cs.pk][1]:
                 out[cs.pk] = "lost the lease; another attempt owns the outcome"
                 continue
             leg_rollout = rollouts.get(cs.rollout_id)
@@ -483,6 +539,11 @@ def _finish_many(found: Sequence[Found], *, rollout: Rollout | None = None) -> d
                 leg_rollout = rollouts[cs.rollout_id] = current_rollout(cs.rollout_id)
                 states[cs.rollout_id] = leg_rollout.state
             cs.rollout = leg_rollout
+            owned.append(cs)
+        _lock_synced_states([cs for cs in owned if by_id[cs.pk][2] is not None])
+        for cs in owned:
+            _, attempt, outcome, health, error, transient = by_id[cs.pk]
+            leg_rollout = cs.rollout
             if outcome is not None:
                 cs.results = outcome.results
                 cs.counts = outcome.counts
@@ -528,6 +589,21 @@ def _finish_many(found: Sequence[Found], *, rollout: Rollout | None = None) -> d
                 update_fields=_REMEMBERED,
             )
     return out
+
+
+def _lock_synced_states(legs: list[ClusterSync]) -> None:
+    """Lock the synced states the finish writes, first and in id order: the upsert and a failed leg's
+    inventory write would otherwise lock them in leg order, which a drift check's bulk update or another
+    finish of the same mapping could cross (a deadlock would lose the slice's outcomes). One query."""
+    if not legs:
+        return
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for cs in legs:
+        clusters[cs.rollout.mapping_id].append(cs.cluster_id)
+    mine = Q()
+    for mapping_id, cluster_ids in clusters.items():
+        mine |= Q(mapping_id=mapping_id, cluster_id__in=cluster_ids)
+    list(SyncedState.objects.select_for_update().filter(mine).order_by("pk").values_list("pk", flat=True))
 
 
 def _summary(counts: dict[str, Any]) -> str:

@@ -339,11 +339,20 @@ class BoundPolicy:
         )
 
     def policy_set(self) -> PolicySet:
+        """The Rego modules and entry points to prepare: built once per BoundPolicy, which the gate reuses
+        for every target of a mapping (a rollout to 10,000 clusters built it 10,000 times, parsing the
+        modules' rules each time: 5 s of its prepare, issue 19)."""
+        built: PolicySet | None = self.__dict__.get("_policy_set")
+        if built is not None:
+            return built
         if self.style is PolicyStyle.CONFTEST and self.conftest_policy is not None:
-            return self.conftest_policy.policy_set()
-        if self.style is PolicyStyle.GATEKEEPER and self.template is not None:
-            return self.template.policy_set()
-        raise FormatError(f"policy {self.name!r} has no {self.style} definition")
+            built = self.conftest_policy.policy_set()
+        elif self.style is PolicyStyle.GATEKEEPER and self.template is not None:
+            built = self.template.policy_set()
+        else:
+            raise FormatError(f"policy {self.name!r} has no {self.style} definition")
+        object.__setattr__(self, "_policy_set", built)  # a cache, not a field (frozen dataclass)
+        return built
 
     def base_enforcement(self) -> Enforcement:
         if self.enforcement is not None:

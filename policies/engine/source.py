@@ -20,6 +20,7 @@ Version rule (documented for policy authors):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ def _package_span(tokens: list[Token]) -> tuple[int, int] | None:
     return None
 
 
+@functools.lru_cache(maxsize=512)  # the gate asks it of the same modules for every target (issue 19)
 def package_of(source: str) -> str:
     """The module's package path, e.g. ``"lib.helpers"``. Raises ValueError when there is none."""
     tokens = _code_tokens(source)

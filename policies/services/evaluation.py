@@ -282,7 +282,31 @@ def run_target(
     return decision
 
 
-def _store(
+STORE_CHUNK = 500  # targets per DELETE and per INSERT of their evaluations
+
+
+def _store_all(
+    commit: Commit | None, mapping: PathMapping, results: Sequence[TargetResult], bound: BoundSet
+) -> None:
+    """Each target's Evaluation (replacing the one stored for the same commit, mapping and cluster) and its
+    Violations, with a few statements per STORE_CHUNK targets, not per target: one DELETE of the older
+    evaluations, one INSERT of the new ones, one of their violations."""
+    for first in range(0, len(results), STORE_CHUNK):
+        chunk = results[first : first + STORE_CHUNK]
+        Evaluation.objects.filter(
+            commit=commit, mapping=mapping, cluster__in=[r.cluster.pk for r in chunk]
+        ).delete()
+        evaluations = Evaluation.objects.bulk_create(
+            [_evaluation(commit, mapping, r.cluster, r.decision, r.object_count, bound) for r in chunk]
+        )
+        rows: list[Violation] = []
+        for r, evaluation in zip(chunk, evaluations, strict=True):
+            r.evaluation = evaluation
+            rows += _violations(evaluation, r.decision, bound)
+        Violation.objects.bulk_create(rows, batch_size=STORE_CHUNK)
+
+
+def _evaluation(
     commit: Commit | None,
     mapping: PathMapping,
     cluster: Cluster,
@@ -293,8 +317,7 @@ def _store(
     counts: Counter[str] = Counter()
     for v in decision.violations:
         counts["waived" if v.waived_by else str(v.enforcement)] += 1
-    Evaluation.objects.filter(commit=commit, mapping=mapping, cluster=cluster).delete()
-    evaluation = Evaluation.objects.create(
+    return Evaluation(
         commit=commit,
         mapping=mapping,
         cluster=cluster,
@@ -322,6 +345,9 @@ def _store(
         policy_versions=bound.versions,
         review=_review_with_exceptions(decision),
     )
+
+
+def _violations(evaluation: Evaluation, decision: gate.Decision, bound: BoundSet) -> list[Violation]:
     rows = []
     for v in decision.violations:
         ref = v.object
@@ -344,8 +370,7 @@ def _store(
                 waived_by_id=int(v.waived_by) if v.waived_by else None,
             )
         )
-    Violation.objects.bulk_create(rows)
-    return evaluation
+    return rows
 
 
 def _review_with_exceptions(decision: gate.Decision) -> dict[str, Any]:
@@ -530,8 +555,7 @@ def evaluate_targets(
     if store or audit:
         with transaction.atomic():
             if store:
-                for r in results:
-                    r.evaluation = _store(commit, mapping, r.cluster, r.decision, r.object_count, bound)
+                _store_all(commit, mapping, results, bound)
             if audit:
                 _audit(commit, mapping, results, bound)
         for r in results:  # gate decisions (a policy check that stores nothing is not one)

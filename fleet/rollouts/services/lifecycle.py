@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from clusters import selectors
 from clusters.models import Cluster
+from fleet.core import bulk
 from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import (
     SUPERSEDABLE_STATES,
@@ -121,11 +122,15 @@ def prepare(rollout_id: int) -> str:
     return str(state)
 
 
+# A leg's JSON columns: loaded only where a step reads them (decoding them is most of loading 10,000 legs)
+_BULKY = frozenset({"evaluation", "desired", "plan", "results", "counts", "health_detail", "waiting_for"})
+
+
 def _render(rollout_id: int) -> None:
     rollout = Rollout.objects.select_related("mapping__cluster_group", "commit__repository").get(
         pk=rollout_id
     )
-    syncs = list(rollout.syncs.select_related("cluster"))
+    syncs = list(rollout.syncs.select_related("cluster").defer(*_BULKY))
     error = ""
     objects: dict[int, list[dict[str, Any]]] = {}
     declared: dict[str, Any] | None = None
@@ -147,7 +152,7 @@ def _render(rollout_id: int) -> None:
             return
         for cs in syncs:
             cs.desired = objects.get(cs.cluster_id, [])
-        ClusterSync.objects.bulk_update(syncs, ["desired"], batch_size=200)
+        bulk.update_rows(syncs, ["desired"])
         total = sum(len(v) for v in objects.values())
         fields: dict[str, Any] = {"strategy": declared} if declared else {}
         transition(rollout, RolloutState.RENDERED, f"{total} object(s) for {len(syncs)} cluster(s)", **fields)
@@ -191,7 +196,7 @@ def _evaluate(rollout_id: int) -> None:
     rollout = Rollout.objects.select_related(
         "mapping__cluster_group", "commit__repository", "created_by"
     ).get(pk=rollout_id)
-    syncs = list(rollout.syncs.select_related("cluster"))
+    syncs = list(rollout.syncs.select_related("cluster").defer(*_BULKY.difference({"desired"})))
     blocked: list[str] = []
     warned = 0
     lives = _read_live(rollout, syncs)
@@ -234,7 +239,7 @@ def _evaluate(rollout_id: int) -> None:
             if cs.decision == Decision.BLOCKED:
                 cs.state = SyncState.BLOCKED
         fields = ["decision", "evaluation", "state", *(["plan"] if planned else [])]
-        ClusterSync.objects.bulk_update(syncs, fields, batch_size=200)
+        bulk.update_rows(syncs, fields)
         reason = f"blocked by policy on {len(blocked)} cluster(s): " + "; ".join(blocked[:5])
         if blocked and len(blocked) == len(syncs):
             transition(rollout, RolloutState.BLOCKED, reason[:2000], decision=Decision.BLOCKED)
@@ -320,7 +325,8 @@ def _plan_all(rollout: Rollout) -> None:
     """The server-side dry-run diff for each target, stored before approval or a manual sync."""
     from fleet.rollouts.models import SyncedState
 
-    syncs = list(rollout.syncs.select_related("cluster").exclude(state=SyncState.BLOCKED))
+    syncs = list(rollout.syncs.select_related("cluster").exclude(state=SyncState.BLOCKED)
+                 .defer(*_BULKY.difference({"desired"})))
     inventories = dict(
         SyncedState.objects.filter(
             mapping=rollout.mapping_id, cluster__in=[s.cluster_id for s in syncs]
@@ -343,7 +349,7 @@ def _plan_all(rollout: Rollout) -> None:
         plans = list(pool.map(one, syncs))
     for cs, plan in zip(syncs, plans, strict=True):
         cs.plan = plan
-    ClusterSync.objects.bulk_update(syncs, ["plan"], batch_size=200)
+    bulk.update_rows(syncs, ["plan"])
 
 
 def _after_gate(rollout_id: int) -> str:
@@ -385,6 +391,7 @@ def assign_batches(rollout: Rollout) -> int:
     group = rollout.mapping.cluster_group
     syncs = list(
         rollout.syncs.select_related("cluster").filter(state=SyncState.PENDING).order_by("cluster__name")
+        .defer(*_BULKY)
     )
     if strategy.declared(rollout) is not None:
         planned = _assign_fleet_batches(rollout, syncs)
@@ -405,7 +412,7 @@ def assign_batches(rollout: Rollout) -> int:
         for cs in batch:
             cs.batch = number
             cs.canary = cs in canaries
-    ClusterSync.objects.bulk_update(syncs, ["batch", "canary"], batch_size=500)
+    bulk.update_rows(syncs, ["batch", "canary"])
     return len(batches)
 
 
@@ -434,8 +441,7 @@ def _assign_fleet_batches(rollout: Rollout, pending: list[ClusterSync]) -> int |
         cs.finished_at = now
         cs.error = (f"in no partition of {rollout.strategy.get('file', 'fleet.yaml')} rolloutStrategy: not "
                     "rolled out (as in Fleet)")
-    ClusterSync.objects.bulk_update(pending, ["batch", "canary", "state", "finished_at", "error"],
-                                    batch_size=500)
+    bulk.update_rows(pending, ["batch", "canary", "state", "finished_at", "error"])
     for cs in left:
         cs.rollout = rollout
         sync_event(cs, "sync.cancelled", cs.error)

@@ -183,6 +183,7 @@ def connect(cluster: Any, impersonate: str = "") -> Iterator[Connector]:
     except BaseException:
         kube.close()  # a failed connection is not kept
         raise
+    kube.client.flush_discovery()  # what this use discovered, for other processes: one write, not one a step
     with _CONNECTORS_LOCK:
         _CONNECTORS[key] = kube
         while len(_CONNECTORS) > KEEP_CONNECTORS:

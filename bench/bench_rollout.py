@@ -4,22 +4,36 @@ doing the same applies with the ``kubernetes`` client at the same concurrency, i
     .venv/bin/python -m bench rollout                                  # N = 100 and 300
     .venv/bin/python -m bench rollout -- --clusters 1000               # the full fleet
     .venv/bin/python -m bench rollout -- --clusters 300 --parallel 8 --workers 2 --per-process 250
+    .venv/bin/python -m bench rollout -- --clusters 10000 --database postgres   # PostgreSQL + Redis
+      (a scratch database ``fleetgate_rollout_bench`` next to DATABASE_URL's, or BENCH_ROLLOUT_POSTGRES_URL)
+    .venv/bin/python -m bench rollout -- --clusters 1000,10000 --prepare-only  # stop at queued
+    .venv/bin/python -m bench rollout -- --clusters 1000 --profile             # prepare under cProfile
 
 What runs, per N (everything on 127.0.0.1, in a scratch directory):
 - sandbox server processes, ``--per-process`` virtual clusters each (2N clusters: N for the rollout, N for
   the bare script), workloads ready at once (``--rollout-delay 0``);
-- a SQLite database migrated from scratch and the embedded SQLite broker (or Redis); ``--workers`` Celery
-  worker processes of concurrency ``parallel / workers``; the group's ``max_parallel`` is ``--parallel``;
+- a database migrated from scratch (``--database sqlite``: a fresh file, the default; ``postgres``: a scratch
+  PostgreSQL database dropped and created again) and the broker (a redis-server started for the run when
+  installed, else the embedded SQLite broker; ``--broker``); ``--workers`` Celery worker processes of
+  concurrency ``parallel / workers``; the group's ``max_parallel`` is ``--parallel``;
 - a git repository with one mapping (a Namespace, a ConfigMap and a Deployment); the real fetch renders it
   for N clusters and the rollout runs: prepare (render lookup, gate with one bound policy on regorus,
   audit) and the fan-out (server-side apply, prune check, health wait, SyncedState, audit per cluster);
 - the bare script: ``--parallel`` threads, each cluster a DynamicClient, server-side apply of the same three
   objects, then polling the Deployment until available (what a sync does, without any bookkeeping).
 
-Reported: fan-out wall time (rollout queued -> synced) against the bare script (the ratio), prepare time,
-total time from the fetch, database queries per cluster (counted in process on the same code path with
-Django's CaptureQueriesContext over a 20-cluster rollout), and the peak resident memory of each worker
-process (VmHWM of the worker and its pool children).
+Reported: fan-out wall time (rollout queued -> synced) against the bare script (the ratio), prepare time
+(rollout created -> queued), clusters/s of each, total time from the fetch, database queries per cluster
+(counted in process on the same code path with Django's CaptureQueriesContext over a 20-cluster rollout),
+the load average before and after, and each worker's memory over the run: its resident set (the worker and
+its pool children) sampled every second, first -> last (the largest sample; the VmHWM peak), so flat or
+not shows.
+
+``--prepare-only`` starts only the rollout's N sandbox clusters and stops once the rollout is queued (no
+fan-out, no bare script). ``--profile`` runs no workers: the fetch and then prepare in one process, prepare
+under cProfile with its queries counted (the functions a worker runs), and prints the top functions.
+At 10,000 clusters: 40 sandbox processes of 250 for the rollout (80 with the bare script's), about 30-60 MB
+each; ``--timeout`` (default 3600 s) bounds the wait for the rollout.
 """
 
 from __future__ import annotations
@@ -114,10 +128,13 @@ def _start_redis(workdir: Path) -> subprocess.Popen:
     return proc
 
 
+DATABASE = {"url": ""}  # a scratch PostgreSQL database (--database postgres), else "": SQLite in the workdir
+
+
 def _env(workdir: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "DATABASE_URL": DATABASE["url"] or f"sqlite:///{workdir / 'bench.sqlite3'}",
         "DJANGO_SETTINGS_MODULE": "fleet.settings",
         "FLEETGATE_VAR_DIR": str(workdir / "var"),
         "FLEETGATE_LOG_LEVEL": "WARNING",
@@ -127,8 +144,10 @@ def _env(workdir: Path) -> dict[str, str]:
 
 
 def _child(workdir: Path, phase: str, payload: dict[str, Any]) -> dict[str, Any]:
+    data = workdir / f"payload-{phase}.json"  # a file: 10,000 clusters' URLs exceed an argument's length
+    data.write_text(json.dumps(payload))
     run = subprocess.run(
-        [sys.executable, "-m", "bench.bench_rollout", "--child", phase, json.dumps(payload)],
+        [sys.executable, "-m", "bench.bench_rollout", "--child", phase, f"@{data}"],
         cwd=ROOT,
         env=_env(workdir),
         capture_output=True,
@@ -143,10 +162,24 @@ def _child(workdir: Path, phase: str, payload: dict[str, Any]) -> dict[str, Any]
 def _start_sandboxes(
     names: list[str], per_process: int, log_dir: Path
 ) -> tuple[list[subprocess.Popen], dict]:
-    procs, urls = [], {}
+    procs: list[subprocess.Popen] = []
+    urls: dict[str, str] = {}
+    try:
+        _start_each(names, per_process, log_dir, procs, urls)
+    except BaseException:
+        _stop(procs)  # none left behind when one does not start
+        raise
+    return procs, urls
+
+
+def _start_each(
+    names: list[str], per_process: int, log_dir: Path, procs: list[subprocess.Popen], urls: dict[str, str]
+) -> None:
     for start in range(0, len(names), per_process):
         chunk = names[start : start + per_process]
-        log = open(log_dir / f"sandbox-{start}.log", "w+")
+        # append mode: the child writes through the same open file whose offset the reads below move back
+        # to 0; without O_APPEND its next lines overwrote earlier ones and a cluster went missing
+        log = open(log_dir / f"sandbox-{start}.log", "a+")
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -175,9 +208,12 @@ def _start_sandboxes(
                 urls.update(found)
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"sandbox process did not start: {log_dir}")
+                log.seek(0)
+                raise RuntimeError(
+                    f"sandbox process {len(procs)} did not start ({len(found)} of {len(chunk)} clusters "
+                    f"listening, exit code {proc.poll()}): {log.read()[-2000:]}"
+                )
             time.sleep(0.2)
-    return procs, urls
 
 
 def _git_repo(path: Path) -> str:
@@ -268,17 +304,78 @@ def _bare_script(urls: list[str], parallel: int, cache_dir: Path) -> float:
     return time.monotonic() - start
 
 
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def _worker_rss(workers: list[subprocess.Popen]) -> list[int]:
+    """Each worker's resident memory in MB: the main process and its pool children together."""
+    return [round(sum(_rss_kb(p) for p in [w.pid, *_children(w.pid)]) / 1024) for w in workers]
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class _Sampler:
+    """The workers' resident memory (main process and pool children, summed per worker) every second while
+    the rollout runs: flat or not is the first against the last sample, and the largest in between."""
+
+    def __init__(self, workers: list[subprocess.Popen]) -> None:
+        import threading
+
+        self.workers, self.samples, self.done = workers, [_worker_rss(workers)], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(1.0):
+            self.samples.append(_worker_rss(self.workers))
+
+    def stop(self) -> dict[str, Any]:
+        self.done.set()
+        self.thread.join()
+        self.samples.append(_worker_rss(self.workers))
+        return {
+            "rss_start_mb": self.samples[0],
+            "rss_end_mb": self.samples[-1],
+            "rss_max_mb": [max(s[i] for s in self.samples) for i in range(len(self.workers))],
+            "rss_samples": len(self.samples),
+        }
+
+
+def _reset_postgres(url: str) -> None:
+    from bench.bench_audit import _reset_postgres as reset
+
+    reset(url)
+
+
 def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"fleetgate-bench-rollout-{n}-"))
     sandboxes: list[subprocess.Popen] = []
     workers: list[subprocess.Popen] = []
     redis: list[subprocess.Popen] = []
     try:
+        DATABASE["url"] = ""
+        if args.database == "postgres":
+            DATABASE["url"] = isolated.postgres_url("BENCH_ROLLOUT_POSTGRES_URL", "fleetgate_rollout_bench")
+            if not DATABASE["url"]:
+                raise SystemExit(
+                    "--database postgres needs BENCH_ROLLOUT_POSTGRES_URL or a PostgreSQL DATABASE_URL"
+                )
+            _reset_postgres(DATABASE["url"])
         if args.broker == "redis":
             redis.append(_start_redis(workdir))
         else:  # the embedded default: kombu's SQLAlchemy transport on a SQLite file of the run's own
             BROKER["url"] = f"sqla+sqlite:///{workdir / 'broker.sqlite3'}"
-        names = [f"r-{i}" for i in range(n)] + [f"b-{i}" for i in range(n)]
+        full = not (args.prepare_only or args.profile)
+        names = [f"r-{i}" for i in range(n)] + ([f"b-{i}" for i in range(n)] if full else [])
         sandboxes, urls = _start_sandboxes(names, args.per_process, workdir)
         repo_url = _git_repo(workdir / "repo")
         _child(
@@ -290,10 +387,23 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 "parallel": args.parallel,
             },
         )
+        base = {"n": n, "database": args.database, "broker": args.broker, "prepare_only": not full,
+                "load_before": _load()}
+        if args.profile:  # prepare in this process under cProfile, no workers (the functions they run)
+            result = {**base, **_child(workdir, "profile", {"top": args.profile_top})}
+            result["load_after"] = _load()
+            return result
         workers = isolated.start_workers(_env(workdir), workdir, args.workers,
                                          max(1, args.parallel // args.workers))
+        concurrency = max(1, args.parallel // args.workers)
+        deadline = time.monotonic() + 60  # the workers' pools up (the memory's first sample counts them)
+        while time.monotonic() < deadline and any(len(_children(w.pid)) < concurrency for w in workers):
+            time.sleep(0.5)
         time.sleep(3)  # let the workers connect to the broker
-        result = _child(workdir, "run", {"timeout": args.timeout})
+        sampler = _Sampler(workers)
+        result = {**base, **_child(workdir, "run", {"timeout": args.timeout, "prepare_only": not full})}
+        result.update(sampler.stop())
+        result["load_after"] = _load()
         peaks = []
         for w in workers:
             peaks.append(max([_peak_kb(w.pid)] + [_peak_kb(c) for c in _children(w.pid)]))
@@ -302,13 +412,12 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         result["worker_concurrency"] = max(1, args.parallel // args.workers)
         _stop(workers)
         workers = []
-        (workdir / "bare-cache").mkdir()
-        result["bare_seconds"] = _bare_script(
-            [urls[f"b-{i}"] for i in range(n)], args.parallel, workdir / "bare-cache"
-        )
-        result["queries"] = _child(workdir, "queries", {})
-        result["n"] = n
-        result["broker"] = args.broker
+        if full:
+            (workdir / "bare-cache").mkdir()
+            result["bare_seconds"] = _bare_script(
+                [urls[f"b-{i}"] for i in range(n)], args.parallel, workdir / "bare-cache"
+            )
+        result["queries"] = _child(workdir, "queries", {"full": full})
         return result
     finally:
         _stop(workers)
@@ -318,41 +427,96 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _rss(r: dict[str, Any]) -> str:
+    """Each worker's memory over the run: first -> last sample (largest sample; VmHWM peak)."""
+    return ", ".join(
+        f"{a} -> {b} ({m}; peak {p}) MB"
+        for a, b, m, p in zip(r["rss_start_mb"], r["rss_end_mb"], r["rss_max_mb"], r["worker_peak_mb"],
+                              strict=False)
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench rollout")
     parser.add_argument("--clusters", default="100,300", help="comma-separated fleet sizes (default 100,300)")
     parser.add_argument("--parallel", type=int, default=8, help="clusters synced at once (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
     parser.add_argument("--per-process", type=int, default=250, help="sandbox clusters per process (250)")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a rollout")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a rollout (3600)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="sqlite (a fresh file; default) or postgres (a scratch database fleetgate_rollout_bench next to "
+        "DATABASE_URL's, or BENCH_ROLLOUT_POSTGRES_URL; dropped and created again)",
+    )
     parser.add_argument(
         "--broker",
         choices=["redis", "sqlite"],
-        default="redis" if shutil.which("redis-server") else "sqlite",
+        default="",
         help="redis (a redis-server started for the run; default when installed) or sqlite (embedded broker)",
     )
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="stop when the rollout is queued: prepare only (N sandbox clusters, no bare script)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="no workers: run prepare in process under cProfile and print its top functions",
+    )
+    parser.add_argument("--profile-top", type=int, default=25, help="functions printed with --profile (25)")
     args = parser.parse_args(argv or [])
+    if not args.broker:
+        args.broker = "redis" if shutil.which("redis-server") else "sqlite"
     sizes = [int(x) for x in args.clusters.split(",") if x.strip()]
     print(
-        f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}; broker {args.broker}; "
+        f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}; database {args.database}; "
+        f"broker {args.broker}; "
         f"parallel {args.parallel} ({args.workers} workers x {max(1, args.parallel // args.workers)}); "
-        f"{args.per_process} clusters per "
-        "sandbox process",
+        f"{args.per_process} clusters per sandbox process; load {_load()}",
         flush=True,
     )
-    rows = [run_one(n, args) for n in sizes]
+    rows = []
+    for n in sizes:
+        rows.append(run_one(n, args))
+        print(json.dumps(rows[-1], default=str), flush=True)
+    if args.profile:
+        for r in rows:
+            print(
+                f"\nN={r['n']} ({r['database']}): prepare in one process {r['prepare_seconds']:.1f} s "
+                f"({r['n'] / r['prepare_seconds']:.0f} clusters/s), {r['prepare_queries']} queries, "
+                f"peak RSS {r['peak_mb']} MB, load {r['load_before']} -> {r['load_after']}\n{r['top']}"
+            )
+        return
+    if args.prepare_only:
+        print(
+            "\n| clusters | database / broker | load before -> after | prepare s | prepare clusters/s "
+            "| prepare queries (20 clusters) | worker RSS first -> last (largest; peak) |"
+        )
+        print("|---:|---|---|---:|---:|---:|---|")
+        for r in rows:
+            print(
+                f"| {r['n']} | {r['database']} / {r['broker']} | {r['load_before']} -> {r['load_after']} | "
+                f"{r['prepare_seconds']:.1f} | {r['n'] / r['prepare_seconds']:.0f} | "
+                f"{r['queries']['prepare']} | {_rss(r)} |"
+            )
+        return
     print(
-        "\n| clusters | fan-out s (queued -> synced) | bare script s | ratio | prepare s | fetch -> synced s "
-        "| clusters/s | queries per cluster | worker peak RSS |"
+        "\n| clusters | database / broker | load before -> after | fan-out s (queued -> synced) "
+        "| bare script s | ratio | fan-out clusters/s | prepare s | prepare clusters/s | fetch -> synced s "
+        "| queries per cluster | worker RSS first -> last (largest; peak) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(
-            f"| {r['n']} | {r['fanout_seconds']:.1f} | {r['bare_seconds']:.1f} | "
-            f"{r['fanout_seconds'] / r['bare_seconds']:.1f}x | {r['prepare_seconds']:.1f} | "
-            f"{r['total_seconds']:.1f} | {r['n'] / r['fanout_seconds']:.1f} | "
-            f"{r['queries']['per_cluster']:.1f} | {', '.join(f'{m} MB' for m in r['worker_peak_mb'])} |"
+            f"| {r['n']} | {r['database']} / {r['broker']} | {r['load_before']} -> {r['load_after']} | "
+            f"{r['fanout_seconds']:.1f} | {r['bare_seconds']:.1f} | "
+            f"{r['fanout_seconds'] / r['bare_seconds']:.1f}x | {r['n'] / r['fanout_seconds']:.1f} | "
+            f"{r['prepare_seconds']:.1f} | {r['n'] / r['prepare_seconds']:.0f} | {r['total_seconds']:.1f} | "
+            f"{r['queries']['per_cluster']:.1f} | {_rss(r)} |"
         )
     for r in rows:
         print(
@@ -360,7 +524,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['queries']['total']} ({r['queries']['prepare']} in prepare)",
             flush=True,
         )
-    print(json.dumps(rows, default=str))
 
 
 # --- children (Django) ---------------------------------------------------------------------------
@@ -414,22 +577,73 @@ def child_run(payload: dict[str, Any]) -> dict[str, Any]:
     if not outcome.ok:
         raise RuntimeError(f"fetch failed: {outcome}")
     deadline = time.monotonic() + payload["timeout"]
+    ends = ("synced", "failed", "halted", "blocked")
     while True:
         rollout = Rollout.objects.order_by("-id").first()
-        if rollout is not None and rollout.state in ("synced", "failed", "halted", "blocked"):
+        if rollout is not None and rollout.state in ends:
             break
+        if payload.get("prepare_only") and rollout is not None and rollout.started_at is not None:
+            break  # queued: prepare is done (the fan-out is not waited for)
         if time.monotonic() > deadline:
             raise RuntimeError(f"rollout not finished: {rollout and rollout.state}")
         time.sleep(0.5)
     states = dict(
         ClusterSync.objects.filter(rollout=rollout).values_list("state").annotate(n=Count("id")).order_by()
     )
-    return {
+    if rollout.started_at is None:
+        raise RuntimeError(f"rollout not queued: {rollout.state}: {rollout.reason}")
+    out = {
         "state": rollout.state,
         "states": states,
-        "total_seconds": rollout.finished_at.timestamp() - start,
         "prepare_seconds": (rollout.started_at - rollout.created).total_seconds(),
-        "fanout_seconds": (rollout.finished_at - rollout.started_at).total_seconds(),
+    }
+    if rollout.finished_at is not None:
+        out["total_seconds"] = rollout.finished_at.timestamp() - start
+        out["fanout_seconds"] = (rollout.finished_at - rollout.started_at).total_seconds()
+    return out
+
+
+def child_profile(payload: dict[str, Any]) -> dict[str, Any]:
+    """The fetch (its render stored, the rollout created) and then prepare, run in this process as a worker
+    runs them, prepare under cProfile with its queries counted: where prepare's time goes at N."""
+    import cProfile
+    import io
+    import pstats
+    import resource
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from fleet.rollouts import dispatch, services
+    from fleet.rollouts.models import Rollout
+    from fleet.sources.models import Repository
+    from fleet.sources.services import fetch_repository
+
+    queue: list[tuple[str, list[Any]]] = []
+    dispatch.set_sender(lambda name, args, countdown, task_id: queue.append((name, args)))
+    outcome = fetch_repository(Repository.objects.get(name="bench"))
+    if not outcome.ok:
+        raise RuntimeError(f"fetch failed: {outcome}")
+    prepares = [args for name, args in queue if name == dispatch.PREPARE]
+    if len(prepares) != 1:
+        raise RuntimeError(f"expected one prepare queued, found {queue}")
+    profiler = cProfile.Profile()
+    start = time.monotonic()
+    with CaptureQueriesContext(connection) as ctx:
+        profiler.enable()
+        services.prepare(*prepares[0])
+        profiler.disable()
+    seconds = time.monotonic() - start
+    rollout = Rollout.objects.order_by("-id").first()
+    if rollout.started_at is None:
+        raise RuntimeError(f"rollout not queued: {rollout.state}: {rollout.reason}")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(payload["top"])
+    return {
+        "prepare_seconds": seconds,
+        "prepare_queries": len(ctx.captured_queries),
+        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "top": out.getvalue()[-12000:],
     }
 
 
@@ -449,6 +663,7 @@ def child_queries(payload: dict[str, Any]) -> dict[str, Any]:
         dispatch.PREPARE: services.prepare,
         dispatch.ADVANCE: services.advance,
         dispatch.SYNC_CLUSTER: services.run_cluster_sync,
+        dispatch.SYNC_SLICE: lambda *ids: services.run_slice(ids),
     }
     group = ClusterGroup.objects.create(
         name="bench-q", selector={"matchLabels": {"q": "yes"}}, max_parallel=8
@@ -469,7 +684,11 @@ def child_queries(payload: dict[str, Any]) -> dict[str, Any]:
             runners[name](*args)
             if name == dispatch.PREPARE:
                 prepare_count = len(ctx.captured_queries)
+                if not payload.get("full", True):
+                    break  # prepare only
     rollout = Rollout.objects.get(mapping=mapping)
+    if not payload.get("full", True):
+        return {"clusters": group.members.count(), "prepare": prepare_count}
     assert rollout.state == "synced", rollout.reason
     clusters = group.members.count()
     return {
@@ -483,7 +702,9 @@ def child_queries(payload: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "--child":
         _django()
-        phase, data = sys.argv[2], json.loads(sys.argv[3])
-        print(json.dumps({"setup": child_setup, "run": child_run, "queries": child_queries}[phase](data)))
+        phase, arg = sys.argv[2], sys.argv[3]
+        data = json.loads(Path(arg[1:]).read_text() if arg.startswith("@") else arg)
+        phases = {"setup": child_setup, "run": child_run, "queries": child_queries, "profile": child_profile}
+        print(json.dumps(phases[phase](data)))
     else:
         main(sys.argv[1:])

@@ -21,10 +21,13 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def update_rows(objs: Sequence[models.Model], fields: Sequence[str], *, chunk: int = CHUNK) -> int:
+def update_rows(
+    objs: Sequence[models.Model], fields: Sequence[str], *, chunk: int = CHUNK, group: bool = True
+) -> int:
     """Write ``fields`` of ``objs`` (saved instances of one model) to the database; returns the number of
     UPDATE statements run: one per group of rows with equal values (per chunk of their keys), and one per
-    chunk of the rows whose values are their own."""
+    chunk of the rows whose values are their own. ``group=False``: every row by the VALUES statement, one
+    per chunk whatever the values (a fixed count, for a few rows whose values may or may not agree)."""
     if not objs or not fields:
         return 0
     model = type(objs[0])
@@ -36,8 +39,9 @@ def update_rows(objs: Sequence[models.Model], fields: Sequence[str], *, chunk: i
             raise ValueError(f"{meta.label}.{name} is not a concrete column")
         columns.append(found)
     groups: dict[str, list[models.Model]] = {}
-    for obj in objs:
-        groups.setdefault(_key([getattr(obj, c.attname) for c in columns]), []).append(obj)
+    for i, obj in enumerate(objs):
+        key = _key([getattr(obj, c.attname) for c in columns]) if group else str(i)
+        groups.setdefault(key, []).append(obj)
     db = router.db_for_write(model)
     connection = connections[db]
     statements = 0

@@ -46,3 +46,16 @@ def test_update_rows_chunks_and_leaves_other_rows_alone() -> None:
     assert bulk.update_rows([], ["description"]) == 0
     got = dict(Cluster.objects.values_list("name", "description"))
     assert got == {"c0": "d0", "c1": "d1", "c2": "d2", "c3": "d3", "c4": ""}
+
+
+def test_update_rows_without_grouping_is_one_statement_per_chunk_whatever_the_values() -> None:
+    Cluster.objects.bulk_create(
+        [Cluster(name=f"c{i}", api_url="https://127.0.0.1:6443", token="t") for i in range(6)]
+    )
+    rows = list(Cluster.objects.order_by("name"))
+    for i, row in enumerate(rows):
+        row.description = "same" if i < 4 else f"own {i}"
+    with CaptureQueriesContext(connection) as ctx:
+        assert bulk.update_rows(rows, ["description"], group=False) == 1 == len(ctx.captured_queries)
+    got = dict(Cluster.objects.values_list("name", "description"))
+    assert got == {f"c{i}": "same" if i < 4 else f"own {i}" for i in range(6)}

@@ -22,6 +22,7 @@ from django.utils import timezone
 from clusters.choices import ConnectionMode
 from clusters.windows import sync_allowed
 from fleet.audit.services import batched
+from fleet.core.bulk import update_rows
 from fleet.rollouts import dispatch, doorbell, tasks
 from fleet.rollouts.choices import FINAL_SYNC_STATES, UNSTARTED_SYNC_STATES, RolloutState, SyncState
 from fleet.rollouts.models import ClusterSync, Rollout
@@ -234,9 +235,7 @@ def _advance(rollout_id: int, *, skip_locked: bool = False, keep: list[int] | No
             cs.queued_at = now
             cs.lease_until = lease
             cs.task_id = uuid.uuid4().hex
-        ClusterSync.objects.bulk_update(
-            picked, ["state", "queued_at", "lease_until", "task_id"], batch_size=500
-        )
+        update_rows(picked, ["state", "queued_at", "lease_until", "task_id"], group=False)
         if rollout.state == RolloutState.QUEUED:
             started = f"batch {batch + 1} of {rollout.batch_count} started"
             if rollout.reason.startswith(dependencies.WAITING):
@@ -306,7 +305,7 @@ def _ready_legs(rollout: Rollout, batch: int, slots: int, waiting_now: int = 0) 
     legs = ClusterSync.objects.select_related("cluster").filter(rollout=rollout, batch=batch)
     known = dependencies.dependencies_of(rollout.mapping)
     if not known[0] and not known[1] and not waiting_now:
-        return list(legs.filter(state=SyncState.PENDING).order_by("cluster__name")[:slots])
+        return list(legs.filter(state=SyncState.PENDING).order_by("cluster__name").defer(*_HEAVY)[:slots])
     unstarted = list(
         legs.filter(state__in=UNSTARTED_SYNC_STATES).order_by("cluster__name").defer(*_HEAVY)
     )

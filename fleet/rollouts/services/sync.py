@@ -14,6 +14,7 @@ leg owned or finished and does nothing."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -25,11 +26,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from clusters.connector.errors import describe, is_retriable
 from fleet.audit.services import batched
+from fleet.core.bulk import update_rows
 from fleet.observability import metrics
 from fleet.rollouts import dispatch, doorbell, ports, tasks
 from fleet.rollouts.choices import Decision, DriftStatus, RolloutState, SyncState
@@ -106,11 +109,12 @@ def _claim_many(cs_ids: Sequence[int], *, agent: bool = False) -> dict[int, tupl
                 freed = True
             if freed:
                 dispatch.send(tasks.advance, rollout_id)  # their slots are free for other legs
+        lease = lease_from_now()
         for cs, took_over in claim:
             cs.state = SyncState.SYNCING
             cs.attempts += 1
             cs.started_at = cs.started_at or now
-            cs.lease_until = lease_from_now()
+            cs.lease_until = lease
             cs.retry_at = None
             sync_event(
                 cs,
@@ -123,8 +127,11 @@ def _claim_many(cs_ids: Sequence[int], *, agent: bool = False) -> dict[int, tupl
             )
             out[cs.pk] = (cs, "claimed")
         if claim:
-            ClusterSync.objects.bulk_update(
-                [cs for cs, _ in claim], ["state", "attempts", "started_at", "lease_until", "retry_at"]
+            # One UPDATE with the same values for every claimed leg (the rows are locked: the attempt
+            # numbered above is the stored one plus one); not bulk_update's CASE per row and field.
+            ClusterSync.objects.filter(pk__in=[cs.pk for cs, _ in claim]).update(
+                state=SyncState.SYNCING, attempts=F("attempts") + 1,
+                started_at=Coalesce(F("started_at"), Value(now)), lease_until=lease, retry_at=None,
             )
     return out
 
@@ -318,13 +325,36 @@ def _finish_apart(found: list[Found], rollout: Rollout) -> dict[int, str]:
 
 def _each(work: list[_Work], step: Any) -> None:
     """``step(w)`` for every leg: in this thread for one, else one thread per leg (HTTP to the clusters; the
-    steps run no queries: credentials and the allow-list came with the claim)."""
+    steps run no queries: credentials and the allow-list came with the claim), from the process's pool."""
     if len(work) <= 1:
         for w in work:
             step(w)
         return
-    with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="leg") as pool:
-        list(pool.map(step, work))
+    list(_pool(len(work)).map(step, work))
+
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    """The process's thread pool for legs, kept between slices (starting threads for every slice cost more
+    than the slice's bookkeeping), at least ``size`` threads; a new one in a forked child (Celery's prefork
+    pool), which has none of its parent's threads."""
+    global _POOL
+    with _POOL_LOCK:
+        pid = os.getpid()
+        if _POOL is None or _POOL[0] != pid or _POOL[1] < size:
+            if _POOL is not None and _POOL[0] == pid:
+                _POOL[2].shutdown(wait=False)
+            threads = max(size, slice_threads())
+            _POOL = (pid, threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="leg"))
+        return _POOL[2]
+
+
+def slice_threads() -> int:
+    """Threads kept for a slice's legs: FLEETGATE_SYNC_SLICE."""
+    return max(1, int(settings.FLEETGATE_SYNC_SLICE))
 
 
 def _read_live(w: _Work) -> None:
@@ -580,7 +610,7 @@ def _finish_many(found: Sequence[Found], *, rollout: Rollout | None = None) -> d
             sync_event(cs, "sync.failed", error[:2000], counts=cs.counts)
             out[cs.pk] = "failed"
         if done:
-            ClusterSync.objects.bulk_update(done, _FINISH_FIELDS)
+            update_rows(done, _FINISH_FIELDS, group=False)  # one statement (not bulk_update's CASE per row)
         if remembered:
             # One INSERT ... ON CONFLICT (mapping, cluster) DO UPDATE of the columns a sync sets; the row's
             # other columns (drift check times, pull-mode live state) are left as they are.

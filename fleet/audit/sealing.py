@@ -107,10 +107,47 @@ def _seal_as_the_sealer(batch: int) -> int:
 
 def seal_after_commit() -> None:
     """`record()`'s on-commit hook: wake this process's background sealer (PostgreSQL), or seal here
-    (SQLite, or FLEETGATE_AUDIT_SEAL_BACKGROUND=0); never fail the request or task that has committed."""
+    (SQLite, or FLEETGATE_AUDIT_SEAL_BACKGROUND=0); never fail the request or task that has committed.
+    Inside `sealing_deferred()`, once when the block ends instead."""
+    if _deferral.depth:
+        _deferral.wanted = True
+        return
     if _background_enabled() and BackgroundSealer.wake():
         return
     _seal_logged()
+
+
+class _Deferral(threading.local):
+    depth = 0
+    wanted = False
+
+
+_deferral = _Deferral()
+
+
+@contextmanager
+def sealing_deferred() -> Iterator[None]:
+    """One seal for a few short transactions in a row: inside the block, the commit hooks of the transactions
+    that recorded events only note it, and the block's end seals once (as the hook would have, in this thread
+    or by waking the background sealer). For a unit of work that commits several times in quick succession
+    (a rollout slice's claim, finish and advance: three seals on SQLite become one). The events stay pending
+    meanwhile, committed; readers seal first, so none reads them unsealed, and if the process dies in the
+    block the beat task or the next reader seals them. Nested blocks join the outer one."""
+    if _deferral.depth:
+        _deferral.depth += 1
+        try:
+            yield
+        finally:
+            _deferral.depth -= 1
+        return
+    _deferral.depth, _deferral.wanted = 1, False
+    try:
+        yield
+    finally:
+        _deferral.depth = 0
+        if _deferral.wanted:
+            _deferral.wanted = False
+            seal_after_commit()
 
 
 def _seal_logged() -> None:

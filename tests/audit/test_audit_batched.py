@@ -10,7 +10,9 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from fleet.audit import sealing
 from fleet.audit.models import AuditEvent
+from fleet.audit.sealing import sealing_deferred
 from fleet.audit.services import batched, record, seal, verify
 from fleet.core.context import acting
 
@@ -76,3 +78,34 @@ def test_an_empty_batch_writes_nothing(django_capture_on_commit_callbacks: Any) 
     with django_capture_on_commit_callbacks() as hooks, transaction.atomic(), batched():
         pass
     assert hooks == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sealing_deferred_seals_once_for_several_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three transactions with events inside the block: their commit hooks only note it; the block's end
+    seals once (this thread: the suite turns the background sealer off), every event in order."""
+    seals: list[int] = []
+    real = sealing._seal_logged
+
+    def counted() -> None:  # a spy: counts the seals, seals for real
+        seals.append(AuditEvent.objects.pending().count())
+        real()
+
+    monkeypatch.setattr(sealing, "_seal_logged", counted)
+    with acting(change_context="task"), sealing_deferred():
+        for i in range(3):
+            with transaction.atomic():
+                record("test.deferred", target_type="leg", target_id=str(i))
+        with sealing_deferred():  # nested: joins the outer block
+            with transaction.atomic():
+                record("test.deferred", target_type="leg", target_id="3")
+        assert seals == [] and AuditEvent.objects.pending().count() == 4
+    assert seals == [4]
+    stored = list(AuditEvent.objects.filter(action="test.deferred").order_by("sequence"))
+    assert [e.target_id for e in stored] == ["0", "1", "2", "3"] and not AuditEvent.objects.pending().exists()
+    assert verify().ok
+    with pytest.raises(Boom), sealing_deferred():  # an error in the block: what committed is sealed anyway
+        with transaction.atomic():
+            record("test.deferred", target_type="leg", target_id="4")
+        raise Boom
+    assert seals == [4, 1] and not AuditEvent.objects.pending().exists()

@@ -31,6 +31,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from clusters.connector.errors import describe, is_retriable
+from fleet.audit.sealing import sealing_deferred
 from fleet.audit.services import batched
 from fleet.core.bulk import update_rows
 from fleet.observability import metrics
@@ -235,28 +236,36 @@ def run_slice(cs_ids: Sequence[int]) -> dict[int, str]:
     ids = list(cs_ids)
     chain_until = time.monotonic() + float(settings.FLEETGATE_SYNC_CHAIN_SECONDS)
     while ids:
-        claimed = _claim_many(ids)
-        by_rollout: dict[int, list[ClusterSync]] = defaultdict(list)
-        for pk, (cs, why) in claimed.items():
-            if cs is None:
-                results[pk] = why
-            else:
-                by_rollout[cs.rollout_id].append(cs)
-        if not by_rollout:
-            break
-        # One heartbeat for every leg claimed: a slice holds one rollout's legs, a stray call maybe more.
-        heartbeat = _Heartbeat([(cs.pk, cs.attempts) for legs in by_rollout.values() for cs in legs])
-        heartbeat.start()
-        try:
-            work = [_sync(legs) for legs in by_rollout.values()]
-        finally:
-            heartbeat.stop()
-        ids = []
-        for done in work:
-            keep: list[int] | None = [] if not ids and time.monotonic() < chain_until else None
-            results.update(_record(done, keep))
-            ids = keep or ids
+        with sealing_deferred():  # the round's claim, finish and advance: one audit seal
+            ids = _round(ids, results, chain=time.monotonic() < chain_until)
     return results
+
+
+def _round(ids: list[int], results: dict[int, str], *, chain: bool) -> list[int]:
+    """Claim, sync and record one slice (``results`` gets each leg's outcome); returns the next slice's legs
+    when this task is to sync them itself (``chain``), else none."""
+    claimed = _claim_many(ids)
+    by_rollout: dict[int, list[ClusterSync]] = defaultdict(list)
+    for pk, (cs, why) in claimed.items():
+        if cs is None:
+            results[pk] = why
+        else:
+            by_rollout[cs.rollout_id].append(cs)
+    if not by_rollout:
+        return []
+    # One heartbeat for every leg claimed: a slice holds one rollout's legs, a stray call maybe more.
+    heartbeat = _Heartbeat([(cs.pk, cs.attempts) for legs in by_rollout.values() for cs in legs])
+    heartbeat.start()
+    try:
+        work = [_sync(legs) for legs in by_rollout.values()]
+    finally:
+        heartbeat.stop()
+    following: list[int] = []
+    for done in work:
+        keep: list[int] | None = [] if chain and not following else None
+        results.update(_record(done, keep))
+        following = keep or following
+    return following
 
 
 def _sync(legs: list[ClusterSync]) -> list[_Work]:

@@ -19,8 +19,11 @@ What runs, per N (everything on 127.0.0.1, in a scratch directory):
 - a git repository with one mapping (a Namespace, a ConfigMap and a Deployment); the real fetch renders it
   for N clusters and the rollout runs: prepare (render lookup, gate with one bound policy on regorus,
   audit) and the fan-out (server-side apply, prune check, health wait, SyncedState, audit per cluster);
-- the bare script: ``--parallel`` threads, each cluster a DynamicClient, server-side apply of the same three
-  objects, then polling the Deployment until available (what a sync does, without any bookkeeping).
+- the bare script: ``--parallel`` threads in ``--workers`` processes (as the workers have them), each
+  cluster a DynamicClient, server-side apply of the same three objects, then polling the Deployment until
+  available every 0.1 s (what a sync does, without any bookkeeping). What differs: a sync also runs the
+  prune check against the last inventory, applies in order (Namespaces first) and waits for the health
+  of all three objects, not only the Deployment's.
 
 Reported: fan-out wall time (rollout queued -> synced) against the bare script (the ratio), prepare time
 (rollout created -> queued), clusters/s of each, total time from the fetch, database queries per cluster
@@ -269,40 +272,57 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _bare_script(urls: list[str], parallel: int, cache_dir: Path) -> float:
-    """The baseline: the same server-side applies and health wait with the kubernetes client only."""
+def _bare_script(urls: list[str], parallel: int, cache_dir: Path, processes: int = 1) -> float:
+    """The baseline: the same server-side applies and health wait with the kubernetes client only, at the
+    workers' concurrency and in as many processes as there are workers (``parallel`` threads in all, split
+    evenly), so both sides have the same cores to use."""
+    items = list(enumerate(urls))
+    processes = max(1, min(processes, len(items)))
+    threads = max(1, parallel // processes)
+    start = time.monotonic()
+    if processes == 1:
+        _bare_threads(items, threads, cache_dir)
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            pool.starmap(_bare_threads, [(items[i::processes], threads, cache_dir) for i in range(processes)])
+    return time.monotonic() - start
+
+
+def _bare_threads(items: list[tuple[int, str]], threads: int, cache_dir: Path) -> None:
+    """One bare-script process: ``threads`` threads over its share of the clusters."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda item: _bare_one(item, cache_dir), items))
+
+
+def _bare_one(i_url: tuple[int, str], cache_dir: Path) -> None:
+    """One cluster: a DynamicClient, server-side apply of the three objects, then polling the Deployment until
+    available (every 0.1 s)."""
     import yaml
     from kubernetes import client as k8s
     from kubernetes.dynamic import DynamicClient
 
-    bodies = [yaml.safe_load(text) for text in FILES.values()]
-
-    def one(i_url: tuple[int, str]) -> None:
-        i, url = i_url
-        cfg = k8s.Configuration()
-        cfg.host = url
-        cfg.api_key = {"authorization": f"Bearer {TOKEN}"}
-        api = k8s.ApiClient(cfg)
-        dyn = DynamicClient(api, cache_file=str(cache_dir / f"discovery-{i}.json"))
-        for body in bodies:
-            resource = dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"])
-            namespace = body["metadata"].get("namespace")
-            dyn.server_side_apply(
-                resource, body=body, namespace=namespace, field_manager="bare", force_conflicts=True
-            )
-        deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
-        while True:
-            live = deployments.get(name="web", namespace="web")
-            status = live.to_dict().get("status") or {}
-            if status.get("availableReplicas", 0) >= 2 and status.get("updatedReplicas", 0) >= 2:
-                break
-            time.sleep(0.1)
-        api.close()
-
-    start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        list(pool.map(one, enumerate(urls)))
-    return time.monotonic() - start
+    i, url = i_url
+    cfg = k8s.Configuration()
+    cfg.host = url
+    cfg.api_key = {"authorization": f"Bearer {TOKEN}"}
+    api = k8s.ApiClient(cfg)
+    dyn = DynamicClient(api, cache_file=str(cache_dir / f"discovery-{i}.json"))
+    for body in (yaml.safe_load(text) for text in FILES.values()):
+        resource = dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+        namespace = body["metadata"].get("namespace")
+        dyn.server_side_apply(
+            resource, body=body, namespace=namespace, field_manager="bare", force_conflicts=True
+        )
+    deployments = dyn.resources.get(api_version="apps/v1", kind="Deployment")
+    while True:
+        live = deployments.get(name="web", namespace="web")
+        status = live.to_dict().get("status") or {}
+        if status.get("availableReplicas", 0) >= 2 and status.get("updatedReplicas", 0) >= 2:
+            break
+        time.sleep(0.1)
+    api.close()
 
 
 def _rss_kb(pid: int) -> int:
@@ -416,7 +436,7 @@ def run_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if full:
             (workdir / "bare-cache").mkdir()
             result["bare_seconds"] = _bare_script(
-                [urls[f"b-{i}"] for i in range(n)], args.parallel, workdir / "bare-cache"
+                [urls[f"b-{i}"] for i in range(n)], args.parallel, workdir / "bare-cache", args.workers
             )
         result["queries"] = _child(workdir, "queries", {"full": full})
         return result
@@ -476,7 +496,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}; database {args.database}; "
         f"broker {args.broker}; "
-        f"parallel {args.parallel} ({args.workers} workers x {max(1, args.parallel // args.workers)}); "
+        f"parallel {args.parallel} ({args.workers} workers x {max(1, args.parallel // args.workers)}; "
+        f"the bare script {args.workers} processes x the same threads); "
         f"{args.per_process} clusters per sandbox process; load {_load()}",
         flush=True,
     )

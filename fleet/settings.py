@@ -376,7 +376,7 @@ FLEETGATE_SYNC_RETRY_BASE = float(env_str("FLEETGATE_SYNC_RETRY_BASE", "") or 2.
 # Legs per sync task (a slice: one claim, one finish, one advance; the clusters' work in parallel threads),
 # and how long a slice task goes on with the next slice of its rollout itself before it hands the rest to
 # the broker (issue 19; docs/rollouts.md).
-FLEETGATE_SYNC_SLICE = max(1, env_int("FLEETGATE_SYNC_SLICE", 8))
+FLEETGATE_SYNC_SLICE = max(1, env_int("FLEETGATE_SYNC_SLICE", 4))
 FLEETGATE_SYNC_CHAIN_SECONDS = max(0.0, float(env_str("FLEETGATE_SYNC_CHAIN_SECONDS", "") or 60))
 # Impact preview jobs (docs/policies.md#impact-preview): the soft time limit of one job (seconds, 0: none),
 # how old a pending/running preview's heartbeat may get before the reaper fails it (seconds), and how many

@@ -51,9 +51,11 @@ from bench import isolated
 from bench.bench_rollout import (  # the rollout bench's process helpers and sandbox token
     TOKEN,
     _children,
+    _load,
     _peak_kb,
     _start_sandboxes,
     _stop,
+    _worker_rss,
 )
 
 ROOT = isolated.ROOT
@@ -79,25 +81,6 @@ def _deleted(i: int) -> bool:
 
 
 # --- parent ------------------------------------------------------------------------------------------
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
-
-
-def _worker_rss(workers: list[subprocess.Popen]) -> list[int]:
-    """Each worker's resident memory in MB: the main process and its pool children together."""
-    return [round(sum(_rss_kb(p) for p in [w.pid, *_children(w.pid)]) / 1024) for w in workers]
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _bodies() -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db import models
 from django.db.models import F
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from fleet.audit.chain import GENESIS_HASH, HASHED_FIELDS, canonical, check_chain, event_hash, time_text
@@ -126,6 +127,9 @@ def batched() -> Iterator[list[AuditEvent]]:
         _batch.events = None
     if events:
         AuditEvent.objects.bulk_create(events, batch_size=BULK_BATCH)
+        for event in events:  # what each event's save() would have signalled (the notifications' hook)
+            post_save.send(sender=AuditEvent, instance=event, created=True, update_fields=None, raw=False,
+                           using=event._state.db)
         schedule_seal()
 
 

@@ -109,3 +109,24 @@ def test_sealing_deferred_seals_once_for_several_commits(monkeypatch: pytest.Mon
             record("test.deferred", target_type="leg", target_id="4")
         raise Boom
     assert seals == [4, 1] and not AuditEvent.objects.pending().exists()
+
+
+@pytest.mark.django_db
+def test_each_batched_event_is_signalled_as_saved_after_the_insert() -> None:
+    """The notifications' hook listens for post_save of audit events: a batch signals each, with its id."""
+    from django.db.models.signals import post_save
+
+    seen: list[tuple[int | None, bool, str]] = []
+
+    def listener(sender: Any, instance: AuditEvent, created: bool, **_: Any) -> None:
+        seen.append((instance.pk, created, instance.target_id))
+
+    post_save.connect(listener, sender=AuditEvent, dispatch_uid="test-batched-listener")
+    try:
+        with transaction.atomic(), batched() as events:
+            record("test.signalled", target_type="leg", target_id="a")
+            record("test.signalled", target_type="leg", target_id="b")
+            assert seen == []  # nothing inserted, nothing signalled yet
+    finally:
+        post_save.disconnect(sender=AuditEvent, dispatch_uid="test-batched-listener")
+    assert seen == [(events[0].pk, True, "a"), (events[1].pk, True, "b")] and None not in {s[0] for s in seen}

@@ -356,14 +356,11 @@ def _pool(size: int) -> ThreadPoolExecutor:
         if _POOL is None or _POOL[0] != pid or _POOL[1] < size:
             if _POOL is not None and _POOL[0] == pid:
                 _POOL[2].shutdown(wait=False)
-            threads = max(size, slice_threads())
+            from fleet.rollouts.services.fanout import slice_size
+
+            threads = max(size, slice_size())
             _POOL = (pid, threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="leg"))
         return _POOL[2]
-
-
-def slice_threads() -> int:
-    """Threads kept for a slice's legs: FLEETGATE_SYNC_SLICE."""
-    return max(1, int(settings.FLEETGATE_SYNC_SLICE))
 
 
 def _read_live(w: _Work) -> None:

@@ -45,11 +45,13 @@ def credentials_from_cluster(cluster: Cluster) -> ClusterCredentials:
 
 def connector_options(**overrides: Any) -> ConnectorOptions:
     """Options from settings (optional): FLEETGATE_KUBE_CONNECT_TIMEOUT, FLEETGATE_KUBE_READ_TIMEOUT,
-    FLEETGATE_KUBE_DISCOVERY_CACHE_DIR (default: a temporary directory per connector)."""
+    FLEETGATE_KUBE_DISCOVERY_CACHE_DIR (default: a temporary directory per connector),
+    FLEETGATE_KUBE_SHARED_DISCOVERY (Kubernetes' own groups discovered once per server version)."""
     values: dict[str, Any] = {
         "connect_timeout": float(getattr(settings, "FLEETGATE_KUBE_CONNECT_TIMEOUT", 5.0)),
         "read_timeout": float(getattr(settings, "FLEETGATE_KUBE_READ_TIMEOUT", 30.0)),
         "cache_dir": getattr(settings, "FLEETGATE_KUBE_DISCOVERY_CACHE_DIR", None) or None,
+        "shared_discovery": bool(getattr(settings, "FLEETGATE_KUBE_SHARED_DISCOVERY", True)),
         "deny_networks": urlguard.deny_networks(),
     }
     values.update(overrides)

@@ -367,6 +367,9 @@ FLEETGATE_AGENT_MAX_BODY_BYTES = env_int("FLEETGATE_AGENT_MAX_BODY_BYTES", 16 * 
 FLEETGATE_KUBE_CONNECT_TIMEOUT = env_int("FLEETGATE_KUBE_CONNECT_TIMEOUT", 5)
 FLEETGATE_KUBE_READ_TIMEOUT = env_int("FLEETGATE_KUBE_READ_TIMEOUT", 30)
 FLEETGATE_KUBE_DISCOVERY_CACHE_DIR = env_str("FLEETGATE_KUBE_DISCOVERY_CACHE_DIR", "")  # "": per connector
+# Kubernetes' own API groups discovered once per server version and process (clusters/connector/discovery.py);
+# off: every cluster discovered on its own (clusters of one version not equally trusted)
+FLEETGATE_KUBE_SHARED_DISCOVERY = env_bool("FLEETGATE_KUBE_SHARED_DISCOVERY", True)
 FLEETGATE_KUBE_RETRIES = env_int("FLEETGATE_KUBE_RETRIES", 3)  # attempts per request of a rollout's sync
 # Rollout legs: how long a worker owns a leg without a heartbeat (seconds), attempts per leg, and the first
 # pause between attempts on transient failures (seconds, doubling up to 60).
@@ -378,6 +381,9 @@ FLEETGATE_SYNC_RETRY_BASE = float(env_str("FLEETGATE_SYNC_RETRY_BASE", "") or 2.
 # the broker (issue 19; docs/rollouts.md).
 FLEETGATE_SYNC_SLICE = max(1, env_int("FLEETGATE_SYNC_SLICE", 4))
 FLEETGATE_SYNC_CHAIN_SECONDS = max(0.0, float(env_str("FLEETGATE_SYNC_CHAIN_SECONDS", "") or 60))
+# Legs per gate task of a rollout's prepare: a rollout with more legs reads, reviews and decides them in a
+# task per slice, spread over the worker processes (issue 19; docs/rollouts.md "Prepare in slices").
+FLEETGATE_PREPARE_SLICE = max(1, env_int("FLEETGATE_PREPARE_SLICE", 250))
 # Impact preview jobs (docs/policies.md#impact-preview): the soft time limit of one job (seconds, 0: none),
 # how old a pending/running preview's heartbeat may get before the reaper fails it (seconds), and how many
 # starts a job gets (a redelivered job starts over) before it fails.

@@ -5,12 +5,14 @@
   only loads key pairs from files). CA bundle: passed as data (``ca_cert_data``), never written.
 - Every request gets a connect/read timeout; urllib3's own retries are off (``retry.call`` decides).
 - Discovery is cached in a file of this connector's own (in ``cache_dir`` or a temporary directory),
-  not in the client's default ``$TMPDIR/osrcp-<md5(host)>.json`` that clusters on one host:port share.
+  not in the client's default ``$TMPDIR/osrcp-<md5(host)>.json`` that clusters on one host:port share;
+  Kubernetes' own API groups are shared by server version within the process (``discovery.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import ssl
@@ -20,14 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.discovery import LazyDiscoverer
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.exceptions import ResourceNotFoundError, api_exception
 from kubernetes.dynamic.resource import Resource
 from urllib3.util.ssl_ import create_urllib3_context
 
 from clusters.connector import retry
 from clusters.connector.credentials import CLIENT_CERTIFICATE, ClusterCredentials
+from clusters.connector.discovery import Discovery
 from clusters.connector.errors import ConnectorError, describe
 from fleet.core import urlguard
 
@@ -43,38 +46,46 @@ class ConnectorOptions:
     cache_dir: str | None = None  # discovery cache directory (default: a temporary one per connector)
     pool_size: int = 4  # HTTP connections kept per cluster
     crd_timeout: float = 60.0  # seconds to wait for a new CRD to be Established and discovered
+    # Kubernetes' own API groups discovered once per server version in the process (discovery.py)
+    shared_discovery: bool = True
     # networks never connected to (SSRF guard; None: link-local and cloud metadata; (): none)
     deny_networks: tuple[urlguard.IPNetwork, ...] | None = None
-
-
-class _Discovery(LazyDiscoverer):
-    """The client's lazy discovery, whose cache file is written once a use of the connector is over
-    (:meth:`flush`), not after each step: on a first contact the client rewrote the whole file (every
-    resource discovered so far, as JSON) after the server's groups and again after each API group version
-    it looked up, four times for a Namespace, a ConfigMap and a Deployment, about half of a first live read's
-    time (issue 19: a rollout's prepare reads 10,000 clusters)."""
-
-    _dirty = False
-
-    def _write_cache(self) -> None:
-        self._dirty = True
-
-    def flush(self) -> None:
-        if self._dirty:
-            self._dirty = False
-            super()._write_cache()
 
 
 class _TimedDynamicClient(DynamicClient):
     """A DynamicClient whose every request (discovery included) has a connect/read timeout."""
 
-    def __init__(self, api: k8s.ApiClient, timeout: tuple[float, float], cache_file: str) -> None:
+    def __init__(
+        self, api: k8s.ApiClient, timeout: tuple[float, float], cache_file: str, shared: bool = True
+    ) -> None:
         self._fg_timeout = timeout
-        super().__init__(api, cache_file=cache_file, discoverer=_Discovery)
+        super().__init__(
+            api, cache_file=cache_file, discoverer=lambda dyn, path: Discovery(dyn, path, shared=shared)
+        )
 
     def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         params.setdefault("_request_timeout", self._fg_timeout)
         return super().request(method, path, body=body, **params)
+
+    def get_or_none(self, resource: Resource, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """GET one object as JSON; None when the server answers 404. Other failures raise the dynamic
+        client's errors, as ``request`` does. (``request`` turns a 404 into NotFoundError with the formatted
+        traceback of the ApiException attached: on Python 3.11 that formatting parses source lines and
+        cost more than the request itself, and a first rollout's reads are mostly 404s.)"""
+        path = resource.path(name=name, namespace=namespace)
+        serialized = self.client.param_serialize(
+            "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+        )
+        response = self.client.call_api(*serialized, _request_timeout=self._fg_timeout)
+        data = response.read()
+        if response.status == 404:
+            return None
+        if not 200 <= response.status <= 299:
+            try:
+                self.client.response_deserialize(response, {})
+            except ApiException as exc:
+                raise api_exception(exc) from None
+        return json.loads(data)  # type: ignore[no-any-return]
 
 
 def _client_cert_context(creds: ClusterCredentials) -> ssl.SSLContext:
@@ -144,7 +155,7 @@ class KubeClient:
         self.timeout = (self.options.connect_timeout, self.options.read_timeout)
         self._tmp_cache: str | None = None
         self._api: k8s.ApiClient | None = None
-        self._dyn: DynamicClient | None = None
+        self._dyn: _TimedDynamicClient | None = None
         self._resources: dict[tuple[str, str], Resource] = {}
         self._lock = threading.Lock()
         self.retries = 0  # transient failures retried so far (for reports and tests)
@@ -168,12 +179,14 @@ class KubeClient:
         return os.path.join(directory, f"discovery-{hashlib.sha256(ident).hexdigest()[:24]}.json")
 
     @property
-    def dyn(self) -> DynamicClient:
+    def dyn(self) -> _TimedDynamicClient:
         if self._dyn is None:
             with self._lock:
                 if self._dyn is None:
                     self._dyn = self.call(
-                        lambda: _TimedDynamicClient(self.api, self.timeout, self.cache_file())
+                        lambda: _TimedDynamicClient(
+                            self.api, self.timeout, self.cache_file(), self.options.shared_discovery
+                        )
                     )
         return self._dyn
 

@@ -124,12 +124,16 @@ class Connector:
     def _get(self, resource: Resource, ref: o.ObjectRef) -> dict[str, Any] | None:
         dyn = self.client.dyn
         try:
-            resp = self.client.call(
-                lambda: dyn.get(resource, name=ref.name, namespace=ref.namespace or None, serialize=False)
-            )
+            found = self.client.call(lambda: dyn.get_or_none(resource, ref.name, ref.namespace or None))
         except NotFoundError:
             return None
-        return json.loads(resp.data)  # type: ignore[no-any-return]
+        if found is not None and found.get("kind") not in (None, resource.kind):
+            # discovery named another kind's resource for this one (a server's discovery that lied, shared by
+            # version: discovery.py): never take one object for another
+            raise ConnectorError(
+                f"{ref.kind} {ref.name}: the server answered with a {found.get('kind')} at {resource.path()}"
+            )
+        return found
 
     def get(self, ref: RefLike) -> dict[str, Any] | None:
         """The live object, or None when it (or its kind) does not exist."""

@@ -12,6 +12,7 @@ __all__ = [
     "CHECK_DRIFT",
     "CHECK_DRIFT_BATCH",
     "CHECK_DRIFT_ONE",
+    "EVALUATE_SLICE",
     "PREPARE",
     "RECONCILE",
     "SYNC_CLUSTER",
@@ -23,6 +24,7 @@ __all__ = [
 
 # The registered names of the rollout tasks (fleet/rollouts/tasks.py): what a test sender receives.
 PREPARE = "fleet.rollouts.prepare"
+EVALUATE_SLICE = "fleet.rollouts.evaluate_slice"  # the gate for a slice of a big rollout's legs (prepare)
 ADVANCE = "fleet.rollouts.advance"
 SYNC_CLUSTER = "fleet.rollouts.sync_cluster"  # one leg: a retry, a redispatch
 SYNC_SLICE = "fleet.rollouts.sync_slice"  # a slice of a rollout's legs: what advance queues

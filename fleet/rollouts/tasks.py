@@ -19,6 +19,13 @@ def prepare(rollout_id: int) -> str:
     return services.prepare(rollout_id)
 
 
+@shared_task(name=dispatch.EVALUATE_SLICE)
+def evaluate_slice(rollout_id: int, *cluster_sync_ids: int) -> str:
+    from fleet.rollouts.services import lifecycle  # imported by the task, not by every process (apps)
+
+    return lifecycle.evaluate_slice(rollout_id, cluster_sync_ids)
+
+
 @shared_task(name=dispatch.ADVANCE)
 def advance(rollout_id: int) -> str:
     from fleet.rollouts import services  # imported by the task, not by every process that loads apps

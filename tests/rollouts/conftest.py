@@ -21,12 +21,14 @@ import pytest
 from clusters.models import Cluster, ClusterGroup
 from clusters.sandbox import SandboxCluster, SandboxServer
 from fleet.rollouts import dispatch, services
+from fleet.rollouts.services import lifecycle
 from fleet.sources.models import PathMapping, Repository
 
 _ids = itertools.count(1)
 
 RUNNERS: dict[str, Callable[..., Any]] = {
     dispatch.PREPARE: services.prepare,
+    dispatch.EVALUATE_SLICE: lambda rollout_id, *ids: lifecycle.evaluate_slice(rollout_id, ids),
     dispatch.ADVANCE: services.advance_and_sync,
     dispatch.SYNC_CLUSTER: services.run_cluster_sync,
     dispatch.SYNC_SLICE: lambda *ids: services.run_slice(ids),

@@ -265,12 +265,12 @@ def slice_size() -> int:
     return max(1, int(settings.FLEETGATE_SYNC_SLICE))
 
 
-def slices(ids: list[int]) -> list[list[int]]:
-    """``ids`` in slices of at most FLEETGATE_SYNC_SLICE legs, as even as can be (10 legs at 8 a slice: 5 and
-    5, not 8 and 2), so each task's legs take about as long."""
+def slices(ids: list[int], size: int | None = None) -> list[list[int]]:
+    """``ids`` in slices of at most ``size`` (default FLEETGATE_SYNC_SLICE) legs, as even as can be (10 legs
+    at 8 a slice: 5 and 5, not 8 and 2), so each task's legs take about as long."""
     if not ids:
         return []
-    count = -(-len(ids) // slice_size())
+    count = -(-len(ids) // (size or slice_size()))
     size, extra = divmod(len(ids), count)
     out, start = [], 0
     for i in range(count):

@@ -7,7 +7,9 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Count
 from django.utils import timezone
 
 from clusters import selectors
@@ -24,7 +26,7 @@ from fleet.rollouts.choices import (
 )
 from fleet.rollouts.models import Approval, ClusterSync, Rollout
 from fleet.rollouts.services import approval as approval_rule
-from fleet.rollouts.services import rereview, strategy
+from fleet.rollouts.services import fanout, rereview, strategy
 from fleet.rollouts.services.common import atomic, locked_rollout, note, sync_event, transition
 from fleet.sources.models import Commit, PathMapping
 
@@ -114,7 +116,9 @@ def prepare(rollout_id: int) -> str:
         if state == RolloutState.PENDING:
             _render(rollout_id)
         elif state == RolloutState.RENDERED:
-            _evaluate(rollout_id)
+            sliced = _evaluate(rollout_id)
+            if sliced is not None:  # the slices' tasks decide the rollout
+                return sliced
         elif state == RolloutState.EVALUATED:
             return _after_gate(rollout_id)
         else:
@@ -192,13 +196,95 @@ def _read_live(rollout: Rollout, syncs: list[ClusterSync]) -> dict[int, ports.Li
         return {cs.cluster_id: live for cs, live in zip(syncs, pool.map(one, syncs), strict=True)}
 
 
-def _evaluate(rollout_id: int) -> None:
+def _evaluate(rollout_id: int) -> str | None:
+    """The gate of a rendered rollout: its legs not yet gated, read, reviewed and decided in slices of
+    FLEETGATE_PREPARE_SLICE legs. At most one slice is gated here, as one slice (``_gate_slice``; returns
+    None: prepare goes on with the rollout's new state); more are a task per slice (``evaluate_slice``),
+    spread over the worker processes, and the slice that ends last decides the rollout (returns the
+    rollout's state, still rendered). Legs gated already (a prepare sent again by reconcile after a slice
+    was lost with its worker) are not gated again."""
+    ids = list(
+        ClusterSync.objects.filter(rollout=rollout_id, decision=Decision.PENDING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    size = prepare_slice_size()
+    if len(ids) <= size:
+        _gate_slice(rollout_id, ids)
+        return None
+    parts = fanout.slices(ids, size)
+    with atomic():
+        rollout = locked_rollout(rollout_id)
+        if rollout.state != RolloutState.RENDERED:
+            return str(rollout.state)
+        rollout.save(update_fields=["updated"])  # reconcile sends prepare again a lease after the last slice
+        note(
+            rollout,
+            "rollout.gate_sliced",
+            f"the gate of {len(ids)} cluster(s) in {len(parts)} slice(s) of at most {size}",
+            clusters=len(ids),
+            slices=len(parts),
+        )
+        for part in parts:
+            dispatch.send(tasks.evaluate_slice, rollout_id, *part)
+    return str(RolloutState.RENDERED)
+
+
+def prepare_slice_size() -> int:
+    """Legs per gate task of a rollout's prepare (FLEETGATE_PREPARE_SLICE)."""
+    return max(1, int(settings.FLEETGATE_PREPARE_SLICE))
+
+
+def evaluate_slice(rollout_id: int, leg_ids: Sequence[int]) -> str:
+    """The task of one slice of a big rollout's gate (``_gate_slice``); the slice that decides the rollout
+    goes on as prepare does (``_after_gate``). Returns the rollout's state."""
+    state = _gate_slice(rollout_id, leg_ids)
+    return _after_gate(rollout_id) if state == RolloutState.EVALUATED else state
+
+
+def _gate_slice(rollout_id: int, leg_ids: Sequence[int]) -> str:
+    """The gate for a slice of a rendered rollout's legs (those not gated yet: an empty ``decision``): their
+    live states read, reviewed by the bound policies (``ports.policy_decisions``: an Evaluation per cluster,
+    one ``policy.decision`` audit event for the slice), their plans from the live states where an approval or
+    a manual sync needs them, and their decision, gate summary, state (blocked) and plan stored under the
+    rollout's lock. Only this slice's legs are loaded. The slice that leaves no leg ungated decides the
+    rollout (``_decide``), in the same transaction, so no two slices do; a slice of a rollout that is no
+    longer rendered (cancelled, superseded, decided) does nothing. A leg gated already (a slice run twice) is
+    left as it is. Returns the rollout's state."""
     rollout = Rollout.objects.select_related(
         "mapping__cluster_group", "commit__repository", "created_by"
     ).get(pk=rollout_id)
-    syncs = list(rollout.syncs.select_related("cluster").defer(*_BULKY.difference({"desired"})))
-    blocked: list[str] = []
-    warned = 0
+    if rollout.state != RolloutState.RENDERED:
+        return str(rollout.state)
+    syncs = list(
+        ClusterSync.objects.filter(rollout=rollout_id, pk__in=list(leg_ids), decision=Decision.PENDING)
+        .select_related("cluster")
+        .defer(*_BULKY.difference({"desired"}))
+    )
+    planned = _gate(rollout, syncs) if syncs else False
+    with atomic():
+        rollout = locked_rollout(rollout_id)
+        if rollout.state != RolloutState.RENDERED:
+            return str(rollout.state)
+        if syncs:
+            ungated = set(
+                ClusterSync.objects.filter(pk__in=[cs.pk for cs in syncs], decision=Decision.PENDING)
+                .order_by()
+                .values_list("pk", flat=True)
+            )
+            fields = ["decision", "evaluation", "state", *(["plan"] if planned else [])]
+            bulk.update_rows([cs for cs in syncs if cs.pk in ungated], fields)
+        if ClusterSync.objects.filter(rollout=rollout_id, decision=Decision.PENDING).exists():
+            rollout.save(update_fields=["updated"])  # other slices are at work: reconcile waits a lease
+            return str(rollout.state)
+        _decide(rollout)
+    return str(rollout.state)
+
+
+def _gate(rollout: Rollout, syncs: list[ClusterSync]) -> bool:
+    """Read, review and decide ``syncs`` (legs of one rollout) in memory: each leg's ``decision``,
+    ``evaluation``, ``state`` (blocked) and, where an approval or a manual sync shows one, ``plan``. Returns
+    whether plans were made."""
     lives = _read_live(rollout, syncs)
     try:
         targets, reviews = ports.review_targets(
@@ -219,47 +305,57 @@ def _evaluate(rollout_id: int) -> None:
         results = {cs.cluster_id: failure for cs in syncs}
     for cs in syncs:
         result = results.get(cs.cluster_id) or ports.PolicyResult("blocked", {"errors": ["not evaluated"]})
-        # "cannot review" blocks the leg like a deny; the summary keeps the outcome and its reason
-        cs.decision = Decision.BLOCKED if result.outcome == CANNOT_REVIEW else result.outcome
+        # "cannot review" blocks the leg like a deny; the summary keeps the outcome and its reason. A leg's
+        # decision is never left empty: empty is how the slices tell a leg not gated yet.
+        outcome = result.outcome if result.outcome in (Decision.PASSED, Decision.WARNED) else Decision.BLOCKED
+        cs.decision = outcome
         cs.evaluation = result.summary
         live = lives.get(cs.cluster_id)
         if isinstance(live, ports.LiveState):  # compared again when the leg syncs (services/rereview.py)
             cs.evaluation["reviewed"] = rereview.reviewed(live)
         if cs.decision == Decision.BLOCKED:
-            blocked.append(cs.cluster.name + _first_message(result.summary))
-        elif result.outcome == Decision.WARNED:
-            warned += 1
+            cs.state = SyncState.BLOCKED
+    # Slices see the legs other slices blocked already, so a later slice's rule can only be laxer than an
+    # earlier one's, and the rule when the rollout is decided the laxest: a plan needed then, each slice made.
     _rule, approval, manual = _needs_plan(rollout)
-    planned = _plans_from_live(rollout, syncs, lives) if approval or manual else False
-    with atomic():
-        rollout = locked_rollout(rollout_id)
-        if rollout.state != RolloutState.RENDERED:
-            return
-        for cs in syncs:
-            if cs.decision == Decision.BLOCKED:
-                cs.state = SyncState.BLOCKED
-        fields = ["decision", "evaluation", "state", *(["plan"] if planned else [])]
-        bulk.update_rows(syncs, fields)
-        reason = f"blocked by policy on {len(blocked)} cluster(s): " + "; ".join(blocked[:5])
-        if blocked and len(blocked) == len(syncs):
+    return _plans_from_live(rollout, syncs, lives) if approval or manual else False
+
+
+def _decide(rollout: Rollout) -> None:
+    """The gate's outcome for the whole rollout, from its legs' decisions (caller holds the lock; every leg
+    is gated): blocked when every leg is, else evaluated, naming the first blocked clusters or the warned
+    count. The rollout's transition event is the gate's summary for the rollout (recorded once)."""
+    legs = ClusterSync.objects.filter(rollout=rollout).order_by()  # no join for the model's ordering
+    counts = {row["decision"]: row["n"] for row in legs.values("decision").annotate(n=Count("id"))}
+    total = sum(counts.values())
+    blocked_count = counts.get(Decision.BLOCKED, 0)
+    warned = counts.get(Decision.WARNED, 0)
+    if blocked_count:
+        first = (
+            ClusterSync.objects.filter(rollout=rollout, decision=Decision.BLOCKED)
+            .order_by("cluster__name")
+            .values_list("cluster__name", "evaluation")[:5]
+        )
+        blocked = [name + _first_message(summary or {}) for name, summary in first]
+        reason = f"blocked by policy on {blocked_count} cluster(s): " + "; ".join(blocked)
+        if blocked_count == total:
             transition(rollout, RolloutState.BLOCKED, reason[:2000], decision=Decision.BLOCKED)
             return
-        if blocked:
-            # A deny stops the rollout of that cluster only: its leg stays blocked, the others go on.
-            transition(
-                rollout,
-                RolloutState.EVALUATED,
-                f"{reason}; the other {len(syncs) - len(blocked)} cluster(s) proceed"[:2000],
-                decision=Decision.BLOCKED,
-            )
-            return
-        decision = Decision.WARNED if warned else Decision.PASSED
+        # A deny stops the rollout of that cluster only: its leg stays blocked, the others go on.
         transition(
             rollout,
             RolloutState.EVALUATED,
-            f"policy gate {decision}" + (f" with warnings on {warned} cluster(s)" if warned else ""),
-            decision=decision,
+            f"{reason}; the other {total - blocked_count} cluster(s) proceed"[:2000],
+            decision=Decision.BLOCKED,
         )
+        return
+    decision = Decision.WARNED if warned else Decision.PASSED
+    transition(
+        rollout,
+        RolloutState.EVALUATED,
+        f"policy gate {decision}" + (f" with warnings on {warned} cluster(s)" if warned else ""),
+        decision=decision,
+    )
 
 
 def _first_message(summary: dict[str, Any]) -> str:
@@ -274,9 +370,6 @@ def _first_message(summary: dict[str, Any]) -> str:
         first = errors[0]
         return f" (error: {first.get('message', first) if isinstance(first, dict) else first})"
     return ""
-
-
-CANNOT_REVIEW = "cannot_review"  # the gate's outcome for a target whose live state could not be read
 
 
 def _needs_plan(rollout: Rollout) -> tuple[Any, bool, bool]:

@@ -62,7 +62,9 @@ def reconcile(follow: bool = False) -> dict[str, Any]:
             ClusterSync.objects.filter(pk=cs.pk, state=SyncState.QUEUED).update(lease_until=lease_from_now())
         sync_event(cs, "sync.redispatched", f"{cs.state} with an expired lease: dispatched again")
         dispatch.send(tasks.sync_cluster, cs.pk, task_id=cs.task_id or None)
-    # Rollouts whose preparation stalled (the worker died between phases), or evaluated ones never decided.
+    # Rollouts whose preparation stalled (the worker died between phases, or with a slice of the gate: no
+    # slice ended for a lease; prepare queues the slices of the legs not gated yet), or evaluated ones never
+    # decided.
     old = now - timedelta(seconds=lease_seconds())
     preparing = list(
         Rollout.objects.filter(

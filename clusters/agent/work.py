@@ -138,7 +138,9 @@ def execute(
             # hooks ran to their end inside the apply (and may be deleted by their policy): not waited for
             refs = health_refs(outcome.results)
             with kube.connect() as connector:  # the push path waits with the cluster's own credentials too
-                report = connector.wait_healthy(refs, timeout=_float(work.get("health_timeout")) or 300.0)
+                report = connector.wait_healthy(
+                    refs, timeout=_float(work.get("health_timeout")) or 300.0, observed=outcome.observed
+                )
             health = health_outcome(report)
             if not health.healthy:
                 error = f"not healthy: {health.reason or health.state}"

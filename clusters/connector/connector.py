@@ -46,6 +46,7 @@ from clusters.connector.results import (
     LiveObject,
     LiveState,
     ObjectDrift,
+    ObjectHealth,
     ObjectResult,
     Plan,
     PlanItem,
@@ -315,7 +316,12 @@ class Connector:
         )
 
     def _apply_one(
-        self, item: _Prepared, force: bool, dry_run: bool, known: dict[tuple[str, str, str, str], str]
+        self,
+        item: _Prepared,
+        force: bool,
+        dry_run: bool,
+        known: dict[tuple[str, str, str, str], str],
+        observed: dict[tuple[str, str, str, str], ObjectHealth] | None = None,
     ) -> ObjectResult:
         if item.resource is None:
             try:
@@ -339,9 +345,11 @@ class Connector:
                 )
                 return ObjectResult(item.ref, FAILED, message, failure.status, failure.conflicts)
             return ObjectResult(item.ref, FAILED, failure.message, failure.status)
+        live = json.loads(resp.data)
+        if observed is not None and not dry_run and isinstance(live, dict):
+            observed[item.ref.key] = assess(item.ref, live)  # the object as the server has it now
         if resp.status == 201:
             return ObjectResult(item.ref, CREATED, status=201)
-        live = json.loads(resp.data)
         rv = str((live.get("metadata") or {}).get("resourceVersion", ""))
         before = known.get(item.ref.key)
         action = UNCHANGED if before is not None and before == rv else CONFIGURED
@@ -396,6 +404,7 @@ class Connector:
         prune_cascading: bool = False,
         restrict: allowlist.Rules | None = None,
         wave_timeout: float | None = None,
+        live: LiveState | None = None,
     ) -> SyncResult:
         """Server-side apply ``manifests`` as field manager ``fleetgate``, Namespaces and CRDs first.
 
@@ -406,7 +415,9 @@ class Connector:
         Namespaces and CRDs only with ``prune_cascading=True``.
         ``restrict``: the allow-list of a restricted cluster group; an object whose kind the cluster serves
         as cluster-scoped and the list does not allow fails, and then nothing is applied or pruned.
-        The returned ``inventory`` is what the caller stores for the next sync.
+        The returned ``inventory`` is what the caller stores for the next sync. ``live``: these manifests'
+        live state as ``read_live`` read it just before (a sync's re-review): the objects' resource versions
+        come from it instead of a LIST per kind and namespace (they tell "unchanged" from "configured").
 
         Objects run in their sync steps (``ordered``, rules in ``hooks``): Namespaces and CRDs first, then
         the PreSync, Sync and PostSync phases wave by wave, each step waiting (``wave_timeout`` seconds at
@@ -434,7 +445,7 @@ class Connector:
             result.inventory = list({r.key: r.to_dict() for r in previous}.values())
             return result
         run = ordered.SyncRun(self, mapping=mapping, default_namespace=default_namespace, force=force,
-                              dry_run=dry_run, crd_kinds=crd_kinds,
+                              dry_run=dry_run, crd_kinds=crd_kinds, live=live,
                               wave_timeout=self.options.crd_timeout if wave_timeout is None else wave_timeout)
         result = run.result
         result.results.extend(skipped)
@@ -766,10 +777,20 @@ class Connector:
         return PlanItem(ref, CREATE, diff, note)
 
     # -- health ----------------------------------------------------------------------------------------
-    def health(self, refs: Iterable[RefLike]) -> HealthReport:
-        """The health of each object now, and overall (Healthy, Progressing or Degraded)."""
+    def health(
+        self,
+        refs: Iterable[RefLike],
+        observed: dict[tuple[str, str, str, str], ObjectHealth] | None = None,
+    ) -> HealthReport:
+        """The health of each object now, and overall (Healthy, Progressing or Degraded). ``observed``: what
+        was seen of some objects a moment ago (the apply's answers, ``SyncResult.observed``); an object
+        Healthy there is not read again, any other is."""
         objects = []
         for ref in map(_ref, refs):
+            seen = observed.get(ref.key) if observed else None
+            if seen is not None and seen.state == HEALTHY:
+                objects.append(seen)
+                continue
             try:
                 live = self.get(ref)
             except Exception as exc:
@@ -784,14 +805,18 @@ class Connector:
         timeout: float = 300.0,
         interval: float = 0.1,
         max_interval: float = 2.0,
+        observed: dict[tuple[str, str, str, str], ObjectHealth] | None = None,
     ) -> HealthReport:
         """Poll (backing off from ``interval`` to ``max_interval``) until every object is Healthy, one is
-        Degraded, or ``timeout`` passes (then: Degraded, reason HealthTimeout, ``timed_out=True``)."""
+        Degraded, or ``timeout`` passes (then: Degraded, reason HealthTimeout, ``timed_out=True``).
+        ``observed`` (the apply's answers): the first poll reads only the objects not Healthy there; every
+        later poll reads them all."""
         refs = [_ref(r) for r in refs]
         deadline = time.monotonic() + timeout
         delay = interval
         while True:
-            report = self.health(refs)
+            report = self.health(refs, observed)
+            observed = None
             if report.state in (HEALTHY, DEGRADED):
                 return report
             if time.monotonic() >= deadline:

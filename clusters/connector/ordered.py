@@ -32,6 +32,7 @@ from clusters.connector.results import (
     FAILED,
     HEALTHY,
     SKIPPED,
+    LiveState,
     ObjectResult,
     SyncResult,
 )
@@ -114,8 +115,18 @@ class SyncRun:
     """One apply: what ``Connector.apply`` does after the allow-list check."""
 
     def __init__(self, conn: Connector, *, mapping: str, default_namespace: str, force: bool, dry_run: bool,
-                 crd_kinds: dict[tuple[str, str], bool], wave_timeout: float) -> None:
+                 crd_kinds: dict[tuple[str, str], bool], wave_timeout: float,
+                 live: LiveState | None = None) -> None:
         self.conn, self.mapping, self.default_namespace = conn, mapping, default_namespace
+        # the resource version of each object as read just before the apply (None: absent), by key: no LIST
+        # for those; forgotten once a hook has run (it may have changed them since)
+        self.read: dict[tuple[str, str, str, str], str | None] | None = None
+        if live is not None:
+            self.read = {
+                lo.ref.key: (str((lo.live.get("metadata") or {}).get("resourceVersion", "")) or None)
+                if lo.live is not None else None
+                for lo in live.objects
+            }
         self.force, self.dry_run, self.crd_kinds = force, dry_run, crd_kinds
         self.wave_timeout = wave_timeout
         self.result = SyncResult(dry_run=dry_run)
@@ -149,7 +160,10 @@ class SyncRun:
         ok = len(prepared) == len(batch)
         known: dict[tuple[str, str, str, str], str] = {}
         if not self.dry_run:
-            kinds = {(p.resource, p.ref.namespace) for s, p in prepared if p.resource and not s.created}
+            read = self.read or {}
+            known.update({k: rv for k, rv in read.items() if rv is not None})
+            kinds = {(p.resource, p.ref.namespace) for s, p in prepared
+                     if p.resource and not s.created and p.ref.key not in read}
             for resource, namespace in kinds:
                 try:
                     known.update(self.conn._list_rvs(resource, namespace))
@@ -160,7 +174,7 @@ class SyncRun:
             if step.created:
                 outcome = self._create(step, item)
             else:
-                outcome = self.conn._apply_one(item, self.force, self.dry_run, known)
+                outcome = self.conn._apply_one(item, self.force, self.dry_run, known, self.result.observed)
                 if not outcome.failed:
                     self.result.applied.append(item.body)
             outcome.step = {**step.to_dict(), **({"first": True} if first else {})}
@@ -172,6 +186,8 @@ class SyncRun:
         if first and not self.dry_run:
             ok = self._wait_crds(prepared) and ok
         hooks = [(s, r) for s, r in done if s.hook]
+        if hooks:
+            self.read = None
         if not self.dry_run and ok and (wait or hooks):
             ok = self._wait(done)
         if not self.dry_run:
@@ -193,7 +209,9 @@ class SyncRun:
     def _wait(self, done: list[tuple[h.Step, ObjectResult]]) -> bool:
         if not done:
             return True
-        report = self.conn.wait_healthy([r.ref for _, r in done], timeout=self.wave_timeout)
+        report = self.conn.wait_healthy(
+            [r.ref for _, r in done], timeout=self.wave_timeout, observed=self.result.observed
+        )
         if report.state == HEALTHY:
             return True
         for health in report.objects:

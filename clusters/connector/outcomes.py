@@ -12,7 +12,7 @@ No Django, no database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusters.connector.errors import RETRIABLE_STATUS
@@ -28,6 +28,9 @@ class ApplyOutcome:
     applied: list[dict[str, Any]]
     error: str = ""
     transient: bool = False  # worth trying again later (unreachable, 5xx, 429)
+    #: the objects' health as the apply's answers showed it (SyncResult.observed): for the health wait's
+    #: first poll (``Connector.wait_healthy(observed=...)``); in memory only, never recorded
+    observed: dict[Any, Any] = field(default_factory=dict, repr=False)
 
 
 _TRANSPORT = (
@@ -60,6 +63,7 @@ def apply_outcome(result: SyncResult) -> ApplyOutcome:
         applied=result.applied,
         error=error,
         transient=any(transient(r) for r in failed),
+        observed=result.observed,
     )
 
 

@@ -36,7 +36,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, ObjectRef):
         return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata.get("plain", True)
+        }
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -81,6 +85,11 @@ class SyncResult(_Dict):
     inventory: list[dict[str, str]] = field(default_factory=list)
     applied: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
+    #: each applied object's health as the server's answer to its apply showed it (by ref key): the first
+    #: health poll does not read again what was Healthy then. Kept in memory only (no bodies, not stored).
+    observed: dict[tuple[str, str, str, str], ObjectHealth] = field(
+        default_factory=dict, repr=False, metadata={"plain": False}
+    )
 
     @property
     def ok(self) -> bool:

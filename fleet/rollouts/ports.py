@@ -298,9 +298,11 @@ def apply(
     inventory: Sequence[dict[str, Any]],
     prune: bool,
     wave_timeout: float | None = None,
+    live: LiveState | None = None,
 ) -> ApplyOutcome:
     """Ordered server-side apply in sync phases and waves (hooks created and waited for, each wave at most
-    ``wave_timeout`` seconds), then prune of what left Git (when ``prune``)."""
+    ``wave_timeout`` seconds), then prune of what left Git (when ``prune``). ``live``: the objects' live
+    state read just before (``live_state``), whose resource versions the apply then does not list again."""
     with connect(cluster, identity(mapping)) as kube:
         result = kube.apply(
             list(objects),
@@ -311,13 +313,18 @@ def apply(
             force=True,
             restrict=allow_rules(mapping),
             wave_timeout=wave_timeout,
+            live=live,
         )
     return apply_outcome(result)
 
 
-def wait_healthy(cluster: Any, refs: Sequence[dict[str, Any]], timeout: float) -> HealthOutcome:
+def wait_healthy(
+    cluster: Any, refs: Sequence[dict[str, Any]], timeout: float, observed: dict[Any, Any] | None = None
+) -> HealthOutcome:
+    """Poll until the objects are healthy; ``observed``: the apply's answers (``ApplyOutcome.observed``),
+    which spare the first poll a read of the objects already healthy then."""
     with connect(cluster) as kube:
-        report = kube.wait_healthy(list(refs), timeout=timeout)
+        report = kube.wait_healthy(list(refs), timeout=timeout, observed=observed)
     return health_outcome(report)
 
 

@@ -378,14 +378,15 @@ def _apply(w: _Work) -> None:
     group = mapping.cluster_group
     try:
         w.outcome = ports.apply(cs.cluster, mapping, cs.desired, w.inventory, prune=group.prune,
-                                wave_timeout=float(group.health_timeout_seconds))
+                                wave_timeout=float(group.health_timeout_seconds), live=w.live)
         if not w.outcome.ok:
             w.error, w.transient = w.outcome.error or "apply failed", w.outcome.transient
             return
         # hooks ran to their end inside the apply (and may be deleted by their policy): not waited for
         refs = [r["ref"] for r in w.outcome.results
                 if r.get("action") not in ("deleted", "failed", "skipped") and not _hook(r)]
-        w.health = ports.wait_healthy(cs.cluster, refs, timeout=float(group.health_timeout_seconds))
+        w.health = ports.wait_healthy(cs.cluster, refs, timeout=float(group.health_timeout_seconds),
+                                      observed=w.outcome.observed)
         if not w.health.healthy:
             w.error = f"not healthy: {w.health.reason or w.health.state}"
     except Exception as exc:

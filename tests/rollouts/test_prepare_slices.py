@@ -279,3 +279,52 @@ def test_a_slice_of_a_cancelled_rollout_does_nothing(
     assert not AuditEvent.objects.filter(
         action__in=["rollout.evaluated", "rollout.blocked"], target_id=str(rollout.pk)
     ).exists()
+
+
+@pytest.mark.integration
+def test_a_worker_killed_during_the_gate_slices_loses_no_leg(
+    tmp_path: Any, git_repo: Any, make_fleet: Any
+) -> None:
+    """Real Celery workers: a rollout to six slow clusters gated in slices of two; the worker is killed
+    (SIGKILL) when some legs are gated and others not; the next worker's reconcile (at its start, and again
+    when the gate would count as stalled) sends prepare, which queues the slices of the legs not gated yet.
+    Every cluster ends synced with one Evaluation, and the rollout was decided once."""
+    from tests.workers import Worker, wait_for
+
+    env = {"FLEETGATE_PREPARE_SLICE": "2", "FLEETGATE_SYNC_LEASE_SECONDS": "3", "FLEETGATE_KUBE_RETRIES": "2"}
+    fleet = make_fleet({f"c{i}": {"env": "killgate"} for i in range(6)})
+    for box in fleet.sandboxes.values():
+        box.faults.latency = 0.2  # a live read takes a second or so: the kill lands between slices
+    group = ClusterGroup.objects.create(name="killgate", selector={"matchLabels": {"env": "killgate"}})
+    mapping = make_mapping(make_repository(git_repo), "web", "apps/web", group)
+    _commit(git_repo, ["apps/web"])
+    first = Worker(tmp_path / "worker-1.log", concurrency=1, **env)
+    second = None
+    try:
+        assert fetch_repository(mapping.repository).ok
+        rollout = wait_for(
+            lambda: Rollout.objects.filter(mapping=mapping).first(), timeout=30, what="rollout"
+        )
+
+        def some_gated() -> bool:
+            return ClusterSync.objects.filter(rollout=rollout).exclude(decision="").exists()
+
+        wait_for(some_gated, timeout=120, interval=0.05, what="a slice gated")
+        first.kill()
+        left = ClusterSync.objects.filter(rollout=rollout, decision="").count()
+        assert 0 < left < 6 and Rollout.objects.get(pk=rollout.pk).state == "rendered"
+        second = Worker(tmp_path / "worker-2.log", concurrency=2, **env)
+        wait_for(
+            lambda: Rollout.objects.get(pk=rollout.pk).state in ("synced", "failed", "halted", "blocked"),
+            timeout=180,
+            what="the rollout to finish on the new worker",
+        )
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    rollout.refresh_from_db()
+    assert rollout.state == "synced", rollout.reason
+    assert set(rollout.syncs.values_list("decision", "state")) == {("passed", "synced")}
+    assert Evaluation.objects.filter(commit=rollout.commit, mapping=mapping).count() == 6
+    assert AuditEvent.objects.filter(action="rollout.evaluated", target_id=str(rollout.pk)).count() == 1

@@ -2,8 +2,9 @@
 
 Run at every worker start (``worker_ready``) and by beat. A leg in queued or syncing whose lease has
 expired is dispatched again; the claim in ``sync.run_cluster_sync`` makes a duplicate harmless. With
-``follow=True`` the task schedules itself again for the earliest live lease, so a worker started right
-after another was killed finishes that one's legs without waiting for beat."""
+``follow=True`` the task schedules itself again for the earliest live lease (or the moment a rollout still
+preparing would count as stalled: a lease after its last step, e.g. a slice of its gate), so a worker started
+right after another was killed finishes that one's legs and gate slices without waiting for beat."""
 
 from __future__ import annotations
 
@@ -88,6 +89,12 @@ def reconcile(follow: bool = False) -> dict[str, Any]:
         earliest = ClusterSync.objects.filter(
             state__in=IN_FLIGHT_SYNC_STATES, rollout__state__in=ACTIVE, lease_until__gt=now
         ).aggregate(t=Min("lease_until"))["t"]
+        # and a preparation not stalled yet: its slices may have died with the worker that just stopped
+        stepped = Rollout.objects.filter(state__in=PREPARING, updated__gte=old)
+        touched = stepped.aggregate(t=Min("updated"))["t"]
+        if touched is not None:
+            due = touched + timedelta(seconds=lease_seconds())
+            earliest = due if earliest is None else min(earliest, due)
         if earliest is not None:
             delay = min(300.0, (earliest - now).total_seconds() + 1)
             dispatch.send(tasks.reconcile, True, countdown=delay)

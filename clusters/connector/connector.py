@@ -18,7 +18,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from clusters import allowlist
-from clusters.connector import hooks, ordered
+from clusters.connector import discovery, hooks, ordered
 from clusters.connector import objects as o
 from clusters.connector.client import ConnectorOptions, KubeClient
 from clusters.connector.credentials import ClusterCredentials
@@ -88,6 +88,26 @@ class _Prepared:
         self.ref, self.resource, self.body = ref, resource, body
 
 
+
+def _items(resource: Resource, body: Any) -> list[dict[str, Any]]:
+    """A LIST's objects, each with its apiVersion and kind (a list's items carry none). A list of another
+    kind, or an item of another kind, is refused: discovery named another kind's resource for this one (a
+    server's discovery that lied, shared by server version: discovery.py), and one object is never taken
+    for another. A custom resource's list may have its own ``listKind``: only its items are checked."""
+    if not isinstance(body, dict) or not isinstance(body.get("items") or [], list):
+        raise ConnectorError(f"{resource.kind}: the server answered with no list at {resource.path()}")
+    listed = body.get("kind")
+    if listed not in (None, resource.kind + "List") and discovery.builtin_group(resource.group):
+        raise ConnectorError(f"{resource.kind}: the server answered with a {listed} at {resource.path()}")
+    items = [item for item in body.get("items") or [] if isinstance(item, dict)]
+    for item in items:
+        if item.setdefault("kind", resource.kind) != resource.kind:
+            raise ConnectorError(
+                f"{resource.kind}: the server answered with a {item['kind']} at {resource.path()}"
+            )
+        item.setdefault("apiVersion", resource.group_version)
+    return items
+
 class Connector:
     """Operations on one cluster. Use as a context manager (or call ``close()``). One connector serves one
     thread at a time; to work on many clusters at once, use one connector per cluster (and thread)."""
@@ -128,6 +148,10 @@ class Connector:
             found = self.client.call(lambda: dyn.get_or_none(resource, ref.name, ref.namespace or None))
         except NotFoundError:
             return None
+        if found is not None and not isinstance(found, dict):
+            raise ConnectorError(
+                f"{ref.kind} {ref.name}: the server answered with no object at {resource.path()}"
+            )
         if found is not None and found.get("kind") not in (None, resource.kind):
             # discovery named another kind's resource for this one (a server's discovery that lied, shared by
             # version: discovery.py): never take one object for another
@@ -168,23 +192,15 @@ class Connector:
                 resource, namespace=namespace or None, label_selector=label_selector or None, serialize=False
             )
         )
-        items = json.loads(resp.data).get("items") or []
-        for item in items:
-            item.setdefault("apiVersion", resource.group_version)
-            item.setdefault("kind", resource.kind)
-        return list(items)
+        return _items(resource, json.loads(resp.data))
 
     def _list_full(self, resource: Resource, namespace: str) -> dict[str, dict[str, Any]]:
         """Every object of ``resource`` in ``namespace`` by name, as a GET would return it (a list's items
         carry no apiVersion and kind: they are set)."""
         dyn = self.client.dyn
         resp = self.client.call(lambda: dyn.get(resource, namespace=namespace or None, serialize=False))
-        out = {}
-        for item in json.loads(resp.data).get("items") or []:
-            item.setdefault("apiVersion", resource.group_version)
-            item.setdefault("kind", resource.kind)
-            out[str((item.get("metadata") or {}).get("name", ""))] = item
-        return out
+        items = _items(resource, json.loads(resp.data))
+        return {str((item.get("metadata") or {}).get("name", "")): item for item in items}
 
     def _list_rvs(self, resource: Resource, namespace: str) -> dict[tuple[str, str, str, str], str]:
         dyn = self.client.dyn

@@ -82,6 +82,30 @@ def _builtin(prefix: str, group: str) -> bool:
     return prefix == DISCOVERY_PREFIX and group != "" and group in BUILTIN_GROUPS
 
 
+def builtin_group(group: str) -> bool:
+    """Whether ``group`` (a Resource's group; "" is the core group) is one of Kubernetes' own."""
+    return group in BUILTIN_GROUPS
+
+
+def _resource_list(body: Any, group: str, version: str) -> list[dict[str, Any]] | None:
+    """The resources of a group version's discovery answer, or None when the answer is not the
+    APIResourceList of that group version (an error page, a proxy's answer): such an answer is never
+    shared."""
+    if not isinstance(body, dict) or body.get("kind") != "APIResourceList":
+        return None
+    if body.get("groupVersion") != (f"{group}/{version}" if group else version):
+        return None
+    resources = body.get("resources")
+    if not isinstance(resources, list):
+        return None
+    for item in resources:
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"]):
+            return None
+        if "/" not in item["name"] and not (isinstance(item.get("kind"), str) and item["kind"]):
+            return None
+    return list(resources)
+
+
 class SharedDiscovery:
     """What clusters of one server version have in common, per process: the built-in groups with their
     versions (and which is preferred), and each built-in group version's resource list as the server sent
@@ -158,7 +182,10 @@ class Discovery(LazyDiscoverer):
         self._file = cache_file
         self._dirty = False
         self._full = False  # set by a refresh: this cluster is discovered on its own from then on
+        self._starting = True  # the client's own start (loading the file) is not a refresh
+        self._version_asked = False  # /version asked of this server in this use (when sharing)
         super().__init__(client, cache_file)
+        self._starting = False
 
     # -- the server version the shared lists are kept under ---------------------------------------------
     def _server_version(self) -> str:
@@ -168,8 +195,25 @@ class Discovery(LazyDiscoverer):
         return str(info.get("gitVersion") or "") if isinstance(info, dict) else ""
 
     # -- groups ------------------------------------------------------------------------------------------
+    def _load_server_info(self) -> None:
+        """The server version: asked of the server once per use of the connector when sharing, also when
+        the cache file has one. A cluster upgraded since the file was written says so here; its lists are
+        then neither taken from nor given to its old version's, and what the file says of its groups is
+        dropped."""
+        if self.shared is not None and not self._version_asked:
+            self._version_asked = True
+            before = self._server_version()
+            self._cache.pop("version", None)
+            super()._load_server_info()
+            if before and self._server_version() != before:
+                self._cache.pop("resources", None)
+                self._dirty = True
+            return
+        super()._load_server_info()
+
     def invalidate_cache(self) -> None:
-        self._full = True  # a kind was not found, or the caller asked: ask this cluster, not the others
+        if not self._starting:
+            self._full = True  # a kind was not found, or the caller asked: ask this cluster, not the others
         super().invalidate_cache()
 
     def discover(self) -> None:
@@ -197,7 +241,8 @@ class Discovery(LazyDiscoverer):
     # -- a group version's resources -----------------------------------------------------------------
     def get_resources_for_api_version(self, prefix: str, group: str, version: str, preferred: bool) -> Any:
         server = self._server_version()
-        if not server or not _builtin(prefix, group):
+        if not server or self._full or not _builtin(prefix, group):
+            # not shared, refreshed (this cluster on its own), or not one of Kubernetes' own groups
             return super().get_resources_for_api_version(prefix, group, version, preferred)
         path = "/".join(filter(None, [prefix, group, version]))
         raw = self.shared.resource_list(server, path) if self.shared is not None else None
@@ -206,7 +251,9 @@ class Discovery(LazyDiscoverer):
                 body = self.client.request("GET", path, serializer=_just_json)
             except (ServiceUnavailableError, JSONDecodeError):
                 return super().get_resources_for_api_version(prefix, group, version, preferred)
-            raw = list((body or {}).get("resources") or []) if isinstance(body, dict) else []
+            raw = _resource_list(body, group, version)
+            if raw is None:  # not a resource list: the client's own handling, nothing shared
+                return super().get_resources_for_api_version(prefix, group, version, preferred)
             if self.shared is not None:
                 self.shared.remember_list(server, path, raw)
         return self._resources(prefix, group, version, preferred, raw)

@@ -119,7 +119,7 @@ class SyncRun:
                  live: LiveState | None = None) -> None:
         self.conn, self.mapping, self.default_namespace = conn, mapping, default_namespace
         # the resource version of each object as read just before the apply (None: absent), by key: no LIST
-        # for those; forgotten once a hook has run (it may have changed them since)
+        # for those; forgotten after the first wait or hook (the objects may have changed since)
         self.read: dict[tuple[str, str, str, str], str | None] | None = None
         if live is not None:
             self.read = {
@@ -186,10 +186,14 @@ class SyncRun:
         if first and not self.dry_run:
             ok = self._wait_crds(prepared) and ok
         hooks = [(s, r) for s, r in done if s.hook]
-        if hooks:
-            self.read = None
         if not self.dry_run and ok and (wait or hooks):
             ok = self._wait(done)
+            self.read = None  # time passed: what was read before the apply is not this moment's state
+        if hooks:
+            # a hook ran (it may have changed anything): neither the read before the apply nor what earlier
+            # answers showed healthy is trusted after it; later steps list, the final wait reads again
+            self.read = None
+            self.result.observed.clear()
         if not self.dry_run:
             self._delete_hooks(hooks)
         if not ok:

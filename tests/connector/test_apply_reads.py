@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusters.connector import Connector
+import pytest
+
+from clusters.connector import Connector, hooks
 from tests.connector.conftest import Backend
 from tests.connector.test_connector_backends import configmap, deployment
 
@@ -117,4 +119,60 @@ def test_what_the_apply_observed_is_never_serialized(sandbox_backend: Backend) -
         result = kube.apply(manifests, mapping="web", default_namespace=sandbox_backend.namespace, force=True)
     assert result.ok and result.observed
     assert "observed" not in result.to_dict()
-    assert "hunter2" not in repr(result.observed) and "aHVudGVyMi" not in repr(result.observed)
+    (seen,) = result.observed.values()  # health only: the reference, state, reason and message
+    assert set(seen.to_dict()) == {"ref", "state", "reason", "message"}
+    assert seen.state == "Healthy" and seen.ref.kind == "Secret"
+
+
+def hook_job(phase: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"hook-{phase.lower()}", "annotations": {hooks.ARGO_HOOK: phase}},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "run", "image": "busybox:1.36", "command": ["true"]}],
+                }
+            },
+        },
+    }
+
+
+@pytest.mark.parametrize("hook", ["", "wave", "PreSync", "PostSync"])
+def test_a_hook_or_a_wait_ends_what_the_read_and_the_answers_tell(
+    sandbox_backend: Backend, hook: str
+) -> None:
+    """The read before the apply gives the resource versions only until the first wait or hook (a stale
+    version given here: used without a hook, then "configured"; forgotten after one, the object listed,
+    then "unchanged"); what the answers showed Healthy before a hook is not trusted after it."""
+    namespace = sandbox_backend.namespace
+    settings = configmap("settings", {"color": "blue"}, namespace=namespace)
+    settings["metadata"]["annotations"] = {hooks.ARGO_WAVE: "1"}
+    manifests = [settings]
+    with sandbox_backend.connector() as kube:
+        assert kube.apply(manifests, mapping="web", default_namespace=namespace, force=True).ok
+        live = kube.read_live(manifests, mapping="web", default_namespace=namespace, prune=False)
+        (read,) = live.objects
+        assert read.live is not None
+        read.live["metadata"]["resourceVersion"] = "1"  # not the object's version now
+        wanted = {
+            "": manifests,
+            "wave": [configmap("first", {"k": "v"}, namespace=namespace), *manifests],  # waited for: wave 0
+            "PreSync": [*manifests, hook_job(hook)],
+            "PostSync": [*manifests, hook_job(hook)],
+        }[hook]
+        result = kube.apply(wanted, mapping="web", default_namespace=namespace, force=True, live=live)
+    assert result.ok, [(str(r.ref), r.message) for r in result.results]
+    action = next(r.action for r in result.results if r.ref.name == "settings")
+    kinds = sorted(key[1] for key in result.observed)
+    if not hook:
+        assert (action, kinds) == ("configured", ["ConfigMap"])
+    elif hook == "wave":  # applied after the wait for wave 0: listed; no hook, both answers kept
+        assert (action, kinds) == ("unchanged", ["ConfigMap", "ConfigMap"])
+    elif hook == "PreSync":  # the ConfigMap is applied after the hook: listed, and its answer kept
+        assert (action, kinds) == ("unchanged", ["ConfigMap"])
+    else:  # the ConfigMap is applied before the hook: what its answer showed is forgotten after it
+        assert (action, kinds) == ("configured", [])

@@ -56,6 +56,13 @@ def lease_from_now(extra: float = 0.0) -> Any:
 
 # What the rollout services read with a rollout: its mapping's group and repository, its commit.
 _RELATED = ("mapping__cluster_group", "mapping__repository", "commit__repository")
+# ... without the repositories' credentials: nothing a rollout step does reads them (a render from git loads
+# them when it needs them), and each would be decrypted on every read of the rollout, several per slice.
+_DEFERRED = tuple(
+    f"{path}__{name}"
+    for path in ("mapping__repository", "commit__repository")
+    for name in ("token", "ssh_private_key", "webhook_secret")
+)
 
 
 def locked_rollout(rollout_id: int) -> Rollout:
@@ -66,18 +73,20 @@ def locked_rollout(rollout_id: int) -> Rollout:
     UPDATE would make it wait for every advance."""
     return (
         Rollout.objects.select_for_update(of=("self",), no_key=True)
-        .select_related(*_RELATED)
+        .select_related(*_RELATED).defer(*_DEFERRED)
         .get(pk=rollout_id)
     )
 
 
 def locked_rollout_unless_busy(rollout_id: int) -> Rollout | None:
     """The rollout row locked for the current transaction, or None at once when another transaction holds
-    its lock (SKIP LOCKED; on SQLite, which has no row locks, always the row)."""
-    return (
+    its lock (SKIP LOCKED; on SQLite, which has no row locks, always the row). Unordered: one row by its
+    key (``first()`` would compile the model's ordering on every leg's end)."""
+    rows = list(
         Rollout.objects.select_for_update(of=("self",), skip_locked=True, no_key=True)
-        .select_related(*_RELATED).filter(pk=rollout_id).first()
+        .select_related(*_RELATED).defer(*_DEFERRED).filter(pk=rollout_id).order_by()
     )
+    return rows[0] if rows else None
 
 
 def current_rollout(rollout_id: int) -> Rollout:
@@ -86,7 +95,10 @@ def current_rollout(rollout_id: int) -> Rollout:
     rollout (cancel, pause, halt) that commits while a leg is claimed or finished is ordered after it, as
     if the leg had been claimed a moment earlier (cancel and pause let legs in flight finish). The group's
     allow-list comes in the same query (the leg's apply checks it; one query per leg otherwise)."""
-    return Rollout.objects.select_related(*_RELATED, "mapping__cluster_group__allow_list").get(pk=rollout_id)
+    return (
+        Rollout.objects.select_related(*_RELATED, "mapping__cluster_group__allow_list").defer(*_DEFERRED)
+        .get(pk=rollout_id)
+    )
 
 
 def transition(rollout: Rollout, state: str, reason: str = "", action: str = "", **fields: Any) -> None:

@@ -397,9 +397,11 @@ def _apply(w: _Work) -> None:
 
 def previous_inventories(mapping: Any, legs: Sequence[ClusterSync]) -> dict[int, list[dict[str, Any]]]:
     """What the last sync of ``mapping`` left on each leg's cluster (for prune): one query for the slice."""
-    rows = SyncedState.objects.filter(
-        mapping=mapping, cluster__in=[cs.cluster_id for cs in legs]
-    ).values_list("cluster_id", "inventory")
+    rows = (
+        SyncedState.objects.filter(mapping=mapping, cluster__in=[cs.cluster_id for cs in legs])
+        .order_by()  # a dict by cluster: the model's ordering would join the clusters for nothing
+        .values_list("cluster_id", "inventory")
+    )
     return {cluster_id: list(inventory or []) for cluster_id, inventory in rows}
 
 

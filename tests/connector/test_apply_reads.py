@@ -12,6 +12,7 @@ import pytest
 from clusters.connector import Connector, hooks
 from tests.connector.conftest import Backend
 from tests.connector.test_connector_backends import configmap, deployment
+from tests.connector.test_connector_hooks import job
 
 
 def objects(namespace: str, color: str) -> list[dict[str, Any]]:
@@ -125,20 +126,7 @@ def test_what_the_apply_observed_is_never_serialized(sandbox_backend: Backend) -
 
 
 def hook_job(phase: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": f"hook-{phase.lower()}", "annotations": {hooks.ARGO_HOOK: phase}},
-        "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "run", "image": "busybox:1.36", "command": ["true"]}],
-                }
-            },
-        },
-    }
+    return job(f"hook-{phase.lower()}", **{hooks.ARGO_HOOK: phase})
 
 
 @pytest.mark.parametrize("hook", ["", "wave", "PreSync", "PostSync"])

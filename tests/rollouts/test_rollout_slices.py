@@ -40,9 +40,15 @@ def test_a_slice_applies_in_parallel_threads_and_a_failing_cluster_fails_alone(
     w.fleet.sandbox("b").faults.down = True
     threads: dict[str, str] = {}
     real_apply = ports.apply
+    # The three healthy legs' applies meet here: they pass only when all three are in flight at once (each on
+    # a thread of its own), so the test does not depend on which idle thread the pool hands a leg to.
+    together = threading.Barrier(3, timeout=60)
 
     def apply(cluster: Any, *args: Any, **kwargs: Any) -> Any:  # a spy: notes the thread, applies for real
-        threads[cluster.name.split("-", 1)[1]] = threading.current_thread().name
+        short = cluster.name.split("-", 1)[1]
+        threads[short] = threading.current_thread().name
+        if short != "b":
+            together.wait()
         return real_apply(cluster, *args, **kwargs)
 
     monkeypatch.setattr(ports, "apply", apply)

@@ -128,42 +128,64 @@ def prepare(rollout_id: int) -> str:
 
 # A leg's JSON columns: loaded only where a step reads them (decoding them is most of loading 10,000 legs)
 _BULKY = frozenset({"evaluation", "desired", "plan", "results", "counts", "health_detail", "waiting_for"})
+# A cluster's access, left out where a step does not connect to it (the render, the batches): not decrypted,
+# and not held for every leg at once (a real kubeconfig or CA bundle is kilobytes).
+_ACCESS = tuple(f"cluster__{name}" for name in ("token", "client_certificate", "client_key", "kubeconfig",
+                                                "ca_data"))
+# Legs rendered per round: the render lookup holds each leg's objects (decoded from the stored render) until
+# they are written, so a rollout's render holds at most this many at once, whatever its size.
+RENDER_CHUNK = 1000
 
 
 def _render(rollout_id: int) -> None:
+    """Each leg's objects from the stored renders (or rendered now), a chunk of legs at a time; the last
+    chunk's write and the move to rendered in one transaction. A render that fails fails the rollout, its
+    legs cancelled with the reason. Nothing is written once the rollout has left pending (cancelled,
+    superseded, or rendered by another prepare of it)."""
     rollout = Rollout.objects.select_related("mapping__cluster_group", "commit__repository").get(
         pk=rollout_id
     )
-    syncs = list(rollout.syncs.select_related("cluster").defer(*_BULKY))
     error = ""
-    objects: dict[int, list[dict[str, Any]]] = {}
-    declared: dict[str, Any] | None = None
-    try:
-        objects = ports.render_mapping(rollout.commit, rollout.mapping, [s.cluster for s in syncs])
-        # the batches and limits of the mapping's fleet.yaml rolloutStrategy (services/strategy.py)
-        declared = ports.rollout_strategy(rollout.commit, rollout.mapping)
-    except ports.ManifestsUnavailable as exc:  # a render failed, the commit is gone, git failed
-        error = f"render failed: {exc}"
-    except Exception as exc:  # git unreachable etc.: the rollout fails with the reason, nothing is applied
-        error = f"render failed: {type(exc).__name__}: {exc}"
-    with atomic():
-        rollout = locked_rollout(rollout_id)
-        if rollout.state != RolloutState.PENDING:
+    after, legs, total = 0, 0, 0
+    while True:
+        syncs = list(
+            rollout.syncs.select_related("cluster").defer(*_BULKY, *_ACCESS).filter(pk__gt=after)
+            .order_by("pk")[:RENDER_CHUNK]
+        )
+        last = len(syncs) < RENDER_CHUNK
+        declared: dict[str, Any] | None = None
+        objects: dict[int, list[dict[str, Any]]] = {}
+        try:
+            objects = ports.render_mapping(rollout.commit, rollout.mapping, [s.cluster for s in syncs])
+            if last:  # the batches and limits of its fleet.yaml rolloutStrategy (services/strategy.py)
+                declared = ports.rollout_strategy(rollout.commit, rollout.mapping)
+        except ports.ManifestsUnavailable as exc:  # a render failed, the commit is gone, git failed
+            error = f"render failed: {exc}"
+        except Exception as exc:  # git unreachable etc.: the rollout fails with the reason, nothing applied
+            error = f"render failed: {type(exc).__name__}: {exc}"
+        with atomic():
+            locked = locked_rollout(rollout_id)
+            if locked.state != RolloutState.PENDING:
+                return
+            if error:
+                locked.syncs.update(state=SyncState.CANCELLED, error=error[:2000])
+                transition(locked, RolloutState.FAILED, error[:2000])
+                return
+            for cs in syncs:
+                cs.desired = objects.get(cs.cluster_id, [])
+            bulk.update_rows(syncs, ["desired"])
+            legs += len(syncs)
+            total += sum(len(v) for v in objects.values())
+            if not last:
+                after = syncs[-1].pk
+                continue
+            fields: dict[str, Any] = {"strategy": declared} if declared else {}
+            transition(locked, RolloutState.RENDERED, f"{total} object(s) for {legs} cluster(s)", **fields)
+            if declared:
+                note(locked, "rollout.strategy", f"rollout strategy from {declared['file']}"
+                     + (f": {'; '.join(declared['notes'])}" if declared.get("notes") else ""),
+                     strategy=declared)
             return
-        if error:
-            rollout.syncs.update(state=SyncState.CANCELLED, error=error[:2000])
-            transition(rollout, RolloutState.FAILED, error[:2000])
-            return
-        for cs in syncs:
-            cs.desired = objects.get(cs.cluster_id, [])
-        bulk.update_rows(syncs, ["desired"])
-        total = sum(len(v) for v in objects.values())
-        fields: dict[str, Any] = {"strategy": declared} if declared else {}
-        transition(rollout, RolloutState.RENDERED, f"{total} object(s) for {len(syncs)} cluster(s)", **fields)
-        if declared:
-            note(rollout, "rollout.strategy", f"rollout strategy from {declared['file']}"
-                 + (f": {'; '.join(declared['notes'])}" if declared.get("notes") else ""),
-                 strategy=declared)
 
 
 def _read_live(rollout: Rollout, syncs: list[ClusterSync]) -> dict[int, ports.LiveState | str]:
@@ -484,7 +506,7 @@ def assign_batches(rollout: Rollout) -> int:
     group = rollout.mapping.cluster_group
     syncs = list(
         rollout.syncs.select_related("cluster").filter(state=SyncState.PENDING).order_by("cluster__name")
-        .defer(*_BULKY)
+        .defer(*_BULKY, *_ACCESS)
     )
     if strategy.declared(rollout) is not None:
         planned = _assign_fleet_batches(rollout, syncs)

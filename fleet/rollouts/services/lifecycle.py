@@ -535,7 +535,7 @@ def _assign_fleet_batches(rollout: Rollout, pending: list[ClusterSync]) -> int |
     """The fleet.yaml strategy's plan stored on the rollout, and its partitions as batches (None: the
     strategy leaves the group's batches). A pending leg of a cluster in no partition is cancelled with the
     reason: Fleet does not roll out to it."""
-    every = list(rollout.syncs.select_related("cluster").order_by("cluster__name"))
+    every = list(rollout.syncs.select_related("cluster").order_by("cluster__name").defer(*_BULKY, *_ACCESS))
     found = strategy.plan(rollout, every)
     if found is None:
         return None

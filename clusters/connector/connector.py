@@ -88,7 +88,6 @@ class _Prepared:
         self.ref, self.resource, self.body = ref, resource, body
 
 
-
 def _items(resource: Resource, body: Any) -> list[dict[str, Any]]:
     """A LIST's objects, each with its apiVersion and kind (a list's items carry none). A list of another
     kind, or an item of another kind, is refused: discovery named another kind's resource for this one (a
@@ -107,6 +106,7 @@ def _items(resource: Resource, body: Any) -> list[dict[str, Any]]:
             )
         item.setdefault("apiVersion", resource.group_version)
     return items
+
 
 class Connector:
     """Operations on one cluster. Use as a context manager (or call ``close()``). One connector serves one

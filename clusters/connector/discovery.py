@@ -79,7 +79,7 @@ KEEP_VERSIONS = 16  # server versions remembered per process (a fleet runs a few
 def _builtin(prefix: str, group: str) -> bool:
     if prefix == "api":
         return group == ""
-    return prefix == DISCOVERY_PREFIX and group != "" and group in BUILTIN_GROUPS
+    return prefix == DISCOVERY_PREFIX and group != "" and builtin_group(group)
 
 
 def builtin_group(group: str) -> bool:

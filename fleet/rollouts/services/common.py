@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from fleet.audit.services import record
 from fleet.core.errors import DomainError, ErrorKind
+from fleet.core.fields import secret_field_names
 from fleet.rollouts.models import ClusterSync, Rollout
+from fleet.sources.models import Repository
 
 
 class RolloutError(DomainError):
@@ -61,7 +63,7 @@ _RELATED = ("mapping__cluster_group", "mapping__repository", "commit__repository
 _DEFERRED = tuple(
     f"{path}__{name}"
     for path in ("mapping__repository", "commit__repository")
-    for name in ("token", "ssh_private_key", "webhook_secret")
+    for name in sorted(secret_field_names(Repository))
 )
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from clusters import selectors
 from clusters.models import Cluster
 from fleet.core import bulk
+from fleet.core.fields import secret_field_names
 from fleet.rollouts import dispatch, ports, tasks
 from fleet.rollouts.choices import (
     SUPERSEDABLE_STATES,
@@ -130,8 +131,9 @@ def prepare(rollout_id: int) -> str:
 _BULKY = frozenset({"evaluation", "desired", "plan", "results", "counts", "health_detail", "waiting_for"})
 # A cluster's access, left out where a step does not connect to it (the render, the batches): not decrypted,
 # and not held for every leg at once (a real kubeconfig or CA bundle is kilobytes).
-_ACCESS = tuple(f"cluster__{name}" for name in ("token", "client_certificate", "client_key", "kubeconfig",
-                                                "ca_data"))
+_ACCESS = tuple(
+    f"cluster__{name}" for name in sorted(secret_field_names(Cluster) | {"client_certificate", "ca_data"})
+)
 # Legs rendered per round: the render lookup holds each leg's objects (decoded from the stored render) until
 # they are written, so a rollout's render holds at most this many at once, whatever its size.
 RENDER_CHUNK = 1000
